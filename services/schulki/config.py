@@ -1,0 +1,202 @@
+"""schulki's settings: one Config with a section per service.
+
+Settings come, in this order of precedence, from keyword arguments, the
+environment (``SCHULKI_`` prefix, sections nested with ``__``, for example
+``SCHULKI_INFERENCE__CONTEXT_LENGTH=8192``), and a TOML file named by
+``SCHULKI_CONFIG`` (for example ``/etc/schulki/schulki.toml``). Every field is
+documented where it is declared.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_data_dir() -> Path:
+    """Where models, stores and accounts live when nothing else is configured."""
+    return REPO_ROOT / "var"
+
+
+class RuntimeConfig(BaseModel):
+    """Settings every service shares."""
+
+    host: str = "127.0.0.1"
+    """Address the services listen on; 0.0.0.0 inside a container."""
+    service_token: SecretStr | None = None
+    """Shared secret the gateway sends as ``authorization: Bearer <token>``; when set, every other caller is refused."""
+    service_token_file: Path | None = None
+    """A file holding the service token (a container secret); read when service_token is not set."""
+    max_message_bytes: int = 8 * 1024 * 1024
+    """Largest single gRPC message. Uploads stream in chunks of at most 1 MiB, so 8 MiB leaves room without letting one message eat memory."""
+    grace_period_s: float = 20.0
+    """On SIGTERM, how long running requests may take to finish before they are cancelled."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of every service."""
+    log_content: bool = False
+    """Log the text of prompts, documents and transcripts. Off by default: only an admin debugging a problem turns it on."""
+
+    def resolved_service_token(self) -> str | None:
+        """The service token from the setting or its file, or None when neither is set."""
+        if self.service_token is not None:
+            return self.service_token.get_secret_value()
+        if self.service_token_file is not None:
+            return self.service_token_file.read_text().strip()
+        return None
+
+
+class InferenceConfig(BaseModel):
+    """Settings of the inference service (chat models through llama.cpp)."""
+
+    port: int = 50051
+    """Port of the inference service."""
+    model_path: Path | None = None
+    """The GGUF chat model. Empty means the default model, Gemma 3 270M Q4_K_M from its PyPI package."""
+    context_length: int = 4096
+    """Tokens the context holds (prompt and answer together)."""
+    gpu_layers: int = -1
+    """Layers offloaded to the GPU; -1 means all of them (where no GPU is there, llama.cpp runs on the CPU)."""
+    threads: int | None = None
+    """CPU threads for decoding; empty means the number of physical cores."""
+    flash_attention: bool = False
+    """Use flash attention (saves memory on GPUs that support it)."""
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    """Element type of the KV cache; q8_0 halves its memory at a small loss of quality (quantized V needs flash attention)."""
+    batch_size: int = 512
+    """Tokens evaluated at once while reading the prompt."""
+    parallel_sequences: int = 1
+    """Sequences decoded at once. The engine decodes one at a time today; the planner already counts this many KV caches."""
+    max_queued: int = 32
+    """Requests that may wait for their turn; beyond that new requests are refused at once with RESOURCE_EXHAUSTED."""
+    max_queued_per_user: int = 4
+    """Requests one user may have waiting; keeps one user from filling the queue."""
+    default_temperature: float = 0.7
+    """Temperature when a request sets none."""
+    default_top_p: float = 0.95
+    """top_p when a request sets none."""
+    default_top_k: int = 40
+    """top_k when a request sets none."""
+    default_repeat_penalty: float = 1.1
+    """Repeat penalty when a request sets none."""
+
+
+class EmbeddingsConfig(BaseModel):
+    """Settings of the embeddings service."""
+
+    port: int = 50052
+    """Port of the embeddings service."""
+    model_path: Path | None = None
+    """The GGUF embedding model. Empty means the default, all-MiniLM-L6-v2 converted at set-up."""
+    threads: int | None = None
+    """CPU threads; empty means the number of physical cores."""
+    gpu_layers: int = -1
+    """Layers offloaded to the GPU; -1 means all."""
+    batch_tokens: int = 2048
+    """Tokens evaluated in one batch; texts are packed into batches up to this size."""
+    max_texts: int = 512
+    """Most texts in one Embed call."""
+
+
+class TranscriptionConfig(BaseModel):
+    """Settings of the transcription service (faster-whisper)."""
+
+    port: int = 50053
+    """Port of the transcription service."""
+    model_path: Path | None = None
+    """Folder of a CTranslate2 Whisper model. Empty means the default, Whisper base from its PyPI packages."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to run: cuda on a GPU node, cpu elsewhere; auto picks cuda when one is there."""
+    compute_type: str = "default"
+    """CTranslate2 compute type; default means int8 on the CPU and float16 on a GPU."""
+    threads: int = 0
+    """CPU threads; 0 lets CTranslate2 choose."""
+    beam_size: int = 5
+    """Beam size for decoding."""
+    max_upload_bytes: int = 500 * 1024 * 1024
+    """Largest recording accepted, in bytes."""
+    max_duration_s: float = 2 * 60 * 60
+    """Longest recording accepted, in seconds."""
+    max_concurrent: int = 2
+    """Transcriptions running at once; more wait in line."""
+
+
+class RetrievalConfig(BaseModel):
+    """Settings of the retrieval service."""
+
+    port: int = 50054
+    """Port of the retrieval service."""
+    store: Literal["embedded", "weaviate"] = "embedded"
+    """Where chunks and vectors live: the embedded store on this machine, or a Weaviate cluster."""
+    store_path: Path | None = None
+    """Folder of the embedded store; empty means var/retrieval under the data folder."""
+    weaviate_url: str | None = None
+    """URL of the Weaviate server, for store = weaviate."""
+    weaviate_api_key: SecretStr | None = None
+    """API key for Weaviate."""
+    embeddings_address: str = "127.0.0.1:50052"
+    """Where the embeddings service listens."""
+    max_upload_bytes: int = 100 * 1024 * 1024
+    """Largest document accepted, in bytes."""
+    chunk_chars: int = 1200
+    """Target length of a chunk in characters."""
+    chunk_overlap_chars: int = 200
+    """Characters shared by neighbouring chunks."""
+    vector_weight: float = 0.5
+    """Weight of the vector score against BM25 when a search sets none."""
+    allowed_url_hosts: list[str] = Field(default_factory=list)
+    """Hosts on private or link-local addresses that URL ingest may fetch from anyway (for example the school's intranet)."""
+
+
+class GatewayConfig(BaseModel):
+    """Settings of the gateway (web UI and OpenAI-compatible API)."""
+
+    host: str = "0.0.0.0"
+    """Address the gateway listens on; students reach it here."""
+    port: int = 7860
+    """Port of the web UI and the API."""
+
+
+class Config(BaseSettings):
+    """All of schulki's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SCHULKI_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Folder for models, stores and accounts on this machine."""
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    """Settings every service shares."""
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    """The inference service."""
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    """The embeddings service."""
+    transcription: TranscriptionConfig = Field(default_factory=TranscriptionConfig)
+    """The transcription service."""
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    """The retrieval service."""
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    """The gateway."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SCHULKI_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)

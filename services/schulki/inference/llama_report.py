@@ -1,0 +1,102 @@
+"""What llama.cpp reports about a model it loads: GGUF facts and buffer sizes.
+
+llama.cpp prints the size of each buffer it allocates ("CPU_Mapped model
+buffer size = 241.43 MiB", "CPU KV buffer size = 48.00 MiB", "CPU compute
+buffer size = 514.25 MiB"). ``capture_llama_log`` collects those lines while
+a model loads, and ``buffer_sizes`` adds them up, so GetModelInfo and the quant
+planner can quote what llama.cpp really took rather than an estimate.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+GGUF_MAGIC = b"GGUF"
+
+# llama.cpp's enum llama_ftype, as stored in the GGUF key general.file_type.
+FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
+    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
+    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
+    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
+    37: "TQ2_0", 38: "MXFP4_MOE",
+}
+
+_BUFFER_LINE = re.compile(r"(?P<device>[\w.-]+) (?P<kind>model|KV|compute|RS|output)\s+buffer size =\s+(?P<mib>[\d.]+) MiB")
+
+
+@dataclass
+class BufferSizes:
+    """Bytes llama.cpp allocated, by kind, summed over devices."""
+
+    weights: int = 0
+    kv_cache: int = 0
+    compute: int = 0
+    output: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + self.output
+
+
+def buffer_sizes(log_lines: list[str]) -> BufferSizes:
+    """Add up the buffer sizes in llama.cpp's load log."""
+    sizes = BufferSizes()
+    for line in log_lines:
+        for match in _BUFFER_LINE.finditer(line):
+            size = int(float(match["mib"]) * 1024 * 1024)
+            kind = match["kind"]
+            if kind == "model":
+                sizes.weights += size
+            elif kind in ("KV", "RS"):
+                sizes.kv_cache += size
+            elif kind == "compute":
+                sizes.compute += size
+            else:
+                sizes.output += size
+    return sizes
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise ValueError with a one-line reason when path is not a readable GGUF file."""
+    if not path.exists():
+        raise ValueError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"model path is not a file: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(f"not a GGUF model file (starts with {magic!r}, expected {GGUF_MAGIC!r}): {path}")
+
+
+def quant_name(metadata: dict[str, str], description: str = "") -> str:
+    """The quantization type of a model from its GGUF metadata, e.g. "Q4_K_M"."""
+    file_type = metadata.get("general.file_type")
+    if file_type is not None and file_type.lstrip("-").isdigit():
+        return FILE_TYPES.get(int(file_type), f"ftype {file_type}")
+    return description.split(" ", 2)[-1] if description else "unknown"
+
+
+@contextmanager
+def capture_llama_log() -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines (instead of printing them) while the block runs."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode("utf-8", errors="replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield lines
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))

@@ -1,0 +1,127 @@
+"""A fair waiting line in front of the engine's decoding slots.
+
+One llama context is not thread safe, so requests take turns. The line is fair
+between users: when a slot frees, the next turn goes to the waiting user with
+the fewest requests running, then to the one served least recently, then to
+the one who came first. A user with several requests therefore waits behind
+users with none. A full line refuses new requests at once, and a request that
+is cancelled while it waits leaves the line without taking a turn.
+
+The engine has ``slots`` places; today it decodes one sequence at a time, and
+batched decoding of several sequences only raises ``slots``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from schulki.runtime.errors import Busy
+
+BUSY_MESSAGE = (
+    "Gerade fragen sehr viele gleichzeitig. Bitte warte einen Moment und versuche es dann noch einmal. "
+    "(The server is busy: {waiting} requests are waiting. Please try again in a minute.)"
+)
+USER_BUSY_MESSAGE = (
+    "Du hast schon {waiting} Anfragen in der Warteschlange. Warte, bis eine fertig ist. "
+    "(You already have {waiting} requests waiting.)"
+)
+
+
+@dataclass(order=True)
+class _Waiter:
+    seq: int
+    user: str = field(compare=False)
+    future: asyncio.Future = field(compare=False)
+
+
+class FairScheduler:
+    """Hands out ``slots`` turns at a time, fairly between users."""
+
+    def __init__(self, slots: int = 1, max_queued: int = 32, max_queued_per_user: int = 4):
+        if slots < 1:
+            raise ValueError("slots must be at least 1")
+        self.slots = slots
+        self.max_queued = max_queued
+        self.max_queued_per_user = max_queued_per_user
+        self._running: dict[str, int] = defaultdict(int)
+        self._waiting: dict[str, deque[_Waiter]] = defaultdict(deque)
+        self._last_served: dict[str, int] = {}
+        self._served = itertools.count(1)
+        self._arrivals = itertools.count()
+        self._free = slots
+
+    @property
+    def queue_length(self) -> int:
+        """Requests waiting for a turn."""
+        return sum(len(q) for q in self._waiting.values())
+
+    @property
+    def running(self) -> int:
+        """Requests holding a turn."""
+        return self.slots - self._free
+
+    @asynccontextmanager
+    async def turn(self, user: str) -> AsyncIterator[None]:
+        """Wait for a turn (or fail at once with Busy) and hold it for the block."""
+        await self._acquire(user)
+        try:
+            yield
+        finally:
+            self._release(user)
+
+    async def _acquire(self, user: str) -> None:
+        if self._free > 0 and self.queue_length == 0:
+            self._grant(user)
+            return
+        waiting = self.queue_length
+        if waiting >= self.max_queued:
+            raise Busy(BUSY_MESSAGE.format(waiting=waiting))
+        mine = len(self._waiting.get(user, ()))
+        if mine >= self.max_queued_per_user:
+            raise Busy(USER_BUSY_MESSAGE.format(waiting=mine))
+        waiter = _Waiter(next(self._arrivals), user, asyncio.get_running_loop().create_future())
+        self._waiting[user].append(waiter)
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                # The turn was granted just as the caller gave up: hand it on.
+                self._release(user)
+            else:
+                self._remove(waiter)
+            raise
+
+    def _grant(self, user: str) -> None:
+        self._free -= 1
+        self._running[user] += 1
+        self._last_served[user] = next(self._served)
+
+    def _remove(self, waiter: _Waiter) -> None:
+        queue = self._waiting.get(waiter.user)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._waiting[waiter.user]
+
+    def _release(self, user: str) -> None:
+        self._free += 1
+        self._running[user] -= 1
+        if self._running[user] <= 0:
+            del self._running[user]
+        while self._free > 0 and self._waiting:
+            nxt = min(
+                self._waiting,
+                key=lambda u: (self._running.get(u, 0), self._last_served.get(u, 0), self._waiting[u][0].seq),
+            )
+            waiter = self._waiting[nxt].popleft()
+            if not self._waiting[nxt]:
+                del self._waiting[nxt]
+            if waiter.future.done():
+                continue
+            self._grant(nxt)
+            waiter.future.set_result(None)

@@ -1,0 +1,153 @@
+"""The InferenceService: chat, token counting and model facts over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+
+from schulki.config import InferenceConfig
+from schulki.inference.engine import ChatEngine, Generation, GenerationResult, Sampling
+from schulki.inference.scheduler import FairScheduler
+from schulki.inference.v1 import inference_service_pb2 as pb
+from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from schulki.runtime.errors import InvalidInput, NotReady
+from schulki.runtime.logs import content
+
+log = logging.getLogger("schulki.inference")
+
+ROLES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
+FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+MAX_STOP_SEQUENCES = 8
+
+
+def messages_from_proto(messages) -> list[dict[str, str]]:
+    """Check a conversation and turn it into the chat template's input."""
+    if not messages:
+        raise InvalidInput("Die Nachricht ist leer. (The conversation has no messages.)")
+    result = []
+    for i, m in enumerate(messages):
+        role = ROLES.get(m.role)
+        if role is None:
+            raise InvalidInput(f"Nachricht {i + 1} hat eine unbekannte Rolle ({m.role}); erlaubt sind system, user und assistant. (unknown role)")
+        result.append({"role": role, "content": m.content})
+    if not any(m["content"].strip() for m in result):
+        raise InvalidInput("Die Nachricht ist leer. (All messages are empty.)")
+    return result
+
+
+class InferenceService(pb_grpc.InferenceServiceServicer):
+    """Serves one GGUF chat model to many callers, fairly."""
+
+    service_name = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
+
+    def __init__(self, config: InferenceConfig, model_path: Path):
+        self.config = config
+        self.engine = ChatEngine(model_path, config)
+        self.scheduler = FairScheduler(
+            slots=1, max_queued=config.max_queued, max_queued_per_user=config.max_queued_per_user
+        )
+        self._loaded = False
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_InferenceServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.engine.load)
+        self._loaded = True
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)
+
+    def _require_loaded(self) -> None:
+        if not self._loaded:
+            raise NotReady("Das Modell wird noch geladen. (The model is still loading.)")
+
+    async def _prompt_tokens(self, messages) -> list[int]:
+        return await asyncio.to_thread(self.engine.chat_tokens, messages_from_proto(messages))
+
+    def _sampling(self, request: pb.ChatRequest) -> Sampling:
+        s, c = request.sampling, self.config
+        temperature = s.temperature if s.HasField("temperature") else (
+            request.temperature if request.HasField("temperature") else c.default_temperature
+        )
+        sampling = Sampling(
+            temperature=temperature,
+            top_p=s.top_p if s.HasField("top_p") else c.default_top_p,
+            top_k=s.top_k if s.HasField("top_k") else c.default_top_k,
+            repeat_penalty=s.repeat_penalty if s.HasField("repeat_penalty") else c.default_repeat_penalty,
+            seed=s.seed if s.HasField("seed") else None,
+        )
+        if not 0.0 <= sampling.temperature <= 2.0:
+            raise InvalidInput(f"temperature must be between 0 and 2, not {sampling.temperature:g}")
+        if not 0.0 < sampling.top_p <= 1.0:
+            raise InvalidInput(f"top_p must be above 0 and at most 1, not {sampling.top_p:g}")
+        if sampling.top_k < 0:
+            raise InvalidInput(f"top_k must not be negative, not {sampling.top_k}")
+        if sampling.repeat_penalty <= 0:
+            raise InvalidInput(f"repeat_penalty must be positive, not {sampling.repeat_penalty:g}")
+        return sampling
+
+    async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext):
+        self._require_loaded()
+        n_ctx = self.engine.info.context_length
+        sampling = self._sampling(request)
+        if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
+            raise InvalidInput(f"at most {MAX_STOP_SEQUENCES} stop sequences, not {len(request.stop_sequences)}")
+        if request.HasField("max_tokens") and request.max_tokens <= 0:
+            raise InvalidInput(f"max_tokens must be positive, not {request.max_tokens}")
+        if request.HasField("max_tokens") and request.max_tokens >= n_ctx:
+            raise InvalidInput(f"max_tokens {request.max_tokens} does not fit into the context of {n_ctx} tokens")
+        prompt = await self._prompt_tokens(request.messages)
+        room = n_ctx - len(prompt)
+        if room <= 0:
+            raise InvalidInput(
+                f"Der Text ist zu lang: {len(prompt)} Tokens, es passen höchstens {n_ctx - 1}. Kürze ihn oder beginne einen neuen Chat. "
+                f"(The prompt has {len(prompt)} tokens; the context holds {n_ctx}.)"
+            )
+        max_tokens = request.max_tokens if request.HasField("max_tokens") else room
+        if max_tokens > room:
+            raise InvalidInput(
+                f"Prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the context of {n_ctx} tokens; "
+                f"at most {room} tokens can be generated."
+            )
+        log.info("chat: %d prompt tokens, max %d, last message %s", len(prompt), max_tokens, content(request.messages[-1].content))
+        job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences))
+        user = request.user or context.peer()
+        async with self.scheduler.turn(user):
+            async for item in self.engine.generate(job):
+                if isinstance(item, GenerationResult):
+                    usage = pb.Usage(
+                        prompt_tokens=len(prompt),
+                        completion_tokens=item.completion_tokens,
+                        total_tokens=len(prompt) + item.completion_tokens,
+                    )
+                    log.info("chat done: %s after %d tokens", item.finish_reason, item.completion_tokens)
+                    yield pb.ChatResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[item.finish_reason], usage=usage))
+                else:
+                    yield pb.ChatResponse(text=item)
+
+    async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
+        self._require_loaded()
+        tokens = await self._prompt_tokens(request.messages)
+        return pb.CountTokensResponse(token_count=len(tokens), context_length=self.engine.info.context_length)
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
+        self._require_loaded()
+        info = self.engine.info
+        return pb.GetModelInfoResponse(
+            model_name=info.model_name,
+            quant=info.quant,
+            context_length=info.context_length,
+            training_context_length=info.training_context_length,
+            gpu_layers=info.gpu_layers,
+            layer_count=info.layer_count,
+            weights_bytes=info.buffers.weights,
+            kv_cache_bytes=info.buffers.kv_cache,
+            compute_buffer_bytes=info.buffers.compute,
+            parallel_sequences=self.scheduler.slots,
+            queue_length=self.scheduler.queue_length,
+            file_name=info.file_name,
+        )

@@ -1,0 +1,1 @@
+"""The service runtime every schulki gRPC service is built on."""

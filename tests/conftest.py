@@ -1,0 +1,120 @@
+"""Shared fixtures: real services on real sockets, in this process or in a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+
+from schulki.config import Config, RuntimeConfig
+from schulki.runtime.client import wait_until_serving
+from schulki.runtime.server import RunningServer, Service, create_server
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
+
+
+class InProcessServer:
+    """Runs services on a real port, with their own event loop on a background thread."""
+
+    def __init__(self, services: Sequence[Service], runtime: RuntimeConfig | None = None, start: bool = True):
+        self.services = list(services)
+        self.runtime = runtime or RuntimeConfig()
+        self.start_services = start
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.running: RunningServer | None = None
+
+    def call(self, coro, timeout: float = 120):
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> InProcessServer:
+        self.thread.start()
+        self.running = self.call(create_server(self.services, 0, self.runtime))
+        if self.start_services:
+            for service in self.services:
+                self.call(service.start())
+            self.call(self.running.set_serving(True))
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.running.port}"
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def __exit__(self, *exc) -> None:
+        async def shutdown():
+            await self.running.set_serving(False)
+            await self.running.server.stop(2)
+            for service in self.services:
+                await service.close()
+
+        self.call(shutdown())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    """``schulki serve NAME`` in a child process, as an admin would start it."""
+
+    def __init__(self, name: str, env: dict[str, str] | None = None, port: int | None = None):
+        self.name = name
+        self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 120) -> ServiceProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "schulki.cli", "serve", self.name, "--port", str(self.port)],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        if wait:
+            wait_until_serving(self.address, timeout, is_alive=lambda: self.process.poll() is None)
+        return self
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def stop(self, terminate: bool = True) -> tuple[int, str]:
+        """Stop the process (SIGTERM, unless it should end by itself) and return its exit code and log."""
+        if terminate and self.process.poll() is None:
+            self.terminate()
+        try:
+            _, err = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        return self.process.returncode, err
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return Config()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,116 @@
+"""The fair waiting line in front of the engine, without a model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from schulki.inference.scheduler import FairScheduler
+from schulki.runtime.errors import Busy
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _hold(scheduler: FairScheduler, user: str, order: list[str], release: asyncio.Event, name: str):
+    async with scheduler.turn(user):
+        order.append(name)
+        await release.wait()
+
+
+def test_a_user_with_waiting_requests_goes_behind_a_user_with_none():
+    async def scenario():
+        s = FairScheduler(slots=1, max_queued=10, max_queued_per_user=10)
+        order: list[str] = []
+        gates = {n: asyncio.Event() for n in ("a1", "a2", "a3", "b1")}
+        tasks = {}
+        for name in ("a1", "a2", "a3", "b1"):
+            tasks[name] = asyncio.create_task(_hold(s, name[0], order, gates[name], name))
+            await asyncio.sleep(0)
+        assert order == ["a1"] and s.queue_length == 3
+        for name in ("a1", "b1", "a2", "a3"):
+            gates[name].set()
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks.values())
+        return order
+
+    assert run(scenario()) == ["a1", "b1", "a2", "a3"]
+
+
+def test_turns_alternate_between_users_round_robin():
+    async def scenario():
+        s = FairScheduler(slots=1, max_queued=20, max_queued_per_user=10)
+        order: list[str] = []
+        release = asyncio.Event()
+        release.set()
+        blocker = asyncio.Event()
+        first = asyncio.create_task(_hold(s, "x", order, blocker, "x0"))
+        await asyncio.sleep(0)
+        tasks = [asyncio.create_task(_hold(s, "a", order, release, f"a{i}")) for i in range(3)]
+        tasks += [asyncio.create_task(_hold(s, "b", order, release, f"b{i}")) for i in range(3)]
+        await asyncio.sleep(0)
+        blocker.set()
+        await asyncio.gather(first, *tasks)
+        return order
+
+    assert run(scenario()) == ["x0", "a0", "b0", "a1", "b1", "a2", "b2"]
+
+
+def test_a_full_line_refuses_at_once_with_a_message_for_students():
+    async def scenario():
+        s = FairScheduler(slots=1, max_queued=2, max_queued_per_user=5)
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(_hold(s, f"u{i}", [], gate, str(i))) for i in range(3)]
+        await asyncio.sleep(0)
+        assert s.running == 1 and s.queue_length == 2
+        with pytest.raises(Busy) as refused:
+            async with s.turn("late"):
+                pass
+        gate.set()
+        await asyncio.gather(*tasks)
+        return str(refused.value)
+
+    message = run(scenario())
+    assert "Bitte warte" in message and "2 requests are waiting" in message
+
+
+def test_one_user_cannot_fill_the_line():
+    async def scenario():
+        s = FairScheduler(slots=1, max_queued=10, max_queued_per_user=2)
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(_hold(s, "greedy", [], gate, str(i))) for i in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(Busy):
+            async with s.turn("greedy"):
+                pass
+        other = asyncio.create_task(_hold(s, "other", [], gate, "o"))
+        await asyncio.sleep(0)
+        assert s.queue_length == 3
+        gate.set()
+        await asyncio.gather(*tasks, other)
+
+    run(scenario())
+
+
+def test_a_cancelled_waiter_leaves_the_line_and_frees_nothing_twice():
+    async def scenario():
+        s = FairScheduler(slots=1, max_queued=5, max_queued_per_user=5)
+        gate = asyncio.Event()
+        holder = asyncio.create_task(_hold(s, "a", [], gate, "a"))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(_hold(s, "b", [], gate, "b"))
+        await asyncio.sleep(0)
+        assert s.queue_length == 1
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert s.queue_length == 0
+        gate.set()
+        await holder
+        assert s.running == 0
+        async with s.turn("c"):
+            assert s.running == 1
+
+    run(scenario())
