@@ -1,0 +1,1 @@
+"""The embeddings service: texts to vectors with GGUF embedding models."""

@@ -1,0 +1,1 @@
+"""The retrieval service: workspaces, document ingest and hybrid search."""

@@ -1,0 +1,1 @@
+"""The transcription service: recordings to text with faster-whisper."""
