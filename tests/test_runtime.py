@@ -161,3 +161,26 @@ def test_the_service_token_can_come_from_a_secret_file(tmp_path):
     secret = tmp_path / "token"
     secret.write_text("from-a-file\n")
     assert RuntimeConfig(service_token_file=secret).resolved_service_token() == "from-a-file"
+
+
+def test_services_speak_tls_between_machines_when_given_a_certificate(tmp_path):
+    import subprocess
+
+    from schulki.runtime.client import open_channel
+
+    key, cert = tmp_path / "service.key", tmp_path / "service.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    service = build(small_config())
+    runtime = RuntimeConfig(tls_cert_file=cert, tls_key_file=key)
+    with InProcessServer([service], runtime) as server:
+        address = f"localhost:{server.running.port}"
+        with open_channel(address, RuntimeConfig(tls_ca_file=cert)) as channel:
+            assert pb_grpc.InferenceServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=10).quant == "Q4_K_M"
+        with grpc.insecure_channel(address) as plain:
+            with pytest.raises(grpc.RpcError) as refused:
+                pb_grpc.InferenceServiceStub(plain).GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -33,6 +33,12 @@ class RuntimeConfig(BaseModel):
     """Shared secret the gateway sends as ``authorization: Bearer <token>``; when set, every other caller is refused."""
     service_token_file: Path | None = None
     """A file holding the service token (a container secret); read when service_token is not set."""
+    tls_cert_file: Path | None = None
+    """Server certificate (PEM). With tls_key_file set, services accept only TLS connections (use it between machines)."""
+    tls_key_file: Path | None = None
+    """Private key (PEM) of tls_cert_file."""
+    tls_ca_file: Path | None = None
+    """CA certificate (PEM) that callers use to check the services' certificates; set it on the gateway to connect with TLS."""
     max_message_bytes: int = 8 * 1024 * 1024
     """Largest single gRPC message. Uploads stream in chunks of at most 1 MiB, so 8 MiB leaves room without letting one message eat memory."""
     grace_period_s: float = 20.0
@@ -160,6 +166,36 @@ class GatewayConfig(BaseModel):
     """Address the gateway listens on; students reach it here."""
     port: int = 7860
     """Port of the web UI and the API."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the accounts database; empty means a SQLite file (WAL) under the data folder, ``postgresql+psycopg://...`` for a shared server."""
+    secret_key: SecretStr | None = None
+    """Secret for pseudonymous user ids sent to the services; empty means one made up once and kept in the data folder."""
+    inference_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50051"])
+    """Inference nodes (host:port); chats are spread over the healthy ones."""
+    embeddings_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50052"])
+    """Embeddings nodes."""
+    transcription_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50053"])
+    """Transcription nodes."""
+    retrieval_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50054"])
+    """Retrieval nodes."""
+    health_interval_s: float = 3.0
+    """How often the health of every node is checked; a node that fails is left out until it serves again."""
+    session_hours: float = 12.0
+    """How long a login lasts."""
+    login_attempts: int = 5
+    """Failed logins allowed per account and per address within login_window_s before further tries are refused."""
+    login_window_s: float = 300.0
+    """The window for counting failed logins, in seconds."""
+    requests_per_minute: dict[str, int] = Field(default_factory=lambda: {"student": 20, "teacher": 60, "admin": 120})
+    """Requests per minute per role (chat, embeddings, transcription, search); beyond that HTTP 429."""
+    tokens_per_day: dict[str, int] = Field(default_factory=lambda: {"student": 50_000, "teacher": 200_000, "admin": 1_000_000})
+    """Chat tokens (prompt and answer) per day per role; beyond that HTTP 429."""
+    chat_retention_days: int = 30
+    """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
+    max_chat_tokens: int = 512
+    """Most tokens of one answer in the web UI, and the default for the API when a request sets none."""
+    max_upload_bytes: int = 100 * 1024 * 1024
+    """Largest upload (document or recording) through the web UI or the API; larger bodies are refused with 413 while they stream in."""
 
 
 class Config(BaseSettings):

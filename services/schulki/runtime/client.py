@@ -20,6 +20,16 @@ def channel_options(config: RuntimeConfig) -> list[tuple[str, int]]:
     ]
 
 
+def open_channel(address: str, config: RuntimeConfig, aio: bool = False) -> grpc.Channel | grpc.aio.Channel:
+    """A channel to a service: TLS checked against tls_ca_file when that is set, plain otherwise."""
+    module = grpc.aio if aio else grpc
+    options = channel_options(config)
+    if config.tls_ca_file:
+        credentials = grpc.ssl_channel_credentials(root_certificates=config.tls_ca_file.read_bytes())
+        return module.secure_channel(address, credentials, options=options)
+    return module.insecure_channel(address, options=options)
+
+
 def call_metadata(config: RuntimeConfig, request_id: str | None = None) -> list[tuple[str, str]]:
     """Metadata for a call: the service token when one is configured, and the request id."""
     metadata = []
@@ -31,9 +41,9 @@ def call_metadata(config: RuntimeConfig, request_id: str | None = None) -> list[
     return metadata
 
 
-def health_status(address: str, service: str = "", timeout: float = 2.0) -> int | None:
+def health_status(address: str, service: str = "", timeout: float = 2.0, config: RuntimeConfig | None = None) -> int | None:
     """The health status of a service, or None when it cannot be reached."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, config or RuntimeConfig()) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError:
@@ -41,11 +51,13 @@ def health_status(address: str, service: str = "", timeout: float = 2.0) -> int 
         return response.status
 
 
-def wait_until_serving(address: str, timeout: float = 120.0, service: str = "", is_alive=lambda: True) -> None:
+def wait_until_serving(
+    address: str, timeout: float = 120.0, service: str = "", is_alive=lambda: True, config: RuntimeConfig | None = None
+) -> None:
     """Wait until the service at address reports SERVING; raise TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if health_status(address, service, timeout=1.0) == SERVING:
+        if health_status(address, service, timeout=1.0, config=config) == SERVING:
             return
         if not is_alive():
             raise RuntimeError(f"the service at {address} exited before it was serving")

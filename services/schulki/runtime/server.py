@@ -165,7 +165,12 @@ async def create_server(services: Sequence[Service], port: int, config: RuntimeC
     for service in services:
         service.register(server)
     reflection.enable_server_reflection((*names, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{config.host}:{port}")
+    address = f"{config.host}:{port}"
+    if config.tls_cert_file and config.tls_key_file:
+        credentials = grpc.ssl_server_credentials([(config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())])
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"cannot listen on {config.host}:{port} (in use?)")
     running = RunningServer(server, bound, health_servicer, names)
