@@ -28,7 +28,7 @@ FILE_TYPES = {
     37: "TQ2_0", 38: "MXFP4_MOE",
 }
 
-_BUFFER_LINE = re.compile(r"(?P<device>[\w.-]+) (?P<kind>model|KV|compute|RS|output)\s+buffer size =\s+(?P<mib>[\d.]+) MiB")
+_BUFFER_LINE = re.compile(r"(?P<device>[\w.-]+)\s+(?P<kind>model|KV|compute|RS|output)\s+buffer size =\s+(?P<mib>[\d.]+) MiB")
 
 
 @dataclass

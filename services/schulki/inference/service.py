@@ -55,6 +55,9 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         pb_grpc.add_InferenceServiceServicer_to_server(self, server)
 
     async def start(self) -> None:
+        from schulki.inference.fit_check import check_fits
+
+        await asyncio.to_thread(check_fits, self.config, self.engine.model_path)
         await asyncio.to_thread(self.engine.load)
         self._loaded = True
 

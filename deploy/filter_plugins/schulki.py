@@ -1,0 +1,32 @@
+"""Ansible filters that call schulki's quant planner, so the playbook and `schulki plan` agree."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DOCUMENTATION = r"""
+name: schulki_host_plan
+short_description: The services, model files and settings for one schulki host
+description:
+  - Runs schulki's quant planner (services/schulki/models/planner.py) on the host's inventory
+    variables and returns its plan as a dictionary.
+"""
+
+try:
+    from schulki.models.fleet import host_plan
+except ImportError:  # running from a checkout without schulki installed on the controller
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services"))
+    from schulki.models.fleet import host_plan
+
+
+def schulki_host_plan(hostvars, host):
+    """The plan of one host from a dict of its schulki_plan_* variables."""
+    return host_plan(str(host), dict(hostvars))
+
+
+class FilterModule:
+    """schulki's filters."""
+
+    def filters(self):
+        return {"schulki_host_plan": schulki_host_plan}

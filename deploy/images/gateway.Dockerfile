@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# The gateway: the web page students open and the OpenAI-compatible API. No GPU, no CUDA.
+# Build from the repository root:
+#   docker build -f deploy/images/gateway.Dockerfile -t schulki/gateway:0.1.0 .
+ARG BUILD_IMAGE=python:3.11.14-slim-bookworm
+ARG RUNTIME_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${BUILD_IMAGE} AS build
+ARG VARIANT=cpu
+SHELL ["/bin/sh", "-eu", "-c"]
+# A compiler for the packages built from source (llama-cpp-python); Python itself where the base has none (CUDA images).
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends build-essential cmake git $(command -v python3 >/dev/null || echo python3 python3-venv python3-dev) \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY proto ./proto
+COPY services ./services
+COPY deploy/images/install.sh ./deploy/images/install.sh
+ENV PIP_NO_CACHE_DIR=1 CMAKE_BUILD_PARALLEL_LEVEL=4
+RUN SCHULKI_VARIANT="${VARIANT}" sh deploy/images/install.sh gateway /opt/schulki
+
+FROM ${RUNTIME_IMAGE}
+SHELL ["/bin/sh", "-eu", "-c"]
+# Only what the service needs at run time; a system user without a login.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgomp1 $(command -v python3 >/dev/null || echo python3) \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 schulki \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/schulki --create-home --shell /usr/sbin/nologin schulki
+COPY --from=build /opt/schulki /opt/schulki
+# Settings, secrets and models come from the host at run time (compose.yaml), never from the image.
+ENV PATH=/opt/schulki/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    SCHULKI_DATA_DIR=/var/lib/schulki \
+    GRADIO_ANALYTICS_ENABLED=False \
+    SCHULKI_GATEWAY__HOST=0.0.0.0
+USER schulki
+WORKDIR /var/lib/schulki
+EXPOSE 7860
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["python", "-m", "schulki.runtime.healthcheck", "gateway"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "-m", "schulki.gateway"]

@@ -1,0 +1,204 @@
+"""From an Ansible inventory host to its plan: which services run there, which model files, which settings.
+
+``host_plan`` is what the Ansible filter plugin ``schulki_host_plan`` returns
+and what ``schulki plan -i inventory/<school>`` prints, so the playbook and the
+command can never disagree. The inventory variables it reads, and their
+defaults, are ``FLEET_DEFAULTS`` (the role ``schulki_plan`` documents the same
+names in its defaults/main.yml, and a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from schulki.models.catalog import Catalog, load_catalog
+from schulki.models.planner import GiB, MiB, Machine, Workload, plan
+
+FLEET_DEFAULTS: dict[str, object] = {
+    "schulki_plan_node_kind": "gpu",
+    "schulki_plan_chat_model": "llama-3.1-8b-instruct",
+    "schulki_plan_chat_quant": "",
+    "schulki_plan_context_length": 8192,
+    "schulki_plan_parallel_sequences": 2,
+    "schulki_plan_batch_size": 512,
+    "schulki_plan_kv_cache_type": "f16",
+    "schulki_plan_flash_attention": True,
+    "schulki_plan_embeddings_model": "multilingual-e5-large",
+    "schulki_plan_embeddings_quant": "Q8_0",
+    "schulki_plan_speech_model": "faster-whisper-large-v3-turbo",
+    "schulki_plan_gpu_memory_mib": 0,
+    "schulki_plan_ram_mib": 0,
+}
+SERVICES = {
+    "gateway": ["gateway", "retrieval", "weaviate", "embeddings"],
+    "gpu": ["inference", "transcription"],
+    "cpu": ["inference"],
+}
+"""What runs on each kind of host: one embedding model for the whole school (the vectors must match), next to the store."""
+SPEECH_GPU_FACTOR = 1.5
+"""GPU memory of faster-whisper per byte of model.bin: 4525 MB for large-v2's 3.09 GB at fp16 (its README)."""
+MODELS_DIR = "/models"
+"""Where the model files appear inside the containers."""
+
+
+class FleetError(ValueError):
+    """An inventory value is wrong; the message names the host and the variable."""
+
+
+def _var(hostvars: dict, name: str):
+    value = hostvars.get(name)
+    return FLEET_DEFAULTS[name] if value is None or value == "" and FLEET_DEFAULTS[name] != "" else value
+
+
+def _int_var(host: str, hostvars: dict, name: str) -> int:
+    value = _var(hostvars, name)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise FleetError(f"{host}: {name} must be a whole number, not {value!r}") from None
+
+
+def workload(host: str, hostvars: dict) -> Workload:
+    """The chat workload the inventory sets for a host."""
+    flash = _var(hostvars, "schulki_plan_flash_attention")
+    return Workload(
+        context_length=_int_var(host, hostvars, "schulki_plan_context_length"),
+        parallel=_int_var(host, hostvars, "schulki_plan_parallel_sequences"),
+        batch_size=_int_var(host, hostvars, "schulki_plan_batch_size"),
+        kv_cache_type=str(_var(hostvars, "schulki_plan_kv_cache_type")),
+        flash_attention=flash if isinstance(flash, bool) else str(flash).lower() in ("1", "true", "yes"),
+    )
+
+
+def _file_entry(catalog: Catalog, model_id: str, quant: str, role: str) -> list[dict]:
+    model = catalog.model(model_id)
+    f = model.file_for(quant)
+    entries = [{"name": f.file, "sha256": f.sha256 or "", "size": f.size_bytes if f.size_exact else 0, "role": role}]
+    folder = str(Path(f.file).parent)
+    for extra in model.extra_files:
+        entries.append({"name": f"{folder}/{extra}", "sha256": "", "size": 0, "role": role})
+    return entries
+
+
+def _memory(host: str, hostvars: dict, kind: str) -> tuple[int | None, int | None]:
+    """GPU memory and RAM in bytes: the inventory wins, then what the playbook detected (nvidia-smi, facts)."""
+    gpu_mib = _int_var(host, hostvars, "schulki_plan_gpu_memory_mib") or int(hostvars.get("schulki_plan_gpu_memory_mib_detected") or 0)
+    ram_mib = _int_var(host, hostvars, "schulki_plan_ram_mib") or int(hostvars.get("ansible_memtotal_mb") or 0)
+    return (gpu_mib * MiB or None), (ram_mib * MiB or None)
+
+
+def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict:
+    """Services, model files and schulki settings for one inventory host; "error" says what is missing."""
+    catalog = catalog or load_catalog()
+    kind = str(_var(hostvars, "schulki_plan_node_kind"))
+    if kind not in SERVICES:
+        raise FleetError(f"{host}: schulki_plan_node_kind must be one of {', '.join(SERVICES)}, not {kind!r}")
+    gpu, ram = _memory(host, hostvars, kind)
+    result: dict = {"host": host, "kind": kind, "services": SERVICES[kind], "chat": None, "embeddings": None,
+                    "speech": None, "files": [], "settings": {}, "error": ""}
+    work = workload(host, hostvars)
+    settings = result["settings"]
+
+    if kind == "gateway":
+        model_id = str(_var(hostvars, "schulki_plan_embeddings_model"))
+        quant = str(_var(hostvars, "schulki_plan_embeddings_quant"))
+        if ram is None:
+            result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
+            return result
+        model = catalog.model(model_id)
+        emb_work = Workload(context_length=model.training_context, batch_size=min(512, model.training_context))
+        p = plan(model_id, Machine("cpu", ram, name=host), emb_work, quant=quant, catalog=catalog)
+        result["embeddings"] = p.as_dict()
+        result["files"] = _file_entry(catalog, model_id, p.quant, "embeddings")
+        settings["embeddings"] = {"model_path": f"{MODELS_DIR}/{p.file}", "gpu_layers": 0}
+        settings["retrieval"] = {"embeddings_address": "embeddings:50052", "store": "weaviate", "weaviate_url": "http://weaviate:8080"}
+        return result
+
+    reserved = 0
+    if kind == "gpu":
+        speech = catalog.model(str(_var(hostvars, "schulki_plan_speech_model")))
+        reserved = int(speech.files[0].size_bytes * SPEECH_GPU_FACTOR)
+        result["speech"] = {"model": speech.id, "reserved_bytes": reserved}
+        result["files"] += _file_entry(catalog, speech.id, speech.files[0].quant, "speech")
+        settings["transcription"] = {"model_path": f"{MODELS_DIR}/{Path(speech.files[0].file).parent}", "device": "cuda"}
+        if gpu is None:
+            result["error"] = f"{host}: GPU memory unknown: set schulki_plan_gpu_memory_mib or run the playbook, which reads it with nvidia-smi"
+            return result
+        machine = Machine("gpu", gpu, ram_bytes=ram, reserved_bytes=reserved, name=host)
+    else:
+        if ram is None:
+            result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
+            return result
+        machine = Machine("cpu", ram, name=host)
+    quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
+    p = plan(str(_var(hostvars, "schulki_plan_chat_model")), machine, work, quant=quant, catalog=catalog)
+    result["chat"] = p.as_dict()
+    if reserved:
+        result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU.)"
+    result["files"] = _file_entry(catalog, p.model, p.quant, "chat") + result["files"]
+    settings["inference"] = {
+        "model_path": f"{MODELS_DIR}/{p.file}",
+        "context_length": p.context_length,
+        "parallel_sequences": p.parallel,
+        "gpu_layers": -1 if kind == "gpu" and p.gpu_layers >= p.layers else p.gpu_layers,
+        "batch_size": work.batch_size,
+        "flash_attention": work.flash_attention and kind == "gpu",
+        "kv_cache_type": work.kv_cache_type,
+    }
+    return result
+
+
+def read_inventory(inventory: str) -> dict[str, dict]:
+    """Every host of an Ansible inventory with its merged variables, through ``ansible-inventory --list``."""
+    command = shutil.which("ansible-inventory", path=str(Path(sys.executable).parent)) or shutil.which("ansible-inventory")
+    if command is None:
+        raise FleetError("ansible-inventory is not installed (pip install ansible-core)")
+    run = subprocess.run([command, "-i", inventory, "--list"], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise FleetError(f"ansible-inventory cannot read {inventory}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
+    data = json.loads(run.stdout)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    hosts = set(hostvars)
+    for group in data.values():
+        if isinstance(group, dict):
+            hosts.update(group.get("hosts", []))
+    return {host: hostvars.get(host, {}) for host in sorted(hosts)}
+
+
+def plan_table(plans: list[dict]) -> str:
+    """The table ``schulki plan`` prints: host, model, quant, context, GPU layers, memory, reason."""
+    header = ("host", "kind", "model", "quant", "context", "GPU layers", "memory", "reason")
+    rows = []
+    for hp in plans:
+        p = hp["chat"] or hp["embeddings"]
+        if hp["error"] or p is None:
+            rows.append((hp["host"], hp["kind"], "?", "?", "?", "?", "?", hp["error"]))
+            continue
+        layers = "all" if hp["kind"] == "gpu" and p["gpu_layers"] >= p["layers"] else f"{p['gpu_layers']}/{p['layers']}"
+        if hp["kind"] != "gpu":
+            layers = "0 (CPU)"
+        ctx = f"{p['context_length']}x{p['parallel']}"
+        memory = f"{p['estimate']['total'] / GiB:.1f}/{p['budget'] / GiB:.1f} GiB"
+        reason = p["reason"] if p["fits"] else "DOES NOT FIT: " + p["reason"]
+        rows.append((hp["host"], hp["kind"], p["model"], p["quant"] + (" (last resort)" if p["last_resort"] else ""), ctx, layers, memory, reason))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for r in [header, *rows]:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths)) + "  " + str(r[-1]))
+    return "\n".join(lines)
+
+
+def plan_inventory(inventory: str) -> list[dict]:
+    """The plan of every host of an inventory that has a schulki role."""
+    catalog = load_catalog()
+    plans = []
+    for host, hostvars in read_inventory(inventory).items():
+        if "schulki_plan_node_kind" not in hostvars:
+            continue  # not a schulki host (for example the mirror)
+        plans.append(host_plan(host, hostvars, catalog))
+    return plans
+

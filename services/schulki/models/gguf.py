@@ -1,0 +1,105 @@
+"""Read the architecture of a GGUF file without loading it, so the planner can check a model before llama.cpp does.
+
+Only the header's key/value pairs are read (the tensors are skipped), which
+takes a fraction of a second even for a 20 GB file.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import BinaryIO
+
+from schulki.models.catalog import Model, ModelFile
+
+GGUF_MAGIC = b"GGUF"
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_STRING, _ARRAY = 8, 9
+ENCODER_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern-bert", "neo-bert", "t5encoder"}
+"""Architectures llama.cpp runs as encoders: embedding models with no KV cache."""
+SWA_PATTERNS = {"gemma3": 6, "gemma2": 2, "cohere2": 4}
+"""Every n-th layer is global in these families; llama.cpp keeps a sliding window only for them."""
+FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 10: "Q2_K", 12: "Q3_K_M", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
+class GGUFError(ValueError):
+    """The file is not a GGUF file this reader understands; the message says why."""
+
+
+def _read(f: BinaryIO, fmt: str):
+    size = struct.calcsize(fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise GGUFError("the GGUF header ends early")
+    return struct.unpack(fmt, data)[0]
+
+
+def _string(f: BinaryIO) -> str:
+    return f.read(_read(f, "<Q")).decode("utf-8", errors="replace")
+
+
+def _value(f: BinaryIO, kind: int):
+    if kind in _SCALARS:
+        return _read(f, _SCALARS[kind])
+    if kind == _STRING:
+        return _string(f)
+    if kind == _ARRAY:
+        item_kind, count = _read(f, "<I"), _read(f, "<Q")
+        if item_kind == _STRING:
+            for _ in range(count):  # token lists are long: skip them, keep their length
+                f.seek(_read(f, "<Q"), 1)
+            return count
+        if item_kind in _SCALARS:
+            size = struct.calcsize(_SCALARS[item_kind])
+            if count <= 4096:
+                return list(struct.unpack(f"<{count}{_SCALARS[item_kind][1]}", f.read(size * count)))
+            f.seek(size * count, 1)
+            return count
+        raise GGUFError(f"nested GGUF arrays are not supported (type {item_kind})")
+    raise GGUFError(f"unknown GGUF value type {kind}")
+
+
+def read_metadata(path: Path) -> dict:
+    """The key/value pairs of a GGUF file; arrays of strings are given as their length."""
+    with Path(path).open("rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise GGUFError(f"not a GGUF file: {path}")
+        version = _read(f, "<I")
+        if version < 2:
+            raise GGUFError(f"GGUF version {version} is too old: {path}")
+        _tensors, count = _read(f, "<Q"), _read(f, "<Q")
+        metadata = {}
+        for _ in range(count):
+            key = _string(f)
+            metadata[key] = _value(f, _read(f, "<I"))
+        return metadata
+
+
+def _int(value, default: int = 0) -> int:
+    if isinstance(value, list):  # per-layer figures: the largest layer counts
+        return int(max(value)) if value else default
+    return int(value) if value is not None else default
+
+
+def model_from_gguf(path: Path) -> Model:
+    """A catalog-style Model for a GGUF file, from its own metadata, with the file as its one quant."""
+    path = Path(path)
+    meta = read_metadata(path)
+    arch = meta.get("general.architecture", "")
+    key = lambda name, default=None: meta.get(f"{arch}.{name}", default)  # noqa: E731
+    heads = _int(key("attention.head_count"), 1)
+    hidden = _int(key("embedding_length"))
+    vocab = _int(meta.get("tokenizer.ggml.tokens")) or _int(key("vocab_size"))
+    window = _int(key("attention.sliding_window"))
+    pattern = SWA_PATTERNS.get(arch, 0) if window else 0
+    quant = FILE_TYPES.get(_int(meta.get("general.file_type"), -1), "unknown")
+    file = ModelFile(quant=quant, file=path.name, size_bytes=path.stat().st_size, sha256=None, source=str(path), size_exact=True)
+    return Model(
+        id=path.stem, name=meta.get("general.name") or path.stem,
+        kind="embeddings" if arch in ENCODER_ARCHS else "chat", family=arch,
+        parameters=0, files=(file,), layers=_int(key("block_count")), attention_heads=heads,
+        kv_heads=_int(key("attention.head_count_kv"), heads), head_dim=_int(key("attention.key_length")) or hidden // heads,
+        hidden=hidden, feed_forward=_int(key("feed_forward_length")), vocab=vocab,
+        training_context=_int(key("context_length")), sliding_window=window if pattern else 0,
+        sliding_window_pattern=pattern,
+    )

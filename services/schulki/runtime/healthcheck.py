@@ -1,0 +1,83 @@
+"""A container's HEALTHCHECK: is this service SERVING (gRPC health protocol), or does the gateway answer?
+
+    python -m schulki.runtime.healthcheck inference        # exit 0 when SERVING, 1 otherwise
+    python -m schulki.runtime.healthcheck gateway          # GET /healthz on the gateway's port
+
+The port, TLS files and service token come from the same settings the service
+reads (SCHULKI_* environment, SCHULKI_CONFIG). With TLS on, the check connects
+by the name in the certificate, ``SCHULKI_TLS_SERVER_NAME`` (the node's host name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import urllib.error
+import urllib.request
+
+SERVICE_NAMES = {
+    "inference": "schulki.inference.v1.InferenceService",
+    "embeddings": "schulki.embeddings.v1.EmbeddingsService",
+    "transcription": "schulki.transcription.v1.TranscriptionService",
+    "retrieval": "schulki.retrieval.v1.RetrievalService",
+}
+
+
+def check_grpc(service: str, address: str, timeout: float) -> str | None:
+    """None when the service reports SERVING, else what is wrong."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from schulki.config import Config
+
+    runtime = Config().runtime
+    if runtime.tls_cert_file:
+        root = (runtime.tls_ca_file or runtime.tls_cert_file).read_bytes()
+        options = [("grpc.ssl_target_name_override", os.environ.get("SCHULKI_TLS_SERVER_NAME", "localhost"))]
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root), options=options)
+    else:
+        channel = grpc.insecure_channel(address)
+    with channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAMES[service]), timeout=timeout
+            )
+        except grpc.RpcError as error:
+            return f"{service} at {address}: {error.code().name}"
+    if response.status != health_pb2.HealthCheckResponse.SERVING:
+        return f"{service} at {address}: {health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)}"
+    return None
+
+
+def check_http(url: str, timeout: float) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return None if response.status == 200 else f"{url}: HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as error:
+        return f"{url}: {error}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m schulki.runtime.healthcheck", description="Exit 0 when the service is healthy.")
+    parser.add_argument("service", choices=[*SERVICE_NAMES, "gateway"])
+    parser.add_argument("--address", help="host:port to check; default 127.0.0.1 and the service's configured port")
+    parser.add_argument("--timeout", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    from schulki.config import Config
+
+    config = Config()
+    port = getattr(config, args.service).port
+    address = args.address or f"127.0.0.1:{port}"
+    if args.service == "gateway":
+        problem = check_http(f"http://{address}/healthz", args.timeout)
+    else:
+        problem = check_grpc(args.service, address, args.timeout)
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

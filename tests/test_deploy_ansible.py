@@ -1,0 +1,200 @@
+"""The Ansible roll-out against test hosts on this machine, up to the tasks that need Docker.
+
+Three inventory hosts (a gateway, a 12 GB GPU node, a CPU lab PC) all run on
+localhost with a local connection, each with its own folders under tmp_path,
+and download their models from a mirror on 127.0.0.1. The play runs in check
+mode first on one host (nothing written), then for real, then again: the second real run
+must change nothing. The rendered files are read back and checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from schulki.config import Config
+from schulki.models.catalog import load_catalog
+from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
+from schulki.models.fleet import FLEET_DEFAULTS
+from tests.conftest import REPO_ROOT
+from tests.deploy_mirror import MirrorServer, write_sha256sums
+
+VENV_BIN = Path(sys.executable).parent
+DEPLOY = REPO_ROOT / "deploy"
+TOKEN = "test-service-token-0123456789"
+
+
+def ansible(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    temp = Path(tempfile.gettempdir()) / "schulki-ansible-tmp"
+    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "0",
+           "ANSIBLE_LOCAL_TEMP": str(temp), "ANSIBLE_REMOTE_TEMP": str(temp),
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_PIPELINING": "1"}
+    return subprocess.run([str(VENV_BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """changed/failed counts per host from the PLAY RECAP."""
+    result = {}
+    for line in output.split("PLAY RECAP")[-1].splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
+        if match:
+            result[match[1]] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match[2])}
+    return result
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirror")
+    config = Config()
+    for path in (chat_model_path(config), embeddings_model_path(config)):
+        os.symlink(path, root / path.name)
+    speech = root / "faster-whisper-base"
+    speech.mkdir()
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.json"):
+        os.symlink(speech_model_path(config) / name, speech / name)
+    write_sha256sums(root)
+    with MirrorServer(root) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def school(tmp_path_factory, mirror):
+    """An inventory of three test hosts on this machine, run against in check mode, then twice for real."""
+    base = tmp_path_factory.mktemp("school")
+    common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
+              "schulki_docker_install": False, "schulki_stack_start": False, "schulki_models_mirror_url": mirror.url,
+              "schulki_stack_secrets_owner": str(os.getuid()), "schulki_stack_service_token": TOKEN,
+              "schulki_stack_weaviate_api_key": "test-weaviate-key-0123456789", "schulki_stack_node_address": "127.0.0.1",
+              "schulki_plan_embeddings_model": "all-minilm-l6-v2", "schulki_plan_embeddings_quant": "F16"}
+    hosts = {
+        "gw": {"schulki_plan_node_kind": "gateway", "schulki_plan_ram_mib": 8192},
+        "gpu12": {"schulki_plan_node_kind": "gpu", "schulki_plan_gpu_memory_mib": 12288, "schulki_plan_chat_model": "gemma-3-270m",
+                  "schulki_plan_speech_model": "faster-whisper-base", "schulki_plan_context_length": 8192},
+        "lab01": {"schulki_plan_node_kind": "cpu", "schulki_plan_chat_model": "gemma-3-270m", "schulki_plan_context_length": 4096,
+                  "schulki_plan_parallel_sequences": 1, "schulki_plan_flash_attention": False},
+    }
+    for name, host in hosts.items():
+        host.update(schulki_stack_dir=str(base / name / "stack"), schulki_models_dir=str(base / name / "models"))
+    inventory = {"schulki": {"vars": common, "children": {
+        "schulki_gateway": {"hosts": {"gw": hosts["gw"]}},
+        "schulki_gpu_nodes": {"hosts": {"gpu12": hosts["gpu12"]}},
+        "schulki_cpu_nodes": {"hosts": {"lab01": hosts["lab01"]}},
+    }}}
+    (base / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    runs = {}
+    for run in ("check", "first", "second"):
+        extra = ["--check", "--diff", "--limit", "gpu12"] if run == "check" else []
+        runs[run] = ansible("ansible-playbook", "-i", str(base / "hosts.yml"), str(DEPLOY / "site.yml"), *extra, cwd=base)
+        assert runs[run].returncode == 0, f"{run} run failed:\n{runs[run].stdout[-6000:]}\n{runs[run].stderr[-3000:]}"
+    return base, runs
+
+
+def test_check_mode_shows_the_changes_and_writes_nothing(school, mirror):
+    base, runs = school
+    output = runs["check"].stdout
+    assert recap(output)["gpu12"]["changed"] > 0
+    assert "COMPOSE_PROFILES=gpu" in output, "--diff shows the rendered settings"
+    assert TOKEN not in output
+    first_downloads = [n for n, _ in mirror.requests if n.endswith(".gguf") or n.endswith("model.bin")]
+    # gemma for gpu12 and lab01, Whisper for gpu12, MiniLM for the gateway: once each, in the first real run.
+    assert sorted(first_downloads) == sorted(["gemma-3-270m-q4_k_m.gguf"] * 2 + ["faster-whisper-base/model.bin", "all-minilm-l6-v2-f16.gguf"])
+
+
+def test_the_second_run_changes_nothing(school):
+    _, runs = school
+    first, second = recap(runs["first"].stdout), recap(runs["second"].stdout)
+    assert set(second) == {"gw", "gpu12", "lab01"}
+    assert all(host["changed"] > 0 for host in first.values())
+    assert all(host["changed"] == 0 and host["failed"] == 0 for host in second.values()), runs["second"].stdout[-4000:]
+
+
+def test_each_host_has_its_models_checked_against_their_sha256(school):
+    base, _ = school
+    gemma = load_catalog().model("gemma-3-270m").files[0]
+    for host in ("gpu12", "lab01"):
+        path = base / host / "models" / gemma.file
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == gemma.sha256
+    assert (base / "gpu12" / "models" / "faster-whisper-base" / "model.bin").stat().st_size == 145_217_607
+    assert (base / "gw" / "models" / "all-minilm-l6-v2-f16.gguf").exists()
+    assert not (base / "gw" / "models" / gemma.file).exists(), "the gateway gets no chat model"
+
+
+def _settings(base: Path, host: str, monkeypatch) -> Config:
+    path = base / host / "stack" / "schulki.toml"
+    monkeypatch.setenv("SCHULKI_CONFIG", str(path))
+    return Config()
+
+
+def test_the_rendered_settings_are_valid_schulki_settings_from_the_plan(school, monkeypatch):
+    base, _ = school
+    gpu = _settings(base, "gpu12", monkeypatch)
+    assert str(gpu.inference.model_path) == "/models/gemma-3-270m-q4_k_m.gguf"
+    assert gpu.inference.context_length == 8192 and gpu.inference.parallel_sequences == 2
+    assert gpu.inference.gpu_layers == -1 and gpu.inference.flash_attention
+    assert gpu.transcription.device == "cuda" and str(gpu.transcription.model_path) == "/models/faster-whisper-base"
+    lab = _settings(base, "lab01", monkeypatch)
+    assert lab.inference.gpu_layers == 0 and not lab.inference.flash_attention and lab.inference.parallel_sequences == 1
+    gateway = _settings(base, "gw", monkeypatch)
+    assert gateway.gateway.inference_addresses == ["gpu12:50051", "lab01:50051"]
+    assert gateway.gateway.transcription_addresses == ["gpu12:50053"]
+    assert gateway.retrieval.store == "weaviate" and str(gateway.embeddings.model_path) == "/models/all-minilm-l6-v2-f16.gguf"
+    assert "Q4_K_M fits" in (base / "gpu12" / "stack" / "schulki.toml").read_text()
+
+
+def test_the_compose_settings_pick_each_hosts_profile_and_the_secrets_are_private(school):
+    base, _ = school
+    for host, profile in (("gw", "gateway"), ("gpu12", "gpu"), ("lab01", "cpu")):
+        stack = base / host / "stack"
+        env = dict(line.split("=", 1) for line in (stack / ".env").read_text().splitlines() if "=" in line and not line.startswith("#"))
+        assert env["COMPOSE_PROFILES"] == profile
+        assert env["SCHULKI_MODELS_DIR"] == str(base / host / "models")
+        assert (stack / "compose.yaml").read_text() == (REPO_ROOT / "compose.yaml").read_text()
+        token = stack / "secrets" / "service_token"
+        assert token.read_text() == TOKEN and (token.stat().st_mode & 0o777) == 0o400
+        assert TOKEN not in (stack / ".env").read_text() + (stack / "schulki.toml").read_text()
+    weaviate_env = (base / "gw" / "stack" / "secrets" / "weaviate.env").read_text()
+    assert "AUTHENTICATION_APIKEY_ALLOWED_KEYS=test-weaviate-key-0123456789" in weaviate_env
+
+
+def test_ansible_lint_production_profile_is_clean():
+    run = ansible("ansible-lint", "--offline", "--profile", "production", "deploy/site.yml", "inventory/example", timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+
+
+def test_the_role_defaults_match_the_planner_defaults():
+    defaults = yaml.safe_load((DEPLOY / "roles" / "schulki_plan" / "defaults" / "main.yml").read_text())
+    assert defaults == FLEET_DEFAULTS
+
+
+def test_every_role_variable_is_prefixed_and_documented():
+    for role in (DEPLOY / "roles").iterdir():
+        text = (role / "defaults" / "main.yml").read_text()
+        names = re.findall(r"^(\w+):", text, re.M)
+        assert names and all(n.startswith(role.name + "_") for n in names), role.name
+        for name in names:
+            before = text.split(f"\n{name}:")[0].rstrip().splitlines()[-1]
+            assert before.startswith("#") or before.startswith(f"{role.name}_"), f"{role.name}: {name} is not documented"
+
+
+def test_task_names_are_sentences():
+    plays = [DEPLOY / "site.yml", *DEPLOY.glob("roles/*/tasks/*.yml"), *DEPLOY.glob("roles/*/handlers/*.yml")]
+    assert len(plays) >= 8
+    for path in plays:
+        for name in re.findall(r"^- name: (.+)$", path.read_text(), re.M):
+            assert name[0].isupper() and len(name.split()) >= 3 and not name.endswith("."), f"{path.name}: {name}"
+
+
+def test_the_example_vault_opens_with_the_documented_example_password(tmp_path):
+    password = tmp_path / "pw"
+    password.write_text("schulki-example\n")
+    run = ansible("ansible", "localhost", "-i", "inventory/example", "-m", "ansible.builtin.debug", "-a", "var=schulki_stack_service_token",
+                  "-e", "@inventory/example/group_vars/schulki/vault.yml", "--vault-password-file", str(password), timeout=120)
+    assert run.returncode == 0 and "example-service-token" in run.stdout, run.stdout + run.stderr
