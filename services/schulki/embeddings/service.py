@@ -1,0 +1,77 @@
+"""The EmbeddingsService: many texts to normalised vectors over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+
+from schulki.config import EmbeddingsConfig
+from schulki.embeddings.engine import EmbeddingEngine
+from schulki.embeddings.v1 import embeddings_service_pb2 as pb
+from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+from schulki.runtime.errors import InvalidInput, NotReady
+
+log = logging.getLogger("schulki.embeddings")
+
+
+def check_texts(texts, max_texts: int) -> list[str]:
+    """The texts of a request, or InvalidInput when there are none, too many, or an empty one."""
+    if not texts:
+        raise InvalidInput("Es wurde kein Text geschickt. (texts is empty)")
+    if len(texts) > max_texts:
+        raise InvalidInput(f"Zu viele Texte auf einmal: {len(texts)}, höchstens {max_texts}. (too many texts)")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise InvalidInput(f"Text {i + 1} ist leer. (text {i} is empty)")
+    return list(texts)
+
+
+class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
+    """Serves one GGUF embedding model; requests take turns on its one worker thread."""
+
+    service_name = pb.DESCRIPTOR.services_by_name["EmbeddingsService"].full_name
+
+    def __init__(self, config: EmbeddingsConfig, model_path: Path):
+        self.config = config
+        self.engine = EmbeddingEngine(model_path, config)
+        self._loaded = False
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_EmbeddingsServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.engine.load)
+        self._loaded = True
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)
+
+    def _require_loaded(self) -> None:
+        if not self._loaded:
+            raise NotReady("Das Modell wird noch geladen. (The model is still loading.)")
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
+        self._require_loaded()
+        texts = check_texts(request.texts, self.config.max_texts)
+        results = await self.engine.embed(texts)
+        info = self.engine.info
+        truncated = sum(r.truncated for r in results)
+        log.info("embedded %d texts, %d tokens, %d truncated", len(results), sum(r.token_count for r in results), truncated)
+        return pb.EmbedResponse(
+            embeddings=[
+                pb.Embedding(values=r.vector.tolist(), token_count=r.token_count, truncated=r.truncated) for r in results
+            ],
+            dimension=info.dimension,
+            model_name=info.model_name,
+            truncation_rule=info.truncation_rule,
+        )
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
+        self._require_loaded()
+        info = self.engine.info
+        return pb.GetModelInfoResponse(
+            model_name=info.model_name, dimension=info.dimension, max_tokens=info.max_tokens, quant=info.quant
+        )

@@ -1,0 +1,145 @@
+"""What every parser shares: the content check against the extension, zip-bomb limits, text decoding."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from schulki.runtime.errors import InvalidInput, TooLarge
+
+Progress = Callable[[int, int], None]
+"""progress(done, total), called as pages, chapters, mails or sheets are parsed."""
+
+NO_TEXT_MESSAGE = "Kein Text gefunden – ist das ein Scan? (no text found, scanned?)"
+"""The message for a PDF without a text layer."""
+
+MAX_UNPACKED_BYTES = 256 * 1024 * 1024
+"""Most bytes a DOCX, ODT, XLSX or EPUB may unpack to, all members together."""
+MAX_MEMBER_RATIO = 100
+"""Highest compression ratio of one member; ordinary office XML stays far below (about 5 to 20)."""
+RATIO_CHECK_FROM_BYTES = 1024 * 1024
+"""Members smaller than this unpacked are harmless whatever their ratio."""
+MAX_MEMBERS = 10_000
+"""Most members in one archive."""
+
+ZIP_FORMATS = {"docx", "odt", "xlsx", "epub"}
+TEXT_FORMATS = {"eml", "mbox", "csv", "html", "txt", "md"}
+NAMES = {
+    "pdf": "PDF", "docx": "Word-Dokument (DOCX)", "odt": "OpenDocument-Text (ODT)", "xlsx": "Excel-Tabelle (XLSX)",
+    "epub": "E-Book (EPUB)", "eml": "E-Mail (EML)", "mbox": "Postfach (MBOX)", "csv": "CSV-Tabelle",
+    "html": "Webseite (HTML)", "txt": "Textdatei", "md": "Markdown-Datei",
+}
+
+
+def wrong_extension(kind: str, detail: str) -> InvalidInput:
+    """The error for a file whose content does not match its extension."""
+    return InvalidInput(
+        f"Die Datei ist kein {NAMES[kind]}, obwohl ihr Name das sagt; prüfe die Dateiendung. (wrong extension: {detail})"
+    )
+
+
+def check_content(path: Path, kind: str) -> None:
+    """Refuse an empty file or one whose content is not the format its extension names."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidInput("Die Datei ist leer. (empty file)")
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if kind == "pdf":
+        # The PDF header may follow a little junk; readers look in the first 1024 bytes.
+        if b"%PDF-" not in head[:1024]:
+            raise wrong_extension(kind, "no %PDF- header")
+    elif kind in ZIP_FORMATS:
+        if not head.startswith(b"PK\x03\x04"):
+            raise wrong_extension(kind, "not a zip container")
+        check_zip(path, kind)
+    elif kind in TEXT_FORMATS:
+        if b"\x00" in head:
+            raise wrong_extension(kind, "binary content")
+        text = decode_text(head, final=False)
+        if kind == "mbox" and not text.lstrip("\ufeff").startswith("From "):
+            raise wrong_extension(kind, "no 'From ' line at the start")
+        if kind == "eml" and not _looks_like_mail_header(text):
+            raise wrong_extension(kind, "no mail header")
+
+
+def _looks_like_mail_header(text: str) -> bool:
+    first = text.lstrip("\ufeff").split("\n", 1)[0]
+    if first.startswith("From "):  # Thunderbird saves single mails with their mbox "From " line
+        return True
+    name, colon, _ = first.partition(":")
+    return bool(colon) and bool(name) and " " not in name.strip()
+
+
+# The member that tells each zip-based format apart from other zips.
+_ZIP_MARKERS = {
+    "docx": ("word/document.xml",),
+    "xlsx": ("xl/workbook.xml",),
+    "odt": ("content.xml",),
+    "epub": ("META-INF/container.xml",),
+}
+_ODF_MIMETYPE = b"application/vnd.oasis.opendocument.text"
+
+
+def check_zip(path: Path, kind: str) -> None:
+    """Check a zip container's directory before any parser unpacks it.
+
+    A zip bomb declares a huge uncompressed size (or ratio) in its central
+    directory; we read only that directory. A member that lies about its size
+    fails its CRC check when unpacked, and zipfile stops at the declared size.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            names = {m.filename for m in members}
+            if len(members) > MAX_MEMBERS:
+                raise TooLarge(f"Das Archiv hat zu viele Teile ({len(members)}; höchstens {MAX_MEMBERS}). (too many zip members)")
+            total = 0
+            for member in members:
+                total += member.file_size
+                if member.file_size >= RATIO_CHECK_FROM_BYTES and member.file_size > MAX_MEMBER_RATIO * max(member.compress_size, 1):
+                    raise InvalidInput(
+                        "Die Datei ist auffällig stark gepackt und wird aus Sicherheitsgründen nicht geöffnet. "
+                        f"(zip bomb suspected: a member packs {member.file_size} bytes into {member.compress_size})"
+                    )
+            if total > MAX_UNPACKED_BYTES:
+                raise TooLarge(
+                    f"Die Datei entpackt sich zu {total // (1024 * 1024)} MiB; erlaubt sind {MAX_UNPACKED_BYTES // (1024 * 1024)} MiB. "
+                    "(unpacked size over the limit)"
+                )
+            if not any(marker in names for marker in _ZIP_MARKERS[kind]):
+                raise wrong_extension(kind, f"zip without {_ZIP_MARKERS[kind][0]}")
+            if kind == "odt" and "mimetype" in names and archive.read("mimetype").strip() != _ODF_MIMETYPE:
+                raise wrong_extension(kind, "OpenDocument of another kind")
+    except zipfile.BadZipFile:
+        raise InvalidInput("Die Datei ist beschädigt und lässt sich nicht öffnen. (corrupt zip container)") from None
+
+
+def decode_text(data: bytes, final: bool = True) -> str:
+    """Bytes to text: UTF-8 (with or without BOM), else Windows-1252, which German files often are."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        # A cut in the middle of a multi-byte character at the end of a head is still UTF-8.
+        if not final and error.start >= len(data) - 3:
+            try:
+                return data[: error.start].decode("utf-8-sig")
+            except UnicodeDecodeError:
+                pass
+    return data.decode("cp1252", errors="replace")
+
+
+def read_text(path: Path) -> str:
+    """A text file's content, decoded as decode_text does, with line ends made plain."""
+    return decode_text(path.read_bytes()).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def clean(text: str) -> str:
+    """Collapse runs of spaces and tabs, trim each line, keep paragraph breaks."""
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip()

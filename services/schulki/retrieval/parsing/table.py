@@ -1,0 +1,58 @@
+"""Tables: CSV files, and the rows of any sheet, each row with its header."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+from schulki.retrieval.documents import ParsedDocument, Passage
+from schulki.retrieval.parsing.common import Progress, clean, read_text
+from schulki.runtime.errors import InvalidInput
+
+MAX_FIELD_CHARS = 1024 * 1024
+
+
+def row_passages(sheet: str, rows: Iterable[list[str]]) -> list[Passage]:
+    """One passage per row, "Header: value" per cell, with "sheet / Zeile N" as the section.
+
+    The first row with any content is the header. N is the row's number as
+    a spreadsheet shows it (the header is the first counted row).
+    """
+    passages: list[Passage] = []
+    header: list[str] | None = None
+    for number, row in enumerate(rows, start=1):
+        cells = [clean(c) for c in row]
+        if not any(cells):
+            continue
+        if header is None:
+            header = cells
+            continue
+        parts = []
+        for i, value in enumerate(cells):
+            if not value:
+                continue
+            name = header[i] if i < len(header) and header[i] else f"Spalte {i + 1}"
+            parts.append(f"{name}: {value}")
+        passages.append(Passage(text="\n".join(parts), section=f"{sheet} / Zeile {number}"))
+    if header is not None and not passages:  # a table of one row: the row itself is the content
+        passages.append(Passage(text="\n".join(c for c in header if c), section=f"{sheet} / Zeile 1"))
+    return passages
+
+
+def parse_csv(path: Path, sheet: str, progress: Progress) -> ParsedDocument:
+    """Rows of a CSV file (comma, semicolon or tab separated, as German Excel writes them)."""
+    text = read_text(path)
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    try:
+        rows = list(csv.reader(io.StringIO(text), dialect))
+    except csv.Error as error:
+        raise InvalidInput(f"Die CSV-Datei ist fehlerhaft: {error}. (malformed CSV)") from None
+    passages = row_passages(sheet, rows)
+    progress(1, 1)
+    return ParsedDocument(format="csv", passages=passages, title=sheet)

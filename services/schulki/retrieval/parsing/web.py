@@ -1,0 +1,272 @@
+"""Web pages: the main text of an HTML file, and fetching a URL without reaching into the school's network.
+
+``fetch_url`` resolves the host itself, refuses it when any address is
+loopback, private, link-local, multicast, reserved or otherwise not public
+(unless an admin allowed the host), and then connects to exactly the address
+it checked, so a second DNS answer cannot slip in a private one. Redirects
+are followed by hand, and every hop is checked again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import posixpath
+import socket
+import ssl
+import time
+import urllib.parse
+import warnings
+from pathlib import Path
+
+from bs4 import BeautifulSoup, Comment, NavigableString, Tag, XMLParsedAsHTMLWarning
+
+from schulki.retrieval.documents import ParsedDocument, Passage
+from schulki.retrieval.parsing.common import Progress, clean, decode_text
+from schulki.runtime.errors import InvalidInput, PermissionDenied, TooLarge
+
+MAX_REDIRECTS = 5
+DOWNLOAD_TIMEOUTS = 4
+"""A whole download may take this many times the per-read timeout."""
+USER_AGENT = "schulki-retrieval/0.1 (document ingest)"
+
+# Boilerplate that is not the page's content.
+_DROP = {"script", "style", "noscript", "template", "nav", "footer", "header", "aside", "form", "iframe", "svg",
+         "button", "select", "object", "embed", "canvas", "dialog", "menu"}
+_DROP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar", "dialog"}
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_BLOCKS = {"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "br", "hr", "tr", "table", "section", "article", "main",
+           "pre", "blockquote", "figure", "figcaption", "address", "details", "summary", "body", "caption", "td", "th"}
+
+
+def parse_html(path: Path, progress: Progress) -> ParsedDocument:
+    """The main text of an HTML file, with its headings as sections."""
+    document = html_to_document(decode_html(path.read_bytes()))
+    progress(1, 1)
+    return document
+
+
+def decode_html(data: bytes) -> str:
+    """HTML bytes to text, honouring a declared charset before guessing."""
+    from bs4.dammit import EncodingDetector
+
+    for encoding in EncodingDetector(data, known_definite_encodings=["utf-8"]).encodings:
+        try:
+            return data.decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    return decode_text(data)
+
+
+def html_to_document(html: str) -> ParsedDocument:
+    """Parse HTML and keep the main text: no navigation, scripts, styles, headers or footers."""
+    with warnings.catch_warnings():
+        # EPUB chapters are XHTML; the HTML parser reads them well and need not say so.
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        soup = BeautifulSoup(html, "lxml")
+    title = clean(soup.title.get_text(" ")) if soup.title else ""
+    for tag in soup.find_all(True):
+        if tag.decomposed:
+            continue
+        if tag.name == "header" and tag.find_parent(["article", "main"]) is not None:
+            continue  # an article's own header holds its title
+        if tag.name in _DROP or tag.get("role") in _DROP_ROLES or tag.get("aria-hidden") == "true" or tag.has_attr("hidden"):
+            tag.decompose()
+    root = soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article") or soup.body or soup
+    walker = _Walker()
+    walker.walk(root)
+    walker.flush()
+    if not title:
+        first = next((p.section for p in walker.passages if p.section), "")
+        title = first
+    return ParsedDocument(format="html", passages=walker.passages, title=title)
+
+
+def html_to_text(html: str) -> str:
+    """The main text of an HTML fragment as plain paragraphs (for HTML mail bodies)."""
+    document = html_to_document(html)
+    return "\n\n".join(p.text for p in document.passages)
+
+
+class _Walker:
+    """Collects paragraphs in reading order; headings start a new section."""
+
+    def __init__(self):
+        self.passages: list[Passage] = []
+        self.section = ""
+        self.buffer: list[str] = []
+
+    def flush(self) -> None:
+        text = clean(" ".join(self.buffer))
+        self.buffer = []
+        if text:
+            self.passages.append(Passage(text=text, section=self.section))
+
+    def walk(self, node: Tag) -> None:
+        for child in node.children:
+            if isinstance(child, Comment):
+                continue
+            if isinstance(child, NavigableString):
+                self.buffer.append(str(child))
+            elif isinstance(child, Tag):
+                if child.name in _HEADINGS:
+                    self.flush()
+                    self.section = clean(child.get_text(" "))
+                elif child.name in _BLOCKS:
+                    self.flush()
+                    self.walk(child)
+                    self.flush()
+                else:
+                    self.walk(child)
+
+
+# --- fetching -------------------------------------------------------------------------------------
+
+_FILE_NAMES = {
+    "text/html": "page.html", "application/xhtml+xml": "page.html", "text/plain": "page.txt",
+    "text/markdown": "page.md", "text/csv": "table.csv", "application/pdf": "document.pdf",
+    "application/epub+zip": "book.epub", "message/rfc822": "mail.eml",
+}
+
+
+def is_public_address(address: str) -> bool:
+    """True when an IP address is an ordinary public one (not loopback, private, link-local, multicast, reserved)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (
+        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    )
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise InvalidInput(f"Der Rechner {host} ist unbekannt. (cannot resolve host)") from None
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+def _checked_address(host: str, port: int, allowed_hosts: list[str]) -> str:
+    """An address of host to connect to; PermissionDenied when any of its addresses is not public."""
+    addresses = _resolve(host, port)
+    allowed = host.lower().rstrip(".") in {h.lower().rstrip(".") for h in allowed_hosts}
+    if not allowed:
+        blocked = [a for a in addresses if not is_public_address(a)]
+        if blocked:
+            raise PermissionDenied(
+                f"Adressen im Schulnetz oder auf diesem Rechner dürfen nicht abgerufen werden ({host}); "
+                "eine Administratorin kann den Rechner freigeben. (private, loopback or link-local address refused)"
+            )
+    return addresses[0]
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a fixed address, with the certificate checked against the host name."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a fixed address, with the host name in the Host header."""
+
+    def __init__(self, host: str, address: str, port: int, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+def fetch_url(url: str, allowed_hosts: list[str], max_bytes: int, timeout: float = 15) -> tuple[bytes, str]:
+    """Fetch a web page or file; return its bytes and a file name such as "page.html".
+
+    Only http and https. Every address the host resolves to must be public
+    unless the host is in allowed_hosts (PermissionDenied otherwise); the
+    same holds after each redirect (at most MAX_REDIRECTS). A body over
+    max_bytes is TooLarge; a bad URL, an unreachable server, an error status
+    or a content type no parser reads is InvalidInput.
+    """
+    # timeout bounds each network wait; the deadline bounds the whole download, so a server
+    # that sends a byte now and then cannot hold an ingest for ever.
+    deadline = time.monotonic() + DOWNLOAD_TIMEOUTS * timeout
+    for _ in range(MAX_REDIRECTS + 1):
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("http", "https"):
+            raise InvalidInput(f"Nur http- und https-Adressen können abgerufen werden, nicht {parts.scheme or 'ohne Schema'}. (unsupported URL scheme)")
+        if not parts.hostname:
+            raise InvalidInput("Die Adresse nennt keinen Rechner. (URL without host)")
+        if parts.username or parts.password:
+            raise InvalidInput("Adressen mit Benutzername oder Passwort werden nicht abgerufen. (credentials in URL)")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise InvalidInput("Die Adresse hat einen ungültigen Port. (invalid port)") from None
+        host = parts.hostname
+        address = _checked_address(host, port, allowed_hosts)
+        connection_class = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
+        connection = connection_class(host, address, port, timeout)
+        target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        try:
+            connection.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", "Accept": "*/*"})
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.getheader("Location")
+                if not location:
+                    raise InvalidInput(f"Die Seite leitet ohne Ziel weiter (HTTP {response.status}). (redirect without location)")
+                url = urllib.parse.urljoin(url, location)
+                continue
+            if response.status != 200:
+                raise InvalidInput(f"Die Seite antwortet mit HTTP {response.status} {response.reason}. (fetch failed)")
+            declared = response.getheader("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise _too_large(max_bytes)
+            body = _read_body(response, max_bytes, deadline)
+            return body, _file_name(parts.path, response.getheader("Content-Type", ""))
+        except (OSError, http.client.HTTPException) as error:
+            raise InvalidInput(f"Die Seite {host} ist nicht erreichbar: {type(error).__name__}. (fetch failed)") from None
+        finally:
+            connection.close()
+    raise InvalidInput(f"Die Seite leitet zu oft weiter (mehr als {MAX_REDIRECTS}-mal). (too many redirects)")
+
+
+def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:
+    """The response body, at most max_bytes, before the deadline."""
+    pieces, size = [], 0
+    while True:
+        piece = response.read1(64 * 1024)
+        if not piece:
+            return b"".join(pieces)
+        size += len(piece)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        if time.monotonic() > deadline:
+            raise InvalidInput("Die Seite lädt zu langsam. (download too slow)")
+        pieces.append(piece)
+
+
+def _too_large(max_bytes: int) -> TooLarge:
+    return TooLarge(f"Die Seite ist größer als {max_bytes // (1024 * 1024) or max_bytes} {'MiB' if max_bytes >= 1024 * 1024 else 'Bytes'}. (download over the size limit)")
+
+
+def _file_name(url_path: str, content_type: str) -> str:
+    """A file name whose extension names the format: from the content type, else the URL's path."""
+    from schulki.retrieval.parsing import SUPPORTED_EXTENSIONS
+
+    mime = content_type.split(";", 1)[0].strip().lower()
+    base = posixpath.basename(urllib.parse.unquote(url_path))
+    extension = posixpath.splitext(base)[1].lower()
+    if mime in _FILE_NAMES:
+        wanted = posixpath.splitext(_FILE_NAMES[mime])[1]
+        if extension == wanted or (wanted == ".html" and extension == ".htm"):
+            return base
+        return _FILE_NAMES[mime]
+    if extension in SUPPORTED_EXTENSIONS:
+        return base
+    raise InvalidInput(f"Dieser Inhalt kann nicht gelesen werden ({mime or 'ohne Typ'}). (unsupported content type)")
