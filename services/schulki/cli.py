@@ -54,6 +54,30 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_stack(Config(), available_services())
 
 
+def cmd_user(args: argparse.Namespace) -> int:
+    from schulki.gateway.users_cli import run_user_command
+
+    return run_user_command(Config(), args)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from schulki.models.catalog import CatalogError
+    from schulki.models.fleet import FleetError, plan_inventory, plan_table
+
+    try:
+        plans = plan_inventory(args.inventory)
+    except (FleetError, CatalogError) as error:
+        print(f"schulki plan: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        import json
+
+        print(json.dumps(plans, indent=2))
+    else:
+        print(plan_table(plans))
+    return 1 if any(p["error"] or (p["chat"] and not p["chat"]["fits"]) for p in plans) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="schulki", description="Private AI for school networks.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +90,21 @@ def main(argv: list[str] | None = None) -> int:
 
     up = commands.add_parser("up", help="start every service on this machine and print the URL")
     up.set_defaults(func=cmd_up)
+
+    user = commands.add_parser("user", help="create gateway accounts (prints password and API key)")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    user_add = user_commands.add_parser("add", help="create one account")
+    user_add.add_argument("name")
+    user_add.add_argument("--role", choices=("student", "teacher", "admin"), default="student")
+    user_add.add_argument("--workspace", action="append", default=[], metavar="W", help="class whose workspace the user shares (repeatable)")
+    user_import = user_commands.add_parser("import", help="create the accounts of a class list (CSV: name,role,class,password)")
+    user_import.add_argument("csv_file")
+    user.set_defaults(func=cmd_user)
+
+    plan = commands.add_parser("plan", help="print, per host of an inventory, the model, quant, context length and GPU layers it would get, and why")
+    plan.add_argument("-i", "--inventory", required=True, help="the school's Ansible inventory, e.g. inventory/example")
+    plan.add_argument("--json", action="store_true", help="print the full plans as JSON")
+    plan.set_defaults(func=cmd_plan)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -103,10 +103,16 @@ class EmbeddingsConfig(BaseModel):
     """CPU threads; empty means the number of physical cores."""
     gpu_layers: int = -1
     """Layers offloaded to the GPU; -1 means all."""
-    batch_tokens: int = 2048
-    """Tokens evaluated in one batch; texts are packed into batches up to this size."""
+    batch_tokens: int = 512
+    """Tokens evaluated in one llama.cpp batch; texts are packed into batches up to this size, and no text gets more."""
     max_texts: int = 512
     """Most texts in one Embed call."""
+    max_tokens_per_text: int | None = None
+    """Most tokens of one text that go into its vector; longer texts keep their first tokens and are marked truncated. Empty means the model's training context (512 for all-MiniLM-L6-v2), never more than batch_tokens."""
+    max_sequences_per_batch: int = 8
+    """Most texts packed into one llama.cpp batch (each is its own sequence; llama.cpp allows 256). llama.cpp attends across the whole batch of an encoder model, so on a CPU the cost of a batch grows with the square of its tokens and a few texts per batch are fastest; on a GPU node raise this and batch_tokens (64 and 4096)."""
+    flash_attention: bool = False
+    """Use flash attention. It makes embedding faster (on 2 CPU cores about 1.5 times for short texts and 2 to 3 times for 1200-character chunks), but its half-precision sums move vector values by up to about 1.3e-4 (cosine 0.9999997) between a text embedded alone and in a batch; off by default so that a text gets the same vector either way."""
 
 
 class TranscriptionConfig(BaseModel):
@@ -128,8 +134,16 @@ class TranscriptionConfig(BaseModel):
     """Largest recording accepted, in bytes."""
     max_duration_s: float = 2 * 60 * 60
     """Longest recording accepted, in seconds."""
-    max_concurrent: int = 2
+    max_concurrent: int = Field(default=2, ge=1)
     """Transcriptions running at once; more wait in line."""
+    max_queued: int = 16
+    """Transcriptions that may wait for their turn; beyond that new ones are refused at once with RESOURCE_EXHAUSTED."""
+    max_queued_per_user: int = 2
+    """Transcriptions one user may have waiting; keeps one user from filling the line."""
+    window_s: float = Field(default=300.0, ge=10.0)
+    """Audio decoded and transcribed at a time, in seconds. Memory grows with it (about 1 MB per 16 s of audio plus Whisper's features), not with the recording's length."""
+    upload_dir: Path | None = None
+    """Folder for uploads while they are transcribed (deleted right after); empty means the system's temporary folder."""
 
 
 class RetrievalConfig(BaseModel):
@@ -142,7 +156,7 @@ class RetrievalConfig(BaseModel):
     store_path: Path | None = None
     """Folder of the embedded store; empty means var/retrieval under the data folder."""
     weaviate_url: str | None = None
-    """URL of the Weaviate server, for store = weaviate."""
+    """URL of the Weaviate server (http://host:8080), for store = weaviate. Run the server with DISABLE_TELEMETRY=true: its telemetry is a server setting."""
     weaviate_api_key: SecretStr | None = None
     """API key for Weaviate."""
     embeddings_address: str = "127.0.0.1:50052"
@@ -157,6 +171,28 @@ class RetrievalConfig(BaseModel):
     """Weight of the vector score against BM25 when a search sets none."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
     """Hosts on private or link-local addresses that URL ingest may fetch from anyway (for example the school's intranet)."""
+    max_concurrent_ingests: int = 2
+    """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
+    max_pages: int = 2000
+    """Most pages of one PDF; a longer one is refused with RESOURCE_EXHAUSTED."""
+    url_timeout_s: float = 15.0
+    """How long fetching a web page may take, in seconds."""
+    embed_batch_texts: int = 16
+    """Chunks sent to the embeddings service in one call while ingesting; each call reports progress, and the embeddings service packs them into its own batches."""
+    embeddings_timeout_s: float = 120.0
+    """How long one call to the embeddings service may take, in seconds."""
+    text_language: str = "German"
+    """Language of the full-text index's stemmer in the embedded store (for example German, English); applies to new workspaces."""
+    vector_index_min_rows: int = 20_000
+    """Chunks in a workspace from which the embedded store builds a vector index; below it, an exact search is fast enough."""
+    optimize_every_documents: int = 20
+    """The embedded store compacts a workspace and folds new chunks into its indexes after this many ingests."""
+    keep_versions_s: int = 60
+    """Old table versions of the embedded store are removed after this many seconds (only then is deleted text gone from the disk)."""
+    weaviate_grpc_port: int = 50051
+    """gRPC port of the Weaviate server (its HTTP port comes from weaviate_url)."""
+    weaviate_collection: str = "SchulkiChunk"
+    """Name of the Weaviate collection of chunks; the document manifests live in the same name with "Document" appended."""
 
 
 class GatewayConfig(BaseModel):
@@ -170,14 +206,14 @@ class GatewayConfig(BaseModel):
     """SQLAlchemy URL of the accounts database; empty means a SQLite file (WAL) under the data folder, ``postgresql+psycopg://...`` for a shared server."""
     secret_key: SecretStr | None = None
     """Secret for pseudonymous user ids sent to the services; empty means one made up once and kept in the data folder."""
-    inference_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50051"])
-    """Inference nodes (host:port); chats are spread over the healthy ones."""
-    embeddings_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50052"])
-    """Embeddings nodes."""
-    transcription_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50053"])
-    """Transcription nodes."""
-    retrieval_addresses: list[str] = Field(default_factory=lambda: ["127.0.0.1:50054"])
-    """Retrieval nodes."""
+    inference_addresses: list[str] | None = None
+    """Inference nodes (host:port); chats are spread over the healthy ones. Empty means this machine at inference.port."""
+    embeddings_addresses: list[str] | None = None
+    """Embeddings nodes; empty means this machine at embeddings.port."""
+    transcription_addresses: list[str] | None = None
+    """Transcription nodes; empty means this machine at transcription.port."""
+    retrieval_addresses: list[str] | None = None
+    """Retrieval nodes; empty means this machine at retrieval.port."""
     health_interval_s: float = 3.0
     """How often the health of every node is checked; a node that fails is left out until it serves again."""
     session_hours: float = 12.0

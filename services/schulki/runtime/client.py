@@ -20,10 +20,12 @@ def channel_options(config: RuntimeConfig) -> list[tuple[str, int]]:
     ]
 
 
-def open_channel(address: str, config: RuntimeConfig, aio: bool = False) -> grpc.Channel | grpc.aio.Channel:
+def open_channel(
+    address: str, config: RuntimeConfig, aio: bool = False, extra_options: list[tuple[str, int]] = ()
+) -> grpc.Channel | grpc.aio.Channel:
     """A channel to a service: TLS checked against tls_ca_file when that is set, plain otherwise."""
     module = grpc.aio if aio else grpc
-    options = channel_options(config)
+    options = channel_options(config) + list(extra_options)
     if config.tls_ca_file:
         credentials = grpc.ssl_channel_credentials(root_certificates=config.tls_ca_file.read_bytes())
         return module.secure_channel(address, credentials, options=options)

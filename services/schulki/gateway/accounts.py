@@ -1,0 +1,411 @@
+"""Accounts, classes, sessions, stored chats and usage counts, through SQLAlchemy 2.
+
+One machine keeps them in a SQLite file in WAL mode; a school that runs
+several gateways points ``gateway.database_url`` at PostgreSQL and the same
+code runs there. Passwords are stored as argon2id hashes (memory-hard); API
+keys and session tokens are long random strings, so a SHA-256 of them is
+enough and keeps the per-request lookup cheap. Only hashes are stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import ForeignKey, Integer, String, Text, create_engine, delete, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+ROLES = ("student", "teacher", "admin")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+CLASS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+API_KEY_PREFIX = "sk-schulki-"
+CSV_COLUMNS = ("name", "role", "class", "password")
+"""Columns of a class list for ``schulki user import``; only ``name`` is required."""
+
+_hasher = PasswordHasher()
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be done; the message is German and safe to show."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: workspaces are named after them
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(48), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[int] = mapped_column(Integer, default=lambda: int(time.time()))
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    class_name: Mapped[str] = mapped_column(String(48), primary_key=True)
+
+
+class LoginSession(Base):
+    __tablename__ = "sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[int] = mapped_column(Integer)
+
+
+class StoredChat(Base):
+    __tablename__ = "chats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(80))
+    messages_json: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class DailyUsage(Base):
+    """Counts only: requests and tokens per user and day, never any content."""
+
+    __tablename__ = "usage"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Setting(Base):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user as the rest of the gateway sees it (no hashes)."""
+
+    id: int
+    name: str
+    role: str
+    classes: tuple[str, ...]
+
+    @property
+    def own_workspace(self) -> str:
+        return f"u-{self.id}"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace a user may use, with a German label and whether they may change it."""
+
+    name: str
+    label: str
+    writable: bool
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """What ``add_user`` hands back once: the only time password and key are visible."""
+
+    account: Account
+    password: str
+    api_key: str
+
+
+def class_workspace(class_name: str) -> str:
+    return f"k-{class_name}"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def new_password() -> str:
+    """A random password that is easy to type: four groups of lowercase letters and digits."""
+    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i look-alikes
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(24)
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def database_url(configured: str | None, data_dir: Path) -> str:
+    if configured:
+        return configured
+    folder = data_dir / "gateway"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'accounts.sqlite3'}"
+
+
+def make_engine(url: str) -> Engine:
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection, _record):  # WAL lets readers and one writer work at once
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    Base.metadata.create_all(engine)
+    return engine
+
+
+class Accounts:
+    """Every read and write of account data goes through here."""
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    # -- users -------------------------------------------------------------
+
+    def _account(self, db: Session, user: User) -> Account:
+        classes = db.scalars(select(Membership.class_name).where(Membership.user_id == user.id).order_by(Membership.class_name))
+        return Account(user.id, user.name, user.role, tuple(classes))
+
+    def add_user(self, name: str, role: str, classes: list[str] | tuple[str, ...] = (), password: str | None = None) -> NewAccount:
+        if not NAME_PATTERN.match(name or ""):
+            raise AccountError(f"Ungültiger Benutzername {name!r}: Buchstaben, Ziffern, Punkt, - und _, höchstens 48 Zeichen.")
+        if role not in ROLES:
+            raise AccountError(f"Unbekannte Rolle {role!r}; erlaubt: {', '.join(ROLES)}.")
+        for class_name in classes:
+            if not CLASS_PATTERN.match(class_name):
+                raise AccountError(f"Ungültiger Klassenname {class_name!r}: Buchstaben, Ziffern, - und _.")
+        password = password or new_password()
+        if len(password) < 8:
+            raise AccountError("Das Passwort muss mindestens 8 Zeichen lang sein.")
+        api_key = new_api_key()
+        with self._session.begin() as db:
+            if db.scalar(select(User.id).where(User.name == name)) is not None:
+                raise AccountError(f"Den Benutzer {name!r} gibt es schon.")
+            user = User(name=name, role=role, password_hash=_hasher.hash(password), api_key_hash=_sha256(api_key))
+            db.add(user)
+            db.flush()
+            for class_name in dict.fromkeys(classes):
+                db.add(Membership(user_id=user.id, class_name=class_name))
+            db.flush()
+            account = self._account(db, user)
+        return NewAccount(account, password, api_key)
+
+    def import_csv(self, text: str) -> list[NewAccount]:
+        """Create every account of a class list (columns CSV_COLUMNS, header required); all or nothing."""
+        rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+        if not rows:
+            raise AccountError("Die CSV-Datei enthält keine Zeilen (erste Zeile: name,role,class,password).")
+        unknown = set(rows[0]) - set(CSV_COLUMNS)
+        if "name" not in rows[0] or unknown:
+            raise AccountError(f"Spalten der CSV-Datei: {', '.join(CSV_COLUMNS)} (nur name ist Pflicht); unbekannt: {', '.join(sorted(k or '' for k in unknown)) or '-'}")
+        planned = []
+        for number, row in enumerate(rows, start=2):
+            name = (row.get("name") or "").strip()
+            role = (row.get("role") or "").strip() or "student"
+            classes = [c.strip() for c in (row.get("class") or "").replace(";", " ").split() if c.strip()]
+            password = (row.get("password") or "").strip() or None
+            if not NAME_PATTERN.match(name) or role not in ROLES or any(not CLASS_PATTERN.match(c) for c in classes):
+                raise AccountError(f"Zeile {number} der CSV-Datei ist ungültig (Name, Rolle oder Klasse).")
+            planned.append((name, role, classes, password))
+        names = [p[0] for p in planned]
+        with self._session() as db:
+            taken = set(db.scalars(select(User.name).where(User.name.in_(names))))
+        if taken or len(set(names)) != len(names):
+            raise AccountError(f"Diese Namen gibt es schon oder doppelt: {', '.join(sorted(taken) or [n for n in names if names.count(n) > 1])}")
+        created = []
+        try:
+            for name, role, classes, password in planned:
+                created.append(self.add_user(name, role, classes, password))
+        except Exception:
+            for new in created:  # all or nothing
+                self.delete_user(new.account.id)
+            raise
+        return created
+
+    def get(self, user_id: int) -> Account | None:
+        with self._session() as db:
+            user = db.get(User, user_id)
+            return self._account(db, user) if user else None
+
+    def by_name(self, name: str) -> Account | None:
+        with self._session() as db:
+            user = db.scalar(select(User).where(User.name == name))
+            return self._account(db, user) if user else None
+
+    def list_users(self) -> list[Account]:
+        with self._session() as db:
+            return [self._account(db, u) for u in db.scalars(select(User).order_by(User.name))]
+
+    def check_password(self, name: str, password: str) -> Account | None:
+        with self._session() as db:
+            user = db.scalar(select(User).where(User.name == name))
+            if user is None:
+                _hasher.hash(password)  # same cost as a real check: no timing hint that the name is unknown
+                return None
+            try:
+                _hasher.verify(user.password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return None
+            return self._account(db, user)
+
+    def by_api_key(self, api_key: str) -> Account | None:
+        if not api_key.startswith(API_KEY_PREFIX):
+            return None
+        with self._session() as db:
+            user = db.scalar(select(User).where(User.api_key_hash == _sha256(api_key)))
+            return self._account(db, user) if user else None
+
+    def reset_password(self, name: str) -> NewAccount:
+        """A new password and a new API key (the old key may have leaked with the password)."""
+        password, api_key = new_password(), new_api_key()
+        with self._session.begin() as db:
+            user = db.scalar(select(User).where(User.name == name))
+            if user is None:
+                raise AccountError(f"Den Benutzer {name!r} gibt es nicht.")
+            user.password_hash = _hasher.hash(password)
+            user.api_key_hash = _sha256(api_key)
+            db.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
+            account = self._account(db, user)
+        return NewAccount(account, password, api_key)
+
+    def delete_user(self, user_id: int) -> None:
+        """The account with its sessions, chats, usage counts and memberships (the caller removes the workspace)."""
+        with self._session.begin() as db:
+            for table in (LoginSession, StoredChat, DailyUsage, Membership):
+                db.execute(delete(table).where(table.user_id == user_id))
+            db.execute(delete(User).where(User.id == user_id))
+
+    # -- workspaces --------------------------------------------------------
+
+    def workspaces(self, account: Account) -> list[Workspace]:
+        """The user's own workspace, then their classes'; teachers and admins may change class workspaces."""
+        found = [Workspace(account.own_workspace, "Meine Dokumente", True)]
+        for class_name in account.classes:
+            found.append(Workspace(class_workspace(class_name), f"Klasse {class_name}", account.role in ("teacher", "admin")))
+        return found
+
+    def workspace_for(self, account: Account, name: str, write: bool = False) -> Workspace | None:
+        for workspace in self.workspaces(account):
+            if workspace.name == name and (workspace.writable or not write):
+                return workspace
+        return None
+
+    # -- sessions ----------------------------------------------------------
+
+    def open_session(self, user_id: int, hours: float) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._session.begin() as db:
+            db.execute(delete(LoginSession).where(LoginSession.expires_at < int(time.time())))
+            db.add(LoginSession(token_hash=_sha256(token), user_id=user_id, expires_at=int(time.time() + hours * 3600)))
+        return token
+
+    def session_user(self, token: str) -> Account | None:
+        with self._session() as db:
+            row = db.get(LoginSession, _sha256(token))
+            if row is None or row.expires_at < time.time():
+                return None
+            user = db.get(User, row.user_id)
+            return self._account(db, user) if user else None
+
+    def close_session(self, token: str) -> None:
+        with self._session.begin() as db:
+            db.execute(delete(LoginSession).where(LoginSession.token_hash == _sha256(token)))
+
+    # -- chats -------------------------------------------------------------
+
+    def save_chat(self, user_id: int, chat_id: int | None, messages: list[dict]) -> int:
+        title = next((m["content"] for m in messages if m.get("role") == "user"), "Chat")[:80]
+        with self._session.begin() as db:
+            chat = db.get(StoredChat, chat_id) if chat_id else None
+            if chat is None or chat.user_id != user_id:
+                chat = StoredChat(user_id=user_id, title=title, messages_json="[]", updated_at=0)
+                db.add(chat)
+            chat.messages_json = json.dumps(messages, ensure_ascii=False)
+            chat.updated_at = int(time.time())
+            db.flush()
+            return chat.id
+
+    def list_chats(self, user_id: int) -> list[tuple[int, str]]:
+        with self._session() as db:
+            rows = db.execute(select(StoredChat.id, StoredChat.title).where(StoredChat.user_id == user_id).order_by(StoredChat.updated_at.desc()))
+            return [(r.id, r.title) for r in rows]
+
+    def load_chat(self, user_id: int, chat_id: int) -> list[dict] | None:
+        with self._session() as db:
+            chat = db.get(StoredChat, chat_id)
+            if chat is None or chat.user_id != user_id:
+                return None
+            return json.loads(chat.messages_json)
+
+    def purge_chats(self, retention_days: int) -> int:
+        """Delete chats not touched within the retention period; returns how many."""
+        cutoff = int(time.time() - retention_days * 86400)
+        with self._session.begin() as db:
+            return db.execute(delete(StoredChat).where(StoredChat.updated_at <= cutoff)).rowcount
+
+    # -- usage -------------------------------------------------------------
+
+    def count_usage(self, user_id: int, requests: int = 0, tokens: int = 0) -> None:
+        with self._session.begin() as db:
+            row = db.get(DailyUsage, (user_id, today()))
+            if row is None:
+                row = DailyUsage(user_id=user_id, day=today(), requests=0, tokens=0)
+                db.add(row)
+            row.requests += requests
+            row.tokens += tokens
+
+    def tokens_today(self, user_id: int) -> int:
+        with self._session() as db:
+            row = db.get(DailyUsage, (user_id, today()))
+            return row.tokens if row else 0
+
+    def usage_by_class(self, day: str | None = None) -> list[tuple[str, int, int, int]]:
+        """(class, users, requests, tokens) for one day; counts only."""
+        day = day or today()
+        with self._session() as db:
+            rows = db.execute(
+                select(Membership.class_name, func.count(DailyUsage.user_id), func.sum(DailyUsage.requests), func.sum(DailyUsage.tokens))
+                .join(DailyUsage, DailyUsage.user_id == Membership.user_id)
+                .where(DailyUsage.day == day)
+                .group_by(Membership.class_name)
+                .order_by(Membership.class_name)
+            )
+            return [(r[0], r[1], r[2] or 0, r[3] or 0) for r in rows]
+
+    # -- settings ----------------------------------------------------------
+
+    def get_setting(self, key: str, default: str) -> str:
+        with self._session() as db:
+            row = db.get(Setting, key)
+            return row.value if row else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._session.begin() as db:
+            row = db.get(Setting, key)
+            if row is None:
+                db.add(Setting(key=key, value=value))
+            else:
+                row.value = value

@@ -1,0 +1,122 @@
+"""The gateway's web app: the login page, the OpenAI-compatible API under /v1 and the Gradio UI, on one port.
+
+``create_app(config)`` builds it; ``serve(config)`` runs it with uvicorn.
+The German UI is mounted at ``/``, the English one at ``/en/``; both ask the
+same auth dependency who is logged in, so an unknown visitor is sent to the
+login page and every Gradio route refuses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import RedirectResponse
+
+from schulki.config import Config
+from schulki.gateway import auth
+from schulki.gateway.api import audio as audio_api
+from schulki.gateway.api import chat as chat_api
+from schulki.gateway.api.errors import ApiError
+from schulki.gateway.api.limits import BodyLimitMiddleware
+from schulki.gateway.context import Gateway
+from schulki.gateway.ui import build_ui, theme
+
+log = logging.getLogger(__name__)
+
+PURGE_INTERVAL_S = 3600.0
+UPLOAD_PATHS = ("/v1/audio/", "/gradio_api/upload", "/en/gradio_api/upload")
+
+
+async def _purge_chats(gateway: Gateway) -> None:
+    """Delete stored chats older than the retention period, at start and every hour."""
+    while True:
+        try:
+            removed = gateway.accounts.purge_chats(gateway.retention_days())
+            if removed:
+                log.info("deleted %d chats past the retention period", removed)
+        except Exception:
+            log.exception("chat purge failed")
+        await asyncio.sleep(PURGE_INTERVAL_S)
+
+
+def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
+    gateway = gateway or Gateway.create(config)
+    tmp = Path(config.data_dir) / "gateway" / "uploads"
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(tmp))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await gateway.services.start()
+        purge = asyncio.create_task(_purge_chats(gateway))
+        try:
+            yield
+        finally:
+            purge.cancel()
+            await gateway.services.close()
+
+    app = FastAPI(title="schulki", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gateway
+    app.add_middleware(BodyLimitMiddleware, limit=config.gateway.max_upload_bytes, prefixes=UPLOAD_PATHS)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError):
+        return error.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        if request.url.path.startswith("/v1/"):  # unknown routes and methods under /v1 answer in OpenAI's shape too
+            return ApiError(error.status_code, str(error.detail), "invalid_request_error").response()
+        return await http_exception_handler(request, error)
+
+    @app.middleware("http")
+    async def send_visitors_to_login(request: Request, call_next):
+        if request.method == "GET" and request.url.path in ("/", "/en", "/en/"):
+            if gateway.account_from_headers(request.cookies, request.headers.get("authorization")) is None:
+                return RedirectResponse("/login?lang=en" if request.url.path.startswith("/en") else "/login", status_code=303)
+        return await call_next(request)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz():
+        return {"gateway": "ok", "services": {name: gateway.services.available(name) for name in gateway.services.pools}}
+
+    app.include_router(auth.router(gateway))
+    app.include_router(chat_api.router(gateway))
+    app.include_router(audio_api.router(gateway))
+
+    @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def unknown_api_route(path: str):
+        # without this the UI mounted at "/" would answer with Gradio's own 404
+        raise ApiError(404, f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings and audio/transcriptions.",
+                       code="unknown_url")
+
+    def logged_in(request: Request) -> str | None:
+        account = gateway.account_from_headers(request.cookies, request.headers.get("authorization"))
+        return account.name if account else None
+
+    common = dict(
+        auth_dependency=logged_in, theme=theme(), footer_links=[], run_history=False, enable_monitoring=False, ssr_mode=False,
+        pwa=False, mcp_server=False, max_file_size=config.gateway.max_upload_bytes, allowed_paths=[str(gateway.files_root)],
+        show_error=True,
+    )
+    # The more specific mount first: Starlette matches mounts in order and "/" would catch "/en".
+    gr.mount_gradio_app(app, build_ui(gateway, "en"), path="/en", **common)
+    gr.mount_gradio_app(app, build_ui(gateway, "de"), path="/", **common)
+    return app
+
+
+def serve(config: Config) -> None:
+    import uvicorn
+
+    from schulki.runtime import logs
+
+    logs.configure(config.runtime.log_level, config.runtime.log_content)
+    uvicorn.run(create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", access_log=False)

@@ -1,0 +1,98 @@
+"""The German (or English) login page, logout, and who is logged in.
+
+Gradio's own login page is English only and has no rate limit, so the gateway
+has its own: a plain HTML form, rate-limited per account name and per address,
+that sets an HttpOnly session cookie. Gradio is mounted with an
+``auth_dependency`` that reads that cookie (or an API key, for gradio_client).
+"""
+
+from __future__ import annotations
+
+import html
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from schulki.gateway.context import SESSION_COOKIE, Gateway
+from schulki.gateway.i18n import strings
+
+PAGE = """<!doctype html>
+<html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>schulki – {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; background: #f4f6f8; display: flex; justify-content: center; margin-top: 10vh; }}
+form {{ background: white; padding: 2em; border-radius: 8px; box-shadow: 0 1px 4px #0002; width: 20em; }}
+label {{ display: block; margin-top: 1em; }} input {{ width: 100%; padding: .5em; box-sizing: border-box; }}
+button {{ margin-top: 1.5em; width: 100%; padding: .6em; background: #2563eb; color: white; border: 0; border-radius: 4px; font-size: 1em; }}
+.error {{ color: #b91c1c; }} .lang {{ margin-top: 1em; font-size: .9em; text-align: right; }}
+</style></head>
+<body><form method="post" action="login">
+<h1>schulki</h1><p>{intro}</p>{error}
+<input type="hidden" name="lang" value="{lang}">
+<label for="name">{name_label}</label><input id="name" name="name" autocomplete="username" required autofocus>
+<label for="password">{password_label}</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">{submit}</button>
+<div class="lang"><a href="login?lang={other_lang}">{other_label}</a></div>
+</form></body></html>"""
+
+
+def login_page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
+    s = strings(lang)
+    other = "en" if lang == "de" else "de"
+    return HTMLResponse(
+        PAGE.format(
+            lang=lang, title=s["login_title"], intro=s["login_intro"], name_label=s["login_name"],
+            password_label=s["login_password"], submit=s["login_submit"], other_lang=other,
+            other_label=s["other_language"], error=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "",
+        ),
+        status_code=status,
+    )
+
+
+def home_path(lang: str) -> str:
+    return "/en/" if lang == "en" else "/"
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def router(gateway: Gateway) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.get("/login", include_in_schema=False)
+    def show_login(lang: str = "de"):
+        return login_page("en" if lang == "en" else "de")
+
+    @routes.post("/login", include_in_schema=False)
+    async def do_login(request: Request, name: str = Form(""), password: str = Form(""), lang: str = Form("de")):
+        lang = "en" if lang == "en" else "de"
+        s = strings(lang)
+        address = client_address(request)
+        name = name.strip()
+        if gateway.login_limiter.blocked(name, address):
+            return login_page(lang, s["login_blocked"], status=429)
+        account = await run_in_threadpool(gateway.accounts.check_password, name, password)
+        if account is None:
+            gateway.login_limiter.failed(name, address)
+            return login_page(lang, s["login_failed"], status=401)
+        gateway.login_limiter.succeeded(name)
+        token = gateway.accounts.open_session(account.id, gateway.config.gateway.session_hours)
+        response = RedirectResponse(home_path(lang), status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE, token, max_age=int(gateway.config.gateway.session_hours * 3600), httponly=True,
+            samesite="lax", secure=request.url.scheme == "https", path="/",
+        )
+        return response
+
+    @routes.get("/logout", include_in_schema=False)
+    def logout(request: Request, lang: str = "de"):
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            gateway.accounts.close_session(token)
+        response = RedirectResponse(f"/login?lang={'en' if lang == 'en' else 'de'}", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    return routes

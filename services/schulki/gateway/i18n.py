@@ -1,0 +1,146 @@
+"""Every text the gateway shows, German first, with English.
+
+``strings(lang)`` returns a mapping for one language; a key missing in English
+falls back to German, so a student never sees a raw key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+LANGUAGES = ("de", "en")
+
+STRINGS: dict[str, tuple[str, str]] = {
+    # login
+    "login_title": ("Anmelden", "Log in"),
+    "login_intro": ("Melde dich mit deinem Benutzernamen und Passwort an.", "Log in with your user name and password."),
+    "login_name": ("Benutzername", "User name"),
+    "login_password": ("Passwort", "Password"),
+    "login_submit": ("Anmelden", "Log in"),
+    "login_failed": ("Benutzername oder Passwort ist falsch.", "Wrong user name or password."),
+    "login_blocked": ("Zu viele Fehlversuche. Bitte warte einige Minuten.", "Too many failed attempts. Please wait a few minutes."),
+    "other_language": ("English", "Deutsch"),
+    "logout": ("Abmelden", "Log out"),
+    "signed_in_as": ("Angemeldet als", "Logged in as"),
+    "not_logged_in": ("Du bist nicht angemeldet. Bitte lade die Seite neu.", "You are not logged in. Please reload the page."),
+    # service state
+    "service_down": ("Der Dienst „{service}“ ist gerade nicht erreichbar. Die anderen Bereiche funktionieren weiter; dieser kommt von selbst wieder, sobald der Dienst läuft.",
+                     "The {service} service is not reachable right now. The other tabs keep working; this one comes back by itself once the service runs."),
+    "service_names": ("Chat-Modell|Einbettungen|Transkription|Dokumentensuche", "chat model|embeddings|transcription|document search"),
+    "error": ("Fehler: {message}", "Error: {message}"),
+    # tabs
+    "tab_chat": ("Chat", "Chat"),
+    "tab_documents": ("Dokumente", "Documents"),
+    "tab_transcription": ("Transkription", "Transcription"),
+    "tab_translate": ("Übersetzen", "Translate"),
+    "tab_admin": ("Admin", "Admin"),
+    # chat
+    "preset": ("Rolle des Assistenten", "Assistant's role"),
+    "preset_assistant": ("Assistent", "Assistant"),
+    "preset_tutor": ("Tutor (erklärt, statt zu lösen)", "Tutor (explains instead of solving)"),
+    "preset_translator": ("Übersetzer", "Translator"),
+    "preset_coding": ("Programmierhilfe", "Coding help"),
+    "message": ("Deine Nachricht", "Your message"),
+    "message_placeholder": ("Schreib eine Frage und drücke Enter …", "Type a question and press Enter …"),
+    "send": ("Senden", "Send"),
+    "stop": ("Stopp", "Stop"),
+    "new_chat": ("Neuer Chat", "New chat"),
+    "saved_chats": ("Gespeicherte Chats", "Saved chats"),
+    "load_chat": ("Öffnen", "Open"),
+    "empty_message": ("Bitte schreib zuerst eine Nachricht.", "Please type a message first."),
+    "retention_note": ("Chats werden {days} Tage gespeichert und dann gelöscht.", "Chats are kept for {days} days, then deleted."),
+    "retention_none": ("Chats werden nicht gespeichert.", "Chats are not stored."),
+    # documents
+    "workspace": ("Arbeitsbereich", "Workspace"),
+    "my_documents": ("Meine Dokumente", "My documents"),
+    "class_workspace": ("Klasse {name}", "Class {name}"),
+    "upload": ("Dokument hochladen (PDF, DOCX, ODT, TXT, …)", "Upload a document (PDF, DOCX, ODT, TXT, …)"),
+    "upload_button": ("Hochladen", "Upload"),
+    "uploaded": ("„{name}“ ist gespeichert: {chunks} Abschnitte, {pages} Seiten.", "“{name}” is stored: {chunks} chunks, {pages} pages."),
+    "no_file": ("Bitte wähle zuerst eine Datei.", "Please choose a file first."),
+    "read_only": ("In diesem Arbeitsbereich dürfen nur Lehrkräfte Dokumente ändern.", "Only teachers may change documents in this workspace."),
+    "no_access": ("Diesen Arbeitsbereich gibt es für dich nicht.", "This workspace does not exist for you."),
+    "documents": ("Dokumente im Arbeitsbereich", "Documents in the workspace"),
+    "col_file": ("Datei", "File"), "col_pages": ("Seiten", "Pages"), "col_chunks": ("Abschnitte", "Chunks"),
+    "col_size": ("Größe (KB)", "Size (KB)"), "col_id": ("ID", "ID"),
+    "refresh": ("Aktualisieren", "Refresh"),
+    "delete_document": ("Dokument löschen", "Delete document"),
+    "delete": ("Löschen", "Delete"),
+    "deleted": ("Gelöscht.", "Deleted."),
+    "question": ("Frage zu den Dokumenten", "Question about the documents"),
+    "ask": ("Fragen", "Ask"),
+    "answer": ("Antwort", "Answer"),
+    "sources": ("Quellen", "Sources"),
+    "page": ("S.", "p."),
+    "no_hits": ("In diesem Arbeitsbereich wurde nichts Passendes gefunden.", "Nothing matching was found in this workspace."),
+    # transcription
+    "recording": ("Aufnahme hochladen oder mit dem Mikrofon aufnehmen", "Upload a recording or record with the microphone"),
+    "language": ("Sprache", "Language"),
+    "auto_detect": ("Automatisch erkennen", "Detect automatically"),
+    "transcribe": ("Transkribieren", "Transcribe"),
+    "segments": ("Text", "Text"),
+    "detected_language": ("Erkannte Sprache: {language} ({probability:.0%})", "Detected language: {language} ({probability:.0%})"),
+    "no_recording": ("Bitte lade zuerst eine Aufnahme hoch oder nimm eine auf.", "Please upload or record something first."),
+    "download_txt": ("TXT herunterladen", "Download TXT"),
+    "download_srt": ("SRT herunterladen", "Download SRT"),
+    "download_vtt": ("VTT herunterladen", "Download VTT"),
+    # translate
+    "source_language": ("Ausgangssprache", "Source language"),
+    "target_language": ("Zielsprache", "Target language"),
+    "source_text": ("Text", "Text"),
+    "translation": ("Übersetzung", "Translation"),
+    "translate": ("Übersetzen", "Translate"),
+    "detected": ("Erkannt: {language}", "Detected: {language}"),
+    "not_detected": ("Sprache nicht sicher erkannt", "Language not detected with certainty"),
+    # admin
+    "admin_only": ("Nur für Admins.", "Admins only."),
+    "health": ("Dienste und Knoten", "Services and nodes"),
+    "col_service": ("Dienst", "Service"), "col_node": ("Knoten", "Node"), "col_status": ("Status", "Status"),
+    "models": ("Modelle der Inferenz-Knoten", "Models of the inference nodes"),
+    "col_model": ("Modell", "Model"), "col_quant": ("Quantisierung", "Quant"), "col_context": ("Kontext", "Context"),
+    "col_gpu_layers": ("GPU-Schichten", "GPU layers"), "col_queue": ("Warteschlange", "Queue"),
+    "usage": ("Nutzung heute pro Klasse (nur Zahlen, keine Inhalte)", "Usage today per class (counts only, no content)"),
+    "col_class": ("Klasse", "Class"), "col_users": ("Nutzer", "Users"), "col_requests": ("Anfragen", "Requests"), "col_tokens": ("Tokens", "Tokens"),
+    "users": ("Benutzer", "Users"),
+    "col_name": ("Name", "Name"), "col_role": ("Rolle", "Role"), "col_classes": ("Klassen", "Classes"),
+    "add_user": ("Benutzer anlegen", "Add user"),
+    "role": ("Rolle", "Role"),
+    "class_name": ("Klasse (optional)", "Class (optional)"),
+    "import_csv": ("Klasse aus CSV importieren (Spalten: name,role,class,password)", "Import a class from CSV (columns: name,role,class,password)"),
+    "import": ("Importieren", "Import"),
+    "reset_password": ("Passwort zurücksetzen", "Reset password"),
+    "delete_user": ("Benutzer mit allen Daten löschen", "Delete user with all their data"),
+    "user_name": ("Benutzername", "User name"),
+    "credentials": ("Zugangsdaten (nur jetzt sichtbar – bitte weitergeben):", "Credentials (shown only now – please pass them on):"),
+    "user_deleted": ("„{name}“ und alle Daten sind gelöscht.", "“{name}” and all their data are deleted."),
+    "unknown_user": ("Den Benutzer „{name}“ gibt es nicht.", "There is no user “{name}”."),
+    "retention_days": ("Aufbewahrung gespeicherter Chats (Tage, 0 = nicht speichern)", "Keep stored chats (days, 0 = do not store)"),
+    "save": ("Speichern", "Save"),
+    "saved": ("Gespeichert.", "Saved."),
+}
+
+SERVICE_KEYS = ("inference", "embeddings", "transcription", "retrieval")
+
+
+class Strings(Mapping):
+    """The texts of one language."""
+
+    def __init__(self, lang: str):
+        self.lang = lang if lang in LANGUAGES else "de"
+        self._index = LANGUAGES.index(self.lang)
+
+    def __getitem__(self, key: str) -> str:
+        return STRINGS[key][self._index]
+
+    def __iter__(self):
+        return iter(STRINGS)
+
+    def __len__(self) -> int:
+        return len(STRINGS)
+
+    def service(self, name: str) -> str:
+        return self["service_names"].split("|")[SERVICE_KEYS.index(name)]
+
+
+def strings(lang: str) -> Strings:
+    return Strings(lang)

@@ -1,0 +1,52 @@
+"""What ``schulki up`` needs to start the gateway: the child process, its readiness, and the first admin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from schulki.config import Config
+from schulki.gateway.accounts import Accounts, database_url
+
+
+def gateway_url(config: Config) -> str:
+    host = config.gateway.host
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{config.gateway.port}"
+
+
+def start_gateway() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "schulki.gateway"])
+
+
+def wait_until_up(url: str, timeout: float, is_alive) -> None:
+    """Wait until the gateway answers /healthz; raise RuntimeError or TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if not is_alive():
+            raise RuntimeError("the gateway exited before it was serving")
+        time.sleep(0.2)
+    raise TimeoutError(f"the gateway at {url} did not answer after {timeout:.0f} s")
+
+
+def first_admin_lines(config: Config) -> list[str]:
+    """Create the first admin when there is no admin yet, and say how to log in."""
+    accounts = Accounts(database_url(config.gateway.database_url, Path(config.data_dir)))
+    if any(account.role == "admin" for account in accounts.list_users()):
+        return ["  Anmelden mit einem Admin-Konto (log in with an admin account);",
+                "  neue Konten (new accounts): schulki user add NAME --role student|teacher|admin"]
+    created = accounts.add_user("admin", "admin")
+    return [
+        "  Erstes Admin-Konto angelegt (first admin account created) – nur jetzt sichtbar (shown only now):",
+        f"    Benutzer (user): admin   Passwort (password): {created.password}",
+        f"    API-Key: {created.api_key}",
+    ]

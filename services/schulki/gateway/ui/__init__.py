@@ -1,0 +1,60 @@
+"""The web UI: ``build_ui(gateway, lang)`` returns the Gradio Blocks, one module per tab."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from schulki.gateway.context import Gateway
+from schulki.gateway.i18n import strings
+from schulki.gateway.ui.admin import build_admin_tab
+from schulki.gateway.ui.chat import build_chat_tab
+from schulki.gateway.ui.common import account_of
+from schulki.gateway.ui.documents import build_documents_tab
+from schulki.gateway.ui.transcription import build_transcription_tab
+from schulki.gateway.ui.translate import build_translate_tab
+
+STATUS_REFRESH_S = 10.0
+"""How often a tab re-checks whether the services it needs are back."""
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's default look with the system's own fonts: nothing is fetched from Google Fonts."""
+    return gr.themes.Default(
+        font=[gr.themes.Font("system-ui"), gr.themes.Font("Segoe UI"), gr.themes.Font("Roboto"), "sans-serif"],
+        font_mono=[gr.themes.Font("ui-monospace"), gr.themes.Font("DejaVu Sans Mono"), "monospace"],
+    )
+
+
+def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
+    s = strings(lang)
+    home = "/en/" if lang == "en" else "/"
+    other_home, other_lang = ("/", "de") if lang == "en" else ("/en/", "en")
+    # Gradio copies uploads and downloads into its cache; delete_cache removes them after an hour.
+    with gr.Blocks(title="schulki", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        timer = gr.Timer(STATUS_REFRESH_S)
+        header = gr.HTML(elem_id="header")
+        with gr.Tabs():
+            with gr.Tab(s["tab_chat"], id="chat"):
+                build_chat_tab(gateway, s, timer, demo)
+            with gr.Tab(s["tab_documents"], id="documents"):
+                build_documents_tab(gateway, s, timer, demo)
+            with gr.Tab(s["tab_transcription"], id="transcription"):
+                build_transcription_tab(gateway, s, timer, demo)
+            with gr.Tab(s["tab_translate"], id="translate"):
+                build_translate_tab(gateway, s, timer, demo)
+            with gr.Tab(s["tab_admin"], id="admin", visible=False) as admin_tab:
+                build_admin_tab(gateway, s, demo)
+
+        def personalise(request: gr.Request):
+            account = account_of(gateway, request, s)
+            links = (f'<div style="display:flex;justify-content:space-between;align-items:center"><strong style="font-size:1.4em">schulki</strong>'
+                     f'<span>{s["signed_in_as"]} <b>{html.escape(account.name)}</b> ({html.escape(account.role)}) · '
+                     f'<a href="{other_home}">{s["other_language"]}</a> · <a href="/logout?lang={lang}" id="logout">{s["logout"]}</a></span></div>')
+            return links, gr.Tab(visible=account.role == "admin")
+
+        demo.load(personalise, None, [header, admin_tab], api_name="whoami")
+    demo.schulki_home = home  # type: ignore[attr-defined]
+    demo.schulki_other_lang = other_lang  # type: ignore[attr-defined]
+    return demo

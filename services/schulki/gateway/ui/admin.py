@@ -1,0 +1,125 @@
+"""The Admin tab (admins only): health of every node, models and queues, usage per class, user management, chat retention."""
+
+from __future__ import annotations
+
+import gradio as gr
+from starlette.concurrency import run_in_threadpool
+
+from schulki.gateway.accounts import ROLES, AccountError, NewAccount
+from schulki.gateway.context import Gateway
+from schulki.gateway.i18n import Strings
+from schulki.gateway.ui.common import account_of, user_error
+
+
+def credentials_table(s: Strings, created: list[NewAccount]) -> str:
+    rows = "\n".join(f"| {n.account.name} | {n.account.role} | {', '.join(n.account.classes)} | `{n.password}` | `{n.api_key}` |" for n in created)
+    return f"{s['credentials']}\n\n| {s['col_name']} | {s['col_role']} | {s['col_classes']} | {s['login_password']} | API-Key |\n|---|---|---|---|---|\n{rows}"
+
+
+def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
+    refresh = gr.Button(s["refresh"], elem_id="admin-refresh")
+    health = gr.Dataframe(headers=[s["col_service"], s["col_node"], s["col_status"]], label=s["health"], interactive=False)
+    models = gr.Dataframe(headers=[s["col_node"], s["col_model"], s["col_quant"], s["col_context"], s["col_gpu_layers"], s["col_queue"]],
+                          label=s["models"], interactive=False)
+    usage = gr.Dataframe(headers=[s["col_class"], s["col_users"], s["col_requests"], s["col_tokens"]], label=s["usage"], interactive=False)
+    users = gr.Dataframe(headers=[s["col_name"], s["col_role"], s["col_classes"]], label=s["users"], interactive=False)
+    with gr.Accordion(s["add_user"], open=True):
+        with gr.Row():
+            new_name = gr.Textbox(label=s["user_name"])
+            new_role = gr.Dropdown(list(ROLES), value="student", label=s["role"])
+            new_class = gr.Textbox(label=s["class_name"])
+            add = gr.Button(s["add_user"], variant="primary")
+    with gr.Accordion(s["import_csv"], open=False):
+        csv_file = gr.File(label="CSV", file_types=[".csv"], type="filepath")
+        import_button = gr.Button(s["import"])
+    with gr.Accordion(s["reset_password"] + " / " + s["delete_user"], open=False):
+        target = gr.Textbox(label=s["user_name"])
+        with gr.Row():
+            reset = gr.Button(s["reset_password"])
+            remove = gr.Button(s["delete_user"], variant="stop")
+    with gr.Row():
+        retention = gr.Number(label=s["retention_days"], precision=0, minimum=0)
+        save_retention = gr.Button(s["save"])
+    result = gr.Markdown(elem_id="admin-result")
+
+    def require_admin(request: gr.Request):
+        account = account_of(gateway, request, s)
+        if account.role != "admin":
+            raise gr.Error(s["admin_only"])
+        return account
+
+    async def overview(request: gr.Request):
+        require_admin(request)
+        await gateway.services.check_health()
+        health_rows = [[s.service(name), node.address, node.status] for name, pool in gateway.services.pools.items() for node in pool.nodes]
+        model_rows = []
+        for address, info in await gateway.services.model_infos():
+            if info is None:
+                model_rows.append([address, "–", "–", "–", "–", "–"])
+            else:
+                model_rows.append([address, info.model_name, info.quant, info.context_length, info.gpu_layers, info.queue_length])
+        usage_rows = [list(row) for row in gateway.accounts.usage_by_class()]
+        user_rows = [[a.name, a.role, ", ".join(a.classes)] for a in gateway.accounts.list_users()]
+        return health_rows, model_rows, usage_rows, user_rows, gateway.retention_days()
+
+    async def add_user(name: str, role: str, class_name: str, request: gr.Request):
+        require_admin(request)
+        try:
+            created = await run_in_threadpool(gateway.accounts.add_user, (name or "").strip(), role, [c for c in (class_name or "").split() if c])
+        except AccountError as error:
+            raise gr.Error(str(error)) from error
+        return credentials_table(s, [created])
+
+    async def import_class(path: str | None, request: gr.Request):
+        require_admin(request)
+        if not path:
+            raise gr.Error(s["no_file"])
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+        try:
+            created = await run_in_threadpool(gateway.accounts.import_csv, text)
+        except AccountError as error:
+            raise gr.Error(str(error)) from error
+        return credentials_table(s, created)
+
+    async def reset_password(name: str, request: gr.Request):
+        require_admin(request)
+        try:
+            created = await run_in_threadpool(gateway.accounts.reset_password, (name or "").strip())
+        except AccountError as error:
+            raise gr.Error(str(error)) from error
+        return credentials_table(s, [created])
+
+    async def delete_user(name: str, request: gr.Request):
+        require_admin(request)
+        account = gateway.accounts.by_name((name or "").strip())
+        if account is None:
+            raise gr.Error(s["unknown_user"].format(name=name))
+        try:
+            await delete_account_data(gateway, account)
+        except Exception as error:
+            raise user_error(s, error) from error
+        return s["user_deleted"].format(name=account.name)
+
+    def set_retention(days, request: gr.Request):
+        require_admin(request)
+        gateway.accounts.set_setting("chat_retention_days", str(max(0, int(days or 0))))
+        gateway.accounts.purge_chats(gateway.retention_days())  # a shorter period applies at once; 0 deletes every stored chat
+        return s["saved"]
+
+    outputs = [health, models, usage, users, retention]
+    refresh.click(overview, None, outputs, api_name="admin_overview")
+    add.click(add_user, [new_name, new_role, new_class], result, api_name="admin_add_user")
+    import_button.click(import_class, csv_file, result, api_name="admin_import")
+    reset.click(reset_password, target, result, api_name="admin_reset_password")
+    remove.click(delete_user, target, result, api_name="admin_delete_user")
+    save_retention.click(set_retention, retention, result, api_name="admin_retention")
+
+
+async def delete_account_data(gateway: Gateway, account) -> None:
+    """Everything of one user: their workspace with its documents, their transcripts, chats, usage and the account."""
+    import shutil
+
+    await gateway.services.delete_workspace(account.own_workspace)
+    shutil.rmtree(gateway.files_root / str(account.id), ignore_errors=True)
+    gateway.accounts.delete_user(account.id)

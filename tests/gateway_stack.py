@@ -1,0 +1,124 @@
+"""The whole stack for the gateway's tests: the four real services in this process and the gateway on a real port."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fpdf import FPDF
+
+from schulki.config import Config
+from schulki.gateway.accounts import NewAccount
+from schulki.gateway.app import create_app
+from schulki.gateway.context import Gateway
+from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
+from tests.conftest import InProcessServer, free_port
+
+ALL_SERVICES = ("inference", "embeddings", "transcription", "retrieval")
+
+
+class UvicornThread:
+    """The gateway app served by uvicorn on a background thread, on a free port."""
+
+    def __init__(self, app, port: int | None = None):
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> UvicornThread:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the gateway did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+@dataclass
+class Stack:
+    url: str
+    config: Config
+    gateway: Gateway
+    servers: dict[str, InProcessServer]
+
+    def add_user(self, name: str, role: str = "student", classes: tuple[str, ...] = ()) -> NewAccount:
+        return self.gateway.accounts.add_user(name, role, list(classes))
+
+    def wait_available(self, name: str, available: bool = True, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.gateway.services.available(name) != available:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not become {'available' if available else 'unavailable'}")
+            time.sleep(0.05)
+
+
+def stack_config(data_dir: Path) -> Config:
+    config = Config(data_dir=data_dir)
+    # The models stay where set-up prepared them; everything the gateway writes goes to data_dir.
+    config.inference.model_path = chat_model_path()
+    config.embeddings.model_path = embeddings_model_path()
+    config.transcription.model_path = speech_model_path()
+    config.inference.threads = 1  # on a shared, busy machine two spinning llama.cpp threads are slower than one
+    config.inference.max_queued = 64
+    config.inference.max_queued_per_user = 8
+    config.embeddings.threads = 2
+    config.transcription.threads = 2
+    config.transcription.beam_size = 1  # greedy: the tests check the mechanics, not the last word
+    config.gateway.health_interval_s = 0.5
+    config.gateway.max_chat_tokens = 24
+    return config
+
+
+def build_service(name: str, config: Config):
+    return importlib.import_module(f"schulki.{name}").build(config)
+
+
+@contextlib.contextmanager
+def running_stack(data_dir: Path, services: tuple[str, ...] = ALL_SERVICES, config: Config | None = None) -> Iterator[Stack]:
+    """Real services on real ports (retrieval on its own server, as it needs the embeddings' address), and the gateway."""
+    config = config or stack_config(data_dir)
+    servers: dict[str, InProcessServer] = {}
+    with contextlib.ExitStack() as stack:
+        for name in services:
+            if name == "retrieval":
+                continue
+            servers[name] = stack.enter_context(InProcessServer([build_service(name, config)]))
+            setattr(config.gateway, f"{name}_addresses", [servers[name].address])
+        if "retrieval" in services:
+            config.retrieval.embeddings_address = servers["embeddings"].address
+            config.retrieval.store_path = data_dir / "retrieval"
+            servers["retrieval"] = stack.enter_context(InProcessServer([build_service("retrieval", config)]))
+            config.gateway.retrieval_addresses = [servers["retrieval"].address]
+        for name in ALL_SERVICES:
+            if name not in services and not getattr(config.gateway, f"{name}_addresses"):
+                # a port where nothing listens: the gateway sees the service as down
+                setattr(config.gateway, f"{name}_addresses", [f"127.0.0.1:{free_port()}"])
+        gateway = Gateway.create(config)
+        web = stack.enter_context(UvicornThread(create_app(config, gateway)))
+        yield Stack(web.url, config, gateway, servers)
+
+
+def write_pdf(path: Path, pages: list[str]) -> Path:
+    """A real PDF with one page per text (fpdf2)."""
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, text)
+    pdf.output(str(path))
+    return path
