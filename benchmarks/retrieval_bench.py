@@ -1,0 +1,156 @@
+"""Retrieval: ingest time of a 100-page PDF, and search latency at 10,000 and 100,000 chunks.
+
+Ingest goes through the real retrieval service with the real embeddings
+service (default model), both on real sockets in this process; the time of
+each stage comes from the service's own progress messages.
+
+Search latency is measured in the embedded store itself (LanceDB), without
+the query's embedding: the chunks for it are SYNTHETIC, inserted directly
+into the store (texts drawn from a German word list, random unit vectors),
+because embedding 100,000 real chunks would take hours on this machine. Each
+query is a hybrid search (BM25 and vector, default weight) for 3 words and a
+random unit vector. At each size it runs without a vector index (exact
+search) and with the IVF-HNSW-SQ index the store builds for large workspaces.
+
+    .venv/bin/python benchmarks/retrieval_bench.py [--pages 100] [--sizes 10000 100000] [--queries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from schulki import retrieval  # noqa: E402
+from schulki.config import RetrievalConfig  # noqa: E402
+from schulki.retrieval.documents import Chunk  # noqa: E402
+from schulki.retrieval.embedded_store import EmbeddedStore  # noqa: E402
+from schulki.retrieval.store import DocumentRecord, StoredChunk  # noqa: E402
+from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
+from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
+from tests.conftest import InProcessServer  # noqa: E402
+from tests.retrieval_documents import pdf_bytes  # noqa: E402
+from tests.retrieval_support import embeddings_server, requests, retrieval_config  # noqa: E402
+
+WORDS = ("Zelle Atom Energie Fluss Berg Stadt König Krieg Frieden Zahl Bruch Winkel Kreis Licht Strom Wasser Luft "
+         "Pflanze Tier Mensch Sprache Gedicht Roman Drama Grammatik Verb Nomen Insel Meer Wüste Wald Klima Wetter "
+         "Sonne Mond Planet Stern Rechner Netz Daten Algorithmus Musik Kunst Farbe Sport Spiel Gesetz Staat Wahl "
+         "Geschichte Kaiser Burg Handel Markt Geld Arbeit Schule Klasse Lehrer Prüfung Aufgabe Lösung Frage").split()
+DIMENSION = 384
+BATCH_CHUNKS = 1000
+
+
+def sentence(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words)) + "."
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def unit_vector(rng: random.Random) -> list[float]:
+    values = [rng.gauss(0.0, 1.0) for _ in range(DIMENSION)]
+    norm = sum(v * v for v in values) ** 0.5
+    return [v / norm for v in values]
+
+
+def bench_ingest(pages: int) -> None:
+    rng = random.Random(1)
+    data = pdf_bytes([" ".join(sentence(rng, 12) for _ in range(12)) for _ in range(pages)])
+    with tempfile.TemporaryDirectory() as folder, embeddings_server() as embedder:
+        config = retrieval_config(Path(folder), embedder.address)
+        with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
+            stub = pb_grpc.RetrievalServiceStub(channel)
+            stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="bench"))
+            started = time.perf_counter()
+            stage_start: dict[str, float] = {}
+            document = None
+            for response in stub.IngestDocument(requests("bench", "buch.pdf", data), timeout=3600):
+                now = time.perf_counter() - started
+                if response.HasField("document"):
+                    document = response.document
+                else:
+                    stage_start.setdefault(response.progress.stage, now)
+            total = time.perf_counter() - started
+    stages = sorted(stage_start.items(), key=lambda item: item[1])
+    spans = {name: (stages[i + 1][1] if i + 1 < len(stages) else total) - at for i, (name, at) in enumerate(stages)}
+    print(f"ingest of a {pages}-page PDF ({len(data) / 1e6:.1f} MB, {document.chunk_count} chunks) through the service:"
+          f" {total:.1f} s in all")
+    print("  " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spans.items()))
+    print(f"  {document.chunk_count / spans['embedding']:.1f} chunks/s embedded (default model, 2 threads)")
+
+
+def fill(store: EmbeddedStore, workspace: str, count: int, rng: random.Random, start: int) -> None:
+    """Add synthetic documents of BATCH_CHUNKS chunks until the workspace holds count chunks."""
+    have = start
+    while have < count:
+        n = min(BATCH_CHUNKS, count - have)
+        document_id = f"synthetic{have:07d}"
+        chunks = [StoredChunk(document_id, f"{document_id}.txt", Chunk(text=sentence(rng, 25), index=i), unit_vector(rng))
+                  for i in range(n)]
+        store.add_document(workspace, DocumentRecord(document_id, f"{document_id}.txt", "txt", n), chunks)
+        have += n
+
+
+def measure(store: EmbeddedStore, workspace: str, queries: int, rng: random.Random) -> tuple[float, float]:
+    times = []
+    for _ in range(queries):
+        query = " ".join(rng.choice(WORDS) for _ in range(3))
+        vector = unit_vector(rng)
+        started = time.perf_counter()
+        hits = store.search(workspace, query, vector, 5, 0.5)
+        times.append(time.perf_counter() - started)
+        assert len(hits) == 5
+    return percentile(times, 0.5) * 1000, percentile(times, 0.95) * 1000
+
+
+def bench_search(sizes: list[int], queries: int) -> None:
+    rng = random.Random(2)
+    print(f"search latency in the embedded store, hybrid (BM25 + vector, weight 0.5), top 5, {queries} queries each;")
+    print("  SYNTHETIC chunks inserted directly into the store (random German words, random unit vectors, 384 dims)")
+    print(f"  {'chunks':>8}  {'vector index':<22} {'p50 ms':>7} {'p95 ms':>7}")
+    with tempfile.TemporaryDirectory() as folder:
+        # No automatic index while filling: the exact search is measured first, then the index is built.
+        config = RetrievalConfig(vector_index_min_rows=10**9, optimize_every_documents=10**9)
+        store = EmbeddedStore(Path(folder), config)
+        for size in sorted(sizes):
+            workspace = f"bench{size}"  # each size its own workspace, so no index of a smaller size carries over
+            store.create_workspace(workspace)
+            started = time.perf_counter()
+            fill(store, workspace, size, rng, 0)
+            store.optimize(workspace)  # fold the new rows into the full-text index, as the service does every few ingests
+            filled = time.perf_counter() - started
+            p50, p95 = measure(store, workspace, queries, rng)
+            print(f"  {size:>8}  {'none (exact)':<22} {p50:>7.1f} {p95:>7.1f}   (insert and optimize: {filled:.0f} s)")
+            started = time.perf_counter()
+            store.build_vector_index(workspace)
+            built = time.perf_counter() - started
+            p50, p95 = measure(store, workspace, queries, rng)
+            print(f"  {size:>8}  {'IVF-HNSW-SQ, cosine':<22} {p50:>7.1f} {p95:>7.1f}   (index built in {built:.0f} s)")
+            store.delete_workspace(workspace)
+        store.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=int, default=100, help="pages of the PDF to ingest (0 skips ingest)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000], help="chunk counts to search")
+    parser.add_argument("--queries", type=int, default=100, help="searches per size")
+    args = parser.parse_args()
+    if args.pages:
+        bench_ingest(args.pages)
+    if args.sizes:
+        bench_search(args.sizes, args.queries)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

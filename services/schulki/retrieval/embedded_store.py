@@ -1,0 +1,330 @@
+"""The embedded store: LanceDB on this machine's disk, one table per workspace.
+
+Layout under the store folder::
+
+    lance/<workspace>.lance     the workspace's chunks: text, page, section, source, vector
+    manifests/<workspace>.json  the workspace's complete documents (the truth, see store.py)
+
+A LanceDB ``add`` is one commit: its data files are written first and become
+part of the table only when the new version is committed, so all chunks of a
+document arrive in one ``add`` or not at all. The manifest is replaced
+atomically (write a temporary file, fsync, rename, fsync the folder). The
+workspace exists exactly when its manifest does.
+
+Search runs BM25 over LanceDB's full-text index (German stemming by default)
+and a cosine vector search, then fuses them (store.fuse). Rows added since an
+index was built are searched without the index until ``optimize`` folds them
+in; large tables get a vector index (IVF with HNSW, scalar-quantised).
+
+Deleting rows in LanceDB writes a new version; the old versions still hold
+the deleted text until they are cleaned up. A delete therefore schedules an
+``optimize`` after ``keep_versions_s`` (a search running on an old version
+must not lose its files), which removes them from the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from schulki.config import RetrievalConfig
+from schulki.retrieval.store import Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse
+from schulki.runtime.errors import InvalidInput
+
+log = logging.getLogger("schulki.retrieval")
+
+CANDIDATES_MIN = 20
+"""Each of the two searches returns at least this many candidates for fusion (more for a larger top_k)."""
+HNSW_EF = 100
+"""Candidates the HNSW graph search keeps while it walks (ignored while a table has no vector index)."""
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace a file so that a crash leaves either the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EmbeddedStore(Store):
+    """LanceDB tables in a folder; no server needed."""
+
+    def __init__(self, path: Path, config: RetrievalConfig):
+        super().__init__()
+        import lancedb
+
+        self.path = path
+        self.config = config
+        self.manifests = path / "manifests"
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        (path / "lance").mkdir(parents=True, exist_ok=True)
+        self._db = lancedb.connect(path / "lance")
+        self._tables: dict[str, object] = {}
+        self._tables_lock = threading.Lock()
+        self._adds_since_optimize: dict[str, int] = {}
+        self._purges: dict[str, threading.Timer] = {}
+        self._vector_indexed: set[str] = set()
+        for stale in self.manifests.glob(".*.tmp"):
+            stale.unlink()
+
+    # Manifest. -------------------------------------------------------------------
+
+    def _manifest_path(self, workspace: str) -> Path:
+        return self.manifests / f"{workspace}.json"
+
+    def _workspace_names(self) -> list[str]:
+        return [p.stem for p in self.manifests.glob("*.json")]
+
+    def _manifest(self, workspace: str) -> list[DocumentRecord]:
+        try:
+            data = json.loads(self._manifest_path(workspace).read_bytes())
+        except FileNotFoundError:
+            return []
+        return [DocumentRecord(**d) for d in data["documents"]]
+
+    def _save_manifest(self, workspace: str, records: list[DocumentRecord]) -> None:
+        data = {"version": 1, "documents": [asdict(r) for r in records]}
+        _write_atomically(self._manifest_path(workspace), json.dumps(data, ensure_ascii=False).encode())
+
+    def _create_workspace(self, workspace: str) -> None:
+        # A table left by a workspace deleted in a crash must not come back with it.
+        self._drop_table(workspace)
+        self._save_manifest(workspace, [])
+
+    def _drop_workspace(self, workspace: str) -> None:
+        self._manifest_path(workspace).unlink()
+        _fsync_dir(self.manifests)
+        self._drop_table(workspace)
+
+    def _record(self, workspace: str, record: DocumentRecord) -> None:
+        self._save_manifest(workspace, [*self._manifest(workspace), record])
+
+    def _unrecord(self, workspace: str, document_id: str) -> None:
+        self._save_manifest(workspace, [r for r in self._manifest(workspace) if r.document_id != document_id])
+
+    # Chunks. ---------------------------------------------------------------------
+
+    def _table(self, workspace: str):
+        """The workspace's chunk table, or None before its first document."""
+        with self._tables_lock:
+            table = self._tables.get(workspace)
+            if table is None:
+                try:
+                    table = self._db.open_table(workspace)
+                except (ValueError, FileNotFoundError):
+                    return None
+                self._tables[workspace] = table
+            return table
+
+    def _drop_table(self, workspace: str) -> None:
+        with self._tables_lock:
+            self._tables.pop(workspace, None)
+            self._vector_indexed.discard(workspace)
+            try:
+                self._db.drop_table(workspace)
+            except (ValueError, FileNotFoundError):
+                pass
+
+    def _schema(self, dimension: int) -> pa.Schema:
+        return pa.schema([
+            pa.field("document_id", pa.string()),
+            pa.field("chunk_index", pa.int32()),
+            pa.field("text", pa.string()),
+            pa.field("page", pa.int32()),
+            pa.field("section", pa.string()),
+            pa.field("source", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dimension)),
+        ])
+
+    def _check_dimension(self, table, dimension: int) -> None:
+        have = table.schema.field("vector").type.list_size
+        if have != dimension:
+            raise InvalidInput(
+                f"Dieser Arbeitsbereich wurde mit einem anderen Embedding-Modell angelegt ({have} statt {dimension} Dimensionen); "
+                f"lege einen neuen an. (the workspace holds {have}-dimensional vectors, the model makes {dimension})"
+            )
+
+    def _write_chunks(self, workspace: str, chunks: list[StoredChunk]) -> None:
+        dimension = len(chunks[0].vector)
+        rows = pa.Table.from_pylist([
+            {
+                "document_id": c.document_id, "chunk_index": c.chunk.index, "text": c.chunk.text, "page": c.chunk.page,
+                "section": c.chunk.section, "source": c.source, "vector": list(map(float, c.vector)),
+            }
+            for c in chunks
+        ], schema=self._schema(dimension))
+        table = self._table(workspace)
+        if table is None:
+            table = self._db.create_table(workspace, data=rows, schema=self._schema(dimension))
+            with self._tables_lock:
+                self._tables[workspace] = table
+            self._create_text_index(table)
+        else:
+            self._check_dimension(table, dimension)
+            table.add(rows)  # one commit: all chunks of the document or none
+
+    def _create_text_index(self, table) -> None:
+        from lancedb.index import FTS
+
+        # Stemming for the schools' language finds "Kriege" for "Krieg"; stop words stay,
+        # because questions like "Wer war ..." would otherwise lose words that matter in English.
+        table.create_index("text", config=FTS(language=self.config.text_language, stem=True, remove_stop_words=False,
+                                              ascii_folding=True), replace=True)
+
+    def _maintain(self, workspace: str) -> None:
+        """Build the vector index once a table is large, and fold new rows into the indexes now and then."""
+        table = self._table(workspace)
+        if table is None:
+            return
+        if workspace not in self._vector_indexed and table.count_rows() >= self.config.vector_index_min_rows:
+            # Listing indexes reads their statistics, which is slow on large tables: only past the threshold, once.
+            if "vector_idx" not in {index.name for index in table.list_indices()}:
+                self.build_vector_index(workspace)
+            self._vector_indexed.add(workspace)
+            return
+        done = self._adds_since_optimize.get(workspace, 0) + 1
+        self._adds_since_optimize[workspace] = done
+        if done >= self.config.optimize_every_documents:
+            self.optimize(workspace)
+
+    def build_vector_index(self, workspace: str) -> None:
+        """Build (or rebuild) the workspace's vector index."""
+        from lancedb.index import HnswSq
+
+        table = self._table(workspace)
+        if table is None:
+            return
+        log.info("workspace %s: building the vector index over %d chunks", workspace, table.count_rows())
+        table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True, name="vector_idx")
+
+    def optimize(self, workspace: str) -> None:
+        """Compact the table, fold new rows into its indexes and drop old versions (so deleted text leaves the disk)."""
+        with self._tables_lock:
+            self._purges.pop(workspace, None)
+        table = self._table(workspace)
+        if table is None:
+            return
+        table.optimize(cleanup_older_than=timedelta(seconds=self.config.keep_versions_s))
+        self._adds_since_optimize[workspace] = 0
+
+    def _delete_chunks(self, workspace: str, document_ids: Sequence[str]) -> int:
+        table = self._table(workspace)
+        if table is None or not document_ids:
+            return 0
+        where = f"document_id IN ({', '.join(map(_quote, document_ids))})"
+        before = table.count_rows(where)
+        if before:
+            table.delete(where)
+            self._purge_later(workspace)
+        return before
+
+    def _purge_later(self, workspace: str) -> None:
+        """Remove the old table versions that still hold deleted text, once no running search can need them."""
+
+        def purge() -> None:
+            with self._write_lock:
+                if workspace in self._workspace_names():
+                    self.optimize(workspace)
+
+        with self._tables_lock:
+            if workspace in self._purges:
+                return
+            timer = threading.Timer(self.config.keep_versions_s + 1, purge)
+            timer.daemon = True
+            self._purges[workspace] = timer
+        timer.start()
+
+    def _table_names(self) -> list[str]:
+        names, token = [], None
+        while True:
+            page = self._db.list_tables(page_token=token)
+            names += page.tables
+            token = page.page_token
+            if not token:
+                return names
+
+    def recover(self) -> int:
+        """Drop the tables of workspaces deleted in a crash, then remove incomplete documents."""
+        workspaces = set(self._workspace_names())
+        for name in self._table_names():
+            if name not in workspaces:
+                log.warning("dropping the chunks of workspace %s, deleted before a crash", name)
+                self._drop_table(name)
+        return super().recover()
+
+    def _chunk_document_ids(self, workspace: str) -> set[str]:
+        table = self._table(workspace)
+        if table is None:
+            return set()
+        column = table.search().select(["document_id"]).limit(None).to_arrow().column("document_id")
+        return set(column.unique().to_pylist())
+
+    # Search. ---------------------------------------------------------------------
+
+    def _search(self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float,
+                exclude: Sequence[str]) -> list[Hit]:
+        table = self._table(workspace)
+        if table is None:
+            return []
+        if vector_weight > 0.0:
+            self._check_dimension(table, len(vector))
+        where = f"document_id NOT IN ({', '.join(map(_quote, exclude))})" if exclude else None
+        wanted = max(CANDIDATES_MIN, 4 * top_k)
+        columns = ["document_id", "chunk_index", "text", "page", "section", "source"]
+        keyword: list[Candidate] = []
+        if vector_weight < 1.0 and query.strip():
+            search = table.search(query, query_type="fts", fts_columns="text").select([*columns, "_score"]).limit(wanted)
+            if where:
+                search = search.where(where, prefilter=True)
+            keyword = [self._candidate(row, row["_score"]) for row in search.to_list()]
+        similar: list[Candidate] = []
+        if vector_weight > 0.0:
+            search = (table.search(list(vector), query_type="vector", vector_column_name="vector")
+                      .distance_type("cosine").select([*columns, "_distance"]).limit(wanted)
+                      .ef(max(HNSW_EF, 2 * wanted)))  # a wider graph search: better recall for a few milliseconds
+            if where:
+                search = search.where(where, prefilter=True)
+            similar = [self._candidate(row, 1.0 - row["_distance"]) for row in search.to_list()]
+        return fuse(keyword, similar, vector_weight, top_k)
+
+    @staticmethod
+    def _candidate(row: dict, score: float) -> Candidate:
+        hit = Hit(text=row["text"], score=0.0, source=row["source"], page=row["page"], section=row["section"],
+                  document_id=row["document_id"], chunk_index=row["chunk_index"])
+        return Candidate(key=(hit.document_id, hit.chunk_index), score=float(score), hit=hit)
+
+    def chunk_count(self, workspace: str) -> int:
+        """Rows in the workspace's table (complete documents or not); for benchmarks and tests."""
+        table = self._table(workspace)
+        return 0 if table is None else table.count_rows()
+
+    def close(self) -> None:
+        with self._tables_lock:
+            for timer in self._purges.values():
+                timer.cancel()
+            self._purges.clear()
+            self._tables.clear()

@@ -1,0 +1,151 @@
+"""The RetrievalService: workspaces, document ingest and hybrid search over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import grpc
+
+from schulki.config import Config
+from schulki.retrieval.embedder import EmbeddingsClient
+from schulki.retrieval.ingest import Ingestor, Progress, Upload
+from schulki.retrieval.store import DocumentRecord, Store
+from schulki.retrieval.v1 import retrieval_service_pb2 as pb
+from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+from schulki.runtime.errors import InvalidInput, NotReady
+from schulki.runtime.logs import content
+
+log = logging.getLogger("schulki.retrieval")
+
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 100
+MAX_QUERY_CHARS = 4000
+
+
+def store_folder(config: Config) -> Path:
+    """The embedded store's folder (also where uploads wait while they are parsed)."""
+    return config.retrieval.store_path or config.data_dir / "retrieval"
+
+
+def open_store(config: Config) -> Store:
+    """The store the settings name."""
+    if config.retrieval.store == "weaviate":
+        from schulki.retrieval.weaviate_store import WeaviateStore
+
+        return WeaviateStore(config.retrieval)
+    from schulki.retrieval.embedded_store import EmbeddedStore
+
+    return EmbeddedStore(store_folder(config), config.retrieval)
+
+
+def document_proto(record: DocumentRecord) -> pb.Document:
+    return pb.Document(
+        document_id=record.document_id, source=record.source, chunk_count=record.chunk_count,
+        page_count=record.page_count, size_bytes=record.size_bytes, created_at=record.created_at, format=record.format,
+    )
+
+
+class RetrievalService(pb_grpc.RetrievalServiceServicer):
+    """Keeps documents in workspaces and finds the passages that answer a question."""
+
+    service_name = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.settings = config.retrieval
+        self.store: Store | None = None
+        self.embedder = EmbeddingsClient(self.settings.embeddings_address, config.runtime, self.settings.embeddings_timeout_s)
+        self.ingestor: Ingestor | None = None
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_RetrievalServiceServicer_to_server(self, server)
+
+    async def start(self) -> None:
+        self.store = await asyncio.to_thread(open_store, self.config)
+        removed = await asyncio.to_thread(self.store.recover)
+        if removed:
+            log.warning("removed %d documents whose ingest had not finished", removed)
+        self.ingestor = Ingestor(self.store, self.embedder, self.settings, store_folder(self.config) / "incoming")
+        await asyncio.to_thread(self.ingestor.clear_incoming)
+        self.embedder.open()
+
+    async def close(self) -> None:
+        await self.embedder.close()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+
+    def _ready(self) -> Store:
+        if self.store is None or self.ingestor is None:
+            raise NotReady("Der Dienst startet noch. (the retrieval service is starting)")
+        return self.store
+
+    async def CreateWorkspace(self, request: pb.CreateWorkspaceRequest, context) -> pb.CreateWorkspaceResponse:
+        await asyncio.to_thread(self._ready().create_workspace, request.workspace)
+        log.info("created workspace %s", request.workspace)
+        return pb.CreateWorkspaceResponse(workspace=request.workspace)
+
+    async def ListWorkspaces(self, request: pb.ListWorkspacesRequest, context) -> pb.ListWorkspacesResponse:
+        return pb.ListWorkspacesResponse(workspaces=await asyncio.to_thread(self._ready().list_workspaces))
+
+    async def DeleteWorkspace(self, request: pb.DeleteWorkspaceRequest, context) -> pb.DeleteWorkspaceResponse:
+        count = await asyncio.to_thread(self._ready().delete_workspace, request.workspace)
+        log.info("deleted workspace %s with %d documents", request.workspace, count)
+        return pb.DeleteWorkspaceResponse(deleted_documents=count)
+
+    async def IngestDocument(self, request_iterator, context):
+        self._ready()
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("source"):
+            raise InvalidInput("Die erste Nachricht muss Arbeitsbereich und Dateiname nennen. (the first message must carry the source)")
+        source = first.source
+        if source.url and source.file_name:
+            raise InvalidInput("Entweder eine Datei oder eine Adresse, nicht beides. (file_name and url are exclusive)")
+
+        async def file_bytes():
+            async for message in request_iterator:
+                if message.HasField("source"):
+                    raise InvalidInput("Nur die erste Nachricht darf die Quelle nennen. (source sent twice)")
+                yield message.file_chunk
+
+        upload = Upload(workspace=source.workspace, file_name=source.file_name, url=source.url)
+        async for item in self.ingestor.ingest(upload, file_bytes()):
+            if isinstance(item, Progress):
+                yield pb.IngestDocumentResponse(progress=pb.IngestProgress(
+                    stage=item.stage, done=item.done, total=item.total, unit=item.unit))
+            else:
+                yield pb.IngestDocumentResponse(document=document_proto(item))
+
+    async def ListDocuments(self, request: pb.ListDocumentsRequest, context) -> pb.ListDocumentsResponse:
+        records = await asyncio.to_thread(self._ready().list_documents, request.workspace)
+        return pb.ListDocumentsResponse(documents=[document_proto(r) for r in records])
+
+    async def DeleteDocument(self, request: pb.DeleteDocumentRequest, context) -> pb.DeleteDocumentResponse:
+        deleted = await asyncio.to_thread(self._ready().delete_document, request.workspace, request.document_id)
+        log.info("deleted document %s from %s (%d chunks)", request.document_id, request.workspace, deleted)
+        return pb.DeleteDocumentResponse(deleted_chunks=deleted)
+
+    async def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
+        store = self._ready()
+        query = request.query.strip()
+        if not query:
+            raise InvalidInput("Die Suchanfrage ist leer. (the query is empty)")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidInput(f"Die Suchanfrage ist zu lang: höchstens {MAX_QUERY_CHARS} Zeichen. (query too long)")
+        top_k = request.top_k or DEFAULT_TOP_K
+        if not 0 < top_k <= MAX_TOP_K:
+            raise InvalidInput(f"top_k muss zwischen 1 und {MAX_TOP_K} liegen, nicht {request.top_k}. (top_k out of range)")
+        weight = request.vector_weight if request.HasField("vector_weight") else self.settings.vector_weight
+        if not 0.0 <= weight <= 1.0:
+            raise InvalidInput(f"vector_weight muss zwischen 0 und 1 liegen, nicht {weight:g}. (vector_weight out of range)")
+        await asyncio.to_thread(store.require_workspace, request.workspace)
+        # BM25 alone needs no vector, so it works even while the embeddings service is down.
+        vector = (await self.embedder.embed([query]))[0] if weight > 0 else []
+        hits = await asyncio.to_thread(store.search, request.workspace, query, vector, top_k, weight)
+        log.info("search in %s: %s, %d hits", request.workspace, content(query), len(hits))
+        return pb.SearchResponse(hits=[
+            pb.Hit(text=h.text, score=h.score, source=h.source, page=h.page, section=h.section,
+                   document_id=h.document_id, chunk_index=h.chunk_index)
+            for h in hits
+        ])

@@ -1,0 +1,266 @@
+"""The store interface: workspaces, documents and hybrid search, with atomic ingest.
+
+Two engines implement it: the embedded store (LanceDB, one table per
+workspace) and Weaviate (one tenant per workspace). Both keep two things per
+workspace: the chunks with their vectors, and a manifest of the documents
+that are complete. The manifest is the truth:
+
+- ``add_document`` writes all chunks of a document first and records the
+  document in the manifest only after they are written. A document whose
+  chunks are there but whose manifest record is not (a crash in between, or a
+  failed write) is not a document: reads leave its chunks out, and
+  ``recover`` deletes them when the store opens.
+- ``delete_document`` removes the manifest record first and the chunks
+  after, so a crash in between leaves only chunks that ``recover`` removes.
+
+So after a crash at any point a document is either fully searchable or absent.
+Subclasses supply the engine's primitive operations; this class holds the
+order of operations that makes ingest atomic, and the fusion of BM25 and
+vector scores that both engines share.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from schulki.retrieval.documents import Chunk
+from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound
+
+log = logging.getLogger("schulki.retrieval")
+
+WORKSPACE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Letters, digits, "-" and "_", at most 64: valid as a LanceDB table name and as a Weaviate tenant name."""
+
+
+def check_workspace_name(name: str) -> str:
+    """The name itself, or InvalidInput saying what a workspace name may contain."""
+    if not WORKSPACE_NAME.fullmatch(name or ""):
+        raise InvalidInput(
+            "Ungültiger Name für einen Arbeitsbereich: erlaubt sind Buchstaben A-Z, Ziffern, - und _, höchstens 64 Zeichen. "
+            "(workspace names are 1 to 64 of A-Z, a-z, 0-9, - and _)"
+        )
+    return name
+
+
+@dataclass
+class DocumentRecord:
+    """One complete document, as the manifest keeps it."""
+
+    document_id: str
+    source: str
+    format: str
+    chunk_count: int
+    page_count: int = 0
+    size_bytes: int = 0
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class StoredChunk:
+    """A chunk with its vector and the document it belongs to, as stores write it."""
+
+    document_id: str
+    source: str
+    chunk: Chunk
+    vector: Sequence[float]
+
+
+@dataclass
+class Hit:
+    """One chunk found by a search."""
+
+    text: str
+    score: float
+    source: str
+    page: int
+    section: str
+    document_id: str
+    chunk_index: int
+
+
+@dataclass
+class Candidate:
+    """A chunk from one of the two searches, with that search's raw score (higher is better)."""
+
+    key: tuple[str, int]
+    """(document_id, chunk_index): the same chunk found by both searches is fused into one hit."""
+    score: float
+    hit: Hit
+
+
+def fuse(keyword: list[Candidate], vector: list[Candidate], vector_weight: float, top_k: int) -> list[Hit]:
+    """Relative score fusion: each list's scores scaled to 0..1, then weighted and added.
+
+    This is what Weaviate's hybrid search does by default (relativeScoreFusion
+    with alpha = vector_weight), so both stores rank the same way. A chunk
+    found by only one search gets 0 from the other.
+    """
+    fused: dict[tuple[str, int], tuple[float, Hit]] = {}
+    for candidates, weight in ((keyword, 1.0 - vector_weight), (vector, vector_weight)):
+        if not candidates or weight <= 0:
+            continue
+        scores = [c.score for c in candidates]
+        low, high = min(scores), max(scores)
+        for c in candidates:
+            scaled = (c.score - low) / (high - low) if high > low else 1.0
+            before = fused.get(c.key, (0.0, c.hit))
+            fused[c.key] = (before[0] + weight * scaled, before[1])
+    ranked = sorted(fused.values(), key=lambda item: (-item[0], item[1].document_id, item[1].chunk_index))
+    hits = []
+    for score, hit in ranked[:top_k]:
+        hit.score = score
+        hits.append(hit)
+    return hits
+
+
+class Store(ABC):
+    """Workspaces of documents, atomic per document, with hybrid search."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, set[str]] = {}
+        """Per workspace, documents whose chunks are being written: every read leaves them out."""
+        self._write_lock = threading.Lock()
+
+    # The engine's primitives. ------------------------------------------------
+
+    @abstractmethod
+    def _workspace_names(self) -> list[str]:
+        """The workspaces whose manifest exists."""
+
+    @abstractmethod
+    def _create_workspace(self, workspace: str) -> None:
+        """Make the workspace's chunk space (idempotent), then its empty manifest."""
+
+    @abstractmethod
+    def _drop_workspace(self, workspace: str) -> None:
+        """Remove the manifest first, then every chunk of the workspace."""
+
+    @abstractmethod
+    def _manifest(self, workspace: str) -> list[DocumentRecord]:
+        """The complete documents of a workspace."""
+
+    @abstractmethod
+    def _record(self, workspace: str, record: DocumentRecord) -> None:
+        """Add a record to the manifest; after this returns the document is complete, even after a crash."""
+
+    @abstractmethod
+    def _unrecord(self, workspace: str, document_id: str) -> None:
+        """Remove a record from the manifest."""
+
+    @abstractmethod
+    def _write_chunks(self, workspace: str, chunks: list[StoredChunk]) -> None:
+        """Write the chunks of one document."""
+
+    @abstractmethod
+    def _delete_chunks(self, workspace: str, document_ids: Sequence[str]) -> int:
+        """Delete every chunk of these documents; return how many were deleted."""
+
+    @abstractmethod
+    def _chunk_document_ids(self, workspace: str) -> set[str]:
+        """The document ids that have chunks in the workspace (complete or not)."""
+
+    @abstractmethod
+    def _search(self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float,
+                exclude: Sequence[str]) -> list[Hit]:
+        """Hybrid search, leaving out the chunks of the documents in ``exclude``."""
+
+    def _maintain(self, workspace: str) -> None:
+        """Index upkeep after a document was stored (the engine may build or refresh indexes); nothing by default."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # The operations the service calls. ------------------------------------------
+
+    def recover(self) -> int:
+        """Delete chunks of documents that are not complete (left by a crash); return how many documents."""
+        removed = 0
+        with self._write_lock:
+            for workspace in self._workspace_names():
+                complete = {r.document_id for r in self._manifest(workspace)}
+                orphans = sorted(self._chunk_document_ids(workspace) - complete - self._pending.get(workspace, set()))
+                if orphans:
+                    self._delete_chunks(workspace, orphans)
+                    removed += len(orphans)
+                    log.warning("workspace %s: removed the chunks of %d incomplete documents", workspace, len(orphans))
+        return removed
+
+    def list_workspaces(self) -> list[str]:
+        return sorted(self._workspace_names())
+
+    def require_workspace(self, workspace: str) -> None:
+        """NotFound unless the workspace exists."""
+        check_workspace_name(workspace)
+        if workspace not in self._workspace_names():
+            raise NotFound(f"Den Arbeitsbereich {workspace} gibt es nicht. (unknown workspace {workspace})")
+
+    def create_workspace(self, workspace: str) -> None:
+        check_workspace_name(workspace)
+        with self._write_lock:
+            if workspace in self._workspace_names():
+                raise AlreadyExists(f"Den Arbeitsbereich {workspace} gibt es schon. (workspace {workspace} exists)")
+            self._create_workspace(workspace)
+
+    def delete_workspace(self, workspace: str) -> int:
+        """Remove a workspace with all its documents; return how many documents it had."""
+        with self._write_lock:
+            self.require_workspace(workspace)
+            count = len(self._manifest(workspace))
+            self._drop_workspace(workspace)
+            self._pending.pop(workspace, None)
+        return count
+
+    def add_document(self, workspace: str, record: DocumentRecord, chunks: list[StoredChunk]) -> None:
+        """Store a document atomically: every chunk, then its manifest record."""
+        self.require_workspace(workspace)
+        if not chunks:
+            raise InvalidInput("Das Dokument enthält keinen Text. (the document has no text)")
+        with self._write_lock:
+            # Checked again under the lock: the workspace may have been deleted while the document was embedded.
+            self.require_workspace(workspace)
+            pending = self._pending.setdefault(workspace, set())
+            pending.add(record.document_id)
+            try:
+                self._write_chunks(workspace, chunks)
+                self._record(workspace, record)
+            except BaseException:
+                # Whatever was written is not a document; remove it now rather than at the next start.
+                try:
+                    self._delete_chunks(workspace, [record.document_id])
+                except Exception:  # noqa: BLE001 - recover() removes them at the next start
+                    log.exception("could not remove the chunks of a failed ingest; they are removed at the next start")
+                raise
+            finally:
+                pending.discard(record.document_id)
+            try:
+                self._maintain(workspace)
+            except Exception:  # noqa: BLE001 - the document is stored; index upkeep is retried after the next ingest
+                log.exception("workspace %s: index upkeep failed", workspace)
+
+    def list_documents(self, workspace: str) -> list[DocumentRecord]:
+        """The complete documents of a workspace, newest first."""
+        self.require_workspace(workspace)
+        return sorted(self._manifest(workspace), key=lambda r: (-r.created_at, r.document_id))
+
+    def delete_document(self, workspace: str, document_id: str) -> int:
+        """Remove a document: its manifest record first, then its chunks; return how many chunks."""
+        self.require_workspace(workspace)
+        with self._write_lock:
+            if document_id not in {r.document_id for r in self._manifest(workspace)}:
+                raise NotFound(f"Das Dokument {document_id} gibt es in {workspace} nicht. (unknown document)")
+            self._unrecord(workspace, document_id)
+            return self._delete_chunks(workspace, [document_id])
+
+    def search(self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float) -> list[Hit]:
+        """The best chunks of complete documents in this workspace only."""
+        self.require_workspace(workspace)
+        if not 0.0 <= vector_weight <= 1.0:
+            raise InvalidInput(f"vector_weight muss zwischen 0 und 1 liegen, nicht {vector_weight:g}. (vector_weight out of range)")
+        exclude = sorted(self._pending.get(workspace, ()))
+        return self._search(workspace, query, vector, top_k, vector_weight, exclude)

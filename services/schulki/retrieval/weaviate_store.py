@@ -1,0 +1,232 @@
+"""The Weaviate store: one multi-tenant collection of chunks, one tenant per workspace.
+
+For schools that outgrow one machine. Two collections, both with
+multi-tenancy (tenants created only by us, never automatically):
+
+- ``SchulkiChunk`` (``weaviate_collection``): the chunks, with the vectors we
+  supply (no vectorizer module), BM25 over ``text``.
+- ``SchulkiChunkDocument``: the manifest, one object per complete document.
+
+A workspace is a tenant of both; it exists when the manifest collection has
+it. Weaviate has no transactions, so atomicity comes from the order in
+store.py: chunks first, manifest object after, and reads leave out chunks of
+documents still being written; ``recover`` deletes chunks without a manifest
+object at start-up.
+
+Privacy: the client connects with the API key, ``skip_init_checks`` (the
+client's start-up check would otherwise ask pypi.org for its latest version)
+and a readiness check of our own. Weaviate's own telemetry is a server
+setting: run the server with ``DISABLE_TELEMETRY=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Sequence
+
+from schulki.config import RetrievalConfig
+from schulki.retrieval.store import DocumentRecord, Hit, Store, StoredChunk
+from schulki.runtime.errors import StartupError
+
+log = logging.getLogger("schulki.retrieval")
+
+DELETE_ROUNDS = 1000
+"""delete_many removes at most the server's QUERY_MAXIMUM_RESULTS objects per call; repeat up to this often."""
+GROUP_LIMIT = 100_000
+"""Most distinct documents per workspace that recover() looks at in one aggregation."""
+
+
+def connect(url: str, api_key: str | None, grpc_port: int):
+    """A connected weaviate-client v4 client, or StartupError with one line for the admin."""
+    import weaviate
+    from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StartupError(f"retrieval.weaviate_url must be http(s)://host[:port], not {url!r}")
+    secure = parts.scheme == "https"
+    try:
+        client = weaviate.connect_to_custom(
+            http_host=parts.hostname, http_port=parts.port or (443 if secure else 80), http_secure=secure,
+            grpc_host=parts.hostname, grpc_port=grpc_port, grpc_secure=secure,
+            auth_credentials=Auth.api_key(api_key) if api_key else None,
+            additional_config=AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120)),
+            skip_init_checks=True,
+        )
+    except Exception as error:  # noqa: BLE001 - one line for the admin
+        raise StartupError(f"cannot connect to Weaviate at {url}: {error}") from None
+    if not client.is_ready():
+        client.close()
+        raise StartupError(f"Weaviate at {url} is not ready")
+    return client
+
+
+class WeaviateStore(Store):
+    """Chunks and manifests in Weaviate, a tenant per workspace."""
+
+    def __init__(self, config: RetrievalConfig, client=None):
+        super().__init__()
+        if client is None:
+            if not config.weaviate_url:
+                raise StartupError("retrieval.store is weaviate but retrieval.weaviate_url is empty")
+            key = config.weaviate_api_key.get_secret_value() if config.weaviate_api_key else None
+            client = connect(config.weaviate_url, key, config.weaviate_grpc_port)
+        self.client = client
+        self.chunks_name = config.weaviate_collection
+        self.documents_name = f"{config.weaviate_collection}Document"
+        self._ensure_collections()
+
+    def _ensure_collections(self) -> None:
+        from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
+
+        tenancy = Configure.multi_tenancy(enabled=True, auto_tenant_creation=False, auto_tenant_activation=True)
+        if not self.client.collections.exists(self.chunks_name):
+            self.client.collections.create(
+                self.chunks_name,
+                multi_tenancy_config=tenancy,
+                vector_config=Configure.Vectors.self_provided(
+                    vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
+                ),
+                properties=[
+                    Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
+                    Property(name="document_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
+                             index_searchable=False),
+                    Property(name="chunk_index", data_type=DataType.INT),
+                    Property(name="page", data_type=DataType.INT),
+                    Property(name="section", data_type=DataType.TEXT, index_searchable=False),
+                    Property(name="source", data_type=DataType.TEXT, index_searchable=False),
+                ],
+            )
+        if not self.client.collections.exists(self.documents_name):
+            self.client.collections.create(
+                self.documents_name,
+                multi_tenancy_config=tenancy,
+                vector_config=Configure.Vectors.self_provided(),
+                properties=[
+                    Property(name="document_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD),
+                    Property(name="source", data_type=DataType.TEXT, index_searchable=False),
+                    Property(name="format", data_type=DataType.TEXT, index_searchable=False),
+                    Property(name="chunk_count", data_type=DataType.INT),
+                    Property(name="page_count", data_type=DataType.INT),
+                    Property(name="size_bytes", data_type=DataType.INT),
+                    Property(name="created_at", data_type=DataType.INT),
+                ],
+            )
+        self._chunks = self.client.collections.get(self.chunks_name)
+        self._documents = self.client.collections.get(self.documents_name)
+
+    @staticmethod
+    def _uuid(*parts: object) -> str:
+        from weaviate.util import generate_uuid5
+
+        return str(generate_uuid5("/".join(map(str, parts))))
+
+    # Workspaces and manifest. -----------------------------------------------------------
+
+    def _workspace_names(self) -> list[str]:
+        return list(self._documents.tenants.get().keys())
+
+    def _create_workspace(self, workspace: str) -> None:
+        from weaviate.classes.tenants import Tenant
+
+        if workspace not in self._chunks.tenants.get():
+            self._chunks.tenants.create([Tenant(name=workspace)])
+        else:  # chunks of a workspace deleted in a crash must not come back with it
+            self._chunks.tenants.remove([workspace])
+            self._chunks.tenants.create([Tenant(name=workspace)])
+        self._documents.tenants.create([Tenant(name=workspace)])
+
+    def _drop_workspace(self, workspace: str) -> None:
+        self._documents.tenants.remove([workspace])
+        self._chunks.tenants.remove([workspace])
+
+    def _manifest(self, workspace: str) -> list[DocumentRecord]:
+        documents = self._documents.with_tenant(workspace)
+        return [DocumentRecord(**{k: obj.properties[k] for k in DocumentRecord.__dataclass_fields__})
+                for obj in documents.iterator()]
+
+    def _record(self, workspace: str, record: DocumentRecord) -> None:
+        from dataclasses import asdict
+
+        self._documents.with_tenant(workspace).data.insert(
+            properties=asdict(record), uuid=self._uuid(workspace, record.document_id)
+        )
+
+    def _unrecord(self, workspace: str, document_id: str) -> None:
+        self._documents.with_tenant(workspace).data.delete_by_id(self._uuid(workspace, document_id))
+
+    # Chunks. -------------------------------------------------------------------------
+
+    def _write_chunks(self, workspace: str, chunks: list[StoredChunk]) -> None:
+        from weaviate.classes.data import DataObject
+
+        objects = [
+            DataObject(
+                properties={"text": c.chunk.text, "document_id": c.document_id, "chunk_index": c.chunk.index,
+                            "page": c.chunk.page, "section": c.chunk.section, "source": c.source},
+                vector=list(map(float, c.vector)),
+                uuid=self._uuid(workspace, c.document_id, c.chunk.index),
+            )
+            for c in chunks
+        ]
+        result = self._chunks.with_tenant(workspace).data.insert_many(objects)
+        if result.errors:
+            first = next(iter(result.errors.values()))
+            raise RuntimeError(f"Weaviate refused {len(result.errors)} of {len(objects)} chunks: {first.message}")
+
+    def _delete_chunks(self, workspace: str, document_ids: Sequence[str]) -> int:
+        from weaviate.classes.query import Filter
+
+        if not document_ids:
+            return 0
+        chunks = self._chunks.with_tenant(workspace)
+        deleted = 0
+        for _ in range(DELETE_ROUNDS):
+            result = chunks.data.delete_many(where=Filter.by_property("document_id").contains_any(list(document_ids)))
+            deleted += result.successful
+            if result.matches == 0 or result.successful == 0:
+                break
+        return deleted
+
+    def _chunk_document_ids(self, workspace: str) -> set[str]:
+        from weaviate.classes.aggregate import GroupByAggregate
+
+        response = self._chunks.with_tenant(workspace).aggregate.over_all(
+            group_by=GroupByAggregate(prop="document_id", limit=GROUP_LIMIT)
+        )
+        return {str(group.grouped_by.value) for group in response.groups}
+
+    # Search. -------------------------------------------------------------------------
+
+    def _search(self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float,
+                exclude: Sequence[str]) -> list[Hit]:
+        from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
+
+        chunks = self._chunks.with_tenant(workspace)
+        filters = Filter.by_property("document_id").contains_none(list(exclude)) if exclude else None
+        metadata = MetadataQuery(score=True, distance=True)
+        if vector_weight <= 0.0:
+            response = chunks.query.bm25(query=query, query_properties=["text"], limit=top_k, filters=filters,
+                                         return_metadata=metadata)
+        elif vector_weight >= 1.0:
+            response = chunks.query.near_vector(near_vector=list(vector), limit=top_k, filters=filters,
+                                                return_metadata=metadata)
+        else:
+            # Relative score fusion with alpha = vector_weight: the same fusion as the embedded store.
+            response = chunks.query.hybrid(query=query, vector=list(vector), alpha=vector_weight,
+                                           query_properties=["text"], fusion_type=HybridFusion.RELATIVE_SCORE,
+                                           limit=top_k, filters=filters, return_metadata=metadata)
+        hits = []
+        for obj in response.objects:
+            p = obj.properties
+            if vector_weight >= 1.0:
+                score = 1.0 - (obj.metadata.distance or 0.0)
+            else:
+                score = obj.metadata.score or 0.0
+            hits.append(Hit(text=p["text"], score=float(score), source=p["source"], page=int(p["page"] or 0),
+                            section=p["section"] or "", document_id=p["document_id"], chunk_index=int(p["chunk_index"])))
+        return hits
+
+    def close(self) -> None:
+        self.client.close()

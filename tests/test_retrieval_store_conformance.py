@@ -1,0 +1,192 @@
+"""One conformance suite for both stores: the embedded store (LanceDB) and Weaviate.
+
+The Weaviate run needs a server: set WEAVIATE_URL (and WEAVIATE_API_KEY when
+the server wants one; WEAVIATE_GRPC_PORT when its gRPC port is not 50051).
+Each run uses its own collections and removes them afterwards.
+
+Vectors here come from a small hashing of words (each word adds to one of 384
+dimensions), so that "shares the most words" is also "nearest vector": the
+suite checks the stores, not a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import uuid
+
+import pytest
+
+from schulki.config import RetrievalConfig
+from schulki.retrieval.documents import Chunk
+from schulki.retrieval.store import DocumentRecord, StoredChunk
+from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound
+
+DIMENSION = 384
+WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
+
+
+def vector_of(text: str) -> list[float]:
+    values = [0.0] * DIMENSION
+    for word in text.lower().split():
+        word = word.strip(".,:;!?()")
+        values[int(hashlib.sha256(word.encode()).hexdigest(), 16) % DIMENSION] += 1.0
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def document(document_id: str, source: str, parts: list[tuple[str, int, str]]) -> tuple[DocumentRecord, list[StoredChunk]]:
+    """A record and its chunks from (text, page, section) parts."""
+    chunks = [StoredChunk(document_id, source, Chunk(text=t, index=i, page=p, section=s), vector_of(t))
+              for i, (t, p, s) in enumerate(parts)]
+    return DocumentRecord(document_id=document_id, source=source, format="pdf", chunk_count=len(chunks), page_count=2), chunks
+
+
+BIOLOGY = document("bio1", "biologie.pdf", [
+    ("Die Mitochondrien sind die Kraftwerke der Zelle.", 1, "Zellbiologie"),
+    ("Chloroplasten betreiben Fotosynthese mit Sonnenlicht.", 2, "Pflanzen"),
+])
+HISTORY = document("ges1", "geschichte.pdf", [
+    ("Der Dreißigjährige Krieg dauerte von 1618 bis 1648.", 1, "Neuzeit"),
+    ("Die Französische Revolution begann 1789 in Paris.", 2, "Revolution"),
+])
+
+
+@pytest.fixture(params=["embedded", "weaviate"])
+def open_store(request, tmp_path):
+    """A function that opens the store under test on the same data each time (as a restarted service would)."""
+    opened = []
+    if request.param == "embedded":
+        from schulki.retrieval.embedded_store import EmbeddedStore
+
+        config = RetrievalConfig(store_path=tmp_path)
+
+        def make():
+            store = EmbeddedStore(tmp_path, config)
+            opened.append(store)
+            return store
+    else:
+        if not WEAVIATE_URL:
+            pytest.skip("no Weaviate server: set WEAVIATE_URL (and WEAVIATE_API_KEY) to run the suite against Weaviate")
+        from schulki.retrieval.weaviate_store import WeaviateStore
+
+        config = RetrievalConfig(
+            store="weaviate", weaviate_url=WEAVIATE_URL, weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
+            weaviate_grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
+            weaviate_collection=f"SchulkiTest{uuid.uuid4().hex[:8]}",
+        )
+
+        def make():
+            store = WeaviateStore(config)
+            opened.append(store)
+            return store
+    yield make
+    if request.param == "weaviate" and opened:
+        opened[-1].client.collections.delete([opened[-1].chunks_name, opened[-1].documents_name])
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture()
+def store(open_store):
+    return open_store()
+
+
+def hybrid(store, workspace: str, query: str, top_k: int = 5, weight: float = 0.5):
+    return store.search(workspace, query, vector_of(query), top_k, weight)
+
+
+def test_workspaces_have_names_and_exist_once(store):
+    store.create_workspace("klasse-7a")
+    store.create_workspace("Kurs_2")
+    assert store.list_workspaces() == ["Kurs_2", "klasse-7a"]
+    with pytest.raises(AlreadyExists):
+        store.create_workspace("klasse-7a")
+    for bad in ("", "a b", "ö", "x" * 65, "../x"):
+        with pytest.raises(InvalidInput):
+            store.create_workspace(bad)
+    store.add_document("klasse-7a", *BIOLOGY)
+    assert store.delete_workspace("klasse-7a") == 1
+    assert store.list_workspaces() == ["Kurs_2"]
+    for call in (lambda: store.delete_workspace("klasse-7a"), lambda: store.list_documents("klasse-7a"),
+                 lambda: hybrid(store, "klasse-7a", "Zelle"), lambda: store.add_document("klasse-7a", *HISTORY)):
+        with pytest.raises(NotFound):
+            call()
+    store.create_workspace("klasse-7a")
+    assert store.list_documents("klasse-7a") == []
+    assert hybrid(store, "klasse-7a", "Mitochondrien Zelle") == []
+
+
+def test_hybrid_search_finds_chunks_with_source_page_and_section(store):
+    store.create_workspace("suche")
+    store.add_document("suche", *BIOLOGY)
+    store.add_document("suche", *HISTORY)
+    for weight in (0.0, 0.5, 1.0):
+        hits = hybrid(store, "suche", "Wann begann die Französische Revolution", weight=weight)
+        best = hits[0]
+        assert (best.document_id, best.chunk_index, best.page, best.section, best.source) == (
+            "ges1", 1, 2, "Revolution", "geschichte.pdf"), weight
+        assert best.text == "Die Französische Revolution begann 1789 in Paris."
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert len(hybrid(store, "suche", "Zelle Krieg Revolution Fotosynthese", top_k=3)) == 3
+    assert [d.document_id for d in store.list_documents("suche")] in (["ges1", "bio1"], ["bio1", "ges1"])
+    with pytest.raises(InvalidInput):
+        hybrid(store, "suche", "Zelle", weight=1.5)
+
+
+def test_a_workspace_never_sees_another_workspaces_chunks(store):
+    store.create_workspace("a")
+    store.create_workspace("b")
+    store.add_document("a", *BIOLOGY)
+    store.add_document("b", *HISTORY)
+    for weight in (0.0, 0.5, 1.0):
+        assert {h.document_id for h in hybrid(store, "a", "Krieg Revolution Zelle", top_k=50, weight=weight)} == {"bio1"}
+        assert {h.document_id for h in hybrid(store, "b", "Krieg Revolution Zelle", top_k=50, weight=weight)} == {"ges1"}
+    store.delete_workspace("a")
+    assert {h.document_id for h in hybrid(store, "b", "Krieg Revolution Zelle", top_k=50)} == {"ges1"}
+
+
+def test_a_deleted_document_is_gone_and_the_others_stay(store):
+    store.create_workspace("w")
+    store.add_document("w", *BIOLOGY)
+    store.add_document("w", *HISTORY)
+    assert store.delete_document("w", "bio1") == 2
+    assert [d.document_id for d in store.list_documents("w")] == ["ges1"]
+    assert {h.document_id for h in hybrid(store, "w", "Mitochondrien Zelle Chloroplasten", top_k=50)} == {"ges1"}
+    with pytest.raises(NotFound):
+        store.delete_document("w", "bio1")
+
+
+def test_a_failed_ingest_leaves_no_chunks(store, monkeypatch):
+    store.create_workspace("w")
+    store.add_document("w", *HISTORY)
+
+    def fail(workspace, record):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store, "_record", fail)
+    with pytest.raises(OSError):
+        store.add_document("w", *BIOLOGY)
+    monkeypatch.undo()
+    assert [d.document_id for d in store.list_documents("w")] == ["ges1"]
+    assert store._chunk_document_ids("w") == {"ges1"}
+    assert {h.document_id for h in hybrid(store, "w", "Mitochondrien Zelle", top_k=50)} == {"ges1"}
+
+
+def test_chunks_without_a_manifest_record_are_never_found_and_removed_at_the_next_start(open_store):
+    store = open_store()
+    store.create_workspace("w")
+    store.add_document("w", *HISTORY)
+    record, chunks = BIOLOGY
+    # The state a crash leaves between writing the chunks and recording the document:
+    store._pending.setdefault("w", set()).add(record.document_id)
+    store._write_chunks("w", chunks)
+    assert {h.document_id for h in hybrid(store, "w", "Mitochondrien Zelle", top_k=50)} == {"ges1"}
+    store.close()
+    again = open_store()  # the restarted service
+    assert again.recover() == 1
+    assert again._chunk_document_ids("w") == {"ges1"}
+    assert [d.document_id for d in again.list_documents("w")] == ["ges1"]
+    assert hybrid(again, "w", "Dreißigjährige Krieg")[0].document_id == "ges1"
+    assert again.recover() == 0
