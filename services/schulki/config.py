@@ -140,8 +140,8 @@ class TranscriptionConfig(BaseModel):
     """Transcriptions that may wait for their turn; beyond that new ones are refused at once with RESOURCE_EXHAUSTED."""
     max_queued_per_user: int = 2
     """Transcriptions one user may have waiting; keeps one user from filling the line."""
-    window_s: float = Field(default=300.0, ge=10.0)
-    """Audio decoded and transcribed at a time, in seconds. Memory grows with it (about 1 MB per 16 s of audio plus Whisper's features), not with the recording's length."""
+    window_s: float = Field(default=120.0, ge=10.0)
+    """Audio decoded and transcribed at a time, in seconds. Memory grows with it, not with the recording's length: decoding, VAD and features of a 120 s window peak at about 290 MiB, of a 300 s window at about 500 MiB."""
     upload_dir: Path | None = None
     """Folder for uploads while they are transcribed (deleted right after); empty means the system's temporary folder."""
 

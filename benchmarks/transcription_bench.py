@@ -1,0 +1,249 @@
+"""Transcription speed and memory: the gRPC service beside faster-whisper called directly.
+
+1. Overhead: the same recording (German speech from espeak-ng, as mp3) is
+   transcribed through ``schulki serve transcription`` (upload, probe, decode
+   in windows, VAD, Whisper, streaming) and by faster-whisper's own
+   ``WhisperModel.transcribe`` with the same model, device, compute type,
+   threads, beam size and VAD, alternating, several times. Prints the
+   real-time factor (seconds of work per second of audio) of each, medians,
+   and their ratio.
+2. A long recording (10 minutes by default) through a freshly started service:
+   real-time factor and the service process's peak memory (VmHWM), beside its
+   memory right after loading the model; optionally (--direct-long) the peak
+   memory of faster-whisper transcribing the same file directly.
+3. For an hour-long recording, the peak memory of the stages that grow with
+   the recording's length (decoding, VAD, features; not the Whisper decoder,
+   whose memory does not): in schulki's windows, and for the whole file at
+   once as faster-whisper does it.
+
+    .venv/bin/python benchmarks/transcription_bench.py
+    .venv/bin/python benchmarks/transcription_bench.py --minutes 1 --repeats 2 --long-minutes 3
+
+The machine may be shared: the load average is printed before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from schulki.config import Config  # noqa: E402
+from schulki.models.defaults import speech_model_path  # noqa: E402
+from schulki.runtime.client import wait_until_serving  # noqa: E402
+from schulki.transcription.v1 import transcription_service_pb2 as pb  # noqa: E402
+from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+NAMES = ["Anna", "Ben", "Clara", "David", "Emil", "Fatma", "Greta", "Hannes", "Ida", "Jonas", "Lea", "Mehmet", "Nora", "Oskar", "Paula", "Sami"]
+ACTIONS = ["liest ein Buch über", "schreibt einen Aufsatz über", "hält ein Referat über", "malt ein Bild über",
+           "baut ein Modell über", "sucht im Internet nach Fakten über", "erklärt der Klasse alles über", "fragt die Lehrerin etwas über"]
+TOPICS = ["die Römer", "den Wasserkreislauf", "die Vulkane in Italien", "das Sonnensystem", "die Französische Revolution",
+          "den Regenwald", "die Bienen im Schulgarten", "das Mittelalter", "die Brüche in Mathematik", "den Klimawandel",
+          "die Nordsee", "die Dinosaurier"]
+TIMES = ["am Montag", "nach der Pause", "in der dritten Stunde", "vor den Ferien", "am Nachmittag", "heute früh", "morgen", "am Freitag"]
+ENDINGS = ["weil das spannend ist.", "zusammen mit zwei Freunden.", "und braucht dafür noch Hilfe.", "obwohl es draußen regnet.",
+           "für die nächste Klassenarbeit.", "und ist fast fertig damit.", "mit vielen Bildern und Zahlen.", "ganz allein."]
+CHUNK = 1024 * 1024
+
+
+def run(*command: str) -> None:
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def lesson_text(seconds: float, seed: int) -> str:
+    """Varied German sentences, about enough for ``seconds`` of speech.
+
+    Whisper falls back to sampling (slow, and random in its timing) when a
+    stretch of text repeats, so the benchmark's speech must not repeat.
+    """
+    rng = random.Random(seed)
+    pick = lambda items: items[rng.randrange(len(items))]  # noqa: E731
+    count = int(seconds / 4) + 1  # espeak-ng speaks one of these sentences in about 5 s
+    return " ".join(f"{pick(NAMES)} {pick(ACTIONS)} {pick(TOPICS)} {pick(TIMES)}, {pick(ENDINGS)}" for _ in range(count))
+
+
+def make_recording(folder: Path, minutes: float, name: str, seed: int) -> tuple[Path, float]:
+    """German speech of ``minutes`` length as mp3 (64 kbit/s), and its exact length in seconds."""
+    wav, mp3 = folder / f"{name}.wav", folder / f"{name}.mp3"
+    run("espeak-ng", "-v", "de", "-w", str(wav), lesson_text(minutes * 60, seed))
+    run("ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), "-t", str(minutes * 60), "-ar", "16000", "-ac", "1",
+        "-b:a", "64k", str(mp3))
+    wav.unlink()
+    import av
+
+    with av.open(str(mp3)) as container:
+        duration = container.duration / 1_000_000
+    return mp3, duration
+
+
+def peak_rss_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of a process, in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+class Service:
+    """``schulki serve transcription`` in a child process."""
+
+    def __init__(self, threads: int, beam_size: int):
+        self.port = free_port()
+        env = dict(os.environ, SCHULKI_TRANSCRIPTION__THREADS=str(threads), SCHULKI_TRANSCRIPTION__BEAM_SIZE=str(beam_size),
+                   SCHULKI_TRANSCRIPTION__DEVICE="cpu", SCHULKI_RUNTIME__LOG_LEVEL="WARNING")
+        self.process = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "transcription", "--port", str(self.port)], env=env)
+        wait_until_serving(f"127.0.0.1:{self.port}", 300, is_alive=lambda: self.process.poll() is None)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb_grpc.TranscriptionServiceStub(self.channel)
+
+    def transcribe(self, path: Path) -> tuple[float, int]:
+        def requests():
+            yield pb.TranscribeRequest(options=pb.TranscribeOptions(file_name=path.name))
+            with path.open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield pb.TranscribeRequest(audio_chunk=chunk)
+
+        started = time.perf_counter()
+        segments = sum(1 for r in self.stub.Transcribe(requests(), timeout=7200) if r.WhichOneof("event") == "segment")
+        return time.perf_counter() - started, segments
+
+    def close(self) -> None:
+        self.channel.close()
+        self.process.terminate()
+        self.process.wait(60)
+
+
+GROWING_SCRIPT = """
+import sys, numpy as np
+from pathlib import Path
+from faster_whisper.audio import decode_audio
+from faster_whisper.feature_extractor import FeatureExtractor
+from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+from schulki.transcription import audio
+path, mode, window_s = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+extract = FeatureExtractor()
+def stages(samples):
+    speech = get_speech_timestamps(samples, VadOptions())
+    kept = np.concatenate(collect_chunks(samples, speech)[0])
+    return extract(kept).shape[-1]
+if mode == "windows":
+    frames = sum(stages(window) for _, window in audio.windows(path, window_s, 1e9))
+else:
+    frames = stages(decode_audio(str(path)))
+print([int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0] / 1024, frames)
+"""
+
+
+DIRECT_SCRIPT = """
+import sys, time
+from faster_whisper import WhisperModel
+path, model_dir, threads, beam = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True)
+started = time.perf_counter()
+segments, info = model.transcribe(path, beam_size=beam, vad_filter=True)
+count = sum(1 for _ in segments)
+elapsed = time.perf_counter() - started
+hwm = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0] / 1024
+print(elapsed, count, hwm)
+"""
+
+
+def overhead(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
+    """Part 1: the same recording through the service and through faster-whisper directly, alternating."""
+    from faster_whisper import WhisperModel
+
+    short, short_s = make_recording(folder, args.minutes, "short", seed=1)
+    print(f"\n1. overhead: {short_s:.0f} s of German speech (mp3), {args.repeats} runs each, alternating")
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads, local_files_only=True)
+    service = Service(args.threads, args.beam_size)
+    direct_times, service_times = [], []
+    try:
+        for i in range(args.repeats):
+            started = time.perf_counter()
+            segments, _ = model.transcribe(str(short), beam_size=args.beam_size, vad_filter=True)
+            segments = list(segments)
+            direct_n = len(segments)
+            fallbacks = sum(1 for segment in segments if segment.temperature > 0)
+            direct_times.append(time.perf_counter() - started)
+            elapsed, service_n = service.transcribe(short)
+            service_times.append(elapsed)
+            print(f"   run {i + 1}: direct RTF {direct_times[-1] / short_s:.3f} ({direct_n} segments), "
+                  f"service RTF {elapsed / short_s:.3f} ({service_n} segments)"
+                  + (f"; {fallbacks} direct segments needed sampling fallback" if fallbacks else ""))
+    finally:
+        service.close()
+    del model
+    direct, through = statistics.median(direct_times), statistics.median(service_times)
+    print(f"   median RTF: direct {direct / short_s:.3f}, service {through / short_s:.3f}; "
+          f"service/direct = {through / direct:.3f} ({(through / direct - 1) * 100:+.1f} %)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=1.5,
+                        help="length of the recording for the overhead comparison (within one window, so both do the same work; 0 skips it)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating")
+    parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the long recording (0 skips it)")
+    parser.add_argument("--direct-long", action="store_true", help="also measure faster-whisper's own peak memory on the long recording")
+    parser.add_argument("--growing-minutes", type=float, default=60.0,
+                        help="length of the recording for which the stages that grow with length (decode, VAD, features) "
+                             "are measured in windows and as a whole (0 skips it)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--beam-size", type=int, default=Config().transcription.beam_size)
+    args = parser.parse_args()
+    for tool in ("espeak-ng", "ffmpeg"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing (Debian packages espeak-ng and ffmpeg)")
+
+    model_dir = speech_model_path(Config())
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (shared machine: other work may run beside this)")
+    print(f"model: {model_dir.name}, cpu int8, {args.threads} threads, beam {args.beam_size}, VAD on")
+    with tempfile.TemporaryDirectory(prefix="schulki-bench-") as tmp:
+        folder = Path(tmp)
+        if args.minutes > 0:
+            overhead(folder, args, model_dir)
+        if args.long_minutes > 0:
+            long, long_s = make_recording(folder, args.long_minutes, "long", seed=2)
+            print(f"\n2. long recording: {long_s / 60:.1f} min of German speech (mp3, {long.stat().st_size / 1e6:.1f} MB) through a fresh service")
+            service = Service(args.threads, args.beam_size)
+            try:
+                loaded_rss, _ = peak_rss_mb(service.process.pid)
+                elapsed, n = service.transcribe(long)
+                _, peak = peak_rss_mb(service.process.pid)
+            finally:
+                service.close()
+            print(f"   service: RTF {elapsed / long_s:.3f} ({elapsed:.0f} s, {n} segments); "
+                  f"memory {loaded_rss:.0f} MiB after loading, peak {peak:.0f} MiB")
+            if args.direct_long:
+                out = subprocess.run([sys.executable, "-c", DIRECT_SCRIPT, str(long), str(model_dir), str(args.threads), str(args.beam_size)],
+                                     check=True, capture_output=True, text=True).stdout.split()
+                print(f"   direct faster-whisper: RTF {float(out[0]) / long_s:.3f} ({out[1]} segments), peak {float(out[2]):.0f} MiB")
+        if args.growing_minutes > 0:
+            hour, hour_s = make_recording(folder, args.growing_minutes, "hour", seed=3)
+            window_s = Config().transcription.window_s
+            print(f"\n3. the stages that grow with length (decode, VAD, features; no Whisper decoding), {hour_s / 60:.0f} min recording:")
+            for mode, label in (("windows", f"schulki, {window_s:.0f} s windows"), ("whole", "faster-whisper, whole file")):
+                out = subprocess.run([sys.executable, "-c", GROWING_SCRIPT, str(hour), mode, str(window_s)],
+                                     check=True, capture_output=True, text=True, cwd=REPO).stdout.split()
+                print(f"   {label}: peak {float(out[0]):.0f} MiB")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

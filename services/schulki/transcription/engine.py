@@ -1,0 +1,293 @@
+"""The speech engine: one faster-whisper model, run on worker threads, streamed to asyncio.
+
+faster-whisper blocks while it works, so every transcription runs on one of
+the engine's worker threads (as many as may run at once) and hands its results
+to the event loop through a queue, the way the inference engine does. The
+recording is decoded and transcribed window by window (see ``audio.windows``),
+so memory stays bounded however long it is. Voice activity detection runs
+here, per window, before Whisper: a window without speech is skipped instead
+of being handed to Whisper, which invents text for silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from schulki.config import TranscriptionConfig
+from schulki.runtime.errors import StartupError
+from schulki.transcription import audio
+
+# No model hub and no telemetry: the model is a local folder.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+log = logging.getLogger("schulki.transcription")
+
+SILENCE_PEAK = 10 ** (-60 / 20)
+"""A window whose loudest sample stays below -60 dBFS is silence, with or without VAD."""
+CARRIED_PROMPT_CHARS = 200
+"""Text of the previous window handed to the next one as context, so style and names carry over."""
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
+
+
+class ModelLoadError(StartupError):
+    """The Whisper model folder is missing or cannot be loaded; the message is one line."""
+
+
+@dataclass
+class TranscriptionJob:
+    """One recording to transcribe, checked and ready for the engine."""
+
+    path: Path
+    language: str | None = None
+    task: str = "transcribe"
+    initial_prompt: str | None = None
+    word_timestamps: bool = False
+    vad: bool = True
+
+
+@dataclass
+class Word:
+    """One word with its timing, in seconds from the start of the recording."""
+
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+@dataclass
+class Segment:
+    """One recognised stretch of speech, in seconds from the start of the recording."""
+
+    index: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class Language:
+    """The language spoken (detected, or as the caller named it)."""
+
+    language: str
+    probability: float
+
+
+@dataclass
+class TranscriptionDone:
+    """How a transcription ended; also kept in ``SpeechEngine.recent`` for the logs and tests."""
+
+    duration: float = 0.0
+    """Seconds of audio decoded."""
+    speech_duration: float = 0.0
+    """Seconds handed to Whisper after voice activity detection."""
+    segment_count: int = 0
+    cancelled: bool = False
+    seconds_taken: float = 0.0
+
+
+MALLOC_ARENAS = 2
+"""glibc gives every thread that allocates its own memory arena, and the worker, CTranslate2 and
+ONNX threads each keep theirs filled: a 10-minute recording through the service peaked at 975 MiB
+with the default and at 772 MiB with two arenas (631 MiB with MALLOC_ARENA_MAX=2 set before start)."""
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process (like MALLOC_ARENA_MAX); False where that is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc.mallopt(-8, arenas) == 1  # -8 is M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
+def resolve_device(config: TranscriptionConfig) -> tuple[str, str]:
+    """The CTranslate2 device and compute type for these settings: int8 on the CPU, float16 on a GPU."""
+    import ctranslate2
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    elif device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        raise ModelLoadError("device = cuda, but CTranslate2 finds no CUDA GPU here; set device = auto or cpu")
+    compute_type = config.compute_type
+    if compute_type in ("default", "auto"):
+        compute_type = "float16" if device == "cuda" else "int8"
+    supported = ctranslate2.get_supported_compute_types(device)
+    if compute_type not in supported:
+        raise ModelLoadError(f"compute type {compute_type} is not supported on {device}; choose one of {', '.join(sorted(supported))}")
+    return device, compute_type
+
+
+class SpeechEngine:
+    """A loaded Whisper model that transcribes recordings on worker threads."""
+
+    def __init__(self, model_path: Path, config: TranscriptionConfig):
+        limit_malloc_arenas()  # before the worker threads exist, so they share the arenas
+        self.model_path = model_path
+        self.config = config
+        self._model = None
+        self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=config.max_concurrent, thread_name_prefix="whisper")
+        self.device = ""
+        self.compute_type = ""
+        self.recent: deque[TranscriptionDone] = deque(maxlen=16)
+        """The last transcriptions that ended, newest last."""
+
+    def load(self) -> None:
+        """Load the model; raise ModelLoadError with a one-line reason if it cannot be."""
+        missing = [name for name in MODEL_FILES if not (self.model_path / name).is_file()]
+        if missing:
+            raise ModelLoadError(
+                f"Whisper model folder {self.model_path} lacks {', '.join(missing)}; "
+                "prepare the default model with: .venv/bin/python -m schulki.models.defaults"
+            )
+        from faster_whisper import WhisperModel
+
+        self.device, self.compute_type = resolve_device(self.config)
+        started = time.perf_counter()
+        try:
+            self._model = WhisperModel(
+                str(self.model_path),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.config.threads,
+                num_workers=self.config.max_concurrent,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as error:
+            raise ModelLoadError(f"cannot load Whisper model {self.model_path}: {str(error).splitlines()[0]}") from None
+        log.info(
+            "loaded %s on %s (%s) in %.1f s", self.model_path.name, self.device, self.compute_type, time.perf_counter() - started
+        )
+
+    def close(self) -> None:
+        """Free the model once running work is done."""
+        self._workers.shutdown(wait=True)
+        self._model = None
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the model knows languages other than English (and can translate)."""
+        return self._model.model.is_multilingual
+
+    @property
+    def languages(self) -> list[str]:
+        """The language codes the model knows."""
+        return self._model.supported_languages
+
+    async def transcribe(self, job: TranscriptionJob) -> AsyncIterator[Language | Segment | TranscriptionDone]:
+        """Yield the Language, then each Segment as it is recognised, then TranscriptionDone.
+
+        Closing the iterator early (the caller cancelled) stops the worker at the
+        next segment or decoded frame; it is free again when this returns.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            try:
+                emit(self._transcribe_blocking(job, emit, cancelled))
+            except BaseException as error:  # noqa: BLE001 - handed to the event loop
+                emit(error)
+
+        future = loop.run_in_executor(self._workers, run)
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, TranscriptionDone):
+                    return
+        finally:
+            cancelled.set()
+            await asyncio.shield(future)
+
+    def _transcribe_blocking(self, job: TranscriptionJob, emit, cancelled: threading.Event) -> TranscriptionDone:
+        from faster_whisper.transcribe import restore_speech_timestamps
+        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+        started = time.perf_counter()
+        done = TranscriptionDone()
+        language = job.language
+        language_sent = False
+        previous_text = ""
+        windows = audio.windows(job.path, self.config.window_s, self.config.max_duration_s, cancelled)
+        try:
+            for offset, window in windows:
+                done.duration = offset + window.size / audio.SAMPLE_RATE
+                if cancelled.is_set():
+                    raise audio.Cancelled()
+                if window.size == 0 or float(np.max(np.abs(window))) < SILENCE_PEAK:
+                    continue
+                speech_chunks = None
+                samples = window
+                if job.vad:
+                    speech_chunks = get_speech_timestamps(window, VadOptions())
+                    if not speech_chunks:
+                        continue
+                    parts, _ = collect_chunks(window, speech_chunks)
+                    samples = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                done.speech_duration += samples.size / audio.SAMPLE_RATE
+                prompt = " ".join(p for p in (job.initial_prompt, previous_text[-CARRIED_PROMPT_CHARS:]) if p) or None
+                segments, info = self._model.transcribe(
+                    samples,
+                    language=language,
+                    task=job.task,
+                    beam_size=self.config.beam_size,
+                    initial_prompt=prompt,
+                    word_timestamps=job.word_timestamps,
+                    vad_filter=False,
+                )
+                del samples  # the speech-only copy goes once Whisper has its features
+                if not language_sent:
+                    emit(Language(info.language, float(info.language_probability)))
+                    language_sent = True
+                # Every later window keeps the language of the first, so a recording is not split between languages.
+                language = language or info.language
+                if speech_chunks:
+                    segments = restore_speech_timestamps(segments, speech_chunks, audio.SAMPLE_RATE)
+                texts = []
+                for s in segments:
+                    if cancelled.is_set():
+                        raise audio.Cancelled()
+                    text = s.text.strip()
+                    if not text:
+                        continue
+                    words = [Word(offset + w.start, offset + w.end, w.word, float(w.probability)) for w in (s.words or ())]
+                    emit(Segment(done.segment_count, offset + s.start, offset + s.end, text, words))
+                    done.segment_count += 1
+                    texts.append(text)
+                previous_text = " ".join(texts) or previous_text
+        except audio.Cancelled:
+            done.cancelled = True
+        finally:
+            windows.close()  # closes the file now, also when the loop ended early
+            done.seconds_taken = time.perf_counter() - started
+            self.recent.append(done)
+        if not language_sent:
+            # Nothing was spoken: the caller's language, or none.
+            emit(Language(job.language or "", 1.0 if job.language else 0.0))
+        log.info(
+            "transcribed %.1f s of audio (%.1f s speech) into %d segments in %.1f s%s",
+            done.duration, done.speech_duration, done.segment_count, done.seconds_taken, " (cancelled)" if done.cancelled else "",
+        )
+        return done
