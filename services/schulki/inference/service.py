@@ -10,7 +10,7 @@ import grpc
 
 from schulki.config import InferenceConfig
 from schulki.inference.engine import ChatEngine, Generation, GenerationResult, Sampling
-from schulki.inference.scheduler import FairScheduler
+from schulki.runtime.fair_queue import FairScheduler
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from schulki.runtime.errors import InvalidInput, NotReady

@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from schulki.config import TranscriptionConfig
-from schulki.inference.scheduler import FairScheduler
+from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.errors import InvalidInput, NotReady, Unsupported
 from schulki.transcription import audio, upload
 from schulki.transcription.engine import Language, Segment, SpeechEngine, TranscriptionDone, TranscriptionJob

@@ -1,4 +1,4 @@
-"""A fair waiting line in front of the engine's decoding slots.
+"""A fair waiting line in front of an engine's slots (llama.cpp decoding, Whisper).
 
 One llama context is not thread safe, so requests take turns. The line is fair
 between users: when a slot frees, the next turn goes to the waiting user with

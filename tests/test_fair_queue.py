@@ -1,4 +1,4 @@
-"""The fair waiting line in front of the engine, without a model."""
+"""The fair waiting line in front of the engines, without a model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from schulki.inference.scheduler import FairScheduler
+from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.errors import Busy
 
 
