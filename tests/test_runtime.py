@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import random
+import struct
 import time
 
 import grpc
@@ -131,7 +132,9 @@ def test_logs_carry_the_request_id_and_never_the_prompt():
     [
         (None, "model file not found"),
         (b"this is not a model", "not a GGUF model file"),
-        (b"GGUF" + b"\x03\x00\x00\x00" + os.urandom(2048), "cannot load model"),
+        (b"GGUF\x03\x00\x00\x00" + random.Random(7).randbytes(2048), "cannot load model"),
+        # A header whose first key claims to be 2**60 bytes long.
+        (b"GGUF\x03\x00\x00\x00" + struct.pack("<QQQ", 1, 3, 2**60) + b"general.name", "cannot load model"),
     ],
 )
 def test_a_missing_or_corrupt_model_gives_one_line_and_a_non_zero_exit(tmp_path, content, expected):

@@ -6,6 +6,7 @@ takes a fraction of a second even for a 20 GB file.
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -34,8 +35,17 @@ def _read(f: BinaryIO, fmt: str):
     return struct.unpack(fmt, data)[0]
 
 
+def _length(f: BinaryIO, item_size: int = 1) -> int:
+    """A length from the header, refused when it reaches past the end of the file (a damaged file)."""
+    count = _read(f, "<Q")
+    left = os.fstat(f.fileno()).st_size - f.tell()
+    if count * item_size > left:
+        raise GGUFError("the GGUF header is damaged (a length reaches past the end of the file)")
+    return count
+
+
 def _string(f: BinaryIO) -> str:
-    return f.read(_read(f, "<Q")).decode("utf-8", errors="replace")
+    return f.read(_length(f)).decode("utf-8", errors="replace")
 
 
 def _value(f: BinaryIO, kind: int):
@@ -44,10 +54,11 @@ def _value(f: BinaryIO, kind: int):
     if kind == _STRING:
         return _string(f)
     if kind == _ARRAY:
-        item_kind, count = _read(f, "<I"), _read(f, "<Q")
+        item_kind = _read(f, "<I")
+        count = _length(f, struct.calcsize(_SCALARS[item_kind]) if item_kind in _SCALARS else 8)
         if item_kind == _STRING:
             for _ in range(count):  # token lists are long: skip them, keep their length
-                f.seek(_read(f, "<Q"), 1)
+                f.seek(_length(f), 1)
             return count
         if item_kind in _SCALARS:
             size = struct.calcsize(_SCALARS[item_kind])
