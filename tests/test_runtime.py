@@ -187,3 +187,12 @@ def test_services_speak_tls_between_machines_when_given_a_certificate(tmp_path):
             with pytest.raises(grpc.RpcError) as refused:
                 pb_grpc.InferenceServiceStub(plain).GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_retrieval_finds_the_embeddings_service_at_its_configured_port(monkeypatch):
+    from schulki.retrieval.service import RetrievalService
+
+    monkeypatch.setenv("SCHULKI_EMBEDDINGS__PORT", "50999")
+    assert RetrievalService(Config()).embedder.address == "127.0.0.1:50999"
+    monkeypatch.setenv("SCHULKI_RETRIEVAL__EMBEDDINGS_ADDRESS", "gpu-node-1:50052")
+    assert RetrievalService(Config()).embedder.address == "gpu-node-1:50052"

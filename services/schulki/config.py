@@ -159,8 +159,8 @@ class RetrievalConfig(BaseModel):
     """URL of the Weaviate server (http://host:8080), for store = weaviate. Run the server with DISABLE_TELEMETRY=true: its telemetry is a server setting."""
     weaviate_api_key: SecretStr | None = None
     """API key for Weaviate."""
-    embeddings_address: str = "127.0.0.1:50052"
-    """Where the embeddings service listens."""
+    embeddings_address: str | None = None
+    """Where the embeddings service listens (host:port); empty means this machine at embeddings.port."""
     max_upload_bytes: int = 100 * 1024 * 1024
     """Largest document accepted, in bytes."""
     chunk_chars: int = 1200

@@ -56,7 +56,8 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         self.config = config
         self.settings = config.retrieval
         self.store: Store | None = None
-        self.embedder = EmbeddingsClient(self.settings.embeddings_address, config.runtime, self.settings.embeddings_timeout_s)
+        address = self.settings.embeddings_address or f"127.0.0.1:{config.embeddings.port}"
+        self.embedder = EmbeddingsClient(address, config.runtime, self.settings.embeddings_timeout_s)
         self.ingestor: Ingestor | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
