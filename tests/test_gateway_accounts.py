@@ -187,3 +187,23 @@ def test_schulki_up_makes_the_first_admin_once(tmp_path):
     again = "\n".join(first_admin_lines(config))
     assert "Passwort" not in again and "schulki user add" in again
     assert [a.name for a in accounts.list_users()] == ["admin"]
+
+
+def test_schulki_up_shows_students_an_address_of_this_machine_not_a_wildcard():
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from schulki.config import Config
+    from schulki.gateway.launch import lan_url
+
+    config = Config()
+    config.gateway.host = "0.0.0.0"
+    shown = urlsplit(lan_url(config))
+    assert shown.port == config.gateway.port
+    assert shown.hostname not in ("0.0.0.0", "::")
+    try:
+        assert not ipaddress.ip_address(shown.hostname).is_unspecified
+    except ValueError:
+        assert shown.hostname  # a host name when no address could be found
+    config.gateway.host = "10.1.2.3"
+    assert lan_url(config) == "http://10.1.2.3:7860"

@@ -42,7 +42,7 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
             except (RuntimeError, TimeoutError) as error:
                 print(f"schulki: {name} did not start: {error}", file=sys.stderr)
                 return 1
-        from schulki.gateway.launch import first_admin_lines, gateway_url, start_gateway, wait_until_up
+        from schulki.gateway.launch import first_admin_lines, gateway_url, lan_url, start_gateway, wait_until_up
 
         admin_lines = first_admin_lines(config)
         print(f"schulki: starting the gateway on port {config.gateway.port} ...", flush=True)
@@ -55,7 +55,7 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
         print("schulki is running:", flush=True)
         for name in services:
             print(f"  {name:<14} grpc://{_address(config, name)}", flush=True)
-        print(f"  {'gateway':<14} {gateway_url(config)}/  (API: {gateway_url(config)}/v1)", flush=True)
+        print(f"  {'gateway':<14} {lan_url(config)}/  (API: {lan_url(config)}/v1)", flush=True)
         for line in admin_lines:
             print(line, flush=True)
         print("Stop with Ctrl-C.", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -14,8 +15,22 @@ from schulki.gateway.accounts import Accounts, database_url
 
 
 def gateway_url(config: Config) -> str:
+    """Where this machine reaches the gateway (loopback when it listens on every address)."""
     host = config.gateway.host
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{config.gateway.port}"
+
+
+def lan_url(config: Config) -> str:
+    """Where students on the school network reach the gateway: this machine's LAN address when it listens on all."""
+    host = config.gateway.host
+    if host in ("0.0.0.0", "::"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
+                host = probe.getsockname()[0]
+            except OSError:
+                host = socket.gethostname()
+    return f"http://{host}:{config.gateway.port}"
 
 
 def start_gateway() -> subprocess.Popen:
