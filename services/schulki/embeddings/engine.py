@@ -21,14 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from schulki.config import EmbeddingsConfig
-from schulki.inference.llama_report import capture_llama_log, check_gguf_file, quant_name
-from schulki.runtime.errors import StartupError
+from schulki.inference.llama_report import load_llama, quant_name
+from schulki.runtime.errors import ModelLoadError
 
 log = logging.getLogger("schulki.embeddings")
-
-
-class ModelLoadError(StartupError):
-    """The model file is missing, cannot be loaded or is no embedding model; the message is one line."""
 
 
 @dataclass
@@ -77,36 +73,26 @@ class EmbeddingEngine:
 
     def load(self) -> EmbeddingInfo:
         """Load the model in embedding mode; raise ModelLoadError with a one-line reason if it cannot be."""
-        try:
-            check_gguf_file(self.model_path)
-        except ValueError as error:
-            raise ModelLoadError(str(error)) from None
         import llama_cpp
-        from llama_cpp import Llama
 
         batch = self.config.batch_tokens
         if batch < 8:
             raise ModelLoadError(f"embeddings.batch_tokens must be at least 8, not {batch}")
         started = time.perf_counter()
-        with capture_llama_log() as lines:
-            try:
-                # Encoder models attend to the whole sequence, so a sequence must fit into
-                # one micro-batch: n_ubatch = n_batch = n_ctx = batch_tokens.
-                llama = Llama(
-                    model_path=str(self.model_path),
-                    embedding=True,
-                    n_ctx=batch,
-                    n_batch=batch,
-                    n_ubatch=batch,
-                    n_threads=self.config.threads,
-                    n_threads_batch=self.config.threads,
-                    n_gpu_layers=self.config.gpu_layers,
-                    flash_attn=self.config.flash_attention,
-                    verbose=False,
-                )
-            except (ValueError, RuntimeError, OSError) as error:
-                reason = next((line.strip() for line in reversed(lines) if "error" in line.lower()), str(error))
-                raise ModelLoadError(f"cannot load embedding model {self.model_path}: {reason}") from None
+        # Encoder models attend to the whole sequence, so a sequence must fit into
+        # one micro-batch: n_ubatch = n_batch = n_ctx = batch_tokens.
+        llama, _ = load_llama(
+            self.model_path,
+            "embedding model",
+            embedding=True,
+            n_ctx=batch,
+            n_batch=batch,
+            n_ubatch=batch,
+            n_threads=self.config.threads,
+            n_threads_batch=self.config.threads,
+            n_gpu_layers=self.config.gpu_layers,
+            flash_attn=self.config.flash_attention,
+        )
         pooling = llama_cpp.llama_pooling_type(llama._ctx.ctx)
         if pooling not in (1, 2, 3):
             llama.close()

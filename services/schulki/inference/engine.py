@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from schulki.config import InferenceConfig
-from schulki.inference.llama_report import BufferSizes, buffer_sizes, capture_llama_log, check_gguf_file, quant_name
-from schulki.runtime.errors import InvalidInput, StartupError
+from schulki.inference.llama_report import BufferSizes, buffer_sizes, load_llama, quant_name
+from schulki.runtime.errors import InvalidInput
 
 log = logging.getLogger("schulki.inference")
 
@@ -41,10 +41,6 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 FALLBACK_TEMPLATES = {"gemma": GEMMA_TEMPLATE, "gemma2": GEMMA_TEMPLATE, "gemma3": GEMMA_TEMPLATE}
-
-
-class ModelLoadError(StartupError):
-    """The model file is missing or cannot be loaded; the message is one line."""
 
 
 @dataclass
@@ -140,29 +136,19 @@ class ChatEngine:
 
     def load(self) -> ModelInfo:
         """Load the model; raise ModelLoadError with a one-line reason if it cannot be."""
-        try:
-            check_gguf_file(self.model_path)
-        except ValueError as error:
-            raise ModelLoadError(str(error)) from None
-        from llama_cpp import Llama, llama_chat_format
+        from llama_cpp import llama_chat_format
 
         started = time.perf_counter()
-        with capture_llama_log() as lines:
-            try:
-                llama = Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=self.config.context_length,
-                    n_gpu_layers=self.config.gpu_layers,
-                    n_threads=self.config.threads,
-                    n_batch=self.config.batch_size,
-                    flash_attn=self.config.flash_attention,
-                    type_k=_GGML_TYPES[self.config.kv_cache_type],
-                    type_v=_GGML_TYPES[self.config.kv_cache_type],
-                    verbose=False,
-                )
-            except (ValueError, RuntimeError, OSError) as error:
-                reason = next((line.strip() for line in reversed(lines) if "error" in line.lower()), str(error))
-                raise ModelLoadError(f"cannot load model {self.model_path}: {reason}") from None
+        llama, lines = load_llama(
+            self.model_path,
+            n_ctx=self.config.context_length,
+            n_gpu_layers=self.config.gpu_layers,
+            n_threads=self.config.threads,
+            n_batch=self.config.batch_size,
+            flash_attn=self.config.flash_attention,
+            type_k=_GGML_TYPES[self.config.kv_cache_type],
+            type_v=_GGML_TYPES[self.config.kv_cache_type],
+        )
         self._llama = llama
         metadata = llama.metadata
         arch = metadata.get("general.architecture", "")

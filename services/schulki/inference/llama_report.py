@@ -83,6 +83,29 @@ def quant_name(metadata: dict[str, str], description: str = "") -> str:
     return description.split(" ", 2)[-1] if description else "unknown"
 
 
+def load_llama(path: Path, what: str = "model", **params):
+    """Load a GGUF file with llama.cpp; return the Llama and llama.cpp's load log.
+
+    A missing, non-GGUF or damaged file raises ModelLoadError with one line
+    (llama.cpp's own error line where it printed one), never a traceback.
+    """
+    from llama_cpp import Llama
+
+    from schulki.runtime.errors import ModelLoadError
+
+    try:
+        check_gguf_file(path)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    with capture_llama_log() as lines:
+        try:
+            llama = Llama(model_path=str(path), verbose=False, **params)
+        except (ValueError, RuntimeError, OSError) as error:
+            reason = next((line.strip() for line in reversed(lines) if "error" in line.lower()), str(error))
+            raise ModelLoadError(f"cannot load {what} {path}: {reason}") from None
+    return llama, lines
+
+
 @contextmanager
 def capture_llama_log() -> Iterator[list[str]]:
     """Collect llama.cpp's log lines (instead of printing them) while the block runs."""

@@ -74,3 +74,7 @@ def status_code_for(error: SchulkiError) -> grpc.StatusCode:
 
 class StartupError(Exception):
     """A service cannot start (a missing model, a bad setting); the message is one line for the admin."""
+
+
+class ModelLoadError(StartupError):
+    """A model file or folder is missing, damaged or of the wrong kind; the message is one line."""

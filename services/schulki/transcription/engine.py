@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from schulki.config import TranscriptionConfig
-from schulki.runtime.errors import StartupError
+from schulki.runtime.errors import ModelLoadError
 from schulki.transcription import audio
 
 # No model hub and no telemetry: the model is a local folder.
@@ -40,10 +40,6 @@ SILENCE_PEAK = 10 ** (-60 / 20)
 CARRIED_PROMPT_CHARS = 200
 """Text of the previous window handed to the next one as context, so style and names carry over."""
 MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.json")
-
-
-class ModelLoadError(StartupError):
-    """The Whisper model folder is missing or cannot be loaded; the message is one line."""
 
 
 @dataclass
