@@ -10,10 +10,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schulki.config import Config, RuntimeConfig
 from schulki.runtime.client import wait_until_serving
@@ -54,6 +56,14 @@ class InProcessServer:
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
 
+    @contextmanager
+    def serving_channel(self) -> Iterator[grpc.Channel]:
+        """A channel for one test; afterwards every service must still report SERVING."""
+        with self.channel() as channel:
+            yield channel
+            for service in self.services:
+                assert_serving(channel, service.service_name)
+
     def __exit__(self, *exc) -> None:
         async def shutdown():
             await self.running.set_serving(False)
@@ -64,6 +74,12 @@ class InProcessServer:
         self.call(shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def assert_serving(channel: grpc.Channel, service: str) -> None:
+    """The service behind the channel reports SERVING."""
+    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def free_port() -> int:

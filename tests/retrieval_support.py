@@ -7,13 +7,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schulki import embeddings
 from schulki.config import Config
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 from tests.conftest import InProcessServer
+from tests.conftest import assert_serving as assert_service_serving
 
 PIECE = 64 * 1024
 RETRIEVAL_SERVICE = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name
@@ -63,5 +63,4 @@ def search(stub, workspace: str, query: str, top_k: int = 5, **fields) -> list[p
 
 
 def assert_serving(channel: grpc.Channel) -> None:
-    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=RETRIEVAL_SERVICE))
-    assert status.status == health_pb2.HealthCheckResponse.SERVING
+    assert_service_serving(channel, RETRIEVAL_SERVICE)

@@ -8,13 +8,12 @@ import time
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schulki.config import Config
 from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from tests.conftest import InProcessServer
+from tests.conftest import InProcessServer, assert_serving
 
 GERMAN_WORDS = {"der", "die", "das", "und", "ist", "ein", "eine", "nicht", "von", "den", "mit", "du", "sie", "deutschland", "was", "wie"}
 QUESTION = [
@@ -44,11 +43,6 @@ def wait_for(condition, timeout=30.0):
     raise AssertionError("condition not reached in time")
 
 
-def assert_serving(channel):
-    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="schulki.inference.v1.InferenceService"))
-    assert status.status == health_pb2.HealthCheckResponse.SERVING
-
-
 @pytest.fixture(scope="module")
 def server():
     config = Config()
@@ -62,9 +56,8 @@ def server():
 
 @pytest.fixture()
 def channel(server):
-    with server.channel() as channel:
+    with server.serving_channel() as channel:
         yield channel
-        assert_serving(channel)
 
 
 @pytest.fixture()
@@ -200,7 +193,7 @@ def test_a_full_queue_answers_resource_exhausted_at_once():
         waiter.call.cancel()
         holder.call.cancel()
         wait_for(lambda: service.scheduler.running == 0 and service.scheduler.queue_length == 0)
-        assert_serving(channel)
+        assert_serving(channel, service.service_name)
 
 
 def test_a_user_with_several_requests_waits_behind_a_user_with_none(server, stub):

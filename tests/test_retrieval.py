@@ -72,9 +72,8 @@ def server(tmp_path_factory, embeddings_address):
 
 @pytest.fixture()
 def channel(server):
-    with server.channel() as channel:
+    with server.serving_channel() as channel:
         yield channel
-        assert_serving(channel)
 
 
 @pytest.fixture()
