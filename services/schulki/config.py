@@ -144,6 +144,10 @@ class TranscriptionConfig(BaseModel):
     """Audio decoded and transcribed at a time, in seconds. Memory grows with it, not with the recording's length: decoding, VAD and features of a 120 s window peak at about 290 MiB, of a 300 s window at about 500 MiB."""
     upload_dir: Path | None = None
     """Folder for uploads while they are transcribed (deleted right after); empty means the system's temporary folder."""
+    default_language: str | None = "de"
+    """The school's usual language (an ISO 639-1 code). When a recording names no language, Whisper's detection has to pick this one unless another language is clearly more likely (see default_language_weight); empty trusts the detection alone."""
+    default_language_weight: float = Field(default=10.0, ge=1.0)
+    """How much likelier default_language is taken to be than any other language before listening. Whisper base gets short clips wrong often (espeak-ng German of 1 to 3 s: 5 of 12 detected as German alone, 10 of 12 with weight 10) while recordings of 5 s and more are detected surely; with 10, English clips of 1 to 6 s and French clips of 4 to 5 s still kept their language (benchmarks/language_detection_bench.py)."""
 
 
 class RetrievalConfig(BaseModel):
