@@ -111,6 +111,10 @@ class EmbeddingsConfig(BaseModel):
     """Most tokens of one text that go into its vector; longer texts keep their first tokens and are marked truncated. Empty means the model's training context (512 for all-MiniLM-L6-v2), never more than batch_tokens."""
     max_sequences_per_batch: int = 8
     """Most texts packed into one llama.cpp batch (each is its own sequence; llama.cpp allows 256). llama.cpp attends across the whole batch of an encoder model, so on a CPU the cost of a batch grows with the square of its tokens and a few texts per batch are fastest; on a GPU node raise this and batch_tokens (64 and 4096)."""
+    query_prefix: str | None = None
+    """Put in front of search queries before embedding. Empty means what the catalog names for the model file (multilingual-e5: "query: "; none for a file the catalog does not know)."""
+    document_prefix: str | None = None
+    """Put in front of passages before embedding. Empty means what the catalog names for the model file (multilingual-e5: "passage: ")."""
     flash_attention: bool = False
     """Use flash attention. It makes embedding faster (on 2 CPU cores about 1.5 times for short texts and 2 to 3 times for 1200-character chunks), but its half-precision sums move vector values by up to about 1.3e-4 (cosine 0.9999997) between a text embedded alone and in a batch; off by default so that a text gets the same vector either way."""
 

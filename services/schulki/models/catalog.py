@@ -64,6 +64,10 @@ class Model:
     note: str = ""
     test_only: bool = False
     extra_files: tuple[str, ...] = ()
+    query_prefix: str = ""
+    """Embedding models: what the model was trained to see in front of a search query (multilingual-e5: "query: ")."""
+    document_prefix: str = ""
+    """Embedding models: what the model was trained to see in front of a passage (multilingual-e5: "passage: ")."""
 
     @property
     def quants(self) -> list[str]:

@@ -142,7 +142,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
             raise InvalidInput(f"vector_weight muss zwischen 0 und 1 liegen, nicht {weight:g}. (vector_weight out of range)")
         await asyncio.to_thread(store.require_workspace, request.workspace)
         # BM25 alone needs no vector, so it works even while the embeddings service is down.
-        vector = (await self.embedder.embed([query]))[0] if weight > 0 else []
+        vector = (await self.embedder.embed([query], query=True))[0] if weight > 0 else []
         hits = await asyncio.to_thread(store.search, request.workspace, query, vector, top_k, weight)
         log.info("search in %s: %s, %d hits", request.workspace, content(query), len(hits))
         return pb.SearchResponse(hits=[
