@@ -30,15 +30,19 @@ class RuntimeConfig(BaseModel):
     host: str = "127.0.0.1"
     """Address the services listen on; 0.0.0.0 inside a container."""
     service_token: SecretStr | None = None
-    """Shared secret the gateway sends as ``authorization: Bearer <token>``; when set, every other caller is refused."""
+    """This node's own secret: callers must send ``authorization: Bearer <token>``; when set, every other caller is refused. Every node has its own (the roll-out makes one per host); ``schulki serve`` refuses a weak or example token (see runtime/tokens.py)."""
     service_token_file: Path | None = None
     """A file holding the service token (a container secret); read when service_token is not set."""
+    node_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    """The token of every other node this machine calls (the gateway's list), keyed by ``host:port`` or by host (for every port of it), as in the gateway's addresses. A node not listed is sent service_token. Revoke one node by removing or changing its entry."""
+    node_tokens_file: Path | None = None
+    """A TOML file of ``"host" = "token"`` lines (a container secret), read when node_tokens is empty."""
     tls_cert_file: Path | None = None
     """Server certificate (PEM). With tls_key_file set, services accept only TLS connections (use it between machines)."""
     tls_key_file: Path | None = None
     """Private key (PEM) of tls_cert_file."""
     tls_ca_file: Path | None = None
-    """CA certificate (PEM) that callers use to check the services' certificates; set it on the gateway to connect with TLS."""
+    """CA certificate (PEM) that callers use to check the services' certificates; set it on the gateway to connect with TLS (the roll-out sets it on every host: the school CA)."""
     max_message_bytes: int = 8 * 1024 * 1024
     """Largest single gRPC message. Uploads stream in chunks of at most 1 MiB, so 8 MiB leaves room without letting one message eat memory."""
     grace_period_s: float = 20.0
@@ -55,6 +59,23 @@ class RuntimeConfig(BaseModel):
         if self.service_token_file is not None:
             return self.service_token_file.read_text().strip()
         return None
+
+    def resolved_node_tokens(self) -> dict[str, str]:
+        """node_tokens, or those from node_tokens_file, as plain strings."""
+        if self.node_tokens:
+            return {node: token.get_secret_value() for node, token in self.node_tokens.items()}
+        if self.node_tokens_file is not None:
+            import tomllib
+
+            return {str(node): str(token) for node, token in tomllib.loads(self.node_tokens_file.read_text()).items()}
+        return {}
+
+    def token_for(self, address: str) -> str | None:
+        """The token to send to the node at address (host:port): its own from the node list, else service_token."""
+        from schulki.runtime.tokens import node_host
+
+        tokens = self.resolved_node_tokens()
+        return tokens.get(address) or tokens.get(node_host(address)) or self.resolved_service_token()
 
 
 class InferenceConfig(BaseModel):
@@ -240,6 +261,16 @@ class GatewayConfig(BaseModel):
     """Most tokens of one answer in the web UI, and the default for the API when a request sets none."""
     max_upload_bytes: int = 100 * 1024 * 1024
     """Largest upload (document or recording) through the web UI or the API; larger bodies are refused with 413 while they stream in."""
+    https: bool = True
+    """Serve the web page and the API over HTTPS (browsers allow the microphone only there, and passwords cross the LAN encrypted). Turn off only behind a reverse proxy that speaks HTTPS itself."""
+    tls_cert_file: Path | None = None
+    """The gateway's HTTPS certificate (PEM, with its chain): the school's own, or one from the school CA the roll-out makes. Empty: a certificate made once under the data folder (tls/), for this machine's names and addresses, from a CA of its own whose certificate ``schulki up`` shows how to trust."""
+    tls_key_file: Path | None = None
+    """Private key (PEM) of tls_cert_file."""
+    tls_names: list[str] = Field(default_factory=list)
+    """Further host names or addresses the self-made certificate names (for example the name students type, ki.schule.example); this machine's own names and addresses are always in it."""
+    redirect_port: int | None = None
+    """A port that answers plain HTTP only with a redirect to the HTTPS address (80 in the roll-out); empty means none."""
 
 
 class Config(BaseSettings):

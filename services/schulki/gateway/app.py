@@ -114,9 +114,31 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
 
 def serve(config: Config) -> None:
+    """Run the gateway with uvicorn: HTTPS on gateway.port (unless turned off), and the HTTP redirect port when set."""
     import uvicorn
 
+    from schulki.gateway.https import https_files, start_redirect_server
     from schulki.runtime import logs
+    from schulki.runtime.tokens import check_token
 
     logs.configure(config.runtime.log_level, config.runtime.log_content)
-    uvicorn.run(create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", access_log=False)
+    check_token(config.runtime.resolved_service_token(), "gateway: runtime.service_token")
+    for node, token in config.runtime.resolved_node_tokens().items():
+        check_token(token, f"gateway: runtime.node_tokens[{node}]")
+    files = https_files(config)
+    tls = {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)} if files else {}
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host=config.gateway.host, port=config.gateway.port,
+                                           log_level="warning", access_log=False, **tls))
+
+    async def run() -> None:
+        redirect = None
+        if files and config.gateway.redirect_port is not None:
+            redirect = await start_redirect_server(config.gateway.host, config.gateway.redirect_port, config.gateway.port)
+        try:
+            await server.serve()
+        finally:
+            if redirect is not None:
+                redirect.close()
+                await redirect.wait_closed()
+
+    asyncio.run(run())

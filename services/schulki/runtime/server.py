@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from schulki.config import RuntimeConfig
 from schulki.runtime import logs
 from schulki.runtime.errors import SchulkiError, status_code_for
+from schulki.runtime.tokens import check_token
 
 log = logging.getLogger("schulki.runtime")
 
@@ -180,7 +181,12 @@ async def create_server(services: Sequence[Service], port: int, config: RuntimeC
 
 
 async def serve(service: Service, port: int, config: RuntimeConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Run one service in the foreground until SIGTERM or SIGINT, then stop gracefully."""
+    """Run one service in the foreground until SIGTERM or SIGINT, then stop gracefully.
+
+    A weak or example service token stops the start (StartupError): a node guarded
+    by a public token is not guarded.
+    """
+    check_token(config.resolved_service_token(), f"runtime.service_token of {service.service_name}")
     running = await create_server([service], port, config)
     log.info("%s listening on %s:%d, loading", service.service_name, config.host, running.port)
     stop = asyncio.Event()
