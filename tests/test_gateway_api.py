@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from urllib.parse import urlsplit
 
@@ -161,8 +162,8 @@ def _raw_upload(url: str, key: str, headers: dict[str, str], body_chunks) -> int
         try:
             for chunk in body_chunks:
                 sock.sendall(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the gateway stopped reading: that is the point
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+            pass  # the gateway stopped reading: that is the point (over TLS it shows as an early end of the stream)
         return int(sock.recv(4096).split(b" ", 2)[1])
 
 
