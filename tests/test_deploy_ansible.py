@@ -29,7 +29,6 @@ from tests.deploy_mirror import MirrorServer, write_sha256sums
 
 VENV_BIN = Path(sys.executable).parent
 DEPLOY = REPO_ROOT / "deploy"
-TOKEN = "test-service-token-0123456789"
 
 
 def ansible(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -71,7 +70,7 @@ def school(tmp_path_factory, mirror):
     base = tmp_path_factory.mktemp("school")
     common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
               "schulki_docker_install": False, "schulki_stack_start": False, "schulki_models_mirror_url": mirror.url,
-              "schulki_stack_secrets_owner": str(os.getuid()), "schulki_stack_service_token": TOKEN,
+              "schulki_stack_secrets_owner": str(os.getuid()),
               "schulki_stack_weaviate_api_key": "test-weaviate-key-0123456789", "schulki_stack_node_address": "127.0.0.1",
               "schulki_plan_embeddings_model": "all-minilm-l6-v2", "schulki_plan_embeddings_quant": "F16"}
     hosts = {
@@ -102,7 +101,8 @@ def test_check_mode_shows_the_changes_and_writes_nothing(school, mirror):
     output = runs["check"].stdout
     assert recap(output)["gpu12"]["changed"] > 0
     assert "COMPOSE_PROFILES=gpu" in output, "--diff shows the rendered settings"
-    assert TOKEN not in output
+    for token in (base / "credentials" / "tokens").iterdir():
+        assert token.read_text().strip() not in "".join(run.stdout + run.stderr for run in runs.values())
     first_downloads = [n for n, _ in mirror.requests if n.endswith(".gguf") or n.endswith("model.bin")]
     # gemma for gpu12 and lab01, Whisper for gpu12, MiniLM for the gateway: once each, in the first real run.
     assert sorted(first_downloads) == sorted(["gemma-3-270m-q4_k_m.gguf"] * 2 + ["faster-whisper-base/model.bin", "all-minilm-l6-v2-f16.gguf"])
@@ -158,8 +158,9 @@ def test_the_compose_settings_pick_each_hosts_profile_and_the_secrets_are_privat
         assert env["SCHULKI_MODELS_DIR"] == str(base / host / "models")
         assert (stack / "compose.yaml").read_text() == (REPO_ROOT / "compose.yaml").read_text()
         token = stack / "secrets" / "service_token"
-        assert token.read_text() == TOKEN and (token.stat().st_mode & 0o777) == 0o400
-        assert TOKEN not in (stack / ".env").read_text() + (stack / "schulki.toml").read_text()
+        assert token.read_text() == (base / "credentials" / "tokens" / host).read_text().strip()
+        assert len(token.read_text()) == 43 and (token.stat().st_mode & 0o777) == 0o400
+        assert token.read_text() not in (stack / ".env").read_text() + (stack / "schulki.toml").read_text()
     weaviate_env = (base / "gw" / "stack" / "secrets" / "weaviate.env").read_text()
     assert "AUTHENTICATION_APIKEY_ALLOWED_KEYS=test-weaviate-key-0123456789" in weaviate_env
 
@@ -198,3 +199,58 @@ def test_the_example_vault_opens_with_the_documented_example_password(tmp_path):
     run = ansible("ansible", "localhost", "-i", "inventory/example", "-m", "ansible.builtin.debug", "-a", "var=schulki_stack_service_token",
                   "-e", "@inventory/example/group_vars/schulki/vault.yml", "--vault-password-file", str(password), timeout=120)
     assert run.returncode == 0 and "example-service-token" in run.stdout, run.stdout + run.stderr
+
+
+def test_every_host_has_its_own_token_and_only_the_gateway_holds_the_list(school, monkeypatch):
+    base, _ = school
+    tokens = {host: (base / host / "stack" / "secrets" / "service_token").read_text() for host in ("gw", "gpu12", "lab01")}
+    assert len(set(tokens.values())) == 3, "no two hosts share a token"
+    node_tokens = base / "gw" / "stack" / "secrets" / "node_tokens"
+    gateway = _settings(base, "gw", monkeypatch)
+    gateway.runtime.node_tokens_file = node_tokens  # in the container: /run/secrets/node_tokens
+    assert gateway.runtime.resolved_node_tokens() == {"gpu12": tokens["gpu12"], "lab01": tokens["lab01"]}
+    assert gateway.runtime.token_for("gpu12:50051") == tokens["gpu12"] and gateway.runtime.token_for("embeddings:50052") is None
+    # A lab PC holds its own token, its own certificate and key and the CA's certificate: nothing that opens another node.
+    lab = base / "lab01" / "stack"
+    everything = "".join(p.read_text() for p in lab.rglob("*") if p.is_file())
+    assert tokens["gpu12"] not in everything and tokens["gw"] not in everything
+    assert (lab / "secrets" / "node_tokens").read_text() == "" and (lab / "secrets" / "https.key").read_text() == ""
+    assert "PRIVATE KEY" not in (lab / "secrets" / "ca.crt").read_text()
+
+
+def test_every_host_gets_a_certificate_from_the_school_ca_for_its_names(school, monkeypatch):
+    from cryptography import x509
+
+    base, _ = school
+    ca = x509.load_pem_x509_certificate((base / "credentials" / "tls" / "ca.crt").read_bytes())
+    for host, extra in (("gw", {"embeddings", "retrieval"}), ("gpu12", set()), ("lab01", set())):
+        secrets = base / host / "stack" / "secrets"
+        cert = x509.load_pem_x509_certificate((secrets / "tls.crt").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+        assert names == {host, "localhost", *extra}
+        assert (secrets / "tls.key").stat().st_mode & 0o777 == 0o400 and (secrets / "ca.crt").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    assert not list(base.glob("*/stack/**/ca.key")), "the CA's key stays on the admin's machine"
+    gateway = _settings(base, "gw", monkeypatch)
+    assert gateway.gateway.https and str(gateway.gateway.tls_cert_file) == "/run/secrets/tls_cert" and gateway.gateway.redirect_port == 8080
+    for host in ("gw", "gpu12", "lab01"):
+        runtime = _settings(base, host, monkeypatch).runtime
+        assert str(runtime.tls_cert_file) == "/run/secrets/tls_cert" and str(runtime.tls_ca_file) == "/run/secrets/tls_ca"
+
+
+def test_the_playbook_refuses_the_example_vaults_token(tmp_path, monkeypatch):
+    """Attack: a school copies the example vault and ships its public token; the run must stop before anything starts."""
+    password = tmp_path / "pw"
+    password.write_text("schulki-example\n")
+    playbook = tmp_path / "tokens.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Check the tokens of the example school", "hosts": "ki-gpu08.schule.example", "gather_facts": False,
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "schulki_stack_credentials_dir": str(tmp_path)},
+        "tasks": [{"name": "Run the token checks of the stack role", "ansible.builtin.include_role": {"name": "schulki_stack", "tasks_from": "tokens"}}],
+    }]))
+    monkeypatch.setenv("ANSIBLE_ROLES_PATH", str(DEPLOY / "roles"))
+    monkeypatch.setenv("ANSIBLE_FILTER_PLUGINS", str(DEPLOY / "filter_plugins"))
+    run = ansible("ansible-playbook", "-i", "inventory/example", str(playbook), "-e", "@inventory/example/group_vars/schulki/vault.yml",
+                  "--vault-password-file", str(password), timeout=120)
+    assert run.returncode != 0 and "enthält (contains) 'example'" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "example-service-token" not in run.stdout + run.stderr, "the token itself is never printed"
