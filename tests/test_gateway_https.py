@@ -128,6 +128,10 @@ def test_the_gateway_speaks_only_tls_on_its_port(tmp_path):
             assert b"gateway" not in sock.recv(4096)
         with connect(stack.url) as tls:
             assert isinstance(tls, ssl.SSLSocket) and tls.version() in ("TLSv1.2", "TLSv1.3")
+        # the container's HEALTHCHECK asks over HTTPS too
+        probe = subprocess.run([sys.executable, "-m", "schulki.runtime.healthcheck", "gateway", "--address", stack.url.removeprefix("https://")],
+                               capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 0, probe.stderr
 
 
 def test_the_gateway_process_serves_https_with_its_own_certificate_and_redirects_http(tmp_path):

@@ -38,7 +38,8 @@ ENV PATH=/opt/schulki/bin:$PATH \
     SCHULKI_GATEWAY__HOST=0.0.0.0
 USER schulki
 WORKDIR /var/lib/schulki
-EXPOSE 7860
+# 7860: HTTPS (the web page and the API); 8080: plain HTTP that only redirects to it.
+EXPOSE 7860 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["python", "-m", "schulki.runtime.healthcheck", "gateway"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "schulki.gateway"]
