@@ -43,6 +43,8 @@ class RuntimeConfig(BaseModel):
     """Private key (PEM) of tls_cert_file."""
     tls_ca_file: Path | None = None
     """CA certificate (PEM) that callers use to check the services' certificates; set it on the gateway to connect with TLS (the roll-out sets it on every host: the school CA)."""
+    allow_plaintext: bool = False
+    """Let a service listen on an address other than loopback without TLS (tls_cert_file). Off: ``schulki serve`` refuses, because the token and every prompt would cross the network readable. Only for a test lab nobody else can reach."""
     max_message_bytes: int = 8 * 1024 * 1024
     """Largest single gRPC message. Uploads stream in chunks of at most 1 MiB, so 8 MiB leaves room without letting one message eat memory."""
     grace_period_s: float = 20.0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import grpc
 import pytest
 
 from schulki.config import RuntimeConfig
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+from tests.conftest import ServiceProcess
 from tests.security.nodes import embed, new_token, node, refusal, school_ca
 
 
@@ -52,3 +55,15 @@ def test_a_node_with_a_certificate_from_another_ca_is_not_trusted(guarded, tmp_p
     server, _, token = guarded
     other_ca = school_ca(tmp_path)
     assert refusal(lambda: embed(server.address, RuntimeConfig(tls_ca_file=other_ca, service_token=token))) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_node_refuses_to_listen_on_the_lan_without_tls():
+    """Attack: a node started without its certificate would publish its port in plain text; it must not start."""
+    process = ServiceProcess("embeddings", env={"SCHULKI_RUNTIME__HOST": "0.0.0.0", "SCHULKI_RUNTIME__SERVICE_TOKEN": new_token(),
+                                                "SCHULKI_EMBEDDINGS__THREADS": "1"}).start(wait=False)
+    try:
+        code = process.process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.stop()
+        pytest.fail("the node listened on every address without TLS")
+    assert code == 2 and "ohne TLS nur auf 127.0.0.1 (without TLS only on loopback)" in process.process.stderr.read()
