@@ -86,6 +86,13 @@ def test_schulki_user_export_gives_a_student_all_their_data(stack, tmp_path):
     assert done.returncode == 0, done.stderr
     check_export(target.read_bytes(), "del-export")
     assert oct(target.stat().st_mode & 0o777) == "0o600"
+    # and `schulki user delete` takes all of it away again
+    done = subprocess.run([sys.executable, "-m", "schulki.cli", "user", "delete", "del-export"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert created.account.own_workspace not in workspaces(stack)
+    assert stack.gateway.accounts.by_name("del-export") is None
+    assert not (stack.gateway.files_root / str(created.account.id)).exists()
 
 
 def test_the_admin_tab_exports_a_users_data_and_students_cannot(stack, tmp_path):
