@@ -179,8 +179,8 @@ class RetrievalConfig(BaseModel):
     """Most characters of text one document may yield (about 2,500 book pages); more is refused with RESOURCE_EXHAUSTED. Tables are stopped while they are read, so a file that expands a thousandfold never gets far."""
     max_chunks_per_document: int = 6000
     """Most chunks one document may make; more is refused with RESOURCE_EXHAUSTED."""
-    parse_memory_mb: int = 1024
-    """Address space of the process that parses one document, in MiB (RLIMIT_AS); a file that needs more is refused with RESOURCE_EXHAUSTED and the service keeps serving. Python with the parsers loaded takes about 300 MiB of it."""
+    parse_memory_mb: int = Field(default=1024, ge=256)
+    """Address space of the process that parses one document, in MiB (RLIMIT_AS); a file that needs more is refused with RESOURCE_EXHAUSTED and the service keeps serving. A small file of every format parses within 200 MiB (XLSX needs more than 150); below 256 the parsers' libraries may not even load."""
     parse_timeout_s: float = 120.0
     """How long parsing and chunking one document may take, in seconds; then its process is killed and the upload refused with RESOURCE_EXHAUSTED."""
     workspace_quota_mb: dict[str, int] = Field(default_factory=lambda: {"u-": 200, "k-": 1000})

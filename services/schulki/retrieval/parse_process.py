@@ -16,7 +16,7 @@ child process of its own:
 Whatever the child does, the parent answers with a status: the child's own
 error (INVALID_ARGUMENT, RESOURCE_EXHAUSTED), RESOURCE_EXHAUSTED for a child
 that ran out of time or memory, and INVALID_ARGUMENT for one that died
-otherwise. A new process per document costs about a quarter of a second
+otherwise. A new process per document costs about half a second here
 (starting Python and importing the parsers), little beside embedding.
 """
 
