@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="start every service on this machine and print the URL")
     up.set_defaults(func=cmd_up)
 
-    user = commands.add_parser("user", help="create gateway accounts (prints password and API key)")
+    user = commands.add_parser("user", help="create, export or delete gateway accounts")
     user_commands = user.add_subparsers(dest="user_command", required=True)
     user_add = user_commands.add_parser("add", help="create one account")
     user_add.add_argument("name")
@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     user_add.add_argument("--workspace", action="append", default=[], metavar="W", help="class whose workspace the user shares (repeatable)")
     user_import = user_commands.add_parser("import", help="create the accounts of a class list (CSV: name,role,class,password)")
     user_import.add_argument("csv_file")
+    user_export = user_commands.add_parser("export", help="write everything schulki keeps about a user into a zip (GDPR right of access)")
+    user_export.add_argument("name")
+    user_export.add_argument("-o", "--output", default=None, help="the zip file to write; default schulki-daten-NAME.zip")
+    user_delete = user_commands.add_parser("delete", help="delete a user with all their data: account, chats, documents, transcripts")
+    user_delete.add_argument("name")
     user.set_defaults(func=cmd_user)
 
     plan = commands.add_parser("plan", help="print, per host of an inventory, the model, quant, context length and GPU layers it would get, and why")

@@ -206,6 +206,16 @@ class RetrievalConfig(BaseModel):
     """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
     max_pages: int = 2000
     """Most pages of one PDF; a longer one is refused with RESOURCE_EXHAUSTED."""
+    max_document_chars: int = 5_000_000
+    """Most characters of text one document may yield (about 2,500 book pages); more is refused with RESOURCE_EXHAUSTED. Tables are stopped while they are read, so a file that expands a thousandfold never gets far."""
+    max_chunks_per_document: int = 6000
+    """Most chunks one document may make; more is refused with RESOURCE_EXHAUSTED."""
+    parse_memory_mb: int = Field(default=1024, ge=256)
+    """Address space of the process that parses one document, in MiB (RLIMIT_AS); a file that needs more is refused with RESOURCE_EXHAUSTED and the service keeps serving. A small file of every format parses within 200 MiB (XLSX needs more than 150); below 256 the parsers' libraries may not even load."""
+    parse_timeout_s: float = 120.0
+    """How long parsing and chunking one document may take, in seconds; then its process is killed and the upload refused with RESOURCE_EXHAUSTED."""
+    workspace_quota_mb: dict[str, int] = Field(default_factory=lambda: {"u-": 200, "k-": 1000})
+    """Storage per workspace in MiB, by the start of the workspace's name (the gateway names a user's private workspace u-<id> and a class's k-<class>); the longest matching start wins, "" matches every name, and a workspace no entry matches (or one with 0) has no limit. A document counts with its file size or its text, whichever is larger; an upload over the quota is refused with RESOURCE_EXHAUSTED."""
     url_timeout_s: float = 15.0
     """How long fetching a web page may take, in seconds."""
     embed_batch_texts: int = 16
@@ -259,6 +269,16 @@ class GatewayConfig(BaseModel):
     """Chat tokens (prompt and answer) per day per role; beyond that HTTP 429."""
     chat_retention_days: int = 30
     """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
+    document_retention_days: int = Field(default=365, ge=1)
+    """Days a document (its text and vectors) stays in a workspace after its upload; the admin can change it in the Admin tab."""
+    transcript_retention_days: int = Field(default=30, ge=1)
+    """Days a transcript's download files are kept; the admin can change it in the Admin tab."""
+    backup_retention_days: int = Field(default=30, ge=1)
+    """Days a backup in backup_dir is kept (backups cannot be edited, so a deleted user's documents leave them only when they expire); the admin can change it in the Admin tab."""
+    upload_retention_hours: float = Field(default=1.0, gt=0)
+    """Hours an upload may stay in the gateway's upload cache (a file a handler refused, or one left by a crash) before it is deleted."""
+    backup_dir: Path | None = None
+    """The folder where Weaviate's filesystem backup module writes its backups (mounted into the gateway), so expired backups are deleted; empty means the gateway deletes none."""
     max_chat_tokens: int = 512
     """Most tokens of one answer in the web UI, and the default for the API when a request sets none."""
     max_upload_bytes: int = 100 * 1024 * 1024
