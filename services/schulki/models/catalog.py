@@ -101,6 +101,8 @@ class Catalog:
     quant_order: tuple[str, ...]
     last_resort: tuple[str, ...]
     bits_per_weight: dict[str, float] = field(default_factory=dict)
+    quality_floor: str = ""
+    """The lowest quant whose answers are good enough for a class; a CPU gets the fastest quant at or above it."""
 
     def model(self, model_id: str) -> Model:
         """A model by its id; CatalogError lists the ids of that kind when it is unknown."""
@@ -174,7 +176,11 @@ def parse_catalog(data: dict) -> Catalog:
             if missing:
                 raise CatalogError(f"catalog entry {model_id} lacks {', '.join(missing)}")
         models[model_id] = model
-    return Catalog(models=models, quant_order=order, last_resort=last_resort, bits_per_weight=dict(quants.get("bits_per_weight", {})))
+    floor = quants.get("quality_floor", order[-1] if order else "")
+    if floor and floor not in order:
+        raise CatalogError(f"quants.quality_floor {floor!r} is not one of quants.order")
+    return Catalog(models=models, quant_order=order, last_resort=last_resort, bits_per_weight=dict(quants.get("bits_per_weight", {})),
+                   quality_floor=floor)
 
 
 @cache

@@ -166,9 +166,25 @@ class SpeechEngine:
             )
         except (RuntimeError, ValueError, OSError) as error:
             raise ModelLoadError(f"cannot load Whisper model {self.model_path}: {str(error).splitlines()[0]}") from None
+        self._match_mel_bands()
         log.info(
             "loaded %s on %s (%s) in %.1f s", self.model_path.name, self.device, self.compute_type, time.perf_counter() - started
         )
+
+    def _match_mel_bands(self) -> None:
+        """Give the feature extractor the mel bands the model expects.
+
+        faster-whisper reads them from preprocessor_config.json and falls back
+        to 80 without one; large-v3 and its turbo need 128, and some
+        conversions (the catalog's large-v3-turbo) ship no such file.
+        """
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        wanted = self._model.model.n_mels
+        if self._model.feature_extractor.mel_filters.shape[0] != wanted:
+            log.info("%s expects %d mel bands; its folder said otherwise", self.model_path.name, wanted)
+            self._model.feat_kwargs = {**self._model.feat_kwargs, "feature_size": wanted}
+            self._model.feature_extractor = FeatureExtractor(**self._model.feat_kwargs)
 
     def close(self) -> None:
         """Free the model once running work is done."""
