@@ -9,6 +9,7 @@ from schulki.gateway.accounts import ROLES, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, user_error
+from schulki.gateway.ui.evaluation import build_evaluation_section
 
 
 def credentials_table(s: Strings, created: list[NewAccount]) -> str:
@@ -114,6 +115,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     reset.click(reset_password, target, result, api_name="admin_reset_password")
     remove.click(delete_user, target, result, api_name="admin_delete_user")
     save_retention.click(set_retention, retention, result, api_name="admin_retention")
+    build_evaluation_section(gateway, s, require_admin)
 
 
 async def delete_account_data(gateway: Gateway, account) -> None:
