@@ -64,11 +64,12 @@ def test_kl_divergence_agrees_with_llama_perplexity_reading_the_same_file(files,
         reference_pass(model, text_windows(model, data.reference_text().text, CONTEXT, WINDOWS), base)
     with EvalModel(files["Q2_K"], context=CONTEXT, threads=THREADS) as model:
         ours = compare_pass(model, base)
+    # Flash attention off, as schulki loads the model: then both compute the same logits, and the same figures.
     log = run_llama_perplexity(tools, "-m", str(files["Q2_K"]), "--kl-divergence-base", str(base), "--kl-divergence",
-                               "-c", str(CONTEXT), "-b", str(CONTEXT))
+                               "-c", str(CONTEXT), "-b", str(CONTEXT), "-fa", "off")
     kld = float(re.search(r"Mean\s+KLD:\s+([\d.]+)", log).group(1))
     top = float(re.search(r"Same top p:\s+([\d.]+)", log).group(1))
     print(f"Q2_K against Q4_K_M: mean KLD schulki {ours.mean_kld:.5f}, llama-perplexity {kld:.5f}; "
           f"same top {ours.same_top_percent:.2f} % / {top:.2f} %")
-    assert abs(ours.mean_kld - kld) / kld < 0.02
-    assert abs(ours.same_top_percent - top) < 1.0
+    assert abs(ours.mean_kld - kld) / kld < 1e-3
+    assert abs(ours.same_top_percent - top) < 0.01

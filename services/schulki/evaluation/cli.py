@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ def add_parser(commands) -> None:
     ev.add_argument("--results", type=Path, default=None, help="folder for the results (default: eval-results beside the first file)")
     ev.add_argument("--host", default=None, help="name to store the results under (default: this machine's host name)")
     ev.add_argument("--force", action="store_true", help="run even while this machine's inference service has requests waiting")
+    ev.add_argument("--no-nice", action="store_true", help="keep normal CPU priority (only on a machine that serves no one)")
     ev.add_argument("--json", action="store_true", help="print the records as JSON instead of the table")
     ev.set_defaults(func=run)
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                   f"bitte später messen oder --force angeben (the inference service here has {waiting} requests waiting; "
                   "measure later or pass --force)", file=sys.stderr)
             return EXIT_BUSY
-    niceness = lower_priority()
+    niceness = os.nice(0) if args.no_nice else lower_priority()
     options = EvalOptions(
         context=args.context or settings.context, windows=args.windows, text_file=args.text,
         questions_file=args.questions_file, questions_split=args.questions, question_limit=args.max_questions,

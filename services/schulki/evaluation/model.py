@@ -92,6 +92,10 @@ class EvalModel:
         """Forget everything in the KV cache."""
         self._lib.llama_memory_clear(self._lib.llama_get_memory(self.llama.ctx), True)
 
+    def keep(self, n: int) -> bool:
+        """Drop every position from n on, keeping the first n in the KV cache; False where llama.cpp cannot."""
+        return bool(self._lib.llama_memory_seq_rm(self._lib.llama_get_memory(self.llama.ctx), 0, n, -1))
+
     def decode(self, tokens: list[int] | np.ndarray, first_output: int, start_pos: int = 0) -> np.ndarray:
         """Decode tokens at positions start_pos.. and return the logits of tokens[first_output:] (rows × vocab).
 
