@@ -55,8 +55,7 @@ def build_evaluation_section(gateway: Gateway, s: Strings, require_admin: Callab
         require_admin(request)
         folder = results_dir(gateway)
         records = await run_in_threadpool(load_results, folder)
-        if not records:
-            return gr.Dataframe(value=[], headers=headers), text(s, "none").format(folder=folder)
-        return report.rows(records), text(s, "count").format(n=len(records), folder=folder)
+        message = text(s, "count").format(n=len(records), folder=folder) if records else text(s, "none").format(folder=folder)
+        return report.rows(records), message
 
     show.click(load, None, [table, status], api_name="admin_evaluation")
