@@ -64,8 +64,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from schulki.models.catalog import CatalogError
     from schulki.models.fleet import FleetError, plan_inventory, plan_table
 
+    from schulki.evaluation.planning import measurements_text, quality_floor
+    from schulki.evaluation.results import RESULTS_FOLDER, load_results
+    from schulki.models.catalog import load_catalog
+
+    config = Config()
+    results_dir = args.results or config.evaluation.results_dir or config.data_dir / "models" / RESULTS_FOLDER
+    max_kld = args.max_kld if args.max_kld is not None else config.evaluation.max_mean_kld
+    records = load_results(results_dir)
+    catalog = load_catalog()
     try:
-        plans = plan_inventory(args.inventory)
+        plans = plan_inventory(args.inventory, quality_floor(records, catalog, max_kld), catalog)
     except (FleetError, CatalogError) as error:
         print(f"schulki plan: {error}", file=sys.stderr)
         return 2
@@ -75,6 +84,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(plans, indent=2))
     else:
         print(plan_table(plans))
+        measured = measurements_text(plans, records, catalog)
+        if measured:
+            print(measured)
     return 1 if any(p["error"] or (p["chat"] and not p["chat"]["fits"]) for p in plans) else 0
 
 
@@ -109,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = commands.add_parser("plan", help="print, per host of an inventory, the model, quant, context length and GPU layers it would get, and why")
     plan.add_argument("-i", "--inventory", required=True, help="the school's Ansible inventory, e.g. inventory/example")
     plan.add_argument("--json", action="store_true", help="print the full plans as JSON")
+    plan.add_argument("--max-kld", type=float, default=None, help="quality floor: no quant whose measured mean KLD is above this (default: evaluation.max_mean_kld)")
+    plan.add_argument("--results", default=None, help="folder of schulki eval results (default: evaluation.results_dir, else var/models/eval-results)")
     plan.set_defaults(func=cmd_plan)
+
+    from schulki.evaluation.cli import add_parser as add_eval_parser
+
+    add_eval_parser(commands)
 
     args = parser.parse_args(argv)
     return args.func(args)

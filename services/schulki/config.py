@@ -295,6 +295,21 @@ class GatewayConfig(BaseModel):
     """A port that answers plain HTTP only with a redirect to the HTTPS address (80 in the roll-out); empty means none."""
 
 
+class EvaluationConfig(BaseModel):
+    """Settings of ``schulki eval`` (what a quant costs) and of the quality floor the planner respects."""
+
+    results_dir: Path | None = None
+    """Folder of stored evaluation results (one JSON per host and model file). Empty means eval-results beside the evaluated files for ``schulki eval``, and <data_dir>/models/eval-results for ``schulki plan`` and the Admin tab."""
+    max_mean_kld: float | None = None
+    """Quality floor: the planner never chooses a quant whose measured mean KL divergence (on a machine of the same kind) is above this. Empty means no floor."""
+    context: int = 512
+    """Tokens per perplexity window, as llama-perplexity's -c (512 is what published tables use)."""
+    threads: int | None = None
+    """CPU threads for an evaluation; empty means the number of physical cores."""
+    gpu_layers: int = -1
+    """Layers offloaded to the GPU during an evaluation; -1 means all of them (CPU where there is no GPU)."""
+
+
 class Config(BaseSettings):
     """All of schulki's settings."""
 
@@ -318,6 +333,8 @@ class Config(BaseSettings):
     """The retrieval service."""
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     """The gateway."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """``schulki eval`` and the planner's quality floor."""
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
@@ -117,8 +118,13 @@ def _speech_that_fits(catalog: Catalog, usable: int) -> list[str]:
     return [f"{m.id} ({m.files[0].size_bytes * SPEECH_GPU_FACTOR / GiB:.1f} GiB)" for m in sorted(fitting, key=lambda m: -m.files[0].size_bytes)]
 
 
-def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict:
-    """Services, model files and schulki settings for one inventory host; "error" says what is missing."""
+def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
+              quality_floor: Callable[[str, str], frozenset[str]] | None = None) -> dict:
+    """Services, model files and schulki settings for one inventory host; "error" says what is missing.
+
+    quality_floor(model id, node kind) names the chat quants the admin's quality floor rules out
+    (``schulki.evaluation.planning.quality_floor``).
+    """
     catalog = catalog or load_catalog()
     kind = str(_var(hostvars, "schulki_plan_node_kind"))
     if kind not in SERVICES:
@@ -170,7 +176,9 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
             return result
         machine = Machine("cpu", ram, name=host)
     quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
-    p = plan(str(_var(hostvars, "schulki_plan_chat_model")), machine, work, quant=quant, catalog=catalog)
+    chat_model = str(_var(hostvars, "schulki_plan_chat_model"))
+    excluded = quality_floor(chat_model, kind) if quality_floor else frozenset()
+    p = plan(chat_model, machine, work, quant=quant, catalog=catalog, exclude_quants=excluded)
     result["chat"] = p.as_dict()
     if reserved:
         result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU.)"
@@ -234,13 +242,13 @@ def plan_table(plans: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plan_inventory(inventory: str) -> list[dict]:
+def plan_inventory(inventory: str, quality_floor: Callable[[str, str], frozenset[str]] | None = None, catalog: Catalog | None = None) -> list[dict]:
     """The plan of every host of an inventory that has a schulki role."""
-    catalog = load_catalog()
+    catalog = catalog or load_catalog()
     plans = []
     for host, hostvars in read_inventory(inventory).items():
         if "schulki_plan_node_kind" not in hostvars:
             continue  # not a schulki host (for example the mirror)
-        plans.append(host_plan(host, hostvars, catalog))
+        plans.append(host_plan(host, hostvars, catalog, quality_floor))
     return plans
 

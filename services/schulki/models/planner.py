@@ -307,7 +307,8 @@ def minimum_memory(machine: Machine, need: int) -> int:
     return need + machine.driver_reserved_bytes + machine.reserved_bytes
 
 
-def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None = None, catalog: Catalog | None = None) -> Plan:
+def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None = None, catalog: Catalog | None = None,
+         exclude_quants: frozenset[str] = frozenset()) -> Plan:
     """The best way to run a model (a catalog id, or a Model read from a GGUF file) on one machine, and why.
 
     The rules, in order: on a GPU (or a Mac) the best quant whose every layer
@@ -318,6 +319,9 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
     them and the RAM holds the rest; else a refusal that says what would fit.
     On a CPU the same ladder runs over ``cpu_order``: the fastest quant at the
     quality floor, never a slower one.
+
+    exclude_quants: quants the admin's quality floor rules out (measured mean KLD too high, see
+    ``schulki.evaluation.planning``); they are never chosen unless the admin sets that quant.
     """
     catalog = catalog or load_catalog()
     model = catalog.model(model) if isinstance(model, str) else model
@@ -340,6 +344,14 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
 
     where = {"gpu": "on the GPU", "cpu": "in RAM (CPU only)", "apple": "in unified memory (Metal)"}[machine.kind]
     candidates = [model.file_for(quant)] if quant else list(model.files)
+    if exclude_quants and not quant:
+        left_out = [f.quant for f in candidates if f.quant in exclude_quants]
+        candidates = [f for f in candidates if f.quant not in exclude_quants]
+        if left_out:
+            notes.append(f"left out by the quality floor (measured mean KLD too high): {', '.join(left_out)}")
+        if not candidates:
+            worst = model.files[-1]
+            return make(worst, work, 0, False, f"No quant of {model.id} meets the quality floor: every one was measured above it ({', '.join(left_out)}). Raise the floor or pick another model.")
     standard = [f for f in candidates if not f.last_resort]
     last_resort = [f for f in candidates if f.last_resort]
     forced = " (set by the admin)" if quant else ""

@@ -10,6 +10,7 @@ from schulki.gateway.accounts import ROLES, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, user_error
+from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.user_data import delete_user_data, export_for_download
 
 DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_retention_days")
@@ -150,4 +151,5 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     refresh.click(data_periods, None, periods, api_name="admin_data_periods")
     save_periods.click(set_data_periods, periods, [result, *periods], api_name="admin_save_data_periods")
     save_retention.click(set_retention, retention, result, api_name="admin_retention")
+    build_evaluation_section(gateway, s, require_admin)
 
