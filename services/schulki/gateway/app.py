@@ -26,7 +26,9 @@ from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.limits import BodyLimitMiddleware
-from schulki.gateway.context import Gateway
+from schulki.gateway.context import Gateway, private_folder
+from schulki.gateway.gradio_guard import GradioGuard
+from schulki.gateway.origin_guard import OriginGuard
 from schulki.gateway.ui import build_ui, theme
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,7 @@ async def _purge_chats(gateway: Gateway) -> None:
 
 def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     gateway = gateway or Gateway.create(config)
-    tmp = Path(config.data_dir) / "gateway" / "uploads"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = private_folder(Path(config.data_dir) / "gateway" / "uploads")
     os.environ.setdefault("GRADIO_TEMP_DIR", str(tmp))
 
     @contextlib.asynccontextmanager
@@ -65,7 +66,10 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     app = FastAPI(title="schulki", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
-    app.add_middleware(BodyLimitMiddleware, limit=config.gateway.max_upload_bytes, prefixes=UPLOAD_PATHS)
+    # Starlette runs the middleware added last first: origin check, then body limits, then Gradio's file checks.
+    app.add_middleware(GradioGuard, gateway=gateway)
+    app.add_middleware(BodyLimitMiddleware, config=config.gateway, upload_prefixes=UPLOAD_PATHS)
+    app.add_middleware(OriginGuard, config=config.gateway)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError):
@@ -119,4 +123,5 @@ def serve(config: Config) -> None:
     from schulki.runtime import logs
 
     logs.configure(config.runtime.log_level, config.runtime.log_content)
+    os.umask(0o077)  # what the gateway writes (accounts, uploads, transcripts) is students' data: private to its user
     uvicorn.run(create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", access_log=False)

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from schulki.gateway.accounts import ROLES, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, user_error
+from schulki.gateway.ui.common import account_of, discard_upload, user_error
 
 
 def credentials_table(s: Strings, created: list[NewAccount]) -> str:
@@ -71,11 +71,14 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         return credentials_table(s, [created])
 
     async def import_class(path: str | None, request: gr.Request):
-        require_admin(request)
-        if not path:
-            raise gr.Error(s["no_file"])
-        with open(path, encoding="utf-8-sig") as handle:
-            text = handle.read()
+        try:  # the class list (with passwords) does not stay in Gradio's cache
+            require_admin(request)
+            if not path:
+                raise gr.Error(s["no_file"])
+            with open(path, encoding="utf-8-sig") as handle:
+                text = handle.read()
+        finally:
+            discard_upload(path)
         try:
             created = await run_in_threadpool(gateway.accounts.import_csv, text)
         except AccountError as error:
@@ -122,4 +125,5 @@ async def delete_account_data(gateway: Gateway, account) -> None:
 
     await gateway.services.delete_workspace(account.own_workspace)
     shutil.rmtree(gateway.files_root / str(account.id), ignore_errors=True)
+    gateway.file_owners.forget_account(account.id)
     gateway.accounts.delete_user(account.id)
