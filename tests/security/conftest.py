@@ -27,10 +27,11 @@ def security_stack(tmp_path_factory) -> Iterator[Stack]:
     """One stack for the whole suite, with limits small enough to reach quickly in a test."""
     folder = tmp_path_factory.mktemp("security")
     config = stack_config(folder)
-    config.gateway.max_request_bytes = 1 * MIB
-    config.gateway.max_upload_bytes = 8 * MIB
-    config.gateway.requests_per_minute = {"student": 10_000, "teacher": 10_000, "admin": 10_000}
-    config.gateway.body_idle_timeout_s = 2.0
+    limits = {"max_request_bytes": 1 * MIB, "max_upload_bytes": 8 * MIB, "body_idle_timeout_s": 2.0,
+              "requests_per_minute": {"student": 10_000, "teacher": 10_000, "admin": 10_000}}
+    for name, value in limits.items():
+        if name in type(config.gateway).model_fields:  # an older gateway lacks some: the suite then shows the attacks succeed
+            setattr(config.gateway, name, value)
     with running_stack(folder, config=config) as running:
         yield running
 

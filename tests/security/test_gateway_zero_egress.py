@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
-from tests.conftest import REPO_ROOT
+from tests.conftest import ARTIFACTS, REPO_ROOT
 
 TIME_LIMIT_S = 900
 
@@ -50,13 +50,15 @@ def egress(tmp_path_factory) -> dict:
     done = subprocess.run(["unshare", "-n", "--", sys.executable, "-m", "tests.security.egress_driver", str(out)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIME_LIMIT_S)
     assert done.returncode == 0 and out.exists(), done.stderr[-3000:]
+    shutil.copy(out, ARTIFACTS / "zero-egress.json")  # what each feature gave, and every outside address any process named
     return json.loads(out.read_text())
 
 
 def test_every_feature_works_without_a_network(egress):
     """Checks the stack really ran and served every feature inside the namespace (else the trace would prove nothing)."""
     assert not egress["errors"], egress["errors"][0] + egress.get("up_log_tail", "")
-    assert "lo:" in egress["interfaces"] and egress["interfaces"].count(": ") == 1  # loopback only
+    interfaces = egress["interfaces"].strip().splitlines()
+    assert len(interfaces) == 1 and interfaces[0].startswith("1: lo:"), interfaces  # loopback only
     assert egress["api_models"][0] == "schulki-chat" and egress["api_chat"] == 200 and egress["api_chat_stream_chunks"] >= 3
     assert egress["api_embeddings"] == 2 and egress["api_transcription"] == 200
     assert egress["browser_chat"] and egress["browser_documents"] and egress["browser_translate"] and egress["browser_logout"]
