@@ -83,7 +83,7 @@ def test_oversized_headers_are_refused_and_the_gateway_keeps_serving(security_st
                 sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode())
             except (BrokenPipeError, ConnectionResetError):
                 pass
-            assert read_status(sock) in (400, 413, 431, -1, None) != 200
+            assert read_status(sock) in (400, 413, 431, -1)  # refused, or the connection closed
     assert httpx.get(security_stack.url + "/healthz", timeout=5).status_code == 200
 
 
