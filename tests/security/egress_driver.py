@@ -31,16 +31,42 @@ ADDRESS = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"|->\
 SPEECH = "Guten Morgen. Heute lernen wir etwas über die Photosynthese."
 
 
-def judge(trace: str) -> dict:
-    """Every traced call that names an address outside loopback; a UDP connect that sends nothing is only listed.
+def program_of(trace: str) -> dict[int, str]:
+    """Which program each traced pid (thread or process) belongs to: ``gateway``, ``inference``, ..., ``up``.
 
-    A UDP connect sends no packet: it asks the kernel for a route (``schulki up``
-    uses one to print the LAN address). Any send (DNS included) or TCP connect
-    to an outside address is egress.
+    Built from the trace's clone/clone3 results (a child starts as its parent's
+    program) and execve calls (``schulki.cli serve NAME``, ``schulki.gateway``).
     """
-    attempts, probes, calls = [], [], 0
+    programs: dict[int, str] = {}
     for line in trace.splitlines():
-        match = re.match(r"^(\d+)\s+(connect|sendto|sendmsg|sendmmsg)\((\d+)(<[^>]*>)?", line)
+        head = re.match(r"^(\d+)(?:<[^>]*>)?\s+(?:<\.\.\. )?(clone3?|execve)(?:\(| resumed>)", line)
+        if not head:
+            continue
+        pid = int(head.group(1))
+        if head.group(2) == "execve":
+            argv = line.split("[", 1)[1].split("]", 1)[0] if "[" in line else ""
+            serve = re.search(r'"serve", "(\w+)"', argv)
+            programs[pid] = serve.group(1) if serve else "gateway" if "schulki.gateway" in argv else "up" if '"up"' in argv else "other"
+        else:
+            child = re.search(r"= (\d+)(?:<[^>]*>)?\s*$", line)
+            if child:
+                programs[int(child.group(1))] = programs.get(pid, "up")
+    return programs
+
+
+def judge(trace: str) -> dict:
+    """Every traced call that names an address outside loopback, by program; the one route probe of ``schulki up`` is only listed.
+
+    ``launch.lan_url`` connects a UDP socket to 10.255.255.255 port 1 and sends
+    nothing: it asks the kernel which interface leads out, to print the LAN
+    address. Any other connect (TCP or UDP, a DNS lookup starts with one) or
+    send to an outside address counts as an attempt to reach it.
+    """
+    programs = program_of(trace)
+    attempts: dict[str, list[str]] = {}
+    probes, calls = [], 0
+    for line in trace.splitlines():
+        match = re.match(r"^(\d+)(<[^>]*>)?\s+(connect|sendto|sendmsg|sendmmsg)\((\d+)(<[^>]*>)?", line)
         if not match:
             continue
         calls += 1
@@ -49,10 +75,12 @@ def judge(trace: str) -> dict:
         outside = [a for group in ADDRESS.findall(line) for a in group if a and not LOOPBACK.match(a)]
         if not outside:
             continue
-        if match.group(2) == "connect" and (match.group(4) or "").startswith("<UDP"):
+        is_probe = (match.group(3) == "connect" and (match.group(5) or "").startswith("<UDP")
+                    and 'inet_addr("10.255.255.255")' in line and "htons(1)" in line)
+        if is_probe:
             probes.append(line)
         else:
-            attempts.append(line)
+            attempts.setdefault(programs.get(int(match.group(1)), "unknown"), []).append(line)
     return {"traced_calls": calls, "attempts": attempts, "udp_route_probes": probes}
 
 
@@ -134,6 +162,22 @@ def drive_browser(url: str, admin_password: str, student: tuple[str, str], files
             browser.close()
 
 
+def stop(up: subprocess.Popen) -> None:
+    """SIGTERM to ``schulki up`` itself (strace would only detach on it), then, if anything is left, SIGKILL to the whole session."""
+    children = Path(f"/proc/{up.pid}/task/{up.pid}/children")
+    for pid in (children.read_text().split() if children.exists() else []):
+        os.kill(int(pid), signal.SIGTERM)
+    try:
+        up.wait(90)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(up.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    up.wait()
+
+
 def main(out: Path) -> int:
     results: dict = {"errors": []}
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
@@ -142,8 +186,10 @@ def main(out: Path) -> int:
     trace_file = work / "strace.log"
     env = {**os.environ, "SCHULKI_DATA_DIR": str(work / "data"), "PYTHONUNBUFFERED": "1"}
     log = (work / "up.log").open("w")
-    up = subprocess.Popen(["strace", "-f", "-qq", "-yy", "--seccomp-bpf", "-e", f"trace={TRACED}", "-o", str(trace_file),
-                           sys.executable, "-m", "schulki.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+    # its own session: at the end the whole tree (strace, schulki up, services, gateway) can be stopped as one
+    up = subprocess.Popen(["strace", "-f", "-qq", "-yy", "-Y", "-e", f"trace={TRACED},clone,clone3,execve", "-o", str(trace_file),
+                           sys.executable, "-m", "schulki.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=log, text=True,
+                          start_new_session=True)
     output: list[str] = []
     try:
         admin_password = None
@@ -174,16 +220,12 @@ def main(out: Path) -> int:
     except Exception:
         results["errors"].append(traceback.format_exc())
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(90)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait()
+        stop(up)
         log.close()
     results["up_output"] = "".join(output)[-2000:]
     results["up_log_tail"] = (work / "up.log").read_text(errors="replace")[-3000:]
     results |= judge(trace_file.read_text(errors="replace") if trace_file.exists() else "")
+    results["trace_file"] = str(trace_file)
     out.write_text(json.dumps(results, indent=1))
     return 0
 
