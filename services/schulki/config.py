@@ -260,9 +260,19 @@ class GatewayConfig(BaseModel):
     session_hours: float = 12.0
     """How long a login lasts."""
     login_attempts: int = 5
-    """Failed logins allowed per account and per address within login_window_s before further tries are refused."""
+    """Failed logins allowed per account name from one address within login_window_s; then that address must wait (the account stays open from elsewhere)."""
     login_window_s: float = 300.0
     """The window for counting failed logins, in seconds."""
+    login_attempts_per_address: int = 20
+    """Failed logins allowed from one address (any names) within login_window_s before that address must wait."""
+    login_attempts_per_account: int = 20
+    """Failed logins for one name from all addresses within login_window_s after which tries for it are slowed to one per login_backoff_s (never locked)."""
+    login_backoff_s: float = 10.0
+    """The slower pace, in seconds between tries, for a name under attack from many addresses."""
+    login_concurrency: int = 4
+    """Password checks (argon2, 64 MiB each) running at once; further logins are refused at once with 429 instead of queueing."""
+    login_concurrency_per_address: int = 1
+    """Password checks running at once for one address; a burst from one address is refused at once with 429."""
     requests_per_minute: dict[str, int] = Field(default_factory=lambda: {"student": 20, "teacher": 60, "admin": 120})
     """Requests per minute per role (chat, embeddings, transcription, search); beyond that HTTP 429."""
     tokens_per_day: dict[str, int] = Field(default_factory=lambda: {"student": 50_000, "teacher": 200_000, "admin": 1_000_000})
@@ -293,6 +303,13 @@ class GatewayConfig(BaseModel):
     """Further host names or addresses the self-made certificate names (for example the name students type, ki.schule.example); this machine's own names and addresses are always in it."""
     redirect_port: int | None = None
     """A port that answers plain HTTP only with a redirect to the HTTPS address (80 in the roll-out); empty means none."""
+
+    max_request_bytes: int = 4 * 1024 * 1024
+    """Largest request body on every route that is not an upload (the JSON API, Gradio's event routes, the login form); refused with 413 while it streams in, before it is parsed."""
+    body_idle_timeout_s: float = 30.0
+    """A request body that sends nothing for this many seconds is refused with 408 (slow senders cannot hold connections)."""
+    trusted_origins: list[str] = Field(default_factory=list)
+    """Other web origins (``https://host:port``) whose pages may send requests with a user's login; empty means only the gateway's own pages."""
 
 
 class EvaluationConfig(BaseModel):

@@ -9,10 +9,12 @@ enough and keeps the per-request lookup cheap. Only hashes are stored.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import os
 import re
 import secrets
 import time
@@ -160,7 +162,8 @@ def database_url(configured: str | None, data_dir: Path) -> str:
     if configured:
         return configured
     folder = data_dir / "gateway"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
     return f"sqlite:///{folder / 'accounts.sqlite3'}"
 
 
@@ -177,6 +180,11 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     Base.metadata.create_all(engine)
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        # chats and usage are students' data: only the gateway's user may read the file (and its WAL and shared memory)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(engine.url.database + suffix, 0o600)
     return engine
 
 
@@ -403,6 +411,24 @@ class Accounts:
                 db.add(row)
             row.requests += requests
             row.tokens += tokens
+
+    def reserve_tokens(self, user_id: int, prompt_tokens: int, max_tokens: int, limit: int) -> int | None:
+        """Add prompt and answer tokens to today's count in one transaction, if the prompt and one token fit under ``limit``.
+
+        Returns the answer tokens granted (``max_tokens`` or what is left), or
+        None. The row is locked (``FOR UPDATE`` on PostgreSQL; SQLite has one
+        writer), so gateways sharing the database cannot both take the rest.
+        """
+        with self._session.begin() as db:
+            row = db.get(DailyUsage, (user_id, today()), with_for_update=True)
+            if row is None:
+                row = DailyUsage(user_id=user_id, day=today(), requests=0, tokens=0)
+                db.add(row)
+            granted = min(max_tokens, limit - row.tokens - prompt_tokens)
+            if granted < 1:
+                return None
+            row.tokens += prompt_tokens + granted
+            return granted
 
     def tokens_today(self, user_id: int) -> int:
         with self._session() as db:

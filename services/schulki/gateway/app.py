@@ -26,7 +26,9 @@ from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.limits import BodyLimitMiddleware
-from schulki.gateway.context import Gateway
+from schulki.gateway.context import Gateway, private_folder
+from schulki.gateway.gradio_guard import GradioGuard
+from schulki.gateway.origin_guard import OriginGuard
 from schulki.gateway.ui import build_ui, theme
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,7 @@ async def _purge_expired(gateway: Gateway) -> None:
 
 def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     gateway = gateway or Gateway.create(config)
-    tmp = Path(config.data_dir) / "gateway" / "uploads"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = private_folder(Path(config.data_dir) / "gateway" / "uploads")
     os.environ.setdefault("GRADIO_TEMP_DIR", str(tmp))
 
     @contextlib.asynccontextmanager
@@ -63,7 +64,10 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     app = FastAPI(title="schulki", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
-    app.add_middleware(BodyLimitMiddleware, limit=config.gateway.max_upload_bytes, prefixes=UPLOAD_PATHS)
+    # Starlette runs the middleware added last first: origin check, then body limits, then Gradio's file checks.
+    app.add_middleware(GradioGuard, gateway=gateway)
+    app.add_middleware(BodyLimitMiddleware, config=config.gateway, upload_prefixes=UPLOAD_PATHS)
+    app.add_middleware(OriginGuard, config=config.gateway)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError):
@@ -120,6 +124,7 @@ def serve(config: Config) -> None:
     from schulki.runtime.tokens import check_token
 
     logs.configure(config.runtime.log_level, config.runtime.log_content)
+    os.umask(0o077)  # what the gateway writes (accounts, uploads, transcripts) is students' data: private to its user
     check_token(config.runtime.resolved_service_token(), "gateway: runtime.service_token")
     for node, token in config.runtime.resolved_node_tokens().items():
         check_token(token, f"gateway: runtime.node_tokens[{node}]")

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.context import SESSION_COOKIE, Gateway
 from schulki.gateway.i18n import strings
+from schulki.gateway.quotas import LoginRefused
 
 PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -71,13 +72,19 @@ def router(gateway: Gateway) -> APIRouter:
         s = strings(lang)
         address = client_address(request)
         name = name.strip()
-        if gateway.login_limiter.blocked(name, address):
-            return login_page(lang, s["login_blocked"], status=429)
-        account = await run_in_threadpool(gateway.accounts.check_password, name, password)
+        try:
+            gateway.login_limiter.start(name, address)
+        except LoginRefused as refused:
+            response = login_page(lang, s["login_busy" if refused.busy else "login_blocked"], status=429)
+            response.headers["Retry-After"] = str(refused.retry_after_s)
+            return response
+        account = None
+        try:
+            account = await run_in_threadpool(gateway.accounts.check_password, name, password)
+        finally:
+            gateway.login_limiter.finish(name, address, succeeded=account is not None)
         if account is None:
-            gateway.login_limiter.failed(name, address)
             return login_page(lang, s["login_failed"], status=401)
-        gateway.login_limiter.succeeded(name)
         token = gateway.accounts.open_session(account.id, gateway.config.gateway.session_hours)
         response = RedirectResponse(home_path(lang), status_code=303)
         response.set_cookie(

@@ -62,22 +62,104 @@ class SlidingWindow:
             self._events.pop(key, None)
 
 
+class LoginRefused(Exception):
+    """A login that is not checked now; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, retry_after_s: int, busy: bool = False):
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+        self.busy = busy
+
+
 class LoginLimiter:
-    """Refuses further logins after too many failures, per account name and per address."""
+    """Limits password guessing without letting anyone lock another user out.
 
-    def __init__(self, attempts: int, window_s: float):
-        self.attempts = attempts
-        self.failures = SlidingWindow(window_s)
+    - Failures count per account name *and* address: five wrong passwords for a
+      teacher's name from one PC make only that PC wait, never the teacher.
+    - Failures count per address across names, at a higher limit.
+    - A name attacked from many addresses is slowed down, not locked: tries for
+      it are spaced ``login_backoff_s`` apart, so its owner gets in seconds later.
+    - Password checks (argon2, 64 MiB each) run at most ``login_concurrency`` at
+      once, one per address; more are refused at once instead of queueing, so
+      a burst costs neither memory nor a look at the limits above.
+    Every wait ends by itself: windows slide, and refused tries are not counted.
+    """
 
-    def blocked(self, name: str, address: str) -> bool:
-        return self.failures.count(f"name:{name.lower()}") >= self.attempts or self.failures.count(f"ip:{address}") >= self.attempts
+    def __init__(self, config: GatewayConfig):
+        self.config = config
+        self.failures = SlidingWindow(config.login_window_s)
+        self._running: dict[str, int] = defaultdict(int)
+        self._total = 0
+        self._last_try: dict[str, float] = {}
+        self._lock = threading.Lock()
 
-    def failed(self, name: str, address: str) -> None:
-        self.failures.add(f"name:{name.lower()}")
-        self.failures.add(f"ip:{address}")
+    def _wait(self, key: str, limit: int) -> float:
+        with self.failures._lock:
+            events = self.failures._trim(key, time.monotonic())
+            return max(1.0, events[0] + self.failures.window_s - time.monotonic()) if len(events) >= limit else 0.0
 
-    def succeeded(self, name: str) -> None:
-        self.failures.clear(f"name:{name.lower()}")
+    def start(self, name: str, address: str) -> None:
+        """Take a slot for one password check, or raise LoginRefused; call ``finish`` afterwards."""
+        name = name.lower()
+        wait = max(self._wait(f"pair:{name}|{address}", self.config.login_attempts),
+                   self._wait(f"ip:{address}", self.config.login_attempts_per_address))
+        if wait:
+            raise LoginRefused(int(wait) + 1)
+        with self._lock:
+            if self._total >= self.config.login_concurrency or self._running[address] >= self.config.login_concurrency_per_address:
+                raise LoginRefused(1, busy=True)
+            now = time.monotonic()
+            if self.failures.count(f"name:{name}") >= self.config.login_attempts_per_account:
+                since = now - self._last_try.get(name, 0.0)
+                if since < self.config.login_backoff_s:
+                    raise LoginRefused(int(self.config.login_backoff_s - since) + 1, busy=True)
+            self._last_try[name] = now
+            self._total += 1
+            self._running[address] += 1
+
+    def finish(self, name: str, address: str, succeeded: bool) -> None:
+        name = name.lower()
+        with self._lock:
+            self._total -= 1
+            self._running[address] -= 1
+            if not self._running[address]:
+                del self._running[address]
+            if len(self._last_try) > 10_000:
+                self._last_try.clear()
+        if succeeded:
+            self.failures.clear(f"pair:{name}|{address}")
+        else:
+            for key in (f"pair:{name}|{address}", f"ip:{address}", f"name:{name}"):
+                self.failures.add(key)
+
+
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    """An upper bound for the tokens of a prompt, without asking the model: a token covers at least one UTF-8 byte.
+
+    The template adds a few tokens per message. The bound is generous on purpose:
+    a reservation is settled with the real count when the answer ends.
+    """
+    return 8 + sum(len(str(m.get("content", "")).encode()) + 8 for m in messages)
+
+
+class Reservation:
+    """Tokens set aside for one request at admission; ``settle`` replaces them with what it really used."""
+
+    def __init__(self, quotas: Quotas, account: Account, reserved: int, max_tokens: int):
+        self.quotas, self.account, self.reserved, self.max_tokens = quotas, account, reserved, max_tokens
+        self.streamed = False
+        self.open = True
+
+    def settle(self, used_tokens: int) -> None:
+        if self.open:
+            self.open = False
+            self.quotas.accounts.count_usage(self.account.id, tokens=used_tokens - self.reserved)
+
+    def release(self) -> None:
+        """At the end in any case: a request that failed before any answer costs nothing; one broken off mid-answer keeps its reservation."""
+        if self.open and not self.streamed:
+            self.settle(0)
+        self.open = False
 
 
 class Quotas:
@@ -88,16 +170,35 @@ class Quotas:
         self.accounts = accounts
         self.requests = SlidingWindow(60.0)
 
+    def _spent(self, account: Account) -> QuotaExceeded:
+        token_limit = self.config.tokens_per_day.get(account.role, 0)
+        return QuotaExceeded(f"Dein Tageskontingent von {token_limit} Tokens ist aufgebraucht. Morgen geht es weiter.", 3600)
+
     def admit(self, account: Account) -> None:
         """Count one request, or raise QuotaExceeded when the user is over a quota."""
         token_limit = self.config.tokens_per_day.get(account.role, 0)
         if self.accounts.tokens_today(account.id) >= token_limit:
-            raise QuotaExceeded(f"Dein Tageskontingent von {token_limit} Tokens ist aufgebraucht. Morgen geht es weiter.", 3600)
+            raise self._spent(account)
         rate_limit = self.config.requests_per_minute.get(account.role, 0)
         wait = self.requests.try_add(str(account.id), rate_limit)
         if wait:
             raise QuotaExceeded(f"Zu viele Anfragen: höchstens {rate_limit} pro Minute. Bitte warte {wait:.0f} Sekunden.", int(wait) + 1)
         self.accounts.count_usage(account.id, requests=1)
+
+    def reserve(self, account: Account, prompt_tokens: int, max_tokens: int, count_request: bool = True) -> Reservation:
+        """Admit one request and set aside its prompt and its longest answer against the daily token quota.
+
+        Parallel requests each reserve their own share, so together they cannot
+        overrun the quota. When less than the longest answer is left, the answer
+        is shortened to what is left; when not even the prompt fits, QuotaExceeded.
+        """
+        if count_request:
+            self.admit(account)
+        token_limit = self.config.tokens_per_day.get(account.role, 0)
+        granted = self.accounts.reserve_tokens(account.id, prompt_tokens, max_tokens, token_limit)
+        if granted is None:
+            raise self._spent(account)
+        return Reservation(self, account, prompt_tokens + granted, granted)
 
     def add_tokens(self, account: Account, tokens: int) -> None:
         if tokens > 0:

@@ -55,6 +55,7 @@ async def delete_user_data(gateway: Gateway, account: Account) -> None:
     """
     await gateway.services.delete_workspace(account.own_workspace)
     await run_in_threadpool(shutil.rmtree, gateway.files_root / str(account.id), True)
+    gateway.file_owners.forget_account(account.id)
     await run_in_threadpool(gateway.accounts.delete_user, account.id)
 
 

@@ -118,9 +118,7 @@ def router(gateway: Gateway) -> APIRouter:
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         try:
-            gateway.quotas.admit(account)
-            events = gateway.services.chat(messages, gateway.pseudonym(account), max_tokens or gateway.config.gateway.max_chat_tokens,
-                                           temperature, stop, seed)
+            events = gateway.chat(account, messages, max_tokens or gateway.config.gateway.max_chat_tokens, temperature, stop, seed)
             first = await anext(events)  # a bad request fails here, with a proper status, before the stream is committed
         except StopAsyncIteration:
             raise ApiError(502, "The inference service ended the answer without a result.", "server_error") from None
@@ -182,8 +180,7 @@ async def _complete(gateway: Gateway, account: Account, first, events: AsyncIter
         pass
     except (grpc.RpcError, Exception) as error:
         raise from_exception(error) from error
-    usage = finish.usage if finish else inference_pb.Usage()
-    gateway.quotas.add_tokens(account, usage.total_tokens)
+    usage = finish.usage if finish else inference_pb.Usage()  # the quota was settled by gateway.chat
     return JSONResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
@@ -204,8 +201,7 @@ async def _sse(gateway: Gateway, account: Account, first, events: AsyncIterator,
     try:
         while True:
             if event.HasField("finish"):
-                usage = event.finish.usage
-                gateway.quotas.add_tokens(account, usage.total_tokens)
+                usage = event.finish.usage  # the quota was settled by gateway.chat
                 yield chunk({}, FINISH_REASONS.get(event.finish.reason, "stop"))
                 if include_usage:
                     payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],

@@ -1,65 +1,104 @@
-"""Upload size limits, enforced while the body streams in.
+"""Request body limits on every route, enforced while the body streams in, before anything parses it.
 
-A body whose Content-Length is over the limit is refused with 413 before a
-byte of it is read; a body without one (chunked) is counted as it arrives and
-refused as soon as it passes the limit, so a 2 GB upload is never stored.
+Upload routes may take ``gateway.max_upload_bytes``; every other route (the
+JSON API under /v1, Gradio's call and queue routes, the login form) takes
+``gateway.max_request_bytes``. A body whose Content-Length is over the limit
+is refused with 413 before a byte of it is read; a body without one (chunked)
+is counted as it arrives and refused as soon as it passes the limit, so a
+2 GB upload is never stored and a 150 MiB JSON body is never parsed. A body
+that stalls for ``gateway.body_idle_timeout_s`` is refused with 408, so slow
+senders cannot hold a connection and its buffers for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+from schulki.config import GatewayConfig
 
-class BodyTooLarge(Exception):
-    pass
+MIB = 1024 * 1024
 
 
 class BodyLimitMiddleware:
-    """ASGI middleware: at most ``limit`` bytes of request body on the paths that take uploads."""
+    """ASGI middleware: at most the route's limit of request body, arriving without long pauses."""
 
-    def __init__(self, app, limit: int, prefixes: tuple[str, ...]):
+    def __init__(self, app, config: GatewayConfig, upload_prefixes: tuple[str, ...]):
         self.app = app
-        self.limit = limit
-        self.prefixes = prefixes
+        self.config = config
+        self.upload_prefixes = upload_prefixes
 
-    async def _refuse(self, scope, send) -> None:
-        message = f"The upload is larger than the limit of {self.limit // (1024 * 1024)} MiB."
+    def limit_for(self, path: str) -> int:
+        is_upload = any(path.startswith(prefix) for prefix in self.upload_prefixes)
+        return self.config.max_upload_bytes if is_upload else self.config.max_request_bytes
+
+    async def _refuse(self, scope, send, status: int, limit: int) -> None:
+        is_upload = self.limit_for(scope["path"]) == self.config.max_upload_bytes and limit == self.config.max_upload_bytes
+        mib = f"{limit / MIB:.0f}" if limit >= MIB else f"{limit / MIB:.2f}"
+        if status == 408:
+            german, english, code = "Die Anfrage kam zu langsam an.", "The request body arrived too slowly.", "request_timeout"
+        elif is_upload:
+            german, english, code = f"Die Datei ist zu groß: höchstens {mib} MiB.", f"The upload is larger than the limit of {mib} MiB.", "request_too_large"
+        else:
+            german, english, code = f"Die Anfrage ist zu groß: höchstens {mib} MiB.", f"The request is larger than the limit of {mib} MiB.", "request_too_large"
         if scope["path"].startswith("/v1/"):
-            body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": "file", "code": "request_too_large"}}).encode()
+            body = json.dumps({"error": {"message": english, "type": "invalid_request_error", "param": "file" if is_upload else None, "code": code}}).encode()
             media = b"application/json"
         else:
-            body = ("Die Datei ist zu groß: höchstens %d MiB. (%s)" % (self.limit // (1024 * 1024), message)).encode()
+            body = f"{german} ({english})".encode()
             media = b"text/plain; charset=utf-8"
-        await send({"type": "http.response.start", "status": 413,
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not any(scope["path"].startswith(p) for p in self.prefixes):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.limit_for(scope["path"])
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                return await self._refuse(scope, send)
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                return await self._refuse(scope, send, 413, limit)
+        idle_timeout = self.config.body_idle_timeout_s
         received = 0
+        body_done = False
         started = False
+        answered = False
 
         async def counting_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
+            # Over the limit or stalled: answer at once, and tell the app the client is gone, so that
+            # whatever reads the body (FastAPI, Gradio's multipart parser) stops without answering itself.
+            nonlocal received, body_done, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            if body_done:  # after the body only a disconnect can come, and it may come late
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), idle_timeout)
+            except TimeoutError:
+                status = 408
+            else:
+                if message["type"] != "http.request":
+                    return message
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge()
-            return message
+                body_done = not message.get("more_body", False)
+                if received <= limit:
+                    return message
+                status = 413
+            if not started:
+                await self._refuse(scope, send, status, limit)
+            answered = True
+            return {"type": "http.disconnect"}
 
         async def tracking_send(message):
             nonlocal started
+            if answered:  # the app's own answer to the "disconnect" goes nowhere
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(scope, send)
+        except Exception:
+            if not answered:
+                raise

@@ -9,7 +9,7 @@ from schulki.gateway import retention as retention_rules
 from schulki.gateway.accounts import ROLES, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, user_error
+from schulki.gateway.ui.common import account_of, discard_upload, user_error
 from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.user_data import delete_user_data, export_for_download
 
@@ -81,11 +81,14 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         return credentials_table(s, [created])
 
     async def import_class(path: str | None, request: gr.Request):
-        require_admin(request)
-        if not path:
-            raise gr.Error(s["no_file"])
-        with open(path, encoding="utf-8-sig") as handle:
-            text = handle.read()
+        try:  # the class list (with passwords) does not stay in Gradio's cache
+            require_admin(request)
+            if not path:
+                raise gr.Error(s["no_file"])
+            with open(path, encoding="utf-8-sig") as handle:
+                text = handle.read()
+        finally:
+            discard_upload(path)
         try:
             created = await run_in_threadpool(gateway.accounts.import_csv, text)
         except AccountError as error:
@@ -121,7 +124,10 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         except Exception as error:
             raise user_error(s, error) from error
         hours = gateway.config.gateway.upload_retention_hours
-        return s["export_ready"].format(name=account.name, hours=hours), gr.File(value=str(path), visible=True)
+        # the gateway serves a cached file only to its owner: here the admin who asked for the export
+        cached = await export_file.async_move_resource_to_block_cache(str(path))
+        gateway.file_owners.add(cached, admin.id)
+        return s["export_ready"].format(name=account.name, hours=hours), gr.File(value=cached, visible=True)
 
     def data_periods(request: gr.Request):
         require_admin(request)

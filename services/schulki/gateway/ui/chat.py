@@ -49,11 +49,8 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         yield history, history, "", current_id
         prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}] + history[:-1]
         try:
-            gateway.quotas.admit(account)
-            async for event in gateway.services.chat(prompt, gateway.pseudonym(account), gateway.config.gateway.max_chat_tokens):
-                if event.HasField("finish"):
-                    gateway.quotas.add_tokens(account, event.finish.usage.total_tokens)
-                else:
+            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens):
+                if not event.HasField("finish"):
                     history[-1]["content"] += event.text
                     yield history, history, "", current_id
         except Exception as error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 import grpc
 
@@ -18,6 +20,15 @@ def account_of(gateway: Gateway, request: gr.Request, s: Strings) -> Account:
     if account is None:
         raise gr.Error(s["not_logged_in"])
     return account
+
+
+def discard_upload(path: str | None) -> None:
+    """Delete an upload from Gradio's cache once its event is over, refused or not (it may be a student's essay)."""
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def user_error(s: Strings, error: BaseException) -> gr.Error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import gradio as gr
@@ -10,7 +9,7 @@ import gradio as gr
 from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, status_banner, user_error
+from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
 
 FILE_TYPES = [".pdf", ".docx", ".odt", ".epub", ".eml", ".mbox", ".csv", ".xlsx", ".html", ".htm", ".txt", ".md"]
 ANSWER_PROMPT = (
@@ -76,13 +75,13 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         return rows, gr.Dropdown(choices=[(d.source, d.document_id) for d in documents], value=None)
 
     async def ingest(name: str, path: str | None, request: gr.Request, progress=gr.Progress()):
-        account = account_of(gateway, request, s)
-        if not path:
-            raise gr.Error(s["no_file"])
-        allowed(account, name, write=True)
-        file_name = Path(path).name
         document = None
-        try:
+        try:  # the upload stays only in the user's workspace, not in Gradio's cache, also when it is refused
+            account = account_of(gateway, request, s)
+            if not path:
+                raise gr.Error(s["no_file"])
+            allowed(account, name, write=True)
+            file_name = Path(path).name
             gateway.quotas.admit(account)
             progress(0, desc=file_name)
             async for event in gateway.services.ingest(name, Path(path), file_name):
@@ -94,10 +93,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         except Exception as error:
             raise user_error(s, error) from error
         finally:
-            try:  # the upload stays only in the user's workspace, not in Gradio's cache
-                os.unlink(path)
-            except OSError:
-                pass
+            discard_upload(path)
         rows, choices = await list_documents(name, request)
         message = s["uploaded"].format(name=document.source, chunks=document.chunk_count, pages=document.page_count) if document else ""
         return message, rows, choices, None
@@ -130,10 +126,8 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             context = "\n\n".join(f"[{citation(s, hit)}]\n{hit.text}" for hit in hits)
             prompt = [{"role": "user", "content": ANSWER_PROMPT.format(context=context, question=text)}]
             answer_text = ""
-            async for event in gateway.services.chat(prompt, gateway.pseudonym(account), gateway.config.gateway.max_chat_tokens):
-                if event.HasField("finish"):
-                    gateway.quotas.add_tokens(account, event.finish.usage.total_tokens)
-                else:
+            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, admitted=True):
+                if not event.HasField("finish"):
                     answer_text += event.text
                     yield answer_text + footer
             yield answer_text + footer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import gradio as gr
 from schulki.gateway.clients import file_chunks
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, status_banner, user_error
+from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
 from schulki.transcription.export import to_srt, to_txt, to_vtt
 
 LANGUAGES = [("Deutsch", "de"), ("English", "en"), ("Français", "fr"), ("Italiano", "it"), ("Español", "es"), ("Türkçe", "tr"),
@@ -39,12 +38,12 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
         vtt = gr.DownloadButton(s["download_vtt"], visible=False, elem_id="download-vtt")
 
     async def transcribe(path: str | None, chosen: str, request: gr.Request):
-        account = account_of(gateway, request, s)
-        if not path:
-            raise gr.Error(s["no_recording"])
         hidden = gr.DownloadButton(visible=False)
         segments, lines, shown_language = [], [], ""
-        try:
+        try:  # the recording is not kept, also when it is refused: only the transcript, in the user's own folder
+            account = account_of(gateway, request, s)
+            if not path:
+                raise gr.Error(s["no_recording"])
             gateway.quotas.admit(account)
             async for event in gateway.services.transcribe(file_chunks(Path(path)), Path(path).name, gateway.pseudonym(account), chosen or ""):
                 kind = event.WhichOneof("event")
@@ -62,17 +61,17 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
         except Exception as error:
             raise user_error(s, error) from error
         finally:
-            try:  # the recording is not kept: only the transcript, in the user's own folder
-                os.unlink(path)
-            except OSError:
-                pass
+            discard_upload(path)
         folder = gateway.user_files(account) / uuid.uuid4().hex
         folder.mkdir()
         files = []
-        for suffix, export in (("txt", to_txt), ("srt", to_srt), ("vtt", to_vtt)):
+        for button, suffix, export in ((txt, "txt", to_txt), (srt, "srt", to_srt), (vtt, "vtt", to_vtt)):
             target = folder / f"transkript.{suffix}"
             target.write_text(export(segments), encoding="utf-8")
-            files.append(gr.DownloadButton(value=str(target), visible=True))
+            # Gradio serves its cached copy to anyone who knows the path; the gateway serves it only to this user
+            cached = await button.async_move_resource_to_block_cache(str(target))
+            gateway.file_owners.add(cached, account.id)
+            files.append(gr.DownloadButton(value=cached, visible=True))
         yield "\n".join(lines), shown_language, *files
 
     run.click(transcribe, [audio, language], [text, detected, txt, srt, vtt], api_name="transcribe")

@@ -70,11 +70,8 @@ def build_translate_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         ]
         translation = ""
         try:
-            gateway.quotas.admit(account)
-            async for event in gateway.services.chat(prompt, gateway.pseudonym(account), gateway.config.gateway.max_chat_tokens, temperature=0.2):
-                if event.HasField("finish"):
-                    gateway.quotas.add_tokens(account, event.finish.usage.total_tokens)
-                else:
+            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, temperature=0.2):
+                if not event.HasField("finish"):
                     translation += event.text
                     yield translation, note
         except Exception as error:
