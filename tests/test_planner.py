@@ -191,7 +191,7 @@ def test_a_model_that_does_not_fit_names_a_smaller_one():
 
 
 def test_the_start_up_check_refuses_what_clearly_does_not_fit(tmp_path):
-    config = InferenceConfig(context_length=32768, parallel_sequences=64)
+    config = InferenceConfig(context_length=32768, parallel_sequences=64, full_swa_cache=True)
     with pytest.raises(StartupError, match="parallel"):
         check_fits(config, chat_model_path(Config()), Machine("cpu", 8 * GiB), limit=8 * GiB)
     assert check_fits(InferenceConfig(), chat_model_path(Config()), Machine("cpu", 8 * GiB), limit=8 * GiB).fits
