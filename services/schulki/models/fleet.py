@@ -13,17 +13,18 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
-from schulki.models.planner import GiB, MiB, Machine, Workload, plan
+from schulki.models.planner import GiB, MiB, Machine, Workload, default_parallel, plan
 
 FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_node_kind": "gpu",
     "schulki_plan_chat_model": "llama-3.1-8b-instruct",
     "schulki_plan_chat_quant": "",
     "schulki_plan_context_length": 8192,
-    "schulki_plan_parallel_sequences": 2,
+    "schulki_plan_parallel_sequences": "auto",
     "schulki_plan_batch_size": 512,
     "schulki_plan_kv_cache_type": "f16",
     "schulki_plan_flash_attention": True,
@@ -65,9 +66,11 @@ def _int_var(host: str, hostvars: dict, name: str) -> int:
 def workload(host: str, hostvars: dict) -> Workload:
     """The chat workload the inventory sets for a host."""
     flash = _var(hostvars, "schulki_plan_flash_attention")
+    auto = str(_var(hostvars, "schulki_plan_parallel_sequences")).lower() == "auto"
     return Workload(
         context_length=_int_var(host, hostvars, "schulki_plan_context_length"),
-        parallel=_int_var(host, hostvars, "schulki_plan_parallel_sequences"),
+        parallel=1 if auto else _int_var(host, hostvars, "schulki_plan_parallel_sequences"),
+        full_swa_cache=False,  # as the inference engine runs (inference.full_swa_cache)
         batch_size=_int_var(host, hostvars, "schulki_plan_batch_size"),
         kv_cache_type=str(_var(hostvars, "schulki_plan_kv_cache_type")),
         flash_attention=flash if isinstance(flash, bool) else str(flash).lower() in ("1", "true", "yes"),
@@ -135,6 +138,9 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
             return result
         machine = Machine("cpu", ram, name=host)
     quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
+    if str(_var(hostvars, "schulki_plan_parallel_sequences")).lower() == "auto":
+        chat = catalog.model(str(_var(hostvars, "schulki_plan_chat_model")))
+        work = replace(work, parallel=default_parallel(chat, machine, work))
     p = plan(str(_var(hostvars, "schulki_plan_chat_model")), machine, work, quant=quant, catalog=catalog)
     result["chat"] = p.as_dict()
     if reserved:
