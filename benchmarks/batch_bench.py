@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schulki.config import Config, InferenceConfig  # noqa: E402
-from schulki.inference.engine import ChatEngine, Generation, GenerationResult, Sampling  # noqa: E402
+from schulki.inference.engine import ChatEngine, Generation, Sampling  # noqa: E402
 from schulki.inference.llama_report import load_model, new_context  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
 
@@ -102,9 +102,8 @@ class Raw:
 async def engine_rate(engine: ChatEngine, prompts: list[list[int]], seconds: float) -> tuple[float, int]:
     """Tokens/s of B engine streams, counted while all B run; and how many tokens that was."""
     async def stream(prompt: list[int]) -> None:
-        async for item in engine.generate(Generation(prompt_tokens=prompt, max_tokens=4000 - len(prompt), sampling=GREEDY)):
-            if isinstance(item, GenerationResult):
-                return
+        async for _ in engine.generate(Generation(prompt_tokens=prompt, max_tokens=4000 - len(prompt), sampling=GREEDY)):
+            pass
 
     tasks = [asyncio.create_task(stream(p)) for p in prompts]
     stats = engine.stats
@@ -127,11 +126,10 @@ async def engine_rate(engine: ChatEngine, prompts: list[list[int]], seconds: flo
 
 
 async def first_token_s(engine: ChatEngine, prompt: list[int]) -> float:
-    started = time.perf_counter()
-    async for item in engine.generate(Generation(prompt_tokens=prompt, max_tokens=1, sampling=GREEDY)):
-        if isinstance(item, GenerationResult):
-            break
-    return time.perf_counter() - started
+    started, first = time.perf_counter(), None
+    async for _ in engine.generate(Generation(prompt_tokens=prompt, max_tokens=1, sampling=GREEDY)):
+        first = first or time.perf_counter()
+    return first - started
 
 
 async def prefix_reuse(engine: ChatEngine, rounds: int) -> None:

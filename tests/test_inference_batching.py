@@ -193,7 +193,7 @@ def test_a_long_prompt_being_read_does_not_stop_other_streams(server, stub):
     first_answer = reader.pieces[0][0] if reader.pieces else time.monotonic()
     during = [t for t, _ in running.pieces if sent < t < first_answer]
     print(f"{prompt_tokens} prompt tokens read in {first_answer - sent:.2f} s; meanwhile the other stream got {len(during)} pieces")
-    assert engine.stats.reused_tokens == reused_before  # nothing of this prompt was cached: it really was read
+    assert engine.stats.reused_tokens - reused_before < 16  # at most the chat template's opening came from a cache
     assert len(during) >= 3
     running.call.cancel()
     wait_for(lambda: engine.running == 0)

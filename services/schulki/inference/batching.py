@@ -27,6 +27,7 @@ window still covers it (llama-server's own check).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -44,10 +45,11 @@ MIN_COPY_GAIN = 32
 
 @dataclass
 class Request:
-    """One generation handed to the worker; ``emit`` delivers pieces to the caller's event loop."""
+    """One generation handed to the worker; ``deliver`` runs on ``loop`` with each piece, then the result."""
 
     job: object  # engine.Generation
-    emit: Callable[[object], None]
+    loop: asyncio.AbstractEventLoop
+    deliver: Callable[[object], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -112,6 +114,7 @@ class BatchDecoder:
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot(i) for i in range(slots)]
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: list[tuple[Request, object]] = []
         self._waiting: deque[Request] = deque()
         self._admitted = 0
         self.stats = BatchStats()
@@ -164,6 +167,25 @@ class BatchDecoder:
                     if slot.request is not None:
                         self._end(slot, error=error)
                         self._forget(slot)
+            self._flush()
+
+    def _emit(self, request: Request, item: object) -> None:
+        self._outbox.append((request, item))
+
+    def _flush(self) -> None:
+        """Hand this step's pieces to their event loops, one wake-up per loop and step rather than one per token:
+        on a busy machine every extra hand-over of the GIL between threads costs the decoding a time slice."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, object]]] = {}
+        for request, item in self._outbox:
+            by_loop.setdefault(request.loop, []).append((request, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_all, items)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody waits for these answers any more
+                pass
 
     def _stop_all(self) -> None:
         for slot in self._slots:
@@ -171,12 +193,13 @@ class BatchDecoder:
                 slot.result.finish_reason = "cancelled"
                 self._end(slot)
         while self._waiting:
-            self._waiting.popleft().emit(RuntimeError("Der Dienst wird beendet. (The service is shutting down.)"))
+            self._emit(self._waiting.popleft(), RuntimeError("Der Dienst wird beendet. (The service is shutting down.)"))
+        self._flush()
 
     def _drop_cancelled(self) -> None:
         for request in [r for r in self._waiting if r.cancelled.is_set()]:
             self._waiting.remove(request)
-            request.emit(_cancelled_result(request))
+            self._emit(request, _cancelled_result(request))
         for slot in self._slots:
             if slot.request is not None and slot.request.cancelled.is_set():
                 slot.result.finish_reason = "cancelled"
@@ -194,7 +217,7 @@ class BatchDecoder:
                 self._start(slot, request)
             except Exception as error:  # noqa: BLE001 - the caller gets the error, the others go on
                 log.exception("could not start a sequence")
-                request.emit(error)
+                self._emit(request, error)
                 self._forget(slot)
 
     def _start(self, slot: _Slot, request: Request) -> None:
@@ -296,7 +319,7 @@ class BatchDecoder:
         self.stats.generated_tokens += 1
         piece = slot.text.push(self._model.detokenize([token]))
         if piece:
-            slot.request.emit(piece)
+            self._emit(slot.request, piece)
         if slot.text.stopped:
             return "stop"
         if result.completion_tokens >= slot.request.job.max_tokens or len(slot.prompt) + result.completion_tokens >= self.n_ctx_seq:
@@ -313,12 +336,12 @@ class BatchDecoder:
             slot.sampler = None
         self.running = sum(1 for s in self._slots if s.request is not None)
         if error is not None:
-            request.emit(error)
+            self._emit(request, error)
             return
         tail = slot.text.flush() if slot.result.finish_reason != "cancelled" else ""
         if tail:
-            request.emit(tail)
-        request.emit(slot.result)
+            self._emit(request, tail)
+        self._emit(request, slot.result)
 
     def _forget(self, slot: _Slot) -> None:
         """Drop a slot's cells when their content is unknown (after an error)."""
@@ -328,6 +351,11 @@ class BatchDecoder:
 
 class _Stop:
     pass
+
+
+def _deliver_all(items: list[tuple[Request, object]]) -> None:
+    for request, item in items:
+        request.deliver(item)
 
 
 _STOP = _Stop()

@@ -241,13 +241,7 @@ class ChatEngine:
             if not isinstance(item, str) and not ended.done():
                 ended.set_result(None)
 
-        def emit(item: str | GenerationResult | BaseException) -> None:
-            try:
-                loop.call_soon_threadsafe(deliver, item)
-            except RuntimeError:  # the event loop is gone (shutdown): nobody waits for this answer any more
-                pass
-
-        request = Request(job, emit)
+        request = Request(job, loop, deliver)
         self._decoder.submit(request)
         try:
             while True:
