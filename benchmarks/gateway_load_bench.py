@@ -8,6 +8,14 @@ student's tokens per second against the fastest's (1.0 is perfectly fair).
     .venv/bin/python benchmarks/gateway_load_bench.py                 # 30 students, 120 s, the real stack in this process
     .venv/bin/python benchmarks/gateway_load_bench.py --students 10 --duration 60
     .venv/bin/python benchmarks/gateway_load_bench.py --url http://gateway:7860 --keys keys.txt   # a running gateway, one API key per line
+    .venv/bin/python benchmarks/gateway_load_bench.py --students 30 --duration 90 --threads 2 --peer
+
+--peer then runs the same load against llama.cpp's own llama-server (same
+model file, threads and context per sequence, ``-np`` equal to schulki's
+parallel sequences) and prints both side by side. llama-server is a measuring
+instrument, not a dependency: ../shared/tools/build-llama-peer builds it from
+the llama.cpp sources in the pinned llama-cpp-python sdist and caches it in
+~/.cache/llama-peer/VERSION (or set --peer-server).
 """
 
 from __future__ import annotations
@@ -16,8 +24,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,6 +108,61 @@ async def run(url: str, keys: list[str], duration: float, max_tokens: int, think
     return students
 
 
+def summary(students: list[Student], wall: float) -> dict[str, float]:
+    ttfts = [t for s in students for t in s.ttfts]
+    return {
+        "requests": sum(s.requests for s in students), "errors": sum(len(s.errors) for s in students),
+        "ttft_p50": percentile(ttfts, 50), "ttft_p95": percentile(ttfts, 95),
+        "tokens_s": sum(s.tokens for s in students) / wall,
+    }
+
+
+def peer_server_path(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    import llama_cpp
+
+    cache = Path(os.environ.get("LLAMA_PEER_CACHE", Path.home() / ".cache" / "llama-peer"))
+    return cache / llama_cpp.__version__ / "src" / "vendor" / "llama.cpp" / "build" / "bin" / "llama-server"
+
+
+@contextlib.contextmanager
+def llama_server(binary: Path, model: Path, parallel: int, threads: int, context: int):
+    """llama.cpp's llama-server on a free port with -np parallel slots of `context` tokens each; yields its URL."""
+    if not binary.exists():
+        raise SystemExit(f"llama-server not found at {binary}: build it with ../shared/tools/build-llama-peer")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
+               "-t", str(threads), "-tb", str(threads), "-c", str(context * parallel), "--no-webui"]
+    print("peer: " + " ".join([binary.name, *command[1:]]))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"llama-server exited: {process.stderr.read()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def side_by_side(rows: dict[str, dict[str, float]]) -> None:
+    print(f"\n{'server':<34} {'TTFT p50':>9} {'TTFT p95':>9} {'tokens/s':>9} {'requests':>9} {'errors':>7}")
+    for name, r in rows.items():
+        print(f"{name:<34} {r['ttft_p50']:>8.2f}s {r['ttft_p95']:>8.2f}s {r['tokens_s']:>9.1f} {r['requests']:>9.0f} {r['errors']:>7.0f}")
+
+
 def report(students: list[Student], duration: float, wall: float) -> None:
     ttfts = [t for s in students for t in s.ttfts]
     requests = sum(s.requests for s in students)
@@ -126,7 +192,12 @@ def main() -> int:
     parser.add_argument("--keys", type=Path, help="with --url: a file with one API key per line")
     parser.add_argument("--threads", type=int, default=1,
                         help="inference threads for the in-process stack; on a busy machine 1 beats 2, since llama.cpp's threads spin waiting for each other")
+    parser.add_argument("--parallel", type=int, help="inference.parallel_sequences of the in-process stack (default: the node's default)")
+    parser.add_argument("--peer", action="store_true", help="then run the same load against llama.cpp's llama-server and compare")
+    parser.add_argument("--peer-server", help="path of the llama-server binary (default: the build-llama-peer cache)")
     args = parser.parse_args()
+    rows: dict[str, dict[str, float]] = {}
+    print(f"load before: {os.getloadavg()[0]:.2f} (1-min average)")
 
     with contextlib.ExitStack() as stack:
         if args.url:
@@ -138,12 +209,33 @@ def main() -> int:
             config = stack_config(folder)
             config.inference.threads = args.threads
             config.inference.max_queued = max(64, 2 * args.students)
+            if args.parallel:
+                config.inference.parallel_sequences = args.parallel
             running = stack.enter_context(running_stack(folder, services=("inference",), config=config))
             url = running.url
             keys = [running.add_user(f"bench-{i:02d}", "student").api_key for i in range(args.students)]
         start = time.monotonic()
         students = asyncio.run(run(url, keys, args.duration, args.max_tokens, args.think))
-        report(students, args.duration, time.monotonic() - start)
+        wall = time.monotonic() - start
+        report(students, args.duration, wall)
+        rows["schulki"] = summary(students, wall)
+        if args.peer:
+            if args.url:
+                raise SystemExit("--peer compares with the in-process stack; leave out --url")
+            engine = running.servers["inference"].services[0].engine
+            parallel, model = engine.parallel, engine.model_path
+            stack.close()  # free the cores and memory before the peer runs
+            print(f"load between: {os.getloadavg()[0]:.2f} (1-min average)")
+            with llama_server(peer_server_path(args.peer_server), model, parallel, args.threads, config.inference.context_length) as peer:
+                start = time.monotonic()
+                students = asyncio.run(run(peer, ["peer"] * args.students, args.duration, args.max_tokens, args.think))
+                wall = time.monotonic() - start
+                print("\nllama-server:")
+                report(students, args.duration, wall)
+                rows[f"llama-server -np {parallel} -t {args.threads}"] = summary(students, wall)
+            rows = {(f"schulki ({parallel} parallel sequences)" if k == "schulki" else k): v for k, v in rows.items()}
+            side_by_side(rows)
+    print(f"load after: {os.getloadavg()[0]:.2f} (1-min average)")
     return 0
 
 

@@ -195,7 +195,7 @@ def test_the_rendered_settings_are_valid_schulki_settings_from_the_plan(school, 
     base, _ = school
     gpu = _settings(base, "gpu12", monkeypatch)
     assert str(gpu.inference.model_path) == "/models/gemma-3-270m-q4_k_m.gguf"
-    assert gpu.inference.context_length == 8192 and gpu.inference.parallel_sequences == 2
+    assert gpu.inference.context_length == 8192 and gpu.inference.parallel_sequences == 8  # the default of a 12 GB GPU
     assert gpu.inference.gpu_layers == -1 and gpu.inference.flash_attention
     assert gpu.transcription.device == "cuda" and str(gpu.transcription.model_path) == "/models/faster-whisper-base"
     lab = _settings(base, "lab01", monkeypatch)

@@ -114,3 +114,30 @@ def test_a_cancelled_waiter_leaves_the_line_and_frees_nothing_twice():
             assert s.running == 1
 
     run(scenario())
+
+
+def test_several_slots_go_to_several_users_and_one_user_holds_at_most_its_cap():
+    async def scenario():
+        s = FairScheduler(slots=4, max_queued=10, max_queued_per_user=10, max_running_per_user=2)
+        order: list[str] = []
+        gates = {n: asyncio.Event() for n in ("a1", "a2", "a3", "a4", "b1", "c1")}
+        tasks = {n: asyncio.create_task(_hold(s, n[0], order, gates[n], n)) for n in ("a1", "a2", "a3", "a4")}
+        await asyncio.sleep(0)
+        # Two slots stay free, yet the third and fourth tab of a wait.
+        assert order == ["a1", "a2"] and s.running == 2 and s.queue_length == 2
+        for n in ("b1", "c1"):
+            tasks[n] = asyncio.create_task(_hold(s, n[0], order, gates[n], n))
+            await asyncio.sleep(0)
+        assert order == ["a1", "a2", "b1", "c1"] and s.running == 4 and s.queue_length == 2
+        gates["b1"].set()
+        await asyncio.sleep(0.01)
+        assert order[-1] not in ("a3", "a4")  # b's slot is free, but a still holds two
+        gates["a1"].set()
+        await asyncio.sleep(0.01)
+        assert order[-1] == "a3" and s.running == 3
+        for g in gates.values():
+            g.set()
+        await asyncio.gather(*tasks.values())
+        return order
+
+    assert run(scenario()) == ["a1", "a2", "b1", "c1", "a3", "a4"]

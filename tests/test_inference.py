@@ -48,6 +48,7 @@ def server():
     config = Config()
     config.inference.threads = 2
     config.inference.max_queued = 8
+    config.inference.parallel_sequences = 1  # the line in front of one slot; many slots: test_inference_batching.py
     service = build(config)
     with InProcessServer([service]) as running:
         running.service = service
@@ -176,6 +177,7 @@ def test_a_full_queue_answers_resource_exhausted_at_once():
     config = Config()
     config.inference.threads = 2
     config.inference.max_queued = 1
+    config.inference.parallel_sequences = 1
     service = build(config)
     with InProcessServer([service]) as server, server.channel() as channel:
         stub = pb_grpc.InferenceServiceStub(channel)

@@ -13,7 +13,7 @@ from schulki.inference.llama_report import buffer_sizes, capture_llama_log
 from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path
 from schulki.models.gguf import model_from_gguf
-from schulki.models.planner import GiB, MiB, Machine, Workload, estimate, kv_cache_bytes, plan
+from schulki.models.planner import GiB, MiB, Machine, Workload, default_parallel, estimate, kv_cache_bytes, plan
 from schulki.runtime.errors import StartupError
 from tests.conftest import REPO_ROOT
 
@@ -123,18 +123,40 @@ def test_the_estimate_for_the_embedding_model_is_within_ten_percent_of_llama_cpp
         loaded.close()
 
 
-def test_the_estimate_matches_what_the_inference_engine_reports():
+@pytest.mark.parametrize("context,parallel,swa_full", [(3000, 1, False), (2048, 4, False), (1024, 16, False), (2048, 2, True)])
+def test_the_estimate_matches_what_the_inference_engine_reports(context, parallel, swa_full):
     from schulki.inference.engine import ChatEngine
+    from schulki.inference.fit_check import workload
 
-    config = InferenceConfig(context_length=3000, threads=1)
+    config = InferenceConfig(context_length=context, threads=1, parallel_sequences=parallel, full_swa_cache=swa_full)
     engine = ChatEngine(chat_model_path(Config()), config)
     info = engine.load()
     try:
         model = model_from_gguf(engine.model_path)
-        est = estimate(model, model.files[0], Workload(context_length=3000), "cpu")
+        est = estimate(model, model.files[0], workload(config), "cpu")
+        print(f"engine ctx {context} x{parallel} swa_full={swa_full}: KV {est.kv_cache / MiB:.1f}/{info.buffers.kv_cache / MiB:.1f} MiB, "
+              f"total {est.llama_total / MiB:.1f}/{info.buffers.total / MiB:.1f} MiB")
+        assert info.parallel_sequences == parallel
+        assert_close(est.kv_cache, info.buffers.kv_cache, 0.02, "engine KV cache")
         assert_close(est.llama_total, info.buffers.total, 0.10, "engine total")
     finally:
         engine.close()
+
+
+def test_the_default_parallel_sequences_follow_the_node_kind_and_memory():
+    catalog = load_catalog()
+    gemma, qwen, llama = (catalog.model(m) for m in ("gemma-3-270m", "qwen3-4b", "llama-3.1-8b-instruct"))
+    swa_off = Workload(4096, 1, full_swa_cache=False)
+    assert default_parallel(gemma, Machine("cpu", 16 * GiB), swa_off) == 16
+    assert default_parallel(qwen, Machine("cpu", 16 * GiB), Workload(4096, 1)) == 4
+    assert default_parallel(gemma, Machine("apple", 16 * GiB), swa_off) == 8
+    flash = Workload(4096, 1, flash_attention=True)
+    by_gpu = [default_parallel(llama, Machine("gpu", gib * GiB), flash) for gib in (8, 12, 16, 24, 48)]
+    assert by_gpu == sorted(by_gpu) and by_gpu[0] == 4 and by_gpu[-1] == 16, by_gpu
+    for gib, parallel in zip((8, 12, 16, 24, 48), by_gpu):
+        # All sequences' KV caches stay within a quarter of the memory.
+        assert parallel * kv_cache_bytes(llama, flash) <= gib * GiB / 4
+    assert default_parallel(llama, Machine("gpu", 8 * GiB), Workload(32768, 1, flash_attention=True)) == 1
 
 
 def _rank(catalog, p):
@@ -172,7 +194,7 @@ def test_a_model_that_does_not_fit_names_a_smaller_one():
 
 
 def test_the_start_up_check_refuses_what_clearly_does_not_fit(tmp_path):
-    config = InferenceConfig(context_length=32768, parallel_sequences=64)
+    config = InferenceConfig(context_length=32768, parallel_sequences=64, full_swa_cache=True)
     with pytest.raises(StartupError, match="parallel"):
         check_fits(config, chat_model_path(Config()), Machine("cpu", 8 * GiB), limit=8 * GiB)
     assert check_fits(InferenceConfig(), chat_model_path(Config()), Machine("cpu", 8 * GiB), limit=8 * GiB).fits

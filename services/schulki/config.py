@@ -99,8 +99,16 @@ class InferenceConfig(BaseModel):
     """Element type of the KV cache; q8_0 halves its memory at a small loss of quality (quantized V needs flash attention)."""
     batch_size: int = 512
     """Tokens evaluated at once while reading the prompt."""
-    parallel_sequences: int = 1
-    """Sequences decoded at once. The engine decodes one at a time today; the planner already counts this many KV caches."""
+    parallel_sequences: int | None = Field(default=None, ge=1, le=64)
+    """Sequences decoded at once in one batch (continuous batching); each has its own KV cache of context_length
+    tokens, and the fair queue hands out this many turns. Empty means the default of the node kind (16 on a CPU,
+    4/8/16 on a GPU with under 12/under 20/more GiB, 8 on an Apple machine; see docs/decisions.md)."""
+    max_running_per_user: int = Field(default=2, ge=1)
+    """Sequences one user may hold at once; further requests of that user wait even while slots are free, so one
+    student with five tabs cannot take the slots the class needs."""
+    full_swa_cache: bool = False
+    """Keep the whole context in the sliding-window layers too (Gemma 3). Off, as llama-server runs: those layers keep
+    only the window, which saves most of the KV cache; prefix reuse then works while a conversation still fits the window."""
     max_queued: int = 32
     """Requests that may wait for their turn; beyond that new requests are refused at once with RESOURCE_EXHAUSTED."""
     max_queued_per_user: int = 4

@@ -100,6 +100,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "models": ("Modelle der Inferenz-Knoten", "Models of the inference nodes"),
     "col_model": ("Modell", "Model"), "col_quant": ("Quantisierung", "Quant"), "col_context": ("Kontext", "Context"),
     "col_gpu_layers": ("GPU-Schichten", "GPU layers"), "col_queue": ("Warteschlange", "Queue"),
+    "col_parallel": ("Gleichzeitig (laufen/Plätze)", "Parallel (running/slots)"),
     "usage": ("Nutzung heute pro Klasse (nur Zahlen, keine Inhalte)", "Usage today per class (counts only, no content)"),
     "col_class": ("Klasse", "Class"), "col_users": ("Nutzer", "Users"), "col_requests": ("Anfragen", "Requests"), "col_tokens": ("Tokens", "Tokens"),
     "users": ("Benutzer", "Users"),

@@ -1,27 +1,26 @@
 """The chat engine: one llama.cpp model, its chat template, and token-by-token generation.
 
-The engine owns the llama context and runs every generation on its own worker
+The engine owns the model and one llama context with ``parallel_sequences``
+sequences; the batch worker (batching.py) runs every generation on its own
 thread, because a llama context is not thread safe. The service never touches
-llama.cpp itself: it asks the engine to count tokens, then holds a turn from
-the scheduler while the engine generates. Batched decoding of several
-sequences would change only this module and the scheduler's slot count.
+llama.cpp itself: it asks the engine to count tokens, then holds one of the
+scheduler's turns (one per sequence) while the engine generates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import concurrent.futures
 import logging
-import random
-import threading
+import multiprocessing
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schulki.config import InferenceConfig
-from schulki.inference.llama_report import BufferSizes, buffer_sizes, load_llama, quant_name
+from schulki.inference.batching import BatchDecoder, BatchStats, Request
+from schulki.inference.llama_report import BufferSizes, buffer_sizes, load_model, new_context, quant_name
 from schulki.runtime.errors import InvalidInput
 
 log = logging.getLogger("schulki.inference")
@@ -83,6 +82,7 @@ class ModelInfo:
     training_context_length: int
     gpu_layers: int
     layer_count: int
+    parallel_sequences: int = 1
     buffers: BufferSizes = field(default_factory=BufferSizes)
 
 
@@ -124,67 +124,94 @@ class StopText:
 
 
 class ChatEngine:
-    """A loaded GGUF chat model with its chat template."""
+    """A loaded GGUF chat model with its chat template, decoding up to ``parallel_sequences`` answers at once."""
 
-    def __init__(self, model_path: Path, config: InferenceConfig):
+    def __init__(self, model_path: Path, config: InferenceConfig, parallel: int | None = None):
         self.model_path = model_path
         self.config = config
-        self._llama = None
+        self.parallel = parallel or config.parallel_sequences or 1
+        self._model = None
+        self._ctx = None
+        self._decoder: BatchDecoder | None = None
         self._formatter = None
-        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self.info: ModelInfo | None = None
 
+    @property
+    def stats(self) -> BatchStats:
+        """Counters of the batch worker (requests, prompt tokens, of them reused from cached cells)."""
+        return self._decoder.stats
+
+    @property
+    def running(self) -> int:
+        """Sequences decoding (or reading their prompt) right now."""
+        return self._decoder.running if self._decoder else 0
+
     def load(self) -> ModelInfo:
-        """Load the model; raise ModelLoadError with a one-line reason if it cannot be."""
+        """Load the model and make its context; raise ModelLoadError with a one-line reason if it cannot be."""
+        import llama_cpp as lc
         from llama_cpp import llama_chat_format
 
         started = time.perf_counter()
-        llama, lines = load_llama(
-            self.model_path,
-            n_ctx=self.config.context_length,
-            n_gpu_layers=self.config.gpu_layers,
-            n_threads=self.config.threads,
-            n_batch=self.config.batch_size,
-            flash_attn=self.config.flash_attention,
-            type_k=_GGML_TYPES[self.config.kv_cache_type],
-            type_v=_GGML_TYPES[self.config.kv_cache_type],
-        )
-        self._llama = llama
-        metadata = llama.metadata
+        c = self.config
+        model, lines = load_model(self.model_path, gpu_layers=c.gpu_layers)
+        self._model = model
+        params = lc.llama_context_default_params()
+        params.n_seq_max = self.parallel
+        params.n_ctx = c.context_length * self.parallel  # every sequence gets its own stream of context_length cells
+        params.n_batch = params.n_ubatch = c.batch_size
+        threads = c.threads or max(multiprocessing.cpu_count() // 2, 1)
+        params.n_threads = params.n_threads_batch = threads
+        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if c.flash_attention else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.type_k = params.type_v = _GGML_TYPES[c.kv_cache_type]
+        params.swa_full = c.full_swa_cache
+        params.kv_unified = False
+        params.no_perf = True
+        self._ctx, context_lines = new_context(model, params)
+        lines += context_lines
+        metadata = model.metadata()
         arch = metadata.get("general.architecture", "")
         template = metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATES.get(arch, CHATML_TEMPLATE)
-        eos, bos = llama.token_eos(), llama.token_bos()
+        eos, bos = model.token_eos(), model.token_bos()
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template,
-            eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
         )
+        n_ctx_seq = lc.llama_n_ctx_seq(self._ctx)
+        n_swa = 0 if c.full_swa_cache else lc.llama_model_n_swa(model.model)
+        self._decoder = BatchDecoder(self._ctx, model, slots=self.parallel, n_batch=c.batch_size, n_ctx_seq=n_ctx_seq, n_swa=n_swa)
         layers = int(metadata.get(f"{arch}.block_count", 0) or 0)
-        gpu_layers = self.config.gpu_layers if self.config.gpu_layers >= 0 else layers
-        from llama_cpp import llama_supports_gpu_offload
-
+        gpu_layers = c.gpu_layers if c.gpu_layers >= 0 else layers
         self.info = ModelInfo(
             model_name=metadata.get("general.name") or self.model_path.stem,
             file_name=self.model_path.name,
-            quant=quant_name(metadata, llama._model.desc()),
-            context_length=llama.n_ctx(),
-            training_context_length=llama._model.n_ctx_train(),
-            gpu_layers=min(gpu_layers, layers) if llama_supports_gpu_offload() else 0,
+            quant=quant_name(metadata, model.desc()),
+            context_length=n_ctx_seq,
+            training_context_length=model.n_ctx_train(),
+            gpu_layers=min(gpu_layers, layers) if lc.llama_supports_gpu_offload() else 0,
             layer_count=layers,
+            parallel_sequences=self.parallel,
             buffers=buffer_sizes(lines),
         )
         log.info(
-            "loaded %s (%s, %d tokens of context) in %.1f s",
-            self.info.model_name, self.info.quant, self.info.context_length, time.perf_counter() - started,
+            "loaded %s (%s, %d parallel sequences of %d tokens) in %.1f s",
+            self.info.model_name, self.info.quant, self.parallel, n_ctx_seq, time.perf_counter() - started,
         )
         return self.info
 
     def close(self) -> None:
-        """Free the model once running work is done."""
-        self._worker.shutdown(wait=True)
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+        """Free the model once the worker has stopped."""
+        import llama_cpp as lc
+
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
+        if self._ctx is not None:
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
 
     def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """Apply the model's chat template and tokenize; safe to call beside a generation."""
@@ -192,85 +219,47 @@ class ChatEngine:
             result = self._formatter(messages=messages)
         except Exception as error:  # the template rejected the conversation
             raise InvalidInput(f"Das Modell kann dieses Gespräch nicht verarbeiten: {error}") from None
-        return self._llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        return self._model.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    def tokens_of(self, text: str) -> list[int]:
+        """Plain text as the model's tokens (no chat template, no special tokens)."""
+        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     async def generate(self, job: Generation) -> AsyncIterator[str | GenerationResult]:
         """Yield text pieces as they are generated, then the GenerationResult.
 
-        Closing the iterator early (the caller cancelled) stops the worker within
-        one token step, and the context is free again when this returns.
+        The job joins the running batch at the next step. Closing the iterator
+        early (the caller cancelled) takes it out within one step, and its slot
+        is free again when this returns.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | GenerationResult | BaseException] = asyncio.Queue()
-        cancelled = threading.Event()
+        pieces: asyncio.Queue[str | GenerationResult | BaseException] = asyncio.Queue()
+        ended = loop.create_future()
 
-        def emit(item: str | GenerationResult | BaseException) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+        def deliver(item: str | GenerationResult | BaseException) -> None:
+            pieces.put_nowait(item)
+            if not isinstance(item, str) and not ended.done():
+                ended.set_result(None)
 
-        def run() -> None:
-            try:
-                emit(self._generate_blocking(job, emit, cancelled))
-            except BaseException as error:  # noqa: BLE001 - handed to the event loop
-                emit(error)
-
-        future = loop.run_in_executor(self._worker, run)
+        request = Request(job, loop, deliver)
+        self._decoder.submit(request)
         try:
             while True:
-                item = await queue.get()
+                item = await pieces.get()
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, GenerationResult):
                     yield item
                     return
                 # Send what piled up while the consumer was busy as one piece.
-                while not queue.empty() and isinstance(queue._queue[0], str):  # type: ignore[attr-defined]
-                    item += queue.get_nowait()
+                while not pieces.empty() and isinstance(pieces._queue[0], str):  # type: ignore[attr-defined]
+                    item += pieces.get_nowait()
                 yield item
         finally:
-            cancelled.set()
-            await asyncio.shield(future)
-
-    def _generate_blocking(self, job: Generation, emit, cancelled: threading.Event) -> GenerationResult:
-        from llama_cpp import llama_vocab_is_eog
-
-        llama = self._llama
-        s = job.sampling
-        llama.set_seed(s.seed if s.seed is not None else random.getrandbits(32))
-        text = StopText(job.stop)
-        result = GenerationResult(finish_reason="length")
-        n_ctx = llama.n_ctx()
-        vocab = llama._model.vocab
-        tokens = llama.generate(
-            job.prompt_tokens,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            temp=s.temperature,
-            repeat_penalty=s.repeat_penalty,
-            min_p=0.0,
-        )
-        try:
-            for token in tokens:
-                if cancelled.is_set():
-                    result.finish_reason = "cancelled"
-                    break
-                if llama_vocab_is_eog(vocab, token):
-                    result.finish_reason = "stop"
-                    break
-                result.completion_tokens += 1
-                piece = text.push(llama._model.detokenize([token]))
-                if piece:
-                    emit(piece)
-                if text.stopped:
-                    result.finish_reason = "stop"
-                    break
-                if result.completion_tokens >= job.max_tokens or len(job.prompt_tokens) + result.completion_tokens >= n_ctx:
-                    break
-        finally:
-            tokens.close()
-        tail = text.flush()
-        if tail:
-            emit(tail)
-        return result
+            if not ended.done():
+                request.cancelled.set()
+                self._decoder.wake()
+                await asyncio.shield(ended)
 
 
 _GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from schulki.config import InferenceConfig
 from schulki.models.gguf import GGUFError, model_from_gguf
-from schulki.models.planner import GiB, MiB, Machine, Plan, Workload, estimate, plan
+from schulki.models.planner import GiB, MiB, Machine, Plan, Workload, default_parallel, estimate, plan
 from schulki.runtime.errors import StartupError
 
 log = logging.getLogger("schulki.inference")
@@ -67,14 +67,31 @@ def this_machine(config: InferenceConfig) -> tuple[Machine, int]:
     return Machine("cpu", available + 2 * GiB, name="this machine"), total
 
 
-def workload(config: InferenceConfig) -> Workload:
+def workload(config: InferenceConfig, parallel: int | None = None) -> Workload:
+    """The workload the engine will run: the same context shape it creates, so the estimate matches its buffers."""
     return Workload(
-        context_length=config.context_length, parallel=config.parallel_sequences, batch_size=config.batch_size,
-        kv_cache_type=config.kv_cache_type, flash_attention=config.flash_attention,
+        context_length=config.context_length, parallel=parallel or config.parallel_sequences or 1, batch_size=config.batch_size,
+        kv_cache_type=config.kv_cache_type, flash_attention=config.flash_attention, full_swa_cache=config.full_swa_cache,
     )
 
 
-def check_fits(config: InferenceConfig, model_path: Path, machine: Machine | None = None, limit: int | None = None) -> Plan | None:
+def parallel_sequences(config: InferenceConfig, model_path: Path, machine: Machine | None = None) -> int:
+    """inference.parallel_sequences, or, when empty, the planner's default for this machine and model."""
+    if config.parallel_sequences:
+        return config.parallel_sequences
+    try:
+        model = model_from_gguf(model_path)
+    except (GGUFError, OSError):
+        return 1  # the engine's own load reports the broken file
+    machine = machine or this_machine(config)[0]
+    chosen = min(default_parallel(model, machine, workload(config, 1)), config.batch_size)
+    log.info("parallel sequences: %d (the default for %s)", chosen, machine.name)
+    return chosen
+
+
+def check_fits(
+    config: InferenceConfig, model_path: Path, machine: Machine | None = None, limit: int | None = None, parallel: int | None = None,
+) -> Plan | None:
     """Refuse (StartupError) what clearly cannot fit, warn about what is tight; None when the file cannot be read."""
     try:
         model = model_from_gguf(model_path)
@@ -84,7 +101,7 @@ def check_fits(config: InferenceConfig, model_path: Path, machine: Machine | Non
     if machine is None:
         machine, limit = this_machine(config)
     limit = limit if limit is not None else machine.memory_bytes
-    work = workload(config)
+    work = workload(config, parallel)
     result = plan(model, machine, work, quant=model.files[0].quant)
     need = estimate(model, model.files[0], work, machine.kind).llama_total
     all_on_one_device = machine.kind != "gpu" or config.gpu_layers < 0 or config.gpu_layers >= model.layers

@@ -123,3 +123,43 @@ def capture_llama_log() -> Iterator[list[str]]:
         yield lines
     finally:
         llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def load_model(path: Path, what: str = "model", gpu_layers: int = -1):
+    """Load only the weights of a GGUF file (llama-cpp-python's LlamaModel); return it and llama.cpp's load log.
+
+    The chat engine makes its own context (several sequences), which the
+    high-level ``Llama`` class cannot. Errors as in ``load_llama``.
+    """
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+
+    from schulki.runtime.errors import ModelLoadError
+
+    try:
+        check_gguf_file(path)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = gpu_layers if gpu_layers >= 0 else 0x7FFFFFFF  # as llama-cpp-python: -1 means all
+    with capture_llama_log() as lines:
+        try:
+            model = LlamaModel(path_model=str(path), params=params, verbose=False)
+        except (ValueError, RuntimeError, OSError) as error:
+            reason = next((line.strip() for line in reversed(lines) if "error" in line.lower()), str(error))
+            raise ModelLoadError(f"cannot load {what} {path}: {reason}") from None
+    return model, lines
+
+
+def new_context(model, params, what: str = "model"):
+    """Create a llama context for a loaded model; return it and llama.cpp's log (with the KV and compute buffer sizes)."""
+    import llama_cpp
+
+    from schulki.runtime.errors import ModelLoadError
+
+    with capture_llama_log() as lines:
+        ctx = llama_cpp.llama_init_from_model(model.model, params)
+    if not ctx:
+        reason = next((line.strip() for line in reversed(lines) if "error" in line.lower() or "failed" in line.lower()), "no reason given")
+        raise ModelLoadError(f"cannot create the context for {what}: {reason}")
+    return ctx, lines

@@ -44,10 +44,15 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
     service_name = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
 
     def __init__(self, config: InferenceConfig, model_path: Path):
+        from schulki.inference.fit_check import parallel_sequences
+
         self.config = config
-        self.engine = ChatEngine(model_path, config)
+        parallel = parallel_sequences(config, model_path)
+        self.engine = ChatEngine(model_path, config, parallel=parallel)
+        # One turn per sequence of the engine's batch: the fair queue decides who decodes, the engine how.
         self.scheduler = FairScheduler(
-            slots=1, max_queued=config.max_queued, max_queued_per_user=config.max_queued_per_user
+            slots=parallel, max_queued=config.max_queued, max_queued_per_user=config.max_queued_per_user,
+            max_running_per_user=config.max_running_per_user,
         )
         self._loaded = False
 
@@ -57,7 +62,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
     async def start(self) -> None:
         from schulki.inference.fit_check import check_fits
 
-        await asyncio.to_thread(check_fits, self.config, self.engine.model_path)
+        await asyncio.to_thread(check_fits, self.config, self.engine.model_path, parallel=self.engine.parallel)
         await asyncio.to_thread(self.engine.load)
         self._loaded = True
 
@@ -150,7 +155,8 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             weights_bytes=info.buffers.weights,
             kv_cache_bytes=info.buffers.kv_cache,
             compute_buffer_bytes=info.buffers.compute,
-            parallel_sequences=self.scheduler.slots,
+            parallel_sequences=info.parallel_sequences,
             queue_length=self.scheduler.queue_length,
+            running_sequences=self.engine.running,
             file_name=info.file_name,
         )

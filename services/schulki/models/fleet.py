@@ -14,17 +14,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
-from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, MiB, Machine, Workload, plan
+from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, MiB, Machine, Workload, default_parallel, plan
 
 FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_node_kind": "gpu",
     "schulki_plan_chat_model": "llama-3.1-8b-instruct",
     "schulki_plan_chat_quant": "",
     "schulki_plan_context_length": 8192,
-    "schulki_plan_parallel_sequences": 2,
+    "schulki_plan_parallel_sequences": "auto",
     "schulki_plan_batch_size": 512,
     "schulki_plan_kv_cache_type": "f16",
     "schulki_plan_flash_attention": True,
@@ -70,9 +71,11 @@ def _int_var(host: str, hostvars: dict, name: str) -> int:
 def workload(host: str, hostvars: dict) -> Workload:
     """The chat workload the inventory sets for a host."""
     flash = _var(hostvars, "schulki_plan_flash_attention")
+    auto = str(_var(hostvars, "schulki_plan_parallel_sequences")).lower() == "auto"
     return Workload(
         context_length=_int_var(host, hostvars, "schulki_plan_context_length"),
-        parallel=_int_var(host, hostvars, "schulki_plan_parallel_sequences"),
+        parallel=1 if auto else _int_var(host, hostvars, "schulki_plan_parallel_sequences"),
+        full_swa_cache=False,  # as the inference engine runs (inference.full_swa_cache)
         batch_size=_int_var(host, hostvars, "schulki_plan_batch_size"),
         kv_cache_type=str(_var(hostvars, "schulki_plan_kv_cache_type")),
         flash_attention=flash if isinstance(flash, bool) else str(flash).lower() in ("1", "true", "yes"),
@@ -177,6 +180,8 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
         machine = Machine("cpu", ram, name=host)
     quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
     chat_model = str(_var(hostvars, "schulki_plan_chat_model"))
+    if str(_var(hostvars, "schulki_plan_parallel_sequences")).lower() == "auto":
+        work = replace(work, parallel=default_parallel(catalog.model(chat_model), machine, work))
     excluded = quality_floor(chat_model, kind) if quality_floor else frozenset()
     p = plan(chat_model, machine, work, quant=quant, catalog=catalog, exclude_quants=excluded)
     result["chat"] = p.as_dict()

@@ -8,8 +8,9 @@ allocate, the way llama.cpp allocates it:
 - KV cache: 2 (K and V) x layers x KV heads x head size x cells x bytes per
   element, where cells are the context length of each parallel sequence
   (padded to 256, as llama.cpp pads). Gemma 3's local layers hold only the
-  sliding window (plus one batch) unless llama.cpp keeps a full-size SWA cache,
-  its default and what the inference engine uses;
+  sliding window (plus one batch) of each sequence unless a full-size SWA cache
+  is asked for (``full_swa_cache``; the inference engine runs without it, as
+  llama-server does);
 - compute buffer: the larger of the logits of one batch over the vocabulary
   (514 MiB for Gemma's 262k vocabulary and a 512-token batch) and the attention
   scores of one batch against the context (unless flash attention is on);
@@ -63,7 +64,8 @@ class Workload:
     kv_cache_type: str = "f16"
     flash_attention: bool = False
     full_swa_cache: bool = True
-    """llama.cpp's default: local (sliding-window) layers keep the whole context too."""
+    """Local (sliding-window) layers keep the whole context too (llama.cpp's library default). The inference
+    engine runs with it off unless inference.full_swa_cache is set."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,27 @@ def output_bytes(model: Model, work: Workload) -> int:
     """The logits (or embeddings) of the last token of each sequence."""
     width = model.hidden if is_encoder(model) else model.vocab
     return width * F32 * max(1, work.parallel)
+
+
+PARALLEL_CAPS = {"cpu": 16, "apple": 8}
+"""Most sequences by node kind; on a GPU by memory: see default_parallel."""
+PARALLEL_KV_SHARE = 0.25
+"""The KV caches of all sequences may take at most this share of the budget, so the weights keep a good quant."""
+
+
+def default_parallel(model: Model, machine: Machine, work: Workload) -> int:
+    """Sequences to decode at once when the admin sets none: the most (a power of two, at most the kind's cap)
+    whose KV caches take at most a quarter of the budget. Batching reads the weights once for all of them, so
+    more sequences cost little speed each until the cores (CPU) or the memory (GPU) run out."""
+    if machine.kind == "gpu":
+        cap = 4 if machine.memory_bytes < 12 * GiB else 8 if machine.memory_bytes < 20 * GiB else 16
+    else:
+        cap = PARALLEL_CAPS[machine.kind]
+    one = kv_cache_bytes(model, replace(work, parallel=1))
+    parallel = cap
+    while parallel > 1 and parallel * one > PARALLEL_KV_SHARE * machine.budget:
+        parallel //= 2
+    return parallel
 
 
 def estimate(model: Model, file: ModelFile, work: Workload, kind: str = "gpu") -> Estimate:

@@ -7,8 +7,11 @@ the one who came first. A user with several requests therefore waits behind
 users with none. A full line refuses new requests at once, and a request that
 is cancelled while it waits leaves the line without taking a turn.
 
-The engine has ``slots`` places; today it decodes one sequence at a time, and
-batched decoding of several sequences only raises ``slots``.
+The engine has ``slots`` places (the chat engine decodes that many sequences
+in one batch). One user holds at most ``max_running_per_user`` of them at
+once: further requests of that user wait even while slots are free, so a
+student with five tabs takes two slots, not five, and the others stay free
+for the class.
 """
 
 from __future__ import annotations
@@ -42,12 +45,13 @@ class _Waiter:
 class FairScheduler:
     """Hands out ``slots`` turns at a time, fairly between users."""
 
-    def __init__(self, slots: int = 1, max_queued: int = 32, max_queued_per_user: int = 4):
+    def __init__(self, slots: int = 1, max_queued: int = 32, max_queued_per_user: int = 4, max_running_per_user: int | None = None):
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.slots = slots
         self.max_queued = max_queued
         self.max_queued_per_user = max_queued_per_user
+        self.max_running_per_user = max_running_per_user or slots
         self._running: dict[str, int] = defaultdict(int)
         self._waiting: dict[str, deque[_Waiter]] = defaultdict(deque)
         self._last_served: dict[str, int] = {}
@@ -75,7 +79,7 @@ class FairScheduler:
             self._release(user)
 
     async def _acquire(self, user: str) -> None:
-        if self._free > 0 and self.queue_length == 0:
+        if self._free > 0 and self.queue_length == 0 and self._running.get(user, 0) < self.max_running_per_user:
             self._grant(user)
             return
         waiting = self.queue_length
@@ -86,6 +90,7 @@ class FairScheduler:
             raise Busy(USER_BUSY_MESSAGE.format(waiting=mine))
         waiter = _Waiter(next(self._arrivals), user, asyncio.get_running_loop().create_future())
         self._waiting[user].append(waiter)
+        self._hand_out()  # a slot may be free for this user while others wait only for their own cap
         try:
             await waiter.future
         except asyncio.CancelledError:
@@ -113,9 +118,15 @@ class FairScheduler:
         self._running[user] -= 1
         if self._running[user] <= 0:
             del self._running[user]
-        while self._free > 0 and self._waiting:
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._free > 0:
+            allowed = [u for u in self._waiting if self._running.get(u, 0) < self.max_running_per_user]
+            if not allowed:
+                return
             nxt = min(
-                self._waiting,
+                allowed,
                 key=lambda u: (self._running.get(u, 0), self._last_served.get(u, 0), self._waiting[u][0].seq),
             )
             waiter = self._waiting[nxt].popleft()

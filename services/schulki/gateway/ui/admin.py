@@ -24,7 +24,7 @@ def credentials_table(s: Strings, created: list[NewAccount]) -> str:
 def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     refresh = gr.Button(s["refresh"], elem_id="admin-refresh")
     health = gr.Dataframe(headers=[s["col_service"], s["col_node"], s["col_status"]], label=s["health"], interactive=False)
-    models = gr.Dataframe(headers=[s["col_node"], s["col_model"], s["col_quant"], s["col_context"], s["col_gpu_layers"], s["col_queue"]],
+    models = gr.Dataframe(headers=[s["col_node"], s["col_model"], s["col_quant"], s["col_context"], s["col_gpu_layers"], s["col_parallel"], s["col_queue"]],
                           label=s["models"], interactive=False)
     usage = gr.Dataframe(headers=[s["col_class"], s["col_users"], s["col_requests"], s["col_tokens"]], label=s["usage"], interactive=False)
     users = gr.Dataframe(headers=[s["col_name"], s["col_role"], s["col_classes"]], label=s["users"], interactive=False)
@@ -65,9 +65,10 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         model_rows = []
         for address, info in await gateway.services.model_infos():
             if info is None:
-                model_rows.append([address, "–", "–", "–", "–", "–"])
+                model_rows.append([address, "–", "–", "–", "–", "–", "–"])
             else:
-                model_rows.append([address, info.model_name, info.quant, info.context_length, info.gpu_layers, info.queue_length])
+                model_rows.append([address, info.model_name, info.quant, info.context_length, info.gpu_layers,
+                                   f"{info.running_sequences}/{info.parallel_sequences}", info.queue_length])
         usage_rows = [list(row) for row in gateway.accounts.usage_by_class()]
         user_rows = [[a.name, a.role, ", ".join(a.classes)] for a in gateway.accounts.list_users()]
         return health_rows, model_rows, usage_rows, user_rows, gateway.retention_days()

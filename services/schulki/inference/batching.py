@@ -1,0 +1,367 @@
+"""Continuous batching: one llama context decodes every running sequence in one batch per step.
+
+One worker thread owns the llama context (a context is not thread safe). Each
+step it builds one ``llama_batch`` from
+
+- one token for every sequence that is answering (its last sampled token), and
+- the next chunk of every prompt still being read, as far as the batch has room,
+
+decodes it, and samples the next token of each answering sequence with that
+sequence's own native sampler chain. A request joins at the next step; one
+that finishes, hits a stop string or is cancelled leaves at once, so its slot
+serves the next request one step later. A long prompt is read in chunks of at
+most one batch, so the answers already running get a token every step while
+it is read, and a request cancelled while its prompt is read is gone within one
+chunk.
+
+Every slot is one llama.cpp sequence with its own stream of KV cells
+(``n_seq_max`` = slots, ``kv_unified`` off, as llama-server runs with ``-np``).
+What a slot computed stays in its cells after the request ends: the next
+request that starts with the same tokens (the next turn of a conversation, or a
+system prompt many students share) reads only what differs. A slot whose own
+cells share less than another slot's are copied over first
+(``llama_memory_seq_cp``). With the sliding-window cache of Gemma 3, cells
+older than the window get overwritten, and the reuse is taken only where the
+window still covers it (llama-server's own check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from schulki.inference.sampling import SamplerChain
+
+log = logging.getLogger("schulki.inference")
+
+MIN_COPY_GAIN = 32
+"""A slot copies another slot's cells only when that saves at least this many prompt tokens."""
+
+
+@dataclass
+class Request:
+    """One generation handed to the worker; ``deliver`` runs on ``loop`` with each piece, then the result."""
+
+    job: object  # engine.Generation
+    loop: asyncio.AbstractEventLoop
+    deliver: Callable[[object], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class BatchStats:
+    """Counters for benchmarks and the log: how much prompt work prefix reuse saved."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    steps: int = 0
+    generated_tokens: int = 0
+    slot_copies: int = 0
+
+
+class _Slot:
+    """One sequence of the context: its cached tokens and, while busy, the request it serves."""
+
+    def __init__(self, seq_id: int):
+        self.seq_id = seq_id
+        self.cached: list[int] = []
+        """Tokens whose KV cells this sequence holds, from position 0."""
+        self.request: Request | None = None
+        self.sampler: SamplerChain | None = None
+        self.prompt: list[int] = []
+        self.fed = 0
+        """Prompt tokens already in the cells."""
+        self.pending: int | None = None
+        """The last sampled token, decoded in the next step."""
+        self.text = None
+        self.result = None
+        self.index = -1
+        """Position in the current batch whose logits this slot samples from, or -1."""
+        self.started = 0
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchDecoder:
+    """The worker thread that runs every sequence of one llama context in shared steps."""
+
+    def __init__(self, ctx, model, *, slots: int, n_batch: int, n_ctx_seq: int, n_swa: int):
+        import llama_cpp as lc
+
+        if slots > n_batch:
+            raise ValueError(f"parallel sequences ({slots}) must not exceed the batch size ({n_batch})")
+        self._lc = lc
+        self._ctx = ctx
+        self._mem = lc.llama_get_memory(ctx)
+        self._model = model
+        self._vocab = model.vocab
+        self._n_vocab = lc.llama_vocab_n_tokens(model.vocab)
+        self._n_batch = n_batch
+        self.n_ctx_seq = n_ctx_seq
+        self._n_swa = n_swa
+        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._slots = [_Slot(i) for i in range(slots)]
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._outbox: list[tuple[Request, object]] = []
+        self._waiting: deque[Request] = deque()
+        self._admitted = 0
+        self.stats = BatchStats()
+        self.running = 0
+        self._thread = threading.Thread(target=self._run, name="llama-batch", daemon=True)
+        self._thread.start()
+
+    # --- called from other threads -------------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        self._inbox.put(request)
+
+    def wake(self) -> None:
+        """Make an idle worker look at its slots (a cancellation arrived)."""
+        self._inbox.put(None)
+
+    def close(self) -> None:
+        """Stop the worker after the current step and free the batch; requests still running end as cancelled."""
+        self._inbox.put(_STOP)
+        self._thread.join()
+        self._lc.llama_batch_free(self._batch)
+
+    # --- the worker thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            busy = any(s.request for s in self._slots) or self._waiting
+            try:
+                item = self._inbox.get() if not busy else self._inbox.get_nowait()
+            except queue.Empty:
+                item = None
+            while True:
+                if item is _STOP:
+                    self._stop_all()
+                    return
+                if item is not None:
+                    self._waiting.append(item)
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                self._drop_cancelled()
+                self._admit()
+                if any(s.request for s in self._slots):
+                    self._step()
+            except Exception as error:  # noqa: BLE001 - one failed step must not stop the service
+                log.exception("decode step failed")
+                for slot in self._slots:
+                    if slot.request is not None:
+                        self._end(slot, error=error)
+                        self._forget(slot)
+            self._flush()
+
+    def _emit(self, request: Request, item: object) -> None:
+        self._outbox.append((request, item))
+
+    def _flush(self) -> None:
+        """Hand this step's pieces to their event loops, one wake-up per loop and step rather than one per token:
+        on a busy machine every extra hand-over of the GIL between threads costs the decoding a time slice."""
+        if not self._outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, object]]] = {}
+        for request, item in self._outbox:
+            by_loop.setdefault(request.loop, []).append((request, item))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_all, items)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody waits for these answers any more
+                pass
+
+    def _stop_all(self) -> None:
+        for slot in self._slots:
+            if slot.request is not None:
+                slot.result.finish_reason = "cancelled"
+                self._end(slot)
+        while self._waiting:
+            self._emit(self._waiting.popleft(), RuntimeError("Der Dienst wird beendet. (The service is shutting down.)"))
+        self._flush()
+
+    def _drop_cancelled(self) -> None:
+        for request in [r for r in self._waiting if r.cancelled.is_set()]:
+            self._waiting.remove(request)
+            self._emit(request, _cancelled_result(request))
+        for slot in self._slots:
+            if slot.request is not None and slot.request.cancelled.is_set():
+                slot.result.finish_reason = "cancelled"
+                self._end(slot)
+
+    def _admit(self) -> None:
+        while self._waiting:
+            free = [s for s in self._slots if s.request is None]
+            if not free:
+                return
+            request = self._waiting.popleft()
+            prompt = request.job.prompt_tokens
+            slot = max(free, key=lambda s: common_prefix(s.cached, prompt))
+            try:
+                self._start(slot, request)
+            except Exception as error:  # noqa: BLE001 - the caller gets the error, the others go on
+                log.exception("could not start a sequence")
+                self._emit(request, error)
+                self._forget(slot)
+
+    def _start(self, slot: _Slot, request: Request) -> None:
+        from schulki.inference.engine import GenerationResult, StopText
+
+        lc, mem = self._lc, self._mem
+        prompt = list(request.job.prompt_tokens)
+        limit = len(prompt) - 1  # the last prompt token is always decoded: its logits give the first answer token
+        reuse = min(common_prefix(slot.cached, prompt), limit)
+        donor = max((s for s in self._slots if s is not slot), key=lambda s: common_prefix(s.cached, prompt), default=None)
+        if donor is not None:
+            shared = min(common_prefix(donor.cached, prompt), limit)
+            if shared >= reuse + MIN_COPY_GAIN:
+                lc.llama_memory_seq_cp(mem, donor.seq_id, slot.seq_id, -1, -1)
+                slot.cached = list(donor.cached)
+                reuse = shared
+                self.stats.slot_copies += 1
+        if not lc.llama_memory_seq_rm(mem, slot.seq_id, reuse, -1):
+            reuse = 0
+        if reuse > 0:
+            # A sliding-window cache may have overwritten cells the reused prefix still needs.
+            pos_min = lc.llama_memory_seq_pos_min(mem, slot.seq_id)
+            if pos_min < 0 or pos_min > max(0, reuse - self._n_swa):
+                reuse = 0
+        if reuse == 0:
+            lc.llama_memory_seq_rm(mem, slot.seq_id, -1, -1)
+        slot.cached = prompt[:reuse]
+        slot.fed = reuse
+        slot.prompt = prompt
+        slot.pending = None
+        slot.request = request
+        slot.sampler = SamplerChain(request.job.sampling, self._n_vocab, prompt)
+        slot.text = StopText(request.job.stop)
+        slot.result = GenerationResult(finish_reason="length")
+        self._admitted += 1
+        slot.started = self._admitted
+        self.stats.requests += 1
+        self.stats.prompt_tokens += len(prompt)
+        self.stats.reused_tokens += reuse
+        self.running = sum(1 for s in self._slots if s.request is not None)
+
+    def _add(self, n: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        b = self._batch
+        b.token[n] = token
+        b.pos[n] = pos
+        b.n_seq_id[n] = 1
+        b.seq_id[n][0] = seq_id
+        b.logits[n] = logits
+
+    def _step(self) -> None:
+        lc = self._lc
+        n = 0
+        fed: list[tuple[_Slot, list[int]]] = []
+        answering = [s for s in self._slots if s.request is not None and s.pending is not None]
+        reading = sorted((s for s in self._slots if s.request is not None and s.pending is None), key=lambda s: s.started)
+        for slot in answering:
+            self._add(n, slot.pending, len(slot.cached), slot.seq_id, True)
+            slot.index = n
+            fed.append((slot, [slot.pending]))
+            n += 1
+        for slot in reading:
+            room = self._n_batch - n
+            if room <= 0:
+                slot.index = -1
+                continue
+            chunk = slot.prompt[slot.fed: slot.fed + room]
+            last = slot.fed + len(chunk) == len(slot.prompt)
+            for i, token in enumerate(chunk):
+                self._add(n, token, len(slot.cached) + i, slot.seq_id, last and i == len(chunk) - 1)
+                n += 1
+            slot.index = n - 1 if last else -1
+            fed.append((slot, chunk))
+        self._batch.n_tokens = n
+        rc = lc.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        self.stats.steps += 1
+        for slot, tokens in fed:
+            slot.cached.extend(tokens)
+            if slot.pending is None:
+                slot.fed += len(tokens)
+            slot.pending = None
+            if slot.index < 0:
+                continue
+            token = slot.sampler.sample(self._ctx, slot.index)
+            reason = self._take(slot, token)
+            if reason is None:
+                slot.pending = token
+            else:
+                slot.result.finish_reason = reason
+                self._end(slot)
+
+    def _take(self, slot: _Slot, token: int) -> str | None:
+        """Send what a sampled token adds to the answer; return the finish reason when the answer ends here."""
+        if self._lc.llama_vocab_is_eog(self._vocab, token):
+            return "stop"
+        result = slot.result
+        result.completion_tokens += 1
+        self.stats.generated_tokens += 1
+        piece = slot.text.push(self._model.detokenize([token]))
+        if piece:
+            self._emit(slot.request, piece)
+        if slot.text.stopped:
+            return "stop"
+        if result.completion_tokens >= slot.request.job.max_tokens or len(slot.prompt) + result.completion_tokens >= self.n_ctx_seq:
+            return "length"
+        return None
+
+    def _end(self, slot: _Slot, error: BaseException | None = None) -> None:
+        """Hand the caller its result (or error) and free the slot; its cells stay as a prefix cache."""
+        request = slot.request
+        slot.request = None
+        slot.pending = None
+        if slot.sampler is not None:
+            slot.sampler.close()
+            slot.sampler = None
+        self.running = sum(1 for s in self._slots if s.request is not None)
+        if error is not None:
+            self._emit(request, error)
+            return
+        tail = slot.text.flush() if slot.result.finish_reason != "cancelled" else ""
+        if tail:
+            self._emit(request, tail)
+        self._emit(request, slot.result)
+
+    def _forget(self, slot: _Slot) -> None:
+        """Drop a slot's cells when their content is unknown (after an error)."""
+        self._lc.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        slot.cached = []
+
+
+class _Stop:
+    pass
+
+
+def _deliver_all(items: list[tuple[Request, object]]) -> None:
+    for request, item in items:
+        request.deliver(item)
+
+
+_STOP = _Stop()
+
+
+def _cancelled_result(request: Request):
+    from schulki.inference.engine import GenerationResult
+
+    return GenerationResult(finish_reason="cancelled")

@@ -1,0 +1,54 @@
+"""One llama.cpp sampler chain per running sequence.
+
+Each sequence gets its own native chain (repeat penalty, top_k, top_p,
+temperature, then a seeded draw, or greedy at temperature 0), so sequences in
+one batch never share random state or penalty history, and picking a token is
+one call into llama.cpp on that sequence's logits: no Python loop over the
+vocabulary.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from schulki.inference.engine import Sampling
+
+PENALTY_LAST_N = 64
+"""Tokens the repeat penalty looks back on (llama.cpp's and llama-cpp-python's default)."""
+
+
+class SamplerChain:
+    """A native sampler chain for one sequence; free it with close()."""
+
+    def __init__(self, sampling: Sampling, n_vocab: int, history: Sequence[int] = ()):
+        import llama_cpp as lc
+
+        self._lc = lc
+        params = lc.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self._chain = lc.llama_sampler_chain_init(params)
+        add = lambda sampler: lc.llama_sampler_chain_add(self._chain, sampler)  # noqa: E731 - the chain owns each sampler
+        add(lc.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0))
+        if sampling.temperature <= 0.0:
+            add(lc.llama_sampler_init_greedy())
+        else:
+            add(lc.llama_sampler_init_top_k(sampling.top_k))
+            add(lc.llama_sampler_init_top_p(sampling.top_p, 1))
+            add(lc.llama_sampler_init_temp(sampling.temperature))
+            seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
+            add(lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        # The penalty looks at the end of the prompt too, as llama.cpp's own server does.
+        for token in history[-PENALTY_LAST_N:]:
+            lc.llama_sampler_accept(self._chain, token)
+
+    def sample(self, ctx, index: int) -> int:
+        """Pick the next token from the logits of batch position ``index`` (and remember it for the penalty)."""
+        return self._lc.llama_sampler_sample(self._chain, ctx, index)
+
+    def close(self) -> None:
+        if self._chain is not None:
+            self._lc.llama_sampler_free(self._chain)
+            self._chain = None
