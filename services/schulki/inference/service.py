@@ -50,6 +50,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             slots=1, max_queued=config.max_queued, max_queued_per_user=config.max_queued_per_user
         )
         self._loaded = False
+        self.served_model = ""
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_InferenceServiceServicer_to_server(self, server)
@@ -59,6 +60,10 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
 
         await asyncio.to_thread(check_fits, self.config, self.engine.model_path)
         await asyncio.to_thread(self.engine.load)
+        from schulki.models.served import served_name
+
+        self.served_model = served_name(self.engine.model_path.name, self.config.model_name)
+        log.info("serving as %s", self.served_model)
         self._loaded = True
 
     async def close(self) -> None:
@@ -153,4 +158,6 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             parallel_sequences=self.scheduler.slots,
             queue_length=self.scheduler.queue_length,
             file_name=info.file_name,
+            running_sequences=self.scheduler.running,
+            served_model=self.served_model,
         )
