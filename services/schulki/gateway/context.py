@@ -10,6 +10,7 @@ from pathlib import Path
 
 from schulki.config import Config
 from schulki.gateway.accounts import Account, Accounts, database_url
+from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Services
 from schulki.gateway.quotas import LoginLimiter, Quotas
 
@@ -37,17 +38,22 @@ class Gateway:
     services: Services
     login_limiter: LoginLimiter
     secret: bytes
+    models: ChatModels
 
     @classmethod
     def create(cls, config: Config) -> Gateway:
         accounts = Accounts(database_url(config.gateway.database_url, Path(config.data_dir)))
+        services = Services(config)
+        models = ChatModels(config, accounts, services)
+        services.default_model = models.default  # chats that name no model (translation, documents) use schulki-chat's model
         return cls(
             config=config,
             accounts=accounts,
             quotas=Quotas(config.gateway, accounts),
-            services=Services(config),
+            services=services,
             login_limiter=LoginLimiter(config.gateway.login_attempts, config.gateway.login_window_s),
             secret=_secret(config),
+            models=models,
         )
 
     def pseudonym(self, account: Account) -> str:

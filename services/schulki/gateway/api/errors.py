@@ -48,7 +48,9 @@ def from_exception(error: BaseException) -> ApiError:
     if isinstance(error, ApiError):
         return error
     if isinstance(error, ServiceDown):
-        return ApiError(503, f"The {error.service} service is not available right now; try again shortly.", "service_unavailable", code="service_unavailable")
+        message = (f"No node that serves the model {error.model!r} is available right now; try again shortly." if error.model
+                   else f"The {error.service} service is not available right now; try again shortly.")
+        return ApiError(503, message, "service_unavailable", code="service_unavailable")
     if isinstance(error, QuotaExceeded):
         return ApiError(429, error.message, "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(error.retry_after_s)})
     if isinstance(error, grpc.RpcError):
