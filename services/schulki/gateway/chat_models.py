@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 
 from schulki.config import Config
-from schulki.gateway.accounts import Account, Accounts
+from schulki.gateway.accounts import CLASS_PATTERN, Account, Accounts
 from schulki.gateway.clients import Services
 from schulki.models.served import describe, is_demo
 
@@ -97,7 +97,7 @@ class ChatModels:
 
     def set_class_model(self, teacher: Account, class_name: str, name: str | None) -> None:
         """A teacher (or admin) sets the model a class uses for a lesson; None goes back to the school's default."""
-        if teacher.role == "student" or (teacher.role == "teacher" and class_name not in teacher.classes):
+        if not CLASS_PATTERN.match(class_name or "") or teacher.role == "student" or (teacher.role == "teacher" and class_name not in teacher.classes):
             raise ModelChoiceError("Du kannst nur für deine eigenen Klassen ein Modell wählen. (Only for your own classes.)", unknown=False)
         if name is not None and name not in self.allowed(teacher):
             raise ModelChoiceError(f"Das Modell „{name}“ kannst du nicht wählen. (You may not use model {name!r}.)", unknown=name not in self.names())

@@ -50,6 +50,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "empty_message": ("Bitte schreib zuerst eine Nachricht.", "Please type a message first."),
     "retention_note": ("Chats werden {days} Tage gespeichert und dann gelöscht.", "Chats are kept for {days} days, then deleted."),
     "retention_none": ("Chats werden nicht gespeichert.", "Chats are not stored."),
+    "model": ("Modell", "Model"),
+    "demo_model_note": ("ℹ️ Hier antwortet nur das eingebaute **Demo-Modell** (Gemma 3 270M): ein sehr kleines Grundmodell, dessen Antworten oft Unsinn sind. "
+                        "Ein Admin fügt ein richtiges Modell hinzu – mit `schulki models add DATEI.gguf` oder im Admin-Tab unter „Modelle“.",
+                        "ℹ️ Only the built-in **demo model** (Gemma 3 270M) answers here: a very small base model whose answers are often nonsense. "
+                        "An admin adds a real model with `schulki models add FILE.gguf` or in the Admin tab under “Models”."),
+    "no_model": ("Gerade ist kein Chat-Modell erreichbar.", "No chat model is available right now."),
+    "lesson_model": ("Modell für den Unterricht (Lehrkräfte)", "Model for a lesson (teachers)"),
+    "lesson_class": ("Klasse", "Class"),
+    "lesson_default": ("Schulstandard", "School default"),
+    "lesson_set": ("Für die Klasse festlegen", "Set for the class"),
+    "lesson_saved": ("Die Klasse {name} nutzt jetzt: {model}.", "Class {name} now uses: {model}."),
     # documents
     "workspace": ("Arbeitsbereich", "Workspace"),
     "my_documents": ("Meine Dokumente", "My documents"),
@@ -99,6 +110,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "models": ("Modelle der Inferenz-Knoten", "Models of the inference nodes"),
     "col_model": ("Modell", "Model"), "col_quant": ("Quantisierung", "Quant"), "col_context": ("Kontext", "Context"),
     "col_gpu_layers": ("GPU-Schichten", "GPU layers"), "col_queue": ("Warteschlange", "Queue"),
+    "col_served": ("Beantwortet", "Answered"), "col_failed": ("Abgebrochen", "Broken off"),
     "usage": ("Nutzung heute pro Klasse (nur Zahlen, keine Inhalte)", "Usage today per class (counts only, no content)"),
     "col_class": ("Klasse", "Class"), "col_users": ("Nutzer", "Users"), "col_requests": ("Anfragen", "Requests"), "col_tokens": ("Tokens", "Tokens"),
     "users": ("Benutzer", "Users"),
@@ -116,6 +128,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "unknown_user": ("Den Benutzer „{name}“ gibt es nicht.", "There is no user “{name}”."),
     "retention_days": ("Aufbewahrung gespeicherter Chats (Tage, 0 = nicht speichern)", "Keep stored chats (days, 0 = do not store)"),
     "save": ("Speichern", "Save"),
+    "models_admin": ("Modelle", "Models"),
+    "default_model": ("Standardmodell (schulki-chat)", "Default model (schulki-chat)"),
+    "role_models": ("Erlaubte Modelle für {role}", "Models allowed for {role}"),
+    "role_names": ("Schülerinnen und Schüler|Lehrkräfte", "students|teachers"),
+    "add_model_path": ("GGUF-Datei hinzufügen (Pfad auf dem Server, z. B. USB-Stick: /media/usb/modell.gguf)",
+                       "Add a GGUF file (path on the server, e.g. a USB stick: /media/usb/model.gguf)"),
+    "add_model_name": ("Name für Nutzer (optional)", "Name users see (optional)"),
+    "add_model": ("Prüfen und hinzufügen", "Check and add"),
+    "model_added": ("„{name}“ ist geprüft und kopiert ({file}). Es erscheint in der Modellauswahl, sobald sein Inferenz-Prozess läuft.",
+                    "“{name}” is checked and copied ({file}). It appears in the model picker once its inference process runs."),
+    "models_saved": ("Modelleinstellungen gespeichert.", "Model settings saved."),
     "saved": ("Gespeichert.", "Saved."),
 }
 

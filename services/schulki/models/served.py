@@ -54,6 +54,10 @@ def is_demo(name: str, file_name: str = "", catalog: Catalog | None = None) -> b
     return model is not None and model.id in DEMO_MODEL_IDS
 
 
+def _german_number(value: float) -> str:
+    return f"{value:.1f}".replace(".", ",")
+
+
 def describe(name: str, file_name: str = "", size_bytes: int = 0, tokens_per_s: float | None = None, catalog: Catalog | None = None) -> str:
     """One German line about a model: size, German, speed here when measured (for the chat tab's picker)."""
     catalog = catalog or load_catalog()
@@ -65,13 +69,13 @@ def describe(name: str, file_name: str = "", size_bytes: int = 0, tokens_per_s: 
     if model is not None:
         parts.append(model.name)
         if model.parameters:
-            parts.append(f"{model.parameters / 1e9:.1f} Mrd. Parameter".replace(".", ","))
+            parts.append(_german_number(model.parameters / 1e9) + " Mrd. Parameter")
         if model.german:
             parts.append(f"Deutsch: {GERMAN_LABELS.get(model.german, model.german)}")
         if model.id in DEMO_MODEL_IDS:
             parts.append("nur ein kleines Demo-Modell")
     if size_bytes:
-        parts.append(f"{size_bytes / 1e9:.1f} GB".replace(".", ","))
+        parts.append(_german_number(size_bytes / 1e9) + " GB")
     if tokens_per_s:
         parts.append(f"hier etwa {tokens_per_s:.0f} Tokens/s")
     return " · ".join(parts) if parts else "Kein Eintrag im Modellkatalog"
