@@ -81,7 +81,8 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             raise gr.Error(str(error)) from error
         return s["lesson_saved"].format(name=class_name, model=name or s["lesson_default"])
 
-    async def respond(message: str, history: list[dict], preset_key: str, current_id, model_name: str | None, request: gr.Request):
+    async def respond(message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request = None):
+        # model_name defaults to None (the preselected model), so API callers that predate the picker keep working
         account = account_of(gateway, request, s)
         message = (message or "").strip()
         if not message:
