@@ -140,10 +140,11 @@ def test_a_node_killed_mid_load_loses_no_request_that_had_not_started_on_it_and_
         lost_on_victim = stack.node(victim.address).in_flight
         victim.kill()
         results = [future.result(timeout=120) for future in futures]  # a hang would fail here
-    assert stack.node(victim.address).failed - failed_before == lost_on_victim >= 2  # the kill hit a running chat and a waiting one
+    # the kill hit a running chat and at least one waiting (more may have joined the victim's line while it was killed)
+    assert stack.node(victim.address).failed - failed_before >= lost_on_victim >= 2
     failed = [r for r in results if r["finish"] is None]
     for r in failed:  # only a chat that had started on the killed node may fail, and it says so in the stream
-        assert r["error"] is not None and r["text"], r
+        assert r["error"]["code"] == "answer_broke_off" and r["text"], r
     assert len(failed) <= 1, results  # one sequence decodes at a time: at most the one running on the victim
     assert sum(1 for r in results if r["finish"] in ("stop", "length")) >= 7
     assert models_list(stack, key) == models_before  # the model stays listed while a node is down

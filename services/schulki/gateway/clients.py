@@ -63,6 +63,10 @@ class ServiceDown(Exception):
         self.model = model
 
 
+class AnswerBrokeOff(ServiceDown):
+    """The node writing an answer stopped after part of it was sent; the rest cannot come from another node."""
+
+
 @dataclass(eq=False)
 class Node:
     address: str
@@ -316,7 +320,7 @@ class Services:
                     last_error = error if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else ServiceDown("inference", model)
                     continue
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
-                    raise ServiceDown("inference", model) from error
+                    raise (AnswerBrokeOff if started else ServiceDown)("inference", model) from error
                 raise
             finally:
                 node.in_flight -= 1

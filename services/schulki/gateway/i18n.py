@@ -55,6 +55,8 @@ STRINGS: dict[str, tuple[str, str]] = {
                         "Ein Admin fügt ein richtiges Modell hinzu – mit `schulki models add DATEI.gguf` oder im Admin-Tab unter „Modelle“.",
                         "ℹ️ Only the built-in **demo model** (Gemma 3 270M) answers here: a very small base model whose answers are often nonsense. "
                         "An admin adds a real model with `schulki models add FILE.gguf` or in the Admin tab under “Models”."),
+    "answer_broke_off": ("Der Rechner, der diese Antwort schrieb, ist ausgefallen. Frag bitte noch einmal – ein anderer antwortet.",
+                         "The machine writing this answer stopped. Please ask again – another one will answer."),
     "no_model": ("Gerade ist kein Chat-Modell erreichbar.", "No chat model is available right now."),
     "lesson_model": ("Modell für den Unterricht (Lehrkräfte)", "Model for a lesson (teachers)"),
     "lesson_class": ("Klasse", "Class"),
