@@ -79,3 +79,18 @@ def test_a_student_is_offered_only_the_models_the_admin_allowed(page, stack):
         assert open_options(page) == ["demo-a"]
     finally:
         stack.gateway.models.set_role_models("student", None)
+
+
+def test_a_teacher_sets_the_model_of_their_class_for_a_lesson(page, stack):
+    teacher = stack.gateway.accounts.add_user("picker-teacher", "teacher", ["8c"])
+    log_in(page, stack, "picker-teacher", teacher.password)
+    page.get_by_text("Modell für den Unterricht (Lehrkräfte)").click()
+    page.wait_for_selector("#lesson-class input")
+    assert page.input_value("#lesson-class input") == "8c"
+    page.click("#lesson-model input")
+    page.click("#lesson-model li[role=option][aria-label='demo-b']")
+    page.click("#lesson-set")
+    page.wait_for_selector("#lesson-result >> text=Die Klasse 8c nutzt jetzt: demo-b.")
+    shoot(page, "lesson-model")
+    student = stack.gateway.accounts.add_user("picker-emil", "student", ["8c"])
+    assert stack.gateway.models.preselected(student.account) == "demo-b"
