@@ -157,3 +157,24 @@ def test_a_node_killed_mid_load_loses_no_request_that_had_not_started_on_it_and_
         list(pool.map(lambda _: complete(stack, key, "demo-a"), range(6)))
     assert victim.answered() > before  # used again, without a gateway restart
     assert survivor.process.poll() is None
+
+
+def test_the_pool_weighs_reported_lines_per_slot_and_never_picks_another_model():
+    from schulki.gateway.clients import Node, Pool, ServiceDown
+    from schulki.inference.v1 import inference_service_pb2 as pb
+
+    def node(model: str, queue: int, running: int, slots: int, in_flight: int = 0) -> Node:
+        info = pb.GetModelInfoResponse(served_model=model, queue_length=queue, running_sequences=running, parallel_sequences=slots)
+        return Node(f"{model}-{queue}-{slots}", None, None, healthy=True, model=model, info=info, in_flight=in_flight)
+
+    big = node("m", queue=3, running=4, slots=8)    # 7 of 8 slots' worth: line 0.875
+    small = node("m", queue=1, running=1, slots=1)  # line 2
+    other = node("x", queue=0, running=0, slots=1)  # idle, but another model
+    pool = Pool("inference", "svc", [small, big, other])
+    assert pool.pick("m") is big
+    big.in_flight = 20  # this gateway's own requests count at once, before the node reports them
+    assert pool.pick("m") is small
+    small.healthy = big.healthy = False
+    with pytest.raises(ServiceDown):
+        pool.pick("m")
+    assert pool.pick("x") is other

@@ -311,7 +311,8 @@ class Services:
                 node.served += 1
                 return
             except grpc.RpcError as error:
-                node.failed += 1
+                if error.code() in TRY_NEXT_NODE:  # the node's doing, not a bad request
+                    node.failed += 1
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
                     node.healthy = False  # left out until its health check passes again
                     node.status = "nicht erreichbar"
