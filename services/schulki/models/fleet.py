@@ -17,6 +17,7 @@ from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
 from schulki.models.planner import GiB, MiB, Machine, Workload, plan
+from schulki.models.served import served_name
 
 FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_node_kind": "gpu",
@@ -137,6 +138,8 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
     quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
     p = plan(str(_var(hostvars, "schulki_plan_chat_model")), machine, work, quant=quant, catalog=catalog)
     result["chat"] = p.as_dict()
+    # The name the node serves under and the gateway routes by; the gateway's settings list it beside the node's address.
+    result["chat"]["served_model"] = served_name(Path(p.file).name, catalog=catalog)
     if reserved:
         result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU.)"
     result["files"] = _file_entry(catalog, p.model, p.quant, "chat") + result["files"]
@@ -148,6 +151,7 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
         "batch_size": work.batch_size,
         "flash_attention": work.flash_attention and kind == "gpu",
         "kv_cache_type": work.kv_cache_type,
+        "model_name": result["chat"]["served_model"],
     }
     return result
 
