@@ -158,6 +158,5 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             parallel_sequences=self.scheduler.slots,
             queue_length=self.scheduler.queue_length,
             file_name=info.file_name,
-            running_sequences=self.scheduler.running,
             served_model=self.served_model,
         )

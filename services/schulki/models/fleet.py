@@ -17,7 +17,6 @@ from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
 from schulki.models.planner import GiB, MiB, Machine, Workload, plan
-from schulki.models.served import served_name
 
 FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_node_kind": "gpu",
@@ -139,6 +138,8 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
     p = plan(str(_var(hostvars, "schulki_plan_chat_model")), machine, work, quant=quant, catalog=catalog)
     result["chat"] = p.as_dict()
     # The name the node serves under and the gateway routes by; the gateway's settings list it beside the node's address.
+    from schulki.models.served import served_name
+
     result["chat"]["served_model"] = served_name(Path(p.file).name, catalog=catalog)
     if reserved:
         result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU.)"
