@@ -152,8 +152,8 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
         "batch_size": work.batch_size,
         "flash_attention": work.flash_attention and kind == "gpu",
         "kv_cache_type": work.kv_cache_type,
-        "model_name": result["chat"]["served_model"],
     }
+    settings["inference"]["model_name"] = result["chat"]["served_model"]
     return result
 
 
