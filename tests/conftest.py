@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import hashlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -123,6 +128,43 @@ class ServiceProcess:
             self.process.kill()
             _, err = self.process.communicate()
         return self.process.returncode, err
+
+
+@dataclass(frozen=True)
+class SharedTls:
+    """A CA and a certificate for 127.0.0.1 and localhost that every HTTPS and TLS test in this run shares."""
+
+    folder: Path
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    @property
+    def spki_sha256(self) -> str:
+        """The certificate key's hash in the form Chromium's --ignore-certificate-errors-spki-list takes."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        key = x509.load_pem_x509_certificate(self.cert_file.read_bytes()).public_key()
+        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
+@functools.cache
+def shared_tls() -> SharedTls:
+    """Made once per test run. Python's ssl, httpx, openai and gradio_client then trust the test CA (and the usual
+    ones) through SSL_CERT_FILE, so every client in the tests checks the gateway's certificate for real."""
+    import certifi
+
+    from schulki.certificates import ensure_ca, ensure_certificate
+
+    folder = Path(tempfile.mkdtemp(prefix="schulki-test-tls-"))
+    ca = ensure_ca(folder, common_name="schulki test CA")
+    leaf = ensure_certificate(folder, "localhost", ["localhost", "127.0.0.1"], folder)
+    bundle = folder / "trusted.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca.cert_file.read_bytes())
+    os.environ["SSL_CERT_FILE"] = str(bundle)
+    return SharedTls(folder, leaf.cert_file, leaf.key_file, ca.cert_file)
 
 
 @pytest.fixture(scope="session")

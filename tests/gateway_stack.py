@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from fpdf import FPDF
@@ -18,22 +21,27 @@ from schulki.gateway.accounts import NewAccount
 from schulki.gateway.app import create_app
 from schulki.gateway.context import Gateway
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
-from tests.conftest import InProcessServer, free_port
+from tests.conftest import InProcessServer, free_port, shared_tls
 
 ALL_SERVICES = ("inference", "embeddings", "transcription", "retrieval")
 
 
 class UvicornThread:
-    """The gateway app served by uvicorn on a background thread, on a free port."""
+    """The gateway app served by uvicorn on a background thread, on a free port, over HTTPS as in production
+    (the test certificate from tests.conftest.shared_tls, which every client in the tests trusts); https=False for plain HTTP."""
 
-    def __init__(self, app, port: int | None = None):
+    def __init__(self, app, port: int | None = None, https: bool = True):
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
+        self.https = https
+        tls = shared_tls() if https else None
+        files = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)} if tls else {}
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
+                                                   timeout_graceful_shutdown=2, **files))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> UvicornThread:
         self.thread.start()
@@ -81,6 +89,8 @@ def stack_config(data_dir: Path) -> Config:
     config.transcription.beam_size = 1  # greedy: the tests check the mechanics, not the last word
     config.gateway.health_interval_s = 0.5
     config.gateway.max_chat_tokens = 24
+    tls = shared_tls()  # the gateway serves HTTPS in the tests too (UvicornThread), with this certificate
+    config.gateway.tls_cert_file, config.gateway.tls_key_file = tls.cert_file, tls.key_file
     return config
 
 
@@ -111,6 +121,15 @@ def running_stack(data_dir: Path, services: tuple[str, ...] = ALL_SERVICES, conf
         gateway = Gateway.create(config)
         web = stack.enter_context(UvicornThread(create_app(config, gateway)))
         yield Stack(web.url, config, gateway, servers)
+
+
+def connect(url: str, timeout: float = 30) -> socket.socket:
+    """A raw connection to the gateway at url, TLS-wrapped (and the certificate checked) when it is an https:// URL."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+    if parts.scheme != "https":
+        return sock
+    return ssl.create_default_context(cafile=str(shared_tls().ca_file)).wrap_socket(sock, server_hostname=parts.hostname)
 
 
 def write_pdf(path: Path, pages: list[str]) -> Path:

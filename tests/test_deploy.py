@@ -41,7 +41,7 @@ def test_only_the_gateway_publishes_a_port_to_everyone(compose):
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             if name == "gateway":
-                assert port.endswith(":7860")
+                assert port.endswith((":7860", ":8080"))  # HTTPS, and the port that only redirects plain HTTP to it
             else:
                 assert port.startswith("${SCHULKI_NODE_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} beyond the node's LAN address"
                 assert set(service["profiles"]) <= {"gpu", "cpu"}, f"{name} runs on the gateway machine and must not publish"
@@ -75,11 +75,14 @@ def test_gpu_services_reserve_the_gpu_and_profiles_split_the_nodes(compose):
 
 
 def test_secrets_and_settings_come_from_files_never_from_the_image(compose):
-    assert {s["file"] for s in compose["secrets"].values()} == {"./secrets/service_token", "./secrets/tls.crt", "./secrets/tls.key", "./secrets/ca.crt"}
+    assert {s["file"] for s in compose["secrets"].values()} == {"./secrets/service_token", "./secrets/tls.crt", "./secrets/tls.key", "./secrets/ca.crt",
+                                                               "./secrets/node_tokens", "./secrets/https.crt", "./secrets/https.key"}
     for name, service in compose["services"].items():
         if name == "weaviate":
             continue
-        assert set(service["secrets"]) == set(compose["secrets"])
+        # Only the gateway holds every node's token and the HTTPS certificate; a node has its own token and TLS files.
+        gateway_only = {"node_tokens", "https_cert", "https_key"}
+        assert set(service["secrets"]) == set(compose["secrets"]) - (set() if name == "gateway" else gateway_only), name
         assert service["environment"]["SCHULKI_RUNTIME__SERVICE_TOKEN_FILE"] == "/run/secrets/service_token"
         assert "./schulki.toml:/etc/schulki/schulki.toml:ro" in service["volumes"]
         assert service["user"] == "10001:10001" and service["read_only"] is True

@@ -1,15 +1,20 @@
-"""The Ansible roll-out against test hosts on this machine, up to the tasks that need Docker.
+"""The Ansible roll-out against test hosts on this machine, with a stand-in for the Docker engine.
 
 Three inventory hosts (a gateway, a 12 GB GPU node, a CPU lab PC) all run on
 localhost with a local connection, each with its own folders under tmp_path,
-and download their models from a mirror on 127.0.0.1. The play runs in check
-mode first on one host (nothing written), then for real, then again: the second real run
-must change nothing. The rendered files are read back and checked.
+and download their models from a mirror on 127.0.0.1. Two more hosts fail: a
+GPU node whose 64 MiB GPU the planner refuses, and one that is unreachable.
+The play runs in check mode first on one host (nothing written), then for
+real, then again: the second real run must change nothing; a third with
+another batch size must recreate the containers of the hosts it changes, once.
+No Docker engine runs here, so `docker` is tests/fake_docker.py, which does
+what compose would do with each host's compose.yaml and .env and logs it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -24,19 +29,19 @@ from schulki.config import Config
 from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
 from schulki.models.fleet import FLEET_DEFAULTS
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.deploy_mirror import MirrorServer, write_sha256sums
 
 VENV_BIN = Path(sys.executable).parent
 DEPLOY = REPO_ROOT / "deploy"
-TOKEN = "test-service-token-0123456789"
 
 
-def ansible(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+def ansible(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600, path: Path | None = None) -> subprocess.CompletedProcess:
     temp = Path(tempfile.gettempdir()) / "schulki-ansible-tmp"
+    first = f"{path}{os.pathsep}" if path else ""
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "0",
            "ANSIBLE_LOCAL_TEMP": str(temp), "ANSIBLE_REMOTE_TEMP": str(temp),
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_PIPELINING": "1"}
+           "PATH": f"{first}{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_PIPELINING": "1"}
     return subprocess.run([str(VENV_BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -67,11 +72,15 @@ def mirror(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def school(tmp_path_factory, mirror):
-    """An inventory of three test hosts on this machine, run against in check mode, then twice for real."""
+    """An inventory of test hosts on this machine, run against in check mode, then three times for real."""
     base = tmp_path_factory.mktemp("school")
+    fake_bin = base / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text(f"#!/bin/sh\nexec {sys.executable} {REPO_ROOT / 'tests' / 'fake_docker.py'} \"$@\"\n")
+    (fake_bin / "docker").chmod(0o755)
     common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
-              "schulki_docker_install": False, "schulki_stack_start": False, "schulki_models_mirror_url": mirror.url,
-              "schulki_stack_secrets_owner": str(os.getuid()), "schulki_stack_service_token": TOKEN,
+              "schulki_docker_install": False, "schulki_stack_start": True, "schulki_models_mirror_url": mirror.url,
+              "schulki_stack_secrets_owner": str(os.getuid()),
               "schulki_stack_weaviate_api_key": "test-weaviate-key-0123456789", "schulki_stack_node_address": "127.0.0.1",
               "schulki_plan_embeddings_model": "all-minilm-l6-v2", "schulki_plan_embeddings_quant": "F16"}
     hosts = {
@@ -80,21 +89,38 @@ def school(tmp_path_factory, mirror):
                   "schulki_plan_speech_model": "faster-whisper-base", "schulki_plan_context_length": 8192},
         "lab01": {"schulki_plan_node_kind": "cpu", "schulki_plan_chat_model": "gemma-3-270m", "schulki_plan_context_length": 4096,
                   "schulki_plan_parallel_sequences": 1, "schulki_plan_flash_attention": False},
+        # Too small for the smallest quant and for Whisper: the planner refuses it, the host fails.
+        "gpu-tiny": {"schulki_plan_node_kind": "gpu", "schulki_plan_gpu_memory_mib": 64},
+        # Nothing listens on this port: the host is unreachable.
+        "gpu-down": {"schulki_plan_node_kind": "gpu", "schulki_plan_gpu_memory_mib": 12288, "ansible_connection": "ssh",
+                     "ansible_host": "127.0.0.1", "ansible_port": free_port(), "ansible_ssh_common_args": "-o ConnectTimeout=5"},
     }
     for name, host in hosts.items():
         host.update(schulki_stack_dir=str(base / name / "stack"), schulki_models_dir=str(base / name / "models"))
     inventory = {"schulki": {"vars": common, "children": {
         "schulki_gateway": {"hosts": {"gw": hosts["gw"]}},
-        "schulki_gpu_nodes": {"hosts": {"gpu12": hosts["gpu12"]}},
+        "schulki_gpu_nodes": {"hosts": {"gpu12": hosts["gpu12"], "gpu-tiny": hosts["gpu-tiny"], "gpu-down": hosts["gpu-down"]}},
         "schulki_cpu_nodes": {"hosts": {"lab01": hosts["lab01"]}},
     }}}
     (base / "hosts.yml").write_text(yaml.safe_dump(inventory))
     runs = {}
-    for run in ("check", "first", "second"):
-        extra = ["--check", "--diff", "--limit", "gpu12"] if run == "check" else []
-        runs[run] = ansible("ansible-playbook", "-i", str(base / "hosts.yml"), str(DEPLOY / "site.yml"), *extra, cwd=base)
-        assert runs[run].returncode == 0, f"{run} run failed:\n{runs[run].stdout[-6000:]}\n{runs[run].stderr[-3000:]}"
+    for run in ("check", "first", "second", "third"):
+        extra = {"check": ["--check", "--diff", "--limit", "gpu12"], "third": ["-e", "schulki_plan_batch_size=256"]}.get(run, [])
+        runs[run] = ansible("ansible-playbook", "-i", str(base / "hosts.yml"), str(DEPLOY / "site.yml"), *extra, cwd=base, path=fake_bin)
+        output = f"{run} run:\n{runs[run].stdout[-6000:]}\n{runs[run].stderr[-3000:]}"
+        if run == "check":
+            assert runs[run].returncode == 0, output
+            continue
+        result = recap(runs[run].stdout)
+        assert all(result[h]["failed"] == 0 and result[h]["unreachable"] == 0 for h in ("gw", "gpu12", "lab01")), output
+        assert result["gpu-tiny"]["failed"] == 1 and result["gpu-down"]["unreachable"] == 1, output
     return base, runs
+
+
+def docker_log(base: Path, host: str) -> list[dict]:
+    """What the Docker stand-in did on a host, in order: {"pull": [...]} and {"up": [[service, event], ...]}."""
+    log = base / host / "docker-log.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def test_check_mode_shows_the_changes_and_writes_nothing(school, mirror):
@@ -102,7 +128,8 @@ def test_check_mode_shows_the_changes_and_writes_nothing(school, mirror):
     output = runs["check"].stdout
     assert recap(output)["gpu12"]["changed"] > 0
     assert "COMPOSE_PROFILES=gpu" in output, "--diff shows the rendered settings"
-    assert TOKEN not in output
+    for token in (base / "credentials" / "tokens").iterdir():
+        assert token.read_text().strip() not in "".join(run.stdout + run.stderr for run in runs.values())
     first_downloads = [n for n, _ in mirror.requests if n.endswith(".gguf") or n.endswith("model.bin")]
     # gemma for gpu12 and lab01, Whisper for gpu12, MiniLM for the gateway: once each, in the first real run.
     assert sorted(first_downloads) == sorted(["gemma-3-270m-q4_k_m.gguf"] * 2 + ["faster-whisper-base/model.bin", "all-minilm-l6-v2-f16.gguf"])
@@ -111,9 +138,40 @@ def test_check_mode_shows_the_changes_and_writes_nothing(school, mirror):
 def test_the_second_run_changes_nothing(school):
     _, runs = school
     first, second = recap(runs["first"].stdout), recap(runs["second"].stdout)
-    assert set(second) == {"gw", "gpu12", "lab01"}
-    assert all(host["changed"] > 0 for host in first.values())
-    assert all(host["changed"] == 0 and host["failed"] == 0 for host in second.values()), runs["second"].stdout[-4000:]
+    assert set(second) == {"gw", "gpu12", "lab01", "gpu-tiny", "gpu-down"}
+    assert all(first[h]["changed"] > 0 for h in ("gw", "gpu12", "lab01"))
+    assert all(second[h]["changed"] == 0 and second[h]["failed"] == 0 for h in ("gw", "gpu12", "lab01")), runs["second"].stdout[-4000:]
+
+
+def test_a_gpu_too_small_is_refused_with_what_would_fit_and_gets_nothing(school):
+    base, runs = school
+    output = runs["first"].stdout
+    assert "faster-whisper-large-v3-turbo needs about 2.3 GiB" in output and "needs a GPU with at least" in output
+    assert not (base / "gpu-tiny" / "stack").exists() and not (base / "gpu-tiny" / "models").exists()
+
+
+def test_the_gateway_lists_only_the_nodes_that_came_up(school, monkeypatch):
+    base, _ = school
+    gateway = _settings(base, "gw", monkeypatch)
+    assert gateway.gateway.inference_addresses == ["gpu12:50051", "lab01:50051"], "gpu-tiny failed and gpu-down was unreachable"
+    assert gateway.gateway.transcription_addresses == ["gpu12:50053"]
+
+
+def test_each_container_starts_once_and_a_changed_setting_recreates_it_once(school):
+    base, _ = school
+    for host, services in (("gpu12", ["inference-gpu", "transcription-gpu"]), ("lab01", ["inference-cpu"]),
+                           ("gw", ["embeddings", "gateway", "retrieval", "weaviate"])):
+        log = docker_log(base, host)
+        pulls = [entry["pull"] for entry in log if "pull" in entry]
+        ups = [entry["up"] for entry in log if "up" in entry]
+        assert len(pulls) == 3 and all(sorted(p) == services for p in pulls), f"{host}: every run pulls the host's images: {pulls}"
+        first, second, third = ups
+        assert sorted(first) == [[s, "Created"] for s in services], f"{host}: each model loads once in the first run: {log}"
+        assert second == [], f"{host}: the second run leaves the containers alone"
+        if host == "gw":
+            assert third == [], "the batch size is no setting of the gateway machine"
+        else:
+            assert sorted(third) == [[s, "Recreated"] for s in services], f"{host}: a changed setting recreates once: {third}"
 
 
 def test_each_host_has_its_models_checked_against_their_sha256(school):
@@ -161,10 +219,13 @@ def test_the_compose_settings_pick_each_hosts_profile_and_the_secrets_are_privat
         assert env["SCHULKI_MODELS_DIR"] == str(base / host / "models")
         assert (stack / "compose.yaml").read_text() == (REPO_ROOT / "compose.yaml").read_text()
         token = stack / "secrets" / "service_token"
-        assert token.read_text() == TOKEN and (token.stat().st_mode & 0o777) == 0o400
-        assert TOKEN not in (stack / ".env").read_text() + (stack / "schulki.toml").read_text()
+        assert token.read_text() == (base / "credentials" / "tokens" / host).read_text().strip()
+        assert len(token.read_text()) == 43 and (token.stat().st_mode & 0o777) == 0o400
+        assert token.read_text() not in (stack / ".env").read_text() + (stack / "schulki.toml").read_text()
     weaviate_env = (base / "gw" / "stack" / "secrets" / "weaviate.env").read_text()
     assert "AUTHENTICATION_APIKEY_ALLOWED_KEYS=test-weaviate-key-0123456789" in weaviate_env
+    for host in ("gpu12", "lab01"):
+        assert "test-weaviate-key" not in (base / host / "stack" / "secrets" / "weaviate.env").read_text(), f"{host} got Weaviate's admin key"
 
 
 def test_ansible_lint_production_profile_is_clean():
@@ -189,7 +250,7 @@ def test_every_role_variable_is_prefixed_and_documented():
 
 def test_task_names_are_sentences():
     plays = [DEPLOY / "site.yml", *DEPLOY.glob("roles/*/tasks/*.yml"), *DEPLOY.glob("roles/*/handlers/*.yml")]
-    assert len(plays) >= 8
+    assert len(plays) >= 7  # site.yml and the roles' task files (no role needs a handler)
     for path in plays:
         for name in re.findall(r"^- name: (.+)$", path.read_text(), re.M):
             assert name[0].isupper() and len(name.split()) >= 3 and not name.endswith("."), f"{path.name}: {name}"
@@ -201,3 +262,58 @@ def test_the_example_vault_opens_with_the_documented_example_password(tmp_path):
     run = ansible("ansible", "localhost", "-i", "inventory/example", "-m", "ansible.builtin.debug", "-a", "var=schulki_stack_service_token",
                   "-e", "@inventory/example/group_vars/schulki/vault.yml", "--vault-password-file", str(password), timeout=120)
     assert run.returncode == 0 and "example-service-token" in run.stdout, run.stdout + run.stderr
+
+
+def test_every_host_has_its_own_token_and_only_the_gateway_holds_the_list(school, monkeypatch):
+    base, _ = school
+    tokens = {host: (base / host / "stack" / "secrets" / "service_token").read_text() for host in ("gw", "gpu12", "lab01")}
+    assert len(set(tokens.values())) == 3, "no two hosts share a token"
+    node_tokens = base / "gw" / "stack" / "secrets" / "node_tokens"
+    gateway = _settings(base, "gw", monkeypatch)
+    gateway.runtime.node_tokens_file = node_tokens  # in the container: /run/secrets/node_tokens
+    assert gateway.runtime.resolved_node_tokens() == {"gpu12": tokens["gpu12"], "lab01": tokens["lab01"]}
+    assert gateway.runtime.token_for("gpu12:50051") == tokens["gpu12"] and gateway.runtime.token_for("embeddings:50052") is None
+    # A lab PC holds its own token, its own certificate and key and the CA's certificate: nothing that opens another node.
+    lab = base / "lab01" / "stack"
+    everything = "".join(p.read_text() for p in lab.rglob("*") if p.is_file())
+    assert tokens["gpu12"] not in everything and tokens["gw"] not in everything
+    assert (lab / "secrets" / "node_tokens").read_text() == "" and (lab / "secrets" / "https.key").read_text() == ""
+    assert "PRIVATE KEY" not in (lab / "secrets" / "ca.crt").read_text()
+
+
+def test_every_host_gets_a_certificate_from_the_school_ca_for_its_names(school, monkeypatch):
+    from cryptography import x509
+
+    base, _ = school
+    ca = x509.load_pem_x509_certificate((base / "credentials" / "tls" / "ca.crt").read_bytes())
+    for host, extra in (("gw", {"embeddings", "retrieval"}), ("gpu12", set()), ("lab01", set())):
+        secrets = base / host / "stack" / "secrets"
+        cert = x509.load_pem_x509_certificate((secrets / "tls.crt").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+        assert names == {host, "localhost", *extra}
+        assert (secrets / "tls.key").stat().st_mode & 0o777 == 0o400 and (secrets / "ca.crt").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    assert not list(base.glob("*/stack/**/ca.key")), "the CA's key stays on the admin's machine"
+    gateway = _settings(base, "gw", monkeypatch)
+    assert gateway.gateway.https and str(gateway.gateway.tls_cert_file) == "/run/secrets/tls_cert" and gateway.gateway.redirect_port == 8080
+    for host in ("gw", "gpu12", "lab01"):
+        runtime = _settings(base, host, monkeypatch).runtime
+        assert str(runtime.tls_cert_file) == "/run/secrets/tls_cert" and str(runtime.tls_ca_file) == "/run/secrets/tls_ca"
+
+
+def test_the_playbook_refuses_the_example_vaults_token(tmp_path, monkeypatch):
+    """Attack: a school copies the example vault and ships its public token; the run must stop before anything starts."""
+    password = tmp_path / "pw"
+    password.write_text("schulki-example\n")
+    playbook = tmp_path / "tokens.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Check the tokens of the example school", "hosts": "ki-gpu08.schule.example", "gather_facts": False,
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "schulki_stack_credentials_dir": str(tmp_path)},
+        "tasks": [{"name": "Run the token checks of the stack role", "ansible.builtin.include_role": {"name": "schulki_stack", "tasks_from": "tokens"}}],
+    }]))
+    monkeypatch.setenv("ANSIBLE_ROLES_PATH", str(DEPLOY / "roles"))
+    monkeypatch.setenv("ANSIBLE_FILTER_PLUGINS", str(DEPLOY / "filter_plugins"))
+    run = ansible("ansible-playbook", "-i", "inventory/example", str(playbook), "-e", "@inventory/example/group_vars/schulki/vault.yml",
+                  "--vault-password-file", str(password), timeout=120)
+    assert run.returncode != 0 and "enthält (contains) 'example'" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "example-service-token" not in run.stdout + run.stderr, "the token itself is never printed"

@@ -125,3 +125,38 @@ def test_a_missing_model_or_a_chat_model_stops_start_up_with_one_line(tmp_path, 
         assert code == 2
         assert expected in log
         assert "Traceback" not in log
+
+
+def test_queries_and_passages_get_the_models_own_prefixes(server):
+    """multilingual-e5 expects "query: " and "passage: "; the service adds them from the catalog or the settings."""
+    from pathlib import Path
+
+    from schulki.embeddings.service import prefixes
+
+    e5 = prefixes(Config().embeddings, Path("/models/multilingual-e5-large-q8_0.gguf"))
+    assert (e5[pb.TEXT_PURPOSE_QUERY], e5[pb.TEXT_PURPOSE_DOCUMENT]) == ("query: ", "passage: ")
+    unknown = prefixes(Config().embeddings, Path("/models/my-own-model.gguf"))
+    assert unknown == {pb.TEXT_PURPOSE_QUERY: "", pb.TEXT_PURPOSE_DOCUMENT: ""}
+
+    config = Config()
+    config.embeddings.query_prefix, config.embeddings.document_prefix = "query: ", "passage: "
+    with InProcessServer([build(config)]) as prefixed, prefixed.channel() as channel:
+        stub = pb_grpc.EmbeddingsServiceStub(channel)
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+        assert (info.query_prefix, info.document_prefix) == ("query: ", "passage: ")
+        as_query = stub.Embed(pb.EmbedRequest(texts=[CAPITAL], purpose=pb.TEXT_PURPOSE_QUERY), timeout=60)
+        as_passage = stub.Embed(pb.EmbedRequest(texts=[CAPITAL], purpose=pb.TEXT_PURPOSE_DOCUMENT), timeout=60)
+        written_out = stub.Embed(pb.EmbedRequest(texts=["query: " + CAPITAL, "passage: " + CAPITAL]), timeout=60)
+        plain = stub.Embed(pb.EmbedRequest(texts=[CAPITAL]), timeout=60)
+    np.testing.assert_allclose(vectors(as_query)[0], vectors(written_out)[0], atol=1e-4)  # as in the batching test
+    np.testing.assert_allclose(vectors(as_passage)[0], vectors(written_out)[1], atol=1e-4)
+    assert not np.allclose(vectors(as_query)[0], vectors(plain)[0], atol=1e-3)  # the prefix really went in
+    assert as_query.embeddings[0].token_count > plain.embeddings[0].token_count
+
+    # The default model (all-MiniLM-L6-v2) wants no prefixes: the purpose changes nothing.
+    with server.channel() as channel:
+        stub = pb_grpc.EmbeddingsServiceStub(channel)
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+        assert (info.query_prefix, info.document_prefix) == ("", "")
+        query = stub.Embed(pb.EmbedRequest(texts=[CAPITAL], purpose=pb.TEXT_PURPOSE_QUERY), timeout=60)
+    np.testing.assert_allclose(vectors(query)[0], vectors(plain)[0], atol=1e-4)

@@ -206,4 +206,6 @@ def test_schulki_up_shows_students_an_address_of_this_machine_not_a_wildcard():
     except ValueError:
         assert shown.hostname  # a host name when no address could be found
     config.gateway.host = "10.1.2.3"
+    assert lan_url(config) == "https://10.1.2.3:7860"  # HTTPS unless it is turned off
+    config.gateway.https = False
     assert lan_url(config) == "http://10.1.2.3:7860"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import socket
+import ssl
 import subprocess
+from urllib.parse import urlsplit
 
 import httpx
 import openai
 import pytest
 
 from tests.conftest import ServiceProcess, free_port
-from tests.gateway_stack import running_stack, stack_config
+from tests.gateway_stack import connect, running_stack, stack_config
 
 SPEECH = "Guten Morgen. Heute lernen wir die Photosynthese."
 
@@ -152,17 +153,17 @@ def test_a_file_that_is_not_audio_is_refused_with_400(client, tmp_path):
 
 
 def _raw_upload(url: str, key: str, headers: dict[str, str], body_chunks) -> int:
-    """Send an upload over a plain socket and return the status the gateway answers with, as soon as it answers."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
+    """Send an upload over a raw connection and return the status the gateway answers with, as soon as it answers."""
+    host = urlsplit(url).hostname
+    with connect(url) as sock:
         head = [f"POST /v1/audio/transcriptions HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {key}",
                 "Content-Type: multipart/form-data; boundary=xyz", *(f"{k}: {v}" for k, v in headers.items())]
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
         try:
             for chunk in body_chunks:
                 sock.sendall(chunk)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the gateway stopped reading: that is the point
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
+            pass  # the gateway stopped reading: that is the point (over TLS it shows as an early end of the stream)
         return int(sock.recv(4096).split(b" ", 2)[1])
 
 

@@ -21,7 +21,7 @@ import pytest
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
 from schulki.retrieval.store import DocumentRecord, StoredChunk
-from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound
+from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 
 DIMENSION = 384
 WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
@@ -190,3 +190,30 @@ def test_chunks_without_a_manifest_record_are_never_found_and_removed_at_the_nex
     assert [d.document_id for d in again.list_documents("w")] == ["ges1"]
     assert hybrid(again, "w", "Dreißigjährige Krieg")[0].document_id == "ges1"
     assert again.recover() == 0
+
+
+def test_a_documents_text_comes_back_in_order_for_an_export(store):
+    store.create_workspace("w")
+    store.add_document("w", *BIOLOGY)
+    store.add_document("w", *HISTORY)
+    chunks = store.document_chunks("w", "ges1")
+    assert [(c.index, c.page, c.section) for c in chunks] == [(0, 1, "Neuzeit"), (1, 2, "Revolution")]
+    assert chunks[1].text == "Die Französische Revolution begann 1789 in Paris."
+    with pytest.raises(NotFound):
+        store.document_chunks("w", "gibt-es-nicht")
+
+
+def test_a_document_over_the_workspaces_quota_is_refused_and_nothing_is_written(store):
+    store.create_workspace("w")
+    record, chunks = BIOLOGY
+    record = DocumentRecord(**{**record.__dict__, "size_bytes": 600, "text_bytes": 90})
+    store.add_document("w", record, chunks, quota_bytes=1000)
+    assert store.used_bytes("w") == 600
+    second, second_chunks = HISTORY
+    second = DocumentRecord(**{**second.__dict__, "size_bytes": 100, "text_bytes": 500})  # counts its text: 500
+    with pytest.raises(TooLarge, match="Speicherplatz"):
+        store.add_document("w", second, second_chunks, quota_bytes=1000)
+    assert [d.document_id for d in store.list_documents("w")] == ["bio1"]
+    assert store._chunk_document_ids("w") == {"bio1"}
+    store.add_document("w", second, second_chunks, quota_bytes=1100)
+    assert store.used_bytes("w") == 1100

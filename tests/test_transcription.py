@@ -179,6 +179,28 @@ def test_every_format_is_understood(stub, recordings, name):
     assert len(words(result.text) & GREETING_WORDS) >= 3, result.text
 
 
+SHORT_GERMAN = "Der Wasserkreislauf ist spannend."
+SHORT_ENGLISH = "The homework is finished."
+
+
+def test_a_two_second_german_clip_is_german_with_default_settings(stub, tmp_path):
+    """Whisper base alone calls this clip Polish; the school's default language wins when detection is unsure."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    from schulki.models.defaults import speech_model_path
+
+    german, english = tmp_path / "kurz.wav", tmp_path / "short.wav"
+    run("espeak-ng", "-v", "de", "-s", "140", "-w", str(german), SHORT_GERMAN)
+    run("espeak-ng", "-v", "en", "-s", "140", "-w", str(english), SHORT_ENGLISH)
+    samples = decode_audio(str(german))
+    assert 1.5 < samples.size / 16000 < 2.6
+    whisper_alone, _, _ = WhisperModel(str(speech_model_path()), device="cpu", compute_type="int8").detect_language(samples)
+    assert whisper_alone != "de"  # otherwise this clip proves nothing
+    assert transcribe(stub, german).language.language == "de"
+    assert transcribe(stub, english).language.language == "en"  # a sure detection of another language is kept
+
+
 def test_english_speech_with_an_initial_prompt(stub, recordings):
     result = transcribe(stub, recordings["english.wav"], initial_prompt="weather, morning")
     assert result.language.language == "en"

@@ -7,8 +7,12 @@ ARG RUNTIME_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${BUILD_IMAGE} AS build
 ARG VARIANT=cpu
+# The CPUs the image runs on (deploy/images/install.sh): never the build machine's own.
+ARG CPU_LEVEL=x86-64-v3
 SHELL ["/bin/sh", "-eu", "-c"]
 # A compiler for the packages built from source (llama-cpp-python); Python itself where the base has none (CUDA images).
+# The unquoted $(...) is a list of packages: word splitting is wanted there.
+# hadolint ignore=SC2046
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends build-essential cmake git $(command -v python3 >/dev/null || echo python3 python3-venv python3-dev) \
  && rm -rf /var/lib/apt/lists/*
@@ -18,11 +22,12 @@ COPY proto ./proto
 COPY services ./services
 COPY deploy/images/install.sh ./deploy/images/install.sh
 ENV PIP_NO_CACHE_DIR=1 CMAKE_BUILD_PARALLEL_LEVEL=4
-RUN SCHULKI_VARIANT="${VARIANT}" sh deploy/images/install.sh gateway /opt/schulki
+RUN SCHULKI_VARIANT="${VARIANT}" SCHULKI_CPU_LEVEL="${CPU_LEVEL}" sh deploy/images/install.sh gateway /opt/schulki
 
 FROM ${RUNTIME_IMAGE}
 SHELL ["/bin/sh", "-eu", "-c"]
 # Only what the service needs at run time; a system user without a login.
+# hadolint ignore=SC2046
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgomp1 $(command -v python3 >/dev/null || echo python3) \
  && rm -rf /var/lib/apt/lists/* \
@@ -36,9 +41,10 @@ ENV PATH=/opt/schulki/bin:$PATH \
     SCHULKI_DATA_DIR=/var/lib/schulki \
     GRADIO_ANALYTICS_ENABLED=False \
     SCHULKI_GATEWAY__HOST=0.0.0.0
-USER schulki
+USER 10001:10001
 WORKDIR /var/lib/schulki
-EXPOSE 7860
+# 7860: HTTPS (the web page and the API); 8080: plain HTTP that only redirects to it.
+EXPOSE 7860 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["python", "-m", "schulki.runtime.healthcheck", "gateway"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "schulki.gateway"]

@@ -92,8 +92,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from schulki.models.catalog import CatalogError
     from schulki.models.fleet import FleetError, plan_inventory, plan_table
 
+    from schulki.evaluation.planning import measurements_text, quality_floor
+    from schulki.evaluation.results import RESULTS_FOLDER, load_results
+    from schulki.models.catalog import load_catalog
+
+    config = Config()
+    results_dir = args.results or config.evaluation.results_dir or config.data_dir / "models" / RESULTS_FOLDER
+    max_kld = args.max_kld if args.max_kld is not None else config.evaluation.max_mean_kld
+    records = load_results(results_dir)
+    catalog = load_catalog()
     try:
-        plans = plan_inventory(args.inventory)
+        plans = plan_inventory(args.inventory, quality_floor(records, catalog, max_kld), catalog)
     except (FleetError, CatalogError) as error:
         print(f"schulki plan: {error}", file=sys.stderr)
         return 2
@@ -103,6 +112,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(plans, indent=2))
     else:
         print(plan_table(plans))
+        measured = measurements_text(plans, records, catalog)
+        if measured:
+            print(measured)
     return 1 if any(p["error"] or (p["chat"] and not p["chat"]["fits"]) for p in plans) else 0
 
 
@@ -128,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     model_commands.add_parser("list", help="list the chat models added to this machine")
     models.set_defaults(func=cmd_models)
 
-    user = commands.add_parser("user", help="create gateway accounts (prints password and API key)")
+    user = commands.add_parser("user", help="create, export or delete gateway accounts")
     user_commands = user.add_subparsers(dest="user_command", required=True)
     user_add = user_commands.add_parser("add", help="create one account")
     user_add.add_argument("name")
@@ -136,12 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     user_add.add_argument("--workspace", action="append", default=[], metavar="W", help="class whose workspace the user shares (repeatable)")
     user_import = user_commands.add_parser("import", help="create the accounts of a class list (CSV: name,role,class,password)")
     user_import.add_argument("csv_file")
+    user_export = user_commands.add_parser("export", help="write everything schulki keeps about a user into a zip (GDPR right of access)")
+    user_export.add_argument("name")
+    user_export.add_argument("-o", "--output", default=None, help="the zip file to write; default schulki-daten-NAME.zip")
+    user_delete = user_commands.add_parser("delete", help="delete a user with all their data: account, chats, documents, transcripts")
+    user_delete.add_argument("name")
     user.set_defaults(func=cmd_user)
 
     plan = commands.add_parser("plan", help="print, per host of an inventory, the model, quant, context length and GPU layers it would get, and why")
     plan.add_argument("-i", "--inventory", required=True, help="the school's Ansible inventory, e.g. inventory/example")
     plan.add_argument("--json", action="store_true", help="print the full plans as JSON")
+    plan.add_argument("--max-kld", type=float, default=None, help="quality floor: no quant whose measured mean KLD is above this (default: evaluation.max_mean_kld)")
+    plan.add_argument("--results", default=None, help="folder of schulki eval results (default: evaluation.results_dir, else var/models/eval-results)")
     plan.set_defaults(func=cmd_plan)
+
+    from schulki.evaluation.cli import add_parser as add_eval_parser
+
+    add_eval_parser(commands)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -30,15 +30,21 @@ class RuntimeConfig(BaseModel):
     host: str = "127.0.0.1"
     """Address the services listen on; 0.0.0.0 inside a container."""
     service_token: SecretStr | None = None
-    """Shared secret the gateway sends as ``authorization: Bearer <token>``; when set, every other caller is refused."""
+    """This node's own secret: callers must send ``authorization: Bearer <token>``; when set, every other caller is refused. Every node has its own (the roll-out makes one per host); ``schulki serve`` refuses a weak or example token (see runtime/tokens.py)."""
     service_token_file: Path | None = None
     """A file holding the service token (a container secret); read when service_token is not set."""
+    node_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    """The token of every other node this machine calls (the gateway's list), keyed by ``host:port`` or by host (for every port of it), as in the gateway's addresses. A node not listed is sent service_token. Revoke one node by removing or changing its entry."""
+    node_tokens_file: Path | None = None
+    """A TOML file of ``"host" = "token"`` lines (a container secret), read when node_tokens is empty."""
     tls_cert_file: Path | None = None
     """Server certificate (PEM). With tls_key_file set, services accept only TLS connections (use it between machines)."""
     tls_key_file: Path | None = None
     """Private key (PEM) of tls_cert_file."""
     tls_ca_file: Path | None = None
-    """CA certificate (PEM) that callers use to check the services' certificates; set it on the gateway to connect with TLS."""
+    """CA certificate (PEM) that callers use to check the services' certificates; set it on the gateway to connect with TLS (the roll-out sets it on every host: the school CA)."""
+    allow_plaintext: bool = False
+    """Let a service listen on an address other than loopback without TLS (tls_cert_file). Off: ``schulki serve`` refuses, because the token and every prompt would cross the network readable. Only for a test lab nobody else can reach."""
     max_message_bytes: int = 8 * 1024 * 1024
     """Largest single gRPC message. Uploads stream in chunks of at most 1 MiB, so 8 MiB leaves room without letting one message eat memory."""
     grace_period_s: float = 20.0
@@ -55,6 +61,23 @@ class RuntimeConfig(BaseModel):
         if self.service_token_file is not None:
             return self.service_token_file.read_text().strip()
         return None
+
+    def resolved_node_tokens(self) -> dict[str, str]:
+        """node_tokens, or those from node_tokens_file, as plain strings."""
+        if self.node_tokens:
+            return {node: token.get_secret_value() for node, token in self.node_tokens.items()}
+        if self.node_tokens_file is not None:
+            import tomllib
+
+            return {str(node): str(token) for node, token in tomllib.loads(self.node_tokens_file.read_text()).items()}
+        return {}
+
+    def token_for(self, address: str) -> str | None:
+        """The token to send to the node at address (host:port): its own from the node list, else service_token."""
+        from schulki.runtime.tokens import node_host
+
+        tokens = self.resolved_node_tokens()
+        return tokens.get(address) or tokens.get(node_host(address)) or self.resolved_service_token()
 
 
 class InferenceConfig(BaseModel):
@@ -115,6 +138,10 @@ class EmbeddingsConfig(BaseModel):
     """Most tokens of one text that go into its vector; longer texts keep their first tokens and are marked truncated. Empty means the model's training context (512 for all-MiniLM-L6-v2), never more than batch_tokens."""
     max_sequences_per_batch: int = 8
     """Most texts packed into one llama.cpp batch (each is its own sequence; llama.cpp allows 256). llama.cpp attends across the whole batch of an encoder model, so on a CPU the cost of a batch grows with the square of its tokens and a few texts per batch are fastest; on a GPU node raise this and batch_tokens (64 and 4096)."""
+    query_prefix: str | None = None
+    """Put in front of search queries before embedding. Empty means what the catalog names for the model file (multilingual-e5: "query: "; none for a file the catalog does not know)."""
+    document_prefix: str | None = None
+    """Put in front of passages before embedding. Empty means what the catalog names for the model file (multilingual-e5: "passage: ")."""
     flash_attention: bool = False
     """Use flash attention. It makes embedding faster (on 2 CPU cores about 1.5 times for short texts and 2 to 3 times for 1200-character chunks), but its half-precision sums move vector values by up to about 1.3e-4 (cosine 0.9999997) between a text embedded alone and in a batch; off by default so that a text gets the same vector either way."""
 
@@ -148,6 +175,10 @@ class TranscriptionConfig(BaseModel):
     """Audio decoded and transcribed at a time, in seconds. Memory grows with it, not with the recording's length: decoding, VAD and features of a 120 s window peak at about 290 MiB, of a 300 s window at about 500 MiB."""
     upload_dir: Path | None = None
     """Folder for uploads while they are transcribed (deleted right after); empty means the system's temporary folder."""
+    default_language: str | None = "de"
+    """The school's usual language (an ISO 639-1 code). When a recording names no language, Whisper's detection has to pick this one unless another language is clearly more likely (see default_language_weight); empty trusts the detection alone."""
+    default_language_weight: float = Field(default=10.0, ge=1.0)
+    """How much likelier default_language is taken to be than any other language before listening. Whisper base gets short clips wrong often (espeak-ng German of 1 to 3 s: 5 of 12 detected as German alone, 10 of 12 with weight 10) while recordings of 5 s and more are detected surely; with 10, English clips of 1 to 6 s and French clips of 4 to 5 s still kept their language (benchmarks/language_detection_bench.py)."""
 
 
 class RetrievalConfig(BaseModel):
@@ -179,6 +210,16 @@ class RetrievalConfig(BaseModel):
     """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
     max_pages: int = 2000
     """Most pages of one PDF; a longer one is refused with RESOURCE_EXHAUSTED."""
+    max_document_chars: int = 5_000_000
+    """Most characters of text one document may yield (about 2,500 book pages); more is refused with RESOURCE_EXHAUSTED. Tables are stopped while they are read, so a file that expands a thousandfold never gets far."""
+    max_chunks_per_document: int = 6000
+    """Most chunks one document may make; more is refused with RESOURCE_EXHAUSTED."""
+    parse_memory_mb: int = Field(default=1024, ge=256)
+    """Address space of the process that parses one document, in MiB (RLIMIT_AS); a file that needs more is refused with RESOURCE_EXHAUSTED and the service keeps serving. A small file of every format parses within 200 MiB (XLSX needs more than 150); below 256 the parsers' libraries may not even load."""
+    parse_timeout_s: float = 120.0
+    """How long parsing and chunking one document may take, in seconds; then its process is killed and the upload refused with RESOURCE_EXHAUSTED."""
+    workspace_quota_mb: dict[str, int] = Field(default_factory=lambda: {"u-": 200, "k-": 1000})
+    """Storage per workspace in MiB, by the start of the workspace's name (the gateway names a user's private workspace u-<id> and a class's k-<class>); the longest matching start wins, "" matches every name, and a workspace no entry matches (or one with 0) has no limit. A document counts with its file size or its text, whichever is larger; an upload over the quota is refused with RESOURCE_EXHAUSTED."""
     url_timeout_s: float = 15.0
     """How long fetching a web page may take, in seconds."""
     embed_batch_texts: int = 16
@@ -247,10 +288,45 @@ class GatewayConfig(BaseModel):
     """Chat tokens (prompt and answer) per day per role; beyond that HTTP 429."""
     chat_retention_days: int = 30
     """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
+    document_retention_days: int = Field(default=365, ge=1)
+    """Days a document (its text and vectors) stays in a workspace after its upload; the admin can change it in the Admin tab."""
+    transcript_retention_days: int = Field(default=30, ge=1)
+    """Days a transcript's download files are kept; the admin can change it in the Admin tab."""
+    backup_retention_days: int = Field(default=30, ge=1)
+    """Days a backup in backup_dir is kept (backups cannot be edited, so a deleted user's documents leave them only when they expire); the admin can change it in the Admin tab."""
+    upload_retention_hours: float = Field(default=1.0, gt=0)
+    """Hours an upload may stay in the gateway's upload cache (a file a handler refused, or one left by a crash) before it is deleted."""
+    backup_dir: Path | None = None
+    """The folder where Weaviate's filesystem backup module writes its backups (mounted into the gateway), so expired backups are deleted; empty means the gateway deletes none."""
     max_chat_tokens: int = 512
     """Most tokens of one answer in the web UI, and the default for the API when a request sets none."""
     max_upload_bytes: int = 100 * 1024 * 1024
     """Largest upload (document or recording) through the web UI or the API; larger bodies are refused with 413 while they stream in."""
+    https: bool = True
+    """Serve the web page and the API over HTTPS (browsers allow the microphone only there, and passwords cross the LAN encrypted). Turn off only behind a reverse proxy that speaks HTTPS itself."""
+    tls_cert_file: Path | None = None
+    """The gateway's HTTPS certificate (PEM, with its chain): the school's own, or one from the school CA the roll-out makes. Empty: a certificate made once under the data folder (tls/), for this machine's names and addresses, from a CA of its own whose certificate ``schulki up`` shows how to trust."""
+    tls_key_file: Path | None = None
+    """Private key (PEM) of tls_cert_file."""
+    tls_names: list[str] = Field(default_factory=list)
+    """Further host names or addresses the self-made certificate names (for example the name students type, ki.schule.example); this machine's own names and addresses are always in it."""
+    redirect_port: int | None = None
+    """A port that answers plain HTTP only with a redirect to the HTTPS address (80 in the roll-out); empty means none."""
+
+
+class EvaluationConfig(BaseModel):
+    """Settings of ``schulki eval`` (what a quant costs) and of the quality floor the planner respects."""
+
+    results_dir: Path | None = None
+    """Folder of stored evaluation results (one JSON per host and model file). Empty means eval-results beside the evaluated files for ``schulki eval``, and <data_dir>/models/eval-results for ``schulki plan`` and the Admin tab."""
+    max_mean_kld: float | None = None
+    """Quality floor: the planner never chooses a quant whose measured mean KL divergence (on a machine of the same kind) is above this. Empty means no floor."""
+    context: int = 512
+    """Tokens per perplexity window, as llama-perplexity's -c (512 is what published tables use)."""
+    threads: int | None = None
+    """CPU threads for an evaluation; empty means the number of physical cores."""
+    gpu_layers: int = -1
+    """Layers offloaded to the GPU during an evaluation; -1 means all of them (CPU where there is no GPU)."""
 
 
 class Config(BaseSettings):
@@ -276,6 +352,8 @@ class Config(BaseSettings):
     """The retrieval service."""
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     """The gateway."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """``schulki eval`` and the planner's quality floor."""
 
     @classmethod
     def settings_customise_sources(

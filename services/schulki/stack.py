@@ -124,9 +124,10 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
             except (RuntimeError, TimeoutError) as error:
                 print(f"schulki: {name} did not start: {error}", file=sys.stderr)
                 return 1
-        from schulki.gateway.launch import first_admin_lines, gateway_url, lan_url, start_gateway, wait_until_up
+        from schulki.gateway.launch import first_admin_lines, gateway_url, https_lines, lan_url, start_gateway, wait_until_up
 
         admin_lines = first_admin_lines(config)
+        tls_lines = https_lines(config)
         print(f"schulki: starting the gateway on port {config.gateway.port} ...", flush=True)
         if "inference" in services:
             os.environ["SCHULKI_GATEWAY__NODES_FILE"] = str(nodes_file(config))  # the gateway child inherits it
@@ -144,7 +145,7 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
                 continue
             print(f"  {name:<14} grpc://{_address(config, name)}", flush=True)
         print(f"  {'gateway':<14} {lan_url(config)}/  (API: {lan_url(config)}/v1)", flush=True)
-        for line in admin_lines:
+        for line in [*tls_lines, *admin_lines]:
             print(line, flush=True)
         print("Stop with Ctrl-C.", flush=True)
         next_watch = time.monotonic() + WATCH_INTERVAL_S

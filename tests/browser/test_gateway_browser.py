@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, shared_tls
 from tests.gateway_stack import running_stack, stack_config, write_pdf
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -51,7 +51,9 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        # The gateway serves HTTPS with the tests' certificate: Chromium trusts exactly that key, nothing else.
+        trust = f"--ignore-certificate-errors-spki-list={shared_tls().spki_sha256}"
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*LAUNCH_ARGS, trust])
         yield browser
         browser.close()
 
@@ -159,6 +161,8 @@ def test_an_admin_sees_the_health_of_every_service(page, stack):
 
 def test_the_login_page_in_german_and_a_wrong_password(page, stack):
     page.goto(stack.url + "/")
+    # HTTPS: the page is a secure context (browsers allow the microphone only there)
+    assert page.evaluate("[location.protocol, window.isSecureContext]") == ["https:", True]
     assert page.inner_text("label[for=name]") == "Benutzername"
     page.fill("#name", "niemand")
     page.fill("#password", "falsch-falsch")

@@ -29,6 +29,17 @@ def check_texts(texts, max_texts: int) -> list[str]:
     return list(texts)
 
 
+def prefixes(config: EmbeddingsConfig, model_path: Path) -> dict[int, str]:
+    """The text put in front of queries and of documents: the settings', else the catalog's for this model file."""
+    from schulki.models.catalog import load_catalog
+
+    found = load_catalog().find_file(model_path.name)
+    model = found[0] if found else None
+    query = config.query_prefix if config.query_prefix is not None else (model.query_prefix if model else "")
+    document = config.document_prefix if config.document_prefix is not None else (model.document_prefix if model else "")
+    return {pb.TEXT_PURPOSE_QUERY: query, pb.TEXT_PURPOSE_DOCUMENT: document}
+
+
 class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
     """Serves one GGUF embedding model; requests take turns on its one worker thread."""
 
@@ -37,6 +48,7 @@ class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
     def __init__(self, config: EmbeddingsConfig, model_path: Path):
         self.config = config
         self.engine = EmbeddingEngine(model_path, config)
+        self.prefixes = prefixes(config, model_path)
         self._loaded = False
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -56,6 +68,9 @@ class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         self._require_loaded()
         texts = check_texts(request.texts, self.config.max_texts)
+        prefix = self.prefixes.get(request.purpose, "")
+        if prefix:
+            texts = [prefix + text for text in texts]
         results = await self.engine.embed(texts)
         info = self.engine.info
         truncated = sum(r.truncated for r in results)
@@ -73,5 +88,6 @@ class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
         self._require_loaded()
         info = self.engine.info
         return pb.GetModelInfoResponse(
-            model_name=info.model_name, dimension=info.dimension, max_tokens=info.max_tokens, quant=info.quant
+            model_name=info.model_name, dimension=info.dimension, max_tokens=info.max_tokens, quant=info.quant,
+            query_prefix=self.prefixes[pb.TEXT_PURPOSE_QUERY], document_prefix=self.prefixes[pb.TEXT_PURPOSE_DOCUMENT],
         )

@@ -4,9 +4,13 @@ import sys
 
 from schulki.config import Config
 from schulki.gateway.app import serve
+from schulki.runtime.errors import StartupError
 
 if __name__ == "__main__":
     try:
         serve(Config())
     except KeyboardInterrupt:
         sys.exit(0)
+    except StartupError as error:  # one line for the admin, no traceback
+        print(f"schulki gateway: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -148,6 +148,10 @@ def new_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(24)
 
 
+def _iso(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
@@ -297,6 +301,29 @@ class Accounts:
             for table in (LoginSession, StoredChat, DailyUsage, Membership):
                 db.execute(delete(table).where(table.user_id == user_id))
             db.execute(delete(User).where(User.id == user_id))
+
+    def user_ids(self) -> set[int]:
+        """The ids of every account (to find data whose account is gone)."""
+        with self._session() as db:
+            return set(db.scalars(select(User.id)))
+
+    def export_data(self, user_id: int) -> dict:
+        """What the database holds about one user, for their copy of their data: account facts, chats, usage counts."""
+        with self._session() as db:
+            user = db.get(User, user_id)
+            if user is None:
+                raise AccountError("Den Benutzer gibt es nicht.")
+            account = self._account(db, user)
+            chats = db.scalars(select(StoredChat).where(StoredChat.user_id == user_id).order_by(StoredChat.updated_at))
+            usage = db.scalars(select(DailyUsage).where(DailyUsage.user_id == user_id).order_by(DailyUsage.day))
+            sessions = db.scalar(select(func.count()).select_from(LoginSession).where(LoginSession.user_id == user_id))
+            return {
+                "account": {"name": account.name, "role": account.role, "classes": list(account.classes),
+                            "created_at": _iso(user.created_at), "open_sessions": sessions,
+                            "stored_secrets": "Passwort und API-Key nur als Hash (password and API key only as hashes)"},
+                "chats": [{"title": c.title, "updated_at": _iso(c.updated_at), "messages": json.loads(c.messages_json)} for c in chats],
+                "usage": [{"day": u.day, "requests": u.requests, "tokens": u.tokens} for u in usage],
+            }
 
     # -- workspaces --------------------------------------------------------
 

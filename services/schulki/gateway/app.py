@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import RedirectResponse
 
 from schulki.config import Config
-from schulki.gateway import auth
+from schulki.gateway import auth, retention
 from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
 from schulki.gateway.api.errors import ApiError
@@ -35,15 +35,13 @@ PURGE_INTERVAL_S = 3600.0
 UPLOAD_PATHS = ("/v1/audio/", "/gradio_api/upload", "/en/gradio_api/upload")
 
 
-async def _purge_chats(gateway: Gateway) -> None:
-    """Delete stored chats older than the retention period, at start and every hour."""
+async def _purge_expired(gateway: Gateway) -> None:
+    """Delete chats, documents, transcripts, uploads and backups past their retention period, at start and every hour."""
     while True:
         try:
-            removed = gateway.accounts.purge_chats(gateway.retention_days())
-            if removed:
-                log.info("deleted %d chats past the retention period", removed)
+            await retention.purge_expired(gateway)
         except Exception:
-            log.exception("chat purge failed")
+            log.exception("retention purge failed")
         await asyncio.sleep(PURGE_INTERVAL_S)
 
 
@@ -56,7 +54,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         await gateway.services.start()
-        purge = asyncio.create_task(_purge_chats(gateway))
+        purge = asyncio.create_task(_purge_expired(gateway))
         try:
             yield
         finally:
@@ -114,9 +112,31 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
 
 def serve(config: Config) -> None:
+    """Run the gateway with uvicorn: HTTPS on gateway.port (unless turned off), and the HTTP redirect port when set."""
     import uvicorn
 
+    from schulki.gateway.https import https_files, start_redirect_server
     from schulki.runtime import logs
+    from schulki.runtime.tokens import check_token
 
     logs.configure(config.runtime.log_level, config.runtime.log_content)
-    uvicorn.run(create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", access_log=False)
+    check_token(config.runtime.resolved_service_token(), "gateway: runtime.service_token")
+    for node, token in config.runtime.resolved_node_tokens().items():
+        check_token(token, f"gateway: runtime.node_tokens[{node}]")
+    files = https_files(config)
+    tls = {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)} if files else {}
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host=config.gateway.host, port=config.gateway.port,
+                                           log_level="warning", access_log=False, **tls))
+
+    async def run() -> None:
+        redirect = None
+        if files and config.gateway.redirect_port is not None:
+            redirect = await start_redirect_server(config.gateway.host, config.gateway.redirect_port, config.gateway.port)
+        try:
+            await server.serve()
+        finally:
+            if redirect is not None:
+                redirect.close()
+                await redirect.wait_closed()
+
+    asyncio.run(run())

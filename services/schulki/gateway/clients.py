@@ -410,6 +410,20 @@ class Services:
 
         return run()
 
+    async def storage(self, workspace: str) -> tuple[int, int]:
+        """(bytes used, quota in bytes; 0 for none) of a workspace."""
+        await self.ensure_workspace(workspace)
+        response = await self._unary("retrieval", "ListDocuments", retrieval_pb.ListDocumentsRequest(workspace=workspace))
+        return response.used_bytes, response.quota_bytes
+
+    async def list_workspaces(self) -> list[str]:
+        response = await self._unary("retrieval", "ListWorkspaces", retrieval_pb.ListWorkspacesRequest())
+        return list(response.workspaces)
+
+    async def export_document(self, workspace: str, document_id: str) -> retrieval_pb.ExportDocumentResponse:
+        return await self._unary("retrieval", "ExportDocument",
+                                 retrieval_pb.ExportDocumentRequest(workspace=workspace, document_id=document_id), timeout=120.0)
+
     async def delete_document(self, workspace: str, document_id: str) -> int:
         response = await self._unary("retrieval", "DeleteDocument", retrieval_pb.DeleteDocumentRequest(workspace=workspace, document_id=document_id))
         return response.deleted_chunks

@@ -142,6 +142,15 @@ STRINGS: dict[str, tuple[str, str]] = {
                     "“{name}” is checked and copied ({file}). It appears in the model picker once its inference process runs."),
     "models_saved": ("Modelleinstellungen gespeichert.", "Model settings saved."),
     "saved": ("Gespeichert.", "Saved."),
+    # retention, storage and a user's data
+    "data_retention": ("Aufbewahrung weiterer Daten (Tage, mindestens 1)", "Keep other data (days, at least 1)"),
+    "document_retention_days": ("Dokumente", "Documents"),
+    "transcript_retention_days": ("Transkripte", "Transcripts"),
+    "backup_retention_days": ("Sicherungen (Weaviate)", "Backups (Weaviate)"),
+    "export_user": ("Daten des Benutzers exportieren (ZIP)", "Export the user's data (zip)"),
+    "export_ready": ("Export von „{name}“ bereit (wird nach {hours:g} h gelöscht).", "Export of “{name}” ready (deleted after {hours:g} h)."),
+    "storage_used": ("Speicherplatz: {used} MB von {quota} MB belegt", "Storage: {used} MB of {quota} MB used"),
+    "storage_unlimited": ("Speicherplatz: {used} MB belegt", "Storage: {used} MB used"),
 }
 
 SERVICE_KEYS = ("inference", "embeddings", "transcription", "retrieval")

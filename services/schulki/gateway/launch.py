@@ -12,12 +12,17 @@ from pathlib import Path
 
 from schulki.config import Config
 from schulki.gateway.accounts import Accounts, database_url
+from schulki.gateway.https import https_files, loopback_context
+
+
+def _scheme(config: Config) -> str:
+    return "https" if config.gateway.https else "http"
 
 
 def gateway_url(config: Config) -> str:
     """Where this machine reaches the gateway (loopback when it listens on every address)."""
     host = config.gateway.host
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{config.gateway.port}"
+    return f"{_scheme(config)}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{config.gateway.port}"
 
 
 def lan_url(config: Config) -> str:
@@ -30,7 +35,7 @@ def lan_url(config: Config) -> str:
                 host = probe.getsockname()[0]
             except OSError:
                 host = socket.gethostname()
-    return f"http://{host}:{config.gateway.port}"
+    return f"{_scheme(config)}://{host}:{config.gateway.port}"
 
 
 def start_gateway() -> subprocess.Popen:
@@ -42,7 +47,7 @@ def wait_until_up(url: str, timeout: float, is_alive) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2, context=loopback_context()) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -64,4 +69,23 @@ def first_admin_lines(config: Config) -> list[str]:
         "  Erstes Admin-Konto angelegt (first admin account created) – nur jetzt sichtbar (shown only now):",
         f"    Benutzer (user): admin   Passwort (password): {created.password}",
         f"    API-Key: {created.api_key}",
+    ]
+
+
+def https_lines(config: Config) -> list[str]:
+    """Make the gateway's certificate when needed (before the gateway starts), and say how to trust it."""
+    files = https_files(config)
+    if files is None:
+        return ["  HTTPS ist aus (HTTPS is off): gateway.https = false"]
+    if files.ca_file is None:
+        return [f"  HTTPS mit dem Zertifikat (with the certificate) {files.cert_file}"]
+    from schulki.certificates import fingerprint
+
+    return [
+        "  HTTPS mit einem selbst gemachten Zertifikat (with a self-made certificate). Damit Browser ihm vertrauen",
+        f"  (to make browsers trust it), die CA-Datei (the CA file) {files.ca_file} einmal importieren (import it once):",
+        "    Firefox/Chrome: Einstellungen > Zertifikate > Zertifizierungsstellen > Importieren",
+        "    (Settings > Certificates > Authorities > Import);",
+        f"    Debian/Ubuntu: sudo cp {files.ca_file} /usr/local/share/ca-certificates/schulki.crt && sudo update-ca-certificates",
+        f"  SHA-256 der CA (fingerprint to compare): {fingerprint(files.ca_file)}",
     ]

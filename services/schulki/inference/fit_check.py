@@ -89,12 +89,18 @@ def check_fits(config: InferenceConfig, model_path: Path, machine: Machine | Non
     need = estimate(model, model.files[0], work, machine.kind).llama_total
     all_on_one_device = machine.kind != "gpu" or config.gpu_layers < 0 or config.gpu_layers >= model.layers
     if all_on_one_device and need > limit:
-        hint = f" It would fit with gpu_layers = {result.gpu_layers}." if machine.kind == "gpu" and result.fits and result.gpu_layers else ""
+        hint = ""
+        if result.fits and result.workload_steps:
+            hint = (f" It would fit with context_length = {result.context_length}, parallel_sequences = {result.parallel}, "
+                    f"kv_cache_type = {result.kv_cache_type}.")
+        elif machine.kind == "gpu" and result.fits and result.gpu_layers:
+            hint = f" It would fit with gpu_layers = {result.gpu_layers}."
         raise StartupError(
             f"{model_path.name} with {work.context_length} tokens of context x {work.parallel} parallel sequences needs about "
             f"{need / GiB:.1f} GiB, but {machine.name} has {limit / GiB:.1f} GiB.{hint} Lower inference.context_length or "
             f"inference.parallel_sequences, or use a smaller quant."
         )
-    if not result.fits or result.gpu_layers < (model.layers if machine.kind != "cpu" else 0):
+    lighter = result.workload_steps > 0  # it fits only with a lighter workload than configured
+    if not result.fits or lighter or result.gpu_layers < (model.layers if machine.kind != "cpu" else 0):
         log.warning("memory is tight for %s: %s", model_path.name, result.reason)
     return result

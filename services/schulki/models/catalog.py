@@ -64,6 +64,10 @@ class Model:
     note: str = ""
     test_only: bool = False
     extra_files: tuple[str, ...] = ()
+    query_prefix: str = ""
+    """Embedding models: what the model was trained to see in front of a search query (multilingual-e5: "query: ")."""
+    document_prefix: str = ""
+    """Embedding models: what the model was trained to see in front of a passage (multilingual-e5: "passage: ")."""
 
     @property
     def quants(self) -> list[str]:
@@ -97,6 +101,8 @@ class Catalog:
     quant_order: tuple[str, ...]
     last_resort: tuple[str, ...]
     bits_per_weight: dict[str, float] = field(default_factory=dict)
+    quality_floor: str = ""
+    """The lowest quant whose answers are good enough for a class; a CPU gets the fastest quant at or above it."""
 
     def model(self, model_id: str) -> Model:
         """A model by its id; CatalogError lists the ids of that kind when it is unknown."""
@@ -170,7 +176,11 @@ def parse_catalog(data: dict) -> Catalog:
             if missing:
                 raise CatalogError(f"catalog entry {model_id} lacks {', '.join(missing)}")
         models[model_id] = model
-    return Catalog(models=models, quant_order=order, last_resort=last_resort, bits_per_weight=dict(quants.get("bits_per_weight", {})))
+    floor = quants.get("quality_floor", order[-1] if order else "")
+    if floor and floor not in order:
+        raise CatalogError(f"quants.quality_floor {floor!r} is not one of quants.order")
+    return Catalog(models=models, quant_order=order, last_resort=last_resort, bits_per_weight=dict(quants.get("bits_per_weight", {})),
+                   quality_floor=floor)
 
 
 @cache

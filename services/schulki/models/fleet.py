@@ -13,10 +13,11 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
-from schulki.models.planner import GiB, MiB, Machine, Workload, plan
+from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, MiB, Machine, Workload, plan
 
 FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_node_kind": "gpu",
@@ -43,6 +44,10 @@ SPEECH_GPU_FACTOR = 1.5
 """GPU memory of faster-whisper per byte of model.bin: 4525 MB for large-v2's 3.09 GB at fp16 (its README)."""
 MODELS_DIR = "/models"
 """Where the model files appear inside the containers."""
+GPU_FIGURE_TOLERANCE = 0.97
+"""nvidia-smi's memory.total may be a little below the card's label; less than this share of the inventory's figure is a wrong inventory."""
+RAM_FIGURE_TOLERANCE = 0.9
+"""The kernel's MemTotal is below the RAM installed (firmware, kernel); less than this share of the inventory's figure is a wrong inventory."""
 
 
 class FleetError(ValueError):
@@ -84,22 +89,52 @@ def _file_entry(catalog: Catalog, model_id: str, quant: str, role: str) -> list[
     return entries
 
 
-def _memory(host: str, hostvars: dict, kind: str) -> tuple[int | None, int | None]:
-    """GPU memory and RAM in bytes: the inventory wins, then what the playbook detected (nvidia-smi, facts)."""
-    gpu_mib = _int_var(host, hostvars, "schulki_plan_gpu_memory_mib") or int(hostvars.get("schulki_plan_gpu_memory_mib_detected") or 0)
-    ram_mib = _int_var(host, hostvars, "schulki_plan_ram_mib") or int(hostvars.get("ansible_memtotal_mb") or 0)
-    return (gpu_mib * MiB or None), (ram_mib * MiB or None)
+def _memory(host: str, hostvars: dict, kind: str) -> tuple[int | None, int | None, int, str]:
+    """GPU memory, RAM and the driver's GPU reserve in bytes, and an error where the host has less than the inventory says.
+
+    The inventory wins, so that `schulki plan` (which sees only the inventory)
+    and the playbook (which also sees the host) plan with the same figures; the
+    playbook's own readings (nvidia-smi, gathered facts) fill what the
+    inventory leaves out and catch an inventory that promises too much.
+    """
+    gpu_set = _int_var(host, hostvars, "schulki_plan_gpu_memory_mib")
+    gpu_seen = int(hostvars.get("schulki_plan_gpu_memory_mib_detected") or 0)
+    ram_set = _int_var(host, hostvars, "schulki_plan_ram_mib")
+    ram_seen = int(hostvars.get("ansible_memtotal_mb") or 0)
+    reserved_seen = int(hostvars.get("schulki_plan_gpu_reserved_mib_detected") or 0) * MiB
+    error = ""
+    if kind == "gpu" and gpu_set and gpu_seen and gpu_seen < gpu_set * GPU_FIGURE_TOLERANCE:
+        error = f"{host}: the inventory says {gpu_set} MiB of GPU memory (schulki_plan_gpu_memory_mib), nvidia-smi reports {gpu_seen} MiB"
+    elif ram_set and ram_seen and ram_seen < ram_set * RAM_FIGURE_TOLERANCE:
+        error = f"{host}: the inventory says {ram_set} MiB of RAM (schulki_plan_ram_mib), the host reports {ram_seen} MiB"
+    gpu_mib = gpu_set or gpu_seen
+    ram_mib = ram_set or ram_seen
+    return (gpu_mib * MiB or None), (ram_mib * MiB or None), max(DRIVER_RESERVED_BYTES, reserved_seen), error
 
 
-def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict:
-    """Services, model files and schulki settings for one inventory host; "error" says what is missing."""
+def _speech_that_fits(catalog: Catalog, usable: int) -> list[str]:
+    """Speech models of the catalog whose GPU memory fits in `usable` bytes, largest first."""
+    fitting = [m for m in catalog.of_kind("speech") if not m.test_only and m.files[0].size_bytes * SPEECH_GPU_FACTOR <= usable]
+    return [f"{m.id} ({m.files[0].size_bytes * SPEECH_GPU_FACTOR / GiB:.1f} GiB)" for m in sorted(fitting, key=lambda m: -m.files[0].size_bytes)]
+
+
+def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
+              quality_floor: Callable[[str, str], frozenset[str]] | None = None) -> dict:
+    """Services, model files and schulki settings for one inventory host; "error" says what is missing.
+
+    quality_floor(model id, node kind) names the chat quants the admin's quality floor rules out
+    (``schulki.evaluation.planning.quality_floor``).
+    """
     catalog = catalog or load_catalog()
     kind = str(_var(hostvars, "schulki_plan_node_kind"))
     if kind not in SERVICES:
         raise FleetError(f"{host}: schulki_plan_node_kind must be one of {', '.join(SERVICES)}, not {kind!r}")
-    gpu, ram = _memory(host, hostvars, kind)
+    gpu, ram, driver_reserved, wrong_figure = _memory(host, hostvars, kind)
     result: dict = {"host": host, "kind": kind, "services": SERVICES[kind], "chat": None, "embeddings": None,
                     "speech": None, "files": [], "settings": {}, "error": ""}
+    if wrong_figure:
+        result["error"] = wrong_figure
+        return result
     work = workload(host, hostvars)
     settings = result["settings"]
 
@@ -128,14 +163,22 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
         if gpu is None:
             result["error"] = f"{host}: GPU memory unknown: set schulki_plan_gpu_memory_mib or run the playbook, which reads it with nvidia-smi"
             return result
-        machine = Machine("gpu", gpu, ram_bytes=ram, reserved_bytes=reserved, name=host)
+        machine = Machine("gpu", gpu, ram_bytes=ram, reserved_bytes=reserved, name=host, driver_reserved_bytes=driver_reserved)
+        usable = max(0, gpu - driver_reserved)
+        if reserved > usable:
+            smaller = _speech_that_fits(catalog, usable)
+            result["error"] = (f"{host}: {speech.id} needs about {reserved / GiB:.1f} GiB of GPU memory for transcription, the GPU has "
+                               f"{usable / GiB:.1f} GiB usable. " + (f"A smaller speech model fits: {', '.join(smaller)}. " if smaller else "")
+                               + "Put this machine in schulki_cpu_nodes, or set schulki_plan_speech_model.")
     else:
         if ram is None:
             result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
             return result
         machine = Machine("cpu", ram, name=host)
     quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
-    p = plan(str(_var(hostvars, "schulki_plan_chat_model")), machine, work, quant=quant, catalog=catalog)
+    chat_model = str(_var(hostvars, "schulki_plan_chat_model"))
+    excluded = quality_floor(chat_model, kind) if quality_floor else frozenset()
+    p = plan(chat_model, machine, work, quant=quant, catalog=catalog, exclude_quants=excluded)
     result["chat"] = p.as_dict()
     # The name the node serves under and the gateway routes by; the gateway's settings list it beside the node's address.
     from schulki.models.served import served_name
@@ -143,6 +186,13 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
     result["chat"]["served_model"] = served_name(Path(p.file).name, catalog=catalog)
     if reserved:
         result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU.)"
+    if result["error"]:  # Whisper does not fit: say too what the chat model would need
+        if not p.fits:
+            result["error"] += " " + p.reason
+        return result
+    if not p.fits:
+        result["error"] = f"{host}: {p.reason}"
+        return result
     result["files"] = _file_entry(catalog, p.model, p.quant, "chat") + result["files"]
     settings["inference"] = {
         "model_path": f"{MODELS_DIR}/{p.file}",
@@ -151,7 +201,7 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None) -> dict
         "gpu_layers": -1 if kind == "gpu" and p.gpu_layers >= p.layers else p.gpu_layers,
         "batch_size": work.batch_size,
         "flash_attention": work.flash_attention and kind == "gpu",
-        "kv_cache_type": work.kv_cache_type,
+        "kv_cache_type": p.kv_cache_type,
     }
     settings["inference"]["model_name"] = result["chat"]["served_model"]
     return result
@@ -197,13 +247,13 @@ def plan_table(plans: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plan_inventory(inventory: str) -> list[dict]:
+def plan_inventory(inventory: str, quality_floor: Callable[[str, str], frozenset[str]] | None = None, catalog: Catalog | None = None) -> list[dict]:
     """The plan of every host of an inventory that has a schulki role."""
-    catalog = load_catalog()
+    catalog = catalog or load_catalog()
     plans = []
     for host, hostvars in read_inventory(inventory).items():
         if "schulki_plan_node_kind" not in hostvars:
             continue  # not a schulki host (for example the mirror)
-        plans.append(host_plan(host, hostvars, catalog))
+        plans.append(host_plan(host, hostvars, catalog, quality_floor))
     return plans
 

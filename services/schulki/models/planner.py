@@ -15,9 +15,12 @@ allocate, the way llama.cpp allocates it:
   scores of one batch against the context (unless flash attention is on);
 - a margin: 5 % plus, on a GPU, what the CUDA runtime takes beside llama.cpp.
 
-It then picks the best quant that fits in full (Q8_0 > Q6_K > Q5_K_M > Q4_K_M),
-else offloads as many layers as fit, else a marked last-resort quant, and when
-even that is poor it names a smaller model of the catalog that does fit.
+It then picks, on a GPU, the best quant that fits in full (Q8_0 > Q6_K >
+Q5_K_M > Q4_K_M), first with the asked workload, then with a lighter one (q8_0
+KV cache, one sequence, a shorter context), then a marked last-resort quant,
+and offloads layers to the CPU only after all of that; on a CPU it picks the
+fastest quant at the quality floor. What does not fit is refused with the
+memory it would need and a smaller model of the catalog that does fit.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ APPLE_GPU_SHARE = 0.75
 """Share of an Apple machine's unified memory that Metal lets one process wire."""
 POOR_OFFLOAD_SHARE = 0.5
 """Below this share of layers on the GPU, decoding is mostly CPU-bound: too slow for a class."""
+MIN_CONTEXT = 4096
+"""The shortest context the planner falls back to so that every layer fits: a question about a few pages."""
+DRIVER_RESERVED_BYTES = 512 * MiB
+"""GPU memory assumed kept by the NVIDIA driver where nvidia-smi's memory.reserved is not known (an assumption, not a measurement)."""
 NODE_KINDS = ("gpu", "cpu", "apple")
 
 
@@ -72,6 +79,8 @@ class Machine:
     reserved_bytes: int = 0
     """Memory taken on the same device by the other services of the host."""
     name: str = "this machine"
+    driver_reserved_bytes: int = 0
+    """GPU memory the driver keeps for itself (part of memory.total, never usable); 0 where memory_bytes is already free memory."""
 
     def __post_init__(self) -> None:
         if self.kind not in NODE_KINDS:
@@ -87,7 +96,7 @@ class Machine:
         elif self.kind == "apple":
             available = int(self.memory_bytes * APPLE_GPU_SHARE)
         else:
-            available = self.memory_bytes
+            available = self.memory_bytes - self.driver_reserved_bytes
         return max(0, available - self.reserved_bytes)
 
 
@@ -131,6 +140,9 @@ class Plan:
     machine: str = "this machine"
     kind: str = "gpu"
     notes: tuple[str, ...] = field(default=())
+    kv_cache_type: str = "f16"
+    workload_steps: int = 0
+    """How many of ``lighter_workloads`` were taken to make every layer fit (0: the workload as asked)."""
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -233,8 +245,84 @@ def smaller_model(catalog: Catalog, model: Model, work: Workload, machine: Machi
     return (best[1], best[2]) if best else None
 
 
-def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None = None, catalog: Catalog | None = None) -> Plan:
-    """The best way to run a model (a catalog id, or a Model read from a GGUF file) on one machine, and why."""
+def lighter_workloads(work: Workload, machine: Machine) -> list[tuple[Workload, str]]:
+    """Cheaper ways to run the same model, mildest first; each keeps the changes of the one before.
+
+    A q8_0 KV cache costs almost no quality (llama.cpp quantizes the V cache
+    only with flash attention), one conversation at a time costs waiting time,
+    and a shorter context costs what a conversation can hold, so they come in
+    that order, and the context never goes below MIN_CONTEXT.
+    """
+    steps = []
+    current = work
+    if machine.kind != "cpu" and current.kv_cache_type == "f16" and current.flash_attention:
+        current = replace(current, kv_cache_type="q8_0")
+        steps.append((current, "a q8_0 KV cache"))
+    if current.parallel > 1:
+        current = replace(current, parallel=1)
+        steps.append((current, "one conversation at a time"))
+    floor = min(MIN_CONTEXT, current.context_length)
+    while current.context_length > floor:
+        current = replace(current, context_length=max(floor, current.context_length // 2))
+        steps.append((current, f"{current.context_length} tokens of context"))
+    return steps
+
+
+def _changes(requested: Workload, chosen: Workload) -> str:
+    """What the planner gave up, in words: "a q8_0 KV cache, one conversation at a time and 4096 tokens of context"."""
+    parts = []
+    if chosen.kv_cache_type != requested.kv_cache_type:
+        parts.append(f"a {chosen.kv_cache_type} KV cache")
+    if chosen.parallel != requested.parallel:
+        parts.append("one conversation at a time" if chosen.parallel == 1 else f"{chosen.parallel} conversations at a time")
+    if chosen.context_length != requested.context_length:
+        parts.append(f"{chosen.context_length} tokens of context")
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def cpu_order(catalog: Catalog, files: list[ModelFile]) -> list[ModelFile]:
+    """The quants a CPU should try: the fastest (smallest) at or above the quality floor, then those below it, best first.
+
+    Decoding on a CPU reads every weight once per token, so it is bound by
+    memory bandwidth and a larger quant is slower in proportion to its size
+    (Q8_0 about 1.7x slower than Q4_K_M); a lab PC shares that bandwidth with
+    the desktop of whoever sits there. Quants above the fastest one at the
+    floor are never worth their speed there.
+    """
+    floor = catalog.quant_rank(catalog.quality_floor) if catalog.quality_floor else 0
+    at_floor = [f for f in files if catalog.quant_rank(f.quant) >= floor]
+    below = [f for f in files if catalog.quant_rank(f.quant) < floor]
+    fastest = min(at_floor, key=lambda f: f.size_bytes)
+    return [fastest, *below] if at_floor else below
+
+
+def minimum_memory(machine: Machine, need: int) -> int:
+    """The device memory (GPU memory, RAM, or a Mac's unified memory) a machine needs so that `need` bytes fit beside the rest."""
+    if machine.kind == "cpu":
+        return need + OS_RESERVE_BYTES + machine.reserved_bytes
+    if machine.kind == "apple":
+        return int(need / APPLE_GPU_SHARE) + machine.reserved_bytes
+    return need + machine.driver_reserved_bytes + machine.reserved_bytes
+
+
+def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None = None, catalog: Catalog | None = None,
+         exclude_quants: frozenset[str] = frozenset()) -> Plan:
+    """The best way to run a model (a catalog id, or a Model read from a GGUF file) on one machine, and why.
+
+    The rules, in order: on a GPU (or a Mac) the best quant whose every layer
+    fits with the requested workload; else the best quant whose every layer
+    fits with a lighter workload (``lighter_workloads``), because a model split
+    between GPU and CPU decodes at the CPU's speed; else a last-resort quant in
+    full; else, on a GPU, as many layers as fit when that is at least half of
+    them and the RAM holds the rest; else a refusal that says what would fit.
+    On a CPU the same ladder runs over ``cpu_order``: the fastest quant at the
+    quality floor, never a slower one.
+
+    exclude_quants: quants the admin's quality floor rules out (measured mean KLD too high, see
+    ``schulki.evaluation.planning``); they are never chosen unless the admin sets that quant.
+    """
     catalog = catalog or load_catalog()
     model = catalog.model(model) if isinstance(model, str) else model
     notes = []
@@ -246,45 +334,89 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
     all_layers = model.layers if machine.kind != "cpu" else 0
     budget = machine.budget
 
-    def make(file: ModelFile, gpu_layers: int, fits: bool, reason: str, suggestion: str | None = None) -> Plan:
+    def make(file: ModelFile, w: Workload, gpu_layers: int, fits: bool, reason: str, suggestion: str | None = None, steps: int = 0) -> Plan:
         return Plan(
-            model=model.id, quant=file.quant, file=file.file, context_length=work.context_length, parallel=work.parallel,
-            gpu_layers=gpu_layers, layers=model.layers, fits=fits, estimate=estimate(model, file, work, machine.kind),
+            model=model.id, quant=file.quant, file=file.file, context_length=w.context_length, parallel=w.parallel,
+            gpu_layers=gpu_layers, layers=model.layers, fits=fits, estimate=estimate(model, file, w, machine.kind),
             budget=budget, reason=reason, last_resort=file.last_resort, suggestion=suggestion,
-            machine=machine.name, kind=machine.kind, notes=tuple(notes),
+            machine=machine.name, kind=machine.kind, notes=tuple(notes), kv_cache_type=w.kv_cache_type, workload_steps=steps,
         )
 
     where = {"gpu": "on the GPU", "cpu": "in RAM (CPU only)", "apple": "in unified memory (Metal)"}[machine.kind]
     candidates = [model.file_for(quant)] if quant else list(model.files)
+    if exclude_quants and not quant:
+        left_out = [f.quant for f in candidates if f.quant in exclude_quants]
+        candidates = [f for f in candidates if f.quant not in exclude_quants]
+        if left_out:
+            notes.append(f"left out by the quality floor (measured mean KLD too high): {', '.join(left_out)}")
+        if not candidates:
+            worst = model.files[-1]
+            return make(worst, work, 0, False, f"No quant of {model.id} meets the quality floor: every one was measured above it ({', '.join(left_out)}). Raise the floor or pick another model.")
     standard = [f for f in candidates if not f.last_resort]
     last_resort = [f for f in candidates if f.last_resort]
     forced = " (set by the admin)" if quant else ""
+    if machine.kind == "cpu" and standard and not quant:
+        standard = cpu_order(catalog, standard)
+    ladder = [(work, "")] + lighter_workloads(work, machine)
 
-    for rank, f in enumerate(standard):
-        est = _fits(model, f, work, machine)
-        if est:
-            better = f" {standard[rank - 1].quant} would need {_gib(estimate(model, standard[rank - 1], work, machine.kind).total)}." if rank else ""
-            return make(f, all_layers, True, f"{f.quant}{forced} fits {where}: needs {_gib(est.total)} of {_gib(budget)}.{better}")
+    def why(f: ModelFile, w: Workload, est: Estimate) -> str:
+        lighter = f" with {_changes(work, w)} (asked: {work.context_length} tokens x {work.parallel}, {work.kv_cache_type} KV cache)" if w != work else ""
+        needs = f"needs {_gib(est.total)} of {_gib(budget)}"
+        if machine.kind == "cpu" and not quant:
+            slowest = max((g for g in model.files if not g.last_resort), key=lambda g: g.size_bytes)
+            slower = (f" A CPU reads every weight once per token, so {slowest.quant} would decode about "
+                      f"{slowest.size_bytes / f.size_bytes:.1f}x slower.") if slowest.size_bytes > f.size_bytes else ""
+            return f"{f.quant} is the fastest quant at the quality floor and fits {where}{lighter}: {needs}.{slower}"
+        if w != work:
+            return (f"{f.quant}{forced} fits {where} in full{lighter}: {needs}. Every layer on the GPU decodes several times "
+                    f"faster than layers left on the CPU.")
+        rank = standard.index(f) if f in standard else 0
+        better = f" {standard[rank - 1].quant} would need {_gib(estimate(model, standard[rank - 1], work, machine.kind).total)}." if rank else ""
+        return f"{f.quant}{forced} fits {where}: {needs}.{better}"
 
-    lowest = standard[-1] if standard else candidates[-1]
-    need = _gib(estimate(model, lowest, work, machine.kind).total)
-    if machine.kind == "gpu" and standard:
-        n = offloadable_layers(catalog, model, lowest, work, budget)
-        if n >= model.layers * POOR_OFFLOAD_SHARE:
-            return make(lowest, n, True, f"No quant fits {_gib(budget)} in full ({lowest.quant} needs {need}); {n} of {model.layers} layers of {lowest.quant} go on the GPU, the rest run on the CPU (slower).")
+    for steps, (w, _) in enumerate(ladder):
+        for f in standard:
+            est = _fits(model, f, w, machine)
+            if est:
+                return make(f, w, all_layers, True, why(f, w, est), steps=steps)
 
-    for f in last_resort:
-        est = _fits(model, f, work, machine)
-        if est:
-            alt = smaller_model(catalog, model, work, machine)
-            hint = f" Better: {alt[0]} ({alt[1]} fits in full)." if alt else ""
-            return make(f, all_layers, True, f"Last resort: only {f.quant} fits {where} ({_gib(est.total)} of {_gib(budget)}); answers get noticeably worse.{hint}", alt[0] if alt else None)
+    for steps, (w, _) in enumerate(ladder):
+        for f in last_resort:
+            est = _fits(model, f, w, machine)
+            if est:
+                alt = smaller_model(catalog, model, w, machine)
+                hint = f" Better: {alt[0]} ({alt[1]} fits in full)." if alt else ""
+                lighter = f" with {_changes(work, w)}" if w != work else ""
+                return make(f, w, all_layers, True, f"Last resort: only {f.quant} fits {where}{lighter} ({_gib(est.total)} of {_gib(budget)}); "
+                            f"answers get noticeably worse.{hint}", alt[0] if alt else None, steps)
 
-    alt = smaller_model(catalog, model, work, machine)
+    alt = smaller_model(catalog, model, ladder[-1][0], machine)
     hint = f" Use {alt[0]} instead ({alt[1]} fits in full)." if alt else " No smaller model of the catalog fits either."
-    worst = (last_resort or [lowest])[-1]
-    if machine.kind == "gpu":
-        n = offloadable_layers(catalog, model, worst, work, budget)
-        fits = machine.ram_bytes is None or estimate(model, worst, work, "cpu").total <= machine.ram_bytes - OS_RESERVE_BYTES
-        return make(worst, n, fits, f"Too big: {worst.quant} needs {_gib(estimate(model, worst, work, 'gpu').total)} and only {n} of {model.layers} layers fit in {_gib(budget)} of GPU memory, too slow for a class.{hint}", alt[0] if alt else None)
-    return make(worst, all_layers, False, f"Does not fit: {worst.quant} needs {_gib(estimate(model, worst, work, machine.kind).total)} {where}, {_gib(budget)} are free.{hint}", alt[0] if alt else None)
+    if machine.kind == "gpu" and standard:
+        lowest = standard[-1]
+        for steps, (w, _) in enumerate(ladder):
+            n = offloadable_layers(catalog, model, lowest, w, budget)
+            if n < model.layers * POOR_OFFLOAD_SHARE:
+                continue
+            on_cpu = estimate(model, lowest, w, "cpu").total
+            offload = f"{n} of {model.layers} layers of {lowest.quant} go on the GPU, the rest run on the CPU (slower)"
+            lighter = f" with {_changes(work, w)}" if w != work else ""
+            if machine.ram_bytes is not None and on_cpu > machine.ram_bytes - OS_RESERVE_BYTES:
+                return make(lowest, w, n, False, f"Does not fit: {offload}{lighter}, but the CPU part needs up to {_gib(on_cpu)} of RAM and "
+                            f"{machine.name} has {_gib(machine.ram_bytes)}.{hint}", alt[0] if alt else None, steps)
+            if machine.ram_bytes is None:
+                notes.append("RAM not given: the playbook checks it on the host")
+            better = f" Faster: {alt[0]} ({alt[1]} fits in full)." if alt else ""
+            return make(lowest, w, n, True, f"No quant fits {_gib(budget)} in full, not even with {_changes(work, ladder[-1][0]) or 'the asked workload'} "
+                        f"({lowest.quant} needs {_gib(estimate(model, lowest, ladder[-1][0], machine.kind).total)}); {offload}{lighter}.{better}",
+                        alt[0] if alt else None, steps)
+
+    smallest = min(candidates, key=lambda f: f.size_bytes)
+    lightest = ladder[-1][0]
+    need = estimate(model, smallest, lightest, machine.kind).total
+    device = {"gpu": "a GPU", "cpu": "a machine", "apple": "a Mac"}[machine.kind]
+    beside = f" (with {_gib(machine.reserved_bytes)} of it for transcription)" if machine.reserved_bytes else ""
+    return make(smallest, lightest, 0, False,
+                f"Does not fit: even {smallest.quant} with {lightest.context_length} tokens x {lightest.parallel} needs {_gib(need)} {where}, "
+                f"{_gib(budget)} are free. {model.id} needs {device} with at least {_gib(minimum_memory(machine, need))}{beside}.{hint}",
+                alt[0] if alt else None, len(ladder) - 1)

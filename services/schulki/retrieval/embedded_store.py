@@ -36,6 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from schulki.config import RetrievalConfig
+from schulki.retrieval.documents import Chunk
 from schulki.retrieval.store import Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse
 from schulki.runtime.errors import InvalidInput
 
@@ -275,6 +276,14 @@ class EmbeddedStore(Store):
                 log.warning("dropping the chunks of workspace %s, deleted before a crash", name)
                 self._drop_table(name)
         return super().recover()
+
+    def _document_chunks(self, workspace: str, document_id: str) -> list[Chunk]:
+        table = self._table(workspace)
+        if table is None:
+            return []
+        rows = (table.search().where(f"document_id = {_quote(document_id)}")
+                .select(["chunk_index", "text", "page", "section"]).limit(None).to_list())
+        return [Chunk(text=r["text"], index=r["chunk_index"], page=r["page"], section=r["section"]) for r in rows]
 
     def _chunk_document_ids(self, workspace: str) -> set[str]:
         table = self._table(workspace)

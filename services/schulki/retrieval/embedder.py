@@ -47,13 +47,18 @@ class EmbeddingsClient:
             await self._channel.close()
             self._channel = None
 
-    async def embed(self, texts: Sequence[str], user: str = "") -> list[list[float]]:
-        """One normalised vector per text, in order; NotReady when the service is down."""
+    async def embed(self, texts: Sequence[str], user: str = "", *, query: bool = False) -> list[list[float]]:
+        """One normalised vector per text, in order; NotReady when the service is down.
+
+        Texts are passages to be found, or with ``query`` search queries: the embeddings
+        service puts the model's own prefix in front of each (multilingual-e5 needs them).
+        """
         if self._stub is None:
             self.open()
         metadata = call_metadata(self.runtime, logs.request_id.get())
         try:
-            response = await self._stub.Embed(pb.EmbedRequest(texts=list(texts), user=user), timeout=self.timeout_s,
+            response = await self._stub.Embed(pb.EmbedRequest(
+                texts=list(texts), user=user, purpose=pb.TEXT_PURPOSE_QUERY if query else pb.TEXT_PURPOSE_DOCUMENT), timeout=self.timeout_s,
                                               metadata=metadata)
         except grpc.aio.AioRpcError as error:
             code = error.code()

@@ -2,11 +2,13 @@
 
 The upload is written to a temporary file under the service's ``incoming``
 folder (cleared at every start, so a crash leaves nothing behind) and refused
-as soon as it passes the size limit. Parsing runs on a worker thread; its
-page callback reaches the caller's stream through a queue. Chunks are
-embedded in batches through the embeddings service, then the store writes
-them all at once and records the document (store.py makes that atomic).
-Every step yields Progress, and the last item is the stored DocumentRecord.
+as soon as it passes the size limit or the workspace's storage quota.
+Parsing and chunking run in a separate process with memory and time limits
+(parse_process.py); its page reports reach the caller's stream through a
+queue. Chunks are embedded in batches through the embeddings service, then
+the store writes them all at once and records the document (store.py makes
+that atomic, and checks the quota once more under its write lock). Every
+step yields Progress, and the last item is the stored DocumentRecord.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schulki.config import RetrievalConfig
-from schulki.retrieval.chunking import chunk_document
-from schulki.retrieval.documents import ParsedDocument
 from schulki.retrieval.embedder import EmbeddingsClient
-from schulki.retrieval.parsing import fetch_url, format_of, parse_file
-from schulki.retrieval.store import DocumentRecord, Store, StoredChunk
-from schulki.runtime.errors import InvalidInput, SchulkiError, TooLarge
+from schulki.retrieval.parse_process import ParsedChunks, ParseLimits, parse_in_process
+from schulki.retrieval.parsing import fetch_url, format_of
+from schulki.retrieval.store import DocumentRecord, Store, StoredChunk, over_quota
+from schulki.runtime.errors import InvalidInput, TooLarge
 
 log = logging.getLogger("schulki.retrieval")
 
@@ -53,6 +54,14 @@ class Upload:
     url: str = ""
 
 
+def workspace_quota_bytes(config: RetrievalConfig, workspace: str) -> int:
+    """The workspace's storage quota in bytes from ``workspace_quota_mb`` (longest matching start); 0 means none."""
+    matches = [prefix for prefix in config.workspace_quota_mb if workspace.startswith(prefix)]
+    if not matches:
+        return 0
+    return config.workspace_quota_mb[max(matches, key=len)] * 1024 * 1024
+
+
 class Ingestor:
     """Turns uploads and URLs into stored documents."""
 
@@ -73,6 +82,10 @@ class Ingestor:
     async def ingest(self, upload: Upload, data: AsyncIterator[bytes]) -> AsyncIterator[Progress | DocumentRecord]:
         """Store one document from its bytes (or its URL); yield progress, then the record."""
         await asyncio.to_thread(self.store.require_workspace, upload.workspace)
+        quota = workspace_quota_bytes(self.config, upload.workspace)
+        used = await asyncio.to_thread(self.store.used_bytes, upload.workspace) if quota else 0
+        if quota and used >= quota:  # a full workspace is refused before a single byte is received
+            raise over_quota(used, quota)
         if upload.url:
             source = upload.url.strip()
         else:
@@ -97,29 +110,32 @@ class Ingestor:
                     out.write(body)
                     yield Progress("receiving", len(body), len(body), "bytes")
                 else:
-                    async for item in self._receive(data, out):
+                    async for item in self._receive(data, out, quota - used if quota else 0, used, quota):
                         yield item
             size_bytes = path.stat().st_size
             async with self._slots:
-                async for item in self._process(upload, source, path, file_name, size_bytes):
+                async for item in self._process(upload, source, path, file_name, size_bytes, quota):
                     yield item
         finally:
             path.unlink(missing_ok=True)
 
     async def _process(self, upload: Upload, source: str, path: Path, file_name: str,
-                       size_bytes: int) -> AsyncIterator[Progress | DocumentRecord]:
+                       size_bytes: int, quota: int) -> AsyncIterator[Progress | DocumentRecord]:
         """Parse, chunk, embed and store a received file."""
-        document: ParsedDocument | None = None
+        document: ParsedChunks | None = None
         async for item in self._parse(path, file_name):
-            if isinstance(item, ParsedDocument):
+            if isinstance(item, ParsedChunks):
                 document = item
             else:
                 yield item
-        chunks = await asyncio.to_thread(
-            chunk_document, document, self.config.chunk_chars, self.config.chunk_overlap_chars
-        )
+        chunks = document.chunks
         if not chunks:
             raise InvalidInput("Die Datei enthält keinen Text. (no text found)")
+        text_bytes = sum(len(c.text.encode()) for c in chunks)
+        if quota:  # checked before embedding, the slow part; the store checks again when it writes
+            used = await asyncio.to_thread(self.store.used_bytes, upload.workspace)
+            if used + max(size_bytes, text_bytes) > quota:
+                raise over_quota(used, quota)
         vectors: list[list[float]] = []
         batch = self.config.embed_batch_texts
         yield Progress("embedding", 0, len(chunks), "chunks")
@@ -129,21 +145,23 @@ class Ingestor:
         document_id = uuid.uuid4().hex[:16]
         record = DocumentRecord(
             document_id=document_id, source=source, format=document.format, chunk_count=len(chunks),
-            page_count=document.page_count, size_bytes=size_bytes,
+            page_count=document.page_count, size_bytes=size_bytes, text_bytes=text_bytes,
         )
         stored = [StoredChunk(document_id, source, chunk, vector) for chunk, vector in zip(chunks, vectors)]
         yield Progress("storing", 0, len(chunks), "chunks")
-        await asyncio.to_thread(self.store.add_document, upload.workspace, record, stored)
+        await asyncio.to_thread(self.store.add_document, upload.workspace, record, stored, quota)
         yield Progress("storing", len(chunks), len(chunks), "chunks")
         log.info("ingested %s into %s: %s, %d chunks, %d bytes", document_id, upload.workspace,
                  record.format, record.chunk_count, size_bytes)
         yield record
 
-    async def _receive(self, data: AsyncIterator[bytes], out) -> AsyncIterator[Progress]:
-        """Write the upload's pieces to the open temporary file, refusing it once it passes the limit."""
+    async def _receive(self, data: AsyncIterator[bytes], out, room: int, used: int, quota: int) -> AsyncIterator[Progress]:
+        """Write the upload's pieces to the open temporary file, refusing it once it passes the size limit or the room left."""
         size = reported = 0
         async for piece in data:
             size += len(piece)
+            if quota and size > room:
+                raise over_quota(used, quota)
             if size > self.config.max_upload_bytes:
                 raise TooLarge(
                     f"Die Datei ist zu groß: höchstens {self.config.max_upload_bytes // (1024 * 1024)} MiB. "
@@ -155,27 +173,21 @@ class Ingestor:
                 yield Progress("receiving", size, 0, "bytes")
         yield Progress("receiving", size, size, "bytes")
 
-    async def _parse(self, path: Path, file_name: str) -> AsyncIterator[Progress | ParsedDocument]:
-        """Parse on a worker thread; yield page progress as it comes, then the document."""
-        loop = asyncio.get_running_loop()
+    async def _parse(self, path: Path, file_name: str) -> AsyncIterator[Progress | ParsedChunks]:
+        """Parse and chunk in a separate process (parse_process.py); yield page progress as it comes, then the chunks."""
         queue: asyncio.Queue[Progress] = asyncio.Queue()
 
         def report(done: int, total: int) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, Progress("parsing", done, total, "pages"))
+            queue.put_nowait(Progress("parsing", done, total, "pages"))
 
-        def parse() -> ParsedDocument:
-            try:
-                return parse_file(path, file_name, max_pages=self.config.max_pages, progress=report)
-            except SchulkiError:
-                raise
-            except Exception as error:  # a parser library failing on a malformed file is a bad file
-                log.warning("parsing %s failed: %s", format_of(file_name), type(error).__name__)
-                raise InvalidInput(
-                    "Die Datei ist beschädigt oder kann nicht gelesen werden. (the file could not be parsed)"
-                ) from error
-
+        limits = ParseLimits(
+            memory_bytes=self.config.parse_memory_mb * 1024 * 1024, timeout_s=self.config.parse_timeout_s,
+            max_pages=self.config.max_pages, max_chars=self.config.max_document_chars,
+            max_chunks=self.config.max_chunks_per_document, chunk_chars=self.config.chunk_chars,
+            overlap_chars=self.config.chunk_overlap_chars,
+        )
         yield Progress("parsing", 0, 0, "pages")
-        task = asyncio.ensure_future(asyncio.to_thread(parse))
+        task = asyncio.ensure_future(parse_in_process(path, file_name, limits, report))
         try:
             while not task.done() or not queue.empty():
                 getter = asyncio.ensure_future(queue.get())
@@ -187,4 +199,4 @@ class Ingestor:
             yield task.result()
         finally:
             if not task.done():
-                task.cancel()
+                task.cancel()  # parse_in_process kills its child on the way out

@@ -10,11 +10,11 @@ import grpc
 
 from schulki.config import Config
 from schulki.retrieval.embedder import EmbeddingsClient
-from schulki.retrieval.ingest import Ingestor, Progress, Upload
+from schulki.retrieval.ingest import Ingestor, Progress, Upload, workspace_quota_bytes
 from schulki.retrieval.store import DocumentRecord, Store
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
-from schulki.runtime.errors import InvalidInput, NotReady
+from schulki.runtime.errors import InvalidInput, NotFound, NotReady
 from schulki.runtime.logs import content
 
 log = logging.getLogger("schulki.retrieval")
@@ -44,6 +44,7 @@ def document_proto(record: DocumentRecord) -> pb.Document:
     return pb.Document(
         document_id=record.document_id, source=record.source, chunk_count=record.chunk_count,
         page_count=record.page_count, size_bytes=record.size_bytes, created_at=record.created_at, format=record.format,
+        text_bytes=record.text_bytes,
     )
 
 
@@ -120,7 +121,20 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
 
     async def ListDocuments(self, request: pb.ListDocumentsRequest, context) -> pb.ListDocumentsResponse:
         records = await asyncio.to_thread(self._ready().list_documents, request.workspace)
-        return pb.ListDocumentsResponse(documents=[document_proto(r) for r in records])
+        return pb.ListDocumentsResponse(documents=[document_proto(r) for r in records],
+                                        used_bytes=sum(r.counted_bytes for r in records),
+                                        quota_bytes=workspace_quota_bytes(self.settings, request.workspace))
+
+    async def ExportDocument(self, request: pb.ExportDocumentRequest, context) -> pb.ExportDocumentResponse:
+        store = self._ready()
+        chunks = await asyncio.to_thread(store.document_chunks, request.workspace, request.document_id)
+        records = {r.document_id: r for r in await asyncio.to_thread(store.list_documents, request.workspace)}
+        record = records.get(request.document_id)
+        if record is None:  # deleted in the meantime
+            raise NotFound(f"Das Dokument {request.document_id} gibt es in {request.workspace} nicht. (unknown document)")
+        log.info("exported document %s from %s (%d chunks)", request.document_id, request.workspace, len(chunks))
+        return pb.ExportDocumentResponse(document=document_proto(record), chunks=[
+            pb.DocumentChunk(chunk_index=c.index, text=c.text, page=c.page, section=c.section) for c in chunks])
 
     async def DeleteDocument(self, request: pb.DeleteDocumentRequest, context) -> pb.DeleteDocumentResponse:
         deleted = await asyncio.to_thread(self._ready().delete_document, request.workspace, request.document_id)
@@ -142,7 +156,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
             raise InvalidInput(f"vector_weight muss zwischen 0 und 1 liegen, nicht {weight:g}. (vector_weight out of range)")
         await asyncio.to_thread(store.require_workspace, request.workspace)
         # BM25 alone needs no vector, so it works even while the embeddings service is down.
-        vector = (await self.embedder.embed([query]))[0] if weight > 0 else []
+        vector = (await self.embedder.embed([query], query=True))[0] if weight > 0 else []
         hits = await asyncio.to_thread(store.search, request.workspace, query, vector, top_k, weight)
         log.info("search in %s: %s, %d hits", request.workspace, content(query), len(hits))
         return pb.SearchResponse(hits=[

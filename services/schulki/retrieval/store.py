@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from schulki.retrieval.documents import Chunk
-from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound
+from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 
 log = logging.getLogger("schulki.retrieval")
 
@@ -59,6 +59,26 @@ class DocumentRecord:
     page_count: int = 0
     size_bytes: int = 0
     created_at: int = field(default_factory=lambda: int(time.time()))
+    text_bytes: int = 0
+    """UTF-8 bytes of the chunks' text as stored (0 in manifests written before it was counted)."""
+
+    @property
+    def counted_bytes(self) -> int:
+        """What the document counts against its workspace's quota: its file or its stored text, whichever is larger."""
+        return max(self.size_bytes, self.text_bytes)
+
+
+def mib(count: int) -> str:
+    """Bytes as MiB for a message, one decimal, German style."""
+    return f"{count / (1024 * 1024):.1f}".replace(".", ",")
+
+
+def over_quota(used: int, quota: int) -> TooLarge:
+    """The error for an upload that does not fit into its workspace's storage quota."""
+    return TooLarge(
+        f"Der Speicherplatz dieses Arbeitsbereichs reicht nicht: {mib(used)} von {mib(quota)} MB belegt. "
+        f"Lösche alte Dokumente oder lade eine kleinere Datei hoch. (storage quota exceeded: {used} of {quota} bytes used)"
+    )
 
 
 @dataclass
@@ -162,6 +182,10 @@ class Store(ABC):
         """Delete every chunk of these documents; return how many were deleted."""
 
     @abstractmethod
+    def _document_chunks(self, workspace: str, document_id: str) -> list[Chunk]:
+        """Every chunk of one document, in any order."""
+
+    @abstractmethod
     def _chunk_document_ids(self, workspace: str) -> set[str]:
         """The document ids that have chunks in the workspace (complete or not)."""
 
@@ -216,14 +240,27 @@ class Store(ABC):
             self._pending.pop(workspace, None)
         return count
 
-    def add_document(self, workspace: str, record: DocumentRecord, chunks: list[StoredChunk]) -> None:
-        """Store a document atomically: every chunk, then its manifest record."""
+    def used_bytes(self, workspace: str) -> int:
+        """What the workspace's complete documents count against its quota."""
+        return sum(r.counted_bytes for r in self._manifest(workspace))
+
+    def add_document(self, workspace: str, record: DocumentRecord, chunks: list[StoredChunk], quota_bytes: int = 0) -> None:
+        """Store a document atomically: every chunk, then its manifest record.
+
+        With ``quota_bytes`` set, TooLarge when the workspace's documents and
+        this one together would count more; checked under the write lock, so
+        two uploads at once cannot both squeeze into the last megabytes.
+        """
         self.require_workspace(workspace)
         if not chunks:
             raise InvalidInput("Das Dokument enthält keinen Text. (the document has no text)")
         with self._write_lock:
             # Checked again under the lock: the workspace may have been deleted while the document was embedded.
             self.require_workspace(workspace)
+            if quota_bytes:
+                used = self.used_bytes(workspace)
+                if used + record.counted_bytes > quota_bytes:
+                    raise over_quota(used, quota_bytes)
             pending = self._pending.setdefault(workspace, set())
             pending.add(record.document_id)
             try:
@@ -247,6 +284,13 @@ class Store(ABC):
         """The complete documents of a workspace, newest first."""
         self.require_workspace(workspace)
         return sorted(self._manifest(workspace), key=lambda r: (-r.created_at, r.document_id))
+
+    def document_chunks(self, workspace: str, document_id: str) -> list[Chunk]:
+        """The chunks of one complete document in their order (for a user's export of their data)."""
+        self.require_workspace(workspace)
+        if document_id not in {r.document_id for r in self._manifest(workspace)}:
+            raise NotFound(f"Das Dokument {document_id} gibt es in {workspace} nicht. (unknown document)")
+        return sorted(self._document_chunks(workspace, document_id), key=lambda c: c.index)
 
     def delete_document(self, workspace: str, document_id: str) -> int:
         """Remove a document: its manifest record first, then its chunks; return how many chunks."""

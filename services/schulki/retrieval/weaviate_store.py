@@ -26,6 +26,7 @@ import urllib.parse
 from collections.abc import Sequence
 
 from schulki.config import RetrievalConfig
+from schulki.retrieval.documents import Chunk
 from schulki.retrieval.store import DocumentRecord, Hit, Store, StoredChunk
 from schulki.runtime.errors import StartupError
 
@@ -111,10 +112,14 @@ class WeaviateStore(Store):
                     Property(name="page_count", data_type=DataType.INT),
                     Property(name="size_bytes", data_type=DataType.INT),
                     Property(name="created_at", data_type=DataType.INT),
+                    Property(name="text_bytes", data_type=DataType.INT),
                 ],
             )
         self._chunks = self.client.collections.get(self.chunks_name)
         self._documents = self.client.collections.get(self.documents_name)
+        # Collections made before the quota counted stored text lack the property; adding one is allowed.
+        if "text_bytes" not in {prop.name for prop in self._documents.config.get().properties}:
+            self._documents.config.add_property(Property(name="text_bytes", data_type=DataType.INT))
 
     @staticmethod
     def _uuid(*parts: object) -> str:
@@ -143,7 +148,8 @@ class WeaviateStore(Store):
 
     def _manifest(self, workspace: str) -> list[DocumentRecord]:
         documents = self._documents.with_tenant(workspace)
-        return [DocumentRecord(**{k: obj.properties[k] for k in DocumentRecord.__dataclass_fields__})
+        return [DocumentRecord(**{k: obj.properties[k] for k in DocumentRecord.__dataclass_fields__
+                                  if obj.properties.get(k) is not None})
                 for obj in documents.iterator()]
 
     def _record(self, workspace: str, record: DocumentRecord) -> None:
@@ -188,6 +194,20 @@ class WeaviateStore(Store):
             if result.matches == 0 or result.successful == 0:
                 break
         return deleted
+
+    def _document_chunks(self, workspace: str, document_id: str) -> list[Chunk]:
+        from weaviate.classes.query import Filter
+
+        chunks = self._chunks.with_tenant(workspace)
+        found: list[Chunk] = []
+        page = 1000  # below Weaviate's QUERY_MAXIMUM_RESULTS (10,000) for offset + limit
+        while True:
+            response = chunks.query.fetch_objects(filters=Filter.by_property("document_id").equal(document_id),
+                                                  limit=page, offset=len(found))
+            found += [Chunk(text=o.properties["text"], index=int(o.properties["chunk_index"]), page=int(o.properties["page"] or 0),
+                            section=o.properties["section"] or "") for o in response.objects]
+            if len(response.objects) < page:
+                return found
 
     def _chunk_document_ids(self, workspace: str) -> set[str]:
         from weaviate.classes.aggregate import GroupByAggregate

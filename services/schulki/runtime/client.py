@@ -1,7 +1,8 @@
-"""Helpers for calling schulki services: channels with the service token, health checks."""
+"""Helpers for calling schulki services: channels with the node's own service token, health checks."""
 
 from __future__ import annotations
 
+import collections
 import time
 
 import grpc
@@ -20,27 +21,97 @@ def channel_options(config: RuntimeConfig) -> list[tuple[str, int]]:
     ]
 
 
+class _TokenInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <token>`` to every call on an asyncio channel: the token of the node it leads to."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if "authorization" not in metadata:
+            metadata.add(*self._header)
+        return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready)
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._details(client_call_details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+class _SyncCallDetails(
+    collections.namedtuple("_SyncCallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _SyncTokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """The same for a blocking channel."""
+
+    def __init__(self, token: str):
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = list(details.metadata or ())
+        if not any(key == "authorization" for key, _ in metadata):
+            metadata.append(self._header)
+        return _SyncCallDetails(details.method, details.timeout, metadata, details.credentials,
+                                getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+
 def open_channel(
     address: str, config: RuntimeConfig, aio: bool = False, extra_options: list[tuple[str, int]] = ()
 ) -> grpc.Channel | grpc.aio.Channel:
-    """A channel to a service: TLS checked against tls_ca_file when that is set, plain otherwise."""
-    module = grpc.aio if aio else grpc
+    """A channel to one node: TLS checked against tls_ca_file when that is set, plain otherwise.
+
+    Every call on it carries that node's own token (``config.token_for(address)``),
+    so the caller never picks a token per call and one node's token never goes to another.
+    """
     options = channel_options(config) + list(extra_options)
-    if config.tls_ca_file:
-        credentials = grpc.ssl_channel_credentials(root_certificates=config.tls_ca_file.read_bytes())
-        return module.secure_channel(address, credentials, options=options)
-    return module.insecure_channel(address, options=options)
+    token = config.token_for(address)
+    credentials = grpc.ssl_channel_credentials(root_certificates=config.tls_ca_file.read_bytes()) if config.tls_ca_file else None
+    if aio:
+        interceptors = [_TokenInterceptor(token)] if token else None
+        if credentials is not None:
+            return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    channel = grpc.secure_channel(address, credentials, options=options) if credentials is not None else grpc.insecure_channel(address, options=options)
+    return grpc.intercept_channel(channel, _SyncTokenInterceptor(token)) if token else channel
 
 
 def call_metadata(config: RuntimeConfig, request_id: str | None = None) -> list[tuple[str, str]]:
-    """Metadata for a call: the service token when one is configured, and the request id."""
-    metadata = []
-    token = config.resolved_service_token()
-    if token:
-        metadata.append(("authorization", f"Bearer {token}"))
-    if request_id:
-        metadata.append(("x-request-id", request_id))
-    return metadata
+    """Metadata for a call: the request id. (The service token travels with the channel, see open_channel.)"""
+    return [("x-request-id", request_id)] if request_id else []
 
 
 def health_status(address: str, service: str = "", timeout: float = 2.0, config: RuntimeConfig | None = None) -> int | None:

@@ -1,7 +1,7 @@
 """A container's HEALTHCHECK: is this service SERVING (gRPC health protocol), or does the gateway answer?
 
     python -m schulki.runtime.healthcheck inference        # exit 0 when SERVING, 1 otherwise
-    python -m schulki.runtime.healthcheck gateway          # GET /healthz on the gateway's port
+    python -m schulki.runtime.healthcheck gateway          # GET /healthz on the gateway's port (HTTPS unless gateway.https is off)
 
 The port, TLS files and service token come from the same settings the service
 reads (SCHULKI_* environment, SCHULKI_CONFIG). With TLS on, the check connects
@@ -51,8 +51,10 @@ def check_grpc(service: str, address: str, timeout: float) -> str | None:
 
 
 def check_http(url: str, timeout: float) -> str | None:
+    from schulki.gateway.https import loopback_context
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=loopback_context()) as response:
             return None if response.status == 200 else f"{url}: HTTP {response.status}"
     except (urllib.error.URLError, OSError) as error:
         return f"{url}: {error}"
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     port = getattr(config, args.service).port
     address = args.address or f"127.0.0.1:{port}"
     if args.service == "gateway":
-        problem = check_http(f"http://{address}/healthz", args.timeout)
+        problem = check_http(f"{'https' if config.gateway.https else 'http'}://{address}/healthz", args.timeout)
     else:
         problem = check_grpc(args.service, address, args.timeout)
     if problem:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import signal
 import time
@@ -24,7 +25,8 @@ from grpc_reflection.v1alpha import reflection
 
 from schulki.config import RuntimeConfig
 from schulki.runtime import logs
-from schulki.runtime.errors import SchulkiError, status_code_for
+from schulki.runtime.errors import SchulkiError, StartupError, status_code_for
+from schulki.runtime.tokens import check_token
 
 log = logging.getLogger("schulki.runtime")
 
@@ -179,8 +181,28 @@ async def create_server(services: Sequence[Service], port: int, config: RuntimeC
     return running
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 async def serve(service: Service, port: int, config: RuntimeConfig, on_ready: Callable[[int], None] | None = None) -> None:
-    """Run one service in the foreground until SIGTERM or SIGINT, then stop gracefully."""
+    """Run one service in the foreground until SIGTERM or SIGINT, then stop gracefully.
+
+    A weak or example service token stops the start (StartupError): a node guarded
+    by a public token is not guarded. So does listening beyond loopback without TLS,
+    unless runtime.allow_plaintext says so.
+    """
+    check_token(config.resolved_service_token(), f"runtime.service_token of {service.service_name}")
+    if not (config.tls_cert_file and config.tls_key_file) and not config.allow_plaintext and not _is_loopback(config.host):
+        raise StartupError(
+            f"{service.service_name}: ohne TLS nur auf 127.0.0.1 (without TLS only on loopback), nicht auf {config.host}; "
+            "set runtime.tls_cert_file and runtime.tls_key_file (or runtime.allow_plaintext for a closed test lab)"
+        )
     running = await create_server([service], port, config)
     log.info("%s listening on %s:%d, loading", service.service_name, config.host, running.port)
     stop = asyncio.Event()

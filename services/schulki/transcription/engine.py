@@ -166,9 +166,25 @@ class SpeechEngine:
             )
         except (RuntimeError, ValueError, OSError) as error:
             raise ModelLoadError(f"cannot load Whisper model {self.model_path}: {str(error).splitlines()[0]}") from None
+        self._match_mel_bands()
         log.info(
             "loaded %s on %s (%s) in %.1f s", self.model_path.name, self.device, self.compute_type, time.perf_counter() - started
         )
+
+    def _match_mel_bands(self) -> None:
+        """Give the feature extractor the mel bands the model expects.
+
+        faster-whisper reads them from preprocessor_config.json and falls back
+        to 80 without one; large-v3 and its turbo need 128, and some
+        conversions (the catalog's large-v3-turbo) ship no such file.
+        """
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        wanted = self._model.model.n_mels
+        if self._model.feature_extractor.mel_filters.shape[0] != wanted:
+            log.info("%s expects %d mel bands; its folder said otherwise", self.model_path.name, wanted)
+            self._model.feat_kwargs = {**self._model.feat_kwargs, "feature_size": wanted}
+            self._model.feature_extractor = FeatureExtractor(**self._model.feat_kwargs)
 
     def close(self) -> None:
         """Free the model once running work is done."""
@@ -217,6 +233,21 @@ class SpeechEngine:
             cancelled.set()
             await asyncio.shield(future)
 
+    def _detect_language(self, samples: np.ndarray) -> tuple[str, float]:
+        """The spoken language of a recording's first speech and its probability, weighted toward the school's language.
+
+        Whisper's own guess is taken unless the school's default language, weighted by
+        default_language_weight, is at least as likely: a short German clip that Whisper
+        calls English with 0.8 and German with 0.1 is German here.
+        """
+        detected, probability, all_probabilities = self._model.detect_language(samples)
+        default = self.config.default_language
+        if default and detected != default:
+            default_probability = dict(all_probabilities).get(default, 0.0)
+            if default_probability * self.config.default_language_weight >= probability:
+                return default, float(default_probability)
+        return detected, float(probability)
+
     def _transcribe_blocking(self, job: TranscriptionJob, emit, cancelled: threading.Event) -> TranscriptionDone:
         from faster_whisper.transcribe import restore_speech_timestamps
         from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
@@ -243,6 +274,10 @@ class SpeechEngine:
                     parts, _ = collect_chunks(window, speech_chunks)
                     samples = parts[0] if len(parts) == 1 else np.concatenate(parts)
                 done.speech_duration += samples.size / audio.SAMPLE_RATE
+                if language is None:
+                    language, probability = self._detect_language(samples)
+                    emit(Language(language, probability))
+                    language_sent = True
                 prompt = " ".join(p for p in (job.initial_prompt, previous_text[-CARRIED_PROMPT_CHARS:]) if p) or None
                 segments, info = self._model.transcribe(
                     samples,

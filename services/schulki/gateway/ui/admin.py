@@ -5,11 +5,16 @@ from __future__ import annotations
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
+from schulki.gateway import retention as retention_rules
 from schulki.gateway.accounts import ROLES, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, user_error
+from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.ui.models import build_models_section
+from schulki.gateway.user_data import delete_user_data, export_for_download
+
+DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_retention_days")
 
 
 def credentials_table(s: Strings, created: list[NewAccount]) -> str:
@@ -37,10 +42,15 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         target = gr.Textbox(label=s["user_name"])
         with gr.Row():
             reset = gr.Button(s["reset_password"])
+            export = gr.Button(s["export_user"], elem_id="admin-export")
             remove = gr.Button(s["delete_user"], variant="stop")
+        export_file = gr.File(label=s["export_user"], interactive=False, visible=False, elem_id="admin-export-file")
     with gr.Row():
         retention = gr.Number(label=s["retention_days"], precision=0, minimum=0)
         save_retention = gr.Button(s["save"])
+    with gr.Row():
+        periods = [gr.Number(label=f'{s["data_retention"]}: {s[name]}', precision=0, minimum=1) for name in DATA_PERIODS]
+        save_periods = gr.Button(s["save"], elem_id="admin-save-periods")
     result = gr.Markdown(elem_id="admin-result")
 
     def require_admin(request: gr.Request):
@@ -100,10 +110,34 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         if account is None:
             raise gr.Error(s["unknown_user"].format(name=name))
         try:
-            await delete_account_data(gateway, account)
+            await delete_user_data(gateway, account)
         except Exception as error:
             raise user_error(s, error) from error
         return s["user_deleted"].format(name=account.name)
+
+    async def export_user(name: str, request: gr.Request):
+        admin = require_admin(request)
+        account = gateway.accounts.by_name((name or "").strip())
+        if account is None:
+            raise gr.Error(s["unknown_user"].format(name=name))
+        try:
+            path = await export_for_download(gateway, admin, account)
+        except Exception as error:
+            raise user_error(s, error) from error
+        hours = gateway.config.gateway.upload_retention_hours
+        return s["export_ready"].format(name=account.name, hours=hours), gr.File(value=str(path), visible=True)
+
+    def data_periods(request: gr.Request):
+        require_admin(request)
+        return [retention_rules.period_days(gateway, name) for name in DATA_PERIODS]
+
+    async def set_data_periods(documents, transcripts, backups, request: gr.Request):
+        require_admin(request)
+        for name, value in zip(DATA_PERIODS, (documents, transcripts, backups)):
+            if value is not None:
+                retention_rules.set_period_days(gateway, name, int(value))
+        await retention_rules.purge_expired(gateway)  # a shorter period applies at once, as for chats
+        return s["saved"], *data_periods(request)
 
     def set_retention(days, request: gr.Request):
         require_admin(request)
@@ -117,13 +151,9 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     import_button.click(import_class, csv_file, result, api_name="admin_import")
     reset.click(reset_password, target, result, api_name="admin_reset_password")
     remove.click(delete_user, target, result, api_name="admin_delete_user")
+    export.click(export_user, target, [result, export_file], api_name="admin_export_user")
+    refresh.click(data_periods, None, periods, api_name="admin_data_periods")
+    save_periods.click(set_data_periods, periods, [result, *periods], api_name="admin_save_data_periods")
     save_retention.click(set_retention, retention, result, api_name="admin_retention")
+    build_evaluation_section(gateway, s, require_admin)
 
-
-async def delete_account_data(gateway: Gateway, account) -> None:
-    """Everything of one user: their workspace with its documents, their transcripts, chats, usage and the account."""
-    import shutil
-
-    await gateway.services.delete_workspace(account.own_workspace)
-    shutil.rmtree(gateway.files_root / str(account.id), ignore_errors=True)
-    gateway.accounts.delete_user(account.id)

@@ -19,6 +19,11 @@ ANSWER_PROMPT = (
 )
 
 
+def mib(count: int) -> str:
+    """Bytes as MB with one decimal, German style (1,5)."""
+    return f"{count / (1024 * 1024):.1f}".replace(".", ",")
+
+
 def citation(s: Strings, hit) -> str:
     return f"{hit.source}, {s['page']} {hit.page}" if hit.page else hit.source
 
@@ -33,6 +38,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             upload_result = gr.Markdown(elem_id="upload-result")
     table = gr.Dataframe(headers=[s["col_file"], s["col_pages"], s["col_chunks"], s["col_size"], s["col_id"]], label=s["documents"],
                          interactive=False, elem_id="document-list")
+    storage = gr.Markdown(elem_id="storage-usage")
     with gr.Row():
         refresh = gr.Button(s["refresh"])
         doomed = gr.Dropdown([], label=s["delete_document"], allow_custom_value=True)
@@ -136,7 +142,23 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         except Exception as error:
             raise user_error(s, error) from error
 
+    async def storage_usage(name: str, request: gr.Request):
+        """ "x MB of y MB used" under the list; the table changes after every list, upload and delete."""
+        account = account_of(gateway, request, s)
+        if not name:
+            return ""
+        allowed(account, name)
+        try:
+            used, quota = await gateway.services.storage(name)
+        except Exception as error:
+            raise user_error(s, error) from error
+        shown = {"used": mib(used), "quota": mib(quota)}
+        if s.lang == "en":
+            shown = {key: value.replace(",", ".") for key, value in shown.items()}
+        return s["storage_used"].format(**shown) if quota else s["storage_unlimited"].format(**shown)
+
     demo.load(workspaces, None, workspace, api_name="documents_workspaces")
+    table.change(storage_usage, workspace, storage, api_name="documents_storage", show_progress="hidden")
     workspace.change(list_documents, workspace, [table, doomed], api_name="documents_list")
     refresh.click(list_documents, workspace, [table, doomed], api_name="documents_refresh")
     upload_button.click(ingest, [workspace, upload], [upload_result, table, doomed, upload], api_name="documents_upload")

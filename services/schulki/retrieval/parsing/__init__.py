@@ -9,7 +9,9 @@ format family has its own module: ``pdf``, ``office`` (DOCX, ODT, XLSX),
 
 Every failure is a SchulkiError whose message a student can read:
 InvalidInput for an empty, corrupt, encrypted, text-less or mislabelled file,
-TooLarge for a file that unpacks to more than the limits allow.
+TooLarge for a file that unpacks to more than the limits allow or yields
+more text than ``max_chars``. Ingest runs ``parse_file`` in a separate
+process with memory and time limits (``schulki.retrieval.parse_process``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument
-from schulki.retrieval.parsing.common import NO_TEXT_MESSAGE, Progress, check_content
+from schulki.retrieval.parsing.common import MAX_DOCUMENT_CHARS, NO_TEXT_MESSAGE, Progress, check_content, text_budget, too_much_text
 from schulki.retrieval.parsing.web import fetch_url
 from schulki.runtime.errors import InvalidInput
 
@@ -63,6 +65,7 @@ def parse_file(
     *,
     max_pages: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_chars: int = MAX_DOCUMENT_CHARS,
 ) -> ParsedDocument:
     """Parse the file at ``path`` as the format its ``file_name`` names.
 
@@ -71,16 +74,27 @@ def parse_file(
     before any parser sees it. ``max_pages`` refuses (TooLarge) a PDF with
     more pages. ``progress(done, total)`` is called after each page (PDF),
     chapter (EPUB), mail (MBOX) or sheet (XLSX), and once at the end for
-    formats without such units, so ingest can show a bar.
+    formats without such units, so ingest can show a bar. ``max_chars``
+    bounds the text the document may yield; tables are stopped while they
+    are read, other formats once parsed.
 
     Raises InvalidInput for an empty file, an unknown or wrong extension, a
     corrupt or password-protected file, or a file without any text
     (NO_TEXT_MESSAGE for a PDF without a text layer); TooLarge when a
-    packed format unpacks to too much or a PDF has more than max_pages pages.
+    packed format unpacks to too much, a PDF has more than max_pages pages or
+    the text is longer than max_chars.
     """
     kind = format_of(file_name)
     report: Progress = progress or (lambda done, total: None)
     check_content(path, kind)
+    with text_budget(max_chars):
+        document = _parse(path, file_name, kind, max_pages, report)
+    if sum(len(p.text) for p in document.passages) > max_chars:
+        raise too_much_text(max_chars)
+    return _require_text(document)
+
+
+def _parse(path: Path, file_name: str, kind: str, max_pages: int | None, report: Progress) -> ParsedDocument:
     if kind == "pdf":
         from schulki.retrieval.parsing.pdf import parse_pdf
 
@@ -109,7 +123,7 @@ def parse_file(
         from schulki.retrieval.parsing.text import parse_text
 
         document = parse_text(path, markdown=kind == "md", progress=report)
-    return _require_text(document)
+    return document
 
 
 def _require_text(document: ParsedDocument) -> ParsedDocument:

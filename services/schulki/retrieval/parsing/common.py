@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from schulki.runtime.errors import InvalidInput, TooLarge
@@ -22,6 +24,12 @@ RATIO_CHECK_FROM_BYTES = 1024 * 1024
 """Members smaller than this unpacked are harmless whatever their ratio."""
 MAX_MEMBERS = 10_000
 """Most members in one archive."""
+
+MAX_HEADER_CHARS = 60
+"""Most characters of a column header put before each of its cells; a longer header is cut with "…".
+Without this bound a wide header repeated in every row turns a 3 MB CSV into hundreds of millions of characters."""
+MAX_DOCUMENT_CHARS = 5_000_000
+"""Most characters of text one document may yield when parse_file is given no other limit (about 2,500 book pages)."""
 
 ZIP_FORMATS = {"docx", "odt", "xlsx", "epub"}
 TEXT_FORMATS = {"eml", "mbox", "csv", "html", "txt", "md"}
@@ -143,3 +151,53 @@ def clean(text: str) -> str:
         if line or (out and out[-1]):
             out.append(line)
     return "\n".join(out).strip()
+
+
+class TextBudget:
+    """Counts the characters a parser produces and stops it, with TooLarge, once they pass the limit.
+
+    The check runs while the text is being made, not afterwards, so a file that
+    expands a thousandfold is stopped before it fills the memory.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, chars: int) -> None:
+        self.used += chars
+        if self.used > self.limit:
+            raise too_much_text(self.limit)
+
+
+def too_much_text(limit: int) -> TooLarge:
+    return TooLarge(
+        f"Die Datei enthält zu viel Text: höchstens {limit:,} Zeichen pro Dokument; bitte teile sie auf. "
+        f"(the extracted text is over {limit} characters)".replace(",", ".")
+    )
+
+
+_budget: contextvars.ContextVar[TextBudget | None] = contextvars.ContextVar("text_budget", default=None)
+
+
+@contextlib.contextmanager
+def text_budget(limit: int) -> Iterator[TextBudget]:
+    """The budget that ``charge`` draws from while one document is parsed."""
+    budget = TextBudget(limit)
+    token = _budget.set(budget)
+    try:
+        yield budget
+    finally:
+        _budget.reset(token)
+
+
+def charge(chars: int) -> None:
+    """Count text a parser made against the current document's budget (nothing when none is set)."""
+    budget = _budget.get()
+    if budget is not None:
+        budget.charge(chars)
+
+
+def header_name(text: str) -> str:
+    """A column header as it is put before each cell: at most MAX_HEADER_CHARS characters."""
+    return text if len(text) <= MAX_HEADER_CHARS else text[: MAX_HEADER_CHARS - 1].rstrip() + "…"

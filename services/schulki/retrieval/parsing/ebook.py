@@ -29,6 +29,8 @@ def parse_epub(path: Path, progress: Progress) -> ParsedDocument:
             if item is not None and item.get_type() == ebooklib.ITEM_DOCUMENT:
                 chapters.append(item)
         title_meta = book.get_metadata("DC", "title")
+    except MemoryError:  # the parse process's memory limit: not a damaged book
+        raise
     except Exception:  # ebooklib raises KeyError, lxml and zip errors on a damaged book
         raise InvalidInput(CORRUPT) from None
     passages: list[Passage] = []

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, clean
+from schulki.retrieval.parsing.common import Progress, charge, clean, header_name
 from schulki.retrieval.parsing.table import row_passages
-from schulki.runtime.errors import InvalidInput
+from schulki.runtime.errors import InvalidInput, SchulkiError
 
 CORRUPT = "Die Datei ist beschädigt und lässt sich nicht lesen. (corrupt {kind} file)"
 # Built-in heading styles are "Heading 1", "Title"; German Word names them "Überschrift 1", "Titel".
@@ -43,7 +43,7 @@ def parse_docx(path: Path, progress: Progress) -> ParsedDocument:
             elif isinstance(block, Table):
                 rows = [[clean(cell.text) for cell in row.cells] for row in block.rows]
                 passages += [Passage(text=t, section=section) for t in _table_lines(rows)]
-    except InvalidInput:
+    except (SchulkiError, MemoryError):  # our own refusals (too much text) and the memory limit are not damage
         raise
     except Exception:  # python-docx raises many kinds on a damaged file (KeyError, lxml errors, ...)
         raise InvalidInput(CORRUPT.format(kind="DOCX")) from None
@@ -52,17 +52,23 @@ def parse_docx(path: Path, progress: Progress) -> ParsedDocument:
 
 
 def _table_lines(rows: list[list[str]]) -> list[str]:
-    """A table in a text document as lines "Header: value; ..." (merged cells repeat, so drop repeats)."""
+    """A table in a text document as lines "Header: value; ..." (merged cells repeat, so drop repeats).
+
+    Headers are cut to MAX_HEADER_CHARS and each line is charged to the text budget as it is made.
+    """
     if not rows:
         return []
-    header, lines = rows[0], []
+    header, lines = [header_name(c) for c in rows[0]], []
     for row in rows[1:]:
-        cells = []
+        cells, seen = [], set()
         for name, value in zip(header, row):
-            if value and (name, value) not in [(n, v) for n, v in cells]:
+            if value and (name, value) not in seen:
+                seen.add((name, value))
                 cells.append((name, value))
         if cells:
-            lines.append("; ".join(f"{n}: {v}" if n else v for n, v in cells))
+            line = "; ".join(f"{n}: {v}" if n else v for n, v in cells)
+            charge(len(line))
+            lines.append(line)
     if not lines:  # a one-row table: its cells are the text
         lines = ["; ".join(dict.fromkeys(c for c in header if c))]
     return lines
@@ -97,6 +103,8 @@ def parse_odt(path: Path, progress: Progress) -> ParsedDocument:
         title = ""
         for element in document.meta.getElementsByType(dc.Title):
             title = clean(teletype.extractText(element))
+    except (SchulkiError, MemoryError):
+        raise
     except Exception:  # odfpy raises parser and key errors of all kinds on a damaged file
         raise InvalidInput(CORRUPT.format(kind="ODT")) from None
     progress(1, 1)
@@ -109,6 +117,8 @@ def parse_xlsx(path: Path, progress: Progress) -> ParsedDocument:
 
     try:
         workbook = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
+    except MemoryError:
+        raise
     except Exception:  # openpyxl raises KeyError, InvalidFileException, XML errors, ...
         raise InvalidInput(CORRUPT.format(kind="XLSX")) from None
     passages: list[Passage] = []
@@ -119,6 +129,8 @@ def parse_xlsx(path: Path, progress: Progress) -> ParsedDocument:
             passages += row_passages(sheet.title, rows)
             progress(done, len(sheets))
         title = clean(workbook.properties.title or "") if workbook.properties else ""
+    except (SchulkiError, MemoryError):
+        raise
     except Exception:
         raise InvalidInput(CORRUPT.format(kind="XLSX")) from None
     finally:
@@ -126,10 +138,16 @@ def parse_xlsx(path: Path, progress: Progress) -> ParsedDocument:
     return ParsedDocument(format="xlsx", passages=passages, title=title)
 
 
+MAX_CELL_CHARS = 32_767
+"""Excel's own limit for one cell; a longer one was not written by a spreadsheet, and is cut before it is cleaned."""
+
+
 def _cell_text(value) -> str:
     """A cell's value as a German reader writes it (dates as 24.12.2026)."""
     if value is None:
         return ""
+    if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
+        value = value[:MAX_CELL_CHARS]
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, datetime.datetime):

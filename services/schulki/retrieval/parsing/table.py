@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, clean, read_text
+from schulki.retrieval.parsing.common import Progress, charge, clean, header_name, read_text
 from schulki.runtime.errors import InvalidInput
 
 MAX_FIELD_CHARS = 1024 * 1024
@@ -18,7 +18,9 @@ def row_passages(sheet: str, rows: Iterable[list[str]]) -> list[Passage]:
     """One passage per row, "Header: value" per cell, with "sheet / Zeile N" as the section.
 
     The first row with any content is the header. N is the row's number as
-    a spreadsheet shows it (the header is the first counted row).
+    a spreadsheet shows it (the header is the first counted row). Headers are
+    cut to MAX_HEADER_CHARS, and every row is charged to the document's text
+    budget as it is made, so a wide header cannot multiply the text unbounded.
     """
     passages: list[Passage] = []
     header: list[str] | None = None
@@ -27,15 +29,17 @@ def row_passages(sheet: str, rows: Iterable[list[str]]) -> list[Passage]:
         if not any(cells):
             continue
         if header is None:
-            header = cells
+            header = [header_name(c) for c in cells]
             continue
         parts = []
         for i, value in enumerate(cells):
             if not value:
                 continue
             name = header[i] if i < len(header) and header[i] else f"Spalte {i + 1}"
+            charge(len(name) + len(value) + 3)  # per cell: one row of huge cells is stopped before it is joined
             parts.append(f"{name}: {value}")
-        passages.append(Passage(text="\n".join(parts), section=f"{sheet} / Zeile {number}"))
+        text = "\n".join(parts)
+        passages.append(Passage(text=text, section=f"{sheet} / Zeile {number}"))
     if header is not None and not passages:  # a table of one row: the row itself is the content
         passages.append(Passage(text="\n".join(c for c in header if c), section=f"{sheet} / Zeile 1"))
     return passages

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, clean, read_text
+from schulki.retrieval.parsing.common import Progress, charge, clean, read_text
 
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)\s*$")
@@ -17,6 +17,7 @@ _THEMATIC_BREAK = re.compile(r"^ {0,3}([-*_])( *\1){2,} *$")
 def parse_text(path: Path, *, markdown: bool, progress: Progress) -> ParsedDocument:
     """Paragraphs of a text file; in Markdown, "# Heading" and underlined headings start sections."""
     text = read_text(path)
+    charge(len(text))  # one huge line is stopped here, before it is split and cleaned
     passages = _markdown_passages(text) if markdown else [Passage(text=p) for p in _paragraphs(text)]
     progress(1, 1)
     title = next((p.section for p in passages if p.section), "") if markdown else ""

@@ -65,13 +65,21 @@ def html_to_document(html: str) -> ParsedDocument:
         warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
         soup = BeautifulSoup(html, "lxml")
     title = clean(soup.title.get_text(" ")) if soup.title else ""
+    # Boilerplate is found first and removed after: asking a tag whether it was decomposed already makes
+    # BeautifulSoup search its whole subtree, which took minutes on a page of a few thousand nested elements.
+    dropped: set[int] = set()
+    doomed = []
     for tag in soup.find_all(True):
-        if tag.decomposed:
+        if id(tag.parent) in dropped:
+            dropped.add(id(tag))  # inside boilerplate that goes anyway
             continue
         if tag.name == "header" and tag.find_parent(["article", "main"]) is not None:
             continue  # an article's own header holds its title
         if tag.name in _DROP or tag.get("role") in _DROP_ROLES or tag.get("aria-hidden") == "true" or tag.has_attr("hidden"):
-            tag.decompose()
+            dropped.add(id(tag))
+            doomed.append(tag)
+    for tag in doomed:
+        tag.decompose()
     root = soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article") or soup.body or soup
     walker = _Walker()
     walker.walk(root)

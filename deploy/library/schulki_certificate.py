@@ -1,0 +1,86 @@
+#!/usr/bin/python
+"""Ansible module: the school CA, or a host certificate it signs, in a folder on the admin's machine."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: schulki_certificate
+short_description: Make the school CA, or a host's certificate signed by it, and renew it before it runs out
+description:
+  - With C(name=ca), makes C(folder)/ca.crt and C(folder)/ca.key (a CA valid for ten years) when they are missing,
+    and renews the CA certificate with the same key when fewer than C(renew_days) are left.
+  - With any other C(name), makes C(folder)/<name>.crt (the certificate, then the CA's) and C(folder)/<name>.key,
+    signed by the CA in C(folder), for every host name and address in C(names). It is made again when the names
+    change, the CA changed, or fewer than C(renew_days) are left; otherwise nothing changes.
+  - Runs on the admin's machine (delegate_to localhost) with schulki's Python package (services/schulki/certificates.py)
+    importable, as it is in the repository's .venv. Keys are written mode 0600.
+  - Supports check mode (then it only says whether it would change anything).
+options:
+  folder: {description: Folder for the CA and the host certificates., required: true, type: path}
+  name: {description: C(ca) for the CA; else the certificate's file name (the host)., required: true, type: str}
+  names: {description: Host names and IP addresses the certificate is for (not for the CA)., type: list, elements: str, default: []}
+  common_name: {description: The CA's name (only for the CA)., type: str, default: schulki CA}
+  valid_days: {description: Days a new certificate is valid., type: int, default: 397}
+  renew_days: {description: A certificate with fewer days left is renewed., type: int, default: 30}
+"""
+
+EXAMPLES = r"""
+- name: Make the school CA on the admin's machine
+  schulki_certificate:
+    folder: "{{ inventory_dir }}/credentials/tls"
+    name: ca
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+reason: {description: Why it was made or renewed, or "valid"., returned: always, type: str}
+cert_file: {description: The certificate file., returned: always, type: str}
+key_file: {description: The key file., returned: always, type: str}
+days_left: {description: Days until the certificate ends., returned: when it exists, type: float}
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "folder": {"type": "path", "required": True},
+            "name": {"type": "str", "required": True},
+            "names": {"type": "list", "elements": "str", "default": []},
+            "common_name": {"type": "str", "default": "schulki CA"},
+            "valid_days": {"type": "int", "default": 397},
+            "renew_days": {"type": "int", "default": 30},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        from schulki import certificates
+    except ImportError as error:
+        module.fail_json(msg=f"schulki's Python package is not importable here ({error}); run Ansible from the repository's .venv")
+    folder, name, params = Path(module.params["folder"]), module.params["name"], module.params
+    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
+    if module.check_mode:
+        result = {"cert_file": str(cert_file), "key_file": str(key_file)}
+        if not (cert_file.exists() and key_file.exists()):
+            module.exit_json(changed=True, reason="would be made", **result)
+        left = certificates.days_left(certificates.load_certificate(cert_file))
+        module.exit_json(changed=left <= params["renew_days"], reason="would be renewed" if left <= params["renew_days"] else "valid",
+                         days_left=round(left, 1), **result)
+    try:
+        if name == "ca":
+            issued = certificates.ensure_ca(folder, params["common_name"], 3650, params["renew_days"])
+        else:
+            issued = certificates.ensure_certificate(folder, name, params["names"], folder, params["valid_days"], params["renew_days"])
+    except (OSError, ValueError) as error:
+        module.fail_json(msg=f"certificate {name}: {error}")
+    left = certificates.days_left(certificates.load_certificate(issued.cert_file))
+    module.exit_json(changed=issued.changed, reason=issued.reason, cert_file=str(issued.cert_file), key_file=str(issued.key_file),
+                     days_left=round(left, 1))
+
+
+if __name__ == "__main__":
+    main()

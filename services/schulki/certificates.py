@@ -1,0 +1,232 @@
+"""Certificates for HTTPS and TLS: a small CA, and certificates it signs for named hosts.
+
+Used by ``schulki up`` (a CA and a gateway certificate made once under the data
+folder), by the roll-out (the school CA and one certificate per host, made on
+the admin's machine by ``deploy/library/schulki_certificate.py``) and by the
+tests. A CA rather than one self-signed certificate: a school trusts the CA
+once (browsers, the admin's machine), and a host certificate can be renewed or
+get a new name without anyone trusting anything again.
+
+Everything is idempotent: a file that is there, signed by the CA, names what
+it must name and is valid for longer than ``renew_days`` is left alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_VALID_DAYS = 3650
+"""A school CA lasts ten years: trusting it again on every device is work."""
+
+HOST_VALID_DAYS = 397
+"""Host certificates: at most 398 days, the most Apple and Chrome accept from any CA."""
+
+RENEW_DAYS = 30
+"""A certificate with fewer days left than this is renewed by the next run."""
+
+
+@dataclass
+class Issued:
+    """Where a certificate and its key are, and what this call did."""
+
+    cert_file: Path
+    key_file: Path
+    changed: bool
+    reason: str
+    """Why it was (re)made, or "valid" when it was left alone."""
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file readable only by its owner, atomically (a crash leaves the old file or the new one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".new")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temp, path)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".new")
+    temp.write_bytes(data)
+    temp.chmod(0o644)
+    os.replace(temp, path)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def days_left(cert: x509.Certificate) -> float:
+    return (cert.not_valid_after_utc - _now()).total_seconds() / 86400
+
+
+def fingerprint(path: Path) -> str:
+    """SHA-256 fingerprint as browsers show it (AB:CD:...)."""
+    return load_certificate(path).fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def split_names(names: list[str]) -> tuple[list[str], list[str]]:
+    """Host names and IP addresses, in the order given, without repeats."""
+    dns, ips = [], []
+    for name in names:
+        try:
+            ip = str(ipaddress.ip_address(name))
+        except ValueError:
+            if name and name.lower() not in dns:
+                dns.append(name.lower())
+        else:
+            if ip not in ips:
+                ips.append(ip)
+    return dns, ips
+
+
+def ensure_ca(folder: Path, common_name: str = "schulki CA", valid_days: int = CA_VALID_DAYS, renew_days: int = RENEW_DAYS) -> Issued:
+    """The CA in folder (ca.crt, ca.key): made when missing, renewed with the same key when it runs out.
+
+    Renewing with the same key and name keeps every certificate it signed valid,
+    and devices that trust the old CA certificate keep trusting those.
+    """
+    cert_file, key_file = folder / "ca.crt", folder / "ca.key"
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None) if key_file.exists() else None
+    if key is not None and cert_file.exists():
+        cert = load_certificate(cert_file)
+        if cert.public_key().public_numbers() == key.public_key().public_numbers() and days_left(cert) > renew_days:
+            return Issued(cert_file, key_file, False, "valid")
+        reason = "renewed: expires soon" if days_left(cert) <= renew_days else "renewed: the certificate does not match the key"
+    else:
+        reason = "made"
+    if key is None:
+        key = _new_key()
+        _write_private(key_file, _key_pem(key))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_public(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+    return Issued(cert_file, key_file, True, reason)
+
+
+def _problem(cert: x509.Certificate, key, ca: x509.Certificate, dns: list[str], ips: list[str], renew_days: int) -> str | None:
+    """Why a host certificate must be made again, or None."""
+    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        return "the certificate does not match the key"
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return "signed by another CA"
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "names nothing"
+    if sorted(names.get_values_for_type(x509.DNSName)) != sorted(dns) or \
+            sorted(str(ip) for ip in names.get_values_for_type(x509.IPAddress)) != sorted(ips):
+        return "the names changed"
+    if days_left(cert) <= renew_days:
+        return "expires soon"
+    return None
+
+
+def ensure_certificate(
+    folder: Path, name: str, names: list[str], ca_folder: Path,
+    valid_days: int = HOST_VALID_DAYS, renew_days: int = RENEW_DAYS,
+) -> Issued:
+    """<name>.crt and <name>.key in folder, signed by the CA in ca_folder, for every host name and address in names.
+
+    Made again when missing, when the names changed, when the CA changed, or
+    when fewer than renew_days are left; the key is kept (a renewal changes no
+    pinned key). The certificate file holds the certificate, then the CA's.
+    """
+    dns, ips = split_names(names)
+    if not dns and not ips:
+        raise ValueError("a certificate needs at least one host name or address")
+    cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
+    ca = load_certificate(ca_folder / "ca.crt")
+    ca_key = serialization.load_pem_private_key((ca_folder / "ca.key").read_bytes(), None)
+    key = serialization.load_pem_private_key(key_file.read_bytes(), None) if key_file.exists() else None
+    if key is not None and cert_file.exists():
+        reason = _problem(load_certificate(cert_file), key, ca, dns, ips, renew_days)
+        if reason is None:
+            return Issued(cert_file, key_file, False, "valid")
+    else:
+        reason = "made"
+    if key is None:
+        key = _new_key()
+        _write_private(key_file, _key_pem(key))
+    now = _now()
+    alternative = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (dns or ips)[0])]))
+        .issuer_name(ca.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(min(now + datetime.timedelta(days=valid_days), ca.not_valid_after_utc))
+        .add_extension(x509.SubjectAlternativeName(alternative), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False, crl_sign=False,
+                                     content_commitment=False, data_encipherment=False, key_agreement=True,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_public(cert_file, cert.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
+    return Issued(cert_file, key_file, True, reason)
+
+
+def machine_names(extra: list[str] = ()) -> list[str]:
+    """This machine's names and addresses, for a certificate students' browsers accept whichever they type."""
+    names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
+    try:
+        names.append(socket.getfqdn())
+    except OSError:
+        pass
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
+            names.append(probe.getsockname()[0])
+        except OSError:
+            pass
+    return [*names, *extra]
+
+
+def ensure_local_https(data_dir: Path, extra_names: list[str] = ()) -> tuple[Issued, Path]:
+    """The gateway certificate of one machine (``schulki up``), under data_dir/tls, and the CA certificate to trust."""
+    folder = Path(data_dir) / "tls"
+    ca = ensure_ca(folder, common_name=f"schulki CA {socket.gethostname()}")
+    return ensure_certificate(folder, "gateway", machine_names(list(extra_names)), folder), ca.cert_file

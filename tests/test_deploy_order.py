@@ -1,0 +1,225 @@
+"""The schulki_docker role's tasks in the order a GPU node sees them, against a model of apt and the Docker daemon.
+
+No apt repository, Docker engine or GPU can be touched here, so the role's own
+task files are walked in order (include_tasks, when, register, notify and the
+handlers at the end of the play, as ansible-core runs them) and each apt, service
+and command step acts on a model of the node with the rules of the real tools:
+
+- apt sees a repository only after its lists are refreshed once the repository
+  exists; ``cache_valid_time`` skips the refresh when the lists are younger;
+- Docker loads its runtimes (``nvidia``) from daemon.json only when it starts;
+- ``docker compose up`` of a GPU service fails with "could not select device
+  driver nvidia" while the running daemon lacks that runtime.
+
+The stack's ``up`` (schulki_stack, after schulki_models) comes after the role,
+and notified handlers run at the end of the play, after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import jinja2.nativetypes
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+ROLE = REPO_ROOT / "deploy" / "roles" / "schulki_docker"
+PACKAGE_REPOSITORY = {"docker-ce": "docker", "docker-ce-cli": "docker", "containerd.io": "docker", "docker-compose-plugin": "docker",
+                      "nvidia-container-toolkit": "nvidia-container-toolkit"}
+
+
+class StepFailed(Exception):
+    pass
+
+
+@dataclass
+class Node:
+    """A GPU node's apt and Docker state."""
+
+    now: float = 100_000.0
+    lists_refreshed: float = 100_000.0 - 600  # someone ran apt-get update ten minutes ago
+    repositories: set[str] = field(default_factory=set)
+    repositories_in_lists: set[str] = field(default_factory=set)
+    installed: set[str] = field(default_factory=set)
+    daemon_json: str | None = None
+    docker_running: bool = False
+    loaded_runtimes: set[str] = field(default_factory=set)
+    restarts: int = 0
+
+    def start_docker(self) -> None:
+        self.docker_running = True
+        self.restarts += 1
+        self.loaded_runtimes = {"runc"} | (set(json.loads(self.daemon_json).get("runtimes", {})) if self.daemon_json else set())
+
+
+def jinja() -> jinja2.Environment:
+    """Jinja as Ansible templates task arguments: a template that is one expression keeps its type (a list, a bool)."""
+    env = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefined)
+    env.tests["changed"] = lambda result: bool(result.get("changed"))
+    env.tests["search"] = lambda text, pattern: re.search(pattern, text) is not None
+    env.filters["b64decode"] = lambda text: base64.b64decode(text).decode()
+    env.filters["quote"] = shlex.quote
+    return env
+
+
+class Play:
+    """Runs task files of the role on a node, the way ansible-core orders them."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.env = jinja()
+        defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
+        self.vars = {**defaults, "schulki_plan_node_kind": "gpu",
+                     "ansible_facts": {"distribution": "Ubuntu", "distribution_release": "noble"}}
+        handlers = ROLE / "handlers" / "main.yml"
+        self.handlers = {h["name"]: h for h in yaml.safe_load(handlers.read_text())} if handlers.exists() else {}
+        self.notified: list[str] = []
+        self.changed: list[str] = []
+
+    def value(self, text):
+        if not isinstance(text, str) or "{{" not in text:
+            return text
+        return self.env.from_string(text.strip()).render(self.vars)
+
+    def condition(self, when) -> bool:
+        conditions = when if isinstance(when, list) else [when]
+        return all(self.env.from_string("{{ (" + str(c).strip() + ") }}").render(self.vars) is True for c in conditions)
+
+    def run_file(self, path: Path) -> None:
+        for task in yaml.safe_load(path.read_text()):
+            self.run_task(task)
+
+    def run_task(self, task: dict) -> None:
+        if "when" in task and not self.condition(task["when"]):
+            return
+        module = next(k for k in task if k.startswith("ansible.builtin."))
+        args = {k: self.value(v) for k, v in (task[module] or {}).items()} if isinstance(task[module], dict) else task[module]
+        if module == "ansible.builtin.include_tasks":
+            self.run_file(ROLE / "tasks" / args)
+            return
+        result = getattr(self, module.rsplit(".", 1)[1])(args)
+        if "changed_when" in task:
+            result["changed"] = self.value(task["changed_when"]) if isinstance(task["changed_when"], str) else task["changed_when"]
+        if result.get("failed") and task.get("failed_when") is not False:
+            raise StepFailed(f"{task['name']}: {result.get('msg', '')}")
+        if task.get("register"):
+            self.vars[task["register"]] = result
+        if result.get("changed"):
+            self.changed.append(task["name"])
+            notify = task.get("notify", [])
+            self.notified += [notify] if isinstance(notify, str) else notify
+
+    def flush_handlers(self) -> None:
+        for name in dict.fromkeys(self.notified):
+            self.run_task(self.handlers[name])
+        self.notified = []
+
+    # The modules the role uses, with the behaviour of the real ones.
+
+    def deb822_repository(self, args: dict) -> dict:
+        new = args["name"] not in self.node.repositories
+        self.node.repositories.add(args["name"])
+        return {"changed": new}
+
+    def apt(self, args: dict) -> dict:
+        update, valid = bool(args.get("update_cache")), int(args.get("cache_valid_time") or 0)
+        refreshed = False
+        if update or valid:
+            if not (valid and self.node.now - self.node.lists_refreshed <= valid):
+                self.node.repositories_in_lists = set(self.node.repositories)
+                self.node.lists_refreshed = self.node.now
+                refreshed = True
+        names = args["name"] if isinstance(args["name"], list) else [args["name"]]
+        missing = [n for n in names if n not in self.node.installed]
+        for name in missing:
+            if PACKAGE_REPOSITORY[name] not in self.node.repositories_in_lists:
+                return {"failed": True, "msg": f"No package matching '{name}' is available"}
+        self.node.installed.update(missing)
+        return {"changed": bool(missing), "cache_updated": refreshed}
+
+    def service(self, args: dict) -> dict:
+        if args["state"] == "restarted" or not self.node.docker_running:
+            self.node.start_docker()
+            return {"changed": True}
+        return {"changed": False}
+
+    def slurp(self, args: dict) -> dict:
+        if self.node.daemon_json is None:
+            return {"failed": True, "msg": "file not found"}
+        return {"content": base64.b64encode(self.node.daemon_json.encode()).decode()}
+
+    def command(self, args: dict) -> dict:
+        argv = shlex.split(args["cmd"])
+        if argv[0] == "dpkg-query":
+            known = [p for p in argv[3:] if p in self.node.installed]
+            if "${Package}" in argv[2]:
+                stdout = "".join(f"{p}=installed," for p in known)
+            else:
+                stdout = "installed" if known else ""
+            return {"rc": 0 if len(known) == len(argv[3:]) else 1, "stdout": stdout, "changed": True}
+        if argv[:3] == ["nvidia-ctk", "runtime", "configure"]:
+            self.node.daemon_json = json.dumps({"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}})
+            return {"rc": 0, "changed": True}
+        if argv[:2] == ["docker", "info"]:
+            assert argv[2:] == ["--format", "{{json .Runtimes}}"], argv
+            return {"rc": 0, "stdout": json.dumps({r: {} for r in sorted(self.node.loaded_runtimes)}), "changed": True}
+        raise AssertionError(f"the model has no command {argv}")
+
+
+def roll_out(node: Node) -> Play:
+    """The role, then the stack's `docker compose up` of the GPU services, then the play's handlers."""
+    play = Play(node)
+    play.run_file(ROLE / "tasks" / "main.yml")
+    if "nvidia" not in node.loaded_runtimes:
+        raise StepFailed("docker compose up: could not select device driver \"nvidia\" with capabilities: [[gpu]]")
+    play.flush_handlers()
+    return play
+
+
+def test_a_fresh_gpu_node_gets_the_toolkit_and_a_docker_that_loaded_it_before_the_stack_starts():
+    node = Node()
+    play = roll_out(node)
+    assert {"docker-ce", "nvidia-container-toolkit"} <= node.installed
+    assert "nvidia" in node.loaded_runtimes
+
+
+def test_the_second_run_changes_nothing_and_restarts_nothing():
+    node = Node()
+    roll_out(node)
+    restarts = node.restarts
+    node.now += 7200
+    again = roll_out(node)
+    assert again.changed == [] and node.restarts == restarts
+
+
+def test_a_node_whose_last_run_stopped_before_docker_restarted_is_repaired():
+    """daemon.json names the nvidia runtime already, but the running daemon never loaded it."""
+    node = Node(repositories={"docker", "nvidia-container-toolkit"}, repositories_in_lists={"docker", "nvidia-container-toolkit"},
+                installed=set(PACKAGE_REPOSITORY), daemon_json=json.dumps({"runtimes": {"nvidia": {}}}))
+    node.docker_running, node.loaded_runtimes = True, {"runc"}
+    play = roll_out(node)
+    assert "nvidia" in node.loaded_runtimes and any("Restart" in name for name in play.changed)
+
+
+def test_a_node_whose_last_run_stopped_after_adding_the_repository_installs_the_toolkit():
+    node = Node(repositories={"docker", "nvidia-container-toolkit"}, repositories_in_lists={"docker"},
+                installed={"docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"})
+    node.lists_refreshed = node.now - 60
+    roll_out(node)
+    assert "nvidia-container-toolkit" in node.installed
+
+
+def test_the_model_catches_a_cache_valid_time_that_hides_a_new_repository():
+    """The model itself: an install that trusts an hour-old cache after adding a repository fails, as apt would."""
+    play = Play(Node())
+    play.run_task({"name": "Add a repository", "ansible.builtin.deb822_repository": {"name": "nvidia-container-toolkit"}})
+    with pytest.raises(StepFailed, match="No package matching"):
+        play.run_task({"name": "Install it", "ansible.builtin.apt": {"name": "nvidia-container-toolkit", "update_cache": True, "cache_valid_time": 3600}})
