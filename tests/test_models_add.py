@@ -90,7 +90,8 @@ class Up:
         env = {**os.environ, "SCHULKI_DATA_DIR": str(data_dir), "SCHULKI_INFERENCE__MODEL_PATH": str(DEMO),
                "SCHULKI_INFERENCE__PORT": str(free_port()), "SCHULKI_INFERENCE__THREADS": "1", "SCHULKI_INFERENCE__CONTEXT_LENGTH": "512",
                "SCHULKI_INFERENCE__BATCH_SIZE": "64", "SCHULKI_GATEWAY__HOST": "127.0.0.1", "SCHULKI_GATEWAY__PORT": str(self.gateway_port),
-               "SCHULKI_GATEWAY__HEALTH_INTERVAL_S": "0.5"}
+               "SCHULKI_GATEWAY__HEALTH_INTERVAL_S": "0.5",
+               "SCHULKI_GATEWAY__HTTPS": "false"}  # plain HTTP on loopback: this test is about models, HTTPS has its own tests
         self.process = subprocess.Popen([sys.executable, "-m", "schulki.cli", "up", "--services", "inference"], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.test_gateway_browser import CHROMIUM, LAUNCH_ARGS, log_in, shoot, sync_api, wait_until
+from tests.conftest import shared_tls
 from tests.multi_model_support import gateway_config, in_process_nodes, running_gateway
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
@@ -31,7 +32,8 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        trust = f"--ignore-certificate-errors-spki-list={shared_tls().spki_sha256}"  # the gateway's test certificate, as in the other browser test
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*LAUNCH_ARGS, trust])
         yield browser
         browser.close()
 
