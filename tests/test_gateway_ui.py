@@ -115,7 +115,7 @@ def test_the_admin_tab_refuses_students_and_serves_admins(stack, anna):
     with pytest.raises(AppError, match="Nur für Admins"):
         student.predict("ui-eve", "admin", "", api_name="/admin_add_user")
     _, admin = client_for(stack, "ui-admin", "admin")
-    health, models, usage, users, retention = admin.predict(api_name="/admin_overview")
+    health, models, usage, users, retention, *_model_settings = admin.predict(api_name="/admin_overview")
     status = {row[0]: row[2] for row in health["data"]}
     assert status["Chat-Modell"] == "bereit" and status["Transkription"] == "nicht erreichbar"
     assert models["data"][0][2] == "Q4_K_M"

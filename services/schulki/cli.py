@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import sys
+from pathlib import Path
 
 from schulki.config import Config
 
@@ -51,7 +52,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from schulki.stack import run_stack
 
-    return run_stack(Config(), available_services())
+    services = available_services()
+    if args.services:
+        wanted = [name.strip() for name in args.services.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in services]
+        if unknown:
+            print(f"schulki up: unknown or not installed: {', '.join(unknown)} (installed: {', '.join(services)})", file=sys.stderr)
+            return 2
+        services = [name for name in services if name in wanted]
+    return run_stack(Config(), services)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from schulki.models.defaults import models_dir
+    from schulki.models.install import ModelCheckError, add_model, installed
+
+    config = Config()
+    if args.models_command == "list":
+        for entry in installed(models_dir(config)):
+            print(f"{entry.name}\t{entry.file}\t{entry.size_bytes / 1e9:.2f} GB\t{entry.architecture}")
+        return 0
+    try:
+        entry = add_model(args.file, models_dir(config), args.name)
+    except (ModelCheckError, OSError) as error:  # one line for the admin, no traceback
+        print(f"schulki models add: {error}", file=sys.stderr)
+        return 2
+    print(f"schulki models add: {entry.name} ({entry.file}, {entry.size_bytes / 1e9:.2f} GB) geprüft und kopiert; "
+          f"schulki up startet es in wenigen Sekunden, ohne Neustart (checked and copied; schulki up serves it within seconds)")
+    return 0
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -101,7 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.set_defaults(func=cmd_serve)
 
     up = commands.add_parser("up", help="start every service on this machine and print the URL")
+    up.add_argument("--services", default="", metavar="A,B", help="start only these services (and the gateway), e.g. inference")
     up.set_defaults(func=cmd_up)
+
+    models = commands.add_parser("models", help="add chat models from a USB stick or the school's mirror (no model hub is contacted)")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    models_add = model_commands.add_parser("add", help="check a GGUF file (header, architecture, sha256) and copy it into the models folder")
+    models_add.add_argument("file", type=Path)
+    models_add.add_argument("--name", default=None, help="the name users see; default: catalog id and quant, or the file name")
+    model_commands.add_parser("list", help="list the chat models added to this machine")
+    models.set_defaults(func=cmd_models)
 
     user = commands.add_parser("user", help="create, export or delete gateway accounts")
     user_commands = user.add_subparsers(dest="user_command", required=True)

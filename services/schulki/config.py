@@ -87,6 +87,10 @@ class InferenceConfig(BaseModel):
     """Port of the inference service."""
     model_path: Path | None = None
     """The GGUF chat model. Empty means the default model, Gemma 3 270M Q4_K_M from its PyPI package."""
+    model_name: str | None = None
+    """The name users and the API call this model by. Empty means the catalog id and quant (gemma-3-270m-q4_k_m), or the file name when the catalog does not know the file."""
+    more_models: list[Path] = Field(default_factory=list)
+    """More GGUF chat models for ``schulki up`` to serve on this machine, one inference process each (ports chosen by the stack); models added with ``schulki models add`` join them by themselves."""
     context_length: int = 4096
     """Tokens the context holds (prompt and answer together)."""
     gpu_layers: int = -1
@@ -244,6 +248,15 @@ class RetrievalConfig(BaseModel):
     """Name of the Weaviate collection of chunks; the document manifests live in the same name with "Document" appended."""
 
 
+class InferenceNodeConfig(BaseModel):
+    """One inference node the gateway sends chats to, and the model it is meant to serve."""
+
+    address: str
+    """host:port of the node."""
+    model: str = ""
+    """The name the node serves its model under (GetModelInfo's served_model). The node's own answer wins once it answers; this name keeps the model listed while the node is down."""
+
+
 class GatewayConfig(BaseModel):
     """Settings of the gateway (web UI and OpenAI-compatible API)."""
 
@@ -257,6 +270,12 @@ class GatewayConfig(BaseModel):
     """Secret for pseudonymous user ids sent to the services; empty means one made up once and kept in the data folder."""
     inference_addresses: list[str] | None = None
     """Inference nodes (host:port); chats are spread over the healthy ones. Empty means this machine at inference.port."""
+    inference_nodes: list[InferenceNodeConfig] = Field(default_factory=list)
+    """Inference nodes with the model each serves (the roll-out writes these); they join inference_addresses. Each chat goes only to nodes serving the model it asks for, the one with the shortest line first."""
+    nodes_file: Path | None = None
+    """A JSON file with more inference nodes (a list of {"address", "model"}), read again with every health check, so nodes join without a restart; ``schulki up`` writes it as it starts one inference process per chat model."""
+    default_model: str | None = None
+    """The model the alias schulki-chat points at until an admin picks one in the Admin tab. Empty means the first model that is not the demo model, in name order."""
     embeddings_addresses: list[str] | None = None
     """Embeddings nodes; empty means this machine at embeddings.port."""
     transcription_addresses: list[str] | None = None

@@ -1,39 +1,121 @@
 """``schulki up``: every service and the gateway on this machine, as child processes.
 
 Each service runs as ``schulki serve NAME`` in its own process, as it would in
-its own container. ``run_stack`` starts them in order, waits until each
-reports SERVING, prints where to go, and stops them all on Ctrl-C or SIGTERM,
-or when any of them dies.
+its own container. Every chat model named in the settings (``inference.model_path``
+and ``inference.more_models``) and every model added with ``schulki models add``
+gets its own inference process: the first on ``inference.port``, the others on
+ports the stack picks. Their addresses and models go into the gateway's nodes
+file, which the gateway reads again with every health check, so a model added
+while the stack runs is served within seconds and the gateway lists it without
+a restart. ``run_stack`` starts everything in order, waits until each reports
+SERVING, prints where to go, and stops them all on Ctrl-C or SIGTERM, or when
+one of the services it started first dies (an added model that fails to load
+is reported and left out; the rest keep running).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from schulki.config import Config
 from schulki.runtime.client import wait_until_serving
 
+WATCH_INTERVAL_S = 2.0
+"""How often the stack looks for models added with ``schulki models add``."""
 
-def _address(config: Config, name: str) -> str:
-    return f"{config.runtime.host}:{getattr(config, name).port}"
+
+@dataclass(frozen=True)
+class ChatModelProcess:
+    """One chat model this machine serves: its file, the name users see, and the port its process listens on."""
+
+    path: Path
+    name: str
+    port: int
+
+
+def _address(config: Config, name: str, port: int | None = None) -> str:
+    return f"{config.runtime.host}:{port if port is not None else getattr(config, name).port}"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wanted_chat_models(config: Config) -> list[tuple[Path, str]]:
+    """(file, served name) of every chat model this machine should serve, each once: the settings' first, then the added ones."""
+    from schulki.models.defaults import chat_model_path, models_dir
+    from schulki.models.install import installed
+    from schulki.models.served import served_name
+
+    first = Path(config.inference.model_path or chat_model_path(config))
+    wanted = [(first, served_name(first.name, config.inference.model_name))]
+    wanted += [(Path(path), served_name(Path(path).name)) for path in config.inference.more_models]
+    wanted += [(models_dir(config) / entry.file, entry.name) for entry in installed(models_dir(config))]
+    seen, unique = set(), []
+    for path, name in wanted:
+        if name not in seen:
+            seen.add(name)
+            unique.append((path, name))
+    return unique
+
+
+def nodes_file(config: Config) -> Path:
+    return Path(config.data_dir) / "gateway" / "nodes.json"
+
+
+def write_nodes_file(config: Config, models: list[ChatModelProcess]) -> None:
+    """Tell the gateway which local inference process serves which model (written whole, then renamed)."""
+    path = nodes_file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps([{"address": _address(config, "inference", m.port), "model": m.name} for m in models], indent=2))
+    partial.replace(path)
 
 
 def run_stack(config: Config, services: list[str], start_timeout: float = 300.0) -> int:
     """Start the services, wait until they serve, and supervise them until told to stop."""
     children: dict[str, subprocess.Popen] = {}
+    extra: dict[str, subprocess.Popen] = {}  # chat models added while running: their failure stops only themselves
+    chat_models: list[ChatModelProcess] = []
+    given_up: set[str] = set()  # added models whose process exited: not started again until the next schulki up
     stopping = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
+    def start_chat_model(path: Path, name: str, port: int) -> subprocess.Popen:
+        env = dict(os.environ, SCHULKI_INFERENCE__MODEL_PATH=str(path), SCHULKI_INFERENCE__MODEL_NAME=name)
+        return subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(port)], env=env)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
         for name in services:
+            if name == "inference":
+                for index, (path, model) in enumerate(wanted_chat_models(config)):
+                    port = config.inference.port if index == 0 else _free_port(config.runtime.host)
+                    label = "inference" if index == 0 else f"inference {model}"
+                    print(f"schulki: starting {label} ({model}) on {_address(config, name, port)} ...", flush=True)
+                    child = children[label] = start_chat_model(path, model, port)
+                    chat_models.append(ChatModelProcess(path, model, port))
+                    try:
+                        wait_until_serving(_address(config, name, port), start_timeout, is_alive=lambda c=child: c.poll() is None and not stopping)
+                    except (RuntimeError, TimeoutError) as error:
+                        print(f"schulki: {label} did not start: {error}", file=sys.stderr)
+                        return 1
+                write_nodes_file(config, chat_models)
+                continue
             print(f"schulki: starting {name} on {_address(config, name)} ...", flush=True)
             child = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", name])
             children[name] = child
@@ -47,6 +129,8 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
         admin_lines = first_admin_lines(config)
         tls_lines = https_lines(config)
         print(f"schulki: starting the gateway on port {config.gateway.port} ...", flush=True)
+        if "inference" in services:
+            os.environ["SCHULKI_GATEWAY__NODES_FILE"] = str(nodes_file(config))  # the gateway child inherits it
         gateway = children["gateway"] = start_gateway()
         try:
             wait_until_up(gateway_url(config), start_timeout, is_alive=lambda: gateway.poll() is None and not stopping)
@@ -55,23 +139,47 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
             return 1
         print("schulki is running:", flush=True)
         for name in services:
+            if name == "inference":
+                for m in chat_models:
+                    print(f"  {'inference':<14} grpc://{_address(config, name, m.port)}  {m.name}", flush=True)
+                continue
             print(f"  {name:<14} grpc://{_address(config, name)}", flush=True)
         print(f"  {'gateway':<14} {lan_url(config)}/  (API: {lan_url(config)}/v1)", flush=True)
         for line in [*tls_lines, *admin_lines]:
             print(line, flush=True)
         print("Stop with Ctrl-C.", flush=True)
+        next_watch = time.monotonic() + WATCH_INTERVAL_S
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
                     print(f"schulki: {name} exited with status {child.returncode}; stopping the rest", file=sys.stderr)
                     return 1
+            for name, child in list(extra.items()):
+                if child.poll() is not None:
+                    print(f"schulki: the added model {name} exited with status {child.returncode}; the rest keeps running", file=sys.stderr)
+                    del extra[name]
+                    given_up.add(name)
+                    chat_models[:] = [m for m in chat_models if m.name != name]
+                    write_nodes_file(config, chat_models)
+            if "inference" in services and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + WATCH_INTERVAL_S
+                started = {m.name for m in chat_models}
+                for path, model in wanted_chat_models(config):
+                    if model in started or model in given_up:
+                        continue
+                    port = _free_port(config.runtime.host)
+                    print(f"schulki: starting inference for the added model {model} on {_address(config, 'inference', port)}", flush=True)
+                    extra[model] = start_chat_model(path, model, port)
+                    chat_models.append(ChatModelProcess(path, model, port))
+                    write_nodes_file(config, chat_models)  # the gateway uses it once its health check passes
             time.sleep(0.5)
         return 0
     finally:
-        for child in children.values():
+        everything = [*children.values(), *extra.values()]
+        for child in everything:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in children.values():
+        for child in everything:
             try:
                 child.wait(timeout=config.runtime.grace_period_s + 10)
             except subprocess.TimeoutExpired:

@@ -22,6 +22,8 @@ ADMIN_ARGUMENTS = {
     "admin_data_periods": [],
     "admin_save_data_periods": [1, 1, 1],
     "admin_evaluation": [],
+    "admin_models_save": [None, [], []],
+    "admin_model_add": ["/etc/passwd", "eingeschleust"],
 }
 
 

@@ -1,19 +1,27 @@
-"""gRPC clients to the services, with health-based availability.
+"""gRPC clients to the services, with health-based availability and routing by model.
 
 Every service may run on several nodes. A background task checks every node's
-health every few seconds; calls go round-robin to the nodes that serve. A node
-that fails a call with UNAVAILABLE is left out at once and comes back by
-itself when its health check passes again, so the tab that needs a service
-says plainly that it is down, the other tabs keep working, and nothing needs
-a restart when the service returns.
+health every few seconds, and asks every inference node which model it serves
+and how long its line is. A chat goes only to nodes that serve the model it
+asks for; among them to the one with the shortest line (requests this gateway
+has running there, or the queue and running sequences the node reported,
+whichever is larger, per decoding slot), and on a tie to the one picked least
+recently. A node that fails a call with UNAVAILABLE is left out at once and
+comes back by itself when its health check passes again, so the tab that needs
+a service says plainly that it is down, the other tabs keep working, and
+nothing needs a restart when the service returns. A chat that fails on a node
+before its first piece of text is tried on the next node that serves the model;
+one that breaks off after text has arrived ends with an error, since the words
+already shown cannot be taken back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,23 +50,48 @@ SERVICE_NAMES = {
     "transcription": ("schulki.transcription.v1.TranscriptionService", transcription_grpc.TranscriptionServiceStub),
     "retrieval": ("schulki.retrieval.v1.RetrievalService", retrieval_grpc.RetrievalServiceStub),
 }
+TRY_NEXT_NODE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+"""A chat that fails with these before its first piece of text is tried on another node of its model."""
 
 
 class ServiceDown(Exception):
-    """No node of a service is serving right now."""
+    """No node of a service (or of the model asked for) is serving right now."""
 
-    def __init__(self, service: str):
-        super().__init__(f"{service} is unavailable")
+    def __init__(self, service: str, model: str | None = None):
+        super().__init__(f"{service} is unavailable" + (f" for model {model}" if model else ""))
         self.service = service
+        self.model = model
 
 
-@dataclass
+class AnswerBrokeOff(ServiceDown):
+    """The node writing an answer stopped after part of it was sent; the rest cannot come from another node."""
+
+
+@dataclass(eq=False)
 class Node:
     address: str
     channel: grpc.aio.Channel
     stub: object
     healthy: bool = False
     status: str = "unbekannt"
+    model: str = ""
+    """The model the node serves (inference only): from its GetModelInfo, or from the settings until it answers."""
+    info: object | None = None
+    """Its last GetModelInfoResponse (inference only)."""
+    in_flight: int = 0
+    """Requests this gateway has running on the node right now."""
+    served: int = 0
+    """Requests the node answered to the end since the gateway started."""
+    failed: int = 0
+    """Requests that broke off on the node, or that it refused before starting (they went to another node where one was free)."""
+    last_pick: int = 0
+
+    @property
+    def line(self) -> float:
+        """How long the node's line is, per decoding slot."""
+        reported = (self.info.queue_length + self.info.running_sequences) if self.info is not None else 0
+        slots = self.info.parallel_sequences if self.info is not None and self.info.parallel_sequences > 0 else 1
+        return max(self.in_flight, reported) / slots
 
 
 @dataclass
@@ -68,17 +101,24 @@ class Pool:
     name: str
     health_name: str
     nodes: list[Node] = field(default_factory=list)
-    _turn: itertools.count = field(default_factory=itertools.count)
+    _turn: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     @property
     def available(self) -> bool:
         return any(node.healthy for node in self.nodes)
 
-    def pick(self) -> Node:
-        healthy = [node for node in self.nodes if node.healthy]
-        if not healthy:
-            raise ServiceDown(self.name)
-        return healthy[next(self._turn) % len(healthy)]
+    def serving(self, model: str | None = None) -> list[Node]:
+        return [node for node in self.nodes if node.healthy and (model is None or node.model == model)]
+
+    def pick(self, model: str | None = None, exclude: Iterable[Node] = ()) -> Node:
+        """The serving node (of the model, when one is named) with the shortest line; ServiceDown when there is none."""
+        skip = set(map(id, exclude))
+        candidates = [node for node in self.serving(model) if id(node) not in skip]
+        if not candidates:
+            raise ServiceDown(self.name, model)
+        node = min(candidates, key=lambda n: (n.line, n.in_flight, n.last_pick))
+        node.last_pick = next(self._turn)
+        return node
 
 
 class Services:
@@ -89,10 +129,50 @@ class Services:
         self.pools: dict[str, Pool] = {}
         self._monitor: asyncio.Task | None = None
         self._ensured: set[str] = set()
+        self._channel_options: list = []
+        self._nodes_file_stamp: tuple | None = None
+        self.default_model: Callable[[], str | None] = lambda: None
+        """The model a chat that names none goes to (the gateway points it at the schulki-chat alias)."""
 
     def addresses(self, name: str) -> list[str]:
-        configured = getattr(self.config.gateway, f"{name}_addresses")
-        return list(configured) if configured else [f"127.0.0.1:{getattr(self.config, name).port}"]
+        configured = list(getattr(self.config.gateway, f"{name}_addresses") or [])
+        if name == "inference":
+            configured += [node.address for node in self.config.gateway.inference_nodes if node.address not in configured]
+            if not configured and self.config.gateway.nodes_file is not None:
+                return []  # schulki up names every local node in the nodes file
+        return configured or [f"127.0.0.1:{getattr(self.config, name).port}"]
+
+    def _add_node(self, pool: Pool, address: str, model: str = "") -> Node:
+        stub_class = SERVICE_NAMES[pool.name][1]
+        channel = open_channel(address, self.config.runtime, aio=True, extra_options=self._channel_options)
+        node = Node(address, channel, stub_class(channel), model=model)
+        pool.nodes.append(node)
+        return node
+
+    def _read_nodes_file(self) -> None:
+        """Add the inference nodes of gateway.nodes_file that are new since the last read."""
+        path = self.config.gateway.nodes_file
+        if path is None or "inference" not in self.pools:
+            return
+        try:
+            stat = Path(path).stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp == self._nodes_file_stamp:
+                return
+            entries = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as error:
+            log.warning("cannot read the nodes file %s: %s", path, error)
+            return
+        self._nodes_file_stamp = stamp
+        pool = self.pools["inference"]
+        known = {node.address: node for node in pool.nodes}
+        for entry in entries if isinstance(entries, list) else []:
+            address = str(entry.get("address", "")) if isinstance(entry, dict) else ""
+            if address and address not in known:
+                known[address] = self._add_node(pool, address, str(entry.get("model", "")))
+                log.info("inference node %s (%s) joined", address, known[address].model or "model not yet known")
 
     async def start(self) -> None:
         """Open the channels (on the running loop) and start watching health."""
@@ -102,12 +182,13 @@ class Services:
             ("grpc.min_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", int(self.config.gateway.health_interval_s * 1000)),
         ]
-        for name, (health_name, stub_class) in SERVICE_NAMES.items():
+        self._channel_options = options
+        expected = {node.address: node.model for node in self.config.gateway.inference_nodes}
+        for name, (health_name, _stub_class) in SERVICE_NAMES.items():
             pool = Pool(name, health_name)
-            for address in self.addresses(name):
-                channel = open_channel(address, self.config.runtime, aio=True, extra_options=options)
-                pool.nodes.append(Node(address, channel, stub_class(channel)))
             self.pools[name] = pool
+            for address in self.addresses(name):
+                self._add_node(pool, address, expected.get(address, "") if name == "inference" else "")
         await self.check_health()
         self._monitor = asyncio.create_task(self._watch())
 
@@ -134,12 +215,36 @@ class Services:
         except grpc.RpcError as error:
             serving = False
             node.status = "nicht erreichbar" if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else error.code().name
+        if serving and pool.name == "inference":
+            serving = await self._refresh_model(node)
         if serving != node.healthy:
             log.info("%s at %s is %s", pool.name, node.address, "serving" if serving else "down")
         node.healthy = serving
 
+    async def _refresh_model(self, node: Node) -> bool:
+        """Ask an inference node which model it serves and how long its line is; False when it does not answer."""
+        try:
+            info = await node.stub.GetModelInfo(inference_pb.GetModelInfoRequest(), timeout=2.0, metadata=self.metadata())
+        except grpc.RpcError as error:
+            node.status = "nicht erreichbar" if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else error.code().name
+            return False
+        served = info.served_model or info.model_name
+        if node.model and node.model != served:
+            log.warning("inference node %s serves %s, not %s as the settings say; routing by what it serves", node.address, served, node.model)
+        node.model, node.info = served, info
+        return True
+
     async def check_health(self) -> None:
+        self._read_nodes_file()
         await asyncio.gather(*(self._check_node(pool, node) for pool in self.pools.values() for node in pool.nodes))
+
+    def chat_models(self) -> list[str]:
+        """Every chat model a node serves or was set to serve, each once, in name order (down nodes' models stay listed)."""
+        return sorted({node.model for node in self.pools["inference"].nodes if node.model}) if "inference" in self.pools else []
+
+    def serving_models(self) -> list[str]:
+        """The chat models at least one healthy node serves right now."""
+        return sorted({node.model for node in self.pools["inference"].serving() if node.model}) if "inference" in self.pools else []
 
     def available(self, name: str) -> bool:
         return name in self.pools and self.pools[name].available
@@ -160,26 +265,72 @@ class Services:
 
     async def _unary(self, name: str, method: str, request, timeout: float = 60.0):
         node = self._node(name)
+        node.in_flight += 1
         try:
             return await getattr(node.stub, method)(request, timeout=timeout, metadata=self.metadata())
         except grpc.RpcError as error:
             self._failed(name, node, error)
             raise
+        finally:
+            node.in_flight -= 1
 
     async def _stream(self, name: str, call_factory) -> AsyncIterator:
         node = self._node(name)
+        node.in_flight += 1
         try:
             async for response in call_factory(node.stub):
                 yield response
         except grpc.RpcError as error:
             self._failed(name, node, error)
             raise
+        finally:
+            node.in_flight -= 1
+
+    async def _chat_stream(self, request: inference_pb.ChatRequest, model: str | None) -> AsyncIterator[inference_pb.ChatResponse]:
+        """Stream one chat from the node of its model with the shortest line; move on to the next node while nothing was sent."""
+        if "inference" not in self.pools:
+            raise ServiceDown("inference", model)
+        pool = self.pools["inference"]
+        model = model or self.default_model()
+        tried: list[Node] = []
+        last_error: BaseException | None = None
+        while True:
+            try:
+                node = pool.pick(model, exclude=tried)
+            except ServiceDown:
+                if last_error is not None:
+                    raise last_error from None  # every node of the model refused: say why the last one did
+                raise
+            tried.append(node)
+            started = False
+            node.in_flight += 1
+            try:
+                async for response in node.stub.Chat(request, metadata=self.metadata()):
+                    started = True
+                    yield response
+                node.served += 1
+                return
+            except grpc.RpcError as error:
+                if error.code() in TRY_NEXT_NODE:  # the node's doing, not a bad request
+                    node.failed += 1
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    node.healthy = False  # left out until its health check passes again
+                    node.status = "nicht erreichbar"
+                if not started and error.code() in TRY_NEXT_NODE:
+                    log.info("chat refused by %s (%s) before it started; trying the next node of %s", node.address, error.code().name, model)
+                    last_error = error if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else ServiceDown("inference", model)
+                    continue
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise (AnswerBrokeOff if started else ServiceDown)("inference", model) from error
+                raise
+            finally:
+                node.in_flight -= 1
 
     # -- inference -----------------------------------------------------------
 
     def chat(self, messages: list[dict], user: str, max_tokens: int | None = None, temperature: float | None = None,
-             stop: Iterable[str] = (), seed: int | None = None) -> AsyncIterator[inference_pb.ChatResponse]:
-        """Stream an answer; messages are dicts with role (system, user, assistant) and content."""
+             stop: Iterable[str] = (), seed: int | None = None, model: str | None = None) -> AsyncIterator[inference_pb.ChatResponse]:
+        """Stream an answer from ``model`` (None: the default model); messages are dicts with role (system, user, assistant) and content."""
         roles = {"system": inference_pb.ROLE_SYSTEM, "user": inference_pb.ROLE_USER, "assistant": inference_pb.ROLE_ASSISTANT}
         request = inference_pb.ChatRequest(
             messages=[inference_pb.Message(role=roles.get(m["role"], inference_pb.ROLE_UNSPECIFIED), content=m["content"]) for m in messages],
@@ -191,24 +342,14 @@ class Services:
             request.temperature = temperature
         if seed is not None:
             request.sampling.seed = seed
-        return self._stream("inference", lambda stub: stub.Chat(request, metadata=self.metadata()))
+        return self._chat_stream(request, model)
 
     async def model_infos(self) -> list[tuple[str, object | None]]:
-        """(address, GetModelInfoResponse or None) for every inference node."""
-        results = []
-        for node in self.pools["inference"].nodes:
-            info = None
-            if node.healthy:
-                try:
-                    info = await node.stub.GetModelInfo(inference_pb.GetModelInfoRequest(), timeout=5, metadata=self.metadata())
-                except grpc.RpcError:
-                    info = None
-            results.append((node.address, info))
-        return results
+        """(address, GetModelInfoResponse or None) for every inference node, as of the last health check."""
+        return [(node.address, node.info if node.healthy else None) for node in self.pools["inference"].nodes]
 
-    async def chat_model_name(self) -> str:
-        info = await self._unary("inference", "GetModelInfo", inference_pb.GetModelInfoRequest(), timeout=5)
-        return info.model_name
+    def inference_nodes(self) -> list[Node]:
+        return list(self.pools["inference"].nodes) if "inference" in self.pools else []
 
     # -- embeddings ----------------------------------------------------------
 

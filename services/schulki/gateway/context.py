@@ -12,6 +12,7 @@ from pathlib import Path
 
 from schulki.config import Config
 from schulki.gateway.accounts import Account, Accounts, database_url
+from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Services
 from schulki.gateway.file_owners import FileOwners
 from schulki.gateway.quotas import LoginLimiter, Quotas, estimate_prompt_tokens
@@ -51,18 +52,23 @@ class Gateway:
     services: Services
     login_limiter: LoginLimiter
     secret: bytes
+    models: ChatModels
     file_owners: FileOwners = field(default_factory=FileOwners)
 
     @classmethod
     def create(cls, config: Config) -> Gateway:
         accounts = Accounts(database_url(config.gateway.database_url, Path(config.data_dir)))
+        services = Services(config)
+        models = ChatModels(config, accounts, services)
+        services.default_model = models.default  # chats that name no model (translation, documents) use schulki-chat's model
         return cls(
             config=config,
             accounts=accounts,
             quotas=Quotas(config.gateway, accounts),
-            services=Services(config),
+            services=services,
             login_limiter=LoginLimiter(config.gateway),
             secret=_secret(config),
+            models=models,
         )
 
     def pseudonym(self, account: Account) -> str:

@@ -55,6 +55,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             max_running_per_user=config.max_running_per_user,
         )
         self._loaded = False
+        self.served_model = ""
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_InferenceServiceServicer_to_server(self, server)
@@ -64,6 +65,10 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
 
         await asyncio.to_thread(check_fits, self.config, self.engine.model_path, parallel=self.engine.parallel)
         await asyncio.to_thread(self.engine.load)
+        from schulki.models.served import served_name
+
+        self.served_model = served_name(self.engine.model_path.name, self.config.model_name)
+        log.info("serving as %s", self.served_model)
         self._loaded = True
 
     async def close(self) -> None:
@@ -159,4 +164,5 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             queue_length=self.scheduler.queue_length,
             running_sequences=self.engine.running,
             file_name=info.file_name,
+            served_model=self.served_model,
         )

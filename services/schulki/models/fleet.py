@@ -185,6 +185,10 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
     excluded = quality_floor(chat_model, kind) if quality_floor else frozenset()
     p = plan(chat_model, machine, work, quant=quant, catalog=catalog, exclude_quants=excluded)
     result["chat"] = p.as_dict()
+    # The name the node serves under and the gateway routes by; the gateway's settings list it beside the node's address.
+    from schulki.models.served import served_name
+
+    result["chat"]["served_model"] = served_name(Path(p.file).name, catalog=catalog)
     if reserved:
         result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU.)"
     if result["error"]:  # Whisper does not fit: say too what the chat model would need
@@ -204,6 +208,7 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
         "flash_attention": work.flash_attention and kind == "gpu",
         "kv_cache_type": p.kv_cache_type,
     }
+    settings["inference"]["model_name"] = result["chat"]["served_model"]
     return result
 
 

@@ -15,14 +15,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from schulki.gateway.accounts import Account
 from schulki.gateway.api.errors import ApiError, from_exception
+from schulki.gateway.chat_models import ALIAS, ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
 FINISH_REASONS = {inference_pb.FINISH_REASON_STOP: "stop", inference_pb.FINISH_REASON_LENGTH: "length"}
 ROLES = {"system", "user", "assistant", "developer"}
-CHAT_ALIAS = "schulki-chat"
+CHAT_ALIAS = ALIAS
 EMBEDDINGS_ALIAS = "schulki-embeddings"
 WHISPER_ALIAS = "whisper-1"
+MODELS_CREATED = 1767225600
+"""The ``created`` time /v1/models gives every model (2026-01-01): a fixed value keeps the list the same from call to call."""
 
 
 def api_account(gateway: Gateway):
@@ -85,17 +88,23 @@ def router(gateway: Gateway) -> APIRouter:
     routes = APIRouter(prefix="/v1")
     account_of = api_account(gateway)
 
-    async def chat_model_names() -> list[str]:
+    def chat_model(account: Account, requested: str) -> str:
+        """The model a request goes to; 404 for a model that does not exist here, 403 for one the user may not use."""
         try:
-            return [CHAT_ALIAS, await gateway.services.chat_model_name()]
-        except Exception:
-            return [CHAT_ALIAS]
+            return gateway.models.resolve(account, requested)
+        except ModelChoiceError as error:
+            if error.unknown:
+                raise ApiError(404, f"The model {requested!r} does not exist here; GET /v1/models lists the models.", "invalid_request_error",
+                               param="model", code="model_not_found") from None
+            raise ApiError(403, f"{error} GET /v1/models lists the models you may use.", "permission_error", param="model",
+                           code="model_not_allowed") from None
 
     @routes.get("/models")
     async def models(account: Account = Depends(account_of)):
-        created = int(time.time())
-        names = await chat_model_names() + [EMBEDDINGS_ALIAS, WHISPER_ALIAS]
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "schulki"} for name in names]}
+        # The alias first, then every chat model this user may use in name order: the same list on every call,
+        # whichever nodes are up (a model stays listed while its nodes restart).
+        names = [CHAT_ALIAS, *gateway.models.allowed(account), EMBEDDINGS_ALIAS, WHISPER_ALIAS]
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": MODELS_CREATED, "owned_by": "schulki"} for name in names]}
 
     @routes.post("/chat/completions")
     async def chat_completions(request: Request, account: Account = Depends(account_of)):
@@ -104,8 +113,7 @@ def router(gateway: Gateway) -> APIRouter:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ApiError(400, "model is required.", param="model")
-        if model not in await chat_model_names():
-            raise ApiError(404, f"The model {model!r} does not exist here; GET /v1/models lists the models.", "invalid_request_error", param="model", code="model_not_found")
+        served_model = chat_model(account, model)
         max_tokens = _number(body, "max_completion_tokens", int, 1, 1 << 20) or _number(body, "max_tokens", int, 1, 1 << 20)
         temperature = _number(body, "temperature", float, 0, 2)
         seed = _number(body, "seed", int, 0, 2**32 - 1)
@@ -118,7 +126,8 @@ def router(gateway: Gateway) -> APIRouter:
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         try:
-            events = gateway.chat(account, messages, max_tokens or gateway.config.gateway.max_chat_tokens, temperature, stop, seed)
+            events = gateway.chat(account, messages, max_tokens or gateway.config.gateway.max_chat_tokens, temperature, stop, seed,
+                                  model=served_model)
             first = await anext(events)  # a bad request fails here, with a proper status, before the stream is committed
         except StopAsyncIteration:
             raise ApiError(502, "The inference service ended the answer without a result.", "server_error") from None
@@ -126,9 +135,10 @@ def router(gateway: Gateway) -> APIRouter:
             raise from_exception(error) from error
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+        # The answer names the model that wrote it (also for schulki-chat), as OpenAI answers with the dated model name.
         if not stream:
-            return await _complete(gateway, account, first, events, completion_id, created, model)
-        return StreamingResponse(_sse(gateway, account, first, events, completion_id, created, model, include_usage),
+            return await _complete(gateway, account, first, events, completion_id, created, served_model)
+        return StreamingResponse(_sse(gateway, account, first, events, completion_id, created, served_model, include_usage),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @routes.post("/embeddings")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from fastapi.responses import JSONResponse
 
-from schulki.gateway.clients import ServiceDown
+from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
 from schulki.gateway.quotas import QuotaExceeded
 
 HTTP_FOR_GRPC: dict[grpc.StatusCode, tuple[int, str]] = {
@@ -47,8 +47,13 @@ def from_exception(error: BaseException) -> ApiError:
     """The API error for anything a service call can raise."""
     if isinstance(error, ApiError):
         return error
+    if isinstance(error, AnswerBrokeOff):
+        return ApiError(502, "The node writing this answer stopped part-way; ask again and another node answers.", "server_error",
+                        code="answer_broke_off")
     if isinstance(error, ServiceDown):
-        return ApiError(503, f"The {error.service} service is not available right now; try again shortly.", "service_unavailable", code="service_unavailable")
+        message = (f"No node that serves the model {error.model!r} is available right now; try again shortly." if error.model
+                   else f"The {error.service} service is not available right now; try again shortly.")
+        return ApiError(503, message, "service_unavailable", code="service_unavailable")
     if isinstance(error, QuotaExceeded):
         return ApiError(429, error.message, "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(error.retry_after_s)})
     if isinstance(error, grpc.RpcError):

@@ -11,6 +11,7 @@ from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, user_error
 from schulki.gateway.ui.evaluation import build_evaluation_section
+from schulki.gateway.ui.models import build_models_section
 from schulki.gateway.user_data import delete_user_data, export_for_download
 
 DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_retention_days")
@@ -24,8 +25,8 @@ def credentials_table(s: Strings, created: list[NewAccount]) -> str:
 def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     refresh = gr.Button(s["refresh"], elem_id="admin-refresh")
     health = gr.Dataframe(headers=[s["col_service"], s["col_node"], s["col_status"]], label=s["health"], interactive=False)
-    models = gr.Dataframe(headers=[s["col_node"], s["col_model"], s["col_quant"], s["col_context"], s["col_gpu_layers"], s["col_parallel"], s["col_queue"]],
-                          label=s["models"], interactive=False)
+    models = gr.Dataframe(headers=[s["col_node"], s["col_model"], s["col_quant"], s["col_context"], s["col_gpu_layers"], s["col_parallel"],
+                                   s["col_queue"], s["col_served"], s["col_failed"]], label=s["models"], interactive=False)
     usage = gr.Dataframe(headers=[s["col_class"], s["col_users"], s["col_requests"], s["col_tokens"]], label=s["usage"], interactive=False)
     users = gr.Dataframe(headers=[s["col_name"], s["col_role"], s["col_classes"]], label=s["users"], interactive=False)
     with gr.Accordion(s["add_user"], open=True):
@@ -58,20 +59,23 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
             raise gr.Error(s["admin_only"])
         return account
 
+    model_settings, model_settings_now = build_models_section(gateway, s, require_admin)
+
     async def overview(request: gr.Request):
         require_admin(request)
         await gateway.services.check_health()
         health_rows = [[s.service(name), node.address, node.status] for name, pool in gateway.services.pools.items() for node in pool.nodes]
         model_rows = []
-        for address, info in await gateway.services.model_infos():
+        for node in gateway.services.inference_nodes():
+            info = node.info if node.healthy else None
             if info is None:
-                model_rows.append([address, "–", "–", "–", "–", "–", "–"])
+                model_rows.append([node.address, node.model or "–", "–", "–", "–", "–", "–", node.served, node.failed])
             else:
-                model_rows.append([address, info.model_name, info.quant, info.context_length, info.gpu_layers,
-                                   f"{info.running_sequences}/{info.parallel_sequences}", info.queue_length])
+                model_rows.append([node.address, node.model, info.quant, info.context_length, info.gpu_layers,
+                                   f"{info.running_sequences}/{info.parallel_sequences}", info.queue_length, node.served, node.failed])
         usage_rows = [list(row) for row in gateway.accounts.usage_by_class()]
         user_rows = [[a.name, a.role, ", ".join(a.classes)] for a in gateway.accounts.list_users()]
-        return health_rows, model_rows, usage_rows, user_rows, gateway.retention_days()
+        return [health_rows, model_rows, usage_rows, user_rows, gateway.retention_days(), *model_settings_now()]
 
     async def add_user(name: str, role: str, class_name: str, request: gr.Request):
         require_admin(request)
@@ -148,7 +152,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         gateway.accounts.purge_chats(gateway.retention_days())  # a shorter period applies at once; 0 deletes every stored chat
         return s["saved"]
 
-    outputs = [health, models, usage, users, retention]
+    outputs = [health, models, usage, users, retention, *model_settings]
     refresh.click(overview, None, outputs, api_name="admin_overview")
     add.click(add_user, [new_name, new_role, new_class], result, api_name="admin_add_user")
     import_button.click(import_class, csv_file, result, api_name="admin_import")

@@ -1,9 +1,12 @@
-"""The Chat tab: presets, streamed Markdown answers, stop, new chat, stored chats."""
+"""The Chat tab: model picker, presets, streamed Markdown answers, stop, new chat, stored chats, a class's lesson model."""
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
+from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, status_banner, user_error
@@ -18,7 +21,12 @@ PRESETS = {
 
 def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Blocks) -> None:
     status_banner(gateway, s, ("inference",), timer, demo, "chat_status")
-    preset = gr.Dropdown([(s[key], key) for key in PRESETS], value="preset_assistant", label=s["preset"])
+    demo_note = gr.Markdown(visible=False, elem_id="demo-model-note")
+    with gr.Row():
+        # Any value may arrive through the API: respond() checks it against what this user may use.
+        model = gr.Dropdown([], value=None, label=s["model"], elem_id="chat-model", allow_custom_value=True, scale=2)
+        preset = gr.Dropdown([(s[key], key) for key in PRESETS], value="preset_assistant", label=s["preset"], scale=2)
+    model_info = gr.Markdown(elem_id="chat-model-info")
     chatbot = gr.Chatbot(label="Chat", height=420, buttons=["copy"], feedback_options=None, elem_id="chatbot")
     messages = gr.State([])
     chat_id = gr.State(None)
@@ -31,6 +39,13 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         retention = gr.Markdown()
         saved = gr.Dropdown([], label=s["saved_chats"], elem_id="saved-chats", allow_custom_value=True)
         load = gr.Button(s["load_chat"])
+    with gr.Accordion(s["lesson_model"], open=False, visible=False) as lesson:
+        # Choices are filled per user; set_lesson_model checks class and model itself.
+        with gr.Row():
+            lesson_class = gr.Dropdown([], label=s["lesson_class"], elem_id="lesson-class", allow_custom_value=True)
+            lesson_model = gr.Dropdown([], label=s["model"], elem_id="lesson-model", allow_custom_value=True)
+            lesson_set = gr.Button(s["lesson_set"], elem_id="lesson-set")
+        lesson_result = gr.Markdown(elem_id="lesson-result")
 
     def retention_text() -> str:
         days = gateway.retention_days()
@@ -40,17 +55,53 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         account = account_of(gateway, request, s)
         return gr.Dropdown(choices=[(title, chat) for chat, title in gateway.accounts.list_chats(account.id)], value=None), retention_text()
 
-    async def respond(message: str, history: list[dict], preset_key: str, current_id, request: gr.Request):
+    def model_choices(request: gr.Request):
+        """The picker with the models this user may use, the preselected one, its description and the demo-model line."""
+        account = account_of(gateway, request, s)
+        allowed = gateway.models.allowed(account)
+        chosen = gateway.models.preselected(account)
+        choices = [(name + (" (Standard)" if name == gateway.models.default() else ""), name) for name in allowed]
+        teaching = account.role in ("teacher", "admin")
+        classes = list(account.classes) if account.role == "teacher" else sorted({c for a in gateway.accounts.list_users() for c in a.classes})
+        return (gr.Dropdown(choices=choices, value=chosen), gateway.models.description(chosen) if chosen else s["no_model"],
+                gr.Markdown(s["demo_model_note"], visible=gateway.models.only_demo()),
+                gr.Accordion(visible=teaching), gr.Dropdown(choices=classes, value=classes[0] if classes else None),
+                gr.Dropdown(choices=[(s["lesson_default"], "")] + [(name, name) for name in allowed], value=""))
+
+    def model_picked(name: str | None):
+        return gateway.models.description(name)
+
+    def set_lesson_model(class_name: str | None, name: str | None, request: gr.Request):
+        account = account_of(gateway, request, s)
+        if not class_name:
+            raise gr.Error(s["lesson_class"] + "?")
+        try:
+            gateway.models.set_class_model(account, class_name, name or None)
+        except ModelChoiceError as error:
+            raise gr.Error(str(error)) from error
+        return s["lesson_saved"].format(name=class_name, model=name or s["lesson_default"])
+
+    async def respond(message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request = None):
+        # model_name defaults to None (the preselected model), so API callers that predate the picker keep working
         account = account_of(gateway, request, s)
         message = (message or "").strip()
         if not message:
             raise gr.Error(s["empty_message"])
+        try:
+            chosen = gateway.models.resolve(account, model_name)
+        except ModelChoiceError as error:
+            raise gr.Error(str(error)) from error
         history = list(history or []) + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield history, history, "", current_id
         prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}] + history[:-1]
+        first_piece = None
         try:
-            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens):
-                if not event.HasField("finish"):
+            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, model=chosen):
+                if event.HasField("finish"):
+                    if first_piece is not None:
+                        gateway.models.record_speed(chosen, event.finish.usage.completion_tokens - 1, time.monotonic() - first_piece)
+                else:
+                    first_piece = first_piece or time.monotonic()
                     history[-1]["content"] += event.text
                     yield history, history, "", current_id
         except Exception as error:
@@ -70,9 +121,13 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         return loaded, loaded, int(chosen)
 
     outputs = [chatbot, messages, textbox, chat_id]
-    submit_event = textbox.submit(respond, [textbox, messages, preset, chat_id], outputs, api_name="chat")
-    click_event = send.click(respond, [textbox, messages, preset, chat_id], outputs, api_name="chat_send")
+    inputs = [textbox, messages, preset, chat_id, model]
+    submit_event = textbox.submit(respond, inputs, outputs, api_name="chat")
+    click_event = send.click(respond, inputs, outputs, api_name="chat_send")
     stop.click(None, cancels=[submit_event, click_event], api_name="chat_stop")
     new.click(new_chat, None, outputs, api_name="chat_new")
     load.click(open_chat, saved, [chatbot, messages, chat_id], api_name="chat_open")
     demo.load(saved_choices, None, [saved, retention], api_name="chat_saved")
+    demo.load(model_choices, None, [model, model_info, demo_note, lesson, lesson_class, lesson_model], api_name="chat_models")
+    model.change(model_picked, model, model_info, api_name="chat_model_info", show_progress="hidden")
+    lesson_set.click(set_lesson_model, [lesson_class, lesson_model], lesson_result, api_name="chat_lesson_model")

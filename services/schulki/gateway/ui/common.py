@@ -8,7 +8,7 @@ import gradio as gr
 import grpc
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.clients import ServiceDown
+from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.quotas import QuotaExceeded
@@ -33,6 +33,8 @@ def discard_upload(path: str | None) -> None:
 
 def user_error(s: Strings, error: BaseException) -> gr.Error:
     """A gr.Error with a message a student understands."""
+    if isinstance(error, AnswerBrokeOff):
+        return gr.Error(s["answer_broke_off"])
     if isinstance(error, ServiceDown):
         return gr.Error(s["service_down"].format(service=s.service(error.service)))
     if isinstance(error, QuotaExceeded):
