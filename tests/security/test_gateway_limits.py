@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import socket
+import ssl
 import time
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from tests import gateway_stack
 from tests.security.conftest import MIB, make_user
 
 JSON_ROUTES = ["/v1/chat/completions", "/v1/embeddings", "/gradio_api/call/chat", "/gradio_api/queue/join", "/en/gradio_api/run/translate", "/login"]
 
 
 def connect(stack) -> socket.socket:
-    parts = urlsplit(stack.url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    return sock
+    """A raw connection to the gateway (TLS when it serves HTTPS, as it does by default)."""
+    return gateway_stack.connect(stack.url, timeout=10)
 
 
 def read_status(sock: socket.socket, timeout: float = 10) -> int | None:
@@ -32,7 +32,7 @@ def read_status(sock: socket.socket, timeout: float = 10) -> int | None:
         head = sock.recv(4096)
     except (TimeoutError, socket.timeout):
         return None
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         return -1
     return int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else -1
 
