@@ -108,4 +108,4 @@ def test_a_teacher_sets_the_lesson_model_of_their_class_only(stack, students_onl
 
 def test_the_admin_overview_counts_answers_per_node(stack, admin):
     rows = admin.predict(api_name="/admin_overview")[1]["data"]
-    assert sum(int(row[6]) for row in rows) >= 1 and all(row[2] == "Q4_K_M" for row in rows)
+    assert sum(int(row[7]) for row in rows) >= 1 and all(row[2] == "Q4_K_M" for row in rows)

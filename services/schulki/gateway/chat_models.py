@@ -20,7 +20,7 @@ import json
 
 from schulki.config import Config
 from schulki.gateway.accounts import CLASS_PATTERN, Account, Accounts
-from schulki.gateway.clients import Services
+from schulki.gateway.clients import ServiceDown, Services
 from schulki.models.served import describe, is_demo
 
 ALIAS = "schulki-chat"
@@ -126,8 +126,8 @@ class ChatModels:
         """The model a request goes to: the named one, or for none and schulki-chat the user's preselected one."""
         if requested in (None, "", ALIAS):
             chosen = self.preselected(account)
-            if chosen is None:
-                raise ModelChoiceError("Gerade ist kein Chat-Modell erreichbar. (No chat model is available right now.)", unknown=True)
+            if chosen is None:  # no inference node has answered yet: the service is down, not the name wrong
+                raise ServiceDown("inference")
             return chosen
         if requested not in self.names():
             raise ModelChoiceError(f"Das Modell „{requested}“ gibt es hier nicht. (The model {requested!r} does not exist here.)", unknown=True)

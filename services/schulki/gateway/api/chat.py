@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from schulki.gateway.accounts import Account
 from schulki.gateway.api.errors import ApiError, from_exception
 from schulki.gateway.chat_models import ALIAS, ModelChoiceError
+from schulki.gateway.clients import ServiceDown
 from schulki.gateway.context import Gateway
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
@@ -92,6 +93,8 @@ def router(gateway: Gateway) -> APIRouter:
         """The model a request goes to; 404 for a model that does not exist here, 403 for one the user may not use."""
         try:
             return gateway.models.resolve(account, requested)
+        except ServiceDown as error:
+            raise from_exception(error) from None
         except ModelChoiceError as error:
             if error.unknown:
                 raise ApiError(404, f"The model {requested!r} does not exist here; GET /v1/models lists the models.", "invalid_request_error",

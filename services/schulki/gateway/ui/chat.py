@@ -7,6 +7,7 @@ import time
 import gradio as gr
 
 from schulki.gateway.chat_models import ModelChoiceError
+from schulki.gateway.clients import ServiceDown
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, status_banner, user_error
@@ -91,6 +92,8 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             chosen = gateway.models.resolve(account, model_name)
         except ModelChoiceError as error:
             raise gr.Error(str(error)) from error
+        except ServiceDown as error:  # no chat model is reachable at all
+            raise user_error(s, error) from error
         history = list(history or []) + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield history, history, "", current_id
         prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}] + history[:-1]
