@@ -105,12 +105,12 @@ def main() -> int:
                         f = evaluate(stub, weight, items)
                         print(f"  vector_weight {weight:.1f}: recall@5 {f.recall_at_5:.2f}  MRR@10 {f.mrr:.3f}")
                     continue
-                print(f"  {'questions':<24} {'search':<20} recall@5  MRR@10")
+                print(f"  {'questions':<27} {'search':<20} recall@5  MRR@10")
                 for name in QUESTION_SETS:
                     items = questions(name)
                     for weight, search in ((0.0, "BM25 only"), (default, f"hybrid ({default:g})"), (1.0, "vector only")):
                         f = evaluate(stub, weight, items)
-                        print(f"  {f'{name} ({len(items)})':<24} {search:<20} {f.recall_at_5:>7.2f}  {f.mrr:>6.3f}")
+                        print(f"  {f'{name} ({len(items)})':<27} {search:<20} {f.recall_at_5:>7.2f}  {f.mrr:>6.3f}")
     return 0
 
 

@@ -124,15 +124,18 @@ def table_rows(table: Tag) -> list[list[str]]:
 def has_header(table: Tag, rows: list[list[str]]) -> bool:
     """Whether a table holds data under a header row, rather than laying out a page.
 
-    A header is marked (th, thead), or the first row's cells are all short labels
+    A header is marked (thead, or a first row of th), or the first row's cells are all short labels
     over a grid of at least two rows and two columns. A layout table (one row, one
     column, long text in the first row) is read as paragraphs, as before.
     """
     filled = [r for r in rows if any(r)]
     if len(filled) < 2 or max(len(r) for r in filled) < 2:
         return False
-    if table.find("thead") is not None or any(
-            th.find_parent("table") is table for th in table.find_all("th")):
+    if any(head.find_parent("table") is table for head in table.find_all("thead")):
+        return True
+    first = next((row for row in table.find_all("tr") if row.find_parent("table") is table), None)
+    cells = first.find_all(["th", "td"], recursive=False) if first is not None else []
+    if cells and all(cell.name == "th" for cell in cells):
         return True
     return all(len(c) <= MAX_HEADER_CHARS for c in filled[0])
 
