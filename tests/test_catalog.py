@@ -83,3 +83,13 @@ def test_the_catalog_ships_inside_the_package():
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert "catalog.toml" in pyproject["tool"]["setuptools"]["package-data"]["schulki.models"]
     assert Path(CATALOG_FILE).parent.name == "models"
+
+
+def test_the_catalog_names_the_multilingual_embedding_models_for_cross_lingual_search():
+    catalog = load_catalog()
+    cross = {m.id for m in catalog.models.values() if m.cross_lingual}
+    assert "multilingual-e5-base" in cross
+    for model_id in cross:
+        assert catalog.models[model_id].kind == "embeddings" and catalog.models[model_id].german == "good"
+    assert not catalog.models["all-minilm-l6-v2"].cross_lingual  # English-only
+    assert "cross-lingual" in catalog.models["multilingual-e5-base"].note

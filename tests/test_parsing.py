@@ -257,6 +257,51 @@ def test_html_keeps_the_main_text_without_navigation_scripts_styles_or_footer(tm
         assert boilerplate not in text_of(document)
 
 
+def test_an_html_table_keeps_its_header_with_every_row(tmp_path):
+    page = """<html><body><main><h2>Klassenfahrt</h2><table><caption>Kosten 2026</caption>
+    <thead><tr><th>Klasse</th><th>Ziel</th><th colspan="2">Kosten und Tage</th></tr></thead>
+    <tbody><tr><td>7a</td><td>Harz</td><td>180 €</td><td>3</td></tr>
+    <tr><td>8b</td><td>Berlin</td><td>240 €</td><td>4</td></tr><tr><td></td><td></td><td></td><td></td></tr>
+    <tr><td>9c</td><td><table><tr><td>Rom</td></tr></table></td><td>410 €</td><td>5</td></tr></tbody></table>
+    <p>Anmeldung bis Freitag.</p></main></body></html>"""
+    document = parse(tmp_path, "fahrt.html", page)
+    assert [(p.section, p.text) for p in document.passages] == [
+        ("Kosten 2026 / Zeile 2", "Klasse: 7a\nZiel: Harz\nKosten und Tage: 180 €\nKosten und Tage: 3"),
+        ("Kosten 2026 / Zeile 3", "Klasse: 8b\nZiel: Berlin\nKosten und Tage: 240 €\nKosten und Tage: 4"),
+        ("Kosten 2026 / Zeile 5", "Klasse: 9c\nZiel: Rom\nKosten und Tage: 410 €\nKosten und Tage: 5"),
+        ("Klassenfahrt", "Anmeldung bis Freitag."),
+    ]
+
+
+def test_an_html_table_without_th_takes_its_first_row_as_header_and_the_heading_as_name(tmp_path):
+    page = """<html><body><h1>Noten</h1><table><tr><td>Fach</td><td>Note</td></tr>
+    <tr><td>Mathe</td><td>2</td></tr><tr><td>Kunst</td><td>1</td></tr></table></body></html>"""
+    document = parse(tmp_path, "noten.html", page)
+    assert [(p.section, p.text) for p in document.passages] == [
+        ("Noten / Zeile 2", "Fach: Mathe\nNote: 2"), ("Noten / Zeile 3", "Fach: Kunst\nNote: 1")]
+
+
+def test_a_layout_table_is_still_read_as_paragraphs(tmp_path):
+    long = "Willkommen auf der Seite der Grundschule am Park, hier finden Eltern alle Termine."
+    page = f"""<html><body><table><tr><td>{long}</td><td>Sommerfest am 3. Juli.</td></tr>
+    <tr><td>Elternabend</td><td>am Montag</td></tr></table>
+    <table><tr><td>Nur eine Spalte</td></tr><tr><td>und noch eine Zeile</td></tr></table></body></html>"""
+    document = parse(tmp_path, "schule.html", page)
+    assert [p.text for p in document.passages] == [
+        long, "Sommerfest am 3. Juli.", "Elternabend", "am Montag", "Nur eine Spalte", "und noch eine Zeile"]
+
+
+def test_an_html_table_keeps_the_header_cap_and_the_text_budget(tmp_path):
+    header = "Ueberschrift" * 20
+    page = f"<html><body><table><tr><th>{header}</th><th>B</th></tr><tr><td>1</td><td>2</td></tr></table></body></html>"
+    text = text_of(parse(tmp_path, "breit.html", page))
+    assert text.startswith(header[: common.MAX_HEADER_CHARS - 1] + "…: 1") and header not in text
+    rows = "".join(f"<tr><td>{i}</td><td>x</td></tr>" for i in range(2000))
+    wide = f"<html><body><table><tr><th>{'K' * 50}</th><th>{'L' * 50}</th></tr>{rows}</table></body></html>"
+    with pytest.raises(TooLarge):
+        parse(tmp_path, "lang.html", wide, max_chars=50_000)  # the cells are 12 kB of text; the rows with their header 220 kB
+
+
 def test_html_in_its_declared_charset(tmp_path):
     page = '<html><head><meta charset="iso-8859-1"></head><body><p>Grüße aus Köln</p></body></html>'.encode("latin-1")
     assert text_of(parse(tmp_path, "gruss.html", page)) == "Grüße aus Köln"

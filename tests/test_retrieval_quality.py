@@ -1,9 +1,15 @@
 """Retrieval quality: German questions over a small German corpus, through the real services.
 
-The figures are printed (run with -s to see them, or run tests/quality/evaluate.py);
-the floors are below what the default model measured here (hybrid recall@5
-0.91 and MRR 0.88; BM25 alone 1.00 and 0.86; vector alone 0.85 and 0.83), so a
-change that breaks ingest, chunk boundaries, the vectors or the fusion fails.
+Three question sets (tests/quality/evaluate.py): German questions the default
+fusion and weight were chosen on, held-out German questions that choice never
+looked at, and English questions about the German documents. The figures are
+printed (run with -s, or run python -m tests.quality.evaluate).
+
+On both German sets hybrid search with the default settings must rank at least
+as well as the better of BM25 and vector search alone, in recall@5 and in MRR.
+The English questions are measured separately: the default model is
+English-only and barely sees the German passages, so only floors below what it
+measured guard them (the catalog's cross_lingual models are the ones for that).
 """
 
 from __future__ import annotations
@@ -13,23 +19,51 @@ import pytest
 from schulki import retrieval
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 from tests.conftest import InProcessServer
-from tests.quality.evaluate import evaluate, ingest_corpus
+from tests.quality.evaluate import QUESTION_SETS, evaluate, ingest_corpus, questions
 from tests.retrieval_support import embeddings_server, retrieval_config
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory):
+def service(tmp_path_factory):
     with embeddings_server() as embedder:
         config = retrieval_config(tmp_path_factory.mktemp("quality"), embedder.address)
         with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
             stub = pb_grpc.RetrievalServiceStub(channel)
             assert ingest_corpus(stub) == 15
-            yield stub
+            yield stub, config.retrieval.vector_weight
 
 
-@pytest.mark.parametrize(("vector_weight", "recall_floor", "mrr_floor"), [(0.5, 0.8, 0.75), (0.0, 0.8, 0.7), (1.0, 0.7, 0.65)])
-def test_german_questions_find_the_chunk_that_answers_them(stub, vector_weight, recall_floor, mrr_floor):
-    figures = evaluate(stub, vector_weight)
-    print(f"vector_weight {vector_weight}: recall@5 {figures.recall_at_5:.2f}, MRR@10 {figures.mrr:.2f} over {figures.questions} questions")
-    assert figures.recall_at_5 >= recall_floor
-    assert figures.mrr >= mrr_floor
+def figures_of(stub, default_weight, name):
+    items = questions(name)
+    figures = {search: evaluate(stub, weight, items)
+               for search, weight in (("BM25", 0.0), ("hybrid", default_weight), ("vector", 1.0))}
+    for search, f in figures.items():
+        print(f"{name}: {search} recall@5 {f.recall_at_5:.2f}, MRR@10 {f.mrr:.3f} over {f.questions} questions")
+    return figures
+
+
+def test_the_question_sets_are_large_enough_and_apart():
+    german = questions("tuning (de)") + questions("held-out (de)")
+    assert len(german) >= 100
+    assert len(questions("held-out (de)")) >= 30
+    assert len(questions("English about German")) >= 30
+    texts = [q["question"] for name in QUESTION_SETS for q in questions(name)]
+    assert len(texts) == len(set(texts)), "a question appears twice"
+
+
+@pytest.mark.parametrize("name", ["tuning (de)", "held-out (de)"])
+def test_hybrid_ranks_german_questions_no_worse_than_the_better_single_list(service, name):
+    figures = figures_of(*service, name)
+    hybrid, bm25, vector = figures["hybrid"], figures["BM25"], figures["vector"]
+    assert hybrid.recall_at_5 >= max(bm25.recall_at_5, vector.recall_at_5)
+    assert hybrid.mrr >= max(bm25.mrr, vector.mrr)
+    assert hybrid.recall_at_5 >= 0.9  # and the set is answerable: ingest, chunks and sections work
+
+
+def test_english_questions_about_german_documents_are_measured_apart(service):
+    figures = figures_of(*service, "English about German")
+    # The default model is English-only: its vectors find most German passages for English
+    # questions (0.81 here), BM25 hardly any (0.26); floors below those catch a broken path.
+    assert figures["vector"].recall_at_5 >= 0.7
+    assert figures["BM25"].recall_at_5 <= 0.5  # German text, English words: keyword search cannot carry these
+    assert figures["hybrid"].recall_at_5 >= 0.6

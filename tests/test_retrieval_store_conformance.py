@@ -20,7 +20,7 @@ import pytest
 
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
-from schulki.retrieval.store import DocumentRecord, StoredChunk
+from schulki.retrieval.store import FUSIONS, Candidate, DocumentRecord, StoredChunk, fuse
 from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 
 DIMENSION = 384
@@ -56,11 +56,15 @@ HISTORY = document("ges1", "geschichte.pdf", [
 @pytest.fixture(params=["embedded", "weaviate"])
 def open_store(request, tmp_path):
     """A function that opens the store under test on the same data each time (as a restarted service would)."""
+    yield from opener(request.param, tmp_path, "relative_score")
+
+
+def opener(engine: str, tmp_path, fusion: str):
     opened = []
-    if request.param == "embedded":
+    if engine == "embedded":
         from schulki.retrieval.embedded_store import EmbeddedStore
 
-        config = RetrievalConfig(store_path=tmp_path)
+        config = RetrievalConfig(store_path=tmp_path, fusion=fusion)
 
         def make():
             store = EmbeddedStore(tmp_path, config)
@@ -74,23 +78,33 @@ def open_store(request, tmp_path):
         config = RetrievalConfig(
             store="weaviate", weaviate_url=WEAVIATE_URL, weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
             weaviate_grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
-            weaviate_collection=f"SchulkiTest{uuid.uuid4().hex[:8]}",
+            weaviate_collection=f"SchulkiTest{uuid.uuid4().hex[:8]}", fusion=fusion,
         )
 
         def make():
             store = WeaviateStore(config)
             opened.append(store)
             return store
-    yield make
-    if request.param == "weaviate" and opened:
-        opened[-1].client.collections.delete([opened[-1].chunks_name, opened[-1].documents_name])
-    for store in opened:
-        store.close()
+    try:
+        yield make
+    finally:
+        if engine == "weaviate" and opened:
+            opened[-1].client.collections.delete([opened[-1].chunks_name, opened[-1].documents_name])
+        for store in opened:
+            store.close()
 
 
 @pytest.fixture()
 def store(open_store):
     return open_store()
+
+
+@pytest.fixture(params=[(engine, fusion) for engine in ("embedded", "weaviate") for fusion in FUSIONS], ids=str)
+def store_and_fusion(request, tmp_path):
+    """Each store with each fusion, as (store, fusion)."""
+    engine, fusion = request.param
+    for make in opener(engine, tmp_path, fusion):
+        yield make(), fusion
 
 
 def hybrid(store, workspace: str, query: str, top_k: int = 5, weight: float = 0.5):
@@ -217,3 +231,38 @@ def test_a_document_over_the_workspaces_quota_is_refused_and_nothing_is_written(
     assert store._chunk_document_ids("w") == {"bio1"}
     store.add_document("w", second, second_chunks, quota_bytes=1100)
     assert store.used_bytes("w") == 1100
+
+
+FUSION_DOCUMENT = document("fus1", "fusion.pdf", [
+    ("Der Vulkan Vesuv zerstörte Pompeji im Jahr 79.", 1, "Vulkane"),
+    ("Vulkan Vulkan Vulkan: Lava, Asche und Magma.", 1, "Vulkane"),
+    ("Pompeji lag am Golf von Neapel, nahe dem Vesuv.", 2, "Orte"),
+    ("Ausbruch des Vesuv: Asche bedeckte Pompeji und Herculaneum im Jahr 79.", 2, "Orte"),
+    ("Die Asche konservierte Häuser, Brot und Menschen in Pompeji.", 3, "Funde"),
+    ("Magma steigt im Vulkan auf, bis der Druck zu groß wird.", 3, "Funde"),
+])
+
+
+def test_hybrid_search_fuses_its_two_lists_as_the_fusion_says(store_and_fusion):
+    """Both stores rank hybrid hits exactly as store.fuse ranks their own BM25 and vector lists.
+
+    So the embedded store and Weaviate (rankedFusion / relativeScoreFusion) rank alike,
+    and a store that used the other fusion would fail: on this data the two orders differ.
+    (A single list's hit scores are that list's share of the fusion: enough for both fusions
+    under relative_score, the order alone under rrf.)
+    """
+    store, fusion = store_and_fusion
+    store.create_workspace("fusion")
+    store.add_document("fusion", *FUSION_DOCUMENT)
+    query, weight, everything = "Vesuv Asche", 0.3, len(FUSION_DOCUMENT[1])
+
+    def candidates(vector_weight):
+        return [Candidate(key=(h.document_id, h.chunk_index), score=h.score, hit=h)
+                for h in hybrid(store, "fusion", query, top_k=everything, weight=vector_weight)]
+
+    keyword, similar = candidates(0.0), candidates(1.0)
+    expected = {f: [h.chunk_index for h in fuse(keyword, similar, weight, everything, f)] for f in FUSIONS}
+    if fusion == "relative_score":  # the single lists' scores are the scaled raw scores here, so both fusions apply
+        assert expected["rrf"] != expected["relative_score"]
+    got = [h.chunk_index for h in hybrid(store, "fusion", query, top_k=everything, weight=weight)]
+    assert got == expected[fusion]

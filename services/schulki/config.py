@@ -210,8 +210,10 @@ class RetrievalConfig(BaseModel):
     """Target length of a chunk in characters."""
     chunk_overlap_chars: int = 200
     """Characters shared by neighbouring chunks."""
-    vector_weight: float = 0.5
-    """Weight of the vector score against BM25 when a search sets none."""
+    vector_weight: float = 0.1
+    """Weight of the vector list against BM25 when a search sets none (Weaviate's alpha). 0.1 is the only weight at which hybrid search ranked no worse than the better single list (BM25) on the German tuning questions with the default model, and it held on the held-out ones (docs/decisions.md, tests/quality); with a stronger embedding model measure again (python -m tests.quality.evaluate --sweep)."""
+    fusion: Literal["rrf", "relative_score"] = "relative_score"
+    """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
     """Hosts on private or link-local addresses that URL ingest may fetch from anyway (for example the school's intranet)."""
     max_concurrent_ingests: int = 2

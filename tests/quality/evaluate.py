@@ -1,11 +1,18 @@
-"""Retrieval quality on a small German corpus: recall@5 and MRR for German questions.
+"""Retrieval quality on a small German corpus: recall@5 and MRR for BM25, vector and hybrid search.
 
 The corpus (``corpus/``, Markdown, one section per fact) and the questions
-(``questions.json``, each naming the file and section that answers it) are
-written for this check: school subjects, questions worded differently from
-the text. A hit is relevant when it comes from the right file and section.
+(each naming the file and section that answers it) are written for this
+check: school subjects, questions worded differently from the text. A hit is
+relevant when it comes from the right file and section. Three question sets:
 
-    .venv/bin/python -m tests.quality.evaluate     # prints the figures for BM25, hybrid and vector search
+- ``questions.json``: German questions the fusion and its weight were tuned on;
+- ``questions-heldout.json``: German questions the tuning never looked at, to
+  show the choice holds on questions it was not made for;
+- ``questions-en.json``: English questions about the German documents
+  (cross-lingual), measured separately.
+
+    .venv/bin/python -m tests.quality.evaluate           # figures per fusion, set and search
+    .venv/bin/python -m tests.quality.evaluate --sweep   # hybrid at several weights, tuning set only
 
 Ingest and search go through the real retrieval service with the real
 embeddings service (the default model), as in production.
@@ -13,6 +20,7 @@ embeddings service (the default model), as in production.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -23,7 +31,11 @@ from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
-QUESTIONS = HERE / "questions.json"
+QUESTION_SETS = {
+    "tuning (de)": HERE / "questions.json",
+    "held-out (de)": HERE / "questions-heldout.json",
+    "English about German": HERE / "questions-en.json",
+}
 WORKSPACE = "qualitaet"
 DEPTH = 10
 """Hits looked at for the reciprocal rank; a question answered below this rank counts 0."""
@@ -31,7 +43,7 @@ DEPTH = 10
 
 @dataclass
 class Figures:
-    """Quality of one search setting over the question set."""
+    """Quality of one search setting over one question set."""
 
     vector_weight: float
     recall_at_5: float
@@ -39,8 +51,8 @@ class Figures:
     questions: int
 
 
-def questions() -> list[dict]:
-    return json.loads(QUESTIONS.read_text())
+def questions(name: str = "tuning (de)") -> list[dict]:
+    return json.loads(QUESTION_SETS[name].read_text())
 
 
 def ingest_corpus(stub) -> int:
@@ -54,11 +66,11 @@ def ingest_corpus(stub) -> int:
     return len(files)
 
 
-def evaluate(stub, vector_weight: float) -> Figures:
-    """recall@5 and MRR@10 of the question set at one vector weight."""
+def evaluate(stub, vector_weight: float, items: list[dict] | None = None) -> Figures:
+    """recall@5 and MRR@10 of a question set (the tuning set unless given) at one vector weight."""
+    items = questions() if items is None else items
     found_in_5 = 0
     reciprocal = 0.0
-    items = questions()
     for item in items:
         hits = stub.Search(pb.SearchRequest(workspace=WORKSPACE, query=item["question"], top_k=DEPTH,
                                             vector_weight=vector_weight), timeout=60).hits
@@ -71,20 +83,34 @@ def evaluate(stub, vector_weight: float) -> Figures:
 
 def main() -> int:
     from schulki import retrieval
+    from schulki.retrieval.store import FUSIONS
     from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
     from tests.conftest import InProcessServer
     from tests.retrieval_support import embeddings_server, retrieval_config
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", action="store_true", help="hybrid at vector weights 0.1 .. 0.9 on the tuning set")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, embeddings_server() as embedder:
-        config = retrieval_config(Path(folder), embedder.address)
-        with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
-            stub = pb_grpc.RetrievalServiceStub(channel)
-            count = ingest_corpus(stub)
-            print(f"corpus: {count} German documents, {len(questions())} German questions, default model all-MiniLM-L6-v2")
-            print("vector_weight  search          recall@5  MRR@10")
-            for weight, name in ((0.0, "BM25 only"), (config.retrieval.vector_weight, "hybrid (default)"), (1.0, "vector only")):
-                f = evaluate(stub, weight)
-                print(f"{weight:<13.2f}  {name:<16} {f.recall_at_5:>7.2f}  {f.mrr:>6.2f}")
+        for fusion in FUSIONS:
+            config = retrieval_config(Path(folder) / fusion, embedder.address, fusion=fusion)
+            with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
+                stub = pb_grpc.RetrievalServiceStub(channel)
+                count = ingest_corpus(stub)
+                default = config.retrieval.vector_weight
+                print(f"\nfusion {fusion}: {count} German documents, default model all-MiniLM-L6-v2")
+                if args.sweep:
+                    items = questions()
+                    for weight in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+                        f = evaluate(stub, weight, items)
+                        print(f"  vector_weight {weight:.1f}: recall@5 {f.recall_at_5:.2f}  MRR@10 {f.mrr:.3f}")
+                    continue
+                print(f"  {'questions':<27} {'search':<20} recall@5  MRR@10")
+                for name in QUESTION_SETS:
+                    items = questions(name)
+                    for weight, search in ((0.0, "BM25 only"), (default, f"hybrid ({default:g})"), (1.0, "vector only")):
+                        f = evaluate(stub, weight, items)
+                        print(f"  {f'{name} ({len(items)})':<27} {search:<20} {f.recall_at_5:>7.2f}  {f.mrr:>6.3f}")
     return 0
 
 

@@ -68,6 +68,8 @@ class Model:
     """Embedding models: what the model was trained to see in front of a search query (multilingual-e5: "query: ")."""
     document_prefix: str = ""
     """Embedding models: what the model was trained to see in front of a passage (multilingual-e5: "passage: ")."""
+    cross_lingual: bool = False
+    """Embedding models: a question in one language finds passages in another (English questions about German documents); the model to deploy where classes ask across languages."""
 
     @property
     def quants(self) -> list[str]:

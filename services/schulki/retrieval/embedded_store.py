@@ -318,7 +318,7 @@ class EmbeddedStore(Store):
             if where:
                 search = search.where(where, prefilter=True)
             similar = [self._candidate(row, 1.0 - row["_distance"]) for row in search.to_list()]
-        return fuse(keyword, similar, vector_weight, top_k)
+        return fuse(keyword, similar, vector_weight, top_k, self.config.fusion)
 
     @staticmethod
     def _candidate(row: dict, score: float) -> Candidate:

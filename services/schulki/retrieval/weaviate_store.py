@@ -74,6 +74,7 @@ class WeaviateStore(Store):
             key = config.weaviate_api_key.get_secret_value() if config.weaviate_api_key else None
             client = connect(config.weaviate_url, key, config.weaviate_grpc_port)
         self.client = client
+        self.fusion = config.fusion
         self.chunks_name = config.weaviate_collection
         self.documents_name = f"{config.weaviate_collection}Document"
         self._ensure_collections()
@@ -233,9 +234,11 @@ class WeaviateStore(Store):
             response = chunks.query.near_vector(near_vector=list(vector), limit=top_k, filters=filters,
                                                 return_metadata=metadata)
         else:
-            # Relative score fusion with alpha = vector_weight: the same fusion as the embedded store.
+            # alpha = vector_weight and the same fusion as the embedded store (store.fuse): RANKED is
+            # weighted reciprocal-rank fusion with k = 60, RELATIVE_SCORE the min-max scaled sum.
+            fusion_type = HybridFusion.RANKED if self.fusion == "rrf" else HybridFusion.RELATIVE_SCORE
             response = chunks.query.hybrid(query=query, vector=list(vector), alpha=vector_weight,
-                                           query_properties=["text"], fusion_type=HybridFusion.RELATIVE_SCORE,
+                                           query_properties=["text"], fusion_type=fusion_type,
                                            limit=top_k, filters=filters, return_metadata=metadata)
         hits = []
         for obj in response.objects:

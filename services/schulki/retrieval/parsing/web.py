@@ -22,7 +22,8 @@ from pathlib import Path
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag, XMLParsedAsHTMLWarning
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, clean, decode_text
+from schulki.retrieval.parsing.common import MAX_HEADER_CHARS, Progress, clean, decode_text
+from schulki.retrieval.parsing.table import row_passages
 from schulki.runtime.errors import InvalidInput, PermissionDenied, TooLarge
 
 MAX_REDIRECTS = 5
@@ -96,8 +97,51 @@ def html_to_text(html: str) -> str:
     return "\n\n".join(p.text for p in document.passages)
 
 
+MAX_TABLE_COLUMNS = 1000
+"""Most columns one HTML table row is read with, colspan included (HTML itself caps colspan at 1000)."""
+
+
+def table_rows(table: Tag) -> list[list[str]]:
+    """The rows of one table (not of tables nested in it), each cell's text repeated over its colspan."""
+    rows = []
+    for row in table.find_all("tr"):
+        if row.find_parent("table") is not table:
+            continue
+        cells: list[str] = []
+        for cell in row.find_all(["th", "td"], recursive=False):
+            try:
+                span = int(str(cell.get("colspan", "1")).strip() or 1)
+            except ValueError:
+                span = 1
+            text = clean(cell.get_text(" "))
+            cells.extend([text] * max(1, min(span, MAX_TABLE_COLUMNS - len(cells))))
+            if len(cells) >= MAX_TABLE_COLUMNS:
+                break
+        rows.append(cells)
+    return rows
+
+
+def has_header(table: Tag, rows: list[list[str]]) -> bool:
+    """Whether a table holds data under a header row, rather than laying out a page.
+
+    A header is marked (thead, or a first row of th), or the first row's cells are all short labels
+    over a grid of at least two rows and two columns. A layout table (one row, one
+    column, long text in the first row) is read as paragraphs, as before.
+    """
+    filled = [r for r in rows if any(r)]
+    if len(filled) < 2 or max(len(r) for r in filled) < 2:
+        return False
+    if any(head.find_parent("table") is table for head in table.find_all("thead")):
+        return True
+    first = next((row for row in table.find_all("tr") if row.find_parent("table") is table), None)
+    cells = first.find_all(["th", "td"], recursive=False) if first is not None else []
+    if cells and all(cell.name == "th" for cell in cells):
+        return True
+    return all(len(c) <= MAX_HEADER_CHARS for c in filled[0])
+
+
 class _Walker:
-    """Collects paragraphs in reading order; headings start a new section."""
+    """Collects paragraphs in reading order; headings start a new section; a data table gives one passage per row."""
 
     def __init__(self):
         self.passages: list[Passage] = []
@@ -120,6 +164,13 @@ class _Walker:
                 if child.name in _HEADINGS:
                     self.flush()
                     self.section = clean(child.get_text(" "))
+                elif child.name == "table" and has_header(child, rows := table_rows(child)):
+                    # Every row with the header, "Spalte: Wert" per cell as in a CSV, so a chunk of
+                    # the table still says what its numbers are; the caption or heading names it.
+                    self.flush()
+                    caption = child.find("caption")
+                    name = (clean(caption.get_text(" ")) if caption else "") or self.section or "Tabelle"
+                    self.passages.extend(row_passages(name, rows))
                 elif child.name in _BLOCKS:
                     self.flush()
                     self.walk(child)
