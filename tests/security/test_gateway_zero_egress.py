@@ -74,10 +74,8 @@ def test_no_process_of_the_stack_tried_to_reach_outside_loopback(egress, program
     assert not egress["attempts"].get("unknown") and not egress["attempts"].get("other"), egress["attempts"]
 
 
-@pytest.mark.xfail(strict=True, reason="known: the transcription service makes glibc DNS lookups (UDP to the resolver) while it "
-                   "serves a transcription, outside Python's socket module (no audit event); source not found yet")
 def test_the_transcription_service_tried_to_reach_nothing_outside_loopback(egress):
-    """Attacks: nothing in particular; the same proof for the transcription service, which fails it today."""
+    """Attacks: onnxruntime's telemetry (faster-whisper's VAD), which looked up mobile.events.data.microsoft.com while transcribing."""
     assert egress["attempts"].get("transcription", []) == [], "\n".join(egress["attempts"]["transcription"][:20])
 
 

@@ -151,6 +151,11 @@ class SpeechEngine:
                 f"Whisper model folder {self.model_path} lacks {', '.join(missing)}; "
                 "prepare the default model with: .venv/bin/python -m schulki.models.defaults"
             )
+        # onnxruntime (faster-whisper's voice activity detection runs on it) ships Microsoft's 1DS
+        # telemetry on Linux since 1.29: it looks up mobile.events.data.microsoft.com while recordings
+        # are transcribed. Nothing of a school may leave the building. Only this variable, set before
+        # onnxruntime starts, turns it off entirely (disable_telemetry_events() does not stop the lookups).
+        os.environ["ORT_DISABLE_TELEMETRY"] = "1"
         from faster_whisper import WhisperModel
 
         self.device, self.compute_type = resolve_device(self.config)
