@@ -8,6 +8,11 @@ is counted as it arrives and refused as soon as it passes the limit, so a
 2 GB upload is never stored and a 150 MiB JSON body is never parsed. A body
 that stalls for ``gateway.body_idle_timeout_s`` is refused with 408, so slow
 senders cannot hold a connection and its buffers for ever.
+
+Headers are limited too: more than ``MAX_HEADERS`` of them or more than
+``MAX_HEADER_BYTES`` in all is refused with 431. uvicorn's HTTP parser (h11)
+only limits a header block that arrives in pieces; one that arrives whole in a
+single read (up to 256 KiB) reached the app, 10,000 headers and all.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import json
 from schulki.config import GatewayConfig
 
 MIB = 1024 * 1024
+MAX_HEADERS = 100  # Apache's LimitRequestFields; a browser sends about 20
+MAX_HEADER_BYTES = 32 * 1024  # nginx allows 4 x 8 KiB; Gradio's and schulki's cookies stay far below
 
 
 class BodyLimitMiddleware:
@@ -51,9 +58,25 @@ class BodyLimitMiddleware:
                     "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
+    @staticmethod
+    def headers_too_large(scope) -> bool:
+        headers = scope.get("headers", [])
+        return len(headers) > MAX_HEADERS or sum(len(name) + len(value) + 4 for name, value in headers) > MAX_HEADER_BYTES
+
+    async def _refuse_headers(self, send) -> None:
+        body = "Die Anfrage hat zu viele oder zu große Kopfzeilen. (Request header fields too large.)".encode()
+        await send({"type": "http.response.start", "status": 431,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket" and self.headers_too_large(scope):
+            return await send({"type": "websocket.close", "code": 1009})
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.headers_too_large(scope):
+            return await self._refuse_headers(send)
         limit = self.limit_for(scope["path"])
         for name, value in scope.get("headers", []):
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
