@@ -34,9 +34,24 @@ from schulki.inference.engine import ChatEngine, Generation, Sampling  # noqa: E
 from schulki.inference.llama_report import load_model, new_context  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
 
-TOPICS = ["die Photosynthese", "den Wasserkreislauf", "die Plattentektonik", "den Blutkreislauf", "die Gezeiten",
-          "das Ohmsche Gesetz", "die Zellteilung", "den Treibhauseffekt", "die Verdauung", "den Regenbogen",
-          "die Demokratie", "das Mittelalter", "die Bruchrechnung", "den Magnetismus", "die Jahreszeiten", "das Echo"]
+TOPICS = [
+    "die Photosynthese",
+    "den Wasserkreislauf",
+    "die Plattentektonik",
+    "den Blutkreislauf",
+    "die Gezeiten",
+    "das Ohmsche Gesetz",
+    "die Zellteilung",
+    "den Treibhauseffekt",
+    "die Verdauung",
+    "den Regenbogen",
+    "die Demokratie",
+    "das Mittelalter",
+    "die Bruchrechnung",
+    "den Magnetismus",
+    "die Jahreszeiten",
+    "das Echo",
+]
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, repeat_penalty=1.0)
 
 
@@ -101,6 +116,7 @@ class Raw:
 
 async def engine_rate(engine: ChatEngine, prompts: list[list[int]], seconds: float) -> tuple[float, int]:
     """Tokens/s of B engine streams, counted while all B run; and how many tokens that was."""
+
     async def stream(prompt: list[int]) -> None:
         async for _ in engine.generate(Generation(prompt_tokens=prompt, max_tokens=4000 - len(prompt), sampling=GREEDY)):
             pass
@@ -145,8 +161,10 @@ async def prefix_reuse(engine: ChatEngine, rounds: int) -> None:
         saved = engine.stats.reused_tokens - reused
     print(f"\nprefix reuse ({len(first)}-token prompt, of it {saved} tokens of shared system prompt cached):")
     print(f"  time to first token, not cached: median {statistics.median(cold) * 1000:.0f} ms")
-    print(f"  time to first token, cached:     median {statistics.median(warm) * 1000:.0f} ms   "
-          f"({statistics.median(cold) / statistics.median(warm):.1f}x faster)")
+    print(
+        f"  time to first token, cached:     median {statistics.median(warm) * 1000:.0f} ms   "
+        f"({statistics.median(cold) / statistics.median(warm):.1f}x faster)"
+    )
 
 
 def main() -> int:
@@ -160,13 +178,17 @@ def main() -> int:
     args = parser.parse_args()
     counts = [int(n) for n in args.streams.split(",")]
     slots = max(counts)
-    config = InferenceConfig(threads=args.threads, parallel_sequences=slots, context_length=args.context, flash_attention=args.flash_attention)
+    config = InferenceConfig(
+        threads=args.threads, parallel_sequences=slots, context_length=args.context, flash_attention=args.flash_attention
+    )
     path = chat_model_path(Config())
     engine = ChatEngine(path, config, parallel=slots)
     engine.load()
     raw = Raw(path, config, slots)
-    print(f"model {path.name}, {args.threads} threads, context {args.context} x {slots} sequences, flash attention {args.flash_attention}; "
-          f"load before: {os.getloadavg()[0]:.2f} (1-min average)")
+    print(
+        f"model {path.name}, {args.threads} threads, context {args.context} x {slots} sequences, flash attention {args.flash_attention}; "
+        f"load before: {os.getloadavg()[0]:.2f} (1-min average)"
+    )
     print(f"{'streams':>7} {'raw tok/s':>10} {'engine tok/s':>13} {'engine/raw':>11}")
     loop = asyncio.new_event_loop()
     for b in counts:

@@ -31,8 +31,18 @@ from schulki.embeddings.v1 import embeddings_service_pb2 as pb  # noqa: E402
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc  # noqa: E402
 from schulki.runtime.client import wait_until_serving  # noqa: E402
 
-SUBJECTS = ["die Photosynthese", "den Wasserkreislauf", "die Plattentektonik", "den Blutkreislauf", "die Gezeiten",
-            "das Ohmsche Gesetz", "die Zellteilung", "den Treibhauseffekt", "die Verdauung", "den Regenbogen"]
+SUBJECTS = [
+    "die Photosynthese",
+    "den Wasserkreislauf",
+    "die Plattentektonik",
+    "den Blutkreislauf",
+    "die Gezeiten",
+    "das Ohmsche Gesetz",
+    "die Zellteilung",
+    "den Treibhauseffekt",
+    "die Verdauung",
+    "den Regenbogen",
+]
 
 
 def short_texts(n: int, round_no: int) -> list[str]:
@@ -42,8 +52,10 @@ def short_texts(n: int, round_no: int) -> list[str]:
 
 def chunk_texts(n: int, round_no: int) -> list[str]:
     """Texts of about 1200 characters, the default chunk length."""
-    body = ("Im Unterricht besprechen wir, wie {s} funktioniert, welche Fachbegriffe dazugehören "
-            "und welche Versuche man im Klassenzimmer dazu machen kann. ")
+    body = (
+        "Im Unterricht besprechen wir, wie {s} funktioniert, welche Fachbegriffe dazugehören "
+        "und welche Versuche man im Klassenzimmer dazu machen kann. "
+    )
     return [f"Abschnitt {round_no}.{i}. " + body.format(s=SUBJECTS[i % len(SUBJECTS)]) * 8 for i in range(n)]
 
 
@@ -107,9 +119,11 @@ def main() -> int:
         server.terminate()
         server.wait(30)
 
-    print(f"model {info.model_name} ({info.quant}, {info.dimension} dimensions), {args.threads} threads, "
-          f"batch_tokens {args.batch_tokens or 'default'}, texts per batch {args.sequences or 'default'}, "
-          f"flash attention {'on' if args.flash_attention else 'off'}, {args.texts} texts per round, {args.rounds} alternating rounds (medians)")
+    print(
+        f"model {info.model_name} ({info.quant}, {info.dimension} dimensions), {args.threads} threads, "
+        f"batch_tokens {args.batch_tokens or 'default'}, texts per batch {args.sequences or 'default'}, "
+        f"flash attention {'on' if args.flash_attention else 'off'}, {args.texts} texts per round, {args.rounds} alternating rounds (medians)"
+    )
     print(f"{'texts':18}{'tokens/text':>12}{'batched':>14}{'one by one':>14}{'ratio':>8}")
     for kind, (together, alone) in results.items():
         fast = args.texts / statistics.median(together)

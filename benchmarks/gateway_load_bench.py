@@ -61,8 +61,13 @@ class Student:
 
 
 async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: int) -> None:
-    body = {"model": "schulki-chat", "stream": True, "max_tokens": max_tokens, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}
+    body = {
+        "model": "schulki-chat",
+        "stream": True,
+        "max_tokens": max_tokens,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
+    }
     start = time.perf_counter()
     first = None
     async with client.stream("POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {student.key}"}) as response:
@@ -111,8 +116,10 @@ async def run(url: str, keys: list[str], duration: float, max_tokens: int, think
 def summary(students: list[Student], wall: float) -> dict[str, float]:
     ttfts = [t for s in students for t in s.ttfts]
     return {
-        "requests": sum(s.requests for s in students), "errors": sum(len(s.errors) for s in students),
-        "ttft_p50": percentile(ttfts, 50), "ttft_p95": percentile(ttfts, 95),
+        "requests": sum(s.requests for s in students),
+        "errors": sum(len(s.errors) for s in students),
+        "ttft_p50": percentile(ttfts, 50),
+        "ttft_p95": percentile(ttfts, 95),
         "tokens_s": sum(s.tokens for s in students) / wall,
     }
 
@@ -134,8 +141,24 @@ def llama_server(binary: Path, model: Path, parallel: int, threads: int, context
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-np", str(parallel),
-               "-t", str(threads), "-tb", str(threads), "-c", str(context * parallel), "--no-webui"]
+    command = [
+        str(binary),
+        "-m",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-np",
+        str(parallel),
+        "-t",
+        str(threads),
+        "-tb",
+        str(threads),
+        "-c",
+        str(context * parallel),
+        "--no-webui",
+    ]
     print("peer: " + " ".join([binary.name, *command[1:]]))
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -172,14 +195,20 @@ def report(students: list[Student], duration: float, wall: float) -> None:
     print(f"requests completed: {requests}   errors: {len(errors)}")
     for message in sorted(set(errors))[:5]:
         print(f"  error: {message}  (x{errors.count(message)})")
-    print(f"time to first token: p50 {percentile(ttfts, 50):.2f} s   p95 {percentile(ttfts, 95):.2f} s   max {max(ttfts, default=float('nan')):.2f} s")
+    print(
+        f"time to first token: p50 {percentile(ttfts, 50):.2f} s   p95 {percentile(ttfts, 95):.2f} s   max {max(ttfts, default=float('nan')):.2f} s"
+    )
     print(f"tokens generated: {sum(s.tokens for s in students)}   aggregate {sum(rates):.1f} tokens/s")
     if rates and max(rates) > 0:
-        print(f"fairness over the run: slowest student {min(rates):.2f} tokens/s, fastest {max(rates):.2f} tokens/s, ratio {min(rates) / max(rates):.2f}")
+        print(
+            f"fairness over the run: slowest student {min(rates):.2f} tokens/s, fastest {max(rates):.2f} tokens/s, ratio {min(rates) / max(rates):.2f}"
+        )
     streaming = [s.tokens / s.decode_s for s in students if s.decode_s > 0]
     if streaming:
-        print(f"while an answer streams: slowest student {min(streaming):.1f} tokens/s, fastest {max(streaming):.1f} tokens/s, "
-              f"ratio {min(streaming) / max(streaming):.2f}")
+        print(
+            f"while an answer streams: slowest student {min(streaming):.1f} tokens/s, fastest {max(streaming):.1f} tokens/s, "
+            f"ratio {min(streaming) / max(streaming):.2f}"
+        )
 
 
 def main() -> int:
@@ -190,8 +219,12 @@ def main() -> int:
     parser.add_argument("--think", type=float, default=3.0, help="most seconds a student waits between answers")
     parser.add_argument("--url", help="a running gateway; default: start the real stack in this process")
     parser.add_argument("--keys", type=Path, help="with --url: a file with one API key per line")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="inference threads for the in-process stack; on a busy machine 1 beats 2, since llama.cpp's threads spin waiting for each other")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="inference threads for the in-process stack; on a busy machine 1 beats 2, since llama.cpp's threads spin waiting for each other",
+    )
     parser.add_argument("--parallel", type=int, help="inference.parallel_sequences of the in-process stack (default: the node's default)")
     parser.add_argument("--peer", action="store_true", help="then run the same load against llama.cpp's llama-server and compare")
     parser.add_argument("--peer-server", help="path of the llama-server binary (default: the build-llama-peer cache)")

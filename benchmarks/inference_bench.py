@@ -32,8 +32,18 @@ from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc  # noqa: 
 from schulki.models.defaults import chat_model_path  # noqa: E402
 from schulki.runtime.client import wait_until_serving  # noqa: E402
 
-TOPICS = ["die Photosynthese", "den Wasserkreislauf", "die Plattentektonik", "den Blutkreislauf", "die Gezeiten",
-          "das Ohmsche Gesetz", "die Zellteilung", "den Treibhauseffekt", "die Verdauung", "den Regenbogen"]
+TOPICS = [
+    "die Photosynthese",
+    "den Wasserkreislauf",
+    "die Plattentektonik",
+    "den Blutkreislauf",
+    "die Gezeiten",
+    "das Ohmsche Gesetz",
+    "die Zellteilung",
+    "den Treibhauseffekt",
+    "die Verdauung",
+    "den Regenbogen",
+]
 
 
 def messages(round_no: int) -> list[dict[str, str]]:
@@ -72,8 +82,11 @@ def service_round(stub, tokens: int, round_no: int) -> tuple[float, float, int]:
     start = time.perf_counter()
     first = None
     n = 0
-    for response in stub.Chat(pb.ChatRequest(messages=request_messages, max_tokens=tokens,
-                                              sampling=pb.SamplingOptions(temperature=0.0, top_k=1, repeat_penalty=1.0))):
+    for response in stub.Chat(
+        pb.ChatRequest(
+            messages=request_messages, max_tokens=tokens, sampling=pb.SamplingOptions(temperature=0.0, top_k=1, repeat_penalty=1.0)
+        )
+    ):
         if response.HasField("finish"):
             n = response.finish.usage.completion_tokens
         elif first is None:
@@ -99,8 +112,7 @@ def main() -> int:
     # One question per measured round, and two more for warming up; each side sees each question once.
     prompts = {r: engine.chat_tokens(messages(r)) for r in range(2 * args.rounds + 2)}
     engine.close()
-    llama = Llama(model_path=str(model), n_ctx=settings.context_length, n_threads=args.threads,
-                  n_batch=settings.batch_size, verbose=False)
+    llama = Llama(model_path=str(model), n_ctx=settings.context_length, n_threads=args.threads, n_batch=settings.batch_size, verbose=False)
 
     env = {**os.environ, "SCHULKI_INFERENCE__THREADS": str(args.threads), "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING"}
     server = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(args.port)], env=env)
@@ -122,8 +134,10 @@ def main() -> int:
 
     d_ttft, d_rate = summarise(direct)
     s_ttft, s_rate = summarise(service)
-    print(f"model {model.name}, prompts of {min(len(prompts[r]) for r in range(args.rounds))}-{max(len(prompts[r]) for r in range(args.rounds))} tokens, {args.tokens} tokens generated, greedy, "
-          f"{args.threads} threads, {args.rounds} alternating rounds (medians)")
+    print(
+        f"model {model.name}, prompts of {min(len(prompts[r]) for r in range(args.rounds))}-{max(len(prompts[r]) for r in range(args.rounds))} tokens, {args.tokens} tokens generated, greedy, "
+        f"{args.threads} threads, {args.rounds} alternating rounds (medians)"
+    )
     print(f"{'':22}{'direct':>12}{'gRPC service':>15}{'ratio':>9}")
     print(f"{'time to first token':22}{d_ttft * 1000:>10.1f}ms{s_ttft * 1000:>13.1f}ms{s_ttft / d_ttft:>9.2f}")
     print(f"{'tokens per second':22}{d_rate:>12.1f}{s_rate:>15.1f}{s_rate / d_rate:>9.3f}")

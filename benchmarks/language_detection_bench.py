@@ -26,25 +26,56 @@ sys.path.insert(0, str(REPO))
 from schulki.models.defaults import speech_model_path  # noqa: E402
 
 SHORT = {
-    "de": ["Guten Morgen.", "Hallo zusammen.", "Wir lesen heute ein Buch.", "Die Hausaufgaben sind fertig.", "Mein Name ist Anna.",
-           "Ich habe eine Frage.", "Heute scheint die Sonne.", "Das ist mein Referat über die Römer.", "Kannst du mir helfen?",
-           "Morgen schreiben wir eine Klassenarbeit.", "Die Bienen im Schulgarten sind fleißig.", "Der Wasserkreislauf ist spannend."],
-    "en": ["Good morning.", "Hello everyone.", "We read a book today.", "The homework is finished.", "My name is Anna.",
-           "I have a question.", "The sun is shining today.", "Can you help me?"],
-    "fr": ["Bonjour à tous.", "Nous lisons un livre aujourd'hui.", "J'ai une question.", "Le soleil brille aujourd'hui.",
-           "Pouvez-vous m'aider?", "Je m'appelle Anna."],
+    "de": [
+        "Guten Morgen.",
+        "Hallo zusammen.",
+        "Wir lesen heute ein Buch.",
+        "Die Hausaufgaben sind fertig.",
+        "Mein Name ist Anna.",
+        "Ich habe eine Frage.",
+        "Heute scheint die Sonne.",
+        "Das ist mein Referat über die Römer.",
+        "Kannst du mir helfen?",
+        "Morgen schreiben wir eine Klassenarbeit.",
+        "Die Bienen im Schulgarten sind fleißig.",
+        "Der Wasserkreislauf ist spannend.",
+    ],
+    "en": [
+        "Good morning.",
+        "Hello everyone.",
+        "We read a book today.",
+        "The homework is finished.",
+        "My name is Anna.",
+        "I have a question.",
+        "The sun is shining today.",
+        "Can you help me?",
+    ],
+    "fr": [
+        "Bonjour à tous.",
+        "Nous lisons un livre aujourd'hui.",
+        "J'ai une question.",
+        "Le soleil brille aujourd'hui.",
+        "Pouvez-vous m'aider?",
+        "Je m'appelle Anna.",
+    ],
 }
 LONG = {
-    "de": ["Heute lernen wir im Unterricht, wie der Wasserkreislauf funktioniert und warum es regnet.",
-           "Die Bienen im Schulgarten sammeln Nektar, und im Sommer ernten wir den Honig zusammen mit der Klasse.",
-           "Kannst du mir bitte erklären, wie man Brüche addiert? Ich verstehe die Aufgabe nicht.",
-           "Morgen fahren wir mit dem Bus in das Museum, und jeder bringt ein Pausenbrot mit."],
-    "en": ["Today we are learning in class how the water cycle works and why it rains.",
-           "The bees in the school garden collect nectar, and in summer we harvest the honey together.",
-           "Can you please explain how to add fractions? I do not understand the exercise.",
-           "Tomorrow we are going to the museum by bus, and everyone brings a sandwich."],
-    "fr": ["Aujourd'hui nous apprenons en classe comment fonctionne le cycle de l'eau et pourquoi il pleut.",
-           "Demain nous allons au musée en bus, et chacun apporte un sandwich."],
+    "de": [
+        "Heute lernen wir im Unterricht, wie der Wasserkreislauf funktioniert und warum es regnet.",
+        "Die Bienen im Schulgarten sammeln Nektar, und im Sommer ernten wir den Honig zusammen mit der Klasse.",
+        "Kannst du mir bitte erklären, wie man Brüche addiert? Ich verstehe die Aufgabe nicht.",
+        "Morgen fahren wir mit dem Bus in das Museum, und jeder bringt ein Pausenbrot mit.",
+    ],
+    "en": [
+        "Today we are learning in class how the water cycle works and why it rains.",
+        "The bees in the school garden collect nectar, and in summer we harvest the honey together.",
+        "Can you please explain how to add fractions? I do not understand the exercise.",
+        "Tomorrow we are going to the museum by bus, and everyone brings a sandwich.",
+    ],
+    "fr": [
+        "Aujourd'hui nous apprenons en classe comment fonctionne le cycle de l'eau et pourquoi il pleut.",
+        "Demain nous allons au musée en bus, et chacun apporte un sandwich.",
+    ],
 }
 
 

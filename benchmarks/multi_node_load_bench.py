@@ -29,15 +29,24 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-QUESTIONS = ["Erkläre mir die Photosynthese in zwei Sätzen.", "Was ist der Satz des Pythagoras?", "Warum ist der Himmel blau?",
-             "Nenne drei Nebenflüsse des Rheins.", "Wie funktioniert eine for-Schleife in Python?"]
+QUESTIONS = [
+    "Erkläre mir die Photosynthese in zwei Sätzen.",
+    "Was ist der Satz des Pythagoras?",
+    "Warum ist der Himmel blau?",
+    "Nenne drei Nebenflüsse des Rheins.",
+    "Wie funktioniert eine for-Schleife in Python?",
+]
 
 
 async def student(url: str, key: str, until: float, max_tokens: int, stats: dict) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         while time.monotonic() < until:
-            body = {"model": "schulki-chat", "stream": True, "max_tokens": max_tokens,
-                    "messages": [{"role": "user", "content": random.choice(QUESTIONS)}]}
+            body = {
+                "model": "schulki-chat",
+                "stream": True,
+                "max_tokens": max_tokens,
+                "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
+            }
             start, first, finished, error = time.perf_counter(), None, False, None
             try:
                 async with client.stream("POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}) as response:
@@ -99,11 +108,15 @@ async def main_async(args) -> None:
             for node in nodes:
                 node.stop()
         ttft = sorted(stats["ttft"])
-        print(f"{args.students} students, {elapsed:.0f} s, max_tokens {args.max_tokens}, 2 nodes x 1 thread; load average {load_before:.1f} -> {load_after:.1f}")
+        print(
+            f"{args.students} students, {elapsed:.0f} s, max_tokens {args.max_tokens}, 2 nodes x 1 thread; load average {load_before:.1f} -> {load_after:.1f}"
+        )
         print(f"requests: {stats['requests']}, errors: {len(stats['errors'])} {sorted(set(stats['errors']))}")
         for node in nodes:
             served, failed = counters[node.address]
-            print(f"  node {node.address}: {node.answered()} answers in its log; gateway: {served} answered, {failed} broken off or moved on")
+            print(
+                f"  node {node.address}: {node.answered()} answers in its log; gateway: {served} answered, {failed} broken off or moved on"
+            )
         if ttft:
             print(f"time to first token: p50 {statistics.median(ttft):.2f} s, p95 {ttft[int(0.95 * (len(ttft) - 1))]:.2f} s")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -35,14 +34,12 @@ from schulki.retrieval.embedded_store import EmbeddedStore  # noqa: E402
 from schulki.retrieval.store import DocumentRecord, StoredChunk  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
+
 from tests.conftest import InProcessServer  # noqa: E402
 from tests.retrieval_documents import pdf_bytes  # noqa: E402
 from tests.retrieval_support import embeddings_server, requests, retrieval_config  # noqa: E402
 
-WORDS = ("Zelle Atom Energie Fluss Berg Stadt König Krieg Frieden Zahl Bruch Winkel Kreis Licht Strom Wasser Luft "
-         "Pflanze Tier Mensch Sprache Gedicht Roman Drama Grammatik Verb Nomen Insel Meer Wüste Wald Klima Wetter "
-         "Sonne Mond Planet Stern Rechner Netz Daten Algorithmus Musik Kunst Farbe Sport Spiel Gesetz Staat Wahl "
-         "Geschichte Kaiser Burg Handel Markt Geld Arbeit Schule Klasse Lehrer Prüfung Aufgabe Lösung Frage").split()
+WORDS = ["Zelle", "Atom", "Energie", "Fluss", "Berg", "Stadt", "König", "Krieg", "Frieden", "Zahl", "Bruch", "Winkel", "Kreis", "Licht", "Strom", "Wasser", "Luft", "Pflanze", "Tier", "Mensch", "Sprache", "Gedicht", "Roman", "Drama", "Grammatik", "Verb", "Nomen", "Insel", "Meer", "Wüste", "Wald", "Klima", "Wetter", "Sonne", "Mond", "Planet", "Stern", "Rechner", "Netz", "Daten", "Algorithmus", "Musik", "Kunst", "Farbe", "Sport", "Spiel", "Gesetz", "Staat", "Wahl", "Geschichte", "Kaiser", "Burg", "Handel", "Markt", "Geld", "Arbeit", "Schule", "Klasse", "Lehrer", "Prüfung", "Aufgabe", "Lösung", "Frage"]
 DIMENSION = 384
 BATCH_CHUNKS = 1000
 
@@ -82,8 +79,9 @@ def bench_ingest(pages: int) -> None:
             total = time.perf_counter() - started
     stages = sorted(stage_start.items(), key=lambda item: item[1])
     spans = {name: (stages[i + 1][1] if i + 1 < len(stages) else total) - at for i, (name, at) in enumerate(stages)}
-    print(f"ingest of a {pages}-page PDF ({len(data) / 1e6:.1f} MB, {document.chunk_count} chunks) through the service:"
-          f" {total:.1f} s in all")
+    print(
+        f"ingest of a {pages}-page PDF ({len(data) / 1e6:.1f} MB, {document.chunk_count} chunks) through the service: {total:.1f} s in all"
+    )
     print("  " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spans.items()))
     print(f"  {document.chunk_count / spans['embedding']:.1f} chunks/s embedded (default model, 2 threads)")
 
@@ -94,8 +92,9 @@ def fill(store: EmbeddedStore, workspace: str, count: int, rng: random.Random, s
     while have < count:
         n = min(BATCH_CHUNKS, count - have)
         document_id = f"synthetic{have:07d}"
-        chunks = [StoredChunk(document_id, f"{document_id}.txt", Chunk(text=sentence(rng, 25), index=i), unit_vector(rng))
-                  for i in range(n)]
+        chunks = [
+            StoredChunk(document_id, f"{document_id}.txt", Chunk(text=sentence(rng, 25), index=i), unit_vector(rng)) for i in range(n)
+        ]
         store.add_document(workspace, DocumentRecord(document_id, f"{document_id}.txt", "txt", n), chunks)
         have += n
 

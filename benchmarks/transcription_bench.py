@@ -45,17 +45,62 @@ from schulki.models.defaults import speech_model_path  # noqa: E402
 from schulki.runtime.client import wait_until_serving  # noqa: E402
 from schulki.transcription.v1 import transcription_service_pb2 as pb  # noqa: E402
 from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc  # noqa: E402
+
 from tests.conftest import free_port  # noqa: E402
 
-NAMES = ["Anna", "Ben", "Clara", "David", "Emil", "Fatma", "Greta", "Hannes", "Ida", "Jonas", "Lea", "Mehmet", "Nora", "Oskar", "Paula", "Sami"]
-ACTIONS = ["liest ein Buch über", "schreibt einen Aufsatz über", "hält ein Referat über", "malt ein Bild über",
-           "baut ein Modell über", "sucht im Internet nach Fakten über", "erklärt der Klasse alles über", "fragt die Lehrerin etwas über"]
-TOPICS = ["die Römer", "den Wasserkreislauf", "die Vulkane in Italien", "das Sonnensystem", "die Französische Revolution",
-          "den Regenwald", "die Bienen im Schulgarten", "das Mittelalter", "die Brüche in Mathematik", "den Klimawandel",
-          "die Nordsee", "die Dinosaurier"]
+NAMES = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Emil",
+    "Fatma",
+    "Greta",
+    "Hannes",
+    "Ida",
+    "Jonas",
+    "Lea",
+    "Mehmet",
+    "Nora",
+    "Oskar",
+    "Paula",
+    "Sami",
+]
+ACTIONS = [
+    "liest ein Buch über",
+    "schreibt einen Aufsatz über",
+    "hält ein Referat über",
+    "malt ein Bild über",
+    "baut ein Modell über",
+    "sucht im Internet nach Fakten über",
+    "erklärt der Klasse alles über",
+    "fragt die Lehrerin etwas über",
+]
+TOPICS = [
+    "die Römer",
+    "den Wasserkreislauf",
+    "die Vulkane in Italien",
+    "das Sonnensystem",
+    "die Französische Revolution",
+    "den Regenwald",
+    "die Bienen im Schulgarten",
+    "das Mittelalter",
+    "die Brüche in Mathematik",
+    "den Klimawandel",
+    "die Nordsee",
+    "die Dinosaurier",
+]
 TIMES = ["am Montag", "nach der Pause", "in der dritten Stunde", "vor den Ferien", "am Nachmittag", "heute früh", "morgen", "am Freitag"]
-ENDINGS = ["weil das spannend ist.", "zusammen mit zwei Freunden.", "und braucht dafür noch Hilfe.", "obwohl es draußen regnet.",
-           "für die nächste Klassenarbeit.", "und ist fast fertig damit.", "mit vielen Bildern und Zahlen.", "ganz allein."]
+ENDINGS = [
+    "weil das spannend ist.",
+    "zusammen mit zwei Freunden.",
+    "und braucht dafür noch Hilfe.",
+    "obwohl es draußen regnet.",
+    "für die nächste Klassenarbeit.",
+    "und ist fast fertig damit.",
+    "mit vielen Bildern und Zahlen.",
+    "ganz allein.",
+]
 CHUNK = 1024 * 1024
 
 
@@ -79,8 +124,24 @@ def make_recording(folder: Path, minutes: float, name: str, seed: int) -> tuple[
     """German speech of ``minutes`` length as mp3 (64 kbit/s), and its exact length in seconds."""
     wav, mp3 = folder / f"{name}.wav", folder / f"{name}.mp3"
     run("espeak-ng", "-v", "de", "-w", str(wav), lesson_text(minutes * 60, seed))
-    run("ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), "-t", str(minutes * 60), "-ar", "16000", "-ac", "1",
-        "-b:a", "64k", str(mp3))
+    run(
+        "ffmpeg",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-i",
+        str(wav),
+        "-t",
+        str(minutes * 60),
+        "-ar",
+        "16000",
+        "-ac",
+        "1",
+        "-b:a",
+        "64k",
+        str(mp3),
+    )
     wav.unlink()
     import av
 
@@ -104,8 +165,13 @@ class Service:
 
     def __init__(self, threads: int, beam_size: int):
         self.port = free_port()
-        env = dict(os.environ, SCHULKI_TRANSCRIPTION__THREADS=str(threads), SCHULKI_TRANSCRIPTION__BEAM_SIZE=str(beam_size),
-                   SCHULKI_TRANSCRIPTION__DEVICE="cpu", SCHULKI_RUNTIME__LOG_LEVEL="WARNING")
+        env = dict(
+            os.environ,
+            SCHULKI_TRANSCRIPTION__THREADS=str(threads),
+            SCHULKI_TRANSCRIPTION__BEAM_SIZE=str(beam_size),
+            SCHULKI_TRANSCRIPTION__DEVICE="cpu",
+            SCHULKI_RUNTIME__LOG_LEVEL="WARNING",
+        )
         self.process = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "transcription", "--port", str(self.port)], env=env)
         wait_until_serving(f"127.0.0.1:{self.port}", 300, is_alive=lambda: self.process.poll() is None)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
@@ -182,27 +248,39 @@ def overhead(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
             direct_times.append(time.perf_counter() - started)
             elapsed, service_n = service.transcribe(short)
             service_times.append(elapsed)
-            print(f"   run {i + 1}: direct RTF {direct_times[-1] / short_s:.3f} ({direct_n} segments), "
-                  f"service RTF {elapsed / short_s:.3f} ({service_n} segments)"
-                  + (f"; {fallbacks} direct segments needed sampling fallback" if fallbacks else ""))
+            print(
+                f"   run {i + 1}: direct RTF {direct_times[-1] / short_s:.3f} ({direct_n} segments), "
+                f"service RTF {elapsed / short_s:.3f} ({service_n} segments)"
+                + (f"; {fallbacks} direct segments needed sampling fallback" if fallbacks else "")
+            )
     finally:
         service.close()
     del model
     direct, through = statistics.median(direct_times), statistics.median(service_times)
-    print(f"   median RTF: direct {direct / short_s:.3f}, service {through / short_s:.3f}; "
-          f"service/direct = {through / direct:.3f} ({(through / direct - 1) * 100:+.1f} %)")
+    print(
+        f"   median RTF: direct {direct / short_s:.3f}, service {through / short_s:.3f}; "
+        f"service/direct = {through / direct:.3f} ({(through / direct - 1) * 100:+.1f} %)"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=1.5,
-                        help="length of the recording for the overhead comparison (within one window, so both do the same work; 0 skips it)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=1.5,
+        help="length of the recording for the overhead comparison (within one window, so both do the same work; 0 skips it)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating")
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the long recording (0 skips it)")
     parser.add_argument("--direct-long", action="store_true", help="also measure faster-whisper's own peak memory on the long recording")
-    parser.add_argument("--growing-minutes", type=float, default=60.0,
-                        help="length of the recording for which the stages that grow with length (decode, VAD, features) "
-                             "are measured in windows and as a whole (0 skips it)")
+    parser.add_argument(
+        "--growing-minutes",
+        type=float,
+        default=60.0,
+        help="length of the recording for which the stages that grow with length (decode, VAD, features) "
+        "are measured in windows and as a whole (0 skips it)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--beam-size", type=int, default=Config().transcription.beam_size)
     args = parser.parse_args()
@@ -219,7 +297,9 @@ def main() -> int:
             overhead(folder, args, model_dir)
         if args.long_minutes > 0:
             long, long_s = make_recording(folder, args.long_minutes, "long", seed=2)
-            print(f"\n2. long recording: {long_s / 60:.1f} min of German speech (mp3, {long.stat().st_size / 1e6:.1f} MB) through a fresh service")
+            print(
+                f"\n2. long recording: {long_s / 60:.1f} min of German speech (mp3, {long.stat().st_size / 1e6:.1f} MB) through a fresh service"
+            )
             service = Service(args.threads, args.beam_size)
             try:
                 loaded_rss, _ = peak_rss_mb(service.process.pid)
@@ -227,19 +307,30 @@ def main() -> int:
                 _, peak = peak_rss_mb(service.process.pid)
             finally:
                 service.close()
-            print(f"   service: RTF {elapsed / long_s:.3f} ({elapsed:.0f} s, {n} segments); "
-                  f"memory {loaded_rss:.0f} MiB after loading, peak {peak:.0f} MiB")
+            print(
+                f"   service: RTF {elapsed / long_s:.3f} ({elapsed:.0f} s, {n} segments); "
+                f"memory {loaded_rss:.0f} MiB after loading, peak {peak:.0f} MiB"
+            )
             if args.direct_long:
-                out = subprocess.run([sys.executable, "-c", DIRECT_SCRIPT, str(long), str(model_dir), str(args.threads), str(args.beam_size)],
-                                     check=True, capture_output=True, text=True).stdout.split()
+                out = subprocess.run(
+                    [sys.executable, "-c", DIRECT_SCRIPT, str(long), str(model_dir), str(args.threads), str(args.beam_size)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
                 print(f"   direct faster-whisper: RTF {float(out[0]) / long_s:.3f} ({out[1]} segments), peak {float(out[2]):.0f} MiB")
         if args.growing_minutes > 0:
             hour, hour_s = make_recording(folder, args.growing_minutes, "hour", seed=3)
             window_s = Config().transcription.window_s
             print(f"\n3. the stages that grow with length (decode, VAD, features; no Whisper decoding), {hour_s / 60:.0f} min recording:")
             for mode, label in (("windows", f"schulki, {window_s:.0f} s windows"), ("whole", "faster-whisper, whole file")):
-                out = subprocess.run([sys.executable, "-c", GROWING_SCRIPT, str(hour), mode, str(window_s)],
-                                     check=True, capture_output=True, text=True, cwd=REPO).stdout.split()
+                out = subprocess.run(
+                    [sys.executable, "-c", GROWING_SCRIPT, str(hour), mode, str(window_s)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    cwd=REPO,
+                ).stdout.split()
                 print(f"   {label}: peak {float(out[0]):.0f} MiB")
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0

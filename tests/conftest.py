@@ -21,7 +21,6 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from schulki.config import Config, RuntimeConfig
 from schulki.runtime.client import wait_until_serving
 from schulki.runtime.server import RunningServer, Service, create_server
@@ -109,7 +108,10 @@ class ServiceProcess:
     def start(self, wait: bool = True, timeout: float = 120) -> ServiceProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "schulki.cli", "serve", self.name, "--port", str(self.port)],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         if wait:
             wait_until_serving(self.address, timeout, is_alive=lambda: self.process.poll() is None)
@@ -155,7 +157,6 @@ def shared_tls() -> SharedTls:
     """Made once per test run. Python's ssl, httpx, openai and gradio_client then trust the test CA (and the usual
     ones) through SSL_CERT_FILE, so every client in the tests checks the gateway's certificate for real."""
     import certifi
-
     from schulki.certificates import ensure_ca, ensure_certificate
 
     folder = Path(tempfile.mkdtemp(prefix="schulki-test-tls-"))

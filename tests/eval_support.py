@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from schulki.models.defaults import LLAMA_CPP_PYTHON_VERSION, chat_model_path
+
 from tests.conftest import REPO_ROOT
 
 THREADS = 1
@@ -64,8 +65,14 @@ def llama_tools() -> Path | None:
     for folder in (REPO_ROOT.parent / "shared", REPO_ROOT.parent.parent / "shared"):
         builder = folder / "tools" / "build-llama-peer"
         if builder.exists() and shutil.which("cmake"):
-            run = subprocess.run([str(builder), LLAMA_CPP_PYTHON_VERSION], cwd=REPO_ROOT, capture_output=True, text=True,
-                                 env={**os.environ, "PYTHON": sys.executable}, timeout=1800)
+            run = subprocess.run(
+                [str(builder), LLAMA_CPP_PYTHON_VERSION],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHON": sys.executable},
+                timeout=1800,
+            )
             if run.returncode == 0 and (Path(run.stdout.strip().splitlines()[-1]) / "llama-perplexity").exists():
                 return Path(run.stdout.strip().splitlines()[-1])
     return None

@@ -36,8 +36,11 @@ def _services(folder: Path) -> dict[str, str]:
     env = _env(folder)
     compose = yaml.safe_load(_interpolate((folder / "compose.yaml").read_text(), env))
     profiles = set(env.get("COMPOSE_PROFILES", "").split(","))
-    return {name: hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()
-            for name, service in compose["services"].items() if set(service.get("profiles", [])) & profiles}
+    return {
+        name: hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()
+        for name, service in compose["services"].items()
+        if set(service.get("profiles", [])) & profiles
+    }
 
 
 def _buildable(folder: Path) -> set[str]:

@@ -15,12 +15,12 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from fpdf import FPDF
-
 from schulki.config import Config
 from schulki.gateway.accounts import NewAccount
 from schulki.gateway.app import create_app
 from schulki.gateway.context import Gateway
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
+
 from tests.conftest import InProcessServer, free_port, shared_tls
 
 ALL_SERVICES = ("inference", "embeddings", "transcription", "retrieval")
@@ -35,8 +35,11 @@ class UvicornThread:
         self.https = https
         tls = shared_tls() if https else None
         files = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)} if tls else {}
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False,
-                                                   timeout_graceful_shutdown=2, **files))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, timeout_graceful_shutdown=2, **files
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

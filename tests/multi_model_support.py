@@ -24,6 +24,7 @@ from schulki.gateway.context import Gateway
 from schulki.inference.service import InferenceService
 from schulki.models.defaults import chat_model_path
 from schulki.runtime.client import wait_until_serving
+
 from tests.conftest import InProcessServer, free_port
 from tests.gateway_stack import UvicornThread
 
@@ -50,10 +51,19 @@ class NodeProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> NodeProcess:
-        env = {**os.environ, **NODE_ENV, "SCHULKI_INFERENCE__MODEL_PATH": str(chat_model_path()), "SCHULKI_INFERENCE__MODEL_NAME": self.model_name}
+        env = {
+            **os.environ,
+            **NODE_ENV,
+            "SCHULKI_INFERENCE__MODEL_PATH": str(chat_model_path()),
+            "SCHULKI_INFERENCE__MODEL_NAME": self.model_name,
+        }
         log = self.log_path.open("a")
-        self.process = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(self.port)],
-                                        env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         wait_until_serving(self.address, timeout, is_alive=lambda: self.process.poll() is None)
         return self

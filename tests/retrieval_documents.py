@@ -15,8 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 FILLER = (
-    "Dieser Absatz ist Fülltext, damit das Dokument mehr als einen Abschnitt hat. "
-    "Er handelt von nichts Bestimmtem und wiederholt sich nur."
+    "Dieser Absatz ist Fülltext, damit das Dokument mehr als einen Abschnitt hat. Er handelt von nichts Bestimmtem und wiederholt sich nur."
 )
 
 
@@ -133,17 +132,26 @@ def _mail(subject: str, sender: str, body: str, date: str) -> EmailMessage:
 
 
 def eml_bytes() -> bytes:
-    return _mail("Wandertag am Freitag", "Frau Schulz <schulz@schule.example>",
-                 "Der Wandertag führt zum Bodensee. Treffpunkt ist um 8 Uhr am Bahnhof.",
-                 "Mon, 02 Mar 2026 09:00:00 +0100").as_bytes()
+    return _mail(
+        "Wandertag am Freitag",
+        "Frau Schulz <schulz@schule.example>",
+        "Der Wandertag führt zum Bodensee. Treffpunkt ist um 8 Uhr am Bahnhof.",
+        "Mon, 02 Mar 2026 09:00:00 +0100",
+    ).as_bytes()
 
 
 def mbox_bytes(folder: Path) -> bytes:
     path = folder / "postfach.mbox"
     box = mailbox.mbox(path)
     box.add(_mail("Mensa-Plan", "Mensa <mensa@schule.example>", FILLER, "Mon, 02 Mar 2026 08:00:00 +0100"))
-    box.add(_mail("Elternabend", "Herr Weber <weber@schule.example>",
-                  "Der Elternabend findet am 12. März um 19 Uhr in der Aula statt.", "Tue, 03 Mar 2026 10:00:00 +0100"))
+    box.add(
+        _mail(
+            "Elternabend",
+            "Herr Weber <weber@schule.example>",
+            "Der Elternabend findet am 12. März um 19 Uhr in der Aula statt.",
+            "Tue, 03 Mar 2026 10:00:00 +0100",
+        )
+    )
     box.flush()
     box.close()
     return path.read_bytes()
@@ -183,8 +191,13 @@ URL_PAGE = """<!doctype html><html lang="de"><head><title>Mathematik</title></he
 def samples(folder: Path) -> list[Sample]:
     """One sample per file format, each with its question."""
     return [
-        Sample("zellbiologie.pdf", pdf_bytes([FILLER, "Die Mitochondrien sind die Kraftwerke der Zelle.", FILLER]),
-               "Was sind die Kraftwerke der Zelle?", ("Mitochondrien",), page=2),
+        Sample(
+            "zellbiologie.pdf",
+            pdf_bytes([FILLER, "Die Mitochondrien sind die Kraftwerke der Zelle.", FILLER]),
+            "Was sind die Kraftwerke der Zelle?",
+            ("Mitochondrien",),
+            page=2,
+        ),
         Sample("erdkunde.docx", docx_bytes(), "Wie lang ist der Rhein?", ("1233",), section="Geographie"),
         Sample("berge.odt", odt_bytes(), "Welcher ist der höchste Berg Deutschlands?", ("Zugspitze",), section="Gebirge"),
         Sample("mathe.epub", epub_bytes(), "Wie kürzt man einen Bruch?", ("Zähler", "Nenner"), section="Bruchrechnung"),
@@ -193,10 +206,19 @@ def samples(folder: Path) -> list[Sample]:
         Sample("hauptstaedte.csv", csv_bytes(), "Was ist die Hauptstadt von Portugal?", ("Lissabon",), section="Zeile 3"),
         Sample("elemente.xlsx", xlsx_bytes(), "Welche Ordnungszahl hat Eisen?", ("26",), section="Zeile 3"),
         Sample("revolution.html", HTML_PAGE.encode(), "Wann begann die Französische Revolution?", ("Bastille",)),
-        Sample("water.txt", b"The water cycle\n\nWater evaporates from the oceans, condenses into clouds and falls back as rain.\n\n"
-               + FILLER.encode(), "How does water get from the ocean into the clouds?", ("evaporates",)),
-        Sample("vokabeln.md", "# Vokabeln\n\n## Tiere\n\nDas englische Wort für Schmetterling ist butterfly.\n\n## Farben\n\n"
-               .encode() + FILLER.encode(), "What is the English word for Schmetterling?", ("butterfly",), section="Tiere"),
+        Sample(
+            "water.txt",
+            b"The water cycle\n\nWater evaporates from the oceans, condenses into clouds and falls back as rain.\n\n" + FILLER.encode(),
+            "How does water get from the ocean into the clouds?",
+            ("evaporates",),
+        ),
+        Sample(
+            "vokabeln.md",
+            "# Vokabeln\n\n## Tiere\n\nDas englische Wort für Schmetterling ist butterfly.\n\n## Farben\n\n".encode() + FILLER.encode(),
+            "What is the English word for Schmetterling?",
+            ("butterfly",),
+            section="Tiere",
+        ),
     ]
 
 

@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-
 from schulki import embeddings
 from schulki.config import Config
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer
 from tests.conftest import assert_serving as assert_service_serving
 
@@ -40,11 +40,12 @@ def retrieval_config(store_path: Path, embeddings_address: str, **settings) -> C
 def requests(workspace: str, file_name: str = "", data: bytes = b"", url: str = "", piece: int = PIECE):
     yield pb.IngestDocumentRequest(source=pb.IngestSource(workspace=workspace, file_name=file_name, url=url))
     for start in range(0, len(data), piece):
-        yield pb.IngestDocumentRequest(file_chunk=data[start:start + piece])
+        yield pb.IngestDocumentRequest(file_chunk=data[start : start + piece])
 
 
-def ingest(stub: pb_grpc.RetrievalServiceStub, workspace: str, file_name: str = "", data: bytes = b"", url: str = "",
-           timeout: float = 300) -> tuple[list[pb.IngestProgress], pb.Document]:
+def ingest(
+    stub: pb_grpc.RetrievalServiceStub, workspace: str, file_name: str = "", data: bytes = b"", url: str = "", timeout: float = 300
+) -> tuple[list[pb.IngestProgress], pb.Document]:
     """Ingest one document; return the progress reports and the stored document."""
     progress, document = [], None
     for response in stub.IngestDocument(requests(workspace, file_name, data, url), timeout=timeout):

@@ -7,14 +7,20 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from schulki.config import Config
 from schulki.models.catalog import CATALOG_FILE, CatalogError, load_catalog, parse_catalog
 from schulki.models.defaults import chat_model_path, sha256_of
+
 from tests.conftest import REPO_ROOT
 
-DESIGN_MODELS = ["phi-3-mini-4k-instruct", "llama3-discoleo-instruct-8b", "occiglot-7b-eu5-instruct", "aya-23-8b",
-                 "phi-3-medium-128k-instruct", "aya-23-35b"]
+DESIGN_MODELS = [
+    "phi-3-mini-4k-instruct",
+    "llama3-discoleo-instruct-8b",
+    "occiglot-7b-eu5-instruct",
+    "aya-23-8b",
+    "phi-3-medium-128k-instruct",
+    "aya-23-35b",
+]
 MODEL_FACTS = REPO_ROOT.parent / "shared" / "model-facts.md"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from schulki.models.catalog import load_catalog
 
 # How each uploader names a quant's file ({quant} as written in the name).
@@ -50,8 +49,11 @@ def test_each_chat_file_is_named_as_its_uploader_names_it(model_id, entry):
 def test_the_gemma_3_12b_files_carry_their_published_names():
     gemma = load_catalog().model("gemma-3-12b-it")
     assert {f.quant: f.file for f in gemma.files} == {
-        "Q8_0": "gemma-3-it-12B-Q8_0.gguf", "Q6_K": "gemma-3-it-12B-Q6_K.gguf",
-        "Q5_K_M": "gemma-3-12b-it-q5_k_m.gguf", "Q4_K_M": "gemma-3-it-12B-Q4_K_M.gguf"}
+        "Q8_0": "gemma-3-it-12B-Q8_0.gguf",
+        "Q6_K": "gemma-3-it-12B-Q6_K.gguf",
+        "Q5_K_M": "gemma-3-12b-it-q5_k_m.gguf",
+        "Q4_K_M": "gemma-3-it-12B-Q4_K_M.gguf",
+    }
 
 
 def test_a_speech_model_lists_only_files_its_source_has():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
 from schulki.retrieval.chunking import chunk_document, split_sentences
 from schulki.retrieval.documents import ParsedDocument, Passage
 
-SENTENCES = [f"Satz {i} erzählt von der Klassenfahrt nach {city}." for i, city in
-             enumerate(["Berlin", "Hamburg", "München", "Köln", "Dresden", "Leipzig", "Bremen", "Kiel", "Ulm", "Trier"])]
+SENTENCES = [
+    f"Satz {i} erzählt von der Klassenfahrt nach {city}."
+    for i, city in enumerate(["Berlin", "Hamburg", "München", "Köln", "Dresden", "Leipzig", "Bremen", "Kiel", "Ulm", "Trier"])
+]
 
 
 def document(*passages: Passage) -> ParsedDocument:
@@ -71,8 +72,7 @@ def test_a_sentence_longer_than_a_chunk_is_cut_at_spaces_and_a_huge_word_anywher
 
 def test_german_abbreviations_and_numbers_do_not_end_a_sentence():
     text = "Wir lesen z. B. Goethe. Dr. Müller kommt am 3. Oktober um 8 Uhr. Was bringt ihr mit? Äpfel!"
-    assert split_sentences(text) == ["Wir lesen z. B. Goethe.", "Dr. Müller kommt am 3. Oktober um 8 Uhr.",
-                                     "Was bringt ihr mit?", "Äpfel!"]
+    assert split_sentences(text) == ["Wir lesen z. B. Goethe.", "Dr. Müller kommt am 3. Oktober um 8 Uhr.", "Was bringt ihr mit?", "Äpfel!"]
 
 
 def test_empty_passages_give_no_chunks_and_bad_sizes_are_refused():

@@ -12,9 +12,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from schulki.config import Config
 from schulki.inference import build
+
 from tests.conftest import REPO_ROOT, InProcessServer, free_port
 
 COMPOSE_SCHEMA = REPO_ROOT.parent / "shared" / "compose-spec.json"
@@ -75,8 +75,15 @@ def test_gpu_services_reserve_the_gpu_and_profiles_split_the_nodes(compose):
 
 
 def test_secrets_and_settings_come_from_files_never_from_the_image(compose):
-    assert {s["file"] for s in compose["secrets"].values()} == {"./secrets/service_token", "./secrets/tls.crt", "./secrets/tls.key", "./secrets/ca.crt",
-                                                               "./secrets/node_tokens", "./secrets/https.crt", "./secrets/https.key"}
+    assert {s["file"] for s in compose["secrets"].values()} == {
+        "./secrets/service_token",
+        "./secrets/tls.crt",
+        "./secrets/tls.key",
+        "./secrets/ca.crt",
+        "./secrets/node_tokens",
+        "./secrets/https.crt",
+        "./secrets/https.key",
+    }
     for name, service in compose["services"].items():
         if name == "weaviate":
             continue
@@ -93,7 +100,11 @@ def test_secrets_and_settings_come_from_files_never_from_the_image(compose):
 def _instructions(text: str) -> list[tuple[str, str]]:
     """The instructions of a Dockerfile: (KEYWORD, arguments), continuation lines joined, comments dropped."""
     joined = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "") for line in joined.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in joined.splitlines()
+        if line.strip()
+    ]
 
 
 def lint_dockerfile(text: str, service: str) -> list[str]:
@@ -111,11 +122,11 @@ def lint_dockerfile(text: str, service: str) -> list[str]:
     for i in stages:
         image = steps[i][1].split()[0]
         image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], ""), image)
-        if not image or "@sha256:" not in image and not re.search(r":[\w.-]*\d[\w.-]*$", image):
+        if not image or ("@sha256:" not in image and not re.search(r":[\w.-]*\d[\w.-]*$", image)):
             problems.append(f"FROM {steps[i][1]} is not pinned to a tag or digest")
         if image.endswith(":latest"):
             problems.append(f"FROM {image} uses latest")
-    final = steps[stages[-1]:]
+    final = steps[stages[-1] :]
     users = [rest.strip() for k, rest in final if k == "USER"]
     if not users or users[-1] in ("root", "0", "0:0"):
         problems.append("the final stage does not switch to a non-root USER")
@@ -153,16 +164,27 @@ def test_each_dockerfile_passes_the_image_rules(service):
 def test_the_image_rules_catch_a_bad_dockerfile():
     bad = "FROM python:latest\nADD https://example.org/x.tar.gz /x\nRUN apt-get install -y curl\nENV SCHULKI_TOKEN=abc\nCMD schulki serve inference\n"
     problems = " | ".join(lint_dockerfile(bad, "inference"))
-    for expected in ("latest", "non-root USER", "HEALTHCHECK", "ADD", "apt-get install", "secret in ENV", "exec form", "install.sh inference"):
+    for expected in (
+        "latest",
+        "non-root USER",
+        "HEALTHCHECK",
+        "ADD",
+        "apt-get install",
+        "secret in ENV",
+        "exec form",
+        "install.sh inference",
+    ):
         assert expected in problems, expected
     assert lint_dockerfile("FROM ${BASE}\nUSER 0\n", "gateway")[0].startswith("FROM")
 
 
 def test_every_image_install_step_resolves_outside_docker(tmp_path):
     """The command each Dockerfile runs, as a dry run into a fresh venv (llama-cpp-python would take minutes to build)."""
+
     def install(extra):
-        return extra, subprocess.run(["sh", str(IMAGES / "install.sh"), extra, str(tmp_path / extra), "--dry-run"],
-                                     capture_output=True, text=True, timeout=600)
+        return extra, subprocess.run(
+            ["sh", str(IMAGES / "install.sh"), extra, str(tmp_path / extra), "--dry-run"], capture_output=True, text=True, timeout=600
+        )
 
     with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
         for extra, run in pool.map(install, SERVICES):

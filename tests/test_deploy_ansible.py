@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from schulki.config import Config
 from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
 from schulki.models.fleet import FLEET_DEFAULTS
+
 from tests.conftest import REPO_ROOT, free_port
 from tests.deploy_mirror import MirrorServer, write_sha256sums
 
@@ -39,16 +39,24 @@ DEPLOY = REPO_ROOT / "deploy"
 def ansible(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600, path: Path | None = None) -> subprocess.CompletedProcess:
     temp = Path(tempfile.gettempdir()) / "schulki-ansible-tmp"
     first = f"{path}{os.pathsep}" if path else ""
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "0",
-           "ANSIBLE_LOCAL_TEMP": str(temp), "ANSIBLE_REMOTE_TEMP": str(temp),
-           "PATH": f"{first}{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_PIPELINING": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_HOST_KEY_CHECKING": "0",
+        "ANSIBLE_LOCAL_TEMP": str(temp),
+        "ANSIBLE_REMOTE_TEMP": str(temp),
+        "PATH": f"{first}{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "ANSIBLE_STDOUT_CALLBACK": "default",
+        "ANSIBLE_PIPELINING": "1",
+    }
     return subprocess.run([str(VENV_BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
     """changed/failed counts per host from the PLAY RECAP."""
     result = {}
-    for line in output.split("PLAY RECAP")[-1].splitlines():
+    for line in output.rsplit("PLAY RECAP", maxsplit=1)[-1].splitlines():
         match = re.match(r"^(\S+)\s+:\s+(.*)$", line.strip())
         if match:
             result[match[1]] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match[2])}
@@ -76,32 +84,61 @@ def school(tmp_path_factory, mirror):
     base = tmp_path_factory.mktemp("school")
     fake_bin = base / "bin"
     fake_bin.mkdir()
-    (fake_bin / "docker").write_text(f"#!/bin/sh\nexec {sys.executable} {REPO_ROOT / 'tests' / 'fake_docker.py'} \"$@\"\n")
+    (fake_bin / "docker").write_text(f'#!/bin/sh\nexec {sys.executable} {REPO_ROOT / "tests" / "fake_docker.py"} "$@"\n')
     (fake_bin / "docker").chmod(0o755)
-    common = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
-              "schulki_docker_install": False, "schulki_stack_start": True, "schulki_models_mirror_url": mirror.url,
-              "schulki_stack_secrets_owner": str(os.getuid()),
-              "schulki_stack_weaviate_api_key": "test-weaviate-key-0123456789", "schulki_stack_node_address": "127.0.0.1",
-              "schulki_plan_embeddings_model": "all-minilm-l6-v2", "schulki_plan_embeddings_quant": "F16"}
+    common = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "ansible_become": False,
+        "schulki_docker_install": False,
+        "schulki_stack_start": True,
+        "schulki_models_mirror_url": mirror.url,
+        "schulki_stack_secrets_owner": str(os.getuid()),
+        "schulki_stack_weaviate_api_key": "test-weaviate-key-0123456789",
+        "schulki_stack_node_address": "127.0.0.1",
+        "schulki_plan_embeddings_model": "all-minilm-l6-v2",
+        "schulki_plan_embeddings_quant": "F16",
+    }
     hosts = {
         "gw": {"schulki_plan_node_kind": "gateway", "schulki_plan_ram_mib": 8192},
-        "gpu12": {"schulki_plan_node_kind": "gpu", "schulki_plan_gpu_memory_mib": 12288, "schulki_plan_chat_model": "gemma-3-270m",
-                  "schulki_plan_speech_model": "faster-whisper-base", "schulki_plan_context_length": 8192},
-        "lab01": {"schulki_plan_node_kind": "cpu", "schulki_plan_chat_model": "gemma-3-270m", "schulki_plan_context_length": 4096,
-                  "schulki_plan_parallel_sequences": 1, "schulki_plan_flash_attention": False},
+        "gpu12": {
+            "schulki_plan_node_kind": "gpu",
+            "schulki_plan_gpu_memory_mib": 12288,
+            "schulki_plan_chat_model": "gemma-3-270m",
+            "schulki_plan_speech_model": "faster-whisper-base",
+            "schulki_plan_context_length": 8192,
+        },
+        "lab01": {
+            "schulki_plan_node_kind": "cpu",
+            "schulki_plan_chat_model": "gemma-3-270m",
+            "schulki_plan_context_length": 4096,
+            "schulki_plan_parallel_sequences": 1,
+            "schulki_plan_flash_attention": False,
+        },
         # Too small for the smallest quant and for Whisper: the planner refuses it, the host fails.
         "gpu-tiny": {"schulki_plan_node_kind": "gpu", "schulki_plan_gpu_memory_mib": 64},
         # Nothing listens on this port: the host is unreachable.
-        "gpu-down": {"schulki_plan_node_kind": "gpu", "schulki_plan_gpu_memory_mib": 12288, "ansible_connection": "ssh",
-                     "ansible_host": "127.0.0.1", "ansible_port": free_port(), "ansible_ssh_common_args": "-o ConnectTimeout=5"},
+        "gpu-down": {
+            "schulki_plan_node_kind": "gpu",
+            "schulki_plan_gpu_memory_mib": 12288,
+            "ansible_connection": "ssh",
+            "ansible_host": "127.0.0.1",
+            "ansible_port": free_port(),
+            "ansible_ssh_common_args": "-o ConnectTimeout=5",
+        },
     }
     for name, host in hosts.items():
         host.update(schulki_stack_dir=str(base / name / "stack"), schulki_models_dir=str(base / name / "models"))
-    inventory = {"schulki": {"vars": common, "children": {
-        "schulki_gateway": {"hosts": {"gw": hosts["gw"]}},
-        "schulki_gpu_nodes": {"hosts": {"gpu12": hosts["gpu12"], "gpu-tiny": hosts["gpu-tiny"], "gpu-down": hosts["gpu-down"]}},
-        "schulki_cpu_nodes": {"hosts": {"lab01": hosts["lab01"]}},
-    }}}
+    inventory = {
+        "schulki": {
+            "vars": common,
+            "children": {
+                "schulki_gateway": {"hosts": {"gw": hosts["gw"]}},
+                "schulki_gpu_nodes": {"hosts": {"gpu12": hosts["gpu12"], "gpu-tiny": hosts["gpu-tiny"], "gpu-down": hosts["gpu-down"]}},
+                "schulki_cpu_nodes": {"hosts": {"lab01": hosts["lab01"]}},
+            },
+        }
+    }
     (base / "hosts.yml").write_text(yaml.safe_dump(inventory))
     runs = {}
     for run in ("check", "first", "second", "third"):
@@ -132,7 +169,9 @@ def test_check_mode_shows_the_changes_and_writes_nothing(school, mirror):
         assert token.read_text().strip() not in "".join(run.stdout + run.stderr for run in runs.values())
     first_downloads = [n for n, _ in mirror.requests if n.endswith(".gguf") or n.endswith("model.bin")]
     # gemma for gpu12 and lab01, Whisper for gpu12, MiniLM for the gateway: once each, in the first real run.
-    assert sorted(first_downloads) == sorted(["gemma-3-270m-q4_k_m.gguf"] * 2 + ["faster-whisper-base/model.bin", "all-minilm-l6-v2-f16.gguf"])
+    assert sorted(first_downloads) == sorted(
+        ["gemma-3-270m-q4_k_m.gguf"] * 2 + ["faster-whisper-base/model.bin", "all-minilm-l6-v2-f16.gguf"]
+    )
 
 
 def test_the_second_run_changes_nothing(school):
@@ -159,8 +198,11 @@ def test_the_gateway_lists_only_the_nodes_that_came_up(school, monkeypatch):
 
 def test_each_container_starts_once_and_a_changed_setting_recreates_it_once(school):
     base, _ = school
-    for host, services in (("gpu12", ["inference-gpu", "transcription-gpu"]), ("lab01", ["inference-cpu"]),
-                           ("gw", ["embeddings", "gateway", "retrieval", "weaviate"])):
+    for host, services in (
+        ("gpu12", ["inference-gpu", "transcription-gpu"]),
+        ("lab01", ["inference-cpu"]),
+        ("gw", ["embeddings", "gateway", "retrieval", "weaviate"]),
+    ):
         log = docker_log(base, host)
         pulls = [entry["pull"] for entry in log if "pull" in entry]
         ups = [entry["up"] for entry in log if "up" in entry]
@@ -203,7 +245,10 @@ def test_the_rendered_settings_are_valid_schulki_settings_from_the_plan(school, 
     gateway = _settings(base, "gw", monkeypatch)
     assert gateway.gateway.inference_addresses == ["gpu12:50051", "lab01:50051"]
     # the gateway's settings name the model each node serves, and each node serves under that name
-    assert [(n.address, n.model) for n in gateway.gateway.inference_nodes] == [("gpu12:50051", "gemma-3-270m-q4_k_m"), ("lab01:50051", "gemma-3-270m-q4_k_m")]
+    assert [(n.address, n.model) for n in gateway.gateway.inference_nodes] == [
+        ("gpu12:50051", "gemma-3-270m-q4_k_m"),
+        ("lab01:50051", "gemma-3-270m-q4_k_m"),
+    ]
     assert gpu.inference.model_name == lab.inference.model_name == "gemma-3-270m-q4_k_m"
     assert gateway.gateway.transcription_addresses == ["gpu12:50053"]
     assert gateway.retrieval.store == "weaviate" and str(gateway.embeddings.model_path) == "/models/all-minilm-l6-v2-f16.gguf"
@@ -225,7 +270,9 @@ def test_the_compose_settings_pick_each_hosts_profile_and_the_secrets_are_privat
     weaviate_env = (base / "gw" / "stack" / "secrets" / "weaviate.env").read_text()
     assert "AUTHENTICATION_APIKEY_ALLOWED_KEYS=test-weaviate-key-0123456789" in weaviate_env
     for host in ("gpu12", "lab01"):
-        assert "test-weaviate-key" not in (base / host / "stack" / "secrets" / "weaviate.env").read_text(), f"{host} got Weaviate's admin key"
+        assert "test-weaviate-key" not in (base / host / "stack" / "secrets" / "weaviate.env").read_text(), (
+            f"{host} got Weaviate's admin key"
+        )
 
 
 def test_ansible_lint_production_profile_is_clean():
@@ -259,8 +306,21 @@ def test_task_names_are_sentences():
 def test_the_example_vault_opens_with_the_documented_example_password(tmp_path):
     password = tmp_path / "pw"
     password.write_text("schulki-example\n")
-    run = ansible("ansible", "localhost", "-i", "inventory/example", "-m", "ansible.builtin.debug", "-a", "var=schulki_stack_service_token",
-                  "-e", "@inventory/example/group_vars/schulki/vault.yml", "--vault-password-file", str(password), timeout=120)
+    run = ansible(
+        "ansible",
+        "localhost",
+        "-i",
+        "inventory/example",
+        "-m",
+        "ansible.builtin.debug",
+        "-a",
+        "var=schulki_stack_service_token",
+        "-e",
+        "@inventory/example/group_vars/schulki/vault.yml",
+        "--vault-password-file",
+        str(password),
+        timeout=120,
+    )
     assert run.returncode == 0 and "example-service-token" in run.stdout, run.stdout + run.stderr
 
 
@@ -292,7 +352,9 @@ def test_every_host_gets_a_certificate_from_the_school_ca_for_its_names(school, 
         cert.verify_directly_issued_by(ca)
         names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
         assert names == {host, "localhost", *extra}
-        assert (secrets / "tls.key").stat().st_mode & 0o777 == 0o400 and (secrets / "ca.crt").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+        assert (secrets / "tls.key").stat().st_mode & 0o777 == 0o400 and (secrets / "ca.crt").read_bytes().startswith(
+            b"-----BEGIN CERTIFICATE"
+        )
     assert not list(base.glob("*/stack/**/ca.key")), "the CA's key stays on the admin's machine"
     gateway = _settings(base, "gw", monkeypatch)
     assert gateway.gateway.https and str(gateway.gateway.tls_cert_file) == "/run/secrets/tls_cert" and gateway.gateway.redirect_port == 8080
@@ -306,14 +368,40 @@ def test_the_playbook_refuses_the_example_vaults_token(tmp_path, monkeypatch):
     password = tmp_path / "pw"
     password.write_text("schulki-example\n")
     playbook = tmp_path / "tokens.yml"
-    playbook.write_text(yaml.safe_dump([{
-        "name": "Check the tokens of the example school", "hosts": "ki-gpu08.schule.example", "gather_facts": False,
-        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "schulki_stack_credentials_dir": str(tmp_path)},
-        "tasks": [{"name": "Run the token checks of the stack role", "ansible.builtin.include_role": {"name": "schulki_stack", "tasks_from": "tokens"}}],
-    }]))
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "Check the tokens of the example school",
+                    "hosts": "ki-gpu08.schule.example",
+                    "gather_facts": False,
+                    "vars": {
+                        "ansible_connection": "local",
+                        "ansible_python_interpreter": sys.executable,
+                        "schulki_stack_credentials_dir": str(tmp_path),
+                    },
+                    "tasks": [
+                        {
+                            "name": "Run the token checks of the stack role",
+                            "ansible.builtin.include_role": {"name": "schulki_stack", "tasks_from": "tokens"},
+                        }
+                    ],
+                }
+            ]
+        )
+    )
     monkeypatch.setenv("ANSIBLE_ROLES_PATH", str(DEPLOY / "roles"))
     monkeypatch.setenv("ANSIBLE_FILTER_PLUGINS", str(DEPLOY / "filter_plugins"))
-    run = ansible("ansible-playbook", "-i", "inventory/example", str(playbook), "-e", "@inventory/example/group_vars/schulki/vault.yml",
-                  "--vault-password-file", str(password), timeout=120)
+    run = ansible(
+        "ansible-playbook",
+        "-i",
+        "inventory/example",
+        str(playbook),
+        "-e",
+        "@inventory/example/group_vars/schulki/vault.yml",
+        "--vault-password-file",
+        str(password),
+        timeout=120,
+    )
     assert run.returncode != 0 and "enthält (contains) 'example'" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
     assert "example-service-token" not in run.stdout + run.stderr, "the token itself is never printed"

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from schulki.certificates import ensure_certificate, load_certificate
+
 from tests.conftest import REPO_ROOT
 
 VENV_BIN = Path(sys.executable).parent
@@ -19,10 +20,31 @@ VENV_BIN = Path(sys.executable).parent
 def certificate(*args: str, check: bool = False) -> dict:
     """Run the module once on localhost with ansible's ad-hoc command; its result."""
     temp = Path(tempfile.gettempdir()) / "schulki-ansible-tmp"
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(temp), "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-           "ANSIBLE_LOCALHOST_WARNING": "0"}
-    run = subprocess.run([str(VENV_BIN / "ansible"), "localhost", "-M", str(REPO_ROOT / "deploy" / "library"), "-m", "schulki_certificate",
-                          "-a", " ".join(args), "-o", *(["--check"] if check else [])], env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": str(temp),
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+    }
+    run = subprocess.run(
+        [
+            str(VENV_BIN / "ansible"),
+            "localhost",
+            "-M",
+            str(REPO_ROOT / "deploy" / "library"),
+            "-m",
+            "schulki_certificate",
+            "-a",
+            " ".join(args),
+            "-o",
+            *(["--check"] if check else []),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     return json.loads(run.stdout.split("=>", 1)[1])  # one line: "localhost | CHANGED => {...}"
 

@@ -32,8 +32,13 @@ import yaml
 from tests.conftest import REPO_ROOT
 
 ROLE = REPO_ROOT / "deploy" / "roles" / "schulki_docker"
-PACKAGE_REPOSITORY = {"docker-ce": "docker", "docker-ce-cli": "docker", "containerd.io": "docker", "docker-compose-plugin": "docker",
-                      "nvidia-container-toolkit": "nvidia-container-toolkit"}
+PACKAGE_REPOSITORY = {
+    "docker-ce": "docker",
+    "docker-ce-cli": "docker",
+    "containerd.io": "docker",
+    "docker-compose-plugin": "docker",
+    "nvidia-container-toolkit": "nvidia-container-toolkit",
+}
 
 
 class StepFailed(Exception):
@@ -77,8 +82,11 @@ class Play:
         self.node = node
         self.env = jinja()
         defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
-        self.vars = {**defaults, "schulki_plan_node_kind": "gpu",
-                     "ansible_facts": {"distribution": "Ubuntu", "distribution_release": "noble"}}
+        self.vars = {
+            **defaults,
+            "schulki_plan_node_kind": "gpu",
+            "ansible_facts": {"distribution": "Ubuntu", "distribution_release": "noble"},
+        }
         handlers = ROLE / "handlers" / "main.yml"
         self.handlers = {h["name"]: h for h in yaml.safe_load(handlers.read_text())} if handlers.exists() else {}
         self.notified: list[str] = []
@@ -179,7 +187,7 @@ def roll_out(node: Node) -> Play:
     play = Play(node)
     play.run_file(ROLE / "tasks" / "main.yml")
     if "nvidia" not in node.loaded_runtimes:
-        raise StepFailed("docker compose up: could not select device driver \"nvidia\" with capabilities: [[gpu]]")
+        raise StepFailed('docker compose up: could not select device driver "nvidia" with capabilities: [[gpu]]')
     play.flush_handlers()
     return play
 
@@ -202,16 +210,23 @@ def test_the_second_run_changes_nothing_and_restarts_nothing():
 
 def test_a_node_whose_last_run_stopped_before_docker_restarted_is_repaired():
     """daemon.json names the nvidia runtime already, but the running daemon never loaded it."""
-    node = Node(repositories={"docker", "nvidia-container-toolkit"}, repositories_in_lists={"docker", "nvidia-container-toolkit"},
-                installed=set(PACKAGE_REPOSITORY), daemon_json=json.dumps({"runtimes": {"nvidia": {}}}))
+    node = Node(
+        repositories={"docker", "nvidia-container-toolkit"},
+        repositories_in_lists={"docker", "nvidia-container-toolkit"},
+        installed=set(PACKAGE_REPOSITORY),
+        daemon_json=json.dumps({"runtimes": {"nvidia": {}}}),
+    )
     node.docker_running, node.loaded_runtimes = True, {"runc"}
     play = roll_out(node)
     assert "nvidia" in node.loaded_runtimes and any("Restart" in name for name in play.changed)
 
 
 def test_a_node_whose_last_run_stopped_after_adding_the_repository_installs_the_toolkit():
-    node = Node(repositories={"docker", "nvidia-container-toolkit"}, repositories_in_lists={"docker"},
-                installed={"docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"})
+    node = Node(
+        repositories={"docker", "nvidia-container-toolkit"},
+        repositories_in_lists={"docker"},
+        installed={"docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"},
+    )
     node.lists_refreshed = node.now - 60
     roll_out(node)
     assert "nvidia-container-toolkit" in node.installed
@@ -222,4 +237,9 @@ def test_the_model_catches_a_cache_valid_time_that_hides_a_new_repository():
     play = Play(Node())
     play.run_task({"name": "Add a repository", "ansible.builtin.deb822_repository": {"name": "nvidia-container-toolkit"}})
     with pytest.raises(StepFailed, match="No package matching"):
-        play.run_task({"name": "Install it", "ansible.builtin.apt": {"name": "nvidia-container-toolkit", "update_cache": True, "cache_valid_time": 3600}})
+        play.run_task(
+            {
+                "name": "Install it",
+                "ansible.builtin.apt": {"name": "nvidia-container-toolkit", "update_cache": True, "cache_valid_time": 3600},
+            }
+        )

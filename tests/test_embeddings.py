@@ -6,11 +6,11 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from schulki.config import Config
 from schulki.embeddings import build
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer, ServiceProcess
 
 CAPITAL = "Die Hauptstadt von Deutschland ist Berlin."
@@ -33,9 +33,7 @@ def server():
 def stub(server):
     with server.channel() as channel:
         yield pb_grpc.EmbeddingsServiceStub(channel)
-        status = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="schulki.embeddings.v1.EmbeddingsService")
-        )
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="schulki.embeddings.v1.EmbeddingsService"))
         assert status.status == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -7,9 +7,9 @@ import re
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-
 from schulki.evaluation.results import save_result
 from schulki.evaluation.runner import EvalOptions, evaluate
+
 from tests.eval_support import THREADS, default_model
 from tests.gateway_stack import running_stack, stack_config
 
@@ -35,8 +35,9 @@ def test_admins_see_stored_measurements_and_students_do_not(stack):
     table, status = admin.predict(api_name="/admin_evaluation")
     assert not any(any(cell for cell in row) for row in table.get("data") or []) and "Noch keine Messungen" in status
 
-    options = EvalOptions(context=256, windows=2, questions_split="dev", question_limit=2, prompt_tokens=64, generate_tokens=8,
-                          threads=THREADS, host="ki-lab")
+    options = EvalOptions(
+        context=256, windows=2, questions_split="dev", question_limit=2, prompt_tokens=64, generate_tokens=8, threads=THREADS, host="ki-lab"
+    )
     for record in evaluate([default_model()], options):
         save_result(stack.config.evaluation.results_dir, record)
     table, status = admin.predict(api_name="/admin_evaluation")

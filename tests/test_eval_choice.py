@@ -5,19 +5,37 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-
 from schulki.evaluation import data
 from schulki.evaluation.choice import score_question, score_questions
 from schulki.evaluation.data import Question
 from schulki.evaluation.model import EvalModel
+
 from tests.eval_support import THREADS, default_model
 
 # The right answer repeats what the question says; the others are letter salad no German text contains.
 CANNOT_MISS = [
-    Question("sicher-1", "Test", "Wiederhole bitte genau: Guten Morgen, liebe Klasse!", ("Guten Morgen, liebe Klasse!", "Xqzv Jkwp Bdfg!", "Zzrrt qqq wvvx!", "Ptkx vbnm zzq!"), 0),
-    Question("sicher-2", "Test", "Montag, Dienstag, Mittwoch, Donnerstag, Freitag, Samstag und welcher Tag?", ("Sonntag", "Qwxzj", "Bvvkq", "Xxyzw"), 0),
+    Question(
+        "sicher-1",
+        "Test",
+        "Wiederhole bitte genau: Guten Morgen, liebe Klasse!",
+        ("Guten Morgen, liebe Klasse!", "Xqzv Jkwp Bdfg!", "Zzrrt qqq wvvx!", "Ptkx vbnm zzq!"),
+        0,
+    ),
+    Question(
+        "sicher-2",
+        "Test",
+        "Montag, Dienstag, Mittwoch, Donnerstag, Freitag, Samstag und welcher Tag?",
+        ("Sonntag", "Qwxzj", "Bvvkq", "Xxyzw"),
+        0,
+    ),
     Question("sicher-3", "Test", "Das Wort heißt Schule. Wie heißt das Wort?", ("Schule", "Kxqpw", "Zjvbt", "Wqqxz"), 0),
-    Question("sicher-4", "Test", "Die Hauptstadt von Deutschland ist Berlin. Was ist die Hauptstadt von Deutschland?", ("Berlin", "Qzxvw", "Jjkqp", "Xwvbz"), 0),
+    Question(
+        "sicher-4",
+        "Test",
+        "Die Hauptstadt von Deutschland ist Berlin. Was ist die Hauptstadt von Deutschland?",
+        ("Berlin", "Qzxvw", "Jjkqp", "Xwvbz"),
+        0,
+    ),
 ]
 SUBSET = 12
 """Dev questions used here (the held-out ones are never read by a test)."""

@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
-
 from schulki.evaluation.perplexity import EvalCancelled
 from schulki.evaluation.runner import EvalOptions, evaluate
+
 from tests.conftest import free_port
 from tests.eval_support import THREADS, default_model
 
@@ -28,10 +28,30 @@ def quiet_env() -> dict[str, str]:
 
 
 def test_schulki_eval_prints_the_table_and_stores_json_per_host_and_file(tmp_path):
-    run = subprocess.run(eval_command(str(default_model()), "--context", "256", "--windows", "2", "--questions", "dev",
-                                      "--max-questions", "4", "--threads", str(THREADS), "--results", str(tmp_path), "--host", "lab-pc",
-                                      "--no-nice"),
-                         capture_output=True, text=True, env=quiet_env(), timeout=600)
+    run = subprocess.run(
+        eval_command(
+            str(default_model()),
+            "--context",
+            "256",
+            "--windows",
+            "2",
+            "--questions",
+            "dev",
+            "--max-questions",
+            "4",
+            "--threads",
+            str(THREADS),
+            "--results",
+            str(tmp_path),
+            "--host",
+            "lab-pc",
+            "--no-nice",
+        ),
+        capture_output=True,
+        text=True,
+        env=quiet_env(),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert "perplexity 2/2" in run.stderr and "questions 4/4" in run.stderr  # progress
     header, _rule, line = run.stdout.splitlines()[:3]
@@ -46,9 +66,15 @@ def test_schulki_eval_prints_the_table_and_stores_json_per_host_and_file(tmp_pat
 
 
 def test_ctrl_c_cancels_and_stores_nothing(tmp_path):
-    process = subprocess.Popen(eval_command(str(default_model()), "--context", "256", "--threads", str(THREADS),
-                                            "--results", str(tmp_path), "--no-speed", "--no-nice"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=quiet_env())
+    process = subprocess.Popen(
+        eval_command(
+            str(default_model()), "--context", "256", "--threads", str(THREADS), "--results", str(tmp_path), "--no-speed", "--no-nice"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=quiet_env(),
+    )
     deadline = time.monotonic() + 120
     seen = ""
     while "perplexity" not in seen and time.monotonic() < deadline:  # wait until it is measuring
@@ -79,5 +105,7 @@ def test_bad_files_get_one_clear_line(tmp_path):
         run = subprocess.run(eval_command(str(path)), capture_output=True, text=True, env=quiet_env(), timeout=60)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
         assert "nice 19" in run.stderr  # by default at the lowest priority: a serving node's chats go first
-    run = subprocess.run(eval_command(str(default_model()), str(default_model())), capture_output=True, text=True, env=quiet_env(), timeout=60)
+    run = subprocess.run(
+        eval_command(str(default_model()), str(default_model())), capture_output=True, text=True, env=quiet_env(), timeout=60
+    )
     assert run.returncode == 2 and "doppelt" in run.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from schulki.evaluation import data
 
 
@@ -45,8 +44,11 @@ def test_the_reference_text_loses_one_trailing_newline_as_llama_perplexity_reads
 
 def test_a_bad_question_file_is_refused_with_its_line(tmp_path):
     bad = tmp_path / "fragen.jsonl"
-    bad.write_text('{"id": "a", "subject": "Mathe", "question": "1+1?", "choices": ["2", "3"], "answer": 0}\n'
-                   '{"id": "b", "subject": "Mathe", "question": "2+2?", "choices": ["4"], "answer": 3}\n', encoding="utf-8")
+    bad.write_text(
+        '{"id": "a", "subject": "Mathe", "question": "1+1?", "choices": ["2", "3"], "answer": 0}\n'
+        '{"id": "b", "subject": "Mathe", "question": "2+2?", "choices": ["4"], "answer": 3}\n',
+        encoding="utf-8",
+    )
     with pytest.raises(data.DataError, match="fragen.jsonl:2"):
         data.questions(path=bad)
     with pytest.raises(data.DataError, match="split"):

@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 import pytest
-
 from schulki.evaluation import data
 from schulki.evaluation.model import EvalError, EvalModel
 from schulki.evaluation.perplexity import Stats, reference_pass, text_windows, window_logits
+
 from tests.eval_support import THREADS, default_model, llama_tools, run_llama_perplexity
 
 CONTEXT = 256
@@ -50,8 +50,9 @@ def test_perplexity_is_within_one_percent_of_llama_perplexity(model):
     if tools is None:
         pytest.skip("llama.cpp's llama-perplexity could not be built here (needs cmake and the shared build-llama-peer tool)")
     text_file = data.DATA.joinpath(data.TEXT_NAME)
-    log = run_llama_perplexity(tools, "-m", str(default_model()), "-f", str(text_file), "-c", str(CONTEXT), "-b", str(CONTEXT),
-                               "--chunks", str(WINDOWS))
+    log = run_llama_perplexity(
+        tools, "-m", str(default_model()), "-f", str(text_file), "-c", str(CONTEXT), "-b", str(CONTEXT), "--chunks", str(WINDOWS)
+    )
     theirs = float(re.search(r"Final estimate: PPL = ([\d.]+)", log).group(1))
     ours = Stats()
     windows = text_windows(model, data.reference_text().text, CONTEXT, max_windows=WINDOWS)

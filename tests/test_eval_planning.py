@@ -10,6 +10,7 @@ from schulki.evaluation.planning import measured_beside, quality_floor
 from schulki.evaluation.results import load_results, save_result
 from schulki.models.catalog import load_catalog
 from schulki.models.planner import Machine, Workload, estimate, plan
+
 from tests.conftest import REPO_ROOT
 
 MODEL = "llama-3.1-8b-instruct"
@@ -19,11 +20,26 @@ WORK = Workload(context_length=8192, parallel=2, flash_attention=True)
 def record(quant: str, kind: str, kld: float, host: str = "ki-gpu", reference: bool = False) -> dict:
     """A stored result as schulki eval writes it, for a catalog file measured on a machine of one kind."""
     file = load_catalog().model(MODEL).file_for(quant).file
-    return {"schema": 1, "host": host, "node_kind": kind, "device": "GPU" if kind == "gpu" else "CPU", "measured_at": "2026-11-29T05:00:00+00:00",
-            "file": file, "size_bytes": 1, "quant": quant, "model_name": "Llama 3.1 8B", "is_reference": reference,
-            "reference_file": "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf", "perplexity": 7.0 + 10 * kld, "perplexity_error": 0.1,
-            "mean_kld": kld, "same_top_percent": 100 - 100 * kld, "questions": {"correct": 90, "total": 120, "accuracy": 0.75},
-            "speed": {"prompt_tokens_per_s": 900.0, "generation_tokens_per_s": 40.0 + 10 * kld}, "memory": {"total": 2**33}}
+    return {
+        "schema": 1,
+        "host": host,
+        "node_kind": kind,
+        "device": "GPU" if kind == "gpu" else "CPU",
+        "measured_at": "2026-11-29T05:00:00+00:00",
+        "file": file,
+        "size_bytes": 1,
+        "quant": quant,
+        "model_name": "Llama 3.1 8B",
+        "is_reference": reference,
+        "reference_file": "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf",
+        "perplexity": 7.0 + 10 * kld,
+        "perplexity_error": 0.1,
+        "mean_kld": kld,
+        "same_top_percent": 100 - 100 * kld,
+        "questions": {"correct": 90, "total": 120, "accuracy": 0.75},
+        "speed": {"prompt_tokens_per_s": 900.0, "generation_tokens_per_s": 40.0 + 10 * kld},
+        "memory": {"total": 2**33},
+    }
 
 
 def stored(tmp_path, records: list[dict]) -> list[dict]:
@@ -42,8 +58,16 @@ def machine_between(quant_fits: str, quant_too_big: str) -> Machine:
 
 def test_the_quality_floor_leaves_out_quants_measured_above_it(tmp_path):
     catalog = load_catalog()
-    records = stored(tmp_path, [record("Q8_0", "gpu", 0.0, reference=True), record("Q6_K", "gpu", 0.002),
-                                record("Q5_K_M", "gpu", 0.008), record("Q4_K_M", "gpu", 0.03), record("Q6_K", "cpu", 0.5, host="pc")])
+    records = stored(
+        tmp_path,
+        [
+            record("Q8_0", "gpu", 0.0, reference=True),
+            record("Q6_K", "gpu", 0.002),
+            record("Q5_K_M", "gpu", 0.008),
+            record("Q4_K_M", "gpu", 0.03),
+            record("Q6_K", "cpu", 0.5, host="pc"),
+        ],
+    )
     machine = machine_between("Q5_K_M", "Q6_K")
     assert plan(MODEL, machine, WORK).quant == "Q5_K_M"  # memory alone
     excluded = quality_floor(records, catalog, 0.005)(MODEL, "gpu")
@@ -59,14 +83,19 @@ def test_the_quality_floor_leaves_out_quants_measured_above_it(tmp_path):
 
 def test_a_floor_no_quant_meets_is_said_plainly(tmp_path):
     catalog = load_catalog()
-    records = stored(tmp_path, [record(q, "gpu", kld) for q, kld in (("Q8_0", 0.001), ("Q6_K", 0.004), ("Q5_K_M", 0.01), ("Q4_K_M", 0.03), ("Q3_K_M", 0.1))])
+    records = stored(
+        tmp_path,
+        [record(q, "gpu", kld) for q, kld in (("Q8_0", 0.001), ("Q6_K", 0.004), ("Q5_K_M", 0.01), ("Q4_K_M", 0.03), ("Q3_K_M", 0.1))],
+    )
     p = plan(MODEL, Machine("gpu", 80 * 2**30), WORK, exclude_quants=quality_floor(records, catalog, 0.0005)(MODEL, "gpu"))
     assert not p.fits and "quality floor" in p.reason
 
 
 def test_plan_shows_measured_figures_beside_the_next_larger_and_smaller_quant(tmp_path):
     catalog = load_catalog()
-    records = stored(tmp_path, [record("Q8_0", "gpu", 0.0, reference=True), record("Q6_K", "gpu", 0.002), record("Q5_K_M", "cpu", 0.01, host="pc")])
+    records = stored(
+        tmp_path, [record("Q8_0", "gpu", 0.0, reference=True), record("Q6_K", "gpu", 0.002), record("Q5_K_M", "cpu", 0.01, host="pc")]
+    )
     p = plan(MODEL, machine_between("Q6_K", "Q8_0"), WORK).as_dict()
     assert p["quant"] == "Q6_K"
     larger, chosen, smaller = measured_beside(p, "gpu", records, catalog)

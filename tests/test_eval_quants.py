@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from schulki.evaluation import data
 from schulki.evaluation.model import EvalModel
 from schulki.evaluation.perplexity import compare_pass, reference_pass, text_windows
 from schulki.evaluation.runner import EvalOptions, by_precision, evaluate, quant_of
+
 from tests.eval_support import THREADS, llama_tools, run_llama_perplexity, variants
 
 CONTEXT = 256
@@ -45,8 +45,10 @@ def test_each_lower_bit_variant_costs_quality_against_its_source(records):
     assert source["is_reference"] and source["mean_kld"] == 0.0 and source["same_top_percent"] == 100.0
     for quant in ("Q3_K_S", "Q2_K"):
         variant = records[quant]
-        print(f"{quant}: PPL {variant['perplexity']:.2f} (Q4_K_M {source['perplexity']:.2f}), "
-              f"mean KLD {variant['mean_kld']:.4f}, same top {variant['same_top_percent']:.1f} %")
+        print(
+            f"{quant}: PPL {variant['perplexity']:.2f} (Q4_K_M {source['perplexity']:.2f}), "
+            f"mean KLD {variant['mean_kld']:.4f}, same top {variant['same_top_percent']:.1f} %"
+        )
         assert variant["reference_file"] == source["file"]
         assert variant["perplexity"] > source["perplexity"]
         assert variant["mean_kld"] > source["mean_kld"]
@@ -65,11 +67,25 @@ def test_kl_divergence_agrees_with_llama_perplexity_reading_the_same_file(files,
     with EvalModel(files["Q2_K"], context=CONTEXT, threads=THREADS) as model:
         ours = compare_pass(model, base)
     # Flash attention off, as schulki loads the model: then both compute the same logits, and the same figures.
-    log = run_llama_perplexity(tools, "-m", str(files["Q2_K"]), "--kl-divergence-base", str(base), "--kl-divergence",
-                               "-c", str(CONTEXT), "-b", str(CONTEXT), "-fa", "off")
+    log = run_llama_perplexity(
+        tools,
+        "-m",
+        str(files["Q2_K"]),
+        "--kl-divergence-base",
+        str(base),
+        "--kl-divergence",
+        "-c",
+        str(CONTEXT),
+        "-b",
+        str(CONTEXT),
+        "-fa",
+        "off",
+    )
     kld = float(re.search(r"Mean\s+KLD:\s+([\d.]+)", log).group(1))
     top = float(re.search(r"Same top p:\s+([\d.]+)", log).group(1))
-    print(f"Q2_K against Q4_K_M: mean KLD schulki {ours.mean_kld:.5f}, llama-perplexity {kld:.5f}; "
-          f"same top {ours.same_top_percent:.2f} % / {top:.2f} %")
+    print(
+        f"Q2_K against Q4_K_M: mean KLD schulki {ours.mean_kld:.5f}, llama-perplexity {kld:.5f}; "
+        f"same top {ours.same_top_percent:.2f} % / {top:.2f} %"
+    )
     assert abs(ours.mean_kld - kld) / kld < 1e-3
     assert abs(ours.same_top_percent - top) < 0.01

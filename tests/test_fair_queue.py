@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.errors import Busy
+from schulki.runtime.fair_queue import FairScheduler
 
 
 def run(coro):

@@ -10,16 +10,25 @@ import sys
 
 import httpx
 import pytest
-
 from schulki.gateway.accounts import AccountError, Accounts, class_workspace
-from tests.gateway_stack import running_stack
 
+from tests.gateway_stack import running_stack
 
 POSTGRES_URL = os.environ.get("SCHULKI_TEST_POSTGRES_URL")  # e.g. postgresql+psycopg://schulki:secret@db/schulki_test
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    not POSTGRES_URL, reason="no PostgreSQL server here: set SCHULKI_TEST_POSTGRES_URL (and pip install psycopg) to run the account tests against one"))])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=pytest.mark.skipif(
+                not POSTGRES_URL,
+                reason="no PostgreSQL server here: set SCHULKI_TEST_POSTGRES_URL (and pip install psycopg) to run the account tests against one",
+            ),
+        ),
+    ]
+)
 def accounts(request, tmp_path) -> Accounts:
     if request.param == "sqlite":
         return Accounts(f"sqlite:///{tmp_path / 'accounts.sqlite3'}")
@@ -74,7 +83,10 @@ def test_students_see_their_own_and_their_classes_workspaces_only_teachers_may_c
 
 def test_a_class_list_is_imported_all_or_nothing(accounts):
     created = accounts.import_csv("name,role,class,password\nmax,,7a,\nmia,teacher,7a 7b,geheim12345\n")
-    assert [(c.account.name, c.account.role, c.account.classes) for c in created] == [("max", "student", ("7a",)), ("mia", "teacher", ("7a", "7b"))]
+    assert [(c.account.name, c.account.role, c.account.classes) for c in created] == [
+        ("max", "student", ("7a",)),
+        ("mia", "teacher", ("7a", "7b")),
+    ]
     assert accounts.check_password("mia", "geheim12345") is not None
     with pytest.raises(AccountError, match="gibt es schon"):
         accounts.import_csv("name\nneu\nmax\n")
@@ -104,7 +116,9 @@ def test_chats_past_the_retention_period_are_deleted(accounts):
 
 def test_the_cli_adds_a_user_and_imports_a_class(tmp_path):
     env = {**os.environ, "SCHULKI_DATA_DIR": str(tmp_path)}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "schulki.cli", "user", *args], env=env, capture_output=True, text=True, timeout=60)
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "schulki.cli", "user", *args], env=env, capture_output=True, text=True, timeout=60
+    )
     added = run("add", "lehrer", "--role", "teacher", "--workspace", "7a")
     assert added.returncode == 0, added.stderr
     password = re.search(r"Passwort \(password\): (\S+)", added.stdout).group(1)
@@ -169,10 +183,15 @@ def test_the_api_refuses_a_wrong_key_in_openais_error_shape(stack):
 def test_a_service_that_is_down_gives_503_and_the_gateway_keeps_serving(stack):
     created = stack.add_user("down-dora", "student")
     headers = {"Authorization": f"Bearer {created.api_key}"}
-    response = httpx.post(stack.url + "/v1/chat/completions", headers=headers,
-                          json={"model": "schulki-chat", "messages": [{"role": "user", "content": "Hallo"}]})
+    response = httpx.post(
+        stack.url + "/v1/chat/completions",
+        headers=headers,
+        json={"model": "schulki-chat", "messages": [{"role": "user", "content": "Hallo"}]},
+    )
     assert response.status_code == 503 and response.json()["error"]["type"] == "service_unavailable"
-    assert httpx.get(stack.url + "/healthz").json()["services"] == {name: False for name in ("inference", "embeddings", "transcription", "retrieval")}
+    assert httpx.get(stack.url + "/healthz").json()["services"] == {
+        name: False for name in ("inference", "embeddings", "transcription", "retrieval")
+    }
     assert httpx.get(stack.url + "/v1/models", headers=headers).status_code == 200
 
 

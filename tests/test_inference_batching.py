@@ -7,11 +7,11 @@ import time
 
 import grpc
 import pytest
-
 from schulki.config import Config
 from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer, ServiceProcess, assert_serving
 
 GREEDY = pb.SamplingOptions(temperature=0.0)
@@ -136,8 +136,11 @@ def test_twenty_mixed_requests_at_once_all_finish_with_exact_usage(stub):
     requests = []
     for i in range(20):
         text = PROMPTS[i % len(PROMPTS)] + (" Bitte ausführlich, mit Beispielen aus der Schule." * (i % 4) * 6)
-        requests.append(pb.ChatRequest(messages=ask(text), max_tokens=4 + (i * 7) % 40, user=f"student-{i}",
-                                       sampling=pb.SamplingOptions(temperature=0.8, seed=i)))
+        requests.append(
+            pb.ChatRequest(
+                messages=ask(text), max_tokens=4 + (i * 7) % 40, user=f"student-{i}", sampling=pb.SamplingOptions(temperature=0.8, seed=i)
+            )
+        )
     streams = run_all(stub, requests)
     for request, stream in zip(requests, streams):
         counted = stub.CountTokens(pb.CountTokensRequest(messages=request.messages)).token_count
@@ -153,8 +156,10 @@ def test_twenty_mixed_requests_at_once_all_finish_with_exact_usage(stub):
 
 def test_a_cancelled_stream_frees_its_slot_for_the_next_waiting_request(server, stub):
     scheduler, engine = server.service.scheduler, server.service.engine
-    long = [Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i % 6]), max_tokens=3000, sampling=GREEDY, user=f"long-{i}"))
-            for i in range(PARALLEL)]
+    long = [
+        Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i % 6]), max_tokens=3000, sampling=GREEDY, user=f"long-{i}"))
+        for i in range(PARALLEL)
+    ]
     for s in long:
         s.start()
     wait_for(lambda: engine.running == PARALLEL and all(s.pieces for s in long))
@@ -201,8 +206,7 @@ def test_a_long_prompt_being_read_does_not_stop_other_streams(server, stub):
 
 def test_the_per_user_cap_holds_under_batching(server, stub):
     scheduler, engine = server.service.scheduler, server.service.engine
-    tabs = [Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i]), max_tokens=3000, sampling=GREEDY, user="five-tabs"))
-            for i in range(5)]
+    tabs = [Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i]), max_tokens=3000, sampling=GREEDY, user="five-tabs")) for i in range(5)]
     for s in tabs:
         s.start()
     wait_for(lambda: scheduler.running == 2 and scheduler.queue_length == 3)
@@ -221,7 +225,9 @@ def test_the_per_user_cap_holds_under_batching(server, stub):
 
 def test_the_next_turn_and_a_shared_system_prompt_reuse_cached_cells(server, stub):
     engine = server.service.engine
-    system = pb.Message(role=pb.ROLE_SYSTEM, content="Du bist eine geduldige Lehrerin an einer Grundschule. Antworte kurz und freundlich. " * 4)
+    system = pb.Message(
+        role=pb.ROLE_SYSTEM, content="Du bist eine geduldige Lehrerin an einer Grundschule. Antworte kurz und freundlich. " * 4
+    )
     first = [system, pb.Message(role=pb.ROLE_USER, content="Was ist ein Nomen?")]
     before = engine.stats.reused_tokens
     answer = run_all(stub, [pb.ChatRequest(messages=first, max_tokens=12, sampling=GREEDY, user="turns")])[0]
@@ -237,13 +243,19 @@ def test_the_next_turn_and_a_shared_system_prompt_reuse_cached_cells(server, stu
 
 
 def test_sigterm_with_eight_running_streams_lets_them_finish():
-    proc = ServiceProcess("inference", env={
-        "SCHULKI_INFERENCE__THREADS": "1", "SCHULKI_INFERENCE__PARALLEL_SEQUENCES": "8", "SCHULKI_RUNTIME__GRACE_PERIOD_S": "60",
-    }).start()
+    proc = ServiceProcess(
+        "inference",
+        env={
+            "SCHULKI_INFERENCE__THREADS": "1",
+            "SCHULKI_INFERENCE__PARALLEL_SEQUENCES": "8",
+            "SCHULKI_RUNTIME__GRACE_PERIOD_S": "60",
+        },
+    ).start()
     with grpc.insecure_channel(proc.address) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
-        streams = [Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i % 6]), max_tokens=40, sampling=GREEDY, user=f"s{i}"))
-                   for i in range(8)]
+        streams = [
+            Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i % 6]), max_tokens=40, sampling=GREEDY, user=f"s{i}")) for i in range(8)
+        ]
         for s in streams:
             s.start()
         wait_for(lambda: all(s.pieces for s in streams))

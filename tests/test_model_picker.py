@@ -46,8 +46,9 @@ def students_only_demo_a(stack, admin):
 def chat_over_gradio_http(stack, api_key: str, model: str) -> tuple[str, str]:
     """POST /gradio_api/call/chat and read its event stream; returns the last event's name and data."""
     headers = {"Authorization": f"Bearer {api_key}"}
-    posted = httpx.post(f"{stack.url}/gradio_api/call/chat", headers=headers, timeout=30,
-                        json={"data": ["Hallo, wer bist du?", "preset_assistant", model]})
+    posted = httpx.post(
+        f"{stack.url}/gradio_api/call/chat", headers=headers, timeout=30, json={"data": ["Hallo, wer bist du?", "preset_assistant", model]}
+    )
     assert posted.status_code == 200, posted.text
     event, data = "", ""
     with httpx.stream("GET", f"{stack.url}/gradio_api/call/chat/{posted.json()['event_id']}", headers=headers, timeout=120) as response:
@@ -79,11 +80,19 @@ def test_a_student_cannot_use_a_model_the_admin_did_not_allow(stack, students_on
     headers = {"Authorization": f"Bearer {ben.api_key}"}
     listed = [m["id"] for m in httpx.get(f"{stack.url}/v1/models", headers=headers, timeout=30).json()["data"]]
     assert "demo-a" in listed and "demo-b" not in listed
-    refused = httpx.post(f"{stack.url}/v1/chat/completions", headers=headers, timeout=30,
-                         json={"model": "demo-b", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 2})
+    refused = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        headers=headers,
+        timeout=30,
+        json={"model": "demo-b", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 2},
+    )
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
-    allowed = httpx.post(f"{stack.url}/v1/chat/completions", headers=headers, timeout=120,
-                         json={"model": "schulki-chat", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 2})
+    allowed = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        headers=headers,
+        timeout=120,
+        json={"model": "schulki-chat", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 2},
+    )
     assert allowed.status_code == 200 and allowed.json()["model"] == "demo-a"  # the alias points at the admin's default
 
 
@@ -96,8 +105,12 @@ def test_a_teacher_sets_the_lesson_model_of_their_class_only(stack, students_onl
     assert "7a" in teacher_client.predict("7a", "demo-b", api_name="/chat_lesson_model")
     picker = anna.predict(api_name="/chat_models")[0]
     assert picker["value"] == "demo-b" and [c[1] for c in picker["choices"]] == ["demo-a", "demo-b"]
-    answer = httpx.post(f"{stack.url}/v1/chat/completions", headers={"Authorization": f"Bearer {anna_created.api_key}"}, timeout=120,
-                        json={"model": "schulki-chat", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 2})
+    answer = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {anna_created.api_key}"},
+        timeout=120,
+        json={"model": "schulki-chat", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 2},
+    )
     assert answer.json()["model"] == "demo-b"  # the class's lesson model
     assert [c[1] for c in ben.predict(api_name="/chat_models")[0]["choices"]] == ["demo-a"]  # another class: unchanged
     with pytest.raises(AppError, match="eigenen Klassen"):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from schulki.models.defaults import chat_model_path
 from schulki.models.install import check_gguf, installed
+
 from tests.conftest import free_port
 
 DEMO = chat_model_path()
@@ -24,7 +24,9 @@ DEMO = chat_model_path()
 
 def models_add(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SCHULKI_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "schulki.cli", "models", "add", *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "schulki.cli", "models", "add", *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def refused(run: subprocess.CompletedProcess, data_dir: Path) -> str:
@@ -87,13 +89,26 @@ class Up:
 
     def __init__(self, data_dir: Path):
         self.gateway_port = free_port()
-        env = {**os.environ, "SCHULKI_DATA_DIR": str(data_dir), "SCHULKI_INFERENCE__MODEL_PATH": str(DEMO),
-               "SCHULKI_INFERENCE__PORT": str(free_port()), "SCHULKI_INFERENCE__THREADS": "1", "SCHULKI_INFERENCE__CONTEXT_LENGTH": "512",
-               "SCHULKI_INFERENCE__BATCH_SIZE": "64", "SCHULKI_GATEWAY__HOST": "127.0.0.1", "SCHULKI_GATEWAY__PORT": str(self.gateway_port),
-               "SCHULKI_GATEWAY__HEALTH_INTERVAL_S": "0.5",
-               "SCHULKI_GATEWAY__HTTPS": "false"}  # plain HTTP on loopback: this test is about models, HTTPS has its own tests
-        self.process = subprocess.Popen([sys.executable, "-m", "schulki.cli", "up", "--services", "inference"], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env = {
+            **os.environ,
+            "SCHULKI_DATA_DIR": str(data_dir),
+            "SCHULKI_INFERENCE__MODEL_PATH": str(DEMO),
+            "SCHULKI_INFERENCE__PORT": str(free_port()),
+            "SCHULKI_INFERENCE__THREADS": "1",
+            "SCHULKI_INFERENCE__CONTEXT_LENGTH": "512",
+            "SCHULKI_INFERENCE__BATCH_SIZE": "64",
+            "SCHULKI_GATEWAY__HOST": "127.0.0.1",
+            "SCHULKI_GATEWAY__PORT": str(self.gateway_port),
+            "SCHULKI_GATEWAY__HEALTH_INTERVAL_S": "0.5",
+            "SCHULKI_GATEWAY__HTTPS": "false",
+        }  # plain HTTP on loopback: this test is about models, HTTPS has its own tests
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "schulki.cli", "up", "--services", "inference"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.output: list[str] = []
         threading.Thread(target=lambda: self.output.extend(iter(self.process.stdout.readline, "")), daemon=True).start()
 
@@ -137,8 +152,12 @@ def test_a_good_file_is_served_without_restarting_the_gateway(tmp_path, usb):
             assert time.monotonic() < deadline, "".join(up.output)
             time.sleep(0.5)
         while True:  # listed as soon as the stack names it; answered once its process has loaded the model
-            answer = httpx.post(f"{up.url}/v1/chat/completions", headers=headers, timeout=120,
-                                json={"model": "demo-zwei", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 4})
+            answer = httpx.post(
+                f"{up.url}/v1/chat/completions",
+                headers=headers,
+                timeout=120,
+                json={"model": "demo-zwei", "messages": [{"role": "user", "content": "Hallo"}], "max_tokens": 4},
+            )
             if answer.status_code != 503 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

@@ -46,8 +46,12 @@ def key(stack):
 
 
 def complete(stack, key: str, model: str, max_tokens: int = 4) -> dict:
-    response = httpx.post(f"{stack.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
-                          json={"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0})
+    response = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+        json={"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0},
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -56,7 +60,9 @@ def stream(stack, key: str, model: str, max_tokens: int, first_text: threading.E
     """A streamed chat; says whether text arrived, whether it finished, and the error the stream ended with."""
     result = {"text": "", "finish": None, "error": None}
     body = {"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0.7, "stream": True}
-    with httpx.stream("POST", f"{stack.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{stack.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=60
+    ) as response:
         if response.status_code != 200:
             response.read()
             result["error"] = response.json()["error"]
@@ -100,8 +106,12 @@ def test_models_lists_each_model_once_with_the_alias_and_stays_the_same(stack, k
 
 
 def test_an_unknown_model_gives_openais_404(stack, key):
-    response = httpx.post(f"{stack.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                          json={"model": "demo-c", "messages": PROMPT})
+    response = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={"model": "demo-c", "messages": PROMPT},
+    )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found" and response.json()["error"]["param"] == "model"
 
@@ -167,7 +177,7 @@ def test_the_pool_weighs_reported_lines_per_slot_and_never_picks_another_model()
         info = pb.GetModelInfoResponse(served_model=model, queue_length=queue, running_sequences=running, parallel_sequences=slots)
         return Node(f"{model}-{queue}-{slots}", None, None, healthy=True, model=model, info=info, in_flight=in_flight)
 
-    big = node("m", queue=3, running=4, slots=8)    # 7 of 8 slots' worth: line 0.875
+    big = node("m", queue=3, running=4, slots=8)  # 7 of 8 slots' worth: line 0.875
     small = node("m", queue=1, running=1, slots=1)  # line 2
     other = node("x", queue=0, running=0, slots=1)  # idle, but another model
     pool = Pool("inference", "svc", [small, big, other])

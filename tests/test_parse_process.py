@@ -6,15 +6,22 @@ import asyncio
 
 import psutil
 import pytest
-
 from schulki.retrieval.parse_process import ParseLimits, parse_in_process
 from schulki.runtime.errors import InvalidInput, TooLarge
+
 from tests.security.data_support import big_shared_strings_xlsx, single_line_text
 
 
 def limits(**changes) -> ParseLimits:
-    settings = dict(memory_bytes=1024 * 1024 * 1024, timeout_s=60, max_pages=2000, max_chars=5_000_000, max_chunks=6000,
-                    chunk_chars=1200, overlap_chars=200)
+    settings = dict(
+        memory_bytes=1024 * 1024 * 1024,
+        timeout_s=60,
+        max_pages=2000,
+        max_chars=5_000_000,
+        max_chunks=6000,
+        chunk_chars=1200,
+        overlap_chars=200,
+    )
     return ParseLimits(**{**settings, **changes})
 
 

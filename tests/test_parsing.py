@@ -10,7 +10,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-
 from schulki.retrieval.parsing import NO_TEXT_MESSAGE, SUPPORTED_EXTENSIONS, common, parse_file
 from schulki.runtime.errors import InvalidInput, TooLarge
 
@@ -34,6 +33,7 @@ def text_of(document) -> str:
 
 
 # --- makers ---------------------------------------------------------------------------------------
+
 
 def pdf(pages: list[str], encrypt: bool = False) -> bytes:
     from fpdf import FPDF
@@ -108,8 +108,12 @@ def epub() -> bytes:
     book.set_language("de")
     items = []
     for i, (title, body) in enumerate(
-        [("Teilbarkeit", "<p>Eine Zahl ist durch 3 teilbar, wenn ihre Quersumme es ist.</p>"),
-         ("Bruchrechnung", "<h2>Kürzen</h2><p>Man teilt Zähler und Nenner durch dieselbe Zahl.</p>")], 1):
+        [
+            ("Teilbarkeit", "<p>Eine Zahl ist durch 3 teilbar, wenn ihre Quersumme es ist.</p>"),
+            ("Bruchrechnung", "<h2>Kürzen</h2><p>Man teilt Zähler und Nenner durch dieselbe Zahl.</p>"),
+        ],
+        1,
+    ):
         item = ebook.EpubHtml(title=title, file_name=f"kapitel{i}.xhtml", lang="de")
         item.content = f"<html><body><h1>{title}</h1>{body}</body></html>"
         book.add_item(item)
@@ -146,10 +150,15 @@ def zip_with(members: dict[str, bytes], level: int = 9) -> bytes:
 
 # --- formats --------------------------------------------------------------------------------------
 
+
 def test_pdf_pages_keep_their_numbers_and_progress_counts_them(tmp_path):
     done = []
-    document = parse(tmp_path, "Zelle.PDF", pdf(["Die Zelle hat einen Kern.", "", "Mitochondrien sind die Kraft-\nwerke der Zelle."]),
-                     progress=lambda d, t: done.append((d, t)))
+    document = parse(
+        tmp_path,
+        "Zelle.PDF",
+        pdf(["Die Zelle hat einen Kern.", "", "Mitochondrien sind die Kraft-\nwerke der Zelle."]),
+        progress=lambda d, t: done.append((d, t)),
+    )
     assert document.format == "pdf" and document.page_count == 3 and document.title == "Zellbiologie"
     assert [p.page for p in document.passages] == [1, 3]  # the empty page has no passage
     assert "Kern" in document.passages[0].text and "Mitochondrien" in document.passages[1].text
@@ -278,7 +287,9 @@ def test_an_html_table_without_th_takes_its_first_row_as_header_and_the_heading_
     <tr><td>Mathe</td><td>2</td></tr><tr><td>Kunst</td><td>1</td></tr></table></body></html>"""
     document = parse(tmp_path, "noten.html", page)
     assert [(p.section, p.text) for p in document.passages] == [
-        ("Noten / Zeile 2", "Fach: Mathe\nNote: 2"), ("Noten / Zeile 3", "Fach: Kunst\nNote: 1")]
+        ("Noten / Zeile 2", "Fach: Mathe\nNote: 2"),
+        ("Noten / Zeile 3", "Fach: Kunst\nNote: 1"),
+    ]
 
 
 def test_a_layout_table_is_still_read_as_paragraphs(tmp_path):
@@ -288,7 +299,13 @@ def test_a_layout_table_is_still_read_as_paragraphs(tmp_path):
     <table><tr><td>Nur eine Spalte</td></tr><tr><td>und noch eine Zeile</td></tr></table></body></html>"""
     document = parse(tmp_path, "schule.html", page)
     assert [p.text for p in document.passages] == [
-        long, "Sommerfest am 3. Juli.", "Elternabend", "am Montag", "Nur eine Spalte", "und noch eine Zeile"]
+        long,
+        "Sommerfest am 3. Juli.",
+        "Elternabend",
+        "am Montag",
+        "Nur eine Spalte",
+        "und noch eine Zeile",
+    ]
 
 
 def test_an_html_table_keeps_the_header_cap_and_the_text_budget(tmp_path):
@@ -310,8 +327,12 @@ def test_html_in_its_declared_charset(tmp_path):
 def test_text_paragraphs_and_markdown_headings(tmp_path):
     txt = parse(tmp_path, "notiz.txt", "Erster Absatz\nmit zwei Zeilen.\n\n\nZweiter Absatz.\n")
     assert [p.text for p in txt.passages] == ["Erster Absatz\nmit zwei Zeilen.", "Zweiter Absatz."]
-    md = parse(tmp_path, "vokabeln.md", "# Vokabeln\n\nEinleitung.\n\n## Tiere ##\n\nSchmetterling heißt butterfly.\n\n"
-               "```\n# kein Titel\n```\n\nFarben\n------\n\nRot heißt red.\n\n* * *\n\nBlau heißt blue.\n")
+    md = parse(
+        tmp_path,
+        "vokabeln.md",
+        "# Vokabeln\n\nEinleitung.\n\n## Tiere ##\n\nSchmetterling heißt butterfly.\n\n"
+        "```\n# kein Titel\n```\n\nFarben\n------\n\nRot heißt red.\n\n* * *\n\nBlau heißt blue.\n",
+    )
     assert md.title == "Vokabeln"
     assert [(p.section, p.text) for p in md.passages] == [
         ("Vokabeln", "Einleitung."),
@@ -327,6 +348,7 @@ def test_the_supported_extensions_are_those_the_issue_names():
 
 
 # --- bad input ------------------------------------------------------------------------------------
+
 
 def test_a_corrupt_pdf_is_invalid_input(tmp_path):
     with pytest.raises(InvalidInput, match="corrupt PDF"):
@@ -391,8 +413,15 @@ def test_an_unknown_extension_is_invalid_input(tmp_path, name):
     assert ".pdf" in error.value.message  # the message names what is supported
 
 
-@pytest.mark.parametrize(("name", "marker"), [("bombe.docx", "word/document.xml"), ("bombe.xlsx", "xl/workbook.xml"),
-                                              ("bombe.odt", "content.xml"), ("bombe.epub", "META-INF/container.xml")])
+@pytest.mark.parametrize(
+    ("name", "marker"),
+    [
+        ("bombe.docx", "word/document.xml"),
+        ("bombe.xlsx", "xl/workbook.xml"),
+        ("bombe.odt", "content.xml"),
+        ("bombe.epub", "META-INF/container.xml"),
+    ],
+)
 def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path, name, marker):
     bomb = zip_with({"[Content_Types].xml": b"<Types/>", marker: b"\0" * (16 * 1024 * 1024)})
     assert len(bomb) < 100_000
@@ -497,9 +526,20 @@ def test_loopback_is_refused_unless_the_host_is_allowed(web_server):
 
 @pytest.mark.parametrize(
     "url",
-    ["http://10.1.2.3/", "http://192.168.178.1/", "http://172.16.0.1/", "http://169.254.169.254/latest/meta-data/",
-     "http://[::1]/", "http://[fe80::1]/", "http://224.0.0.1/", "http://0.0.0.0/", "http://[::ffff:127.0.0.1]/",
-     "http://100.64.0.1/", "http://240.0.0.1/", "https://localhost/"],
+    [
+        "http://10.1.2.3/",
+        "http://192.168.178.1/",
+        "http://172.16.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[fe80::1]/",
+        "http://224.0.0.1/",
+        "http://0.0.0.0/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://100.64.0.1/",
+        "http://240.0.0.1/",
+        "https://localhost/",
+    ],
 )
 def test_private_link_local_multicast_and_reserved_addresses_are_refused(url):
     from schulki.retrieval.parsing import fetch_url
@@ -518,8 +558,12 @@ def test_public_addresses_are_told_apart_from_private_ones():
 
 @pytest.mark.parametrize(
     ("path", "error", "expected"),
-    [("/gross", TooLarge, "size limit"), ("/fehlt", InvalidInput, "HTTP 404"), ("/bild", InvalidInput, "unsupported content type"),
-     ("/schleife", InvalidInput, "too many redirects")],
+    [
+        ("/gross", TooLarge, "size limit"),
+        ("/fehlt", InvalidInput, "HTTP 404"),
+        ("/bild", InvalidInput, "unsupported content type"),
+        ("/schleife", InvalidInput, "too many redirects"),
+    ],
 )
 def test_a_page_too_large_missing_or_unreadable_is_refused(web_server, path, error, expected):
     from schulki.retrieval.parsing import fetch_url
@@ -528,7 +572,9 @@ def test_a_page_too_large_missing_or_unreadable_is_refused(web_server, path, err
         fetch_url(f"{web_server}{path}", ["127.0.0.1"], max_bytes=1000)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.org/datei.txt", "file:///etc/passwd", "javascript:alert(1)", "http://", "http://a:b@127.0.0.1/"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.org/datei.txt", "file:///etc/passwd", "javascript:alert(1)", "http://", "http://a:b@127.0.0.1/"]
+)
 def test_only_plain_http_and_https_urls_are_fetched(url):
     from schulki.retrieval.parsing import fetch_url
 

@@ -6,15 +6,15 @@ import subprocess
 import sys
 
 import pytest
-
 from schulki.config import Config, InferenceConfig
 from schulki.inference.fit_check import check_fits
 from schulki.inference.llama_report import buffer_sizes, capture_llama_log
 from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path
 from schulki.models.gguf import model_from_gguf
-from schulki.models.planner import GiB, MiB, Machine, Workload, default_parallel, estimate, kv_cache_bytes, plan
+from schulki.models.planner import GiB, Machine, MiB, Workload, default_parallel, estimate, kv_cache_bytes, plan
 from schulki.runtime.errors import StartupError
+
 from tests.conftest import REPO_ROOT
 
 # (context per sequence, parallel sequences, full-size SWA cache, flash attention, batch)
@@ -82,9 +82,11 @@ def test_the_estimate_for_gemma_is_within_ten_percent_of_llama_cpp(gemma, contex
     work = Workload(context_length=context, parallel=parallel, batch_size=batch, full_swa_cache=swa_full, flash_attention=flash)
     measured = gemma.buffers(work)
     est = estimate(model, model.file_for("Q4_K_M"), work, "cpu")
-    print(f"gemma-3-270m ctx {context} x{parallel} swa_full={swa_full} fa={flash} batch {batch}: "
-          f"estimate {est.llama_total / MiB:.1f} MiB, llama.cpp {measured.total / MiB:.1f} MiB "
-          f"(KV {est.kv_cache / MiB:.1f}/{measured.kv_cache / MiB:.1f}, compute {est.compute / MiB:.1f}/{measured.compute / MiB:.1f})")
+    print(
+        f"gemma-3-270m ctx {context} x{parallel} swa_full={swa_full} fa={flash} batch {batch}: "
+        f"estimate {est.llama_total / MiB:.1f} MiB, llama.cpp {measured.total / MiB:.1f} MiB "
+        f"(KV {est.kv_cache / MiB:.1f}/{measured.kv_cache / MiB:.1f}, compute {est.compute / MiB:.1f}/{measured.compute / MiB:.1f})"
+    )
     assert_close(est.llama_total, measured.total, 0.10, "total")
     assert_close(est.kv_cache, measured.kv_cache, 0.02, "KV cache")
     assert_close(est.compute, measured.compute, 0.10, "compute buffer")
@@ -93,7 +95,18 @@ def test_the_estimate_for_gemma_is_within_ten_percent_of_llama_cpp(gemma, contex
 def test_the_catalog_figures_of_gemma_match_its_gguf_file():
     catalog_model = load_catalog().model("gemma-3-270m")
     from_file = model_from_gguf(chat_model_path(Config()))
-    for figure in ("layers", "attention_heads", "kv_heads", "head_dim", "hidden", "feed_forward", "vocab", "training_context", "sliding_window", "sliding_window_pattern"):
+    for figure in (
+        "layers",
+        "attention_heads",
+        "kv_heads",
+        "head_dim",
+        "hidden",
+        "feed_forward",
+        "vocab",
+        "training_context",
+        "sliding_window",
+        "sliding_window_pattern",
+    ):
         assert getattr(catalog_model, figure) == getattr(from_file, figure), figure
     assert catalog_model.files[0].size_bytes == from_file.files[0].size_bytes
 
@@ -134,8 +147,10 @@ def test_the_estimate_matches_what_the_inference_engine_reports(context, paralle
     try:
         model = model_from_gguf(engine.model_path)
         est = estimate(model, model.files[0], workload(config), "cpu")
-        print(f"engine ctx {context} x{parallel} swa_full={swa_full}: KV {est.kv_cache / MiB:.1f}/{info.buffers.kv_cache / MiB:.1f} MiB, "
-              f"total {est.llama_total / MiB:.1f}/{info.buffers.total / MiB:.1f} MiB")
+        print(
+            f"engine ctx {context} x{parallel} swa_full={swa_full}: KV {est.kv_cache / MiB:.1f}/{info.buffers.kv_cache / MiB:.1f} MiB, "
+            f"total {est.llama_total / MiB:.1f}/{info.buffers.total / MiB:.1f} MiB"
+        )
         assert info.parallel_sequences == parallel
         assert_close(est.kv_cache, info.buffers.kv_cache, 0.02, "engine KV cache")
         assert_close(est.llama_total, info.buffers.total, 0.10, "engine total")
@@ -165,13 +180,16 @@ def _rank(catalog, p):
     return (p.fits, p.kind == "cpu" or p.gpu_layers >= p.layers, not p.last_resort, -p.workload_steps, quality, p.gpu_layers)
 
 
-@pytest.mark.parametrize("model_id,kind,work", [
-    ("llama-3.1-8b-instruct", "gpu", Workload(8192, 2, flash_attention=True)),
-    ("aya-23-35b", "gpu", Workload(8192, 1)),
-    ("gemma-3-12b-it", "gpu", Workload(32768, 1, full_swa_cache=False)),
-    ("qwen3-4b", "cpu", Workload(4096, 1)),
-    ("phi-3-medium-128k-instruct", "apple", Workload(16384, 2)),
-])
+@pytest.mark.parametrize(
+    "model_id,kind,work",
+    [
+        ("llama-3.1-8b-instruct", "gpu", Workload(8192, 2, flash_attention=True)),
+        ("aya-23-35b", "gpu", Workload(8192, 1)),
+        ("gemma-3-12b-it", "gpu", Workload(32768, 1, full_swa_cache=False)),
+        ("qwen3-4b", "cpu", Workload(4096, 1)),
+        ("phi-3-medium-128k-instruct", "apple", Workload(16384, 2)),
+    ],
+)
 def test_more_memory_never_gets_a_worse_quant(model_id, kind, work):
     catalog = load_catalog()
     previous = None
@@ -179,9 +197,15 @@ def test_more_memory_never_gets_a_worse_quant(model_id, kind, work):
         p = plan(model_id, Machine(kind, mib * MiB), work, catalog=catalog)
         rank = _rank(catalog, p)
         if previous is not None:
-            assert rank >= previous[1], f"{model_id} on {kind}: {mib} MiB gets {p.quant}/{p.gpu_layers} layers, {previous[0]} MiB got better"
+            assert rank >= previous[1], (
+                f"{model_id} on {kind}: {mib} MiB gets {p.quant}/{p.gpu_layers} layers, {previous[0]} MiB got better"
+            )
         previous = (mib, rank)
-    assert p.fits and p.quant == ("Q4_K_M" if kind == "cpu" else "Q8_0") and p.gpu_layers == (0 if kind == "cpu" else catalog.model(model_id).layers)
+    assert (
+        p.fits
+        and p.quant == ("Q4_K_M" if kind == "cpu" else "Q8_0")
+        and p.gpu_layers == (0 if kind == "cpu" else catalog.model(model_id).layers)
+    )
 
 
 def test_a_model_that_does_not_fit_names_a_smaller_one():
@@ -201,15 +225,26 @@ def test_the_start_up_check_refuses_what_clearly_does_not_fit(tmp_path):
 
 
 def test_schulki_plan_prints_every_host_of_the_example_inventory():
-    run = subprocess.run([sys.executable, "-m", "schulki.cli", "plan", "-i", str(REPO_ROOT / "inventory" / "example")],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "schulki.cli", "plan", "-i", str(REPO_ROOT / "inventory" / "example")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     print(run.stdout)
     lines = run.stdout.strip().splitlines()
     assert lines[0].split()[:5] == ["host", "kind", "model", "quant", "context"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert set(rows) == {"ki-gateway.schule.example", "ki-gpu08.schule.example", "ki-gpu12.schule.example", "ki-gpu16.schule.example",
-                         "ki-gpu24.schule.example", "pc-raum112-01.schule.example", "pc-raum112-02.schule.example"}
+    assert set(rows) == {
+        "ki-gateway.schule.example",
+        "ki-gpu08.schule.example",
+        "ki-gpu12.schule.example",
+        "ki-gpu16.schule.example",
+        "ki-gpu24.schule.example",
+        "pc-raum112-01.schule.example",
+        "pc-raum112-02.schule.example",
+    }
     for host, row in rows.items():
         assert any(q in row for q in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")), row
         assert "fits" in row or "layers" in row, row

@@ -7,19 +7,28 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from schulki.models.catalog import load_catalog
 from schulki.models.fleet import SPEECH_GPU_FACTOR, host_plan
-from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, MiB, Machine, Workload, cpu_order, estimate, lighter_workloads, plan
+from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, Machine, MiB, Workload, cpu_order, estimate, lighter_workloads, plan
 
 CATALOG = load_catalog()
 WHISPER_TURBO = int(CATALOG.model("faster-whisper-large-v3-turbo").files[0].size_bytes * SPEECH_GPU_FACTOR)
 CHAT_MODELS = [m.id for m in CATALOG.of_kind("chat") if not m.test_only]
-GPU_NODE = {"schulki_plan_node_kind": "gpu", "schulki_plan_chat_model": "llama-3.1-8b-instruct", "schulki_plan_context_length": 8192,
-            "schulki_plan_parallel_sequences": 2, "schulki_plan_flash_attention": True,
-            "schulki_plan_speech_model": "faster-whisper-large-v3-turbo"}
-CPU_NODE = {"schulki_plan_node_kind": "cpu", "schulki_plan_chat_model": "qwen3-4b", "schulki_plan_context_length": 4096,
-            "schulki_plan_parallel_sequences": 1, "schulki_plan_flash_attention": False}
+GPU_NODE = {
+    "schulki_plan_node_kind": "gpu",
+    "schulki_plan_chat_model": "llama-3.1-8b-instruct",
+    "schulki_plan_context_length": 8192,
+    "schulki_plan_parallel_sequences": 2,
+    "schulki_plan_flash_attention": True,
+    "schulki_plan_speech_model": "faster-whisper-large-v3-turbo",
+}
+CPU_NODE = {
+    "schulki_plan_node_kind": "cpu",
+    "schulki_plan_chat_model": "qwen3-4b",
+    "schulki_plan_context_length": 4096,
+    "schulki_plan_parallel_sequences": 1,
+    "schulki_plan_flash_attention": False,
+}
 
 
 def gpu(mib: int, reserved: int = 0, ram: int | None = None) -> Machine:
@@ -34,13 +43,16 @@ def rank(p) -> tuple:
 
 
 @pytest.mark.parametrize("kind", ["gpu", "cpu", "apple"])
-@pytest.mark.parametrize("model_id,work", [
-    ("llama-3.1-8b-instruct", Workload(8192, 2, flash_attention=True)),
-    ("aya-23-35b", Workload(8192, 1, flash_attention=True)),
-    ("gemma-3-12b-it", Workload(32768, 1, full_swa_cache=False)),
-    ("qwen3-4b", Workload(4096, 1)),
-    ("mistral-small-3.1-24b-instruct", Workload(16384, 4, flash_attention=True)),
-])
+@pytest.mark.parametrize(
+    "model_id,work",
+    [
+        ("llama-3.1-8b-instruct", Workload(8192, 2, flash_attention=True)),
+        ("aya-23-35b", Workload(8192, 1, flash_attention=True)),
+        ("gemma-3-12b-it", Workload(32768, 1, full_swa_cache=False)),
+        ("qwen3-4b", Workload(4096, 1)),
+        ("mistral-small-3.1-24b-instruct", Workload(16384, 4, flash_attention=True)),
+    ],
+)
 def test_more_memory_never_gets_a_worse_plan(kind, model_id, work):
     reserved = WHISPER_TURBO if kind == "gpu" else 0
     previous = None
@@ -48,7 +60,9 @@ def test_more_memory_never_gets_a_worse_plan(kind, model_id, work):
         machine = Machine(kind, mib * MiB, reserved_bytes=reserved, driver_reserved_bytes=DRIVER_RESERVED_BYTES if kind == "gpu" else 0)
         p = plan(model_id, machine, work, catalog=CATALOG)
         if previous is not None:
-            assert rank(p) >= previous[1], f"{model_id} on {kind}: {mib} MiB plans {p.quant}/{p.gpu_layers} layers/{p.workload_steps} steps, {previous[0]} MiB planned better"
+            assert rank(p) >= previous[1], (
+                f"{model_id} on {kind}: {mib} MiB plans {p.quant}/{p.gpu_layers} layers/{p.workload_steps} steps, {previous[0]} MiB planned better"
+            )
         previous = (mib, rank(p), p)
     assert p.fits and p.workload_steps == 0 and not p.last_resort
     assert p.quant == ("Q4_K_M" if kind == "cpu" else "Q8_0")
@@ -65,7 +79,9 @@ def test_cpu_nodes_never_get_a_quant_slower_than_the_fastest_one_at_the_quality_
     for gib in range(4, 96, 2):
         p = plan(model_id, Machine("cpu", gib * GiB), work, catalog=CATALOG)
         if p.fits:
-            assert model.file_for(p.quant).size_bytes <= fastest.size_bytes, f"{model_id}, {gib} GiB RAM: {p.quant} is slower than {fastest.quant}"
+            assert model.file_for(p.quant).size_bytes <= fastest.size_bytes, (
+                f"{model_id}, {gib} GiB RAM: {p.quant} is slower than {fastest.quant}"
+            )
         if estimate(model, fastest, work, "cpu").total <= Machine("cpu", gib * GiB).budget:
             assert p.quant == fastest.quant and p.workload_steps == 0
             assert "fastest quant at the quality floor" in p.reason and "slower" in p.reason
@@ -86,17 +102,26 @@ def test_a_gpu_keeps_every_layer_whenever_a_lighter_workload_or_smaller_quant_al
         p = plan(model_id, machine, work, catalog=CATALOG)
         could = any(estimate(model, f, w, "gpu").total <= machine.budget for f in model.files for w in ladder)
         if could:
-            assert p.fits and p.gpu_layers == model.layers, f"{model_id} on {mib} MiB: {p.gpu_layers}/{model.layers} layers although every layer could fit"
+            assert p.fits and p.gpu_layers == model.layers, (
+                f"{model_id} on {mib} MiB: {p.gpu_layers}/{model.layers} layers although every layer could fit"
+            )
 
 
 def test_an_8_gb_card_gets_every_layer_of_llama_with_a_lighter_workload_instead_of_offloading():
     model, work, machine = CATALOG.model("llama-3.1-8b-instruct"), Workload(8192, 2, flash_attention=True), gpu(8192)
-    assert all(estimate(model, f, work, "gpu").total > machine.budget for f in model.files if not f.last_resort), "no standard quant fits as asked"
+    assert all(estimate(model, f, work, "gpu").total > machine.budget for f in model.files if not f.last_resort), (
+        "no standard quant fits as asked"
+    )
     p = plan(model.id, machine, work, catalog=CATALOG)
     assert p.fits and p.gpu_layers == 32 and not p.last_resort
     assert p.kv_cache_type == "q8_0" and p.workload_steps >= 1 and "q8_0 KV cache" in p.reason
     with_whisper = plan(model.id, gpu(8192, reserved=WHISPER_TURBO), work, catalog=CATALOG)
-    assert with_whisper.fits and with_whisper.gpu_layers == 32 and with_whisper.parallel == 1 and "one conversation at a time" in with_whisper.reason
+    assert (
+        with_whisper.fits
+        and with_whisper.gpu_layers == 32
+        and with_whisper.parallel == 1
+        and "one conversation at a time" in with_whisper.reason
+    )
 
 
 def test_the_gpu_budget_leaves_out_what_the_driver_keeps():
@@ -105,8 +130,15 @@ def test_the_gpu_budget_leaves_out_what_the_driver_keeps():
     assert Machine("cpu", 8 * GiB, driver_reserved_bytes=512 * MiB).budget == 6 * GiB, "RAM has no GPU driver reserve"
     inventory_only = host_plan("gpu12", {**GPU_NODE, "schulki_plan_gpu_memory_mib": 12288})
     assert inventory_only["chat"]["budget"] == 12288 * MiB - DRIVER_RESERVED_BYTES - WHISPER_TURBO
-    bigger_reserve = host_plan("gpu12", {**GPU_NODE, "schulki_plan_gpu_memory_mib": 12288, "schulki_plan_gpu_memory_mib_detected": 12288,
-                                         "schulki_plan_gpu_reserved_mib_detected": 900})
+    bigger_reserve = host_plan(
+        "gpu12",
+        {
+            **GPU_NODE,
+            "schulki_plan_gpu_memory_mib": 12288,
+            "schulki_plan_gpu_memory_mib_detected": 12288,
+            "schulki_plan_gpu_reserved_mib_detected": 900,
+        },
+    )
     assert bigger_reserve["chat"]["budget"] == (12288 - 900) * MiB - WHISPER_TURBO
 
 
@@ -122,7 +154,11 @@ def test_a_gpu_too_small_for_the_smallest_quant_and_for_whisper_is_refused_with_
     assert "Does not fit" in message and "needs a GPU with at least" in message
     # The size the message names really is enough: the same node with that much GPU memory plans every layer.
     enough = host_plan("tiny", {**GPU_NODE, "schulki_plan_gpu_memory_mib": _at_least(message) // MiB})
-    assert not enough["error"] and enough["chat"]["gpu_layers"] == enough["chat"]["layers"] and enough["settings"]["transcription"]["device"] == "cuda"
+    assert (
+        not enough["error"]
+        and enough["chat"]["gpu_layers"] == enough["chat"]["layers"]
+        and enough["settings"]["transcription"]["device"] == "cuda"
+    )
 
 
 def test_a_gpu_with_room_for_whisper_but_not_the_model_is_refused_and_told_a_smaller_model_or_size():
@@ -144,8 +180,12 @@ def test_offloading_is_the_last_choice_and_checks_the_ram_when_it_is_known():
 
 def test_schulki_plan_and_the_playbook_plan_alike_and_a_host_with_less_than_the_inventory_says_is_refused():
     gpu_inventory = {**GPU_NODE, "schulki_plan_gpu_memory_mib": 12288}
-    playbook = {**gpu_inventory, "schulki_plan_gpu_memory_mib_detected": 12282, "schulki_plan_gpu_reserved_mib_detected": 300,
-                "ansible_memtotal_mb": 31900}
+    playbook = {
+        **gpu_inventory,
+        "schulki_plan_gpu_memory_mib_detected": 12282,
+        "schulki_plan_gpu_reserved_mib_detected": 300,
+        "ansible_memtotal_mb": 31900,
+    }
     assert host_plan("n", gpu_inventory)["chat"] == host_plan("n", playbook)["chat"]
     wrong_gpu = host_plan("n", {**gpu_inventory, "schulki_plan_gpu_memory_mib_detected": 8188})
     assert "12288 MiB of GPU memory" in wrong_gpu["error"] and "8188" in wrong_gpu["error"]
@@ -160,5 +200,9 @@ def test_the_rendered_settings_carry_the_lighter_workload_the_plan_chose():
     result = host_plan("gpu08", {**GPU_NODE, "schulki_plan_gpu_memory_mib": 8192})
     chat, inference = result["chat"], result["settings"]["inference"]
     assert not result["error"] and chat["gpu_layers"] == chat["layers"] and inference["gpu_layers"] == -1
-    assert (inference["kv_cache_type"], inference["parallel_sequences"], inference["context_length"]) == (chat["kv_cache_type"], chat["parallel"], chat["context_length"])
+    assert (inference["kv_cache_type"], inference["parallel_sequences"], inference["context_length"]) == (
+        chat["kv_cache_type"],
+        chat["parallel"],
+        chat["context_length"],
+    )
     assert chat["workload_steps"] >= 1

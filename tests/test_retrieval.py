@@ -14,10 +14,10 @@ import threading
 
 import grpc
 import pytest
-
 from schulki import retrieval
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer, free_port
 from tests.retrieval_documents import (
     URL_PAGE,
@@ -33,7 +33,7 @@ MAX_UPLOAD = 1024 * 1024
 
 
 class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the http.server name
+    def do_GET(self):
         body = URL_PAGE.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -63,8 +63,9 @@ def embeddings_address():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, embeddings_address):
-    config = retrieval_config(tmp_path_factory.mktemp("store"), embeddings_address,
-                              max_upload_bytes=MAX_UPLOAD, allowed_url_hosts=["127.0.0.1"])
+    config = retrieval_config(
+        tmp_path_factory.mktemp("store"), embeddings_address, max_upload_bytes=MAX_UPLOAD, allowed_url_hosts=["127.0.0.1"]
+    )
     with InProcessServer([retrieval.build(config)]) as running:
         running.service = running.services[0]
         yield running
@@ -131,7 +132,7 @@ def test_workspaces_are_created_listed_and_deleted_by_name(stub):
         code, details = code_of(lambda bad=bad: stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace=bad)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "Buchstaben" in details
     stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="x" * 64))
-    _, document = ingest(stub, "Kurs_Bio-10", "notiz.txt", "Enzyme beschleunigen chemische Reaktionen.".encode())
+    _, document = ingest(stub, "Kurs_Bio-10", "notiz.txt", b"Enzyme beschleunigen chemische Reaktionen.")
     assert stub.DeleteWorkspace(pb.DeleteWorkspaceRequest(workspace="Kurs_Bio-10")).deleted_documents == 1
     assert "Kurs_Bio-10" not in stub.ListWorkspaces(pb.ListWorkspacesRequest()).workspaces
     for call in (
@@ -149,8 +150,10 @@ def test_workspaces_are_created_listed_and_deleted_by_name(stub):
 
 
 def test_a_search_never_returns_another_workspaces_chunks(stub):
-    for workspace, text in (("klasse5a", "Der Igel hält einen Winterschlaf im Laubhaufen."),
-                            ("klasse5b", "Der Igel frisst Insekten, Würmer und Schnecken.")):
+    for workspace, text in (
+        ("klasse5a", "Der Igel hält einen Winterschlaf im Laubhaufen."),
+        ("klasse5b", "Der Igel frisst Insekten, Würmer und Schnecken."),
+    ):
         stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace=workspace))
         ingest(stub, workspace, "igel.txt", text.encode())
     for workspace, word in (("klasse5a", "Winterschlaf"), ("klasse5b", "Schnecken")):
@@ -165,7 +168,7 @@ def test_a_search_never_returns_another_workspaces_chunks(stub):
 
 def test_a_deleted_document_is_no_longer_found(stub, server):
     stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="loeschen"))
-    _, keep = ingest(stub, "loeschen", "a.txt", "Vulkane entstehen an den Grenzen tektonischer Platten.".encode())
+    _, keep = ingest(stub, "loeschen", "a.txt", b"Vulkane entstehen an den Grenzen tektonischer Platten.")
     _, gone = ingest(stub, "loeschen", "b.txt", "Vulkane auf Island liegen am Mittelatlantischen Rücken.".encode())
     assert stub.DeleteDocument(pb.DeleteDocumentRequest(workspace="loeschen", document_id=gone.document_id)).deleted_chunks == 1
     assert [h.document_id for h in search(stub, "loeschen", "Vulkane Island", top_k=10)] == [keep.document_id]
@@ -190,15 +193,26 @@ def test_the_vector_weight_moves_between_keywords_and_meaning(stub):
     hits = search(stub, "gewichte", query, top_k=2, vector_weight=0.5)
     assert {h.document_id for h in hits} == set(ids.values())
     assert hits[0].score >= hits[1].score
-    for fields, fragment in (({"vector_weight": 1.5}, "vector_weight"), ({"vector_weight": -0.1}, "vector_weight"),
-                             ({"top_k": 101}, "top_k"), ({"top_k": -1}, "top_k"), ({"query": "  "}, "leer")):
+    for fields, fragment in (
+        ({"vector_weight": 1.5}, "vector_weight"),
+        ({"vector_weight": -0.1}, "vector_weight"),
+        ({"top_k": 101}, "top_k"),
+        ({"top_k": -1}, "top_k"),
+        ({"query": "  "}, "leer"),
+    ):
         request = {"workspace": "gewichte", "query": "Fotosynthese", **fields}
         code, details = code_of(lambda request=request: stub.Search(pb.SearchRequest(**request)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and fragment in details
 
 
 BAD_INPUTS = {
-    "corrupt PDF": ("kaputt.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage\n%%EOF", grpc.StatusCode.INVALID_ARGUMENT, "beschädigt", None),
+    "corrupt PDF": (
+        "kaputt.pdf",
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage\n%%EOF",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "beschädigt",
+        None,
+    ),
     "password PDF": ("geheim.pdf", encrypted_pdf_bytes(), grpc.StatusCode.INVALID_ARGUMENT, "Passwort", None),
     "no-text PDF": ("scan.pdf", blank_pdf_bytes(), grpc.StatusCode.INVALID_ARGUMENT, "no text found, scanned?", None),
     "DOCX zip bomb": ("bombe.docx", zip_bomb("bombe.docx", "word/document.xml"), None, "zip bomb", None),
@@ -248,7 +262,7 @@ def test_without_the_embeddings_service_ingest_and_search_are_unavailable_and_bm
     with InProcessServer([retrieval.build(config)]) as running, running.channel() as channel:
         stub = pb_grpc.RetrievalServiceStub(channel)
         stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="offline"))
-        code, details = code_of(lambda: ingest(stub, "offline", "notiz.txt", "Die Erde dreht sich um die Sonne.".encode()))
+        code, details = code_of(lambda: ingest(stub, "offline", "notiz.txt", b"Die Erde dreht sich um die Sonne."))
         assert code == grpc.StatusCode.UNAVAILABLE and "Embeddings-Dienst" in details and nobody in details
         code, details = code_of(lambda: search(stub, "offline", "Sonne"))
         assert code == grpc.StatusCode.UNAVAILABLE and "Embeddings-Dienst" in details
@@ -260,7 +274,6 @@ def test_without_the_embeddings_service_ingest_and_search_are_unavailable_and_bm
 
 def test_the_service_token_goes_along_to_the_embeddings_service(tmp_path):
     from pydantic import SecretStr
-
     from schulki import embeddings
     from schulki.config import Config, RuntimeConfig
 

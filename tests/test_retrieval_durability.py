@@ -13,11 +13,11 @@ import signal
 
 import grpc
 import pytest
-
 from schulki.config import RetrievalConfig
 from schulki.retrieval.embedded_store import EmbeddedStore
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
 from tests.conftest import ServiceProcess
 from tests.retrieval_support import embeddings_server, ingest, requests, search
 
@@ -79,7 +79,7 @@ def test_a_document_is_complete_or_absent_after_sigkill_mid_ingest(tmp_path, emb
         stub = pb_grpc.RetrievalServiceStub(channel)
         stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="chronik"))
         _, first = ingest(stub, "chronik", "erste.txt", "Die erste Notiz handelt von Leuchttürmen an der Ostsee.".encode())
-        _, second = ingest(stub, "chronik", "zweite.txt", "Die zweite Notiz handelt von Gletschern in den Alpen.".encode())
+        _, second = ingest(stub, "chronik", "zweite.txt", b"Die zweite Notiz handelt von Gletschern in den Alpen.")
     earlier = {first.document_id: "Leuchttürmen", second.document_id: "Gletschern"}
 
     for tag, stage in (("A", "embedding"), ("B", "storing")):

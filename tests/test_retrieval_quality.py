@@ -15,9 +15,9 @@ measured guard them (the catalog's cross_lingual models are the ones for that).
 from __future__ import annotations
 
 import pytest
-
 from schulki import retrieval
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer
 from tests.quality.evaluate import QUESTION_SETS, evaluate, ingest_corpus, questions
 from tests.retrieval_support import embeddings_server, retrieval_config
@@ -35,8 +35,7 @@ def service(tmp_path_factory):
 
 def figures_of(stub, default_weight, name):
     items = questions(name)
-    figures = {search: evaluate(stub, weight, items)
-               for search, weight in (("BM25", 0.0), ("hybrid", default_weight), ("vector", 1.0))}
+    figures = {search: evaluate(stub, weight, items) for search, weight in (("BM25", 0.0), ("hybrid", default_weight), ("vector", 1.0))}
     for search, f in figures.items():
         print(f"{name}: {search} recall@5 {f.recall_at_5:.2f}, MRR@10 {f.mrr:.3f} over {f.questions} questions")
     return figures

@@ -17,7 +17,6 @@ import os
 import uuid
 
 import pytest
-
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
 from schulki.retrieval.store import FUSIONS, Candidate, DocumentRecord, StoredChunk, fuse
@@ -38,19 +37,28 @@ def vector_of(text: str) -> list[float]:
 
 def document(document_id: str, source: str, parts: list[tuple[str, int, str]]) -> tuple[DocumentRecord, list[StoredChunk]]:
     """A record and its chunks from (text, page, section) parts."""
-    chunks = [StoredChunk(document_id, source, Chunk(text=t, index=i, page=p, section=s), vector_of(t))
-              for i, (t, p, s) in enumerate(parts)]
+    chunks = [
+        StoredChunk(document_id, source, Chunk(text=t, index=i, page=p, section=s), vector_of(t)) for i, (t, p, s) in enumerate(parts)
+    ]
     return DocumentRecord(document_id=document_id, source=source, format="pdf", chunk_count=len(chunks), page_count=2), chunks
 
 
-BIOLOGY = document("bio1", "biologie.pdf", [
-    ("Die Mitochondrien sind die Kraftwerke der Zelle.", 1, "Zellbiologie"),
-    ("Chloroplasten betreiben Fotosynthese mit Sonnenlicht.", 2, "Pflanzen"),
-])
-HISTORY = document("ges1", "geschichte.pdf", [
-    ("Der Dreißigjährige Krieg dauerte von 1618 bis 1648.", 1, "Neuzeit"),
-    ("Die Französische Revolution begann 1789 in Paris.", 2, "Revolution"),
-])
+BIOLOGY = document(
+    "bio1",
+    "biologie.pdf",
+    [
+        ("Die Mitochondrien sind die Kraftwerke der Zelle.", 1, "Zellbiologie"),
+        ("Chloroplasten betreiben Fotosynthese mit Sonnenlicht.", 2, "Pflanzen"),
+    ],
+)
+HISTORY = document(
+    "ges1",
+    "geschichte.pdf",
+    [
+        ("Der Dreißigjährige Krieg dauerte von 1618 bis 1648.", 1, "Neuzeit"),
+        ("Die Französische Revolution begann 1789 in Paris.", 2, "Revolution"),
+    ],
+)
 
 
 @pytest.fixture(params=["embedded", "weaviate"])
@@ -76,15 +84,19 @@ def opener(engine: str, tmp_path, fusion: str):
         from schulki.retrieval.weaviate_store import WeaviateStore
 
         config = RetrievalConfig(
-            store="weaviate", weaviate_url=WEAVIATE_URL, weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
+            store="weaviate",
+            weaviate_url=WEAVIATE_URL,
+            weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
             weaviate_grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
-            weaviate_collection=f"SchulkiTest{uuid.uuid4().hex[:8]}", fusion=fusion,
+            weaviate_collection=f"SchulkiTest{uuid.uuid4().hex[:8]}",
+            fusion=fusion,
         )
 
         def make():
             store = WeaviateStore(config)
             opened.append(store)
             return store
+
     try:
         yield make
     finally:
@@ -123,8 +135,12 @@ def test_workspaces_have_names_and_exist_once(store):
     store.add_document("klasse-7a", *BIOLOGY)
     assert store.delete_workspace("klasse-7a") == 1
     assert store.list_workspaces() == ["Kurs_2"]
-    for call in (lambda: store.delete_workspace("klasse-7a"), lambda: store.list_documents("klasse-7a"),
-                 lambda: hybrid(store, "klasse-7a", "Zelle"), lambda: store.add_document("klasse-7a", *HISTORY)):
+    for call in (
+        lambda: store.delete_workspace("klasse-7a"),
+        lambda: store.list_documents("klasse-7a"),
+        lambda: hybrid(store, "klasse-7a", "Zelle"),
+        lambda: store.add_document("klasse-7a", *HISTORY),
+    ):
         with pytest.raises(NotFound):
             call()
     store.create_workspace("klasse-7a")
@@ -140,7 +156,12 @@ def test_hybrid_search_finds_chunks_with_source_page_and_section(store):
         hits = hybrid(store, "suche", "Wann begann die Französische Revolution", weight=weight)
         best = hits[0]
         assert (best.document_id, best.chunk_index, best.page, best.section, best.source) == (
-            "ges1", 1, 2, "Revolution", "geschichte.pdf"), weight
+            "ges1",
+            1,
+            2,
+            "Revolution",
+            "geschichte.pdf",
+        ), weight
         assert best.text == "Die Französische Revolution begann 1789 in Paris."
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert len(hybrid(store, "suche", "Zelle Krieg Revolution Fotosynthese", top_k=3)) == 3
@@ -233,14 +254,18 @@ def test_a_document_over_the_workspaces_quota_is_refused_and_nothing_is_written(
     assert store.used_bytes("w") == 1100
 
 
-FUSION_DOCUMENT = document("fus1", "fusion.pdf", [
-    ("Der Vulkan Vesuv zerstörte Pompeji im Jahr 79.", 1, "Vulkane"),
-    ("Vulkan Vulkan Vulkan: Lava, Asche und Magma.", 1, "Vulkane"),
-    ("Pompeji lag am Golf von Neapel, nahe dem Vesuv.", 2, "Orte"),
-    ("Ausbruch des Vesuv: Asche bedeckte Pompeji und Herculaneum im Jahr 79.", 2, "Orte"),
-    ("Die Asche konservierte Häuser, Brot und Menschen in Pompeji.", 3, "Funde"),
-    ("Magma steigt im Vulkan auf, bis der Druck zu groß wird.", 3, "Funde"),
-])
+FUSION_DOCUMENT = document(
+    "fus1",
+    "fusion.pdf",
+    [
+        ("Der Vulkan Vesuv zerstörte Pompeji im Jahr 79.", 1, "Vulkane"),
+        ("Vulkan Vulkan Vulkan: Lava, Asche und Magma.", 1, "Vulkane"),
+        ("Pompeji lag am Golf von Neapel, nahe dem Vesuv.", 2, "Orte"),
+        ("Ausbruch des Vesuv: Asche bedeckte Pompeji und Herculaneum im Jahr 79.", 2, "Orte"),
+        ("Die Asche konservierte Häuser, Brot und Menschen in Pompeji.", 3, "Funde"),
+        ("Magma steigt im Vulkan auf, bis der Druck zu groß wird.", 3, "Funde"),
+    ],
+)
 
 
 def test_hybrid_search_fuses_its_two_lists_as_the_fusion_says(store_and_fusion):
@@ -257,8 +282,10 @@ def test_hybrid_search_fuses_its_two_lists_as_the_fusion_says(store_and_fusion):
     query, weight, everything = "Vesuv Asche", 0.3, len(FUSION_DOCUMENT[1])
 
     def candidates(vector_weight):
-        return [Candidate(key=(h.document_id, h.chunk_index), score=h.score, hit=h)
-                for h in hybrid(store, "fusion", query, top_k=everything, weight=vector_weight)]
+        return [
+            Candidate(key=(h.document_id, h.chunk_index), score=h.score, hit=h)
+            for h in hybrid(store, "fusion", query, top_k=everything, weight=vector_weight)
+        ]
 
     keyword, similar = candidates(0.0), candidates(1.0)
     expected = {f: [h.chunk_index for h in fuse(keyword, similar, weight, everything, f)] for f in FUSIONS}

@@ -10,13 +10,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from schulki import codegen
 from schulki.config import Config, RuntimeConfig
 from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from schulki.runtime.client import health_status
+
 from tests.conftest import InProcessServer, ServiceProcess
 
 QUESTION = [pb.Message(role=pb.ROLE_USER, content="Erzähl mir etwas über die Schule.")]
@@ -116,8 +116,12 @@ def test_logs_carry_the_request_id_and_never_the_prompt():
     proc = ServiceProcess("inference", env={"SCHULKI_INFERENCE__THREADS": "2"}).start()
     with grpc.insecure_channel(proc.address) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
-        list(stub.Chat(pb.ChatRequest(messages=[pb.Message(role=pb.ROLE_USER, content=secret)], max_tokens=5),
-                       metadata=[("x-request-id", "req-log-42")]))
+        list(
+            stub.Chat(
+                pb.ChatRequest(messages=[pb.Message(role=pb.ROLE_USER, content=secret)], max_tokens=5),
+                metadata=[("x-request-id", "req-log-42")],
+            )
+        )
     code, err = proc.stop()
     assert code == 0
     lines = [line for line in err.splitlines() if "req-log-42" in line]
@@ -173,9 +177,26 @@ def test_services_speak_tls_between_machines_when_given_a_certificate(tmp_path):
 
     key, cert = tmp_path / "service.key", tmp_path / "service.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     service = build(small_config())
     runtime = RuntimeConfig(tls_cert_file=cert, tls_key_file=key)

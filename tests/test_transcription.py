@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-
 from schulki.cli import available_services
 from schulki.config import Config, TranscriptionConfig
 from schulki.transcription import build
@@ -26,6 +25,7 @@ from schulki.transcription.engine import resolve_device
 from schulki.transcription.export import to_srt, to_vtt
 from schulki.transcription.v1 import transcription_service_pb2 as pb
 from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer, ServiceProcess
 
 SERVICE = "schulki.transcription.v1.TranscriptionService"
@@ -63,9 +63,18 @@ def ffmpeg(*args: str) -> None:
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("recordings")
-    p = {name: folder / name for name in (
-        "lesson.wav", "greeting.wav", "english.wav", "silence.wav", "long.wav", "no-audio.mp4", "truncated.m4a",
-    )}
+    p = {
+        name: folder / name
+        for name in (
+            "lesson.wav",
+            "greeting.wav",
+            "english.wav",
+            "silence.wav",
+            "long.wav",
+            "no-audio.mp4",
+            "truncated.m4a",
+        )
+    }
     run("espeak-ng", "-v", "de", "-w", str(p["lesson.wav"]), LESSON)
     run("espeak-ng", "-v", "de", "-w", str(p["greeting.wav"]), GREETING)
     run("espeak-ng", "-v", "en", "-w", str(p["english.wav"]), ENGLISH)
@@ -76,8 +85,20 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
         p[f"greeting.{name}"] = folder / f"greeting.{name}"
         ffmpeg("-i", greeting, "-c:a", codec, str(p[f"greeting.{name}"]))
     p["greeting.mp4"] = folder / "greeting.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-i", greeting, "-shortest",
-           "-c:v", "libx264", "-c:a", "aac", str(p["greeting.mp4"]))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=10",
+        "-i",
+        greeting,
+        "-shortest",
+        "-c:v",
+        "libx264",
+        "-c:a",
+        "aac",
+        str(p["greeting.mp4"]),
+    )
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "3", "-c:v", "libx264", str(p["no-audio.mp4"]))
     whole = p["greeting.m4a"].read_bytes()
     p["truncated.m4a"].write_bytes(whole[: len(whole) // 3])  # an interrupted upload: the index at the end is missing
@@ -121,7 +142,7 @@ def requests(data: bytes, chunk: int = 64 * 1024, options: pb.TranscribeOptions 
     if options is not None:
         yield pb.TranscribeRequest(options=options)
     for at in range(0, len(data), chunk):
-        yield pb.TranscribeRequest(audio_chunk=data[at: at + chunk])
+        yield pb.TranscribeRequest(audio_chunk=data[at : at + chunk])
 
 
 def transcribe(stub, source: Path | bytes, **options) -> Result:
@@ -187,7 +208,6 @@ def test_a_two_second_german_clip_is_german_with_default_settings(stub, tmp_path
     """Whisper base alone calls this clip Polish; the school's default language wins when detection is unsure."""
     from faster_whisper import WhisperModel
     from faster_whisper.audio import decode_audio
-
     from schulki.models.defaults import speech_model_path
 
     german, english = tmp_path / "kurz.wav", tmp_path / "short.wav"
@@ -270,8 +290,11 @@ def test_options_must_make_sense(stub, recordings):
     assert_error(stub, grpc.StatusCode.INVALID_ARGUMENT, "Sprache", audio, language="klingonisch")
     assert_error(stub, grpc.StatusCode.INVALID_ARGUMENT, "Stichwörter", audio, initial_prompt="Wort " * 300)
     assert_error(stub, grpc.StatusCode.INVALID_ARGUMENT, "Aufgabe", audio, task=7)
-    twice = [pb.TranscribeRequest(options=pb.TranscribeOptions()), pb.TranscribeRequest(audio_chunk=b"RIFF"),
-             pb.TranscribeRequest(options=pb.TranscribeOptions())]
+    twice = [
+        pb.TranscribeRequest(options=pb.TranscribeOptions()),
+        pb.TranscribeRequest(audio_chunk=b"RIFF"),
+        pb.TranscribeRequest(options=pb.TranscribeOptions()),
+    ]
     with pytest.raises(grpc.RpcError) as caught:
         list(stub.Transcribe(iter(twice), timeout=60))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "genau einmal" in caught.value.details()
@@ -333,7 +356,7 @@ def test_two_transcriptions_at_once_both_finish(server, recordings):
         with server.channel() as channel:
             try:
                 results.append(transcribe(pb_grpc.TranscriptionServiceStub(channel), recordings["greeting.flac"]))
-            except Exception as error:  # noqa: BLE001 - reported below
+            except Exception as error:
                 errors.append(error)
 
     scheduler = server.service.scheduler

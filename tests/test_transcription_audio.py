@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from schulki.runtime.errors import TooLarge
 from schulki.transcription import audio
 
@@ -37,7 +36,7 @@ def tone(tmp_path_factory) -> Path:
 
 def test_quiet_cut_ends_a_window_in_the_pause():
     window = np.full(10 * SR, 0.5, dtype=np.float32)
-    window[int(8.3 * SR): int(8.6 * SR)] = 0.0
+    window[int(8.3 * SR) : int(8.6 * SR)] = 0.0
     cut = audio.quiet_cut(window, search=3 * SR)
     assert int(8.3 * SR) <= cut <= int(8.6 * SR)
 
@@ -60,7 +59,7 @@ def test_windows_cover_the_whole_recording_once_and_in_order(tone):
 
 def test_windows_end_in_pauses_not_in_the_middle_of_a_sound(tone):
     for offset, window in list(audio.windows(tone, window_s=10, max_duration_s=3600))[:-1]:
-        last = window[-SR // 40:]  # the last 25 ms before the cut
+        last = window[-SR // 40 :]  # the last 25 ms before the cut
         assert float(np.max(np.abs(last))) < 0.01, f"window at {offset:.2f} s ends in the tone"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from schulki.transcription.export import MEDIA_TYPES, TranscriptSegment, export, srt_timestamp, to_srt, to_txt, to_vtt, vtt_timestamp
 from schulki.transcription.v1 import transcription_service_pb2 as pb
 
@@ -44,7 +43,7 @@ def parse_srt(document: str) -> list[tuple[int, int, str]]:
 def parse_vtt(document: str) -> list[tuple[int, int, str]]:
     """A strict WebVTT reader for what schulki writes: the header, then cues of a timing line and text."""
     assert document.startswith("WEBVTT\n")
-    body = document[len("WEBVTT\n"):]
+    body = document[len("WEBVTT\n") :]
     assert body == "" or body.startswith("\n")  # a blank line ends the header
     cues = []
     for block in body.strip("\n").split("\n\n") if body.strip() else []:

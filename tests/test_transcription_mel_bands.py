@@ -13,7 +13,6 @@ import os
 import subprocess
 
 import numpy as np
-
 from schulki.config import Config, TranscriptionConfig
 from schulki.models.defaults import speech_model_path
 from schulki.transcription.engine import MODEL_FILES, SpeechEngine
@@ -33,8 +32,9 @@ def test_the_engine_takes_the_mel_bands_from_the_model_not_from_the_folder(tmp_p
         assert model.feature_extractor.mel_filters.shape[0] == 80
         wav = tmp_path / "hallo.wav"
         subprocess.run(["espeak-ng", "-v", "de", "-s", "140", "-w", str(wav), "Guten Morgen, liebe Klasse."], check=True)
-        audio = subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-f", "f32le", "-ac", "1", "-ar", "16000", "-"],
-                               capture_output=True, check=True).stdout
+        audio = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(wav), "-f", "f32le", "-ac", "1", "-ar", "16000", "-"], capture_output=True, check=True
+        ).stdout
         segments, _ = model.transcribe(np.frombuffer(audio, dtype=np.float32), language="de", beam_size=1)
         assert "morgen" in " ".join(s.text for s in segments).lower()
     finally:

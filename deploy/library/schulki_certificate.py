@@ -68,8 +68,12 @@ def main() -> None:
         if not (cert_file.exists() and key_file.exists()):
             module.exit_json(changed=True, reason="would be made", **result)
         left = certificates.days_left(certificates.load_certificate(cert_file))
-        module.exit_json(changed=left <= params["renew_days"], reason="would be renewed" if left <= params["renew_days"] else "valid",
-                         days_left=round(left, 1), **result)
+        module.exit_json(
+            changed=left <= params["renew_days"],
+            reason="would be renewed" if left <= params["renew_days"] else "valid",
+            days_left=round(left, 1),
+            **result,
+        )
     try:
         if name == "ca":
             issued = certificates.ensure_ca(folder, params["common_name"], 3650, params["renew_days"])
@@ -78,8 +82,13 @@ def main() -> None:
     except (OSError, ValueError) as error:
         module.fail_json(msg=f"certificate {name}: {error}")
     left = certificates.days_left(certificates.load_certificate(issued.cert_file))
-    module.exit_json(changed=issued.changed, reason=issued.reason, cert_file=str(issued.cert_file), key_file=str(issued.key_file),
-                     days_left=round(left, 1))
+    module.exit_json(
+        changed=issued.changed,
+        reason=issued.reason,
+        cert_file=str(issued.cert_file),
+        key_file=str(issued.key_file),
+        days_left=round(left, 1),
+    )
 
 
 if __name__ == "__main__":

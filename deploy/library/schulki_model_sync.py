@@ -188,7 +188,10 @@ def main():
         changed, facts = sync(p["mirror_url"], p["name"], p["dest"], p["sha256"], p["size"], p["retries"], p["timeout"], module.check_mode)
     except SyncError as error:
         module.fail_json(msg=str(error))
-    diff = {"before": f"{p['dest']}: {'present, other content' if existed else 'absent'}\n", "after": f"{p['dest']}: sha256 {facts['sha256']}\n"}
+    diff = {
+        "before": f"{p['dest']}: {'present, other content' if existed else 'absent'}\n",
+        "after": f"{p['dest']}: sha256 {facts['sha256']}\n",
+    }
     module.exit_json(changed=changed, diff=diff if changed else {}, **facts)
 
 

@@ -48,7 +48,7 @@ class Issued:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -127,13 +127,27 @@ def ensure_ca(folder: Path, common_name: str = "schulki CA", valid_days: int = C
     now = _now()
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=valid_days))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -153,8 +167,9 @@ def _problem(cert: x509.Certificate, key, ca: x509.Certificate, dns: list[str], 
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return "names nothing"
-    if sorted(names.get_values_for_type(x509.DNSName)) != sorted(dns) or \
-            sorted(str(ip) for ip in names.get_values_for_type(x509.IPAddress)) != sorted(ips):
+    if sorted(names.get_values_for_type(x509.DNSName)) != sorted(dns) or sorted(
+        str(ip) for ip in names.get_values_for_type(x509.IPAddress)
+    ) != sorted(ips):
         return "the names changed"
     if days_left(cert) <= renew_days:
         return "expires soon"
@@ -162,8 +177,12 @@ def _problem(cert: x509.Certificate, key, ca: x509.Certificate, dns: list[str], 
 
 
 def ensure_certificate(
-    folder: Path, name: str, names: list[str], ca_folder: Path,
-    valid_days: int = HOST_VALID_DAYS, renew_days: int = RENEW_DAYS,
+    folder: Path,
+    name: str,
+    names: list[str],
+    ca_folder: Path,
+    valid_days: int = HOST_VALID_DAYS,
+    renew_days: int = RENEW_DAYS,
 ) -> Issued:
     """<name>.crt and <name>.key in folder, signed by the CA in ca_folder, for every host name and address in names.
 
@@ -192,15 +211,27 @@ def ensure_certificate(
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (dns or ips)[0])]))
-        .issuer_name(ca.subject).public_key(key.public_key())
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(min(now + datetime.timedelta(days=valid_days), ca.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(alternative), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False, crl_sign=False,
-                                     content_commitment=False, data_encipherment=False, key_agreement=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())

@@ -77,8 +77,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     except (ModelCheckError, OSError) as error:  # one line for the admin, no traceback
         print(f"schulki models add: {error}", file=sys.stderr)
         return 2
-    print(f"schulki models add: {entry.name} ({entry.file}, {entry.size_bytes / 1e9:.2f} GB) geprüft und kopiert; "
-          f"schulki up startet es in wenigen Sekunden, ohne Neustart (checked and copied; schulki up serves it within seconds)")
+    print(
+        f"schulki models add: {entry.name} ({entry.file}, {entry.size_bytes / 1e9:.2f} GB) geprüft und kopiert; "
+        f"schulki up startet es in wenigen Sekunden, ohne Neustart (checked and copied; schulki up serves it within seconds)"
+    )
     return 0
 
 
@@ -89,12 +91,10 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from schulki.models.catalog import CatalogError
-    from schulki.models.fleet import FleetError, plan_inventory, plan_table
-
     from schulki.evaluation.planning import measurements_text, quality_floor
     from schulki.evaluation.results import RESULTS_FOLDER, load_results
-    from schulki.models.catalog import load_catalog
+    from schulki.models.catalog import CatalogError, load_catalog
+    from schulki.models.fleet import FleetError, plan_inventory, plan_table
 
     config = Config()
     results_dir = args.results or config.evaluation.results_dir or config.data_dir / "models" / RESULTS_FOLDER
@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
 
     models = commands.add_parser("models", help="add chat models from a USB stick or the school's mirror (no model hub is contacted)")
     model_commands = models.add_subparsers(dest="models_command", required=True)
-    models_add = model_commands.add_parser("add", help="check a GGUF file (header, architecture, sha256) and copy it into the models folder")
+    models_add = model_commands.add_parser(
+        "add", help="check a GGUF file (header, architecture, sha256) and copy it into the models folder"
+    )
     models_add.add_argument("file", type=Path)
     models_add.add_argument("--name", default=None, help="the name users see; default: catalog id and quant, or the file name")
     model_commands.add_parser("list", help="list the chat models added to this machine")
@@ -145,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     user_add = user_commands.add_parser("add", help="create one account")
     user_add.add_argument("name")
     user_add.add_argument("--role", choices=("student", "teacher", "admin"), default="student")
-    user_add.add_argument("--workspace", action="append", default=[], metavar="W", help="class whose workspace the user shares (repeatable)")
+    user_add.add_argument(
+        "--workspace", action="append", default=[], metavar="W", help="class whose workspace the user shares (repeatable)"
+    )
     user_import = user_commands.add_parser("import", help="create the accounts of a class list (CSV: name,role,class,password)")
     user_import.add_argument("csv_file")
     user_export = user_commands.add_parser("export", help="write everything schulki keeps about a user into a zip (GDPR right of access)")
@@ -155,11 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     user_delete.add_argument("name")
     user.set_defaults(func=cmd_user)
 
-    plan = commands.add_parser("plan", help="print, per host of an inventory, the model, quant, context length and GPU layers it would get, and why")
+    plan = commands.add_parser(
+        "plan", help="print, per host of an inventory, the model, quant, context length and GPU layers it would get, and why"
+    )
     plan.add_argument("-i", "--inventory", required=True, help="the school's Ansible inventory, e.g. inventory/example")
     plan.add_argument("--json", action="store_true", help="print the full plans as JSON")
-    plan.add_argument("--max-kld", type=float, default=None, help="quality floor: no quant whose measured mean KLD is above this (default: evaluation.max_mean_kld)")
-    plan.add_argument("--results", default=None, help="folder of schulki eval results (default: evaluation.results_dir, else var/models/eval-results)")
+    plan.add_argument(
+        "--max-kld",
+        type=float,
+        default=None,
+        help="quality floor: no quant whose measured mean KLD is above this (default: evaluation.max_mean_kld)",
+    )
+    plan.add_argument(
+        "--results", default=None, help="folder of schulki eval results (default: evaluation.results_dir, else var/models/eval-results)"
+    )
     plan.set_defaults(func=cmd_plan)
 
     from schulki.evaluation.cli import add_parser as add_eval_parser

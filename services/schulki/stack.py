@@ -110,7 +110,9 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
                     child = children[label] = start_chat_model(path, model, port)
                     chat_models.append(ChatModelProcess(path, model, port))
                     try:
-                        wait_until_serving(_address(config, name, port), start_timeout, is_alive=lambda c=child: c.poll() is None and not stopping)
+                        wait_until_serving(
+                            _address(config, name, port), start_timeout, is_alive=lambda c=child: c.poll() is None and not stopping
+                        )
                     except (RuntimeError, TimeoutError) as error:
                         print(f"schulki: {label} did not start: {error}", file=sys.stderr)
                         return 1

@@ -21,7 +21,14 @@ from tests.conftest import ARTIFACTS, shared_tls
 from tests.gateway_stack import running_stack, stack_config, write_pdf
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
@@ -39,10 +46,13 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("files")
-    pdf = write_pdf(folder / "biologie.pdf", [
-        "Die Photosynthese findet in den Chloroplasten der Pflanzenzellen statt. Pflanzen brauchen dazu Licht, Wasser und Kohlendioxid.",
-        "Der Rhein ist ein Fluss in Europa.",
-    ])
+    pdf = write_pdf(
+        folder / "biologie.pdf",
+        [
+            "Die Photosynthese findet in den Chloroplasten der Pflanzenzellen statt. Pflanzen brauchen dazu Licht, Wasser und Kohlendioxid.",
+            "Der Rhein ist ein Fluss in Europa.",
+        ],
+    )
     speech = folder / "unterricht.wav"
     subprocess.run(["espeak-ng", "-v", "de", "-w", str(speech), "Guten Morgen. Heute lernen wir etwas über die Photosynthese."], check=True)
     return {"pdf": pdf, "speech": speech}
@@ -64,8 +74,14 @@ def page(browser, stack):
     page = context.new_page()
     page.set_default_timeout(90_000)
     page.requested_hosts = set()
-    page.on("request", lambda request: page.requested_hosts.add(urlparse(request.url).netloc)
-            if urlparse(request.url).scheme in ("http", "https", "ws", "wss") else None)
+    page.on(
+        "request",
+        lambda request: (
+            page.requested_hosts.add(urlparse(request.url).netloc)
+            if urlparse(request.url).scheme in ("http", "https", "ws", "wss")
+            else None
+        ),
+    )
     yield page
     context.close()
     assert page.requested_hosts <= {urlparse(stack.url).netloc}, f"the page asked other hosts: {page.requested_hosts}"

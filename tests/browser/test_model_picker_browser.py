@@ -51,7 +51,10 @@ def open_options(page) -> list[str]:
     """Open the model picker's list; the names it offers (without the default's mark)."""
     page.click("#chat-model input")
     page.wait_for_selector("#chat-model li[role=option]")
-    return [label.removesuffix(" (Standard)") for label in page.eval_on_selector_all("#chat-model li[role=option]", "items => items.map(i => i.getAttribute('aria-label'))")]
+    return [
+        label.removesuffix(" (Standard)")
+        for label in page.eval_on_selector_all("#chat-model li[role=option]", "items => items.map(i => i.getAttribute('aria-label'))")
+    ]
 
 
 def test_a_student_picks_a_model_and_gets_its_answer(page, stack):
@@ -67,7 +70,9 @@ def test_a_student_picks_a_model_and_gets_its_answer(page, stack):
     before = node_b.served
     page.fill("#chat-input textarea", "Erzähl mir etwas über Vulkane.")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => { const b = document.querySelectorAll('#chatbot .bot'); return b.length && b[b.length - 1].innerText.trim().length > 0 }")
+    page.wait_for_function(
+        "() => { const b = document.querySelectorAll('#chatbot .bot'); return b.length && b[b.length - 1].innerText.trim().length > 0 }"
+    )
     wait_until(lambda: node_b.served == before + 1, 60)  # demo-b's node wrote the answer
     shoot(page, "model-picker")
 

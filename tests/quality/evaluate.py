@@ -72,8 +72,9 @@ def evaluate(stub, vector_weight: float, items: list[dict] | None = None) -> Fig
     found_in_5 = 0
     reciprocal = 0.0
     for item in items:
-        hits = stub.Search(pb.SearchRequest(workspace=WORKSPACE, query=item["question"], top_k=DEPTH,
-                                            vector_weight=vector_weight), timeout=60).hits
+        hits = stub.Search(
+            pb.SearchRequest(workspace=WORKSPACE, query=item["question"], top_k=DEPTH, vector_weight=vector_weight), timeout=60
+        ).hits
         ranks = [i for i, h in enumerate(hits, 1) if h.source == item["file"] and h.section == item["section"]]
         if ranks:
             reciprocal += 1.0 / ranks[0]
@@ -85,6 +86,7 @@ def main() -> int:
     from schulki import retrieval
     from schulki.retrieval.store import FUSIONS
     from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
     from tests.conftest import InProcessServer
     from tests.retrieval_support import embeddings_server, retrieval_config
 

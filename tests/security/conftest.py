@@ -27,8 +27,12 @@ def security_stack(tmp_path_factory) -> Iterator[Stack]:
     """One stack for the whole suite, with limits small enough to reach quickly in a test."""
     folder = tmp_path_factory.mktemp("security")
     config = stack_config(folder)
-    limits = {"max_request_bytes": 1 * MIB, "max_upload_bytes": 8 * MIB, "body_idle_timeout_s": 2.0,
-              "requests_per_minute": {"student": 10_000, "teacher": 10_000, "admin": 10_000}}
+    limits = {
+        "max_request_bytes": 1 * MIB,
+        "max_upload_bytes": 8 * MIB,
+        "body_idle_timeout_s": 2.0,
+        "requests_per_minute": {"student": 10_000, "teacher": 10_000, "admin": 10_000},
+    }
     for name, value in limits.items():
         if name in type(config.gateway).model_fields:  # an older gateway lacks some: the suite then shows the attacks succeed
             setattr(config.gateway, name, value)
@@ -58,8 +62,12 @@ class User:
         with httpx.Client(base_url=self.stack.url, transport=httpx.HTTPTransport(local_address=address), timeout=60) as login:
             response = login.post("/login", data={"name": self.name, "password": self.password})
         assert response.status_code == 303, response.text
-        return httpx.Client(base_url=self.stack.url, transport=httpx.HTTPTransport(local_address=address), timeout=60,
-                            cookies={"schulki_session": response.cookies["schulki_session"]})
+        return httpx.Client(
+            base_url=self.stack.url,
+            transport=httpx.HTTPTransport(local_address=address),
+            timeout=60,
+            cookies={"schulki_session": response.cookies["schulki_session"]},
+        )
 
 
 def make_user(stack: Stack, role: str = "student", classes: tuple[str, ...] = ()) -> User:
@@ -93,8 +101,9 @@ def gradio_endpoints(client: httpx.Client, prefix: str = "") -> list[dict]:
     assert config.status_code == 200, config.text
     found = []
     for index, dependency in enumerate(config.json()["dependencies"]):
-        found.append({"api_name": dependency.get("api_name"), "fn_index": dependency.get("id", index),
-                      "inputs": len(dependency.get("inputs", []))})
+        found.append(
+            {"api_name": dependency.get("api_name"), "fn_index": dependency.get("id", index), "inputs": len(dependency.get("inputs", []))}
+        )
     return found
 
 

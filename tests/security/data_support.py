@@ -21,6 +21,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from schulki.runtime.client import wait_until_serving
+
 from tests.conftest import free_port
 
 SERVICE_ADDRESS_SPACE = 8 * 1024 * 1024 * 1024
@@ -45,7 +46,10 @@ class RetrievalProcess:
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "schulki.cli", "serve", "retrieval", "--port", str(self.port)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=cap,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=cap,
         )
         wait_until_serving(self.address, 120, is_alive=lambda: self.process.poll() is None)
         return self
@@ -94,6 +98,7 @@ def wide_header_csv(columns: int = 1000, header_chars: int = 100, rows: int = 15
 
 def _xlsx(shared: list[str], sheet_rows: list[list[int]]) -> bytes:
     """A minimal valid XLSX whose cells all point into the shared strings table."""
+
     def column(index: int) -> str:
         name = ""
         index += 1
@@ -114,26 +119,32 @@ def _xlsx(shared: list[str], sheet_rows: list[list[int]]) -> bytes:
             '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
             '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
             '<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>'
-            "</Types>"),
+            "</Types>"
+        ),
         "_rels/.rels": (
             '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
             '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>'
-            "</Relationships>"),
+            "</Relationships>"
+        ),
         "xl/workbook.xml": (
             '<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
             'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets>'
-            '<sheet name="Tabelle1" sheetId="1" r:id="rId1"/></sheets></workbook>'),
+            '<sheet name="Tabelle1" sheetId="1" r:id="rId1"/></sheets></workbook>'
+        ),
         "xl/_rels/workbook.xml.rels": (
             '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
             '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/>'
             '<Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/>'
-            "</Relationships>"),
+            "</Relationships>"
+        ),
         "xl/worksheets/sheet1.xml": (
             '<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-            f"<sheetData>{rows}</sheetData></worksheet>"),
+            f"<sheetData>{rows}</sheetData></worksheet>"
+        ),
         "xl/sharedStrings.xml": (
             '<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-            f'count="{len(shared)}" uniqueCount="{len(shared)}">' + "".join(f"<si><t>{escape(t)}</t></si>" for t in shared) + "</sst>"),
+            f'count="{len(shared)}" uniqueCount="{len(shared)}">' + "".join(f"<si><t>{escape(t)}</t></si>" for t in shared) + "</sst>"
+        ),
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -158,7 +169,7 @@ def big_shared_strings_xlsx(total_chars: int) -> bytes:
     piece = 30_000
     count = total_chars // piece
     text = random_words(piece * count)
-    strings = [text[i * piece:(i + 1) * piece] for i in range(count)]
+    strings = [text[i * piece : (i + 1) * piece] for i in range(count)]
     return _xlsx(strings, [[i] for i in range(count)])
 
 
@@ -172,19 +183,23 @@ def wide_table_docx(columns: int = 50, header_chars: int = 20_000, rows: int = 2
     # Random header text, so the document does not pack well enough to look like a zip bomb.
     header = "<w:tr>" + "".join(cell(f"Kopf{i} " + random_words(header_chars, seed=i)) for i in range(columns)) + "</w:tr>"
     body = ("<w:tr>" + "".join(cell("x") for _ in range(columns)) + "</w:tr>") * rows
-    document = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document {w}><w:body>'
-                f"<w:p><w:r><w:t>Stundenplan</w:t></w:r></w:p><w:tbl>{header}{body}</w:tbl></w:body></w:document>")
+    document = (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document {w}><w:body>'
+        f"<w:p><w:r><w:t>Stundenplan</w:t></w:r></w:p><w:tbl>{header}{body}</w:tbl></w:body></w:document>"
+    )
     parts = {
         "[Content_Types].xml": (
             '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
             '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
             '<Default Extension="xml" ContentType="application/xml"/>'
             '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>'
-            "</Types>"),
+            "</Types>"
+        ),
         "_rels/.rels": (
             '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
             '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.xml"/>'
-            "</Relationships>"),
+            "</Relationships>"
+        ),
         "word/document.xml": document,
     }
     buffer = io.BytesIO()
@@ -196,8 +211,13 @@ def wide_table_docx(columns: int = 50, header_chars: int = 20_000, rows: int = 2
 
 def nested_html(depth: int = 200_000) -> bytes:
     """An HTML page of 200,000 nested elements around one sentence."""
-    return (b"<html><body>" + b"<div><span>" * (depth // 2) + "Tief verschachtelter Satz über Vulkane.".encode()
-            + b"</span></div>" * (depth // 2) + b"</body></html>")
+    return (
+        b"<html><body>"
+        + b"<div><span>" * (depth // 2)
+        + "Tief verschachtelter Satz über Vulkane.".encode()
+        + b"</span></div>" * (depth // 2)
+        + b"</body></html>"
+    )
 
 
 def single_line_text(megabytes: int = 20) -> bytes:

@@ -75,8 +75,12 @@ def judge(trace: str) -> dict:
         outside = [a for group in ADDRESS.findall(line) for a in group if a and not LOOPBACK.match(a)]
         if not outside:
             continue
-        is_probe = (match.group(3) == "connect" and (match.group(5) or "").startswith("<UDP")
-                    and 'inet_addr("10.255.255.255")' in line and "htons(1)" in line)
+        is_probe = (
+            match.group(3) == "connect"
+            and (match.group(5) or "").startswith("<UDP")
+            and 'inet_addr("10.255.255.255")' in line
+            and "htons(1)" in line
+        )
         if is_probe:
             probes.append(line)
         else:
@@ -96,16 +100,29 @@ def drive_api(url: str, key: str, speech: Path, results: dict) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=url, headers=headers, timeout=300, verify=False) as api:  # a self-made certificate, on loopback
         results["api_models"] = [m["id"] for m in api.get("/v1/models").json()["data"]]
-        chat = api.post("/v1/chat/completions", json={"model": "schulki-chat", "max_tokens": 8, "messages": [{"role": "user", "content": "Hallo!"}]})
+        chat = api.post(
+            "/v1/chat/completions", json={"model": "schulki-chat", "max_tokens": 8, "messages": [{"role": "user", "content": "Hallo!"}]}
+        )
         results["api_chat"] = chat.status_code
-        with api.stream("POST", "/v1/chat/completions", json={"model": "schulki-chat", "max_tokens": 8, "stream": True,
-                                                              "messages": [{"role": "user", "content": "Was ist ein Vulkan?"}]}) as stream:
+        with api.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "model": "schulki-chat",
+                "max_tokens": 8,
+                "stream": True,
+                "messages": [{"role": "user", "content": "Was ist ein Vulkan?"}],
+            },
+        ) as stream:
             results["api_chat_stream_chunks"] = sum(1 for line in stream.iter_lines() if line.startswith("data:"))
         embeddings = api.post("/v1/embeddings", json={"model": "schulki-embeddings", "input": ["Photosynthese", "Vulkan"]})
         results["api_embeddings"] = len(embeddings.json()["data"]) if embeddings.status_code == 200 else embeddings.status_code
         with speech.open("rb") as handle:
-            transcript = api.post("/v1/audio/transcriptions", data={"model": "whisper-1", "language": "de", "response_format": "srt"},
-                                  files={"file": ("stunde.wav", handle, "audio/wav")})
+            transcript = api.post(
+                "/v1/audio/transcriptions",
+                data={"model": "whisper-1", "language": "de", "response_format": "srt"},
+                files={"file": ("stunde.wav", handle, "audio/wav")},
+            )
         results["api_transcription"] = transcript.status_code
 
 
@@ -132,7 +149,9 @@ def drive_browser(url: str, admin_password: str, student: tuple[str, str], files
                 else:
                     page.fill("#chat-input textarea", "Erkläre mir kurz, was ein Vulkan ist.")
                     page.keyboard.press("Enter")
-                    page.wait_for_function("() => { const b = document.querySelectorAll('#chatbot .bot'); return b.length && b[b.length-1].innerText.trim().length > 0; }")
+                    page.wait_for_function(
+                        "() => { const b = document.querySelectorAll('#chatbot .bot'); return b.length && b[b.length-1].innerText.trim().length > 0; }"
+                    )
                     results["browser_chat"] = True
                     page.get_by_role("tab", name="Dokumente").click()
                     page.set_input_files("#document-upload input[type=file]", str(files["pdf"]))
@@ -165,7 +184,7 @@ def drive_browser(url: str, admin_password: str, student: tuple[str, str], files
 def stop(up: subprocess.Popen) -> None:
     """SIGTERM to ``schulki up`` itself (strace would only detach on it), then, if anything is left, SIGKILL to the whole session."""
     children = Path(f"/proc/{up.pid}/task/{up.pid}/children")
-    for pid in (children.read_text().split() if children.exists() else []):
+    for pid in children.read_text().split() if children.exists() else []:
         os.kill(int(pid), signal.SIGTERM)
     try:
         up.wait(90)
@@ -187,9 +206,28 @@ def main(out: Path) -> int:
     env = {**os.environ, "SCHULKI_DATA_DIR": str(work / "data"), "PYTHONUNBUFFERED": "1"}
     log = (work / "up.log").open("w")
     # its own session: at the end the whole tree (strace, schulki up, services, gateway) can be stopped as one
-    up = subprocess.Popen(["strace", "-f", "-qq", "-yy", "-Y", "-e", f"trace={TRACED},clone,clone3,execve", "-o", str(trace_file),
-                           sys.executable, "-m", "schulki.cli", "up"], env=env, stdout=subprocess.PIPE, stderr=log, text=True,
-                          start_new_session=True)
+    up = subprocess.Popen(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-yy",
+            "-Y",
+            "-e",
+            f"trace={TRACED},clone,clone3,execve",
+            "-o",
+            str(trace_file),
+            sys.executable,
+            "-m",
+            "schulki.cli",
+            "up",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        start_new_session=True,
+    )
     output: list[str] = []
     try:
         admin_password = None
@@ -207,8 +245,13 @@ def main(out: Path) -> int:
         # the address ``schulki up`` printed (http, or https with its own certificate), reached over loopback
         printed = re.search(r"gateway\s+(https?)://[^:/\s]+:(\d+)", "".join(output))
         url = f"{printed.group(1)}://127.0.0.1:{printed.group(2)}"
-        added = subprocess.run([sys.executable, "-m", "schulki.cli", "user", "add", "egress-anna", "--role", "student", "--workspace", "7a"],
-                               env=env, capture_output=True, text=True, timeout=60)
+        added = subprocess.run(
+            [sys.executable, "-m", "schulki.cli", "user", "add", "egress-anna", "--role", "student", "--workspace", "7a"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         student = ("egress-anna", re.search(r"Passwort \(password\): (\S+)", added.stdout).group(1))
         speech = work / "stunde.wav"
         subprocess.run(["espeak-ng", "-v", "de", "-s", "140", "-w", str(speech), SPEECH], check=True)
@@ -218,7 +261,9 @@ def main(out: Path) -> int:
         drive_api(url, key, speech, results)
         drive_browser(url, admin_password, student, {"pdf": pdf, "speech": speech}, results)
         data = work / "data" / "gateway"
-        results["modes"] = {p.name: oct(p.stat().st_mode & 0o777) for p in (data, data / "accounts.sqlite3", data / "uploads", data / "secret")}
+        results["modes"] = {
+            p.name: oct(p.stat().st_mode & 0o777) for p in (data, data / "accounts.sqlite3", data / "uploads", data / "secret")
+        }
     except Exception:
         results["errors"].append(traceback.format_exc())
     finally:

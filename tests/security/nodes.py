@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-
 from schulki import embeddings
 from schulki.certificates import ensure_ca, ensure_certificate
 from schulki.config import Config, RuntimeConfig
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+
 from tests.conftest import InProcessServer
 
 

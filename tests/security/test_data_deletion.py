@@ -18,9 +18,9 @@ import grpc
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
 from tests.gateway_stack import running_stack
 from tests.security.data_support import padded_html
 
@@ -44,8 +44,9 @@ def with_data(stack, name: str, tmp_path):
     page = tmp_path / f"{name}.html"
     page.write_bytes(padded_html(4096, "Mein Referat: Die Photosynthese findet in den Chloroplasten statt."))
     client.predict(account.own_workspace, handle_file(str(page)), api_name="/documents_upload")
-    stack.gateway.accounts.save_chat(account.id, None, [{"role": "user", "content": "Wie funktioniert Photosynthese?"},
-                                                        {"role": "assistant", "content": "Mit Licht."}])
+    stack.gateway.accounts.save_chat(
+        account.id, None, [{"role": "user", "content": "Wie funktioniert Photosynthese?"}, {"role": "assistant", "content": "Mit Licht."}]
+    )
     transcript = stack.gateway.user_files(account) / "aufnahme1"
     transcript.mkdir()
     (transcript / "transkript.txt").write_text("[00:00] Heute sprechen wir über Vulkane.", encoding="utf-8")
@@ -76,19 +77,28 @@ def test_schulki_user_export_gives_a_student_all_their_data(stack, tmp_path):
     """Attack on the right of access: a student asks what schulki keeps about them; the admin runs `schulki user export`."""
     created, _ = with_data(stack, "del-export", tmp_path)
     target = tmp_path / "export.zip"
-    env = {**os.environ, "SCHULKI_DATA_DIR": str(stack.config.data_dir),
-           "SCHULKI_GATEWAY__RETRIEVAL_ADDRESSES": json.dumps(stack.config.gateway.retrieval_addresses),
-           "SCHULKI_GATEWAY__EMBEDDINGS_ADDRESSES": json.dumps(stack.config.gateway.embeddings_addresses),
-           "SCHULKI_GATEWAY__INFERENCE_ADDRESSES": json.dumps(stack.config.gateway.inference_addresses),
-           "SCHULKI_GATEWAY__TRANSCRIPTION_ADDRESSES": json.dumps(stack.config.gateway.transcription_addresses)}
-    done = subprocess.run([sys.executable, "-m", "schulki.cli", "user", "export", "del-export", "-o", str(target)],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "SCHULKI_DATA_DIR": str(stack.config.data_dir),
+        "SCHULKI_GATEWAY__RETRIEVAL_ADDRESSES": json.dumps(stack.config.gateway.retrieval_addresses),
+        "SCHULKI_GATEWAY__EMBEDDINGS_ADDRESSES": json.dumps(stack.config.gateway.embeddings_addresses),
+        "SCHULKI_GATEWAY__INFERENCE_ADDRESSES": json.dumps(stack.config.gateway.inference_addresses),
+        "SCHULKI_GATEWAY__TRANSCRIPTION_ADDRESSES": json.dumps(stack.config.gateway.transcription_addresses),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "schulki.cli", "user", "export", "del-export", "-o", str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     check_export(target.read_bytes(), "del-export")
     assert oct(target.stat().st_mode & 0o777) == "0o600"
     # and `schulki user delete` takes all of it away again
-    done = subprocess.run([sys.executable, "-m", "schulki.cli", "user", "delete", "del-export"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "schulki.cli", "user", "delete", "del-export"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert created.account.own_workspace not in workspaces(stack)
     assert stack.gateway.accounts.by_name("del-export") is None
@@ -112,7 +122,9 @@ def test_deleting_a_user_removes_everything_of_theirs_everywhere(stack, tmp_path
     """Attack: traces of a deleted student (documents, vectors, chats, transcripts, key, sessions) left anywhere."""
     created, _ = with_data(stack, "del-gone", tmp_path)
     account = created.account
-    session = httpx.post(f"{stack.url}/login", headers={"Origin": stack.url}, data={"name": "del-gone", "password": created.password}, follow_redirects=False)
+    session = httpx.post(
+        f"{stack.url}/login", headers={"Origin": stack.url}, data={"name": "del-gone", "password": created.password}, follow_redirects=False
+    )
     assert account.own_workspace in workspaces(stack)
     _, admin = login(stack, "del-admin2", "admin")
     assert "gelöscht" in admin.predict("del-gone", api_name="/admin_delete_user")

@@ -14,9 +14,9 @@ import time
 
 import grpc
 import pytest
-
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
 from tests.retrieval_support import assert_serving, embeddings_server, ingest, requests, search
 from tests.security.data_support import (
     big_shared_strings_xlsx,
@@ -42,8 +42,13 @@ def embeddings_address():
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, embeddings_address):
-    with retrieval_process(tmp_path_factory.mktemp("attacked"), embeddings_address, max_document_chars=str(MAX_CHARS),
-                           parse_memory_mb=str(PARSE_MEMORY_MB), parse_timeout_s="60") as running:
+    with retrieval_process(
+        tmp_path_factory.mktemp("attacked"),
+        embeddings_address,
+        max_document_chars=str(MAX_CHARS),
+        parse_memory_mb=str(PARSE_MEMORY_MB),
+        parse_timeout_s="60",
+    ) as running:
         yield running
 
 
@@ -110,7 +115,9 @@ def test_the_service_still_ingests_and_finds_an_ordinary_document_after_the_atta
     _, document = ingest(stub, "u-1", "vulkane.txt", "Der Ätna ist ein Vulkan auf Sizilien. Er ist sehr aktiv.".encode())
     hits = search(stub, "u-1", "Vulkan Sizilien")
     assert hits and hits[0].document_id == document.document_id
-    assert [d.document_id for d in stub.ListDocuments(pb.ListDocumentsRequest(workspace="u-1"), timeout=30).documents] == [document.document_id]
+    assert [d.document_id for d in stub.ListDocuments(pb.ListDocumentsRequest(workspace="u-1"), timeout=30).documents] == [
+        document.document_id
+    ]
 
 
 def test_deeply_nested_html_gets_an_answer_and_leaves_the_service_serving(stub, service):

@@ -14,9 +14,9 @@ import time
 import grpc
 import pytest
 from gradio_client import Client, handle_file
-
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
 from tests.gateway_stack import running_stack, stack_config
 from tests.retrieval_support import ingest
 from tests.security.data_support import padded_html

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
-from gradio.utils import get_upload_folder
 
 from tests.gateway_stack import write_pdf
-from tests.security.conftest import file_payload, gradio_call, gradio_endpoints, make_user, upload
+from tests.security.conftest import file_payload, gradio_call, gradio_endpoints, upload
 
 NOT_YOURS = "gehört nicht dir"
 PLANTED = "Klassenliste 7a: Passwort von Mia ist Zebra-Wolke-42. Passwort von Tom ist Kaktus-Mond-17."
@@ -54,8 +54,10 @@ def test_every_event_refuses_a_foreign_path_in_any_input(security_stack, student
                     assert status == 403 and NOT_YOURS in body, (prefix, endpoint, status, body)
                     run = client.post(f"{prefix}/gradio_api/run/{endpoint['api_name']}", json={"data": data})
                     assert run.status_code == 403, (endpoint, run.status_code)
-                joined = client.post(f"{prefix}/gradio_api/queue/join", json={
-                    "data": data, "fn_index": endpoint["fn_index"], "session_hash": "attack", "event_data": None, "trigger_id": None})
+                joined = client.post(
+                    f"{prefix}/gradio_api/queue/join",
+                    json={"data": data, "fn_index": endpoint["fn_index"], "session_hash": "attack", "event_data": None, "trigger_id": None},
+                )
                 assert joined.status_code == 403 and NOT_YOURS in joined.text, (endpoint, joined.status_code, joined.text)
 
 
@@ -69,7 +71,9 @@ def test_devices_links_urls_and_missing_files_get_one_and_the_same_refusal(secur
             status, _event, body = gradio_call(client, "documents_upload", [student.account.own_workspace, file_payload(path)])
             answers[path] = (status, body)
         assert len(set(answers.values())) == 1 and next(iter(answers.values()))[0] == 403, answers
-        status, _event, body = gradio_call(client, "documents_upload", [student.account.own_workspace, file_payload(recorder.url + "/gross.pdf")])
+        status, _event, body = gradio_call(
+            client, "documents_upload", [student.account.own_workspace, file_payload(recorder.url + "/gross.pdf")]
+        )
         assert status == 403 and "keine Adressen" in body
         assert recorder.connections == 0
         start = time.monotonic()
@@ -114,7 +118,9 @@ def test_a_refused_upload_does_not_stay_in_gradios_cache(security_stack, student
 def test_a_transcript_is_downloadable_only_by_whoever_made_it(security_stack, student, other_student, tmp_path):
     """Attacks: another student (or a visitor) downloads a transcript by its URL (finding 8)."""
     speech = tmp_path / "stunde.wav"
-    subprocess.run(["espeak-ng", "-v", "de", "-s", "140", "-w", str(speech), "Guten Morgen. Heute lernen wir die Photosynthese."], check=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "de", "-s", "140", "-w", str(speech), "Guten Morgen. Heute lernen wir die Photosynthese."], check=True
+    )
     client = Client(security_stack.url, headers=student.bearer, verbose=False)
     result = client.predict(handle_file(str(speech)), "de", api_name="/transcribe")
     srt_path = result[3]["value"] if isinstance(result[3], dict) else result[3]  # gradio_client downloads it: the owner can
@@ -129,13 +135,25 @@ def test_a_transcript_is_downloadable_only_by_whoever_made_it(security_stack, st
         assert any(owner.get(f"/gradio_api/file={p}").status_code == 200 for p in served)
 
 
-@pytest.mark.parametrize("route", ["/gradio_api/file={url}/x.pdf", "/en/gradio_api/file={url}/x.pdf", "/gradio_api/proxy={url}/x",
-                                   "/gradio_api/file=https://example.org/x.pdf", "/gradio_api/file/{url}/x.pdf"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/gradio_api/file={url}/x.pdf",
+        "/en/gradio_api/file={url}/x.pdf",
+        "/gradio_api/proxy={url}/x",
+        "/gradio_api/file=https://example.org/x.pdf",
+        "/gradio_api/file/{url}/x.pdf",
+    ],
+)
 def test_the_gateway_fetches_no_url_for_a_student(security_stack, student, recorder, route):
     """Attacks: /gradio_api/file=http://host/... and /proxy=, which make the gateway fetch and relay the internet (finding 6)."""
     with student.browser() as client:
         response = client.get(route.format(url=recorder.url))
-    assert response.status_code in (403, 404) and ("keine Adressen" in response.text or NOT_YOURS in response.text), (route, response.status_code, response.text[:200])
+    assert response.status_code in (403, 404) and ("keine Adressen" in response.text or NOT_YOURS in response.text), (
+        route,
+        response.status_code,
+        response.text[:200],
+    )
     assert recorder.connections == 0
 
 

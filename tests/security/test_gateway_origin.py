@@ -15,7 +15,12 @@ import pytest
 from tests.security.conftest import gradio_call, make_user
 
 GATEWAY_HOST = "schulki.schule.example:7860"
-FOREIGN_ORIGINS = ["http://evil.schule.example", "http://schulki.schule.example:8080", "null", "https://schulki.schule.example.evil.test:7860"]
+FOREIGN_ORIGINS = [
+    "http://evil.schule.example",
+    "http://schulki.schule.example:8080",
+    "null",
+    "https://schulki.schule.example.evil.test:7860",
+]
 
 
 def as_browser(client: httpx.Client, origin: str | None, site: str | None = None) -> dict[str, str]:
@@ -47,8 +52,11 @@ def test_a_foreign_page_cannot_create_users_with_the_admins_login(security_stack
     with admin.browser() as client:
         response = client.post("/gradio_api/call/admin_add_user", json={"data": [name, "admin", ""]}, headers=as_browser(client, origin))
         assert response.status_code == 403
-        joined = client.post("/gradio_api/queue/join", headers=as_browser(client, origin),
-                             json={"data": [name, "admin", ""], "fn_index": 0, "session_hash": "x", "trigger_id": None})
+        joined = client.post(
+            "/gradio_api/queue/join",
+            headers=as_browser(client, origin),
+            json={"data": [name, "admin", ""], "fn_index": 0, "session_hash": "x", "trigger_id": None},
+        )
         assert joined.status_code == 403
     assert security_stack.gateway.accounts.by_name(name) is None
 
@@ -57,8 +65,9 @@ def test_a_foreign_page_cannot_create_users_with_the_admins_login(security_stack
 def test_a_form_post_marked_cross_site_is_refused_without_origin(security_stack, admin, site):
     """Attacks: a cross-site request whose browser sent Sec-Fetch-Site but no Origin header."""
     with admin.browser() as client:
-        response = client.post("/gradio_api/call/admin_add_user", json={"data": ["csrf-site", "admin", ""]},
-                               headers=as_browser(client, None, site))
+        response = client.post(
+            "/gradio_api/call/admin_add_user", json={"data": ["csrf-site", "admin", ""]}, headers=as_browser(client, None, site)
+        )
     assert response.status_code == 403
     assert security_stack.gateway.accounts.by_name("csrf-site") is None
 
@@ -67,8 +76,11 @@ def test_a_foreign_page_cannot_log_a_victim_into_the_attackers_account(security_
     """Attacks: login CSRF: a foreign page posts the attacker's name and password to /login (the victim then works in it)."""
     attacker = make_user(security_stack, "student")
     with httpx.Client(base_url=security_stack.url) as victim:
-        response = victim.post("/login", data={"name": attacker.name, "password": attacker.password},
-                               headers={"Host": GATEWAY_HOST, "Origin": "http://evil.schule.example"})
+        response = victim.post(
+            "/login",
+            data={"name": attacker.name, "password": attacker.password},
+            headers={"Host": GATEWAY_HOST, "Origin": "http://evil.schule.example"},
+        )
         assert response.status_code == 403 and "set-cookie" not in response.headers
         assert not victim.cookies
 

@@ -52,7 +52,9 @@ def test_a_student_cannot_call_an_admin_handler(security_stack, student, admin, 
     assert security_stack.gateway.retention_days() == retention_before
 
 
-@pytest.mark.parametrize("path", ["/v1/users", "/v1/admin/users", "/v1/admin", "/v1/accounts", "/v1/settings", "/v1/files", "/v1/models/x/delete"])
+@pytest.mark.parametrize(
+    "path", ["/v1/users", "/v1/admin/users", "/v1/admin", "/v1/accounts", "/v1/settings", "/v1/files", "/v1/models/x/delete"]
+)
 def test_a_student_finds_no_admin_route_under_v1(security_stack, student, path):
     """Attacks: guessing admin routes under /v1 with a student's API key."""
     for method in ("GET", "POST", "DELETE"):
@@ -63,20 +65,39 @@ def test_a_student_finds_no_admin_route_under_v1(security_stack, student, path):
 def test_no_url_taking_path_makes_the_gateway_fetch(security_stack, student, recorder):
     """Attacks: SSRF through every path that takes a URL: FileData url and path, image_url parts, audio by URL, file= and proxy=."""
     with student.browser() as client:
-        for data in ([student.account.own_workspace, {"path": recorder.url + "/a.pdf", "url": recorder.url + "/a.pdf", "meta": {"_type": "gradio.FileData"}}],
-                     [student.account.own_workspace, {"url": recorder.url + "/a.pdf", "meta": {"_type": "gradio.FileData"}}],
-                     [student.account.own_workspace, file_payload("//127.0.0.1/a.pdf")]):
+        for data in (
+            [
+                student.account.own_workspace,
+                {"path": recorder.url + "/a.pdf", "url": recorder.url + "/a.pdf", "meta": {"_type": "gradio.FileData"}},
+            ],
+            [student.account.own_workspace, {"url": recorder.url + "/a.pdf", "meta": {"_type": "gradio.FileData"}}],
+            [student.account.own_workspace, file_payload("//127.0.0.1/a.pdf")],
+        ):
             status, _event, body = gradio_call(client, "documents_upload", data)
             assert status == 403, (data, status, body)
-        status, _event, body = gradio_call(client, "transcribe", [{"path": recorder.url + "/a.wav", "meta": {"_type": "gradio.FileData"}}, ""])
+        status, _event, body = gradio_call(
+            client, "transcribe", [{"path": recorder.url + "/a.wav", "meta": {"_type": "gradio.FileData"}}, ""]
+        )
         assert status == 403
         for route in (f"/gradio_api/file={recorder.url}/a", f"/gradio_api/proxy={recorder.url}/a", f"/en/gradio_api/file={recorder.url}/a"):
             assert client.get(route).status_code in (403, 404)
-    chat = httpx.post(security_stack.url + "/v1/chat/completions", headers=student.bearer, timeout=60, json={
-        "model": "schulki-chat", "max_tokens": 4,
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": recorder.url + "/bild.png"}}]}]})
+    chat = httpx.post(
+        security_stack.url + "/v1/chat/completions",
+        headers=student.bearer,
+        timeout=60,
+        json={
+            "model": "schulki-chat",
+            "max_tokens": 4,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": recorder.url + "/bild.png"}}]}],
+        },
+    )
     assert chat.status_code == 400
-    audio = httpx.post(security_stack.url + "/v1/audio/transcriptions", headers=student.bearer, timeout=60,
-                       data={"file": recorder.url + "/a.wav", "model": "whisper-1"}, files={"x": ("x", b"x")})
+    audio = httpx.post(
+        security_stack.url + "/v1/audio/transcriptions",
+        headers=student.bearer,
+        timeout=60,
+        data={"file": recorder.url + "/a.wav", "model": "whisper-1"},
+        files={"x": ("x", b"x")},
+    )
     assert audio.status_code == 400
     assert recorder.connections == 0

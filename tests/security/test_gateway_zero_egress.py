@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
+
 from tests.conftest import ARTIFACTS, REPO_ROOT
 
 TIME_LIMIT_S = 900
@@ -47,8 +47,14 @@ def egress(tmp_path_factory) -> dict:
         "SCHULKI_GATEWAY__MAX_CHAT_TOKENS": "16",
     }
     env.pop("SCHULKI_CONFIG", None)
-    done = subprocess.run(["unshare", "-n", "--", sys.executable, "-m", "tests.security.egress_driver", str(out)],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=TIME_LIMIT_S)
+    done = subprocess.run(
+        ["unshare", "-n", "--", sys.executable, "-m", "tests.security.egress_driver", str(out)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT_S,
+    )
     assert done.returncode == 0 and out.exists(), done.stderr[-3000:]
     shutil.copy(out, ARTIFACTS / "zero-egress.json")  # what each feature gave, and every outside address any process named
     return json.loads(out.read_text())

@@ -7,8 +7,8 @@ that opens another node) is checked on the rendered files in tests/test_deploy_a
 from __future__ import annotations
 
 import grpc
-
 from schulki.config import RuntimeConfig
+
 from tests.security.nodes import embed, new_token, node, refusal, school_ca
 
 
@@ -22,4 +22,3 @@ def test_a_lab_pcs_certificate_cannot_stand_in_for_another_node(tmp_path):
         gateway = RuntimeConfig(tls_ca_file=ca, service_token=lab_token)
         assert embed(f"localhost:{port}", gateway) == 384, "by its own name the lab PC is served"
         assert refusal(lambda: embed(f"127.0.0.1:{port}", gateway)) == grpc.StatusCode.UNAVAILABLE, "in another node's place it is not"
-

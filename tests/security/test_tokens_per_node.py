@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from schulki.config import RuntimeConfig
+
 from tests.security.nodes import embed, new_token, node, refusal, school_ca
 
 
@@ -12,7 +12,10 @@ def test_a_lab_pcs_token_opens_no_other_node(tmp_path):
     """Attack: a student takes the token from the lab PC they sit at and calls a GPU node with it."""
     ca = school_ca(tmp_path)
     gpu_token, lab_token = new_token(), new_token()
-    with node(tmp_path, "gpu", gpu_token, ["localhost", "127.0.0.1"]) as gpu, node(tmp_path, "lab", lab_token, ["localhost", "127.0.0.1"]) as lab:
+    with (
+        node(tmp_path, "gpu", gpu_token, ["localhost", "127.0.0.1"]) as gpu,
+        node(tmp_path, "lab", lab_token, ["localhost", "127.0.0.1"]) as lab,
+    ):
         gateway = RuntimeConfig(tls_ca_file=ca, node_tokens={gpu.address: gpu_token, lab.address: lab_token})
         assert embed(gpu.address, gateway) == 384 and embed(lab.address, gateway) == 384, "the gateway reaches both with their own tokens"
         student = RuntimeConfig(tls_ca_file=ca, service_token=lab_token)

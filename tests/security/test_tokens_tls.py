@@ -6,10 +6,10 @@ import subprocess
 
 import grpc
 import pytest
-
 from schulki.config import RuntimeConfig
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
+
 from tests.conftest import ServiceProcess
 from tests.security.nodes import embed, new_token, node, refusal, school_ca
 
@@ -28,7 +28,8 @@ def test_a_plain_text_call_is_refused_even_with_the_right_token(guarded):
     server, _, token = guarded
     with grpc.insecure_channel(server.address) as channel:
         call = lambda: pb_grpc.EmbeddingsServiceStub(channel).Embed(  # noqa: E731
-            pb.EmbedRequest(texts=["x"]), metadata=[("authorization", f"Bearer {token}")], timeout=10)
+            pb.EmbedRequest(texts=["x"]), metadata=[("authorization", f"Bearer {token}")], timeout=10
+        )
         assert refusal(call) == grpc.StatusCode.UNAVAILABLE
 
 
@@ -59,8 +60,10 @@ def test_a_node_with_a_certificate_from_another_ca_is_not_trusted(guarded, tmp_p
 
 def test_a_node_refuses_to_listen_on_the_lan_without_tls():
     """Attack: a node started without its certificate would publish its port in plain text; it must not start."""
-    process = ServiceProcess("embeddings", env={"SCHULKI_RUNTIME__HOST": "0.0.0.0", "SCHULKI_RUNTIME__SERVICE_TOKEN": new_token(),
-                                                "SCHULKI_EMBEDDINGS__THREADS": "1"}).start(wait=False)
+    process = ServiceProcess(
+        "embeddings",
+        env={"SCHULKI_RUNTIME__HOST": "0.0.0.0", "SCHULKI_RUNTIME__SERVICE_TOKEN": new_token(), "SCHULKI_EMBEDDINGS__THREADS": "1"},
+    ).start(wait=False)
     try:
         code = process.process.wait(timeout=60)
     except subprocess.TimeoutExpired:

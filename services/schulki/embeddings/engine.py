@@ -119,8 +119,13 @@ class EmbeddingEngine:
         )
         log.info(
             "loaded %s (%s, %d dimensions, %s pooling, up to %d tokens per text, %d texts per batch) in %.1f s",
-            self.info.model_name, self.info.quant, self.info.dimension, self.info.pooling,
-            self.info.max_tokens, self._sequences, time.perf_counter() - started,
+            self.info.model_name,
+            self.info.quant,
+            self.info.dimension,
+            self.info.pooling,
+            self.info.max_tokens,
+            self._sequences,
+            time.perf_counter() - started,
         )
         return self.info
 

@@ -76,9 +76,7 @@ class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
         truncated = sum(r.truncated for r in results)
         log.info("embedded %d texts, %d tokens, %d truncated", len(results), sum(r.token_count for r in results), truncated)
         return pb.EmbedResponse(
-            embeddings=[
-                pb.Embedding(values=r.vector.tolist(), token_count=r.token_count, truncated=r.truncated) for r in results
-            ],
+            embeddings=[pb.Embedding(values=r.vector.tolist(), token_count=r.token_count, truncated=r.truncated) for r in results],
             dimension=info.dimension,
             model_name=info.model_name,
             truncation_rule=info.truncation_rule,
@@ -88,6 +86,10 @@ class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
         self._require_loaded()
         info = self.engine.info
         return pb.GetModelInfoResponse(
-            model_name=info.model_name, dimension=info.dimension, max_tokens=info.max_tokens, quant=info.quant,
-            query_prefix=self.prefixes[pb.TEXT_PURPOSE_QUERY], document_prefix=self.prefixes[pb.TEXT_PURPOSE_DOCUMENT],
+            model_name=info.model_name,
+            dimension=info.dimension,
+            max_tokens=info.max_tokens,
+            quant=info.quant,
+            query_prefix=self.prefixes[pb.TEXT_PURPOSE_QUERY],
+            document_prefix=self.prefixes[pb.TEXT_PURPOSE_DOCUMENT],
         )

@@ -63,9 +63,13 @@ class Accuracy:
         return self.correct / self.total if self.total else 0.0
 
     def as_dict(self) -> dict:
-        return {"correct": self.correct, "total": self.total, "accuracy": self.accuracy,
-                "by_subject": {k: {"correct": c, "total": t} for k, (c, t) in sorted(self.by_subject.items())},
-                "by_split": {k: {"correct": c, "total": t} for k, (c, t) in sorted(self.by_split.items())}}
+        return {
+            "correct": self.correct,
+            "total": self.total,
+            "accuracy": self.accuracy,
+            "by_subject": {k: {"correct": c, "total": t} for k, (c, t) in sorted(self.by_subject.items())},
+            "by_split": {k: {"correct": c, "total": t} for k, (c, t) in sorted(self.by_split.items())},
+        }
 
 
 def _log_softmax(row: np.ndarray) -> np.ndarray:
@@ -112,8 +116,12 @@ def score_question(model: EvalModel, question: Question) -> Scored:
     return Scored(question=question, picked=int(np.argmax(scores)), scores=tuple(scores))
 
 
-def score_questions(model: EvalModel, questions: Sequence[Question], progress: Callable[[int, int], None] | None = None,
-                    cancel: threading.Event | None = None) -> tuple[Accuracy, list[Scored]]:
+def score_questions(
+    model: EvalModel,
+    questions: Sequence[Question],
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[Accuracy, list[Scored]]:
     """Accuracy of the model on a question set, with each question's result."""
     accuracy, results = Accuracy(), []
     for i, question in enumerate(questions):

@@ -64,20 +64,31 @@ def run(args: argparse.Namespace) -> int:
     if not args.force:
         waiting = inference_queue(f"127.0.0.1:{config.inference.port}")
         if waiting:
-            print(f"schulki eval: Der Inferenz-Dienst auf diesem Rechner hat gerade {waiting} wartende Anfragen; "
-                  f"bitte später messen oder --force angeben (the inference service here has {waiting} requests waiting; "
-                  "measure later or pass --force)", file=sys.stderr)
+            print(
+                f"schulki eval: Der Inferenz-Dienst auf diesem Rechner hat gerade {waiting} wartende Anfragen; "
+                f"bitte später messen oder --force angeben (the inference service here has {waiting} requests waiting; "
+                "measure later or pass --force)",
+                file=sys.stderr,
+            )
             return EXIT_BUSY
     niceness = os.nice(0) if args.no_nice else lower_priority()
     options = EvalOptions(
-        context=args.context or settings.context, windows=args.windows, text_file=args.text,
-        questions_file=args.questions_file, questions_split=args.questions, question_limit=args.max_questions,
-        speed=not args.no_speed, threads=args.threads if args.threads is not None else settings.threads,
+        context=args.context or settings.context,
+        windows=args.windows,
+        text_file=args.text,
+        questions_file=args.questions_file,
+        questions_split=args.questions,
+        question_limit=args.max_questions,
+        speed=not args.no_speed,
+        threads=args.threads if args.threads is not None else settings.threads,
         gpu_layers=args.gpu_layers if args.gpu_layers is not None else settings.gpu_layers,
-        reference=args.reference, host=args.host,
+        reference=args.reference,
+        host=args.host,
     )
-    print(f"schulki eval: {len(args.files)} file(s), windows of {options.context} tokens, CPU priority nice {niceness}; Ctrl-C cancels",
-          file=sys.stderr)
+    print(
+        f"schulki eval: {len(args.files)} file(s), windows of {options.context} tokens, CPU priority nice {niceness}; Ctrl-C cancels",
+        file=sys.stderr,
+    )
     try:
         records = evaluate(args.files, options, progress=_progress(sys.stderr))
     except KeyboardInterrupt:

@@ -80,12 +80,20 @@ def parse_question(line: str, where: str) -> Question:
     try:
         raw = json.loads(line)
         choices = tuple(str(c) for c in raw["choices"])
-        question = Question(id=str(raw["id"]), subject=str(raw["subject"]), question=str(raw["question"]),
-                            choices=choices, answer=int(raw["answer"]), split=str(raw.get("split", "dev")))
+        question = Question(
+            id=str(raw["id"]),
+            subject=str(raw["subject"]),
+            question=str(raw["question"]),
+            choices=choices,
+            answer=int(raw["answer"]),
+            split=str(raw.get("split", "dev")),
+        )
     except (ValueError, KeyError, TypeError) as error:
         raise DataError(f"{where}: keine gültige Frage (not a valid question): {error}") from None
     if len(choices) < 2 or not 0 <= question.answer < len(choices):
-        raise DataError(f"{where}: braucht mindestens zwei Antworten und einen gültigen Index (needs two or more choices and a valid answer index)")
+        raise DataError(
+            f"{where}: braucht mindestens zwei Antworten und einen gültigen Index (needs two or more choices and a valid answer index)"
+        )
     if len(set(choices)) != len(choices):
         raise DataError(f"{where}: Antworten doppelt (duplicate choices)")
     return question

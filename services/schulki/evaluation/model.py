@@ -46,8 +46,13 @@ class EvalModel:
         self.context = context
         # One batch holds a whole window, so the logits of its second half come out of one decode.
         self.llama, self.load_log = load_llama(
-            self.path, n_ctx=context, n_batch=context, n_ubatch=min(512, context),
-            n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu_layers,
+            self.path,
+            n_ctx=context,
+            n_batch=context,
+            n_ubatch=min(512, context),
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=gpu_layers,
         )
         self.gpu_layers = gpu_layers
         self._lib = llama_cpp

@@ -83,8 +83,10 @@ def text_windows(model: EvalModel, text: str, context: int, max_windows: int | N
     """The tokens of the text as windows (rows) of ``context`` tokens, as llama-perplexity cuts them."""
     tokens = model.tokenize(text, add_bos=True)
     if len(tokens) < 2 * context:
-        raise EvalError(f"Der Text hat nur {len(tokens)} Tokens; für Fenster von {context} braucht es mindestens {2 * context} "
-                        f"(the text has only {len(tokens)} tokens; windows of {context} need at least {2 * context})")
+        raise EvalError(
+            f"Der Text hat nur {len(tokens)} Tokens; für Fenster von {context} braucht es mindestens {2 * context} "
+            f"(the text has only {len(tokens)} tokens; windows of {context} need at least {2 * context})"
+        )
     n = len(tokens) // context
     if max_windows:
         n = min(n, max_windows)
@@ -123,7 +125,7 @@ def encode_log_probs(block: np.ndarray) -> np.ndarray:
     out[:, :4] = np.stack([scale, min_log_prob], axis=1).view(np.uint16)
     safe = np.where(scale > 0, scale, np.float32(1))
     steps = np.rint((np.float32(1) / safe)[:, None] * (block - floor[:, None]))
-    out[:, 4:4 + n_vocab] = np.where((block > floor[:, None]) & (scale[:, None] > 0), steps, 0).astype(np.uint16)
+    out[:, 4 : 4 + n_vocab] = np.where((block > floor[:, None]) & (scale[:, None] > 0), steps, 0).astype(np.uint16)
     return out
 
 
@@ -133,8 +135,9 @@ def _add_nll(stats: Stats, nll: np.ndarray) -> None:
     stats.sum_nll2 += float((nll.astype(np.float64) ** 2).sum())
 
 
-def score_window(logits: np.ndarray, window: np.ndarray, stats: Stats, store: list[np.ndarray] | None = None,
-                 base: np.ndarray | None = None) -> None:
+def score_window(
+    logits: np.ndarray, window: np.ndarray, stats: Stats, store: list[np.ndarray] | None = None, base: np.ndarray | None = None
+) -> None:
     """Add one window's negative log-likelihoods (and, against base rows, its KLD) to stats.
 
     logits are the rows for positions first .. context-1; the last row predicts
@@ -145,7 +148,7 @@ def score_window(logits: np.ndarray, window: np.ndarray, stats: Stats, store: li
     for start in range(0, scored, ROW_BLOCK):
         stop = min(start + ROW_BLOCK, scored)
         block = np.asarray(logits[start:stop], dtype=np.float32)
-        targets = window[first + 1 + start:first + 1 + stop]
+        targets = window[first + 1 + start : first + 1 + stop]
         top, log_sum = _log_softmax_parts(block)
         nll = top + log_sum - block[np.arange(len(block)), targets]
         _add_nll(stats, nll)
@@ -159,7 +162,7 @@ def _add_kld(stats: Stats, block: np.ndarray, top: np.ndarray, log_sum: np.ndarr
     n_vocab = block.shape[1]
     header = np.ascontiguousarray(base[:, :4]).view(np.float32)
     scale, min_log_prob = header[:, 0], header[:, 1]
-    base_log_p = scale[:, None] * base[:, 4:4 + n_vocab].astype(np.float32) + min_log_prob[:, None]
+    base_log_p = scale[:, None] * base[:, 4 : 4 + n_vocab].astype(np.float32) + min_log_prob[:, None]
     log_q = block - (top + log_sum)[:, None]
     terms = np.where(base_log_p > -16, np.exp(base_log_p) * (base_log_p - log_q), 0)
     kld = terms.sum(axis=1, dtype=np.float64)
@@ -174,8 +177,9 @@ def _check(cancel: threading.Event | None) -> None:
         raise EvalCancelled()
 
 
-def reference_pass(model: EvalModel, windows: np.ndarray, base_file: Path, progress: Progress | None = None,
-                   cancel: threading.Event | None = None) -> Stats:
+def reference_pass(
+    model: EvalModel, windows: np.ndarray, base_file: Path, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> Stats:
     """Perplexity of the reference file; its log-probabilities go to base_file in llama.cpp's format."""
     n_windows, context = windows.shape
     stats = Stats()
@@ -206,13 +210,14 @@ def read_base_header(base_file: Path) -> tuple[int, int, np.ndarray, int]:
         return context, n_vocab, windows, f.tell()
 
 
-def compare_pass(model: EvalModel, base_file: Path, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> Stats:
+def compare_pass(model: EvalModel, base_file: Path, progress: Progress | None = None, cancel: threading.Event | None = None) -> Stats:
     """Perplexity and KL divergence of one file against the reference's stored log-probabilities."""
     context, n_vocab, windows, offset = read_base_header(base_file)
     if n_vocab != model.n_vocab:
-        raise EvalError(f"{model.path.name} has a vocabulary of {model.n_vocab} tokens, the reference {n_vocab}: "
-                        "only quants of the same model can be compared (nur Quantisierungen desselben Modells sind vergleichbar)")
+        raise EvalError(
+            f"{model.path.name} has a vocabulary of {model.n_vocab} tokens, the reference {n_vocab}: "
+            "only quants of the same model can be compared (nur Quantisierungen desselben Modells sind vergleichbar)"
+        )
     if context > model.context:
         raise EvalError(f"windows of {context} tokens do not fit a context of {model.context}")
     scored = context - 1 - context // 2

@@ -37,6 +37,7 @@ def measured(records: list[dict], catalog: Catalog, model_id: str, quant: str, k
 
 def quality_floor(records: list[dict], catalog: Catalog, max_mean_kld: float | None) -> Callable[[str, str], frozenset[str]]:
     """A function (model id, node kind) -> quants whose measured mean KLD is above the floor."""
+
     def excluded(model_id: str, kind: str) -> frozenset[str]:
         if max_mean_kld is None:
             return frozenset()

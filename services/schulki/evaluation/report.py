@@ -3,15 +3,52 @@
 from __future__ import annotations
 
 BITS_PER_WEIGHT = {
-    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56, "Q5_1": 6.0, "Q5_K_M": 5.7, "Q5_K_S": 5.54,
-    "Q5_0": 5.5, "Q4_1": 5.0, "Q4_K_M": 4.89, "Q4_K_S": 4.58, "Q4_0": 4.5, "IQ4_NL": 4.5, "IQ4_XS": 4.25,
-    "Q3_K_L": 4.27, "Q3_K_M": 3.91, "IQ3_M": 3.7, "Q3_K_S": 3.5, "IQ3_S": 3.44, "IQ3_XS": 3.3, "IQ3_XXS": 3.06,
-    "Q2_K": 2.96, "Q2_K_S": 2.7, "IQ2_M": 2.7, "IQ2_S": 2.5, "IQ2_XS": 2.31, "IQ2_XXS": 2.06, "IQ1_M": 1.75, "IQ1_S": 1.56,
+    "F32": 32.0,
+    "F16": 16.0,
+    "BF16": 16.0,
+    "Q8_0": 8.5,
+    "Q6_K": 6.56,
+    "Q5_1": 6.0,
+    "Q5_K_M": 5.7,
+    "Q5_K_S": 5.54,
+    "Q5_0": 5.5,
+    "Q4_1": 5.0,
+    "Q4_K_M": 4.89,
+    "Q4_K_S": 4.58,
+    "Q4_0": 4.5,
+    "IQ4_NL": 4.5,
+    "IQ4_XS": 4.25,
+    "Q3_K_L": 4.27,
+    "Q3_K_M": 3.91,
+    "IQ3_M": 3.7,
+    "Q3_K_S": 3.5,
+    "IQ3_S": 3.44,
+    "IQ3_XS": 3.3,
+    "IQ3_XXS": 3.06,
+    "Q2_K": 2.96,
+    "Q2_K_S": 2.7,
+    "IQ2_M": 2.7,
+    "IQ2_S": 2.5,
+    "IQ2_XS": 2.31,
+    "IQ2_XXS": 2.06,
+    "IQ1_M": 1.75,
+    "IQ1_S": 1.56,
 }
 """Bits per weight by quant (llama.cpp's quantize README): decides which file is the reference."""
 HEADERS = ("host", "file", "quant", "size", "perplexity", "mean KLD", "same top", "questions", "prompt tok/s", "gen tok/s", "memory")
-HEADERS_DE = ("Rechner", "Datei", "Quant", "Größe", "Perplexität", "mittl. KLD", "gleiches Top-Token", "Fragen richtig",
-              "Prompt Tok/s", "Antwort Tok/s", "Speicher")
+HEADERS_DE = (
+    "Rechner",
+    "Datei",
+    "Quant",
+    "Größe",
+    "Perplexität",
+    "mittl. KLD",
+    "gleiches Top-Token",
+    "Fragen richtig",
+    "Prompt Tok/s",
+    "Antwort Tok/s",
+    "Speicher",
+)
 
 
 def _size(n: int | None) -> str:
@@ -45,8 +82,13 @@ def row(record: dict) -> list[str]:
 
 def sort_key(record: dict) -> tuple:
     """Per host and model: the reference first, then by bits per weight of the quant, then by size."""
-    return (record.get("host", ""), record.get("model_name", ""), not record.get("is_reference"),
-            -BITS_PER_WEIGHT.get(record.get("quant", ""), 0.0), -(record.get("size_bytes") or 0))
+    return (
+        record.get("host", ""),
+        record.get("model_name", ""),
+        not record.get("is_reference"),
+        -BITS_PER_WEIGHT.get(record.get("quant", ""), 0.0),
+        -(record.get("size_bytes") or 0),
+    )
 
 
 def rows(records: list[dict]) -> list[list[str]]:

@@ -75,6 +75,7 @@ def quant_of(path: Path) -> str:
 
 def by_precision(paths: Sequence[Path], reference: Path | None = None) -> list[Path]:
     """The files, highest precision first (bits per weight, then file size); the given reference always first."""
+
     def key(path: Path) -> tuple[float, int]:
         return (BITS_PER_WEIGHT.get(quant_of(path), 0.0), path.stat().st_size)
 
@@ -125,14 +126,17 @@ def inference_queue(address: str, timeout: float = 2.0) -> int | None:
     runtime = Config().runtime
     with open_channel(address, runtime) as channel:
         try:
-            info = pb_grpc.InferenceServiceStub(channel).GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout, metadata=call_metadata(runtime))
+            info = pb_grpc.InferenceServiceStub(channel).GetModelInfo(
+                pb.GetModelInfoRequest(), timeout=timeout, metadata=call_metadata(runtime)
+            )
         except grpc.RpcError:
             return None
     return info.queue_length
 
 
-def _record(model: EvalModel, path: Path, options: EvalOptions, stats: Stats, text: data.ReferenceText, windows,
-            reference: Path, accuracy, speed) -> dict:
+def _record(
+    model: EvalModel, path: Path, options: EvalOptions, stats: Stats, text: data.ReferenceText, windows, reference: Path, accuracy, speed
+) -> dict:
     import llama_cpp
 
     device = model.device()
@@ -153,8 +157,13 @@ def _record(model: EvalModel, path: Path, options: EvalOptions, stats: Stats, te
         "n_vocab": model.n_vocab,
         "reference_file": Path(reference).name,
         "is_reference": is_reference,
-        "text": {"name": text.name, "sha256": text.sha256, "context": int(windows.shape[1]), "windows": int(windows.shape[0]),
-                 "tokens_scored": stats.count},
+        "text": {
+            "name": text.name,
+            "sha256": text.sha256,
+            "context": int(windows.shape[1]),
+            "windows": int(windows.shape[0]),
+            "tokens_scored": stats.count,
+        },
         "perplexity": stats.perplexity,
         "perplexity_error": stats.perplexity_error,
         "mean_kld": 0.0 if is_reference else stats.mean_kld,
@@ -162,13 +171,20 @@ def _record(model: EvalModel, path: Path, options: EvalOptions, stats: Stats, te
         "same_top_percent": 100.0 if is_reference else stats.same_top_percent,
         "questions": accuracy.as_dict() if accuracy is not None else None,
         "speed": dict(speed.as_dict(), threads=options.threads, gpu_layers=options.gpu_layers) if speed is not None else None,
-        "memory": {"weights": buffers.weights, "kv_cache": buffers.kv_cache, "compute": buffers.compute,
-                   "output": buffers.output, "total": buffers.total, "context": options.context},
+        "memory": {
+            "weights": buffers.weights,
+            "kv_cache": buffers.kv_cache,
+            "compute": buffers.compute,
+            "output": buffers.output,
+            "total": buffers.total,
+            "context": options.context,
+        },
     }
 
 
-def evaluate(paths: Sequence[Path], options: EvalOptions | None = None, progress: Report | None = None,
-             cancel: threading.Event | None = None) -> list[dict]:
+def evaluate(
+    paths: Sequence[Path], options: EvalOptions | None = None, progress: Report | None = None, cancel: threading.Event | None = None
+) -> list[dict]:
     """Measure every file; return one record per file, reference first. Raises EvalCancelled when cancelled."""
     options = options or EvalOptions()
     ordered = by_precision(check_files(paths), options.reference)

@@ -47,5 +47,9 @@ def measure_speed(model: EvalModel, tokens: list[int] | np.ndarray, prompt_token
         logits = model.decode([next_token], first_output=0, start_pos=len(prompt) + i)
         next_token = int(np.argmax(logits[-1]))
     generate_s = time.perf_counter() - started
-    return Speed(prompt_tokens=len(prompt), prompt_tokens_per_s=len(prompt) / prompt_s,
-                 generated_tokens=generate_tokens, generation_tokens_per_s=generate_tokens / generate_s)
+    return Speed(
+        prompt_tokens=len(prompt),
+        prompt_tokens_per_s=len(prompt) / prompt_s,
+        generated_tokens=generate_tokens,
+        generation_tokens_per_s=generate_tokens / generate_s,
+    )

@@ -232,7 +232,9 @@ class Accounts:
             raise AccountError("Die CSV-Datei enthält keine Zeilen (erste Zeile: name,role,class,password).")
         unknown = set(rows[0]) - set(CSV_COLUMNS)
         if "name" not in rows[0] or unknown:
-            raise AccountError(f"Spalten der CSV-Datei: {', '.join(CSV_COLUMNS)} (nur name ist Pflicht); unbekannt: {', '.join(sorted(k or '' for k in unknown)) or '-'}")
+            raise AccountError(
+                f"Spalten der CSV-Datei: {', '.join(CSV_COLUMNS)} (nur name ist Pflicht); unbekannt: {', '.join(sorted(k or '' for k in unknown)) or '-'}"
+            )
         planned = []
         for number, row in enumerate(rows, start=2):
             name = (row.get("name") or "").strip()
@@ -246,7 +248,9 @@ class Accounts:
         with self._session() as db:
             taken = set(db.scalars(select(User.name).where(User.name.in_(names))))
         if taken or len(set(names)) != len(names):
-            raise AccountError(f"Diese Namen gibt es schon oder doppelt: {', '.join(sorted(taken) or [n for n in names if names.count(n) > 1])}")
+            raise AccountError(
+                f"Diese Namen gibt es schon oder doppelt: {', '.join(sorted(taken) or [n for n in names if names.count(n) > 1])}"
+            )
         created = []
         try:
             for name, role, classes, password in planned:
@@ -326,9 +330,14 @@ class Accounts:
             usage = db.scalars(select(DailyUsage).where(DailyUsage.user_id == user_id).order_by(DailyUsage.day))
             sessions = db.scalar(select(func.count()).select_from(LoginSession).where(LoginSession.user_id == user_id))
             return {
-                "account": {"name": account.name, "role": account.role, "classes": list(account.classes),
-                            "created_at": _iso(user.created_at), "open_sessions": sessions,
-                            "stored_secrets": "Passwort und API-Key nur als Hash (password and API key only as hashes)"},
+                "account": {
+                    "name": account.name,
+                    "role": account.role,
+                    "classes": list(account.classes),
+                    "created_at": _iso(user.created_at),
+                    "open_sessions": sessions,
+                    "stored_secrets": "Passwort und API-Key nur als Hash (password and API key only as hashes)",
+                },
                 "chats": [{"title": c.title, "updated_at": _iso(c.updated_at), "messages": json.loads(c.messages_json)} for c in chats],
                 "usage": [{"day": u.day, "requests": u.requests, "tokens": u.tokens} for u in usage],
             }
@@ -385,7 +394,9 @@ class Accounts:
 
     def list_chats(self, user_id: int) -> list[tuple[int, str]]:
         with self._session() as db:
-            rows = db.execute(select(StoredChat.id, StoredChat.title).where(StoredChat.user_id == user_id).order_by(StoredChat.updated_at.desc()))
+            rows = db.execute(
+                select(StoredChat.id, StoredChat.title).where(StoredChat.user_id == user_id).order_by(StoredChat.updated_at.desc())
+            )
             return [(r.id, r.title) for r in rows]
 
     def load_chat(self, user_id: int, chat_id: int) -> list[dict] | None:

@@ -17,8 +17,8 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schulki.config import Config
 from schulki.gateway import auth, retention
@@ -97,16 +97,27 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown_api_route(path: str):
         # without this the UI mounted at "/" would answer with Gradio's own 404
-        raise ApiError(404, f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings and audio/transcriptions.",
-                       code="unknown_url")
+        raise ApiError(
+            404,
+            f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings and audio/transcriptions.",
+            code="unknown_url",
+        )
 
     def logged_in(request: Request) -> str | None:
         account = gateway.account_from_headers(request.cookies, request.headers.get("authorization"))
         return account.name if account else None
 
     common = dict(
-        auth_dependency=logged_in, theme=theme(), footer_links=[], run_history=False, enable_monitoring=False, ssr_mode=False,
-        pwa=False, mcp_server=False, max_file_size=config.gateway.max_upload_bytes, allowed_paths=[str(gateway.files_root)],
+        auth_dependency=logged_in,
+        theme=theme(),
+        footer_links=[],
+        run_history=False,
+        enable_monitoring=False,
+        ssr_mode=False,
+        pwa=False,
+        mcp_server=False,
+        max_file_size=config.gateway.max_upload_bytes,
+        allowed_paths=[str(gateway.files_root)],
         show_error=True,
     )
     # The more specific mount first: Starlette matches mounts in order and "/" would catch "/en".
@@ -130,8 +141,9 @@ def serve(config: Config) -> None:
         check_token(token, f"gateway: runtime.node_tokens[{node}]")
     files = https_files(config)
     tls = {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)} if files else {}
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=config.gateway.host, port=config.gateway.port,
-                                           log_level="warning", access_log=False, **tls))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", access_log=False, **tls)
+    )
 
     async def run() -> None:
         redirect = None

@@ -43,9 +43,15 @@ def login_page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
     other = "en" if lang == "de" else "de"
     return HTMLResponse(
         PAGE.format(
-            lang=lang, title=s["login_title"], intro=s["login_intro"], name_label=s["login_name"],
-            password_label=s["login_password"], submit=s["login_submit"], other_lang=other,
-            other_label=s["other_language"], error=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "",
+            lang=lang,
+            title=s["login_title"],
+            intro=s["login_intro"],
+            name_label=s["login_name"],
+            password_label=s["login_password"],
+            submit=s["login_submit"],
+            other_lang=other,
+            other_label=s["other_language"],
+            error=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "",
         ),
         status_code=status,
     )
@@ -88,8 +94,13 @@ def router(gateway: Gateway) -> APIRouter:
         token = gateway.accounts.open_session(account.id, gateway.config.gateway.session_hours)
         response = RedirectResponse(home_path(lang), status_code=303)
         response.set_cookie(
-            SESSION_COOKIE, token, max_age=int(gateway.config.gateway.session_hours * 3600), httponly=True,
-            samesite="lax", secure=request.url.scheme == "https", path="/",
+            SESSION_COOKIE,
+            token,
+            max_age=int(gateway.config.gateway.session_hours * 3600),
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+            path="/",
         )
         return response
 

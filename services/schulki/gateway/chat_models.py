@@ -88,7 +88,9 @@ class ChatModels:
 
     def set_role_models(self, role: str, names: list[str] | None) -> None:
         if role not in RESTRICTED_ROLES:
-            raise ModelChoiceError(f"Für die Rolle „{role}“ lässt sich nichts einschränken. (Only student and teacher can be restricted.)", unknown=False)
+            raise ModelChoiceError(
+                f"Für die Rolle „{role}“ lässt sich nichts einschränken. (Only student and teacher can be restricted.)", unknown=False
+            )
         self.accounts.set_setting(f"chat_models_{role}", "" if names is None else json.dumps(sorted(set(names))))
 
     def class_model(self, class_name: str) -> str | None:
@@ -97,10 +99,16 @@ class ChatModels:
 
     def set_class_model(self, teacher: Account, class_name: str, name: str | None) -> None:
         """A teacher (or admin) sets the model a class uses for a lesson; None goes back to the school's default."""
-        if not CLASS_PATTERN.match(class_name or "") or teacher.role == "student" or (teacher.role == "teacher" and class_name not in teacher.classes):
+        if (
+            not CLASS_PATTERN.match(class_name or "")
+            or teacher.role == "student"
+            or (teacher.role == "teacher" and class_name not in teacher.classes)
+        ):
             raise ModelChoiceError("Du kannst nur für deine eigenen Klassen ein Modell wählen. (Only for your own classes.)", unknown=False)
         if name is not None and name not in self.allowed(teacher):
-            raise ModelChoiceError(f"Das Modell „{name}“ kannst du nicht wählen. (You may not use model {name!r}.)", unknown=name not in self.names())
+            raise ModelChoiceError(
+                f"Das Modell „{name}“ kannst du nicht wählen. (You may not use model {name!r}.)", unknown=name not in self.names()
+            )
         self.accounts.set_setting(f"class_model_{class_name}", name or "")
 
     def allowed(self, account: Account) -> list[str]:
@@ -130,10 +138,15 @@ class ChatModels:
                 raise ServiceDown("inference")
             return chosen
         if requested not in self.names():
-            raise ModelChoiceError(f"Das Modell „{requested}“ gibt es hier nicht. (The model {requested!r} does not exist here.)", unknown=True)
+            raise ModelChoiceError(
+                f"Das Modell „{requested}“ gibt es hier nicht. (The model {requested!r} does not exist here.)", unknown=True
+            )
         if requested not in self.allowed(account):
-            raise ModelChoiceError(f"Das Modell „{requested}“ ist für dich nicht freigegeben; frag deine Lehrkraft oder den Admin. "
-                                   f"(Your role may not use the model {requested!r}.)", unknown=False)
+            raise ModelChoiceError(
+                f"Das Modell „{requested}“ ist für dich nicht freigegeben; frag deine Lehrkraft oder den Admin. "
+                f"(Your role may not use the model {requested!r}.)",
+                unknown=False,
+            )
         return requested
 
     # -- what users read -------------------------------------------------------

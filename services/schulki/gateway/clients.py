@@ -209,12 +209,18 @@ class Services:
 
     async def _check_node(self, pool: Pool, node: Node) -> None:
         try:
-            response = await health_pb2_grpc.HealthStub(node.channel).Check(health_pb2.HealthCheckRequest(service=pool.health_name), timeout=2.0)
+            response = await health_pb2_grpc.HealthStub(node.channel).Check(
+                health_pb2.HealthCheckRequest(service=pool.health_name), timeout=2.0
+            )
             serving = response.status == health_pb2.HealthCheckResponse.SERVING
             node.status = "bereit" if serving else "startet oder hält an"
         except grpc.RpcError as error:
             serving = False
-            node.status = "nicht erreichbar" if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else error.code().name
+            node.status = (
+                "nicht erreichbar"
+                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                else error.code().name
+            )
         if serving and pool.name == "inference":
             serving = await self._refresh_model(node)
         if serving != node.healthy:
@@ -226,11 +232,17 @@ class Services:
         try:
             info = await node.stub.GetModelInfo(inference_pb.GetModelInfoRequest(), timeout=2.0, metadata=self.metadata())
         except grpc.RpcError as error:
-            node.status = "nicht erreichbar" if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else error.code().name
+            node.status = (
+                "nicht erreichbar"
+                if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                else error.code().name
+            )
             return False
         served = info.served_model or info.model_name
         if node.model and node.model != served:
-            log.warning("inference node %s serves %s, not %s as the settings say; routing by what it serves", node.address, served, node.model)
+            log.warning(
+                "inference node %s serves %s, not %s as the settings say; routing by what it serves", node.address, served, node.model
+            )
         node.model, node.info = served, info
         return True
 
@@ -317,7 +329,9 @@ class Services:
                     node.healthy = False  # left out until its health check passes again
                     node.status = "nicht erreichbar"
                 if not started and error.code() in TRY_NEXT_NODE:
-                    log.info("chat refused by %s (%s) before it started; trying the next node of %s", node.address, error.code().name, model)
+                    log.info(
+                        "chat refused by %s (%s) before it started; trying the next node of %s", node.address, error.code().name, model
+                    )
                     last_error = error if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else ServiceDown("inference", model)
                     continue
                 if error.code() == grpc.StatusCode.UNAVAILABLE:
@@ -328,13 +342,24 @@ class Services:
 
     # -- inference -----------------------------------------------------------
 
-    def chat(self, messages: list[dict], user: str, max_tokens: int | None = None, temperature: float | None = None,
-             stop: Iterable[str] = (), seed: int | None = None, model: str | None = None) -> AsyncIterator[inference_pb.ChatResponse]:
+    def chat(
+        self,
+        messages: list[dict],
+        user: str,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        model: str | None = None,
+    ) -> AsyncIterator[inference_pb.ChatResponse]:
         """Stream an answer from ``model`` (None: the default model); messages are dicts with role (system, user, assistant) and content."""
         roles = {"system": inference_pb.ROLE_SYSTEM, "user": inference_pb.ROLE_USER, "assistant": inference_pb.ROLE_ASSISTANT}
         request = inference_pb.ChatRequest(
-            messages=[inference_pb.Message(role=roles.get(m["role"], inference_pb.ROLE_UNSPECIFIED), content=m["content"]) for m in messages],
-            user=user, stop_sequences=list(stop),
+            messages=[
+                inference_pb.Message(role=roles.get(m["role"], inference_pb.ROLE_UNSPECIFIED), content=m["content"]) for m in messages
+            ],
+            user=user,
+            stop_sequences=list(stop),
         )
         if max_tokens is not None:
             request.max_tokens = max_tokens
@@ -362,10 +387,13 @@ class Services:
 
     # -- transcription -------------------------------------------------------
 
-    def transcribe(self, chunks: AsyncIterator[bytes] | Iterable[bytes], file_name: str, user: str, language: str = "",
-                   translate: bool = False) -> AsyncIterator[transcription_pb.TranscribeResponse]:
+    def transcribe(
+        self, chunks: AsyncIterator[bytes] | Iterable[bytes], file_name: str, user: str, language: str = "", translate: bool = False
+    ) -> AsyncIterator[transcription_pb.TranscribeResponse]:
         options = transcription_pb.TranscribeOptions(
-            file_name=file_name, language=language, user=user,
+            file_name=file_name,
+            language=language,
+            user=user,
             task=transcription_pb.TASK_TRANSLATE if translate else transcription_pb.TASK_TRANSCRIBE,
         )
 
@@ -421,11 +449,14 @@ class Services:
         return list(response.workspaces)
 
     async def export_document(self, workspace: str, document_id: str) -> retrieval_pb.ExportDocumentResponse:
-        return await self._unary("retrieval", "ExportDocument",
-                                 retrieval_pb.ExportDocumentRequest(workspace=workspace, document_id=document_id), timeout=120.0)
+        return await self._unary(
+            "retrieval", "ExportDocument", retrieval_pb.ExportDocumentRequest(workspace=workspace, document_id=document_id), timeout=120.0
+        )
 
     async def delete_document(self, workspace: str, document_id: str) -> int:
-        response = await self._unary("retrieval", "DeleteDocument", retrieval_pb.DeleteDocumentRequest(workspace=workspace, document_id=document_id))
+        response = await self._unary(
+            "retrieval", "DeleteDocument", retrieval_pb.DeleteDocumentRequest(workspace=workspace, document_id=document_id)
+        )
         return response.deleted_chunks
 
     async def search(self, workspace: str, query: str, top_k: int = 4) -> list:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -64,8 +64,13 @@ def _cookies(scope) -> dict[str, str]:
 
 async def refuse(send, status: int, message: str) -> None:
     body = json.dumps({"detail": message, "error": message}, ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

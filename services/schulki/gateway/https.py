@@ -95,10 +95,11 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ht
             + f"Location: {location}\r\n".encode()
             + b"Content-Type: text/plain; charset=utf-8\r\n"
             + f"Content-Length: {len(body)}\r\n".encode()
-            + b"Connection: close\r\n\r\n" + body
+            + b"Connection: close\r\n\r\n"
+            + body
         )
         await writer.drain()
-    except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+    except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
         pass  # a broken or oversized request gets no answer
     finally:
         writer.close()
@@ -106,6 +107,4 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ht
 
 async def start_redirect_server(host: str, port: int, https_port: int, fallback_host: str = "localhost") -> asyncio.Server:
     """Listen on port for plain HTTP and redirect every request to HTTPS."""
-    return await asyncio.start_server(
-        lambda r, w: _answer(r, w, https_port, fallback_host), host, port, limit=MAX_HEAD_BYTES
-    )
+    return await asyncio.start_server(lambda r, w: _answer(r, w, https_port, fallback_host), host, port, limit=MAX_HEAD_BYTES)

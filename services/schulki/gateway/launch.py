@@ -62,8 +62,10 @@ def first_admin_lines(config: Config) -> list[str]:
     """Create the first admin when there is no admin yet, and say how to log in."""
     accounts = Accounts(database_url(config.gateway.database_url, Path(config.data_dir)))
     if any(account.role == "admin" for account in accounts.list_users()):
-        return ["  Anmelden mit einem Admin-Konto (log in with an admin account);",
-                "  neue Konten (new accounts): schulki user add NAME --role student|teacher|admin"]
+        return [
+            "  Anmelden mit einem Admin-Konto (log in with an admin account);",
+            "  neue Konten (new accounts): schulki user add NAME --role student|teacher|admin",
+        ]
     created = accounts.add_user("admin", "admin")
     return [
         "  Erstes Admin-Konto angelegt (first admin account created) – nur jetzt sichtbar (shown only now):",

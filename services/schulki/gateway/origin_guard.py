@@ -60,13 +60,20 @@ class OriginGuard:
             if scope["type"] == "websocket":
                 return await send({"type": "websocket.close", "code": 1008})
             body = json.dumps({"detail": REFUSED, "error": REFUSED}, ensure_ascii=False).encode()
-            await send({"type": "http.response.start", "status": 403,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             return await send({"type": "http.response.body", "body": body})
 
         async def without_cors(message):
             if message["type"] == "http.response.start":
-                message = dict(message, headers=[(k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-control-allow-")])
+                message = dict(
+                    message, headers=[(k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-control-allow-")]
+                )
             await send(message)
 
         await self.app(scope, receive, without_cors)

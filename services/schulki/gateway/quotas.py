@@ -101,8 +101,10 @@ class LoginLimiter:
     def start(self, name: str, address: str) -> None:
         """Take a slot for one password check, or raise LoginRefused; call ``finish`` afterwards."""
         name = name.lower()
-        wait = max(self._wait(f"pair:{name}|{address}", self.config.login_attempts),
-                   self._wait(f"ip:{address}", self.config.login_attempts_per_address))
+        wait = max(
+            self._wait(f"pair:{name}|{address}", self.config.login_attempts),
+            self._wait(f"ip:{address}", self.config.login_attempts_per_address),
+        )
         if wait:
             raise LoginRefused(int(wait) + 1)
         with self._lock:

@@ -155,7 +155,7 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
     async def part(name: str, action) -> None:
         try:
             result = await action()
-        except Exception:  # noqa: BLE001 - one failing part (a service that is down) must not stop the others
+        except Exception:
             log.warning("purging %s failed; it is tried again at the next purge", name, exc_info=True)
             return
         if isinstance(result, tuple):
@@ -164,8 +164,12 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
             counts[name] = result
 
     await part("chats", lambda: run_in_threadpool(gateway.accounts.purge_chats, days["chat_retention_days"]))
-    await part("transcripts+user_folders", lambda: run_in_threadpool(
-        purge_user_files, gateway.files_root, now - days["transcript_retention_days"] * 86400, upload_cutoff, user_ids))
+    await part(
+        "transcripts+user_folders",
+        lambda: run_in_threadpool(
+            purge_user_files, gateway.files_root, now - days["transcript_retention_days"] * 86400, upload_cutoff, user_ids
+        ),
+    )
     await part("uploads", lambda: run_in_threadpool(purge_uploads, uploads_folder(gateway), upload_cutoff))
     backups = gateway.config.gateway.backup_dir
     if backups is not None:

@@ -90,9 +90,17 @@ async def export_user_data(gateway: Gateway, account: Account) -> bytes:
         listing = []
         for index, (document, text) in enumerate(zip(documents, texts), start=1):
             name = _file_name(index, document.source)
-            listing.append({"file": f"dokumente/{name}", "source": document.source, "format": document.format,
-                            "pages": document.page_count, "size_bytes": document.size_bytes, "chunks": document.chunk_count,
-                            "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(document.created_at))})
+            listing.append(
+                {
+                    "file": f"dokumente/{name}",
+                    "source": document.source,
+                    "format": document.format,
+                    "pages": document.page_count,
+                    "size_bytes": document.size_bytes,
+                    "chunks": document.chunk_count,
+                    "uploaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(document.created_at)),
+                }
+            )
             archive.writestr(f"dokumente/{name}", _document_text(text))
         archive.writestr("dokumente.json", json.dumps(listing, ensure_ascii=False, indent=2))
         folder = gateway.files_root / str(account.id)

@@ -56,8 +56,11 @@ def run_data_command(config: Config, args: argparse.Namespace, accounts: Account
         return 0
     except (ServiceDown, grpc.RpcError) as error:
         detail = error.details() if isinstance(error, grpc.RpcError) else str(error)
-        print(f"schulki user {args.user_command}: Der Dokumentendienst ist nicht erreichbar; nichts wurde gelöscht oder "
-              f"exportiert. (the retrieval service is not reachable: {detail})", file=sys.stderr)
+        print(
+            f"schulki user {args.user_command}: Der Dokumentendienst ist nicht erreichbar; nichts wurde gelöscht oder "
+            f"exportiert. (the retrieval service is not reachable: {detail})",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -83,7 +86,9 @@ def run_user_command(config: Config, args: argparse.Namespace) -> int:
         writer = csv.writer(sys.stdout)
         writer.writerow(["name", "role", "class", "password", "api_key"])
         for created in created_all:
-            writer.writerow([created.account.name, created.account.role, " ".join(created.account.classes), created.password, created.api_key])
+            writer.writerow(
+                [created.account.name, created.account.role, " ".join(created.account.classes), created.password, created.api_key]
+            )
         print(f"{len(created_all)} Konten angelegt (accounts created).", file=sys.stderr)
         return 0
     except AccountError as error:

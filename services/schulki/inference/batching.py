@@ -161,7 +161,7 @@ class BatchDecoder:
                 self._admit()
                 if any(s.request for s in self._slots):
                     self._step()
-            except Exception as error:  # noqa: BLE001 - one failed step must not stop the service
+            except Exception as error:
                 log.exception("decode step failed")
                 for slot in self._slots:
                     if slot.request is not None:
@@ -215,7 +215,7 @@ class BatchDecoder:
             slot = max(free, key=lambda s: common_prefix(s.cached, prompt))
             try:
                 self._start(slot, request)
-            except Exception as error:  # noqa: BLE001 - the caller gets the error, the others go on
+            except Exception as error:
                 log.exception("could not start a sequence")
                 self._emit(request, error)
                 self._forget(slot)
@@ -283,7 +283,7 @@ class BatchDecoder:
             if room <= 0:
                 slot.index = -1
                 continue
-            chunk = slot.prompt[slot.fed: slot.fed + room]
+            chunk = slot.prompt[slot.fed : slot.fed + room]
             last = slot.fed + len(chunk) == len(slot.prompt)
             for i, token in enumerate(chunk):
                 self._add(n, token, len(slot.cached) + i, slot.seq_id, last and i == len(chunk) - 1)

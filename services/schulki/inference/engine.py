@@ -111,7 +111,7 @@ class StopText:
                     hold = max(hold, n)
                     break
         text = self._pending[: len(self._pending) - hold]
-        self._pending = self._pending[len(text):]
+        self._pending = self._pending[len(text) :]
         return text
 
     def flush(self) -> str:
@@ -195,7 +195,11 @@ class ChatEngine:
         )
         log.info(
             "loaded %s (%s, %d parallel sequences of %d tokens) in %.1f s",
-            self.info.model_name, self.info.quant, self.parallel, n_ctx_seq, time.perf_counter() - started,
+            self.info.model_name,
+            self.info.quant,
+            self.parallel,
+            n_ctx_seq,
+            time.perf_counter() - started,
         )
         return self.info
 

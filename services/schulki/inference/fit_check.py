@@ -18,7 +18,7 @@ from pathlib import Path
 
 from schulki.config import InferenceConfig
 from schulki.models.gguf import GGUFError, model_from_gguf
-from schulki.models.planner import GiB, MiB, Machine, Plan, Workload, default_parallel, estimate, plan
+from schulki.models.planner import GiB, Machine, MiB, Plan, Workload, default_parallel, estimate, plan
 from schulki.runtime.errors import StartupError
 
 log = logging.getLogger("schulki.inference")
@@ -31,7 +31,10 @@ def _gpu_free_bytes() -> int | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -70,8 +73,12 @@ def this_machine(config: InferenceConfig) -> tuple[Machine, int]:
 def workload(config: InferenceConfig, parallel: int | None = None) -> Workload:
     """The workload the engine will run: the same context shape it creates, so the estimate matches its buffers."""
     return Workload(
-        context_length=config.context_length, parallel=parallel or config.parallel_sequences or 1, batch_size=config.batch_size,
-        kv_cache_type=config.kv_cache_type, flash_attention=config.flash_attention, full_swa_cache=config.full_swa_cache,
+        context_length=config.context_length,
+        parallel=parallel or config.parallel_sequences or 1,
+        batch_size=config.batch_size,
+        kv_cache_type=config.kv_cache_type,
+        flash_attention=config.flash_attention,
+        full_swa_cache=config.full_swa_cache,
     )
 
 
@@ -90,7 +97,11 @@ def parallel_sequences(config: InferenceConfig, model_path: Path, machine: Machi
 
 
 def check_fits(
-    config: InferenceConfig, model_path: Path, machine: Machine | None = None, limit: int | None = None, parallel: int | None = None,
+    config: InferenceConfig,
+    model_path: Path,
+    machine: Machine | None = None,
+    limit: int | None = None,
+    parallel: int | None = None,
 ) -> Plan | None:
     """Refuse (StartupError) what clearly cannot fit, warn about what is tight; None when the file cannot be read."""
     try:
@@ -108,8 +119,10 @@ def check_fits(
     if all_on_one_device and need > limit:
         hint = ""
         if result.fits and result.workload_steps:
-            hint = (f" It would fit with context_length = {result.context_length}, parallel_sequences = {result.parallel}, "
-                    f"kv_cache_type = {result.kv_cache_type}.")
+            hint = (
+                f" It would fit with context_length = {result.context_length}, parallel_sequences = {result.parallel}, "
+                f"kv_cache_type = {result.kv_cache_type}."
+            )
         elif machine.kind == "gpu" and result.fits and result.gpu_layers:
             hint = f" It would fit with gpu_layers = {result.gpu_layers}."
         raise StartupError(

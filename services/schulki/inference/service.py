@@ -10,10 +10,10 @@ import grpc
 
 from schulki.config import InferenceConfig
 from schulki.inference.engine import ChatEngine, Generation, GenerationResult, Sampling
-from schulki.runtime.fair_queue import FairScheduler
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from schulki.runtime.errors import InvalidInput, NotReady
+from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.logs import content
 
 log = logging.getLogger("schulki.inference")
@@ -31,7 +31,9 @@ def messages_from_proto(messages) -> list[dict[str, str]]:
     for i, m in enumerate(messages):
         role = ROLES.get(m.role)
         if role is None:
-            raise InvalidInput(f"Nachricht {i + 1} hat eine unbekannte Rolle ({m.role}); erlaubt sind system, user und assistant. (unknown role)")
+            raise InvalidInput(
+                f"Nachricht {i + 1} hat eine unbekannte Rolle ({m.role}); erlaubt sind system, user und assistant. (unknown role)"
+            )
         result.append({"role": role, "content": m.content})
     if not any(m["content"].strip() for m in result):
         raise InvalidInput("Die Nachricht ist leer. (All messages are empty.)")
@@ -51,7 +53,9 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         self.engine = ChatEngine(model_path, config, parallel=parallel)
         # One turn per sequence of the engine's batch: the fair queue decides who decodes, the engine how.
         self.scheduler = FairScheduler(
-            slots=parallel, max_queued=config.max_queued, max_queued_per_user=config.max_queued_per_user,
+            slots=parallel,
+            max_queued=config.max_queued,
+            max_queued_per_user=config.max_queued_per_user,
             max_running_per_user=config.max_running_per_user,
         )
         self._loaded = False
@@ -83,8 +87,10 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
 
     def _sampling(self, request: pb.ChatRequest) -> Sampling:
         s, c = request.sampling, self.config
-        temperature = s.temperature if s.HasField("temperature") else (
-            request.temperature if request.HasField("temperature") else c.default_temperature
+        temperature = (
+            s.temperature
+            if s.HasField("temperature")
+            else (request.temperature if request.HasField("temperature") else c.default_temperature)
         )
         sampling = Sampling(
             temperature=temperature,

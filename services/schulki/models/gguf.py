@@ -20,7 +20,19 @@ ENCODER_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "modern
 """Architectures llama.cpp runs as encoders: embedding models with no KV cache."""
 SWA_PATTERNS = {"gemma3": 6, "gemma2": 2, "cohere2": 4}
 """Every n-th layer is global in these families; llama.cpp keeps a sliding window only for them."""
-FILE_TYPES = {0: "F32", 1: "F16", 7: "Q8_0", 10: "Q2_K", 12: "Q3_K_M", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    7: "Q8_0",
+    10: "Q2_K",
+    12: "Q3_K_M",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}
 
 
 class GGUFError(ValueError):
@@ -106,11 +118,20 @@ def model_from_gguf(path: Path) -> Model:
     quant = FILE_TYPES.get(_int(meta.get("general.file_type"), -1), "unknown")
     file = ModelFile(quant=quant, file=path.name, size_bytes=path.stat().st_size, sha256=None, source=str(path), size_exact=True)
     return Model(
-        id=path.stem, name=meta.get("general.name") or path.stem,
-        kind="embeddings" if arch in ENCODER_ARCHS else "chat", family=arch,
-        parameters=0, files=(file,), layers=_int(key("block_count")), attention_heads=heads,
-        kv_heads=_int(key("attention.head_count_kv"), heads), head_dim=_int(key("attention.key_length")) or hidden // heads,
-        hidden=hidden, feed_forward=_int(key("feed_forward_length")), vocab=vocab,
-        training_context=_int(key("context_length")), sliding_window=window if pattern else 0,
+        id=path.stem,
+        name=meta.get("general.name") or path.stem,
+        kind="embeddings" if arch in ENCODER_ARCHS else "chat",
+        family=arch,
+        parameters=0,
+        files=(file,),
+        layers=_int(key("block_count")),
+        attention_heads=heads,
+        kv_heads=_int(key("attention.head_count_kv"), heads),
+        head_dim=_int(key("attention.key_length")) or hidden // heads,
+        hidden=hidden,
+        feed_forward=_int(key("feed_forward_length")),
+        vocab=vocab,
+        training_context=_int(key("context_length")),
+        sliding_window=window if pattern else 0,
         sliding_window_pattern=pattern,
     )

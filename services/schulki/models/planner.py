@@ -330,8 +330,14 @@ def minimum_memory(machine: Machine, need: int) -> int:
     return need + machine.driver_reserved_bytes + machine.reserved_bytes
 
 
-def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None = None, catalog: Catalog | None = None,
-         exclude_quants: frozenset[str] = frozenset()) -> Plan:
+def plan(
+    model: str | Model,
+    machine: Machine,
+    work: Workload,
+    quant: str | None = None,
+    catalog: Catalog | None = None,
+    exclude_quants: frozenset[str] = frozenset(),
+) -> Plan:
     """The best way to run a model (a catalog id, or a Model read from a GGUF file) on one machine, and why.
 
     The rules, in order: on a GPU (or a Mac) the best quant whose every layer
@@ -359,10 +365,24 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
 
     def make(file: ModelFile, w: Workload, gpu_layers: int, fits: bool, reason: str, suggestion: str | None = None, steps: int = 0) -> Plan:
         return Plan(
-            model=model.id, quant=file.quant, file=file.file, context_length=w.context_length, parallel=w.parallel,
-            gpu_layers=gpu_layers, layers=model.layers, fits=fits, estimate=estimate(model, file, w, machine.kind),
-            budget=budget, reason=reason, last_resort=file.last_resort, suggestion=suggestion,
-            machine=machine.name, kind=machine.kind, notes=tuple(notes), kv_cache_type=w.kv_cache_type, workload_steps=steps,
+            model=model.id,
+            quant=file.quant,
+            file=file.file,
+            context_length=w.context_length,
+            parallel=w.parallel,
+            gpu_layers=gpu_layers,
+            layers=model.layers,
+            fits=fits,
+            estimate=estimate(model, file, w, machine.kind),
+            budget=budget,
+            reason=reason,
+            last_resort=file.last_resort,
+            suggestion=suggestion,
+            machine=machine.name,
+            kind=machine.kind,
+            notes=tuple(notes),
+            kv_cache_type=w.kv_cache_type,
+            workload_steps=steps,
         )
 
     where = {"gpu": "on the GPU", "cpu": "in RAM (CPU only)", "apple": "in unified memory (Metal)"}[machine.kind]
@@ -374,7 +394,13 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
             notes.append(f"left out by the quality floor (measured mean KLD too high): {', '.join(left_out)}")
         if not candidates:
             worst = model.files[-1]
-            return make(worst, work, 0, False, f"No quant of {model.id} meets the quality floor: every one was measured above it ({', '.join(left_out)}). Raise the floor or pick another model.")
+            return make(
+                worst,
+                work,
+                0,
+                False,
+                f"No quant of {model.id} meets the quality floor: every one was measured above it ({', '.join(left_out)}). Raise the floor or pick another model.",
+            )
     standard = [f for f in candidates if not f.last_resort]
     last_resort = [f for f in candidates if f.last_resort]
     forced = " (set by the admin)" if quant else ""
@@ -383,18 +409,32 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
     ladder = [(work, "")] + lighter_workloads(work, machine)
 
     def why(f: ModelFile, w: Workload, est: Estimate) -> str:
-        lighter = f" with {_changes(work, w)} (asked: {work.context_length} tokens x {work.parallel}, {work.kv_cache_type} KV cache)" if w != work else ""
+        lighter = (
+            f" with {_changes(work, w)} (asked: {work.context_length} tokens x {work.parallel}, {work.kv_cache_type} KV cache)"
+            if w != work
+            else ""
+        )
         needs = f"needs {_gib(est.total)} of {_gib(budget)}"
         if machine.kind == "cpu" and not quant:
             slowest = max((g for g in model.files if not g.last_resort), key=lambda g: g.size_bytes)
-            slower = (f" A CPU reads every weight once per token, so {slowest.quant} would decode about "
-                      f"{slowest.size_bytes / f.size_bytes:.1f}x slower.") if slowest.size_bytes > f.size_bytes else ""
+            slower = (
+                (
+                    f" A CPU reads every weight once per token, so {slowest.quant} would decode about "
+                    f"{slowest.size_bytes / f.size_bytes:.1f}x slower."
+                )
+                if slowest.size_bytes > f.size_bytes
+                else ""
+            )
             return f"{f.quant} is the fastest quant at the quality floor and fits {where}{lighter}: {needs}.{slower}"
         if w != work:
-            return (f"{f.quant}{forced} fits {where} in full{lighter}: {needs}. Every layer on the GPU decodes several times "
-                    f"faster than layers left on the CPU.")
+            return (
+                f"{f.quant}{forced} fits {where} in full{lighter}: {needs}. Every layer on the GPU decodes several times "
+                f"faster than layers left on the CPU."
+            )
         rank = standard.index(f) if f in standard else 0
-        better = f" {standard[rank - 1].quant} would need {_gib(estimate(model, standard[rank - 1], work, machine.kind).total)}." if rank else ""
+        better = (
+            f" {standard[rank - 1].quant} would need {_gib(estimate(model, standard[rank - 1], work, machine.kind).total)}." if rank else ""
+        )
         return f"{f.quant}{forced} fits {where}: {needs}.{better}"
 
     for steps, (w, _) in enumerate(ladder):
@@ -410,8 +450,16 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
                 alt = smaller_model(catalog, model, w, machine)
                 hint = f" Better: {alt[0]} ({alt[1]} fits in full)." if alt else ""
                 lighter = f" with {_changes(work, w)}" if w != work else ""
-                return make(f, w, all_layers, True, f"Last resort: only {f.quant} fits {where}{lighter} ({_gib(est.total)} of {_gib(budget)}); "
-                            f"answers get noticeably worse.{hint}", alt[0] if alt else None, steps)
+                return make(
+                    f,
+                    w,
+                    all_layers,
+                    True,
+                    f"Last resort: only {f.quant} fits {where}{lighter} ({_gib(est.total)} of {_gib(budget)}); "
+                    f"answers get noticeably worse.{hint}",
+                    alt[0] if alt else None,
+                    steps,
+                )
 
     alt = smaller_model(catalog, model, ladder[-1][0], machine)
     hint = f" Use {alt[0]} instead ({alt[1]} fits in full)." if alt else " No smaller model of the catalog fits either."
@@ -425,21 +473,42 @@ def plan(model: str | Model, machine: Machine, work: Workload, quant: str | None
             offload = f"{n} of {model.layers} layers of {lowest.quant} go on the GPU, the rest run on the CPU (slower)"
             lighter = f" with {_changes(work, w)}" if w != work else ""
             if machine.ram_bytes is not None and on_cpu > machine.ram_bytes - OS_RESERVE_BYTES:
-                return make(lowest, w, n, False, f"Does not fit: {offload}{lighter}, but the CPU part needs up to {_gib(on_cpu)} of RAM and "
-                            f"{machine.name} has {_gib(machine.ram_bytes)}.{hint}", alt[0] if alt else None, steps)
+                return make(
+                    lowest,
+                    w,
+                    n,
+                    False,
+                    f"Does not fit: {offload}{lighter}, but the CPU part needs up to {_gib(on_cpu)} of RAM and "
+                    f"{machine.name} has {_gib(machine.ram_bytes)}.{hint}",
+                    alt[0] if alt else None,
+                    steps,
+                )
             if machine.ram_bytes is None:
                 notes.append("RAM not given: the playbook checks it on the host")
             better = f" Faster: {alt[0]} ({alt[1]} fits in full)." if alt else ""
-            return make(lowest, w, n, True, f"No quant fits {_gib(budget)} in full, not even with {_changes(work, ladder[-1][0]) or 'the asked workload'} "
-                        f"({lowest.quant} needs {_gib(estimate(model, lowest, ladder[-1][0], machine.kind).total)}); {offload}{lighter}.{better}",
-                        alt[0] if alt else None, steps)
+            return make(
+                lowest,
+                w,
+                n,
+                True,
+                f"No quant fits {_gib(budget)} in full, not even with {_changes(work, ladder[-1][0]) or 'the asked workload'} "
+                f"({lowest.quant} needs {_gib(estimate(model, lowest, ladder[-1][0], machine.kind).total)}); {offload}{lighter}.{better}",
+                alt[0] if alt else None,
+                steps,
+            )
 
     smallest = min(candidates, key=lambda f: f.size_bytes)
     lightest = ladder[-1][0]
     need = estimate(model, smallest, lightest, machine.kind).total
     device = {"gpu": "a GPU", "cpu": "a machine", "apple": "a Mac"}[machine.kind]
     beside = f" (with {_gib(machine.reserved_bytes)} of it for transcription)" if machine.reserved_bytes else ""
-    return make(smallest, lightest, 0, False,
-                f"Does not fit: even {smallest.quant} with {lightest.context_length} tokens x {lightest.parallel} needs {_gib(need)} {where}, "
-                f"{_gib(budget)} are free. {model.id} needs {device} with at least {_gib(minimum_memory(machine, need))}{beside}.{hint}",
-                alt[0] if alt else None, len(ladder) - 1)
+    return make(
+        smallest,
+        lightest,
+        0,
+        False,
+        f"Does not fit: even {smallest.quant} with {lightest.context_length} tokens x {lightest.parallel} needs {_gib(need)} {where}, "
+        f"{_gib(budget)} are free. {model.id} needs {device} with at least {_gib(minimum_memory(machine, need))}{beside}.{hint}",
+        alt[0] if alt else None,
+        len(ladder) - 1,
+    )

@@ -21,9 +21,50 @@ from schulki.retrieval.documents import Chunk, ParsedDocument, Passage
 # English abbreviations and ordinal numbers do not end a sentence.
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'»«“”’)\]]*\s+(?=[\"'»«„“(\[]?[A-ZÄÖÜ0-9])")
 _ABBREVIATIONS = {
-    "z.", "b.", "d.", "h.", "u.", "a.", "s.", "o.", "v.", "dr.", "prof.", "nr.", "bzw.", "usw.", "vgl.", "ca.",
-    "etc.", "evtl.", "ggf.", "inkl.", "str.", "st.", "hr.", "fr.", "mr.", "mrs.", "ms.", "e.g.", "i.e.", "vs.",
-    "abs.", "art.", "bd.", "jh.", "jhd.", "mio.", "mrd.", "tel.", "min.", "max.", "bsp.", "sog.", "dt.", "engl.",
+    "z.",
+    "b.",
+    "d.",
+    "h.",
+    "u.",
+    "a.",
+    "s.",
+    "o.",
+    "v.",
+    "dr.",
+    "prof.",
+    "nr.",
+    "bzw.",
+    "usw.",
+    "vgl.",
+    "ca.",
+    "etc.",
+    "evtl.",
+    "ggf.",
+    "inkl.",
+    "str.",
+    "st.",
+    "hr.",
+    "fr.",
+    "mr.",
+    "mrs.",
+    "ms.",
+    "e.g.",
+    "i.e.",
+    "vs.",
+    "abs.",
+    "art.",
+    "bd.",
+    "jh.",
+    "jhd.",
+    "mio.",
+    "mrd.",
+    "tel.",
+    "min.",
+    "max.",
+    "bsp.",
+    "sog.",
+    "dt.",
+    "engl.",
 }
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
@@ -92,7 +133,7 @@ def split_sentences(text: str) -> list[str]:
     sentences: list[str] = []
     start = 0
     for match in _SENTENCE_END.finditer(text):
-        candidate = text[start:match.start()].strip()
+        candidate = text[start : match.start()].strip()
         last_word = candidate.rsplit(" ", 1)[-1].lower()
         # "z.", "Dr." and German ordinals ("am 3. Oktober", "im 19. Jahrhundert") end no sentence.
         if last_word in _ABBREVIATIONS or re.fullmatch(r"[a-zäöü]\.|\d{1,4}\.", last_word):

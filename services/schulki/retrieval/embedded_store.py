@@ -151,15 +151,17 @@ class EmbeddedStore(Store):
                 pass
 
     def _schema(self, dimension: int) -> pa.Schema:
-        return pa.schema([
-            pa.field("document_id", pa.string()),
-            pa.field("chunk_index", pa.int32()),
-            pa.field("text", pa.string()),
-            pa.field("page", pa.int32()),
-            pa.field("section", pa.string()),
-            pa.field("source", pa.string()),
-            pa.field("vector", pa.list_(pa.float32(), dimension)),
-        ])
+        return pa.schema(
+            [
+                pa.field("document_id", pa.string()),
+                pa.field("chunk_index", pa.int32()),
+                pa.field("text", pa.string()),
+                pa.field("page", pa.int32()),
+                pa.field("section", pa.string()),
+                pa.field("source", pa.string()),
+                pa.field("vector", pa.list_(pa.float32(), dimension)),
+            ]
+        )
 
     def _check_dimension(self, table, dimension: int) -> None:
         have = table.schema.field("vector").type.list_size
@@ -171,13 +173,21 @@ class EmbeddedStore(Store):
 
     def _write_chunks(self, workspace: str, chunks: list[StoredChunk]) -> None:
         dimension = len(chunks[0].vector)
-        rows = pa.Table.from_pylist([
-            {
-                "document_id": c.document_id, "chunk_index": c.chunk.index, "text": c.chunk.text, "page": c.chunk.page,
-                "section": c.chunk.section, "source": c.source, "vector": list(map(float, c.vector)),
-            }
-            for c in chunks
-        ], schema=self._schema(dimension))
+        rows = pa.Table.from_pylist(
+            [
+                {
+                    "document_id": c.document_id,
+                    "chunk_index": c.chunk.index,
+                    "text": c.chunk.text,
+                    "page": c.chunk.page,
+                    "section": c.chunk.section,
+                    "source": c.source,
+                    "vector": list(map(float, c.vector)),
+                }
+                for c in chunks
+            ],
+            schema=self._schema(dimension),
+        )
         table = self._table(workspace)
         if table is None:
             table = self._db.create_table(workspace, data=rows, schema=self._schema(dimension))
@@ -193,8 +203,9 @@ class EmbeddedStore(Store):
 
         # Stemming for the schools' language finds "Kriege" for "Krieg"; stop words stay,
         # because questions like "Wer war ..." would otherwise lose words that matter in English.
-        table.create_index("text", config=FTS(language=self.config.text_language, stem=True, remove_stop_words=False,
-                                              ascii_folding=True), replace=True)
+        table.create_index(
+            "text", config=FTS(language=self.config.text_language, stem=True, remove_stop_words=False, ascii_folding=True), replace=True
+        )
 
     def _maintain(self, workspace: str) -> None:
         """Build the vector index once a table is large, and fold new rows into the indexes now and then."""
@@ -281,8 +292,13 @@ class EmbeddedStore(Store):
         table = self._table(workspace)
         if table is None:
             return []
-        rows = (table.search().where(f"document_id = {_quote(document_id)}")
-                .select(["chunk_index", "text", "page", "section"]).limit(None).to_list())
+        rows = (
+            table.search()
+            .where(f"document_id = {_quote(document_id)}")
+            .select(["chunk_index", "text", "page", "section"])
+            .limit(None)
+            .to_list()
+        )
         return [Chunk(text=r["text"], index=r["chunk_index"], page=r["page"], section=r["section"]) for r in rows]
 
     def _chunk_document_ids(self, workspace: str) -> set[str]:
@@ -294,8 +310,9 @@ class EmbeddedStore(Store):
 
     # Search. ---------------------------------------------------------------------
 
-    def _search(self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float,
-                exclude: Sequence[str]) -> list[Hit]:
+    def _search(
+        self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float, exclude: Sequence[str]
+    ) -> list[Hit]:
         table = self._table(workspace)
         if table is None:
             return []
@@ -312,9 +329,13 @@ class EmbeddedStore(Store):
             keyword = [self._candidate(row, row["_score"]) for row in search.to_list()]
         similar: list[Candidate] = []
         if vector_weight > 0.0:
-            search = (table.search(list(vector), query_type="vector", vector_column_name="vector")
-                      .distance_type("cosine").select([*columns, "_distance"]).limit(wanted)
-                      .ef(max(HNSW_EF, 2 * wanted)))  # a wider graph search: better recall for a few milliseconds
+            search = (
+                table.search(list(vector), query_type="vector", vector_column_name="vector")
+                .distance_type("cosine")
+                .select([*columns, "_distance"])
+                .limit(wanted)
+                .ef(max(HNSW_EF, 2 * wanted))
+            )  # a wider graph search: better recall for a few milliseconds
             if where:
                 search = search.where(where, prefilter=True)
             similar = [self._candidate(row, 1.0 - row["_distance"]) for row in search.to_list()]
@@ -322,8 +343,15 @@ class EmbeddedStore(Store):
 
     @staticmethod
     def _candidate(row: dict, score: float) -> Candidate:
-        hit = Hit(text=row["text"], score=0.0, source=row["source"], page=row["page"], section=row["section"],
-                  document_id=row["document_id"], chunk_index=row["chunk_index"])
+        hit = Hit(
+            text=row["text"],
+            score=0.0,
+            source=row["source"],
+            page=row["page"],
+            section=row["section"],
+            document_id=row["document_id"],
+            chunk_index=row["chunk_index"],
+        )
         return Candidate(key=(hit.document_id, hit.chunk_index), score=float(score), hit=hit)
 
     def chunk_count(self, workspace: str) -> int:

@@ -57,9 +57,11 @@ class EmbeddingsClient:
             self.open()
         metadata = call_metadata(self.runtime, logs.request_id.get())
         try:
-            response = await self._stub.Embed(pb.EmbedRequest(
-                texts=list(texts), user=user, purpose=pb.TEXT_PURPOSE_QUERY if query else pb.TEXT_PURPOSE_DOCUMENT), timeout=self.timeout_s,
-                                              metadata=metadata)
+            response = await self._stub.Embed(
+                pb.EmbedRequest(texts=list(texts), user=user, purpose=pb.TEXT_PURPOSE_QUERY if query else pb.TEXT_PURPOSE_DOCUMENT),
+                timeout=self.timeout_s,
+                metadata=metadata,
+            )
         except grpc.aio.AioRpcError as error:
             code = error.code()
             log.warning("embeddings service at %s answered %s: %s", self.address, code.name, error.details())

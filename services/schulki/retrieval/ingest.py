@@ -119,8 +119,9 @@ class Ingestor:
         finally:
             path.unlink(missing_ok=True)
 
-    async def _process(self, upload: Upload, source: str, path: Path, file_name: str,
-                       size_bytes: int, quota: int) -> AsyncIterator[Progress | DocumentRecord]:
+    async def _process(
+        self, upload: Upload, source: str, path: Path, file_name: str, size_bytes: int, quota: int
+    ) -> AsyncIterator[Progress | DocumentRecord]:
         """Parse, chunk, embed and store a received file."""
         document: ParsedChunks | None = None
         async for item in self._parse(path, file_name):
@@ -140,19 +141,25 @@ class Ingestor:
         batch = self.config.embed_batch_texts
         yield Progress("embedding", 0, len(chunks), "chunks")
         for start in range(0, len(chunks), batch):
-            vectors += await self.embedder.embed([c.text for c in chunks[start:start + batch]])
+            vectors += await self.embedder.embed([c.text for c in chunks[start : start + batch]])
             yield Progress("embedding", len(vectors), len(chunks), "chunks")
         document_id = uuid.uuid4().hex[:16]
         record = DocumentRecord(
-            document_id=document_id, source=source, format=document.format, chunk_count=len(chunks),
-            page_count=document.page_count, size_bytes=size_bytes, text_bytes=text_bytes,
+            document_id=document_id,
+            source=source,
+            format=document.format,
+            chunk_count=len(chunks),
+            page_count=document.page_count,
+            size_bytes=size_bytes,
+            text_bytes=text_bytes,
         )
         stored = [StoredChunk(document_id, source, chunk, vector) for chunk, vector in zip(chunks, vectors)]
         yield Progress("storing", 0, len(chunks), "chunks")
         await asyncio.to_thread(self.store.add_document, upload.workspace, record, stored, quota)
         yield Progress("storing", len(chunks), len(chunks), "chunks")
-        log.info("ingested %s into %s: %s, %d chunks, %d bytes", document_id, upload.workspace,
-                 record.format, record.chunk_count, size_bytes)
+        log.info(
+            "ingested %s into %s: %s, %d chunks, %d bytes", document_id, upload.workspace, record.format, record.chunk_count, size_bytes
+        )
         yield record
 
     async def _receive(self, data: AsyncIterator[bytes], out, room: int, used: int, quota: int) -> AsyncIterator[Progress]:
@@ -181,9 +188,12 @@ class Ingestor:
             queue.put_nowait(Progress("parsing", done, total, "pages"))
 
         limits = ParseLimits(
-            memory_bytes=self.config.parse_memory_mb * 1024 * 1024, timeout_s=self.config.parse_timeout_s,
-            max_pages=self.config.max_pages, max_chars=self.config.max_document_chars,
-            max_chunks=self.config.max_chunks_per_document, chunk_chars=self.config.chunk_chars,
+            memory_bytes=self.config.parse_memory_mb * 1024 * 1024,
+            timeout_s=self.config.parse_timeout_s,
+            max_pages=self.config.max_pages,
+            max_chars=self.config.max_document_chars,
+            max_chunks=self.config.max_chunks_per_document,
+            chunk_chars=self.config.chunk_chars,
             overlap_chars=self.config.chunk_overlap_chars,
         )
         yield Progress("parsing", 0, 0, "pages")

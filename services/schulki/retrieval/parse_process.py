@@ -94,13 +94,24 @@ async def parse_in_process(path, file_name: str, limits: ParseLimits, report) ->
     log = logging.getLogger("schulki.retrieval")
     result_path = f"{path}.result.json"
     request = {
-        "path": str(path), "file_name": file_name, "result": result_path, "memory_bytes": limits.memory_bytes,
-        "cpu_s": int(limits.timeout_s) + CPU_SLACK_S, "max_pages": limits.max_pages, "max_chars": limits.max_chars,
-        "max_chunks": limits.max_chunks, "chunk_chars": limits.chunk_chars, "overlap_chars": limits.overlap_chars,
+        "path": str(path),
+        "file_name": file_name,
+        "result": result_path,
+        "memory_bytes": limits.memory_bytes,
+        "cpu_s": int(limits.timeout_s) + CPU_SLACK_S,
+        "max_pages": limits.max_pages,
+        "max_chars": limits.max_chars,
+        "max_chunks": limits.max_chunks,
+        "chunk_chars": limits.chunk_chars,
+        "overlap_chars": limits.overlap_chars,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schulki.retrieval.parse_process",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "schulki.retrieval.parse_process",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
 
     async def follow() -> None:
@@ -181,8 +192,13 @@ def child_main() -> int:
             sys.stdout.flush()
 
         try:
-            document = parse_file(Path(request["path"]), request["file_name"], max_pages=request["max_pages"],
-                                  progress=progress, max_chars=request["max_chars"])
+            document = parse_file(
+                Path(request["path"]),
+                request["file_name"],
+                max_pages=request["max_pages"],
+                progress=progress,
+                max_chars=request["max_chars"],
+            )
             chunks = chunk_document(document, request["chunk_chars"], request["overlap_chars"])
             if len(chunks) > request["max_chunks"]:
                 raise TooLarge(
@@ -191,24 +207,41 @@ def child_main() -> int:
                 )
             if not chunks:
                 raise InvalidInput("Die Datei enthält keinen Text. (no text found)")
-            result = {"format": document.format, "page_count": document.page_count,
-                      "chunks": [[c.text, c.index, c.page, c.section] for c in chunks]}
+            result = {
+                "format": document.format,
+                "page_count": document.page_count,
+                "chunks": [[c.text, c.index, c.page, c.section] for c in chunks],
+            }
         except SchulkiError as error:
-            result = {"error": {"kind": type(error).__name__ if isinstance(error, (TooLarge, InvalidInput)) else "InvalidInput",
-                                "message": error.message}}
+            result = {
+                "error": {
+                    "kind": type(error).__name__ if isinstance(error, (TooLarge, InvalidInput)) else "InvalidInput",
+                    "message": error.message,
+                }
+            }
         except MemoryError:
             raise
         except RecursionError:  # a document nested deeper than the parser can walk
-            result = {"error": {"kind": "InvalidInput", "message":
-                                "Die Datei ist zu tief verschachtelt, um sie zu lesen. (the document is nested too deeply)"}}
-        except Exception:  # noqa: BLE001 - a parser library failing on a malformed file is a bad file
-            result = {"error": {"kind": "InvalidInput", "message":
-                                "Die Datei ist beschädigt oder kann nicht gelesen werden. (the file could not be parsed)"}}
+            result = {
+                "error": {
+                    "kind": "InvalidInput",
+                    "message": "Die Datei ist zu tief verschachtelt, um sie zu lesen. (the document is nested too deeply)",
+                }
+            }
+        except Exception:
+            result = {
+                "error": {
+                    "kind": "InvalidInput",
+                    "message": "Die Datei ist beschädigt oder kann nicht gelesen werden. (the file could not be parsed)",
+                }
+            }
         _write(request["result"], result)
     except MemoryError:
         # Free what we can by leaving the frame, then say why; writing may fail too, then the exit code says it.
-        message = (f"Die Datei braucht beim Lesen mehr als {request['memory_bytes'] // (1024 * 1024)} MiB Speicher und wurde "
-                   "abgelehnt; bitte teile sie auf. (parsing needs more memory than allowed)")
+        message = (
+            f"Die Datei braucht beim Lesen mehr als {request['memory_bytes'] // (1024 * 1024)} MiB Speicher und wurde "
+            "abgelehnt; bitte teile sie auf. (parsing needs more memory than allowed)"
+        )
         try:
             _write(request["result"], {"error": {"kind": "TooLarge", "message": message}})
         except MemoryError:

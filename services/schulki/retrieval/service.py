@@ -42,8 +42,13 @@ def open_store(config: Config) -> Store:
 
 def document_proto(record: DocumentRecord) -> pb.Document:
     return pb.Document(
-        document_id=record.document_id, source=record.source, chunk_count=record.chunk_count,
-        page_count=record.page_count, size_bytes=record.size_bytes, created_at=record.created_at, format=record.format,
+        document_id=record.document_id,
+        source=record.source,
+        chunk_count=record.chunk_count,
+        page_count=record.page_count,
+        size_bytes=record.size_bytes,
+        created_at=record.created_at,
+        format=record.format,
         text_bytes=record.text_bytes,
     )
 
@@ -114,16 +119,19 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         upload = Upload(workspace=source.workspace, file_name=source.file_name, url=source.url)
         async for item in self.ingestor.ingest(upload, file_bytes()):
             if isinstance(item, Progress):
-                yield pb.IngestDocumentResponse(progress=pb.IngestProgress(
-                    stage=item.stage, done=item.done, total=item.total, unit=item.unit))
+                yield pb.IngestDocumentResponse(
+                    progress=pb.IngestProgress(stage=item.stage, done=item.done, total=item.total, unit=item.unit)
+                )
             else:
                 yield pb.IngestDocumentResponse(document=document_proto(item))
 
     async def ListDocuments(self, request: pb.ListDocumentsRequest, context) -> pb.ListDocumentsResponse:
         records = await asyncio.to_thread(self._ready().list_documents, request.workspace)
-        return pb.ListDocumentsResponse(documents=[document_proto(r) for r in records],
-                                        used_bytes=sum(r.counted_bytes for r in records),
-                                        quota_bytes=workspace_quota_bytes(self.settings, request.workspace))
+        return pb.ListDocumentsResponse(
+            documents=[document_proto(r) for r in records],
+            used_bytes=sum(r.counted_bytes for r in records),
+            quota_bytes=workspace_quota_bytes(self.settings, request.workspace),
+        )
 
     async def ExportDocument(self, request: pb.ExportDocumentRequest, context) -> pb.ExportDocumentResponse:
         store = self._ready()
@@ -133,8 +141,10 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         if record is None:  # deleted in the meantime
             raise NotFound(f"Das Dokument {request.document_id} gibt es in {request.workspace} nicht. (unknown document)")
         log.info("exported document %s from %s (%d chunks)", request.document_id, request.workspace, len(chunks))
-        return pb.ExportDocumentResponse(document=document_proto(record), chunks=[
-            pb.DocumentChunk(chunk_index=c.index, text=c.text, page=c.page, section=c.section) for c in chunks])
+        return pb.ExportDocumentResponse(
+            document=document_proto(record),
+            chunks=[pb.DocumentChunk(chunk_index=c.index, text=c.text, page=c.page, section=c.section) for c in chunks],
+        )
 
     async def DeleteDocument(self, request: pb.DeleteDocumentRequest, context) -> pb.DeleteDocumentResponse:
         deleted = await asyncio.to_thread(self._ready().delete_document, request.workspace, request.document_id)
@@ -159,8 +169,17 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         vector = (await self.embedder.embed([query], query=True))[0] if weight > 0 else []
         hits = await asyncio.to_thread(store.search, request.workspace, query, vector, top_k, weight)
         log.info("search in %s: %s, %d hits", request.workspace, content(query), len(hits))
-        return pb.SearchResponse(hits=[
-            pb.Hit(text=h.text, score=h.score, source=h.source, page=h.page, section=h.section,
-                   document_id=h.document_id, chunk_index=h.chunk_index)
-            for h in hits
-        ])
+        return pb.SearchResponse(
+            hits=[
+                pb.Hit(
+                    text=h.text,
+                    score=h.score,
+                    source=h.source,
+                    page=h.page,
+                    section=h.section,
+                    document_id=h.document_id,
+                    chunk_index=h.chunk_index,
+                )
+                for h in hits
+            ]
+        )

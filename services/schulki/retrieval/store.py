@@ -121,8 +121,7 @@ FUSIONS = ("rrf", "relative_score")
 """The fusions both stores implement alike (retrieval.fusion)."""
 
 
-def fuse(keyword: list[Candidate], vector: list[Candidate], vector_weight: float, top_k: int,
-         fusion: str = "relative_score") -> list[Hit]:
+def fuse(keyword: list[Candidate], vector: list[Candidate], vector_weight: float, top_k: int, fusion: str = "relative_score") -> list[Hit]:
     """Fuse the BM25 and the vector list into one ranking, the way Weaviate's hybrid search does.
 
     ``relative_score`` (Weaviate's relativeScoreFusion, the default): each
@@ -209,8 +208,9 @@ class Store(ABC):
         """The document ids that have chunks in the workspace (complete or not)."""
 
     @abstractmethod
-    def _search(self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float,
-                exclude: Sequence[str]) -> list[Hit]:
+    def _search(
+        self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float, exclude: Sequence[str]
+    ) -> list[Hit]:
         """Hybrid search, leaving out the chunks of the documents in ``exclude``."""
 
     def _maintain(self, workspace: str) -> None:
@@ -289,14 +289,14 @@ class Store(ABC):
                 # Whatever was written is not a document; remove it now rather than at the next start.
                 try:
                     self._delete_chunks(workspace, [record.document_id])
-                except Exception:  # noqa: BLE001 - recover() removes them at the next start
+                except Exception:
                     log.exception("could not remove the chunks of a failed ingest; they are removed at the next start")
                 raise
             finally:
                 pending.discard(record.document_id)
             try:
                 self._maintain(workspace)
-            except Exception:  # noqa: BLE001 - the document is stored; index upkeep is retried after the next ingest
+            except Exception:
                 log.exception("workspace %s: index upkeep failed", workspace)
 
     def list_documents(self, workspace: str) -> list[DocumentRecord]:

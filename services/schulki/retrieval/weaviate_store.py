@@ -49,13 +49,17 @@ def connect(url: str, api_key: str | None, grpc_port: int):
     secure = parts.scheme == "https"
     try:
         client = weaviate.connect_to_custom(
-            http_host=parts.hostname, http_port=parts.port or (443 if secure else 80), http_secure=secure,
-            grpc_host=parts.hostname, grpc_port=grpc_port, grpc_secure=secure,
+            http_host=parts.hostname,
+            http_port=parts.port or (443 if secure else 80),
+            http_secure=secure,
+            grpc_host=parts.hostname,
+            grpc_port=grpc_port,
+            grpc_secure=secure,
             auth_credentials=Auth.api_key(api_key) if api_key else None,
             additional_config=AdditionalConfig(timeout=Timeout(init=10, query=60, insert=120)),
             skip_init_checks=True,
         )
-    except Exception as error:  # noqa: BLE001 - one line for the admin
+    except Exception as error:
         raise StartupError(f"cannot connect to Weaviate at {url}: {error}") from None
     if not client.is_ready():
         client.close()
@@ -92,8 +96,7 @@ class WeaviateStore(Store):
                 ),
                 properties=[
                     Property(name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD),
-                    Property(name="document_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD,
-                             index_searchable=False),
+                    Property(name="document_id", data_type=DataType.TEXT, tokenization=Tokenization.FIELD, index_searchable=False),
                     Property(name="chunk_index", data_type=DataType.INT),
                     Property(name="page", data_type=DataType.INT),
                     Property(name="section", data_type=DataType.TEXT, index_searchable=False),
@@ -149,16 +152,15 @@ class WeaviateStore(Store):
 
     def _manifest(self, workspace: str) -> list[DocumentRecord]:
         documents = self._documents.with_tenant(workspace)
-        return [DocumentRecord(**{k: obj.properties[k] for k in DocumentRecord.__dataclass_fields__
-                                  if obj.properties.get(k) is not None})
-                for obj in documents.iterator()]
+        return [
+            DocumentRecord(**{k: obj.properties[k] for k in DocumentRecord.__dataclass_fields__ if obj.properties.get(k) is not None})
+            for obj in documents.iterator()
+        ]
 
     def _record(self, workspace: str, record: DocumentRecord) -> None:
         from dataclasses import asdict
 
-        self._documents.with_tenant(workspace).data.insert(
-            properties=asdict(record), uuid=self._uuid(workspace, record.document_id)
-        )
+        self._documents.with_tenant(workspace).data.insert(properties=asdict(record), uuid=self._uuid(workspace, record.document_id))
 
     def _unrecord(self, workspace: str, document_id: str) -> None:
         self._documents.with_tenant(workspace).data.delete_by_id(self._uuid(workspace, document_id))
@@ -170,8 +172,14 @@ class WeaviateStore(Store):
 
         objects = [
             DataObject(
-                properties={"text": c.chunk.text, "document_id": c.document_id, "chunk_index": c.chunk.index,
-                            "page": c.chunk.page, "section": c.chunk.section, "source": c.source},
+                properties={
+                    "text": c.chunk.text,
+                    "document_id": c.document_id,
+                    "chunk_index": c.chunk.index,
+                    "page": c.chunk.page,
+                    "section": c.chunk.section,
+                    "source": c.source,
+                },
                 vector=list(map(float, c.vector)),
                 uuid=self._uuid(workspace, c.document_id, c.chunk.index),
             )
@@ -203,43 +211,55 @@ class WeaviateStore(Store):
         found: list[Chunk] = []
         page = 1000  # below Weaviate's QUERY_MAXIMUM_RESULTS (10,000) for offset + limit
         while True:
-            response = chunks.query.fetch_objects(filters=Filter.by_property("document_id").equal(document_id),
-                                                  limit=page, offset=len(found))
-            found += [Chunk(text=o.properties["text"], index=int(o.properties["chunk_index"]), page=int(o.properties["page"] or 0),
-                            section=o.properties["section"] or "") for o in response.objects]
+            response = chunks.query.fetch_objects(
+                filters=Filter.by_property("document_id").equal(document_id), limit=page, offset=len(found)
+            )
+            found += [
+                Chunk(
+                    text=o.properties["text"],
+                    index=int(o.properties["chunk_index"]),
+                    page=int(o.properties["page"] or 0),
+                    section=o.properties["section"] or "",
+                )
+                for o in response.objects
+            ]
             if len(response.objects) < page:
                 return found
 
     def _chunk_document_ids(self, workspace: str) -> set[str]:
         from weaviate.classes.aggregate import GroupByAggregate
 
-        response = self._chunks.with_tenant(workspace).aggregate.over_all(
-            group_by=GroupByAggregate(prop="document_id", limit=GROUP_LIMIT)
-        )
+        response = self._chunks.with_tenant(workspace).aggregate.over_all(group_by=GroupByAggregate(prop="document_id", limit=GROUP_LIMIT))
         return {str(group.grouped_by.value) for group in response.groups}
 
     # Search. -------------------------------------------------------------------------
 
-    def _search(self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float,
-                exclude: Sequence[str]) -> list[Hit]:
+    def _search(
+        self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float, exclude: Sequence[str]
+    ) -> list[Hit]:
         from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
 
         chunks = self._chunks.with_tenant(workspace)
         filters = Filter.by_property("document_id").contains_none(list(exclude)) if exclude else None
         metadata = MetadataQuery(score=True, distance=True)
         if vector_weight <= 0.0:
-            response = chunks.query.bm25(query=query, query_properties=["text"], limit=top_k, filters=filters,
-                                         return_metadata=metadata)
+            response = chunks.query.bm25(query=query, query_properties=["text"], limit=top_k, filters=filters, return_metadata=metadata)
         elif vector_weight >= 1.0:
-            response = chunks.query.near_vector(near_vector=list(vector), limit=top_k, filters=filters,
-                                                return_metadata=metadata)
+            response = chunks.query.near_vector(near_vector=list(vector), limit=top_k, filters=filters, return_metadata=metadata)
         else:
             # alpha = vector_weight and the same fusion as the embedded store (store.fuse): RANKED is
             # weighted reciprocal-rank fusion with k = 60, RELATIVE_SCORE the min-max scaled sum.
             fusion_type = HybridFusion.RANKED if self.fusion == "rrf" else HybridFusion.RELATIVE_SCORE
-            response = chunks.query.hybrid(query=query, vector=list(vector), alpha=vector_weight,
-                                           query_properties=["text"], fusion_type=fusion_type,
-                                           limit=top_k, filters=filters, return_metadata=metadata)
+            response = chunks.query.hybrid(
+                query=query,
+                vector=list(vector),
+                alpha=vector_weight,
+                query_properties=["text"],
+                fusion_type=fusion_type,
+                limit=top_k,
+                filters=filters,
+                return_metadata=metadata,
+            )
         hits = []
         for obj in response.objects:
             p = obj.properties
@@ -247,8 +267,17 @@ class WeaviateStore(Store):
                 score = 1.0 - (obj.metadata.distance or 0.0)
             else:
                 score = obj.metadata.score or 0.0
-            hits.append(Hit(text=p["text"], score=float(score), source=p["source"], page=int(p["page"] or 0),
-                            section=p["section"] or "", document_id=p["document_id"], chunk_index=int(p["chunk_index"])))
+            hits.append(
+                Hit(
+                    text=p["text"],
+                    score=float(score),
+                    source=p["source"],
+                    page=int(p["page"] or 0),
+                    section=p["section"] or "",
+                    document_id=p["document_id"],
+                    chunk_index=int(p["chunk_index"]),
+                )
+            )
         return hits
 
     def close(self) -> None:

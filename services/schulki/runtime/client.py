@@ -73,8 +73,14 @@ class _SyncTokenInterceptor(
         metadata = list(details.metadata or ())
         if not any(key == "authorization" for key, _ in metadata):
             metadata.append(self._header)
-        return _SyncCallDetails(details.method, details.timeout, metadata, details.credentials,
-                                getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+        return _SyncCallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)
@@ -105,7 +111,11 @@ def open_channel(
         if credentials is not None:
             return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
-    channel = grpc.secure_channel(address, credentials, options=options) if credentials is not None else grpc.insecure_channel(address, options=options)
+    channel = (
+        grpc.secure_channel(address, credentials, options=options)
+        if credentials is not None
+        else grpc.insecure_channel(address, options=options)
+    )
     return grpc.intercept_channel(channel, _SyncTokenInterceptor(token)) if token else channel
 
 

@@ -30,8 +30,7 @@ BUSY_MESSAGE = (
     "(The server is busy: {waiting} requests are waiting. Please try again in a minute.)"
 )
 USER_BUSY_MESSAGE = (
-    "Du hast schon {waiting} Anfragen in der Warteschlange. Warte, bis eine fertig ist. "
-    "(You already have {waiting} requests waiting.)"
+    "Du hast schon {waiting} Anfragen in der Warteschlange. Warte, bis eine fertig ist. (You already have {waiting} requests waiting.)"
 )
 
 

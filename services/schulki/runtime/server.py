@@ -71,7 +71,7 @@ def _wrap_behavior(behavior: Callable, streaming_response: bool, method: str) ->
                     yield response
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
-            except Exception as error:  # noqa: BLE001 - the table decides
+            except Exception as error:
                 await report(context, error)
             finally:
                 log.info("%s ended after %.0f ms", method, (time.perf_counter() - started) * 1000)
@@ -84,7 +84,7 @@ def _wrap_behavior(behavior: Callable, streaming_response: bool, method: str) ->
             return await behavior(request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception as error:  # noqa: BLE001 - the table decides
+        except Exception as error:
             await report(context, error)
         finally:
             log.debug("%s ended after %.0f ms", method, (time.perf_counter() - started) * 1000)

@@ -53,10 +53,7 @@ def check_token(token: str | None, what: str) -> None:
         return
     problem = token_problem(token)
     if problem:
-        raise StartupError(
-            f"{what}: schwaches Dienst-Token (weak service token), {problem}. "
-            "Neues Token (new token): openssl rand -hex 32"
-        )
+        raise StartupError(f"{what}: schwaches Dienst-Token (weak service token), {problem}. Neues Token (new token): openssl rand -hex 32")
 
 
 def node_host(address: str) -> str:

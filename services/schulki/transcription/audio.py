@@ -26,10 +26,29 @@ from schulki.runtime.errors import InvalidInput, TooLarge
 SAMPLE_RATE = 16000
 """Whisper's sample rate."""
 
-ACCEPTED_FORMATS = frozenset({
-    "wav", "w64", "mp3", "mov", "mp4", "m4a", "3gp", "ogg", "flac", "matroska", "webm",
-    "aac", "aiff", "caf", "amr", "avi", "asf", "mpeg", "mpegts",
-})
+ACCEPTED_FORMATS = frozenset(
+    {
+        "wav",
+        "w64",
+        "mp3",
+        "mov",
+        "mp4",
+        "m4a",
+        "3gp",
+        "ogg",
+        "flac",
+        "matroska",
+        "webm",
+        "aac",
+        "aiff",
+        "caf",
+        "amr",
+        "avi",
+        "asf",
+        "mpeg",
+        "mpegts",
+    }
+)
 """FFmpeg demuxer names accepted. FFmpeg reads many more (images, subtitle files, even
 plain text as "tty"); anything else is refused as not a recording."""
 
@@ -41,10 +60,7 @@ BROKEN = (
     "Die Datei ist beschädigt oder unvollständig, vielleicht wurde sie nicht fertig hochgeladen. "
     "Versuche es mit der vollständigen Datei. (The file is damaged or incomplete.)"
 )
-NO_AUDIO_TRACK = (
-    "Das Video hat keine Tonspur, es gibt also nichts zu verschriftlichen. "
-    "(The video has no audio track.)"
-)
+NO_AUDIO_TRACK = "Das Video hat keine Tonspur, es gibt also nichts zu verschriftlichen. (The video has no audio track.)"
 NO_SOUND = "Die Datei enthält keinen Ton. (The file contains no audio.)"
 TOO_LONG = (
     "Die Aufnahme ist zu lang: {minutes:.0f} Minuten, erlaubt sind höchstens {limit:.0f} Minuten. "

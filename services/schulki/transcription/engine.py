@@ -172,9 +172,7 @@ class SpeechEngine:
         except (RuntimeError, ValueError, OSError) as error:
             raise ModelLoadError(f"cannot load Whisper model {self.model_path}: {str(error).splitlines()[0]}") from None
         self._match_mel_bands()
-        log.info(
-            "loaded %s on %s (%s) in %.1f s", self.model_path.name, self.device, self.compute_type, time.perf_counter() - started
-        )
+        log.info("loaded %s on %s (%s) in %.1f s", self.model_path.name, self.device, self.compute_type, time.perf_counter() - started)
 
     def _match_mel_bands(self) -> None:
         """Give the feature extractor the mel bands the model expects.
@@ -222,7 +220,7 @@ class SpeechEngine:
         def run() -> None:
             try:
                 emit(self._transcribe_blocking(job, emit, cancelled))
-            except BaseException as error:  # noqa: BLE001 - handed to the event loop
+            except BaseException as error:
                 emit(error)
 
         future = loop.run_in_executor(self._workers, run)
@@ -324,6 +322,10 @@ class SpeechEngine:
             emit(Language(job.language or "", 1.0 if job.language else 0.0))
         log.info(
             "transcribed %.1f s of audio (%.1f s speech) into %d segments in %.1f s%s",
-            done.duration, done.speech_duration, done.segment_count, done.seconds_taken, " (cancelled)" if done.cancelled else "",
+            done.duration,
+            done.speech_duration,
+            done.segment_count,
+            done.seconds_taken,
+            " (cancelled)" if done.cancelled else "",
         )
         return done

@@ -109,7 +109,11 @@ def to_vtt(segments: Iterable[SegmentLike]) -> str:
 EXPORTERS: dict[str, Callable[[Iterable[SegmentLike]], str]] = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt}
 """Export function per format name."""
 
-MEDIA_TYPES: dict[str, str] = {"txt": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8", "vtt": "text/vtt; charset=utf-8"}
+MEDIA_TYPES: dict[str, str] = {
+    "txt": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
 """The HTTP Content-Type per format name."""
 
 

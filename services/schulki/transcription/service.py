@@ -17,8 +17,8 @@ from pathlib import Path
 import grpc
 
 from schulki.config import TranscriptionConfig
-from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.errors import InvalidInput, NotReady, Unsupported
+from schulki.runtime.fair_queue import FairScheduler
 from schulki.transcription import audio, upload
 from schulki.transcription.engine import Language, Segment, SpeechEngine, TranscriptionDone, TranscriptionJob
 from schulki.transcription.v1 import transcription_service_pb2 as pb
@@ -88,7 +88,11 @@ class TranscriptionService(pb_grpc.TranscriptionServiceServicer):
             options = received.options
             log.info(
                 "transcribe: %s (%s), %.1f s, %d bytes, task %s",
-                info.format_name, info.codec, info.duration, received.size, TASKS[options.task],
+                info.format_name,
+                info.codec,
+                info.duration,
+                received.size,
+                TASKS[options.task],
             )
             job = TranscriptionJob(
                 path=received.path,

@@ -14,8 +14,20 @@ from schulki.gateway.context import Gateway
 from schulki.transcription.export import MEDIA_TYPES, to_srt, to_txt, to_vtt
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-LANGUAGE_NAMES = {"de": "german", "en": "english", "fr": "french", "it": "italian", "es": "spanish", "tr": "turkish",
-                  "uk": "ukrainian", "ar": "arabic", "pl": "polish", "ru": "russian", "nl": "dutch", "pt": "portuguese"}
+LANGUAGE_NAMES = {
+    "de": "german",
+    "en": "english",
+    "fr": "french",
+    "it": "italian",
+    "es": "spanish",
+    "tr": "turkish",
+    "uk": "ukrainian",
+    "ar": "arabic",
+    "pl": "polish",
+    "ru": "russian",
+    "nl": "dutch",
+    "pt": "portuguese",
+}
 
 
 async def _chunks(upload: UploadFile):
@@ -39,7 +51,9 @@ def router(gateway: Gateway) -> APIRouter:
                 raise ApiError(400, "The field file with the recording is missing.", param="file")
             model = form.get("model") or WHISPER_ALIAS
             if model != WHISPER_ALIAS:
-                raise ApiError(404, f"The model {model!r} does not exist here; use {WHISPER_ALIAS!r}.", param="model", code="model_not_found")
+                raise ApiError(
+                    404, f"The model {model!r} does not exist here; use {WHISPER_ALIAS!r}.", param="model", code="model_not_found"
+                )
             response_format = form.get("response_format") or "json"
             if response_format not in FORMATS:
                 raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}.", param="response_format")
@@ -47,7 +61,9 @@ def router(gateway: Gateway) -> APIRouter:
             segments, detected, duration = [], language, 0.0
             try:
                 gateway.quotas.admit(account)
-                async for event in gateway.services.transcribe(_chunks(upload), upload.filename or "audio", gateway.pseudonym(account), language):
+                async for event in gateway.services.transcribe(
+                    _chunks(upload), upload.filename or "audio", gateway.pseudonym(account), language
+                ):
                     kind = event.WhichOneof("event")
                     if kind == "language":
                         detected = event.language.language
@@ -68,10 +84,28 @@ def router(gateway: Gateway) -> APIRouter:
             return PlainTextResponse(to_srt(segments), media_type=MEDIA_TYPES["srt"])
         if response_format == "vtt":
             return PlainTextResponse(to_vtt(segments), media_type=MEDIA_TYPES["vtt"])
-        return JSONResponse({
-            "task": "transcribe", "language": LANGUAGE_NAMES.get(detected, detected), "duration": duration, "text": text,
-            "segments": [{"id": s.index, "seek": 0, "start": s.start, "end": s.end, "text": s.text, "tokens": [], "temperature": 0.0,
-                          "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0} for s in segments],
-        })
+        return JSONResponse(
+            {
+                "task": "transcribe",
+                "language": LANGUAGE_NAMES.get(detected, detected),
+                "duration": duration,
+                "text": text,
+                "segments": [
+                    {
+                        "id": s.index,
+                        "seek": 0,
+                        "start": s.start,
+                        "end": s.end,
+                        "text": s.text,
+                        "tokens": [],
+                        "temperature": 0.0,
+                        "avg_logprob": 0.0,
+                        "compression_ratio": 0.0,
+                        "no_speech_prob": 0.0,
+                    }
+                    for s in segments
+                ],
+            }
+        )
 
     return routes

@@ -34,7 +34,12 @@ def api_account(gateway: Gateway):
         header = request.headers.get("authorization", "")
         account = gateway.accounts.by_api_key(header[7:].strip()) if header.lower().startswith("bearer ") else None
         if account is None:
-            raise ApiError(401, "Incorrect API key provided. Find your key in schulki (ask your admin).", "invalid_request_error", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "Incorrect API key provided. Find your key in schulki (ask your admin).",
+                "invalid_request_error",
+                code="invalid_api_key",
+            )
         return account
 
     return dependency
@@ -80,7 +85,12 @@ def _number(body: dict, name: str, kind, low, high):
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (kind is int and not float(value).is_integer())
+        or not low <= value <= high
+    ):
         raise ApiError(400, f"{name} must be a number from {low} to {high}.", param=name)
     return kind(value)
 
@@ -97,17 +107,26 @@ def router(gateway: Gateway) -> APIRouter:
             raise from_exception(error) from None
         except ModelChoiceError as error:
             if error.unknown:
-                raise ApiError(404, f"The model {requested!r} does not exist here; GET /v1/models lists the models.", "invalid_request_error",
-                               param="model", code="model_not_found") from None
-            raise ApiError(403, f"{error} GET /v1/models lists the models you may use.", "permission_error", param="model",
-                           code="model_not_allowed") from None
+                raise ApiError(
+                    404,
+                    f"The model {requested!r} does not exist here; GET /v1/models lists the models.",
+                    "invalid_request_error",
+                    param="model",
+                    code="model_not_found",
+                ) from None
+            raise ApiError(
+                403, f"{error} GET /v1/models lists the models you may use.", "permission_error", param="model", code="model_not_allowed"
+            ) from None
 
     @routes.get("/models")
     async def models(account: Account = Depends(account_of)):
         # The alias first, then every chat model this user may use in name order: the same list on every call,
         # whichever nodes are up (a model stays listed while its nodes restart).
         names = [CHAT_ALIAS, *gateway.models.allowed(account), EMBEDDINGS_ALIAS, WHISPER_ALIAS]
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": MODELS_CREATED, "owned_by": "schulki"} for name in names]}
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": MODELS_CREATED, "owned_by": "schulki"} for name in names],
+        }
 
     @routes.post("/chat/completions")
     async def chat_completions(request: Request, account: Account = Depends(account_of)):
@@ -129,8 +148,9 @@ def router(gateway: Gateway) -> APIRouter:
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         try:
-            events = gateway.chat(account, messages, max_tokens or gateway.config.gateway.max_chat_tokens, temperature, stop, seed,
-                                  model=served_model)
+            events = gateway.chat(
+                account, messages, max_tokens or gateway.config.gateway.max_chat_tokens, temperature, stop, seed, model=served_model
+            )
             first = await anext(events)  # a bad request fails here, with a proper status, before the stream is committed
         except StopAsyncIteration:
             raise ApiError(502, "The inference service ended the answer without a result.", "server_error") from None
@@ -141,8 +161,11 @@ def router(gateway: Gateway) -> APIRouter:
         # The answer names the model that wrote it (also for schulki-chat), as OpenAI answers with the dated model name.
         if not stream:
             return await _complete(gateway, account, first, events, completion_id, created, served_model)
-        return StreamingResponse(_sse(gateway, account, first, events, completion_id, created, served_model, include_usage),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _sse(gateway, account, first, events, completion_id, created, served_model, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @routes.post("/embeddings")
     async def embeddings(request: Request, account: Account = Depends(account_of)):
@@ -157,7 +180,12 @@ def router(gateway: Gateway) -> APIRouter:
             except Exception as error:
                 raise from_exception(error) from error
             if body.get("model") != known:
-                raise ApiError(404, f"The model {body.get('model')!r} does not exist here; use {EMBEDDINGS_ALIAS!r}.", param="model", code="model_not_found")
+                raise ApiError(
+                    404,
+                    f"The model {body.get('model')!r} does not exist here; use {EMBEDDINGS_ALIAS!r}.",
+                    param="model",
+                    code="model_not_found",
+                )
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise ApiError(400, "encoding_format must be float or base64.", param="encoding_format")
@@ -173,13 +201,19 @@ def router(gateway: Gateway) -> APIRouter:
             values = list(embedding.values)
             vector = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode() if encoding == "base64" else values
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        return {"object": "list", "data": data, "model": body.get("model") or EMBEDDINGS_ALIAS,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.get("model") or EMBEDDINGS_ALIAS,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     return routes
 
 
-async def _complete(gateway: Gateway, account: Account, first, events: AsyncIterator, completion_id: str, created: int, model: str) -> JSONResponse:
+async def _complete(
+    gateway: Gateway, account: Account, first, events: AsyncIterator, completion_id: str, created: int, model: str
+) -> JSONResponse:
     pieces, finish = [], None
     try:
         event = first
@@ -194,19 +228,40 @@ async def _complete(gateway: Gateway, account: Account, first, events: AsyncIter
     except (grpc.RpcError, Exception) as error:
         raise from_exception(error) from error
     usage = finish.usage if finish else inference_pb.Usage()  # the quota was settled by gateway.chat
-    return JSONResponse({
-        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces)},
-                     "finish_reason": FINISH_REASONS.get(finish.reason, "stop") if finish else "stop"}],
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens},
-    })
+    return JSONResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(pieces)},
+                    "finish_reason": FINISH_REASONS.get(finish.reason, "stop") if finish else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        }
+    )
 
 
-async def _sse(gateway: Gateway, account: Account, first, events: AsyncIterator, completion_id: str, created: int, model: str,
-               include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse(
+    gateway: Gateway, account: Account, first, events: AsyncIterator, completion_id: str, created: int, model: str, include_usage: bool
+) -> AsyncIterator[bytes]:
     def chunk(delta: dict, finish_reason: str | None = None, **extra) -> bytes:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            **extra,
+        }
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
     yield chunk({"role": "assistant", "content": ""})
@@ -217,8 +272,18 @@ async def _sse(gateway: Gateway, account: Account, first, events: AsyncIterator,
                 usage = event.finish.usage  # the quota was settled by gateway.chat
                 yield chunk({}, FINISH_REASONS.get(event.finish.reason, "stop"))
                 if include_usage:
-                    payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
-                               "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}}
+                    payload = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": usage.prompt_tokens,
+                            "completion_tokens": usage.completion_tokens,
+                            "total_tokens": usage.total_tokens,
+                        },
+                    }
                     yield f"data: {json.dumps(payload)}\n\n".encode()
             else:
                 yield chunk({"content": event.text})

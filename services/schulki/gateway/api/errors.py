@@ -26,8 +26,15 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, tuple[int, str]] = {
 class ApiError(Exception):
     """An error to answer with OpenAI's error body."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code, self.headers = status, message, type_, param, code, headers
 
@@ -48,14 +55,23 @@ def from_exception(error: BaseException) -> ApiError:
     if isinstance(error, ApiError):
         return error
     if isinstance(error, AnswerBrokeOff):
-        return ApiError(502, "The node writing this answer stopped part-way; ask again and another node answers.", "server_error",
-                        code="answer_broke_off")
+        return ApiError(
+            502,
+            "The node writing this answer stopped part-way; ask again and another node answers.",
+            "server_error",
+            code="answer_broke_off",
+        )
     if isinstance(error, ServiceDown):
-        message = (f"No node that serves the model {error.model!r} is available right now; try again shortly." if error.model
-                   else f"The {error.service} service is not available right now; try again shortly.")
+        message = (
+            f"No node that serves the model {error.model!r} is available right now; try again shortly."
+            if error.model
+            else f"The {error.service} service is not available right now; try again shortly."
+        )
         return ApiError(503, message, "service_unavailable", code="service_unavailable")
     if isinstance(error, QuotaExceeded):
-        return ApiError(429, error.message, "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(error.retry_after_s)})
+        return ApiError(
+            429, error.message, "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(error.retry_after_s)}
+        )
     if isinstance(error, grpc.RpcError):
         return from_grpc(error)
     raise error

@@ -45,17 +45,32 @@ class BodyLimitMiddleware:
         if status == 408:
             german, english, code = "Die Anfrage kam zu langsam an.", "The request body arrived too slowly.", "request_timeout"
         elif is_upload:
-            german, english, code = f"Die Datei ist zu groß: höchstens {mib} MiB.", f"The upload is larger than the limit of {mib} MiB.", "request_too_large"
+            german, english, code = (
+                f"Die Datei ist zu groß: höchstens {mib} MiB.",
+                f"The upload is larger than the limit of {mib} MiB.",
+                "request_too_large",
+            )
         else:
-            german, english, code = f"Die Anfrage ist zu groß: höchstens {mib} MiB.", f"The request is larger than the limit of {mib} MiB.", "request_too_large"
+            german, english, code = (
+                f"Die Anfrage ist zu groß: höchstens {mib} MiB.",
+                f"The request is larger than the limit of {mib} MiB.",
+                "request_too_large",
+            )
         if scope["path"].startswith("/v1/"):
-            body = json.dumps({"error": {"message": english, "type": "invalid_request_error", "param": "file" if is_upload else None, "code": code}}).encode()
+            body = json.dumps(
+                {"error": {"message": english, "type": "invalid_request_error", "param": "file" if is_upload else None, "code": code}}
+            ).encode()
             media = b"application/json"
         else:
             body = f"{german} ({english})".encode()
             media = b"text/plain; charset=utf-8"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", media), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
@@ -65,9 +80,17 @@ class BodyLimitMiddleware:
 
     async def _refuse_headers(self, send) -> None:
         body = "Die Anfrage hat zu viele oder zu große Kopfzeilen. (Request header fields too large.)".encode()
-        await send({"type": "http.response.start", "status": 431,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 431,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):

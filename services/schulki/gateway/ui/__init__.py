@@ -49,9 +49,11 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
 
         def personalise(request: gr.Request):
             account = account_of(gateway, request, s)
-            links = (f'<div style="display:flex;justify-content:space-between;align-items:center"><strong style="font-size:1.4em">schulki</strong>'
-                     f'<span>{s["signed_in_as"]} <b>{html.escape(account.name)}</b> ({html.escape(account.role)}) · '
-                     f'<a href="{other_home}">{s["other_language"]}</a> · <a href="/logout?lang={lang}" id="logout">{s["logout"]}</a></span></div>')
+            links = (
+                f'<div style="display:flex;justify-content:space-between;align-items:center"><strong style="font-size:1.4em">schulki</strong>'
+                f"<span>{s['signed_in_as']} <b>{html.escape(account.name)}</b> ({html.escape(account.role)}) · "
+                f'<a href="{other_home}">{s["other_language"]}</a> · <a href="/logout?lang={lang}" id="logout">{s["logout"]}</a></span></div>'
+            )
             return links, gr.Tab(visible=account.role == "admin")
 
         demo.load(personalise, None, [header, admin_tab], api_name="whoami")

@@ -18,23 +18,37 @@ DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_
 
 
 def credentials_table(s: Strings, created: list[NewAccount]) -> str:
-    rows = "\n".join(f"| {n.account.name} | {n.account.role} | {', '.join(n.account.classes)} | `{n.password}` | `{n.api_key}` |" for n in created)
+    rows = "\n".join(
+        f"| {n.account.name} | {n.account.role} | {', '.join(n.account.classes)} | `{n.password}` | `{n.api_key}` |" for n in created
+    )
     return f"{s['credentials']}\n\n| {s['col_name']} | {s['col_role']} | {s['col_classes']} | {s['login_password']} | API-Key |\n|---|---|---|---|---|\n{rows}"
 
 
 def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     refresh = gr.Button(s["refresh"], elem_id="admin-refresh")
     health = gr.Dataframe(headers=[s["col_service"], s["col_node"], s["col_status"]], label=s["health"], interactive=False)
-    models = gr.Dataframe(headers=[s["col_node"], s["col_model"], s["col_quant"], s["col_context"], s["col_gpu_layers"], s["col_parallel"],
-                                   s["col_queue"], s["col_served"], s["col_failed"]], label=s["models"], interactive=False)
+    models = gr.Dataframe(
+        headers=[
+            s["col_node"],
+            s["col_model"],
+            s["col_quant"],
+            s["col_context"],
+            s["col_gpu_layers"],
+            s["col_parallel"],
+            s["col_queue"],
+            s["col_served"],
+            s["col_failed"],
+        ],
+        label=s["models"],
+        interactive=False,
+    )
     usage = gr.Dataframe(headers=[s["col_class"], s["col_users"], s["col_requests"], s["col_tokens"]], label=s["usage"], interactive=False)
     users = gr.Dataframe(headers=[s["col_name"], s["col_role"], s["col_classes"]], label=s["users"], interactive=False)
-    with gr.Accordion(s["add_user"], open=True):
-        with gr.Row():
-            new_name = gr.Textbox(label=s["user_name"])
-            new_role = gr.Dropdown(list(ROLES), value="student", label=s["role"])
-            new_class = gr.Textbox(label=s["class_name"])
-            add = gr.Button(s["add_user"], variant="primary")
+    with gr.Accordion(s["add_user"], open=True), gr.Row():
+        new_name = gr.Textbox(label=s["user_name"])
+        new_role = gr.Dropdown(list(ROLES), value="student", label=s["role"])
+        new_class = gr.Textbox(label=s["class_name"])
+        add = gr.Button(s["add_user"], variant="primary")
     with gr.Accordion(s["import_csv"], open=False):
         csv_file = gr.File(label="CSV", file_types=[".csv"], type="filepath")
         import_button = gr.Button(s["import"])
@@ -49,7 +63,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         retention = gr.Number(label=s["retention_days"], precision=0, minimum=0)
         save_retention = gr.Button(s["save"])
     with gr.Row():
-        periods = [gr.Number(label=f'{s["data_retention"]}: {s[name]}', precision=0, minimum=1) for name in DATA_PERIODS]
+        periods = [gr.Number(label=f"{s['data_retention']}: {s[name]}", precision=0, minimum=1) for name in DATA_PERIODS]
         save_periods = gr.Button(s["save"], elem_id="admin-save-periods")
     result = gr.Markdown(elem_id="admin-result")
 
@@ -71,8 +85,19 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
             if info is None:
                 model_rows.append([node.address, node.model or "–", "–", "–", "–", "–", "–", node.served, node.failed])
             else:
-                model_rows.append([node.address, node.model, info.quant, info.context_length, info.gpu_layers,
-                                   f"{info.running_sequences}/{info.parallel_sequences}", info.queue_length, node.served, node.failed])
+                model_rows.append(
+                    [
+                        node.address,
+                        node.model,
+                        info.quant,
+                        info.context_length,
+                        info.gpu_layers,
+                        f"{info.running_sequences}/{info.parallel_sequences}",
+                        info.queue_length,
+                        node.served,
+                        node.failed,
+                    ]
+                )
         usage_rows = [list(row) for row in gateway.accounts.usage_by_class()]
         user_rows = [[a.name, a.role, ", ".join(a.classes)] for a in gateway.accounts.list_users()]
         return [health_rows, model_rows, usage_rows, user_rows, gateway.retention_days(), *model_settings_now()]
@@ -80,7 +105,9 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     async def add_user(name: str, role: str, class_name: str, request: gr.Request):
         require_admin(request)
         try:
-            created = await run_in_threadpool(gateway.accounts.add_user, (name or "").strip(), role, [c for c in (class_name or "").split() if c])
+            created = await run_in_threadpool(
+                gateway.accounts.add_user, (name or "").strip(), role, [c for c in (class_name or "").split() if c]
+            )
         except AccountError as error:
             raise gr.Error(str(error)) from error
         return credentials_table(s, [created])
@@ -163,4 +190,3 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     save_periods.click(set_data_periods, periods, [result, *periods], api_name="admin_save_data_periods")
     save_retention.click(set_retention, retention, result, api_name="admin_retention")
     build_evaluation_section(gateway, s, require_admin)
-

@@ -63,11 +63,17 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         chosen = gateway.models.preselected(account)
         choices = [(name + (" (Standard)" if name == gateway.models.default() else ""), name) for name in allowed]
         teaching = account.role in ("teacher", "admin")
-        classes = list(account.classes) if account.role == "teacher" else sorted({c for a in gateway.accounts.list_users() for c in a.classes})
-        return (gr.Dropdown(choices=choices, value=chosen), gateway.models.description(chosen) if chosen else s["no_model"],
-                gr.Markdown(s["demo_model_note"], visible=gateway.models.only_demo()),
-                gr.Accordion(visible=teaching), gr.Dropdown(choices=classes, value=classes[0] if classes else None),
-                gr.Dropdown(choices=[(s["lesson_default"], "")] + [(name, name) for name in allowed], value=""))
+        classes = (
+            list(account.classes) if account.role == "teacher" else sorted({c for a in gateway.accounts.list_users() for c in a.classes})
+        )
+        return (
+            gr.Dropdown(choices=choices, value=chosen),
+            gateway.models.description(chosen) if chosen else s["no_model"],
+            gr.Markdown(s["demo_model_note"], visible=gateway.models.only_demo()),
+            gr.Accordion(visible=teaching),
+            gr.Dropdown(choices=classes, value=classes[0] if classes else None),
+            gr.Dropdown(choices=[(s["lesson_default"], "")] + [(name, name) for name in allowed], value=""),
+        )
 
     def model_picked(name: str | None):
         return gateway.models.description(name)
@@ -82,7 +88,9 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             raise gr.Error(str(error)) from error
         return s["lesson_saved"].format(name=class_name, model=name or s["lesson_default"])
 
-    async def respond(message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request = None):
+    async def respond(
+        message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request = None
+    ):
         # model_name defaults to None (the preselected model), so API callers that predate the picker keep working
         account = account_of(gateway, request, s)
         message = (message or "").strip()

@@ -35,8 +35,12 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         with gr.Column():
             upload_button = gr.Button(s["upload_button"], variant="primary", elem_id="document-upload-button")
             upload_result = gr.Markdown(elem_id="upload-result")
-    table = gr.Dataframe(headers=[s["col_file"], s["col_pages"], s["col_chunks"], s["col_size"], s["col_id"]], label=s["documents"],
-                         interactive=False, elem_id="document-list")
+    table = gr.Dataframe(
+        headers=[s["col_file"], s["col_pages"], s["col_chunks"], s["col_size"], s["col_id"]],
+        label=s["documents"],
+        interactive=False,
+        elem_id="document-list",
+    )
     storage = gr.Markdown(elem_id="storage-usage")
     with gr.Row():
         refresh = gr.Button(s["refresh"])
@@ -121,7 +125,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             if not hits:
                 yield s["no_hits"]
                 return
-            sources = "\n".join(f"{i}. {citation(s, hit)}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1))
+            sources = "\n".join(
+                f"{i}. {citation(s, hit)}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
+            )
             footer = f"\n\n**{s['sources']}:**\n{sources}"
             context = "\n\n".join(f"[{citation(s, hit)}]\n{hit.text}" for hit in hits)
             prompt = [{"role": "user", "content": ANSWER_PROMPT.format(context=context, question=text)}]

@@ -20,14 +20,18 @@ from schulki.gateway.i18n import Strings
 
 TEXTS = {
     "title": ("Messungen der Quantisierungen (schulki eval)", "Measured quants (schulki eval)"),
-    "intro": ("Perplexität und KL-Divergenz auf dem deutschen Referenztext (kleiner ist besser), gleiches Top-Token wie die "
-              "Referenzdatei, richtig beantwortete Fragen des Fragensatzes und Geschwindigkeit, gemessen auf den Rechnern der "
-              "Schule mit `schulki eval`.",
-              "Perplexity and KL divergence on the German reference text (lower is better), same top token as the reference "
-              "file, questions answered right and speed, measured on the school's machines with `schulki eval`."),
+    "intro": (
+        "Perplexität und KL-Divergenz auf dem deutschen Referenztext (kleiner ist besser), gleiches Top-Token wie die "
+        "Referenzdatei, richtig beantwortete Fragen des Fragensatzes und Geschwindigkeit, gemessen auf den Rechnern der "
+        "Schule mit `schulki eval`.",
+        "Perplexity and KL divergence on the German reference text (lower is better), same top token as the reference "
+        "file, questions answered right and speed, measured on the school's machines with `schulki eval`.",
+    ),
     "load": ("Messungen anzeigen", "Show measurements"),
-    "none": ("Noch keine Messungen in {folder}. Auf einem Rechner: `schulki eval DATEI.gguf …`",
-             "No measurements in {folder} yet. On a machine: `schulki eval FILE.gguf …`"),
+    "none": (
+        "Noch keine Messungen in {folder}. Auf einem Rechner: `schulki eval DATEI.gguf …`",
+        "No measurements in {folder} yet. On a machine: `schulki eval FILE.gguf …`",
+    ),
     "count": ("{n} Messungen aus {folder}", "{n} measurements from {folder}"),
 }
 HEADERS_EN = report.HEADERS

@@ -23,8 +23,10 @@ def build_models_section(gateway: Gateway, s: Strings, require_admin) -> tuple[l
     role_labels = s["role_names"].split("|")
     with gr.Accordion(s["models_admin"], open=True):
         default = gr.Dropdown([], label=s["default_model"], elem_id="admin-default-model", allow_custom_value=True)
-        role_boxes = [gr.CheckboxGroup([], label=s["role_models"].format(role=label), elem_id=f"admin-models-{role}")
-                      for role, label in zip(RESTRICTED_ROLES, role_labels)]
+        role_boxes = [
+            gr.CheckboxGroup([], label=s["role_models"].format(role=label), elem_id=f"admin-models-{role}")
+            for role, label in zip(RESTRICTED_ROLES, role_labels)
+        ]
         save = gr.Button(s["save"], elem_id="admin-models-save")
         with gr.Row():
             path = gr.Textbox(label=s["add_model_path"], elem_id="admin-model-path", scale=3)

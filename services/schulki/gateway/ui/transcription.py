@@ -13,8 +13,18 @@ from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
 from schulki.transcription.export import to_srt, to_txt, to_vtt
 
-LANGUAGES = [("Deutsch", "de"), ("English", "en"), ("Français", "fr"), ("Italiano", "it"), ("Español", "es"), ("Türkçe", "tr"),
-             ("Українська", "uk"), ("العربية", "ar"), ("Polski", "pl"), ("Русский", "ru")]
+LANGUAGES = [
+    ("Deutsch", "de"),
+    ("English", "en"),
+    ("Français", "fr"),
+    ("Italiano", "it"),
+    ("Español", "es"),
+    ("Türkçe", "tr"),
+    ("Українська", "uk"),
+    ("العربية", "ar"),
+    ("Polski", "pl"),
+    ("Русский", "ru"),
+]
 LANGUAGE_NAMES = dict((code, name) for name, code in LANGUAGES)
 
 
@@ -45,11 +55,15 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
             if not path:
                 raise gr.Error(s["no_recording"])
             gateway.quotas.admit(account)
-            async for event in gateway.services.transcribe(file_chunks(Path(path)), Path(path).name, gateway.pseudonym(account), chosen or ""):
+            async for event in gateway.services.transcribe(
+                file_chunks(Path(path)), Path(path).name, gateway.pseudonym(account), chosen or ""
+            ):
                 kind = event.WhichOneof("event")
                 if kind == "language":
                     info = event.language
-                    shown_language = s["detected_language"].format(language=LANGUAGE_NAMES.get(info.language, info.language), probability=info.probability)
+                    shown_language = s["detected_language"].format(
+                        language=LANGUAGE_NAMES.get(info.language, info.language), probability=info.probability
+                    )
                 elif kind == "segment":
                     segments.append(event.segment)
                     lines.append(f"[{timestamp(event.segment.start)}] {event.segment.text.strip()}")

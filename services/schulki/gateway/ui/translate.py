@@ -10,9 +10,20 @@ from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, status_banner, user_error
 
-TARGETS = [("Deutsch", "Deutsch"), ("English", "Englisch"), ("Français", "Französisch"), ("Italiano", "Italienisch"),
-           ("Español", "Spanisch"), ("Türkçe", "Türkisch"), ("Українська", "Ukrainisch"), ("العربية", "Arabisch"),
-           ("Polski", "Polnisch"), ("Русский", "Russisch"), ("Nederlands", "Niederländisch"), ("Português", "Portugiesisch")]
+TARGETS = [
+    ("Deutsch", "Deutsch"),
+    ("English", "Englisch"),
+    ("Français", "Französisch"),
+    ("Italiano", "Italienisch"),
+    ("Español", "Spanisch"),
+    ("Türkçe", "Türkisch"),
+    ("Українська", "Ukrainisch"),
+    ("العربية", "Arabisch"),
+    ("Polski", "Polnisch"),
+    ("Русский", "Russisch"),
+    ("Nederlands", "Niederländisch"),
+    ("Português", "Portugiesisch"),
+]
 
 # Frequent short words per language: enough to tell the school languages apart in a sentence or two.
 STOPWORDS = {
@@ -64,8 +75,12 @@ def build_translate_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         note = "" if source_name else (s["detected"].format(language=found) if found else s["not_detected"])
         source_part = f"aus dem {found}en " if found and found.endswith("sch") else (f"aus dem {found} " if found else "")
         prompt = [
-            {"role": "system", "content": f"Du bist ein Übersetzer. Übersetze den Text {source_part}ins {target_name}e. Gib nur die Übersetzung aus."
-             if target_name.endswith("sch") else f"Du bist ein Übersetzer. Übersetze den Text {source_part}ins {target_name}. Gib nur die Übersetzung aus."},
+            {
+                "role": "system",
+                "content": f"Du bist ein Übersetzer. Übersetze den Text {source_part}ins {target_name}e. Gib nur die Übersetzung aus."
+                if target_name.endswith("sch")
+                else f"Du bist ein Übersetzer. Übersetze den Text {source_part}ins {target_name}. Gib nur die Übersetzung aus.",
+            },
             {"role": "user", "content": text},
         ]
         translation = ""

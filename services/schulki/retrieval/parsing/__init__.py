@@ -53,9 +53,7 @@ def format_of(file_name: str) -> str:
     if extension not in FORMATS:
         known = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         shown = extension or "(keine)"
-        raise InvalidInput(
-            f"Dateityp {shown} wird nicht unterstützt; möglich sind {known}. (unknown extension {shown})"
-        )
+        raise InvalidInput(f"Dateityp {shown} wird nicht unterstützt; möglich sind {known}. (unknown extension {shown})")
     return FORMATS[extension]
 
 

@@ -34,17 +34,23 @@ MAX_DOCUMENT_CHARS = 5_000_000
 ZIP_FORMATS = {"docx", "odt", "xlsx", "epub"}
 TEXT_FORMATS = {"eml", "mbox", "csv", "html", "txt", "md"}
 NAMES = {
-    "pdf": "PDF", "docx": "Word-Dokument (DOCX)", "odt": "OpenDocument-Text (ODT)", "xlsx": "Excel-Tabelle (XLSX)",
-    "epub": "E-Book (EPUB)", "eml": "E-Mail (EML)", "mbox": "Postfach (MBOX)", "csv": "CSV-Tabelle",
-    "html": "Webseite (HTML)", "txt": "Textdatei", "md": "Markdown-Datei",
+    "pdf": "PDF",
+    "docx": "Word-Dokument (DOCX)",
+    "odt": "OpenDocument-Text (ODT)",
+    "xlsx": "Excel-Tabelle (XLSX)",
+    "epub": "E-Book (EPUB)",
+    "eml": "E-Mail (EML)",
+    "mbox": "Postfach (MBOX)",
+    "csv": "CSV-Tabelle",
+    "html": "Webseite (HTML)",
+    "txt": "Textdatei",
+    "md": "Markdown-Datei",
 }
 
 
 def wrong_extension(kind: str, detail: str) -> InvalidInput:
     """The error for a file whose content does not match its extension."""
-    return InvalidInput(
-        f"Die Datei ist kein {NAMES[kind]}, obwohl ihr Name das sagt; prüfe die Dateiendung. (wrong extension: {detail})"
-    )
+    return InvalidInput(f"Die Datei ist kein {NAMES[kind]}, obwohl ihr Name das sagt; prüfe die Dateiendung. (wrong extension: {detail})")
 
 
 def check_content(path: Path, kind: str) -> None:

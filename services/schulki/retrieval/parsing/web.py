@@ -32,12 +32,56 @@ DOWNLOAD_TIMEOUTS = 4
 USER_AGENT = "schulki-retrieval/0.1 (document ingest)"
 
 # Boilerplate that is not the page's content.
-_DROP = {"script", "style", "noscript", "template", "nav", "footer", "header", "aside", "form", "iframe", "svg",
-         "button", "select", "object", "embed", "canvas", "dialog", "menu"}
+_DROP = {
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "footer",
+    "header",
+    "aside",
+    "form",
+    "iframe",
+    "svg",
+    "button",
+    "select",
+    "object",
+    "embed",
+    "canvas",
+    "dialog",
+    "menu",
+}
 _DROP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar", "dialog"}
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
-_BLOCKS = {"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "br", "hr", "tr", "table", "section", "article", "main",
-           "pre", "blockquote", "figure", "figcaption", "address", "details", "summary", "body", "caption", "td", "th"}
+_BLOCKS = {
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "br",
+    "hr",
+    "tr",
+    "table",
+    "section",
+    "article",
+    "main",
+    "pre",
+    "blockquote",
+    "figure",
+    "figcaption",
+    "address",
+    "details",
+    "summary",
+    "body",
+    "caption",
+    "td",
+    "th",
+}
 
 
 def parse_html(path: Path, progress: Progress) -> ParsedDocument:
@@ -182,9 +226,14 @@ class _Walker:
 # --- fetching -------------------------------------------------------------------------------------
 
 _FILE_NAMES = {
-    "text/html": "page.html", "application/xhtml+xml": "page.html", "text/plain": "page.txt",
-    "text/markdown": "page.md", "text/csv": "table.csv", "application/pdf": "document.pdf",
-    "application/epub+zip": "book.epub", "message/rfc822": "mail.eml",
+    "text/html": "page.html",
+    "application/xhtml+xml": "page.html",
+    "text/plain": "page.txt",
+    "text/markdown": "page.md",
+    "text/csv": "table.csv",
+    "application/pdf": "document.pdf",
+    "application/epub+zip": "book.epub",
+    "message/rfc822": "mail.eml",
 }
 
 
@@ -258,7 +307,9 @@ def fetch_url(url: str, allowed_hosts: list[str], max_bytes: int, timeout: float
     for _ in range(MAX_REDIRECTS + 1):
         parts = urllib.parse.urlsplit(url.strip())
         if parts.scheme not in ("http", "https"):
-            raise InvalidInput(f"Nur http- und https-Adressen können abgerufen werden, nicht {parts.scheme or 'ohne Schema'}. (unsupported URL scheme)")
+            raise InvalidInput(
+                f"Nur http- und https-Adressen können abgerufen werden, nicht {parts.scheme or 'ohne Schema'}. (unsupported URL scheme)"
+            )
         if not parts.hostname:
             raise InvalidInput("Die Adresse nennt keinen Rechner. (URL without host)")
         if parts.username or parts.password:
@@ -311,7 +362,9 @@ def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: flo
 
 
 def _too_large(max_bytes: int) -> TooLarge:
-    return TooLarge(f"Die Seite ist größer als {max_bytes // (1024 * 1024) or max_bytes} {'MiB' if max_bytes >= 1024 * 1024 else 'Bytes'}. (download over the size limit)")
+    return TooLarge(
+        f"Die Seite ist größer als {max_bytes // (1024 * 1024) or max_bytes} {'MiB' if max_bytes >= 1024 * 1024 else 'Bytes'}. (download over the size limit)"
+    )
 
 
 def _file_name(url_path: str, content_type: str) -> str:
