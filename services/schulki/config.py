@@ -320,6 +320,12 @@ class GatewayConfig(BaseModel):
     """The folder where Weaviate's filesystem backup module writes its backups (mounted into the gateway), so expired backups are deleted; empty means the gateway deletes none."""
     max_chat_tokens: int = 512
     """Most tokens of one answer in the web UI, and the default for the API when a request sets none."""
+    document_part_tokens: int = Field(default=0, ge=0)
+    """Most tokens of document text in one part when a whole document is summarized or translated; 0 derives it from the chat model's context (what is left after the instruction and the answer)."""
+    document_summary_tokens: int = Field(default=300, ge=8)
+    """Most tokens of the summary of one part of a document; the final summary gets this many for "ein Absatz", twice as many for key points and three times as many for "eine Seite"."""
+    document_translation_tokens: int = Field(default=0, ge=0)
+    """Most tokens of the translation of one part of a document; 0 allows one and a half times the part's length (a translation is about as long as its source)."""
     max_upload_bytes: int = 100 * 1024 * 1024
     """Largest upload (document or recording) through the web UI or the API; larger bodies are refused with 413 while they stream in."""
     https: bool = True

@@ -24,6 +24,7 @@ from schulki.config import Config
 from schulki.gateway import auth, retention
 from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
+from schulki.gateway.api import documents as documents_api
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.limits import BodyLimitMiddleware
 from schulki.gateway.context import Gateway, private_folder
@@ -93,13 +94,14 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(auth.router(gateway))
     app.include_router(chat_api.router(gateway))
     app.include_router(audio_api.router(gateway))
+    app.include_router(documents_api.router(gateway))
 
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown_api_route(path: str):
         # without this the UI mounted at "/" would answer with Gradio's own 404
         raise ApiError(
             404,
-            f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings and audio/transcriptions.",
+            f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings, audio/transcriptions and documents/summarize|translate.",
             code="unknown_url",
         )
 
