@@ -101,7 +101,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         # without this the UI mounted at "/" would answer with Gradio's own 404
         raise ApiError(
             404,
-            f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings, audio/transcriptions and documents/summarize|translate.",
+            f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings and audio/transcriptions.",
             code="unknown_url",
         )
 

@@ -10,6 +10,7 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
+from schulki.gateway.ui.whole_document import build_whole_document_section
 
 FILE_TYPES = [".pdf", ".docx", ".odt", ".epub", ".eml", ".mbox", ".csv", ".xlsx", ".html", ".htm", ".txt", ".md"]
 ANSWER_PROMPT = (
@@ -165,3 +166,4 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     delete.click(delete_document, [workspace, doomed], [table, doomed, upload_result], api_name="documents_delete")
     ask.click(ask_question, [workspace, question], answer, api_name="documents_ask")
     question.submit(ask_question, [workspace, question], answer, api_name="documents_ask_submit")
+    build_whole_document_section(gateway, s, workspace, table, allowed)

@@ -1,0 +1,117 @@
+"""The "Ganzes Dokument" section of the Dokumente tab: summarize or translate one stored document, with progress and Stop.
+
+The work itself is in ``gateway/document_work.py``; this module only wires the
+components. Stop cancels the running event: the call to the model in flight
+is cancelled and no further part is sent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import gradio as gr
+
+from schulki.gateway.accounts import Account
+from schulki.gateway.chat_models import ModelChoiceError
+from schulki.gateway.context import Gateway
+from schulki.gateway.document_export import export, file_name
+from schulki.gateway.document_work import LANGUAGES, LENGTHS, DocumentRefused, Done, Progress, summarize_document, translate_document
+from schulki.gateway.i18n import Strings
+from schulki.gateway.ui.common import account_of, user_error
+
+
+def _user_error(s: Strings, error: BaseException) -> gr.Error:
+    if isinstance(error, (DocumentRefused, ModelChoiceError)):
+        return gr.Error(str(error))
+    return user_error(s, error)
+
+
+def build_whole_document_section(
+    gateway: Gateway, s: Strings, workspace: gr.Dropdown, table: gr.Dataframe, allowed: Callable[[Account, str], object]
+) -> None:
+    """The section below the question box; ``allowed`` is the tab's workspace rule (raises gr.Error when the user may not read it)."""
+    with gr.Accordion(s["whole_document"], open=True, elem_id="whole-document-section"):
+        document = gr.Dropdown([], label=s["whole_pick"], elem_id="whole-document", allow_custom_value=True)
+        with gr.Row():
+            length = gr.Dropdown(
+                [(s[f"whole_length_{key}"], key) for key in LENGTHS], value="paragraph", label=s["whole_length"], elem_id="whole-length"
+            )
+            summarize = gr.Button(s["whole_summarize"], variant="primary", elem_id="whole-summarize")
+            language = gr.Dropdown(
+                [(name, code) for code, (name, _) in LANGUAGES.items()], value="en", label=s["whole_language"], elem_id="whole-language"
+            )
+            translate = gr.Button(s["whole_translate"], variant="primary", elem_id="whole-translate")
+            stop = gr.Button(s["stop"], variant="stop", elem_id="whole-stop")
+        progress = gr.Markdown(elem_id="whole-progress")
+        result = gr.Markdown(label=s["whole_result"], elem_id="whole-result")
+        with gr.Row():
+            txt = gr.DownloadButton(s["download_txt"], visible=False, elem_id="whole-download-txt")
+            md = gr.DownloadButton(s["whole_download_md"], visible=False, elem_id="whole-download-md")
+            word = gr.DownloadButton(s["whole_download_docx"], visible=False, elem_id="whole-download-docx")
+
+    async def documents(name: str, request: gr.Request):
+        account = account_of(gateway, request, s)
+        if not name:
+            return gr.skip()
+        allowed(account, name)
+        try:
+            found = await gateway.services.list_documents(name)
+        except Exception as error:
+            raise _user_error(s, error) from error
+        return gr.Dropdown(choices=[(d.source, d.document_id) for d in found], value=found[0].document_id if found else None)
+
+    def start(request: gr.Request, name: str, document_id: str | None) -> Account:
+        account = account_of(gateway, request, s)
+        allowed(account, name)
+        if not document_id:
+            raise gr.Error(s["whole_no_document"])
+        return account
+
+    def shown(event) -> tuple:
+        """(progress line, result text) for an event; gr.skip() leaves a component as it is."""
+        if isinstance(event, Progress):
+            return event.message(s.lang), gr.skip()
+        if isinstance(event, Done):
+            return s["whole_done"].format(name=event.source, parts=event.parts), event.text
+        return gr.skip(), event.text
+
+    async def summarize_clicked(name: str, document_id: str | None, chosen: str, request: gr.Request):
+        account = start(request, name, document_id)
+        hidden = gr.DownloadButton(visible=False)
+        try:
+            async for event in summarize_document(gateway, account, name, document_id or "", chosen):
+                yield *shown(event), hidden, hidden, hidden
+        except Exception as error:
+            raise _user_error(s, error) from error
+
+    async def translate_clicked(name: str, document_id: str | None, target: str, request: gr.Request):
+        account = start(request, name, document_id)
+        hidden = gr.DownloadButton(visible=False)
+        done = None
+        try:
+            async for event in translate_document(gateway, account, name, document_id or "", target):
+                done = event if isinstance(event, Done) else done
+                yield *shown(event), hidden, hidden, hidden
+        except Exception as error:
+            raise _user_error(s, error) from error
+        if done is None:
+            return
+        folder = gateway.user_files(account) / uuid.uuid4().hex
+        folder.mkdir()
+        buttons = []
+        for button, file_format in ((txt, "txt"), (md, "md"), (word, "docx")):
+            target_path = folder / file_name(done.source, target, file_format)
+            target_path.write_bytes(export(done.blocks, file_format, done.source))
+            # Gradio serves its cached copy to anyone who knows the path; the gateway serves it only to this user
+            cached = await button.async_move_resource_to_block_cache(str(target_path))
+            if cached is not None:
+                gateway.file_owners.add(cached, account.id)
+            buttons.append(gr.DownloadButton(value=cached, visible=True))
+        yield gr.skip(), gr.skip(), *buttons
+
+    outputs = [progress, result, txt, md, word]
+    table.change(documents, workspace, document, api_name="whole_documents", show_progress="hidden")
+    summarizing = summarize.click(summarize_clicked, [workspace, document, length], outputs, api_name="whole_summarize")
+    translating = translate.click(translate_clicked, [workspace, document, language], outputs, api_name="whole_translate")
+    stop.click(None, None, None, cancels=[summarizing, translating])
