@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -113,7 +112,7 @@ def router(gateway: Gateway) -> APIRouter:
     account_of = api_account(gateway)
 
     @routes.post("/summarize")
-    async def summarize(request: Request, account: Annotated[Account, Depends(account_of)]):
+    async def summarize(request: Request, account: Account = Depends(account_of)):  # noqa: B008 (FastAPI's way)
         body = await json_body(request)
         workspace, document_id = _string(body, "workspace"), _string(body, "document_id")
         length = _string(body, "length", "paragraph")
@@ -129,7 +128,7 @@ def router(gateway: Gateway) -> APIRouter:
         return JSONResponse(result(await _finish(first, events)))
 
     @routes.post("/translate")
-    async def translate(request: Request, account: Annotated[Account, Depends(account_of)]):
+    async def translate(request: Request, account: Account = Depends(account_of)):  # noqa: B008 (FastAPI's way)
         body = await json_body(request)
         workspace, document_id = _string(body, "workspace"), _string(body, "document_id")
         language = _string(body, "language")
