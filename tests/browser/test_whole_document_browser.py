@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
 from pathlib import Path
 
 import docx
@@ -94,6 +95,27 @@ def test_a_student_summarizes_a_30_page_pdf_with_progress_and_page_references(pa
     }""")
     page.click("#whole-length input")
     page.click("#whole-length li[role=option][aria-label='Stichpunkte für den Unterricht']")
+
+    # Stop while part 2 runs: no further part reaches the model
+    calls = []
+    original = stack.gateway.services.chat
+    stack.gateway.services.chat = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        page.click("#whole-summarize")
+        page.wait_for_selector("#whole-progress >> text=Teil 2 von")
+        page.click("#whole-stop")
+        time.sleep(2)
+        stopped_at = len(calls)
+        time.sleep(4)
+        total = int(re.search(r"von (\d+)", page.inner_text("#whole-progress")).group(1))
+        assert len(calls) == stopped_at < total, (calls, total)
+        assert "Fertig" not in page.inner_text("#whole-progress")
+        assert all(node.in_flight == 0 for node in stack.gateway.services.inference_nodes())
+    finally:
+        stack.gateway.services.chat = original
+
+    # and once more to the end
+    page.evaluate("window.progressLines = []")
     page.click("#whole-summarize")
     page.wait_for_selector("#whole-progress >> text=Fertig", timeout=240_000)
     lines = [line for line in page.evaluate("window.progressLines") if line]
