@@ -114,4 +114,4 @@ def build_whole_document_section(
     table.change(documents, workspace, document, api_name="whole_documents", show_progress="hidden")
     summarizing = summarize.click(summarize_clicked, [workspace, document, length], outputs, api_name="whole_summarize")
     translating = translate.click(translate_clicked, [workspace, document, language], outputs, api_name="whole_translate")
-    stop.click(None, None, None, cancels=[summarizing, translating])
+    stop.click(None, cancels=[summarizing, translating], api_name="whole_stop")
