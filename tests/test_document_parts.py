@@ -88,3 +88,10 @@ def test_a_context_too_small_is_refused():
     assert part_budget(4096, 32, 1.5) < part_budget(4096, 32)
     with pytest.raises(ValueError):
         group_into_parts([], part_budget(256, 300))
+
+
+def test_table_rows_are_one_section_for_translation():
+    rows = [ExportedChunk(f"Name: Kind {n}\nNote: {n % 6 + 1}", 0, f"Tabelle1 / Zeile {n}") for n in range(2, 30)]
+    (part,) = group_into_parts(remove_overlap(rows), 100_000)
+    assert [section for section, _ in part.segments()] == ["Tabelle1"]
+    assert part.marked_text().count("## ") == 1 and part.pages() == ""

@@ -26,6 +26,8 @@ BYTES_PER_TOKEN = 2.0
 and English prose; 2 leaves room for numbers, tables and Cyrillic or Arabic text, which need more tokens per byte."""
 PROMPT_OVERHEAD_TOKENS = 160
 """Tokens set aside for the instruction, the chat template and the page and heading markers of a part."""
+TABLE_ROW = re.compile(r"\s*/\s*Zeile \d+$")
+"""The end of the section the table parser gives each row."""
 MIN_PART_TOKENS = 64
 """The smallest part worth a call to the model; a context too small for it is refused."""
 
@@ -77,10 +79,11 @@ class Part:
         """(section, text) for each run of pieces with the same section; paragraphs separated by blank lines."""
         runs: list[tuple[str, str]] = []
         for piece in self.pieces:
-            if runs and runs[-1][0] == piece.section:
-                runs[-1] = (piece.section, runs[-1][1] + piece.joiner + piece.text)
+            heading = heading_of(piece.section)
+            if runs and runs[-1][0] == heading:
+                runs[-1] = (heading, runs[-1][1] + piece.joiner + piece.text)
             else:
-                runs.append((piece.section, piece.text))
+                runs.append((heading, piece.text))
         return runs
 
     def marked_text(self) -> str:
@@ -91,11 +94,16 @@ class Part:
             new_block = piece.page != page or piece.section != section
             if piece.page and piece.page != page:
                 lines.append(f"\n[S. {piece.page}]\n")
-            if piece.section and piece.section != section:
-                lines.append(f"\n## {piece.section}\n")
+            if piece.section and heading_of(piece.section) != heading_of(section or ""):
+                lines.append(f"\n## {heading_of(piece.section)}\n")
             lines.append(("\n\n" if new_block else piece.joiner) + piece.text)
             page, section = piece.page, piece.section
         return "".join(lines).strip()
+
+
+def heading_of(section: str) -> str:
+    """The heading a section stands for: a table row's section ("Tabelle1 / Zeile 7") stands for its sheet, not a heading per row."""
+    return TABLE_ROW.sub("", section)
 
 
 def page_reference(first: int, last: int) -> str:
