@@ -107,11 +107,14 @@ def test_a_summary_streams_progress_part_by_part_and_ends_with_page_references(s
     assert any(e["object"] == "document.text" for e in received)
 
 
-def test_a_summary_without_streaming_answers_with_json(stack, student, pdf):
+def test_a_summary_without_streaming_answers_with_json_and_counts_its_tokens(stack, student, pdf):
     body = {"workspace": student.account.own_workspace, "document_id": pdf, "length": "paragraph"}
+    tokens_before = stack.gateway.accounts.tokens_today(student.account.id)
     with client(stack, student) as http:
         response = http.post("/v1/documents/summarize", json=body)
     assert response.status_code == 200, response.text
+    # every part's prompt and answer count against the daily quota, like a chat
+    assert stack.gateway.accounts.tokens_today(student.account.id) - tokens_before > 120 * response.json()["parts"]
     assert response.json()["object"] == "document.summary" and re.search(r"S\. \d", response.json()["text"])
 
 
