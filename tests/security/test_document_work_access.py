@@ -34,11 +34,14 @@ def test_a_student_cannot_work_on_another_students_document_through_the_ui_event
     original = security_stack.gateway.services.chat
     security_stack.gateway.services.chat = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
-        data = [student.account.own_workspace] if extra is None else [student.account.own_workspace, private_document, extra]
+        data = (
+            [student.account.own_workspace, private_document] if extra is None else [student.account.own_workspace, private_document, extra]
+        )
         with other_student.browser() as client:
             for prefix in ("", "/en"):
                 status, event, payload = gradio_call(client, api_name, data, prefix)
                 assert status == 200 and event == "error", (api_name, event, payload)
+                assert "Arbeitsbereich gibt es für dich nicht" in str(payload) or "workspace does not exist" in str(payload), payload
                 assert "zeugnis" not in str(payload).lower() and "Mathematik" not in str(payload)
     finally:
         security_stack.gateway.services.chat = original

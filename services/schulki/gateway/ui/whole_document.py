@@ -50,7 +50,8 @@ def build_whole_document_section(
             md = gr.DownloadButton(s["whole_download_md"], visible=False, elem_id="whole-download-md")
             word = gr.DownloadButton(s["whole_download_docx"], visible=False, elem_id="whole-download-docx")
 
-    async def documents(name: str, request: gr.Request):
+    async def documents(name: str, current: str | None, request: gr.Request):
+        """The workspace's documents; the one picked stays picked while it exists, else the newest upload is picked."""
         account = account_of(gateway, request, s)
         if not name:
             return gr.skip()
@@ -59,7 +60,9 @@ def build_whole_document_section(
             found = await gateway.services.list_documents(name)
         except Exception as error:
             raise _user_error(s, error) from error
-        return gr.Dropdown(choices=[(d.source, d.document_id) for d in found], value=found[0].document_id if found else None)
+        ids = [d.document_id for d in found]
+        newest = max(found, key=lambda d: d.created_at).document_id if found else None
+        return gr.Dropdown(choices=[(d.source, d.document_id) for d in found], value=current if current in ids else newest)
 
     def start(request: gr.Request, name: str, document_id: str | None) -> Account:
         account = account_of(gateway, request, s)
@@ -111,7 +114,7 @@ def build_whole_document_section(
         yield gr.skip(), gr.skip(), *buttons
 
     outputs = [progress, result, txt, md, word]
-    table.change(documents, workspace, document, api_name="whole_documents", show_progress="hidden")
+    table.change(documents, [workspace, document], document, api_name="whole_documents", show_progress="hidden")
     summarizing = summarize.click(summarize_clicked, [workspace, document, length], outputs, api_name="whole_summarize")
     translating = translate.click(translate_clicked, [workspace, document, language], outputs, api_name="whole_translate")
     stop.click(None, cancels=[summarizing, translating], api_name="whole_stop")
