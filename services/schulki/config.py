@@ -306,6 +306,8 @@ class GatewayConfig(BaseModel):
     """Requests per minute per role (chat, embeddings, transcription, search); beyond that HTTP 429."""
     tokens_per_day: dict[str, int] = Field(default_factory=lambda: {"student": 50_000, "teacher": 200_000, "admin": 1_000_000})
     """Chat tokens (prompt and answer) per day per role; beyond that HTTP 429."""
+    vector_stores_per_user: int = Field(default=5, ge=0)
+    """Workspaces a user may create through POST /v1/vector_stores, besides their private one; each has its own storage quota, the one retrieval.workspace_quota_mb sets for "u-"."""
     chat_retention_days: int = 30
     """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
     document_retention_days: int = Field(default=365, ge=1)

@@ -133,7 +133,7 @@ async def purge_documents(gateway: Gateway, cutoff: float, user_ids: set[int]) -
     services = gateway.services
     for workspace in await services.list_workspaces():
         if workspace.startswith("u-"):
-            if account_gone(workspace[2:], user_ids):
+            if account_gone(workspace[2:].split("-")[0], user_ids):  # u-<id>, and u-<id>-<random> made through the API
                 await services.delete_workspace(workspace)
                 workspaces += 1
                 continue

@@ -4,8 +4,9 @@ What belongs to a user:
 
 - the account row with its memberships, login sessions, usage counts and
   stored chats (accounts database);
-- the private workspace ``u-<id>`` with its documents, their text and vectors
-  (retrieval service, embedded store or Weaviate);
+- the private workspace ``u-<id>`` and those they created through the API
+  (``u-<id>-<random>``) with their documents, their text and vectors
+  (retrieval service, embedded store or Weaviate), and their uploads through ``/v1/files``;
 - their transcripts under ``<data>/gateway/files/<id>/``.
 
 Documents in a class workspace belong to the class: teachers put teaching
@@ -31,6 +32,7 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.accounts import Account
+from schulki.gateway.api.files import delete_user_files
 from schulki.gateway.context import Gateway
 from schulki.gateway.retention import EXPORTS
 
@@ -54,7 +56,11 @@ async def delete_user_data(gateway: Gateway, account: Account) -> None:
     delete the private workspace; then nothing else has been deleted yet.
     """
     await gateway.services.delete_workspace(account.own_workspace)
+    for store in gateway.stores.owned(account.id):  # the workspaces the user created through /v1/vector_stores
+        await gateway.services.delete_workspace(store.workspace)
+        gateway.stores.remove(store.workspace)
     await run_in_threadpool(shutil.rmtree, gateway.files_root / str(account.id), True)
+    await run_in_threadpool(delete_user_files, gateway, account)
     gateway.file_owners.forget_account(account.id)
     await run_in_threadpool(gateway.accounts.delete_user, account.id)
 
