@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import io
+import json
 import threading
+import zipfile
 from pathlib import Path
 
 import grpc
 import openai
 import pytest
 from schulki.gateway import retention
-from schulki.gateway.user_data import delete_user_data
+from schulki.gateway.user_data import delete_user_data, export_user_data
 from schulki.gateway.users_cli import _with_services
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
@@ -306,7 +309,7 @@ def _workspaces(stack) -> list[str]:
         return list(retrieval_grpc.RetrievalServiceStub(channel).ListWorkspaces(retrieval_pb.ListWorkspacesRequest()).workspaces)
 
 
-def test_deleting_a_user_removes_the_stores_they_made_and_their_uploads(stack, documents):
+def test_a_users_export_has_the_stores_they_made_and_deleting_them_removes_the_stores_and_uploads(stack, documents):
     leaver = stack.add_user("vs-leaver", "student")
     client = client_for(stack, leaver)
     store = client.vector_stores.create(name="Weg damit")
@@ -314,6 +317,11 @@ def test_deleting_a_user_removes_the_stores_they_made_and_their_uploads(stack, d
     spare = upload(client, documents["txt"])
     workspace = store.id.removeprefix("vs_")
     assert workspace in _workspaces(stack)
+    exported = asyncio.run(_with_services(stack.config, lambda gateway: export_user_data(gateway, leaver.account)))
+    with zipfile.ZipFile(io.BytesIO(exported)) as archive:
+        listed = json.loads(archive.read("dokumente.json"))
+        assert [(d["workspace"], d["source"]) for d in listed] == [("Weg damit", "photosynthese.txt")]
+        assert "Chlorophyll" in archive.read(listed[0]["file"]).decode()
     asyncio.run(_with_services(stack.config, lambda gateway: delete_user_data(gateway, leaver.account)))
     assert workspace not in _workspaces(stack)
     assert stack.gateway.stores.owned(leaver.account.id) == []
@@ -327,6 +335,6 @@ def test_the_purge_removes_a_store_whose_account_is_gone(stack):
     with grpc.insecure_channel(stack.servers["retrieval"].address) as channel:
         retrieval_grpc.RetrievalServiceStub(channel).CreateWorkspace(retrieval_pb.CreateWorkspaceRequest(workspace=orphan))
     stack.gateway.accounts.delete_user(gone.id)
-    counts = asyncio.run(_with_services(stack.config, lambda gateway: retention.purge_expired(gateway)))
+    counts = asyncio.run(_with_services(stack.config, retention.purge_expired))
     assert counts["workspaces"] >= 1
     assert orphan not in _workspaces(stack)
