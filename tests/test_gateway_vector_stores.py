@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 import openai
 import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
 from schulki.gateway import retention
 from schulki.gateway.user_data import delete_user_data, export_user_data
 from schulki.gateway.users_cli import _with_services
@@ -135,13 +137,15 @@ def test_another_students_store_is_invisible_and_unchangeable(stack, anna, ben, 
     with pytest.raises(openai.NotFoundError) as foreign:
         intruder.vector_stores.retrieve(annas_store.id)
     assert missing.value.body["code"] == foreign.value.body["code"] == "vector_store_not_found"
-    annas_files = client_for(stack, anna).vector_stores.files.list(annas_store.id)
+    annas_files = client_for(stack, anna).vector_stores.files.list(annas_store.id).data
     for file in annas_files:
         with pytest.raises(openai.NotFoundError):
             intruder.vector_stores.files.delete(file.id, vector_store_id=annas_store.id)
-        with pytest.raises(openai.NotFoundError):  # nor can Ben take Anna's upload into a store of his own
+        with pytest.raises(openai.NotFoundError):  # Anna's upload is unknown to Ben
             intruder.files.retrieve(file.id)
-    assert len(client_for(stack, anna).vector_stores.files.list(annas_store.id).data) == 2
+        with pytest.raises(openai.NotFoundError):  # so he cannot take it into a store of his own
+            intruder.vector_stores.files.create(vector_store_id=f"vs_{ben.account.own_workspace}", file_id=file.id)
+    assert client_for(stack, anna).vector_stores.files.list(annas_store.id).data == annas_files
 
 
 def test_a_student_reads_the_class_store_and_only_a_teacher_of_the_class_writes_it(stack, anna, documents):
@@ -338,3 +342,16 @@ def test_the_purge_removes_a_store_whose_account_is_gone(stack):
     counts = asyncio.run(_with_services(stack.config, retention.purge_expired))
     assert counts["workspaces"] >= 1
     assert orphan not in _workspaces(stack)
+
+
+def test_a_store_made_through_the_api_shows_in_its_owners_dokumente_tab_only(stack, anna, ben, annas_store):
+    owner = Client(stack.url, headers={"Authorization": f"Bearer {anna.api_key}"}, verbose=False)
+    choices = owner.predict(api_name="/documents_workspaces")["choices"]
+    workspace = annas_store.id.removeprefix("vs_")
+    assert ["Naturkunde", workspace] in [list(choice) for choice in choices]
+    listed = owner.predict(workspace, api_name="/documents_list")[0]["data"]
+    assert {"photosynthese.txt", "vulkane.pdf"} <= {row[0] for row in listed}
+    other = Client(stack.url, headers={"Authorization": f"Bearer {ben.api_key}"}, verbose=False)
+    assert workspace not in str(other.predict(api_name="/documents_workspaces"))
+    with pytest.raises(AppError, match="gibt es für dich nicht"):
+        other.predict(workspace, api_name="/documents_list")
