@@ -16,6 +16,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from schulki.gateway import retention
+from schulki.gateway.api.vector_stores import THIS_PROCESS
 from schulki.gateway.user_data import delete_user_data, export_user_data
 from schulki.gateway.users_cli import _with_services
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
@@ -355,3 +356,21 @@ def test_a_store_made_through_the_api_shows_in_its_owners_dokumente_tab_only(sta
     assert workspace not in str(other.predict(api_name="/documents_workspaces"))
     with pytest.raises(AppError, match="gibt es für dich nicht"):
         other.predict(workspace, api_name="/documents_list")
+
+
+def test_an_ingest_cut_off_by_a_restart_reports_failed_and_runs_again_when_added_again(stack, anna, documents):
+    client = client_for(stack, anna)
+    store = client.vector_stores.create(name="Neustart")
+    workspace = store.id.removeprefix("vs_")
+    # as a gateway that stopped mid-ingest leaves it: recorded as running by this process, but no ingest runs
+    cut = upload(client, documents["txt"])
+    stack.gateway.stores.add_file(workspace, cut, "photosynthese.txt", THIS_PROCESS)
+    found = client.vector_stores.files.retrieve(cut, vector_store_id=store.id)
+    assert found.status == "failed" and found.last_error.code == "server_error" and "interrupted" in found.last_error.message
+    again = client.vector_stores.files.create_and_poll(file_id=cut, vector_store_id=store.id)
+    assert again.status == "completed", again.last_error
+    # an ingest another gateway (sharing the database) runs stays in_progress here
+    elsewhere = upload(client, documents["pdf"])
+    stack.gateway.stores.add_file(workspace, elsewhere, "vulkane.pdf", "another-gateway")
+    assert client.vector_stores.files.retrieve(elsewhere, vector_store_id=store.id).status == "in_progress"
+    client.vector_stores.delete(store.id)

@@ -48,6 +48,8 @@ class _FileRow(_Base):
     error_code: Mapped[str] = mapped_column(String(32), default="")
     error_message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[int] = mapped_column(Integer)
+    runner: Mapped[str] = mapped_column(String(32), default="")
+    """The gateway process that runs the ingest (several gateways may share the database)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class FileRecord:
     error_code: str
     error_message: str
     created_at: int
+    runner: str
 
 
 def _store(row: _StoreRow) -> StoreRecord:
@@ -90,6 +93,7 @@ def _file(row: _FileRow) -> FileRecord:
         row.error_code,
         row.error_message,
         row.created_at,
+        row.runner,
     )
 
 
@@ -127,7 +131,7 @@ class Stores:
 
     # -- files ---------------------------------------------------------------
 
-    def add_file(self, workspace: str, file_id: str, filename: str) -> FileRecord:
+    def add_file(self, workspace: str, file_id: str, filename: str, runner: str) -> FileRecord:
         row = _FileRow(
             workspace=workspace,
             file_id=file_id,
@@ -138,6 +142,7 @@ class Stores:
             error_code="",
             error_message="",
             created_at=int(time.time()),
+            runner=runner,
         )
         with self._session.begin() as db:
             db.add(row)

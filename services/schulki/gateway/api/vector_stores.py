@@ -20,6 +20,7 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ DOCUMENT_PREFIX = "doc-"
 POLL_AFTER_MS = "300"
 """Sent as openai-poll-after-ms: how often the openai client asks whether an ingest is done."""
 MAX_RESULTS = 50
+THIS_PROCESS = secrets.token_hex(8)
+"""Marks the ingests this gateway process runs; another gateway's ingest counts as cut off only after STALE_AFTER_S."""
+STALE_AFTER_S = 6 * 3600
 MAX_NAME = 80
 LAST_ERROR_CODES = {
     grpc.StatusCode.UNIMPLEMENTED: "unsupported_file",
@@ -100,10 +104,18 @@ def router(gateway: Gateway) -> APIRouter:
                 404, f"No vector store with id {vector_store_id!r} found.", "not_found_error", code="vector_store_not_found"
             ) from None
 
+    def cut_off(record: FileRecord) -> bool:
+        """An ingest recorded as running that no process runs any more (the gateway restarted meanwhile)."""
+        if record.status != "in_progress":
+            return False
+        if record.runner == THIS_PROCESS:
+            return (record.workspace, record.file_id) not in jobs
+        return time.time() - record.created_at > STALE_AFTER_S
+
     def file_body(record: FileRecord) -> dict[str, Any]:
         status = record.status
         error = {"code": record.error_code, "message": record.error_message} if status == "failed" else None
-        if status == "in_progress" and (record.workspace, record.file_id) not in jobs:
+        if cut_off(record):
             status = "failed"
             error = {
                 "code": "server_error",
@@ -204,7 +216,7 @@ def router(gateway: Gateway) -> APIRouter:
             if stored is None:
                 raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
             existing = stores.file(space.name, stored.id)
-            if existing is not None and (existing.status == "completed" or (space.name, stored.id) in jobs):
+            if existing is not None and existing.status != "failed" and not cut_off(existing):
                 return existing  # added already, as OpenAI answers; a failed or cut-off ingest is tried again
             try:
                 used, quota = await services.storage(space.name)
@@ -220,7 +232,7 @@ def router(gateway: Gateway) -> APIRouter:
                 )
             path, filename, new_id = stored.path, stored.filename, stored.id
             stores.remove_file(space.name, new_id)
-        record = stores.add_file(space.name, new_id, filename)
+        record = stores.add_file(space.name, new_id, filename, THIS_PROCESS)
         jobs[(space.name, new_id)] = asyncio.create_task(run_ingest(space.name, new_id, path, url or "", filename))
         return record
 
