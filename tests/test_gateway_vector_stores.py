@@ -47,6 +47,7 @@ def stack(tmp_path_factory):
     config.gateway.requests_per_minute = {"student": 1000, "teacher": 1000, "admin": 1000}
     config.gateway.max_upload_bytes = 8 * 1024 * 1024
     config.gateway.vector_stores_per_user = 3
+    config.gateway.api_files_mb_per_user = 2
     config.retrieval.allowed_url_hosts = ["127.0.0.1"]  # the test's web page is served on this machine
     with running_stack(folder, services=("embeddings", "retrieval"), config=config) as running:
         yield running
@@ -374,3 +375,14 @@ def test_an_ingest_cut_off_by_a_restart_reports_failed_and_runs_again_when_added
     stack.gateway.stores.add_file(workspace, elsewhere, "vulkane.pdf", "another-gateway")
     assert client.vector_stores.files.retrieve(elsewhere, vector_store_id=store.id).status == "in_progress"
     client.vector_stores.delete(store.id)
+
+
+def test_the_uploads_one_user_keeps_are_limited_in_size(stack):
+    client = client_for(stack, stack.add_user("vs-hoarder", "student"))
+    first = client.files.create(file=("eins.txt", b"a" * (1536 * 1024)), purpose="assistants")
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.files.create(file=("zwei.txt", b"b" * (1536 * 1024)), purpose="assistants")
+    assert caught.value.status_code == 413 and caught.value.body["code"] == "upload_quota_exceeded"
+    assert [f.id for f in client.files.list()] == [first.id]
+    client.files.delete(first.id)
+    assert client.files.create(file=("zwei.txt", b"b" * (1536 * 1024)), purpose="assistants").bytes == 1536 * 1024

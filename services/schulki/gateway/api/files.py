@@ -34,6 +34,7 @@ from schulki.gateway.context import Gateway, private_folder
 PURPOSES = ("assistants", "user_data")
 """Purposes accepted: files for vector stores. Fine-tuning and batch files have no use here."""
 FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,23 @@ def find_file(gateway: Gateway, account: Account, file_id: str) -> StoredFile | 
     return StoredFile(file_id, str(facts["filename"]), int(facts["bytes"]), int(facts["created_at"]), str(facts["purpose"]), path)
 
 
+def _kept_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+
+
+def _over_quota(gateway: Gateway, used: int, more: int) -> ApiError | None:
+    limit = gateway.config.gateway.api_files_mb_per_user * MIB
+    if used + more <= limit:
+        return None
+    return ApiError(
+        413,
+        f"Deine hochgeladenen Dateien belegen zu viel Platz: höchstens {limit // MIB} MiB; füge sie einem Vektorspeicher hinzu oder "
+        f"lösche welche. (Your uploads would pass the limit of {limit // MIB} MiB; add them to a vector store or delete some.)",
+        param="file",
+        code="upload_quota_exceeded",
+    )
+
+
 def _user_files(gateway: Gateway, account: Account) -> list[StoredFile]:
     folder = files_folder(gateway, account)
     found = [find_file(gateway, account, path.stem) for path in folder.glob("file-*.json")]
@@ -113,6 +131,12 @@ def router(gateway: Gateway) -> APIRouter:
             gateway.quotas.admit(account)  # every upload counts against the requests per minute: no filling the disk in a loop
         except Exception as error:
             raise from_exception(error) from error
+        folder = files_folder(gateway, account)
+        used = await run_in_threadpool(_kept_bytes, folder)
+        declared = request.headers.get("content-length", "")
+        refused = _over_quota(gateway, used, int(declared) if declared.isdigit() else 0)
+        if refused is not None:  # before a byte of the body is read
+            raise refused
         form = await request.form(max_files=1, max_fields=10)
         try:
             upload = form.get("file")
@@ -127,11 +151,11 @@ def router(gateway: Gateway) -> APIRouter:
             if not filename:
                 raise ApiError(400, "The file needs a name; its extension says the format (.pdf, .docx, .txt, ...).", param="file")
             file_id = f"file-{secrets.token_hex(12)}"
-            folder = files_folder(gateway, account)
             size = await _spool(upload, folder / file_id)
-            if size == 0:
+            refused = ApiError(400, "The file is empty.", param="file") if size == 0 else _over_quota(gateway, used, size)
+            if refused is not None:  # a body without Content-Length is measured once it is here
                 (folder / file_id).unlink(missing_ok=True)
-                raise ApiError(400, "The file is empty.", param="file")
+                raise refused
             created = int(time.time())
             facts = {"filename": filename, "bytes": size, "created_at": created, "purpose": purpose}
             (folder / f"{file_id}.json").write_text(json.dumps(facts), encoding="utf-8")
