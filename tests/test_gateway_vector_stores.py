@@ -48,6 +48,7 @@ def stack(tmp_path_factory):
     config.gateway.max_upload_bytes = 8 * 1024 * 1024
     config.gateway.vector_stores_per_user = 3
     config.gateway.api_files_mb_per_user = 2
+    config.gateway.api_ingests_per_user = 2
     config.retrieval.allowed_url_hosts = ["127.0.0.1"]  # the test's web page is served on this machine
     with running_stack(folder, services=("embeddings", "retrieval"), config=config) as running:
         yield running
@@ -386,3 +387,33 @@ def test_the_uploads_one_user_keeps_are_limited_in_size(stack):
     assert [f.id for f in client.files.list()] == [first.id]
     client.files.delete(first.id)
     assert client.files.create(file=("zwei.txt", b"b" * (1536 * 1024)), purpose="assistants").bytes == 1536 * 1024
+
+
+def test_one_user_has_only_so_many_files_processed_at_once(stack):
+    release = threading.Event()
+
+    class SlowPage(_Page):
+        def do_GET(self) -> None:
+            release.wait(60)  # the ingest stays running until the test lets the page come
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        busy = stack.add_user("vs-busy", "student")
+        client = client_for(stack, busy)
+        store = f"vs_{busy.account.own_workspace}"
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        running = [client.post(f"/vector_stores/{store}/files", body={"url": f"{base}/{n}.html"}, cast_to=dict) for n in range(2)]
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.post(f"/vector_stores/{store}/files", body={"url": f"{base}/2.html"}, cast_to=dict)
+        assert caught.value.body["code"] == "too_many_ingests" and caught.value.response.headers["retry-after"]
+        release.set()
+        for added in running:
+            done = client.vector_stores.files.poll(added["id"], vector_store_id=store, max_wait_seconds=120)
+            assert done.status == "completed", done.last_error
+        later = client.post(f"/vector_stores/{store}/files", body={"url": f"{base}/2.html"}, cast_to=dict)
+        assert client.vector_stores.files.poll(later["id"], vector_store_id=store, max_wait_seconds=120).status == "completed"
+    finally:
+        release.set()
+        server.shutdown()

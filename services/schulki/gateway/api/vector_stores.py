@@ -85,6 +85,8 @@ def router(gateway: Gateway) -> APIRouter:
     services, stores = gateway.services, gateway.stores
     jobs: dict[tuple[str, str], asyncio.Task] = {}
     """Ingests running in this process; a record still in_progress without one was cut off by a restart."""
+    starters: dict[tuple[str, str], int] = {}
+    """The account that started each running ingest: one user may have only so many running at once."""
 
     def store_for(account: Account, vector_store_id: str, write: bool = False) -> Workspace:
         match = STORE_ID.match(vector_store_id)
@@ -203,6 +205,22 @@ def router(gateway: Gateway) -> APIRouter:
             stores.fail(workspace, file_id, code, message)
         finally:
             jobs.pop((workspace, file_id), None)
+            starters.pop((workspace, file_id), None)
+
+    def check_room(account: Account, more: int) -> None:
+        """429 when the user would have more than api_ingests_per_user ingests running: the retrieval service takes
+        ingests in turn, and one user's pile must not hold up the class's."""
+        running = sum(starter == account.id for starter in starters.values())
+        limit = gateway.config.gateway.api_ingests_per_user
+        if running + more > limit:
+            raise ApiError(
+                429,
+                f"Es werden schon {running} Dateien von dir verarbeitet; höchstens {limit} auf einmal. "
+                f"(At most {limit} files of one user are processed at once; wait until one is done.)",
+                "rate_limit_error",
+                code="too_many_ingests",
+                headers={"Retry-After": "5"},
+            )
 
     async def add_file(account: Account, space: Workspace, file_id: str | None, url: str | None) -> FileRecord:
         """Start ingesting one of the user's uploads, or a web page, into the workspace."""
@@ -210,6 +228,7 @@ def router(gateway: Gateway) -> APIRouter:
         if url is not None:
             if not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url) or len(url) > 2048:
                 raise ApiError(400, "url must be an http:// or https:// address.", param="url")
+            check_room(account, 1)
             new_id, filename = f"file-{secrets.token_hex(12)}", url
         else:
             stored = find_file(gateway, account, file_id) if isinstance(file_id, str) else None
@@ -218,6 +237,7 @@ def router(gateway: Gateway) -> APIRouter:
             existing = stores.file(space.name, stored.id)
             if existing is not None and existing.status != "failed" and not cut_off(existing):
                 return existing  # added already, as OpenAI answers; a failed or cut-off ingest is tried again
+            check_room(account, 1)
             try:
                 used, quota = await services.storage(space.name)
             except Exception as error:
@@ -234,6 +254,7 @@ def router(gateway: Gateway) -> APIRouter:
             stores.remove_file(space.name, new_id)
         record = stores.add_file(space.name, new_id, filename, THIS_PROCESS)
         jobs[(space.name, new_id)] = asyncio.create_task(run_ingest(space.name, new_id, path, url or "", filename))
+        starters[(space.name, new_id)] = account.id
         return record
 
     def polled(body: dict[str, Any]) -> JSONResponse:
@@ -254,6 +275,7 @@ def router(gateway: Gateway) -> APIRouter:
         for file_id in file_ids:  # all or nothing: check every id before the store exists
             if find_file(gateway, account, file_id) is None:
                 raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_ids", code="file_not_found")
+        check_room(account, len(file_ids))
         limit = gateway.config.gateway.vector_stores_per_user
         if len(stores.owned(account.id)) >= limit:
             raise ApiError(
@@ -299,7 +321,7 @@ def router(gateway: Gateway) -> APIRouter:
                 code="vector_store_not_deletable",
             )
         for key in [key for key in jobs if key[0] == space.name]:
-            jobs[key].cancel()
+            jobs[key].cancel()  # its finally forgets the job
         try:
             await services.delete_workspace(space.name)
         except Exception as error:
@@ -360,6 +382,7 @@ def router(gateway: Gateway) -> APIRouter:
         space = store_for(account, vector_store_id, write=True)
         await find_store_file(space, file_id)
         task = jobs.pop((space.name, file_id), None)
+        starters.pop((space.name, file_id), None)
         if task is not None:
             task.cancel()  # ingest is atomic: a cancelled one leaves no document behind
         record = stores.file(space.name, file_id)
