@@ -132,11 +132,11 @@ async def purge_documents(gateway: Gateway, cutoff: float, user_ids: set[int]) -
     documents = workspaces = 0
     services = gateway.services
     for workspace in await services.list_workspaces():
-        if workspace.startswith("u-"):
-            if account_gone(workspace[2:].split("-")[0], user_ids):  # u-<id>, and u-<id>-<random> made through the API
-                await services.delete_workspace(workspace)
-                workspaces += 1
-                continue
+        # u-<id>, and u-<id>-<random> made through the API
+        if workspace.startswith("u-") and account_gone(workspace[2:].split("-")[0], user_ids):
+            await services.delete_workspace(workspace)
+            workspaces += 1
+            continue
         for document in await services.list_documents(workspace):
             if document.created_at < cutoff:
                 await services.delete_document(workspace, document.document_id)
