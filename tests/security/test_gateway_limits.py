@@ -20,6 +20,7 @@ from tests.security.conftest import MIB, make_user
 JSON_ROUTES = [
     "/v1/chat/completions",
     "/v1/embeddings",
+    "/v1/vector_stores/vs_x/files",  # JSON, though it ends in /files: only /v1/files itself takes uploads
     "/gradio_api/call/chat",
     "/gradio_api/queue/join",
     "/en/gradio_api/run/translate",
