@@ -31,6 +31,7 @@ from schulki.gateway.document_parts import (
     part_budget,
     remove_overlap,
 )
+from schulki.gateway.workspaces import WorkspaceRefused, workspace_access
 
 LENGTHS: dict[str, tuple[str, str, int]] = {
     "paragraph": ("ein Absatz", "Schreibe einen einzigen Absatz.", 1),
@@ -144,8 +145,10 @@ async def _load(
     gateway: Gateway, account: Account, workspace: str, document_id: str, model: str | None, answer_tokens: int, answer_per_input: float
 ) -> _Loaded:
     """The document as parts for ``model``; DocumentRefused for another user's workspace or a document without text."""
-    if not isinstance(workspace, str) or gateway.accounts.workspace_for(account, workspace) is None:
-        raise DocumentRefused(404, NOT_FOUND)
+    try:
+        workspace_access(gateway, account, workspace if isinstance(workspace, str) else "")
+    except WorkspaceRefused:
+        raise DocumentRefused(404, NOT_FOUND) from None
     if not isinstance(document_id, str) or not document_id:
         raise DocumentRefused(400, "Bitte wähle ein Dokument. (document_id is required.)")
     chosen = gateway.models.resolve(account, model)
