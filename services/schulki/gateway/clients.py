@@ -438,6 +438,22 @@ class Services:
 
         return run()
 
+    def ingest_url(self, workspace: str, url: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
+        """Store the web page (or document) at url in a workspace: progress, then the document.
+
+        The retrieval service fetches it, and refuses addresses in the school's network or on the
+        machine itself unless an admin allowed the host (``retrieval.allowed_url_hosts``)."""
+
+        async def requests():
+            yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, url=url))
+
+        async def run():
+            await self.ensure_workspace(workspace)
+            async for response in self._stream("retrieval", lambda stub: stub.IngestDocument(requests(), metadata=self.metadata())):
+                yield response
+
+        return run()
+
     async def storage(self, workspace: str) -> tuple[int, int]:
         """(bytes used, quota in bytes; 0 for none) of a workspace."""
         await self.ensure_workspace(workspace)
