@@ -215,7 +215,7 @@ class RetrievalConfig(BaseModel):
     fusion: Literal["rrf", "relative_score"] = "relative_score"
     """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
-    """Hosts on private or link-local addresses that URL ingest may fetch from anyway (for example the school's intranet)."""
+    """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki ("wiki.schule.lan"). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect."""
     max_concurrent_ingests: int = 2
     """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
     max_pages: int = 2000

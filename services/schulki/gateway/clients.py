@@ -439,7 +439,10 @@ class Services:
         return run()
 
     def ingest_url(self, workspace: str, url: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
-        """Ingest the web page at url; the retrieval service fetches it (and refuses private addresses unless allowed)."""
+        """Store the web page (or document) at url in a workspace: progress, then the document.
+
+        The retrieval service fetches it, and refuses addresses in the school's network or on the
+        machine itself unless an admin allowed the host (``retrieval.allowed_url_hosts``)."""
 
         async def requests():
             yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, url=url))

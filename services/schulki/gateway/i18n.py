@@ -117,6 +117,16 @@ STRINGS: dict[str, tuple[str, str]] = {
     "whole_done": ("Fertig: „{name}“ in {parts} Teilen.", "Done: “{name}” in {parts} parts."),
     "whole_download_md": ("Markdown herunterladen", "Download Markdown"),
     "whole_download_docx": ("Word (.docx) herunterladen", "Download Word (.docx)"),
+    # web pages in the Dokumente tab
+    "web_url": (
+        "Webseite (Adresse, z. B. https://de.wikipedia.org/wiki/Vulkan)",
+        "Web page (address, e.g. https://en.wikipedia.org/wiki/Volcano)",
+    ),
+    "web_add": ("Webseite hinzufügen", "Add web page"),
+    "no_url": ("Bitte gib zuerst die Adresse einer Webseite ein.", "Please enter a web page's address first."),
+    "url_too_long": ("Die Adresse ist zu lang: höchstens {max} Zeichen.", "The address is too long: at most {max} characters."),
+    "web_added": ("Die Webseite „{name}“ ist gespeichert: {chunks} Abschnitte.", "The web page “{name}” is stored: {chunks} chunks."),
+    "ingest_stages": ("Empfangen|Lesen|Einbetten|Speichern|Abrufen", "Receiving|Reading|Embedding|Storing|Fetching"),
     # transcription
     "recording": ("Aufnahme hochladen oder mit dem Mikrofon aufnehmen", "Upload a recording or record with the microphone"),
     "language": ("Sprache", "Language"),

@@ -92,9 +92,58 @@ def chunk_document(doc: ParsedDocument, chunk_chars: int, overlap_chars: int) ->
         raise ValueError(f"overlap_chars must be at least 0 and below chunk_chars ({chunk_chars}), not {overlap_chars}")
     chunks: list[Chunk] = []
     for first, texts in _blocks(doc.passages):
-        for text in _pack(_units(texts, chunk_chars), chunk_chars, overlap_chars):
+        pieces = _row_chunks(texts, chunk_chars) if first.table_row else _pack(_units(texts, chunk_chars), chunk_chars, overlap_chars)
+        for text in pieces:
             chunks.append(Chunk(text=text, index=len(chunks), page=first.page, section=first.section))
     return chunks
+
+
+CONTINUED = " (Forts.)"
+"""Marks the column name of a cell cut over several chunks, from its second piece on."""
+
+
+def _row_chunks(texts: list[str], chunk_chars: int) -> list[str]:
+    """A table row's "Spalte: Wert" lines packed into chunks, whole cells where they fit, without overlap.
+
+    A row longer than a chunk is cut between cells; a cell longer than the
+    room left is cut at spaces, and each piece keeps its column name. Every
+    chunk after the first starts with the row's first cell (usually what
+    names the row, "Name: Anna"), so each chunk still says whose row it is
+    and what its values are.
+    """
+    text = "\n".join(texts)
+    if len(text) <= chunk_chars:
+        return [text]
+    lines = [line for line in text.split("\n") if line.strip()]
+    lead = lines[0] if len(lines[0]) <= chunk_chars // 4 else ""
+    chunks: list[list[str]] = [[]]
+
+    def free() -> int:
+        """Characters the current chunk still takes, with the line break before a new line."""
+        return chunk_chars - len("\n".join(chunks[-1])) - (1 if chunks[-1] else 0)
+
+    def new_chunk() -> None:
+        chunks.append([lead] if lead else [])
+
+    for line in lines:
+        if len(line) <= free():
+            chunks[-1].append(line)
+            continue
+        if len(line) <= chunk_chars - (len(lead) + 1 if lead else 0):
+            new_chunk()
+            chunks[-1].append(line)
+            continue
+        column, colon, value = line.partition(": ")
+        label = column + colon if colon and len(column) + len(CONTINUED) + 2 <= chunk_chars // 4 else ""
+        rest, name = (value, label) if label else (line, "")
+        while rest:
+            if free() - len(name) < min(100, chunk_chars // 4):  # too little room left here: the piece starts a chunk
+                new_chunk()
+            piece = _cut(rest, max(1, free() - len(name)))[0]
+            chunks[-1].append(name + piece)
+            rest = rest[len(piece) :].lstrip()
+            name = f"{column}{CONTINUED}: " if label else ""
+    return ["\n".join(chunk) for chunk in chunks if chunk and chunk != [lead]]
 
 
 def _blocks(passages: list[Passage]) -> list[tuple[Passage, list[str]]]:

@@ -21,6 +21,8 @@ class Passage:
     """The page, counting from 1; 0 when the format has no pages."""
     section: str = ""
     """The chapter, heading, mail subject, sheet and row, ...; empty when none."""
+    table_row: bool = False
+    """A row of a table, one "Spalte: Wert" line per cell: cut by cells, so that every chunk of a long row names its row and columns."""
 
 
 @dataclass

@@ -8,11 +8,14 @@ import gradio as gr
 
 from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
+from schulki.gateway.document_context import build_context, whole_tables
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
 from schulki.gateway.ui.whole_document import build_whole_document_section
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
 
+MAX_URL_CHARS = 2000
+"""Longest web address the tab accepts (what browsers and servers commonly handle)."""
 FILE_TYPES = [".pdf", ".docx", ".odt", ".epub", ".eml", ".mbox", ".csv", ".xlsx", ".html", ".htm", ".txt", ".md"]
 ANSWER_PROMPT = (
     "Beantworte die Frage nur mit den folgenden Auszügen aus Dokumenten. Wenn sie die Antwort nicht enthalten, sag das. "
@@ -29,6 +32,19 @@ def citation(s: Strings, hit) -> str:
     return f"{hit.source}, {s['page']} {hit.page}" if hit.page else hit.source
 
 
+def stage_text(s: Strings, progress, fetching: bool = False) -> str:
+    """One ingest progress report in words: "Einbetten 40/120 chunks"; receiving a web page is "Abrufen"."""
+    stages = dict(zip(("receiving", "parsing", "embedding", "storing"), s["ingest_stages"].split("|"), strict=False))
+    stage = s["ingest_stages"].split("|")[4] if fetching and progress.stage == "receiving" else stages.get(progress.stage, progress.stage)
+    return f"{stage} {progress.done}/{progress.total or '?'} {progress.unit}"
+
+
+def web_address(url: str) -> str:
+    """What a student typed as a web address; "www.example.org/seite" is taken as https, as browsers do."""
+    url = url.strip()
+    return url if "://" in url or not url else f"https://{url}"
+
+
 def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Blocks) -> None:
     status_banner(gateway, s, ("retrieval", "inference"), timer, demo, "documents_status")
     workspace = gr.Dropdown([], label=s["workspace"], elem_id="workspace", allow_custom_value=True)
@@ -37,6 +53,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         with gr.Column():
             upload_button = gr.Button(s["upload_button"], variant="primary", elem_id="document-upload-button")
             upload_result = gr.Markdown(elem_id="upload-result")
+    with gr.Row():
+        web_url = gr.Textbox(label=s["web_url"], elem_id="web-url", max_length=MAX_URL_CHARS, scale=3)
+        web_button = gr.Button(s["web_add"], elem_id="web-add-button", scale=1)
     table = gr.Dataframe(
         headers=[s["col_file"], s["col_pages"], s["col_chunks"], s["col_size"], s["col_id"]],
         label=s["documents"],
@@ -95,7 +114,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             async for event in gateway.services.ingest(name, Path(path), file_name):
                 if event.HasField("progress"):
                     p = event.progress
-                    progress((p.done / p.total) if p.total else None, desc=f"{p.stage} {p.done}/{p.total or '?'} {p.unit}")
+                    progress((p.done / p.total) if p.total else None, desc=stage_text(s, p))
                 else:
                     document = event.document
         except Exception as error:
@@ -105,6 +124,31 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         rows, choices = await list_documents(name, request)
         message = s["uploaded"].format(name=document.source, chunks=document.chunk_count, pages=document.page_count) if document else ""
         return message, rows, choices, None
+
+    async def add_web_page(name: str, url: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio finds the bar by this default)
+        """Fetch a web page into the workspace, as an upload is stored: same access rules, request quota and storage quota."""
+        account = account_of(gateway, request, s)
+        url = web_address(url or "")
+        if not url:
+            raise gr.Error(s["no_url"])
+        if len(url) > MAX_URL_CHARS:
+            raise gr.Error(s["url_too_long"].format(max=MAX_URL_CHARS))
+        allowed(account, name, write=True)
+        document = None
+        try:
+            gateway.quotas.admit(account)
+            progress(0, desc=s["ingest_stages"].split("|")[4])
+            async for event in gateway.services.ingest_url(name, url):
+                if event.HasField("progress"):
+                    p = event.progress
+                    progress((p.done / p.total) if p.total else None, desc=stage_text(s, p, fetching=True))
+                else:
+                    document = event.document
+        except Exception as error:
+            raise user_error(s, error) from error
+        rows, choices = await list_documents(name, request)
+        message = s["web_added"].format(name=document.source, chunks=document.chunk_count) if document else ""
+        return message, rows, choices, ""
 
     async def delete_document(name: str, document_id: str | None, request: gr.Request):
         account = account_of(gateway, request, s)
@@ -133,7 +177,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
                 f"{i}. {citation(s, hit)}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
             )
             footer = f"\n\n**{s['sources']}:**\n{sources}"
-            context = "\n\n".join(f"[{citation(s, hit)}]\n{hit.text}" for hit in hits)
+            # Rows of a table go to the model as one Markdown table; a counting question gets a small table whole.
+            table_hits, whole = await whole_tables(gateway.services, name, text, hits)
+            context = build_context(table_hits, lambda hit: citation(s, hit), whole)
             prompt = [{"role": "user", "content": ANSWER_PROMPT.format(context=context, question=text)}]
             answer_text = ""
             async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, admitted=True):
@@ -166,6 +212,8 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     workspace.change(list_documents, workspace, [table, doomed], api_name="documents_list")
     refresh.click(list_documents, workspace, [table, doomed], api_name="documents_refresh")
     upload_button.click(ingest, [workspace, upload], [upload_result, table, doomed, upload], api_name="documents_upload")
+    web_button.click(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url")
+    web_url.submit(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url_submit")
     delete.click(delete_document, [workspace, doomed], [table, doomed, upload_result], api_name="documents_delete")
     ask.click(ask_question, [workspace, question], answer, api_name="documents_ask")
     question.submit(ask_question, [workspace, question], answer, api_name="documents_ask_submit")

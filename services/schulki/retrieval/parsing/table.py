@@ -39,7 +39,7 @@ def row_passages(sheet: str, rows: Iterable[list[str]]) -> list[Passage]:
             charge(len(name) + len(value) + 3)  # per cell: one row of huge cells is stopped before it is joined
             parts.append(f"{name}: {value}")
         text = "\n".join(parts)
-        passages.append(Passage(text=text, section=f"{sheet} / Zeile {number}"))
+        passages.append(Passage(text=text, section=f"{sheet} / Zeile {number}", table_row=True))
     if header is not None and not passages:  # a table of one row: the row itself is the content
         passages.append(Passage(text="\n".join(c for c in header if c), section=f"{sheet} / Zeile 1"))
     return passages

@@ -340,10 +340,25 @@ def fetch_url(url: str, allowed_hosts: list[str], max_bytes: int, timeout: float
             body = _read_body(response, max_bytes, deadline)
             return body, _file_name(parts.path, response.getheader("Content-Type", ""))
         except (OSError, http.client.HTTPException) as error:
-            raise InvalidInput(f"Die Seite {host} ist nicht erreichbar: {type(error).__name__}. (fetch failed)") from None
+            raise InvalidInput(f"Die Seite {host} ist nicht erreichbar ({_why_unreachable(error)}). (fetch failed)") from None
         finally:
             connection.close()
     raise InvalidInput(f"Die Seite leitet zu oft weiter (mehr als {MAX_REDIRECTS}-mal). (too many redirects)")
+
+
+def _why_unreachable(error: BaseException) -> str:
+    """Why a connection failed, in words a student understands."""
+    if isinstance(error, ConnectionRefusedError):
+        return "Verbindung abgelehnt, dort läuft kein Webserver"
+    if isinstance(error, TimeoutError):
+        return "keine Antwort in der Zeit"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return "ihr Zertifikat ist nicht vertrauenswürdig"
+    if isinstance(error, ssl.SSLError):
+        return "die verschlüsselte Verbindung scheiterte"
+    if isinstance(error, (ConnectionResetError, http.client.RemoteDisconnected, http.client.IncompleteRead)):
+        return "die Verbindung brach ab"
+    return type(error).__name__
 
 
 def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:
@@ -381,4 +396,7 @@ def _file_name(url_path: str, content_type: str) -> str:
         return _FILE_NAMES[mime]
     if extension in SUPPORTED_EXTENSIONS:
         return base
-    raise InvalidInput(f"Dieser Inhalt kann nicht gelesen werden ({mime or 'ohne Typ'}). (unsupported content type)")
+    raise InvalidInput(
+        f"Unter dieser Adresse liegt keine Webseite und kein Dokument, das gelesen werden kann ({mime or 'ohne Typ'}). "
+        "(unsupported content type)"
+    )
