@@ -23,6 +23,7 @@ def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gateway")
     config = stack_config(folder)
     config.retrieval.allowed_url_hosts = ["127.0.0.1"]
+    config.gateway.document_summary_tokens = 12  # a short summary: the structure is checked, not the small model's prose
     with running_stack(folder, services=("inference", "embeddings", "retrieval"), config=config) as running:
         yield running
 
@@ -49,3 +50,19 @@ def test_a_student_adds_a_web_page_by_its_address_and_asks_about_it(page, stack,
     page.wait_for_selector(f"#document-answer >> text={url}")
     assert "Quellen" in page.inner_text("#document-answer")
     shoot(page, "webseite")
+
+
+def test_a_student_summarizes_a_web_page_in_one_step(page, stack, site):  # noqa: F811
+    """ "Hinzufügen und zusammenfassen": the page is stored, picked in "Ganzes Dokument" and summarized there."""
+    student = stack.add_user("browser-jonas", "student")
+    log_in(page, stack, "browser-jonas", student.password)
+    page.get_by_role("tab", name="Dokumente").click()
+    url = f"{site}/erdkunde/quetzalberg"
+    page.fill("#web-url textarea", url)
+    page.click("#web-summarize-button")
+    page.wait_for_selector("#upload-result >> text=gespeichert", timeout=180_000)
+    page.wait_for_selector("#whole-progress >> text=Fertig", timeout=240_000)
+    assert url in page.inner_text("#whole-progress")  # the summary is of the page just added
+    assert page.inner_text("#whole-result").strip()
+    assert url in page.inner_text("#document-list")
+    shoot(page, "webseite-zusammenfassung")

@@ -123,6 +123,7 @@ STRINGS: dict[str, tuple[str, str]] = {
         "Web page (address, e.g. https://en.wikipedia.org/wiki/Volcano)",
     ),
     "web_add": ("Webseite hinzufügen", "Add web page"),
+    "web_add_summarize": ("Hinzufügen und zusammenfassen", "Add and summarize"),
     "no_url": ("Bitte gib zuerst die Adresse einer Webseite ein.", "Please enter a web page's address first."),
     "url_too_long": ("Die Adresse ist zu lang: höchstens {max} Zeichen.", "The address is too long: at most {max} characters."),
     "web_added": ("Die Webseite „{name}“ ist gespeichert: {chunks} Abschnitte.", "The web page “{name}” is stored: {chunks} chunks."),

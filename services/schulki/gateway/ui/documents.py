@@ -56,6 +56,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     with gr.Row():
         web_url = gr.Textbox(label=s["web_url"], elem_id="web-url", max_length=MAX_URL_CHARS, scale=3)
         web_button = gr.Button(s["web_add"], elem_id="web-add-button", scale=1)
+        web_summarize = gr.Button(s["web_add_summarize"], elem_id="web-summarize-button", scale=1)
     table = gr.Dataframe(
         headers=[s["col_file"], s["col_pages"], s["col_chunks"], s["col_size"], s["col_id"]],
         label=s["documents"],
@@ -127,6 +128,18 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
 
     async def add_web_page(name: str, url: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio finds the bar by this default)
         """Fetch a web page into the workspace, as an upload is stored: same access rules, request quota and storage quota."""
+        _document, message, rows, choices = await fetch_web_page(name, url, request, progress)
+        return message, rows, choices, ""
+
+    async def add_web_page_to_summarize(name: str, url: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        """The same, and the stored page becomes the document the "Ganzes Dokument" section summarizes next
+        (its other documents come back into the picker when the list's change refreshes it)."""
+        document, message, rows, choices = await fetch_web_page(name, url, request, progress)
+        if document is None:
+            raise gr.Error(s["no_url"])
+        return message, rows, choices, "", gr.Dropdown(choices=[(document.source, document.document_id)], value=document.document_id)
+
+    async def fetch_web_page(name: str, url: str, request: gr.Request, progress):
         account = account_of(gateway, request, s)
         url = web_address(url or "")
         if not url:
@@ -148,7 +161,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             raise user_error(s, error) from error
         rows, choices = await list_documents(name, request)
         message = s["web_added"].format(name=document.source, chunks=document.chunk_count) if document else ""
-        return message, rows, choices, ""
+        return document, message, rows, choices
 
     async def delete_document(name: str, document_id: str | None, request: gr.Request):
         account = account_of(gateway, request, s)
@@ -217,4 +230,11 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     delete.click(delete_document, [workspace, doomed], [table, doomed, upload_result], api_name="documents_delete")
     ask.click(ask_question, [workspace, question], answer, api_name="documents_ask")
     question.submit(ask_question, [workspace, question], answer, api_name="documents_ask_submit")
-    build_whole_document_section(gateway, s, workspace, table, allowed)
+    whole = build_whole_document_section(gateway, s, workspace, table, allowed)
+    # "Summarize this page": store it, pick it in the "Ganzes Dokument" section, then summarize it there (Stop works as there).
+    web_summarize.click(
+        add_web_page_to_summarize,
+        [workspace, web_url],
+        [upload_result, table, doomed, web_url, whole.document],
+        api_name="documents_add_url_summarize",
+    ).success(whole.summarize, [workspace, whole.document, whole.length], whole.outputs)

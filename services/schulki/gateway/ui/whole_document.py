@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import gradio as gr
 
@@ -27,9 +28,19 @@ def _user_error(s: Strings, error: BaseException) -> gr.Error:
     return user_error(s, error)
 
 
+@dataclass
+class WholeDocumentSection:
+    """What other parts of the tab wire to: the document picker, the length choice, and the summarize handler with its outputs."""
+
+    document: gr.Dropdown
+    length: gr.Dropdown
+    summarize: Callable
+    outputs: list
+
+
 def build_whole_document_section(
     gateway: Gateway, s: Strings, workspace: gr.Dropdown, table: gr.Dataframe, allowed: Callable[[Account, str], object]
-) -> None:
+) -> WholeDocumentSection:
     """The section below the question box; ``allowed`` is the tab's workspace rule (raises gr.Error when the user may not read it)."""
     with gr.Accordion(s["whole_document"], open=True, elem_id="whole-document-section"):
         document = gr.Dropdown([], label=s["whole_pick"], elem_id="whole-document", allow_custom_value=True)
@@ -118,3 +129,4 @@ def build_whole_document_section(
     summarizing = summarize.click(summarize_clicked, [workspace, document, length], outputs, api_name="whole_summarize")
     translating = translate.click(translate_clicked, [workspace, document, language], outputs, api_name="whole_translate")
     stop.click(None, cancels=[summarizing, translating], api_name="whole_stop")
+    return WholeDocumentSection(document, length, summarize_clicked, outputs)
