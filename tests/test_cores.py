@@ -66,7 +66,10 @@ def test_chat_cores_replaces_the_quarter_rule():
 
 def test_explicit_thread_settings_win_over_the_derived_ones():
     config = Config(
-        inference={"threads": 3, "batch_threads": 5}, embeddings={"threads": 2}, transcription={"threads": 0}, cores={"background_nice": 7}
+        inference={"threads": 3, "batch_threads": 5},
+        embeddings={"threads": 2},
+        transcription={"threads": 0},
+        cores={"background_nice": 7, "pin": True},
     )
     split = resolve_split(config, cores(8))
     assert (split.inference_threads, split.inference_batch_threads) == (3, 5)
@@ -77,8 +80,7 @@ def test_explicit_thread_settings_win_over_the_derived_ones():
     derived = resolve_split(Config(), cores(8))
     assert (derived.inference_threads, derived.embeddings_threads, derived.transcription_threads) == (6, 2, 2)
 
-    unpinned = resolve_split(Config(cores={"pin": False}), cores(8))
-    assert unpinned.chat_cpus == unpinned.background_cpus == () and unpinned.inference_threads == 6
+    assert derived.chat_cpus == derived.background_cpus == ()  # not pinned unless cores.pin is on
 
 
 def test_each_service_reads_its_share_from_the_environment_it_is_given(monkeypatch):
@@ -125,12 +127,13 @@ def _placement(pid: int) -> tuple[dict[str, str], list[int], int]:
     return environ, cpus, nice
 
 
-def test_schulki_up_gives_each_service_its_share_and_a_given_setting_wins(tmp_path):
+def test_schulki_up_gives_each_service_its_pinned_share_and_a_given_setting_wins(tmp_path):
     expected = derive_split(available_cores())
     env = {
         "SCHULKI_INFERENCE__CONTEXT_LENGTH": "512",
         "SCHULKI_INFERENCE__PARALLEL_SEQUENCES": "1",
         "SCHULKI_EMBEDDINGS__THREADS": "2",  # set by the admin: wins over the derived count
+        "SCHULKI_CORES__PIN": "true",
     }
     with UpProcess(tmp_path, services=("inference", "embeddings", "retrieval"), env=env) as up:
         up.wait_until_running()
