@@ -11,12 +11,13 @@ on a school's single machine; the gateway on plain HTTP on loopback) and:
 
 Modes: ``before`` is ``cores.split = false`` (every engine sizes its threads to
 the whole machine and runs on every core, as before the split); ``after`` the
-derived split (threads per engine, the bursty engines at a lower priority);
-``pinned`` the split with each service pinned to its cores (``cores.pin``);
+derived split (threads per engine, each service pinned to its share of the
+CPUs, the bursty engines at a lower priority); ``unpinned`` the split without
+CPU affinity (``cores.pin = false``);
 ``nonice`` the split without the lower priority. Everything is printed side by side at the end, with the load average.
 
     .venv/bin/python benchmarks/core_split_bench.py                           # 100 pages, 30 students, before and after
-    .venv/bin/python benchmarks/core_split_bench.py --pages 30 --duration 30 --modes before,after,pinned,nonice
+    .venv/bin/python benchmarks/core_split_bench.py --pages 30 --duration 30 --modes before,after,unpinned,nonice
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from tests.up_stack import UpProcess  # noqa: E402
 MODES = {
     "before": {"SCHULKI_CORES__SPLIT": "false"},
     "after": {},
-    "pinned": {"SCHULKI_CORES__PIN": "true"},
+    "unpinned": {"SCHULKI_CORES__PIN": "false"},
     "nonice": {"SCHULKI_CORES__BACKGROUND_NICE": "0"},
 }
 """The settings of each mode, on top of the defaults (no thread setting is given, so the split derives them all)."""

@@ -69,7 +69,7 @@ def test_explicit_thread_settings_win_over_the_derived_ones():
         inference={"threads": 3, "batch_threads": 5},
         embeddings={"threads": 2},
         transcription={"threads": 0},
-        cores={"background_nice": 7, "pin": True},
+        cores={"background_nice": 7},
     )
     split = resolve_split(config, cores(8))
     assert (split.inference_threads, split.inference_batch_threads) == (3, 5)
@@ -80,7 +80,10 @@ def test_explicit_thread_settings_win_over_the_derived_ones():
     derived = resolve_split(Config(), cores(8))
     assert (derived.inference_threads, derived.embeddings_threads, derived.transcription_threads) == (6, 2, 2)
 
-    assert derived.chat_cpus == derived.background_cpus == ()  # not pinned unless cores.pin is on
+    assert derived.chat_cpus == tuple(range(6)) and derived.background_cpus == (6, 7)
+
+    unpinned = resolve_split(Config(cores={"pin": False}), cores(8))
+    assert unpinned.chat_cpus == unpinned.background_cpus == () and unpinned.inference_threads == 6
 
 
 def test_each_service_reads_its_share_from_the_environment_it_is_given(monkeypatch):
@@ -133,7 +136,6 @@ def test_schulki_up_gives_each_service_its_pinned_share_and_a_given_setting_wins
         "SCHULKI_INFERENCE__CONTEXT_LENGTH": "512",
         "SCHULKI_INFERENCE__PARALLEL_SEQUENCES": "1",
         "SCHULKI_EMBEDDINGS__THREADS": "2",  # set by the admin: wins over the derived count
-        "SCHULKI_CORES__PIN": "true",
     }
     with UpProcess(tmp_path, services=("inference", "embeddings", "retrieval"), env=env) as up:
         up.wait_until_running()

@@ -360,8 +360,8 @@ class CoresConfig(BaseModel):
     """Divide the cores. Off: every engine sizes its threads to the whole machine and runs on every core, as before."""
     chat_cores: int | None = Field(default=None, ge=1)
     """Physical cores the chat (every inference process) keeps for itself; the rest are shared by embeddings, transcription and retrieval. Empty means all but a quarter, at least one left for the rest: 2 cores give 1 + 1, 4 give 3 + 1, 8 give 6 + 2, 16 give 12 + 4 (on one core everything shares it). The core count is what ``schulki up`` may use (its affinity mask, e.g. under taskset)."""
-    pin: bool = False
-    """Pin each service to its share of the CPUs (CPU affinity), so that an upload cannot run on the chat's cores. Off (the default): only the thread counts and the priority divide the cores, and the kernel may move a busy engine to a core that is idle; on a machine busy with other work pinning made both the chat and the upload slower (docs/decisions.md)."""
+    pin: bool = True
+    """Pin each service to its share of the CPUs (CPU affinity), so that an upload cannot run on the chat's cores. Off: only the thread counts and the priority divide the cores, and the kernel may move a busy engine to any idle core; try it on a machine that is also busy with other programs, where pinning was sometimes slower (docs/decisions.md)."""
     background_nice: int = Field(default=5, ge=0, le=19)
     """How much lower the priority (nice) of embeddings, transcription and retrieval is, so that where they share CPUs with the chat or the gateway, the class's chat goes first."""
 
