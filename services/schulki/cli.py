@@ -28,11 +28,13 @@ def available_services() -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from schulki.cores import apply_placement
     from schulki.runtime import logs
     from schulki.runtime.errors import StartupError
     from schulki.runtime.server import serve
 
     config = Config()
+    apply_placement(config.runtime)  # before the engine's threads exist: they inherit it
     logs.configure(config.runtime.log_level, config.runtime.log_content)
     module = importlib.import_module(f"schulki.{args.service}")
     port = args.port if args.port is not None else getattr(config, args.service).port
@@ -50,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from schulki.cores import apply_placement
     from schulki.stack import run_stack
 
     services = available_services()
@@ -60,7 +63,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"schulki up: unknown or not installed: {', '.join(unknown)} (installed: {', '.join(services)})", file=sys.stderr)
             return 2
         services = [name for name in services if name in wanted]
-    return run_stack(Config(), services)
+    config = Config()
+    apply_placement(config.runtime)  # runtime.cpu_cores given to schulki up: the split divides those
+    return run_stack(config, services)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -53,6 +53,10 @@ class RuntimeConfig(BaseModel):
     """Log level of every service."""
     log_content: bool = False
     """Log the text of prompts, documents and transcripts. Off by default: only an admin debugging a problem turns it on."""
+    cpu_cores: list[int] = Field(default_factory=list)
+    """CPUs (as the operating system numbers them, 0 first) this process runs on, set before its model loads. Empty means every CPU it was started with. ``schulki up`` sets it for each service from the core split (see cores); set it yourself only for ``schulki serve``."""
+    nice: int = Field(default=0, ge=0, le=19)
+    """Lowers this process's CPU priority by this much at start (Unix nice), so that other work on the machine goes first. ``schulki up`` sets it for embeddings, transcription and retrieval from cores.background_nice."""
 
     def resolved_service_token(self) -> str | None:
         """The service token from the setting or its file, or None when neither is set."""
@@ -96,7 +100,9 @@ class InferenceConfig(BaseModel):
     gpu_layers: int = -1
     """Layers offloaded to the GPU; -1 means all of them (where no GPU is there, llama.cpp runs on the CPU)."""
     threads: int | None = None
-    """CPU threads for decoding; empty means the number of physical cores."""
+    """CPU threads for decoding. Empty means half the CPUs for ``schulki serve``; ``schulki up`` derives it from the core split (see cores). A value set here wins."""
+    batch_threads: int | None = None
+    """CPU threads for reading prompts and for steps that decode several sequences at once. Empty means the same as threads."""
     flash_attention: bool = False
     """Use flash attention (saves memory on GPUs that support it)."""
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
@@ -135,7 +141,7 @@ class EmbeddingsConfig(BaseModel):
     model_path: Path | None = None
     """The GGUF embedding model. Empty means the default, all-MiniLM-L6-v2 converted at set-up."""
     threads: int | None = None
-    """CPU threads; empty means the number of physical cores."""
+    """CPU threads. Empty means llama.cpp's default for ``schulki serve`` (every CPU for the batches texts are embedded in); ``schulki up`` derives it from the core split (see cores). A value set here wins."""
     gpu_layers: int = -1
     """Layers offloaded to the GPU; -1 means all."""
     batch_tokens: int = 512
@@ -166,7 +172,7 @@ class TranscriptionConfig(BaseModel):
     compute_type: str = "default"
     """CTranslate2 compute type; default means int8 on the CPU and float16 on a GPU."""
     threads: int = 0
-    """CPU threads; 0 lets CTranslate2 choose."""
+    """CPU threads per transcription; 0 lets CTranslate2 choose (4) for ``schulki serve``, and ``schulki up`` derive it from the core split (see cores). A value set here wins."""
     beam_size: int = 5
     """Beam size for decoding."""
     max_upload_bytes: int = 500 * 1024 * 1024
@@ -353,6 +359,25 @@ class GatewayConfig(BaseModel):
     """Other web origins (``https://host:port``) whose pages may send requests with a user's login; empty means only the gateway's own pages."""
 
 
+class CoresConfig(BaseModel):
+    """How ``schulki up`` divides one machine's cores between the engines it starts (services/schulki/cores.py, docs/decisions.md).
+
+    The chat keeps most cores for itself; embeddings, transcription and retrieval, which work in bursts (an upload, a
+    recording), share the rest at a lower priority, so that an upload during a class's chat does not stall the chat.
+    The thread settings of each engine (inference.threads, inference.batch_threads, embeddings.threads,
+    transcription.threads), where set, win over the derived ones. The roll-out to several machines does not use this:
+    there each service runs in its own container with its own settings."""
+
+    split: bool = True
+    """Divide the cores. Off: every engine sizes its threads to the whole machine and runs on every core, as before."""
+    chat_cores: int | None = Field(default=None, ge=1)
+    """Physical cores the chat (every inference process) keeps for itself; the rest are shared by embeddings, transcription and retrieval. Empty means all but a quarter, at least one left for the rest: 2 cores give 1 + 1, 4 give 3 + 1, 8 give 6 + 2, 16 give 12 + 4 (on one core everything shares it). The core count is what ``schulki up`` may use (its affinity mask, e.g. under taskset)."""
+    pin: bool = True
+    """Pin each service to its share of the CPUs (CPU affinity), so that an upload cannot run on the chat's cores. Off: only the thread counts and the priority divide the cores, and the kernel may move a busy engine to any idle core; try it on a machine that is also busy with other programs, where pinning was sometimes slower (docs/decisions.md)."""
+    background_nice: int = Field(default=5, ge=0, le=19)
+    """How much lower the priority (nice) of embeddings, transcription and retrieval is, so that where they share CPUs with the chat or the gateway, the class's chat goes first."""
+
+
 class EvaluationConfig(BaseModel):
     """Settings of ``schulki eval`` (what a quant costs) and of the quality floor the planner respects."""
 
@@ -391,6 +416,8 @@ class Config(BaseSettings):
     """The retrieval service."""
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     """The gateway."""
+    cores: CoresConfig = Field(default_factory=CoresConfig)
+    """How ``schulki up`` divides this machine's cores between the engines."""
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     """``schulki eval`` and the planner's quality floor."""
 

@@ -11,6 +11,10 @@ a restart. ``run_stack`` starts everything in order, waits until each reports
 SERVING, prints where to go, and stops them all on Ctrl-C or SIGTERM, or when
 one of the services it started first dies (an added model that fails to load
 is reported and left out; the rest keep running).
+
+Before it starts anything it divides the machine's cores (schulki.cores,
+``cores`` settings): each child gets its threads, CPUs and priority through
+its environment (``service_environment``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schulki.config import Config
+from schulki.cores import CoreSplit, available_cores, describe, resolve_split, service_environment
 from schulki.runtime.client import wait_until_serving
 
 WATCH_INTERVAL_S = 2.0
@@ -82,8 +87,20 @@ def write_nodes_file(config: Config, models: list[ChatModelProcess]) -> None:
     partial.replace(path)
 
 
+def core_split(config: Config) -> CoreSplit | None:
+    """How this machine's cores are divided between the services (None when cores.split is off)."""
+    return resolve_split(config, available_cores()) if config.cores.split else None
+
+
+def child_environment(split: CoreSplit | None, service: str, **settings: str) -> dict[str, str]:
+    """The environment of one service's process: this one's, its share of the cores, and the given settings."""
+    return dict(os.environ, **service_environment(split, service), **settings)
+
+
 def run_stack(config: Config, services: list[str], start_timeout: float = 300.0) -> int:
     """Start the services, wait until they serve, and supervise them until told to stop."""
+    split = core_split(config)
+    print(describe(split), flush=True)
     children: dict[str, subprocess.Popen] = {}
     extra: dict[str, subprocess.Popen] = {}  # chat models added while running: their failure stops only themselves
     chat_models: list[ChatModelProcess] = []
@@ -95,7 +112,7 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
         stopping = True
 
     def start_chat_model(path: Path, name: str, port: int) -> subprocess.Popen:
-        env = dict(os.environ, SCHULKI_INFERENCE__MODEL_PATH=str(path), SCHULKI_INFERENCE__MODEL_NAME=name)
+        env = child_environment(split, "inference", SCHULKI_INFERENCE__MODEL_PATH=str(path), SCHULKI_INFERENCE__MODEL_NAME=name)
         return subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(port)], env=env)
 
     signal.signal(signal.SIGTERM, stop)
@@ -119,7 +136,7 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
                 write_nodes_file(config, chat_models)
                 continue
             print(f"schulki: starting {name} on {_address(config, name)} ...", flush=True)
-            child = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", name])
+            child = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", name], env=child_environment(split, name))
             children[name] = child
             try:
                 wait_until_serving(_address(config, name), start_timeout, is_alive=lambda c=child: c.poll() is None and not stopping)

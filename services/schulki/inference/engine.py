@@ -160,7 +160,8 @@ class ChatEngine:
         params.n_ctx = c.context_length * self.parallel  # every sequence gets its own stream of context_length cells
         params.n_batch = params.n_ubatch = c.batch_size
         threads = c.threads or max(multiprocessing.cpu_count() // 2, 1)
-        params.n_threads = params.n_threads_batch = threads
+        params.n_threads = threads
+        params.n_threads_batch = c.batch_threads or threads
         params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if c.flash_attention else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.type_k = params.type_v = _GGML_TYPES[c.kv_cache_type]
         params.swa_full = c.full_swa_cache
