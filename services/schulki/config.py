@@ -5,6 +5,13 @@ environment (``SCHULKI_`` prefix, sections nested with ``__``, for example
 ``SCHULKI_INFERENCE__CONTEXT_LENGTH=8192``), and a TOML file named by
 ``SCHULKI_CONFIG`` (for example ``/etc/schulki/schulki.toml``). Every field is
 documented where it is declared.
+
+Every section refuses keys it does not know, and fields carry limits where a
+wrong value would hurt (ports, counts, timeouts, ``chunk_overlap_chars`` below
+``chunk_chars``). Commands read the settings with ``load_config()``, which stops
+the start with one line naming each wrong key, for example
+``unknown setting inference.contxt_length (did you mean context_length?)``.
+Fields that may be left empty to mean "choose for me" also take ``"auto"``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from schulki.config import Config
 from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
-from schulki.runtime import registry
+from schulki.runtime import logs, registry
 from schulki.runtime.client import call_metadata, open_channel
 from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
 
@@ -252,8 +252,10 @@ class Services:
     def available(self, name: str) -> bool:
         return name in self.pools and self.pools[name].available
 
-    def metadata(self, request_id: str | None = None):
-        return call_metadata(self.config.runtime, request_id)
+    def metadata(self, request_id: str | None = None) -> list[tuple[str, str]]:
+        """Metadata of a call: the id of the request it serves (the API route or UI event set it), so one id
+        follows a request through every service's log."""
+        return call_metadata(self.config.runtime, request_id or logs.current_request_id())
 
     def _node(self, name: str) -> Node:
         if name not in self.pools:
