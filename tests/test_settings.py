@@ -167,6 +167,22 @@ def test_every_settings_file_in_the_repository_loads(no_settings, monkeypatch):
         load_config()
 
 
+def test_the_settings_examples_in_the_docs_load(no_settings, tmp_path, monkeypatch):
+    import re
+
+    blocks = [
+        block
+        for document in (REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")))
+        for block in re.findall(r"```toml\n(.*?)```", document.read_text(encoding="utf-8"), flags=re.S)
+    ]
+    assert blocks, "the README shows an example of the settings"
+    for number, block in enumerate(blocks):
+        example = tmp_path / f"example-{number}.toml"
+        example.write_text(block)
+        monkeypatch.setenv("SCHULKI_CONFIG", str(example))
+        load_config()
+
+
 # -- the service registry ----------------------------------------------------
 
 
