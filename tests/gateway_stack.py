@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import socket
 import ssl
 import threading
@@ -20,6 +21,7 @@ from schulki.gateway.accounts import NewAccount
 from schulki.gateway.app import create_app
 from schulki.gateway.context import Gateway
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
+from schulki.runtime import logs, registry
 
 from tests.conftest import InProcessServer, free_port, shared_tls
 
@@ -151,3 +153,42 @@ def write_pdf(path: Path, pages: list[str]) -> Path:
         pdf.multi_cell(0, 8, text)
     pdf.output(str(path))
     return path
+
+
+class ServiceLog(logging.Handler):
+    """The runtime's per-call log lines of the services running in this process, each with the request id it was
+    logged under (the services' own log format prints the same id)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((logs.request_id.get(), record.getMessage()))
+
+    def ids_of(self, service: str, method: str) -> set[str]:
+        """The request ids under which the service's method ended."""
+        prefix = f"/{registry.spec(service).proto_service}/{method} ended"
+        return {request_id for request_id, message in list(self.lines) if message.startswith(prefix)}
+
+    def wait_for(self, service: str, method: str, request_id: str, timeout: float = 30.0) -> None:
+        """Wait until the method's line with this id is logged (a stream's line comes as it closes, after its last answer)."""
+        deadline = time.monotonic() + timeout
+        while request_id not in self.ids_of(service, method):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {service} {method} line with request id {request_id}: {self.ids_of(service, method)}")
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def service_log() -> Iterator[ServiceLog]:
+    """Capture the runtime's log lines, the per-call ones at DEBUG too, while the block runs."""
+    logger = logging.getLogger("schulki.runtime")
+    handler, level = ServiceLog(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

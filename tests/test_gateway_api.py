@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import ServiceProcess, free_port
-from tests.gateway_stack import connect, running_stack, stack_config
+from tests.gateway_stack import connect, running_stack, service_log, stack_config
 
 SPEECH = "Guten Morgen. Heute lernen wir die Photosynthese."
 
@@ -226,3 +226,175 @@ def test_a_service_that_goes_down_and_returns_is_used_again_without_a_restart(tm
         stack.wait_available("embeddings", available=False)
         with pytest.raises(openai.InternalServerError):
             client.embeddings.create(model="schulki-embeddings", input="Hallo")
+
+
+# -- one error shape on every route, typed request bodies, request ids ---------------------------------------------
+
+ERROR_FIELDS = {"message", "type", "param", "code"}
+
+
+def _error_of(call) -> tuple[int, dict]:
+    """The status and OpenAI error object the official client raised for a call."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        call()
+    body = caught.value.body
+    assert isinstance(body, dict) and set(body) == ERROR_FIELDS, body
+    return caught.value.status_code, body
+
+
+def _every_route(client: openai.OpenAI, speech, model: str | None = None, big: bool = False) -> dict[str, object]:
+    text = "x" * (5 * 1024 * 1024) if big else "Hallo"
+    audio = speech.read_bytes() + (b"\0" * (9 * 1024 * 1024) if big else b"")
+    return {
+        "models": client.models.list,
+        "chat": lambda: client.chat.completions.create(
+            model=model or "schulki-chat", messages=[{"role": "user", "content": text}], max_tokens=2
+        ),
+        "chat_stream": lambda: list(
+            client.chat.completions.create(
+                model=model or "schulki-chat", messages=[{"role": "user", "content": text}], max_tokens=2, stream=True
+            )
+        ),
+        "embeddings": lambda: client.embeddings.create(model=model or "schulki-embeddings", input=text),
+        "transcriptions": lambda: client.audio.transcriptions.create(model=model or "whisper-1", file=("a.wav", audio)),
+    }
+
+
+@pytest.fixture(scope="module")
+def down_stack(tmp_path_factory):
+    """The gateway alone: every service is down."""
+    folder = tmp_path_factory.mktemp("down")
+    with running_stack(folder, services=(), config=stack_config(folder)) as running:
+        yield running
+
+
+def test_every_route_answers_the_same_failure_in_the_same_shape(stack, student, down_stack, speech):
+    def client(url: str, key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+    no_key = {}  # the official client always sends a key: without one, the same requests by hand
+    for name, method, route, body in (
+        ("models", "GET", "models", {}),
+        ("chat", "POST", "chat/completions", {"json": {"model": "schulki-chat", "messages": [{"role": "user", "content": "Hallo"}]}}),
+        ("embeddings", "POST", "embeddings", {"json": {"model": "schulki-embeddings", "input": "Hallo"}}),
+        (
+            "transcriptions",
+            "POST",
+            "audio/transcriptions",
+            {"files": {"file": ("a.wav", speech.read_bytes())}, "data": {"model": "whisper-1"}},
+        ),
+    ):
+        response = httpx.request(method, f"{stack.url}/v1/{route}", timeout=60, **body)
+        assert set(response.json()["error"]) == ERROR_FIELDS, response.text
+        no_key[name] = (response.status_code, response.json()["error"])
+    wrong_key = {name: _error_of(call) for name, call in _every_route(client(stack.url, "sk-schulki-wrong"), speech).items()}
+    for failures in (no_key, wrong_key):
+        assert {(status, body["type"], body["code"], body["param"]) for status, body in failures.values()} == {
+            (401, "invalid_request_error", "invalid_api_key", None)
+        }, failures
+
+    routes = _every_route(client(stack.url, student.api_key), speech, model="gpt-4o")
+    unknown = {name: _error_of(routes[name]) for name in ("chat", "chat_stream", "embeddings", "transcriptions")}
+    assert {(status, body["type"], body["code"], body["param"]) for status, body in unknown.values()} == {
+        (404, "invalid_request_error", "model_not_found", "model")
+    }, unknown
+
+    routes = _every_route(client(stack.url, student.api_key), speech, big=True)
+    too_large = {name: _error_of(routes[name]) for name in ("chat", "embeddings", "transcriptions")}
+    assert {(status, body["type"], body["code"]) for status, body in too_large.values()} == {
+        (413, "invalid_request_error", "request_too_large")
+    }, too_large
+
+    someone = down_stack.add_user("api-down", "student")
+    routes = _every_route(client(down_stack.url, someone.api_key), speech)
+    down = {name: _error_of(routes[name]) for name in ("chat", "chat_stream", "embeddings", "transcriptions")}
+    assert {(status, body["type"], body["code"]) for status, body in down.values()} == {
+        (503, "service_unavailable", "service_unavailable")
+    }, down
+    assert client(down_stack.url, someone.api_key).models.list().data  # the gateway itself keeps serving
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "param"),
+    [
+        ("chat/completions", {"model": "schulki-chat", "messages": []}, "messages"),
+        ("chat/completions", {"messages": [{"role": "user", "content": "Hallo"}]}, "model"),
+        (
+            "chat/completions",
+            {"model": "schulki-chat", "messages": [{"role": "user", "content": "Hi"}], "temperature": "warm"},
+            "temperature",
+        ),
+        ("chat/completions", {"model": "schulki-chat", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": True}, "max_tokens"),
+        ("chat/completions", {"model": "schulki-chat", "messages": [{"role": "user", "content": "Hi"}], "seed": -1}, "seed"),
+        ("chat/completions", {"model": "schulki-chat", "messages": [{"role": "user", "content": "Hi"}], "n": 2}, "n"),
+        ("chat/completions", {"model": "schulki-chat", "messages": [{"role": "user", "content": "Hi"}], "stop": [1]}, "stop"),
+        (
+            "chat/completions",
+            {"model": "schulki-chat", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages[0].content",
+        ),
+        ("chat/completions", {"model": "schulki-chat", "messages": [{"role": "wizard", "content": "Hi"}]}, "messages[0].role"),
+        ("embeddings", {"model": "schulki-embeddings", "input": []}, "input"),
+        ("embeddings", {"model": "schulki-embeddings", "input": [[1, 2, 3]]}, "input"),
+        ("embeddings", {"model": "schulki-embeddings", "input": "Hallo", "encoding_format": "hex"}, "encoding_format"),
+    ],
+)
+def test_an_invalid_field_is_a_400_naming_it(stack, student, route, body, param):
+    response = httpx.post(f"{stack.url}/v1/{route}", headers={"Authorization": f"Bearer {student.api_key}"}, json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == ERROR_FIELDS and error["type"] == "invalid_request_error" and error["param"] == param, error
+
+
+def test_a_body_that_is_not_a_json_object_is_a_400(stack, student):
+    headers = {"Authorization": f"Bearer {student.api_key}", "Content-Type": "application/json"}
+    for content in (b"{not json", b"[1, 2]"):
+        response = httpx.post(f"{stack.url}/v1/chat/completions", headers=headers, content=content, timeout=60)
+        assert response.status_code == 400 and set(response.json()["error"]) == ERROR_FIELDS, response.text
+
+
+def test_fields_schulki_does_not_know_are_accepted(client):
+    completion = client.chat.completions.create(
+        model="schulki-chat",
+        messages=[{"role": "user", "content": "Hallo", "name": "anna"}],
+        max_tokens=2,
+        frequency_penalty=0.5,
+        user="someone",
+        logit_bias={"1": 1},
+    )
+    assert completion.choices[0].message.role == "assistant"
+    assert client.embeddings.create(model="schulki-embeddings", input="Hallo", user="someone", dimensions=384).data
+
+
+def test_the_request_id_follows_each_api_request_into_every_service_log(client, speech):
+    with service_log() as log:
+        chat = client.chat.completions.with_raw_response.create(
+            model="schulki-chat",
+            messages=[{"role": "user", "content": "Hallo"}],
+            max_tokens=2,
+            extra_headers={"X-Request-Id": "api-chat-1"},
+        )
+        assert chat.headers["x-request-id"] == "api-chat-1"
+        list(
+            client.chat.completions.create(
+                model="schulki-chat",
+                messages=[{"role": "user", "content": "Hallo"}],
+                max_tokens=2,
+                stream=True,
+                extra_headers={"X-Request-Id": "api-stream-1"},
+            )
+        )
+        client.embeddings.create(model="schulki-embeddings", input="Hallo", extra_headers={"X-Request-Id": "api-embed-1"})
+        with open(speech, "rb") as audio:
+            client.audio.transcriptions.create(model="whisper-1", file=audio, extra_headers={"X-Request-Id": "api-speech-1"})
+        plain = client.embeddings.with_raw_response.create(model="schulki-embeddings", input="Hallo")
+        log.wait_for("inference", "Chat", "api-chat-1")
+        log.wait_for("inference", "Chat", "api-stream-1")
+        log.wait_for("embeddings", "Embed", "api-embed-1")
+        log.wait_for("transcription", "Transcribe", "api-speech-1")
+        made_up = plain.headers["x-request-id"]  # a request without an id gets one, and the services log that one
+        log.wait_for("embeddings", "Embed", made_up)
+    assert made_up not in {"api-chat-1", "api-embed-1", "-"}
+    # an id that could break a log line is not taken over
+    odd = client.embeddings.with_raw_response.create(model="schulki-embeddings", input="Hallo", extra_headers={"X-Request-Id": "a b\tc"})
+    assert odd.headers["x-request-id"] != "a b\tc"

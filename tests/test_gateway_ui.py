@@ -14,7 +14,7 @@ from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as retrieval_grpc
 
 from tests import gateway_stack
-from tests.gateway_stack import running_stack, write_pdf
+from tests.gateway_stack import running_stack, service_log, write_pdf
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,21 @@ def test_the_english_ui_speaks_english(stack):
     created = stack.add_user("ui-english", "student")
     client = gateway_stack.ui_client(stack.url + "/en/", {"Authorization": f"Bearer {created.api_key}"})
     assert "Logged in as" in str(client.predict(api_name="/whoami"))
+
+
+def test_the_request_id_of_a_ui_event_follows_it_into_every_service_log(stack, pdf):
+    created = stack.add_user("ui-traced", "student")
+    headers = {"Authorization": f"Bearer {created.api_key}"}
+    workspace = created.account.own_workspace
+    with service_log() as log:
+        uploader = gateway_stack.ui_client(stack.url, {**headers, "X-Request-Id": "ui-upload-1"})
+        uploader.predict(workspace, handle_file(str(pdf)), api_name="/documents_upload")
+        log.wait_for("retrieval", "IngestDocument", "ui-upload-1")
+        log.wait_for("embeddings", "Embed", "ui-upload-1")  # the retrieval service passes it on while it embeds the chunks
+        asker = gateway_stack.ui_client(stack.url, {**headers, "X-Request-Id": "ui-ask-1"})
+        assert "biologie.pdf" in asker.predict(workspace, "Wo findet die Photosynthese statt?", api_name="/documents_ask")
+        log.wait_for("retrieval", "Search", "ui-ask-1")
+        log.wait_for("inference", "Chat", "ui-ask-1")  # the streamed answer: every step of the event carries the id
+        chatter = gateway_stack.ui_client(stack.url, {**headers, "X-Request-Id": "ui-chat-1"})
+        chatter.predict("Hallo", "preset_assistant", api_name="/chat")
+        log.wait_for("inference", "Chat", "ui-chat-1")

@@ -8,23 +8,16 @@ import importlib
 import sys
 from pathlib import Path
 
-from schulki.config import Config
+from schulki.config import SettingsError, load_config
+from schulki.runtime import registry
 
-SERVICES = ("inference", "embeddings", "transcription", "retrieval")
+SERVICES = registry.NAMES
 """The gRPC services, in the order ``schulki up`` starts them."""
 
 
 def available_services() -> list[str]:
-    """The services whose code is installed here."""
-    found = []
-    for name in SERVICES:
-        try:
-            module = importlib.import_module(f"schulki.{name}")
-        except ImportError:
-            continue
-        if hasattr(module, "build"):
-            found.append(name)
-    return found
+    """The services whose code and engine libraries are installed here (an image may carry only some of them)."""
+    return registry.installed_services()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -33,11 +26,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from schulki.runtime.errors import StartupError
     from schulki.runtime.server import serve
 
-    config = Config()
+    config = load_config()
     apply_placement(config.runtime)  # before the engine's threads exist: they inherit it
     logs.configure(config.runtime.log_level, config.runtime.log_content)
     module = importlib.import_module(f"schulki.{args.service}")
-    port = args.port if args.port is not None else getattr(config, args.service).port
+    port = args.port if args.port is not None else registry.spec(args.service).port(config)
     if args.host:
         config.runtime.host = args.host
     try:
@@ -63,7 +56,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"schulki up: unknown or not installed: {', '.join(unknown)} (installed: {', '.join(services)})", file=sys.stderr)
             return 2
         services = [name for name in services if name in wanted]
-    config = Config()
+    config = load_config()
     apply_placement(config.runtime)  # runtime.cpu_cores given to schulki up: the split divides those
     return run_stack(config, services)
 
@@ -72,7 +65,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from schulki.models.defaults import models_dir
     from schulki.models.install import ModelCheckError, add_model, installed
 
-    config = Config()
+    config = load_config()
     if args.models_command == "list":
         for entry in installed(models_dir(config)):
             print(f"{entry.name}\t{entry.file}\t{entry.size_bytes / 1e9:.2f} GB\t{entry.architecture}")
@@ -92,7 +85,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_user(args: argparse.Namespace) -> int:
     from schulki.gateway.users_cli import run_user_command
 
-    return run_user_command(Config(), args)
+    return run_user_command(load_config(), args)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -101,7 +94,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from schulki.models.catalog import CatalogError, load_catalog
     from schulki.models.fleet import FleetError, plan_inventory, plan_table
 
-    config = Config()
+    config = load_config()
     results_dir = args.results or config.evaluation.results_dir or config.data_dir / "models" / RESULTS_FOLDER
     max_kld = args.max_kld if args.max_kld is not None else config.evaluation.max_mean_kld
     records = load_results(results_dir)
@@ -185,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     add_eval_parser(commands)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingsError as error:  # a misspelt or wrong setting: one line naming it, no traceback
+        print(f"schulki {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

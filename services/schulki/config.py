@@ -5,18 +5,28 @@ environment (``SCHULKI_`` prefix, sections nested with ``__``, for example
 ``SCHULKI_INFERENCE__CONTEXT_LENGTH=8192``), and a TOML file named by
 ``SCHULKI_CONFIG`` (for example ``/etc/schulki/schulki.toml``). Every field is
 documented where it is declared.
+
+Every section refuses keys it does not know, and fields carry limits where a
+wrong value would hurt (ports, counts, timeouts, ``chunk_overlap_chars`` below
+``chunk_chars``). Commands read the settings with ``load_config()``, which stops
+the start with one line naming each wrong key, for example
+``unknown setting inference.contxt_length (did you mean context_length?)``.
+Fields that may be left empty to mean "choose for me" also take ``"auto"``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from schulki.runtime.registry import SERVICES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_PORTS = {service.name: service.default_port for service in SERVICES}
 
 
 def default_data_dir() -> Path:
@@ -24,7 +34,30 @@ def default_data_dir() -> Path:
     return REPO_ROOT / "var"
 
 
-class RuntimeConfig(BaseModel):
+def _auto_is_empty(value: Any) -> Any:
+    # TOML has no null: "auto" is how a settings file says "choose for me" (the same as leaving the key out).
+    return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port (``schulki serve --port 0`` picks a free one; the settings name a real one)."""
+Count = Annotated[int, Field(ge=1)]
+"""A size, a number of slots, threads or items: at least 1 (0 would refuse everything or hang)."""
+CountOrAuto = Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_auto_is_empty)]
+"""At least 1, or empty / "auto" for the default the field names."""
+Seconds = Annotated[float, Field(gt=0)]
+"""A duration in seconds, above 0."""
+GpuLayers = Annotated[int, Field(ge=-1)]
+"""Layers on the GPU: -1 for all of them, 0 for none."""
+
+
+class Section(BaseModel):
+    """A section of the settings: a key it does not know is an error, so a misspelt setting is never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuntimeConfig(Section):
     """Settings every service shares."""
 
     host: str = "127.0.0.1"
@@ -45,9 +78,9 @@ class RuntimeConfig(BaseModel):
     """CA certificate (PEM) that callers use to check the services' certificates; set it on the gateway to connect with TLS (the roll-out sets it on every host: the school CA)."""
     allow_plaintext: bool = False
     """Let a service listen on an address other than loopback without TLS (tls_cert_file). Off: ``schulki serve`` refuses, because the token and every prompt would cross the network readable. Only for a test lab nobody else can reach."""
-    max_message_bytes: int = 8 * 1024 * 1024
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
     """Largest single gRPC message. Uploads stream in chunks of at most 1 MiB, so 8 MiB leaves room without letting one message eat memory."""
-    grace_period_s: float = 20.0
+    grace_period_s: float = Field(default=20.0, ge=0)
     """On SIGTERM, how long running requests may take to finish before they are cancelled."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of every service."""
@@ -84,10 +117,10 @@ class RuntimeConfig(BaseModel):
         return tokens.get(address) or tokens.get(node_host(address)) or self.resolved_service_token()
 
 
-class InferenceConfig(BaseModel):
+class InferenceConfig(Section):
     """Settings of the inference service (chat models through llama.cpp)."""
 
-    port: int = 50051
+    port: Port = SERVICE_PORTS["inference"]
     """Port of the inference service."""
     model_path: Path | None = None
     """The GGUF chat model. Empty means the default model, Gemma 3 270M Q4_K_M from its PyPI package."""
@@ -95,21 +128,21 @@ class InferenceConfig(BaseModel):
     """The name users and the API call this model by. Empty means the catalog id and quant (gemma-3-270m-q4_k_m), or the file name when the catalog does not know the file."""
     more_models: list[Path] = Field(default_factory=list)
     """More GGUF chat models for ``schulki up`` to serve on this machine, one inference process each (ports chosen by the stack); models added with ``schulki models add`` join them by themselves."""
-    context_length: int = 4096
+    context_length: int = Field(default=4096, ge=16)
     """Tokens the context holds (prompt and answer together)."""
-    gpu_layers: int = -1
+    gpu_layers: GpuLayers = -1
     """Layers offloaded to the GPU; -1 means all of them (where no GPU is there, llama.cpp runs on the CPU)."""
-    threads: int | None = None
+    threads: CountOrAuto = None
     """CPU threads for decoding. Empty means half the CPUs for ``schulki serve``; ``schulki up`` derives it from the core split (see cores). A value set here wins."""
-    batch_threads: int | None = None
+    batch_threads: CountOrAuto = None
     """CPU threads for reading prompts and for steps that decode several sequences at once. Empty means the same as threads."""
     flash_attention: bool = False
     """Use flash attention (saves memory on GPUs that support it)."""
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     """Element type of the KV cache; q8_0 halves its memory at a small loss of quality (quantized V needs flash attention)."""
-    batch_size: int = 512
+    batch_size: Count = 512
     """Tokens evaluated at once while reading the prompt."""
-    parallel_sequences: int | None = Field(default=None, ge=1, le=64)
+    parallel_sequences: Annotated[Annotated[int, Field(ge=1, le=64)] | None, BeforeValidator(_auto_is_empty)] = None
     """Sequences decoded at once in one batch (continuous batching); each has its own KV cache of context_length
     tokens, and the fair queue hands out this many turns. Empty means the default of the node kind (16 on a CPU,
     4/8/16 on a GPU with under 12/under 20/more GiB, 8 on an Apple machine; see docs/decisions.md)."""
@@ -119,38 +152,38 @@ class InferenceConfig(BaseModel):
     full_swa_cache: bool = False
     """Keep the whole context in the sliding-window layers too (Gemma 3). Off, as llama-server runs: those layers keep
     only the window, which saves most of the KV cache; prefix reuse then works while a conversation still fits the window."""
-    max_queued: int = 32
+    max_queued: Count = 32
     """Requests that may wait for their turn; beyond that new requests are refused at once with RESOURCE_EXHAUSTED."""
-    max_queued_per_user: int = 4
+    max_queued_per_user: Count = 4
     """Requests one user may have waiting; keeps one user from filling the queue."""
-    default_temperature: float = 0.7
+    default_temperature: float = Field(default=0.7, ge=0, le=2)
     """Temperature when a request sets none."""
-    default_top_p: float = 0.95
+    default_top_p: float = Field(default=0.95, gt=0, le=1)
     """top_p when a request sets none."""
-    default_top_k: int = 40
+    default_top_k: int = Field(default=40, ge=0)
     """top_k when a request sets none."""
-    default_repeat_penalty: float = 1.1
+    default_repeat_penalty: float = Field(default=1.1, gt=0)
     """Repeat penalty when a request sets none."""
 
 
-class EmbeddingsConfig(BaseModel):
+class EmbeddingsConfig(Section):
     """Settings of the embeddings service."""
 
-    port: int = 50052
+    port: Port = SERVICE_PORTS["embeddings"]
     """Port of the embeddings service."""
     model_path: Path | None = None
     """The GGUF embedding model. Empty means the default, all-MiniLM-L6-v2 converted at set-up."""
-    threads: int | None = None
+    threads: CountOrAuto = None
     """CPU threads. Empty means llama.cpp's default for ``schulki serve`` (every CPU for the batches texts are embedded in); ``schulki up`` derives it from the core split (see cores). A value set here wins."""
-    gpu_layers: int = -1
+    gpu_layers: GpuLayers = -1
     """Layers offloaded to the GPU; -1 means all."""
-    batch_tokens: int = 512
+    batch_tokens: Count = 512
     """Tokens evaluated in one llama.cpp batch; texts are packed into batches up to this size, and no text gets more."""
-    max_texts: int = 512
+    max_texts: Count = 512
     """Most texts in one Embed call."""
-    max_tokens_per_text: int | None = None
+    max_tokens_per_text: CountOrAuto = None
     """Most tokens of one text that go into its vector; longer texts keep their first tokens and are marked truncated. Empty means the model's training context (512 for all-MiniLM-L6-v2), never more than batch_tokens."""
-    max_sequences_per_batch: int = 8
+    max_sequences_per_batch: int = Field(default=8, ge=1, le=256)
     """Most texts packed into one llama.cpp batch (each is its own sequence; llama.cpp allows 256). llama.cpp attends across the whole batch of an encoder model, so on a CPU the cost of a batch grows with the square of its tokens and a few texts per batch are fastest; on a GPU node raise this and batch_tokens (64 and 4096)."""
     query_prefix: str | None = None
     """Put in front of search queries before embedding. Empty means what the catalog names for the model file (multilingual-e5: "query: "; none for a file the catalog does not know)."""
@@ -160,10 +193,10 @@ class EmbeddingsConfig(BaseModel):
     """Use flash attention. It makes embedding faster (on 2 CPU cores about 1.5 times for short texts and 2 to 3 times for 1200-character chunks), but its half-precision sums move vector values by up to about 1.3e-4 (cosine 0.9999997) between a text embedded alone and in a batch; off by default so that a text gets the same vector either way."""
 
 
-class TranscriptionConfig(BaseModel):
+class TranscriptionConfig(Section):
     """Settings of the transcription service (faster-whisper)."""
 
-    port: int = 50053
+    port: Port = SERVICE_PORTS["transcription"]
     """Port of the transcription service."""
     model_path: Path | None = None
     """Folder of a CTranslate2 Whisper model. Empty means the default, Whisper base from its PyPI packages."""
@@ -171,19 +204,19 @@ class TranscriptionConfig(BaseModel):
     """Where to run: cuda on a GPU node, cpu elsewhere; auto picks cuda when one is there."""
     compute_type: str = "default"
     """CTranslate2 compute type; default means int8 on the CPU and float16 on a GPU."""
-    threads: int = 0
+    threads: int = Field(default=0, ge=0)
     """CPU threads per transcription; 0 lets CTranslate2 choose (4) for ``schulki serve``, and ``schulki up`` derive it from the core split (see cores). A value set here wins."""
-    beam_size: int = 5
+    beam_size: Count = 5
     """Beam size for decoding."""
-    max_upload_bytes: int = 500 * 1024 * 1024
+    max_upload_bytes: Count = 500 * 1024 * 1024
     """Largest recording accepted, in bytes."""
-    max_duration_s: float = 2 * 60 * 60
+    max_duration_s: Seconds = 2 * 60 * 60
     """Longest recording accepted, in seconds."""
     max_concurrent: int = Field(default=2, ge=1)
     """Transcriptions running at once; more wait in line."""
-    max_queued: int = 16
+    max_queued: Count = 16
     """Transcriptions that may wait for their turn; beyond that new ones are refused at once with RESOURCE_EXHAUSTED."""
-    max_queued_per_user: int = 2
+    max_queued_per_user: Count = 2
     """Transcriptions one user may have waiting; keeps one user from filling the line."""
     window_s: float = Field(default=120.0, ge=10.0)
     """Audio decoded and transcribed at a time, in seconds. Memory grows with it, not with the recording's length: decoding, VAD and features of a 120 s window peak at about 290 MiB, of a 300 s window at about 500 MiB."""
@@ -195,10 +228,10 @@ class TranscriptionConfig(BaseModel):
     """How much likelier default_language is taken to be than any other language before listening. Whisper base gets short clips wrong often (espeak-ng German of 1 to 3 s: 5 of 12 detected as German alone, 10 of 12 with weight 10) while recordings of 5 s and more are detected surely; with 10, English clips of 1 to 6 s and French clips of 4 to 5 s still kept their language (benchmarks/language_detection_bench.py)."""
 
 
-class RetrievalConfig(BaseModel):
+class RetrievalConfig(Section):
     """Settings of the retrieval service."""
 
-    port: int = 50054
+    port: Port = SERVICE_PORTS["retrieval"]
     """Port of the retrieval service."""
     store: Literal["embedded", "weaviate"] = "embedded"
     """Where chunks and vectors live: the embedded store on this machine, or a Weaviate cluster."""
@@ -210,67 +243,74 @@ class RetrievalConfig(BaseModel):
     """API key for Weaviate."""
     embeddings_address: str | None = None
     """Where the embeddings service listens (host:port); empty means this machine at embeddings.port."""
-    max_upload_bytes: int = 100 * 1024 * 1024
+    max_upload_bytes: Count = 100 * 1024 * 1024
     """Largest document accepted, in bytes."""
-    chunk_chars: int = 1200
+    chunk_chars: int = Field(default=1200, ge=50)
     """Target length of a chunk in characters."""
-    chunk_overlap_chars: int = 200
+    chunk_overlap_chars: int = Field(default=200, ge=0)
     """Characters shared by neighbouring chunks."""
-    vector_weight: float = 0.1
+    vector_weight: float = Field(default=0.1, ge=0, le=1)
     """Weight of the vector list against BM25 when a search sets none (Weaviate's alpha). 0.1 is the only weight at which hybrid search ranked no worse than the better single list (BM25) on the German tuning questions with the default model, and it held on the held-out ones (docs/decisions.md, tests/quality); with a stronger embedding model measure again (python -m tests.quality.evaluate --sweep)."""
     fusion: Literal["rrf", "relative_score"] = "relative_score"
     """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
     """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki ("wiki.schule.lan"). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect."""
-    max_concurrent_ingests: int = 2
+    max_concurrent_ingests: Count = 2
     """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
-    max_pages: int = 2000
+    max_pages: Count = 2000
     """Most pages of one PDF; a longer one is refused with RESOURCE_EXHAUSTED."""
-    max_document_chars: int = 5_000_000
+    max_document_chars: Count = 5_000_000
     """Most characters of text one document may yield (about 2,500 book pages); more is refused with RESOURCE_EXHAUSTED. Tables are stopped while they are read, so a file that expands a thousandfold never gets far."""
-    max_chunks_per_document: int = 6000
+    max_chunks_per_document: Count = 6000
     """Most chunks one document may make; more is refused with RESOURCE_EXHAUSTED."""
     parse_memory_mb: int = Field(default=1024, ge=256)
     """Address space of the process that parses one document, in MiB (RLIMIT_AS); a file that needs more is refused with RESOURCE_EXHAUSTED and the service keeps serving. A small file of every format parses within 200 MiB (XLSX needs more than 150); below 256 the parsers' libraries may not even load."""
-    parse_timeout_s: float = 120.0
+    parse_timeout_s: Seconds = 120.0
     """How long parsing and chunking one document may take, in seconds; then its process is killed and the upload refused with RESOURCE_EXHAUSTED."""
-    workspace_quota_mb: dict[str, int] = Field(default_factory=lambda: {"u-": 200, "k-": 1000})
+    workspace_quota_mb: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: {"u-": 200, "k-": 1000})
     """Storage per workspace in MiB, by the start of the workspace's name (the gateway names a user's private workspace u-<id> and a class's k-<class>); the longest matching start wins, "" matches every name, and a workspace no entry matches (or one with 0) has no limit. A document counts with its file size or its text, whichever is larger; an upload over the quota is refused with RESOURCE_EXHAUSTED."""
-    url_timeout_s: float = 15.0
+    url_timeout_s: Seconds = 15.0
     """How long fetching a web page may take, in seconds."""
-    embed_batch_texts: int = 16
+    embed_batch_texts: Count = 16
     """Chunks sent to the embeddings service in one call while ingesting; each call reports progress, and the embeddings service packs them into its own batches."""
-    embeddings_timeout_s: float = 120.0
+    embeddings_timeout_s: Seconds = 120.0
     """How long one call to the embeddings service may take, in seconds."""
     text_language: str = "German"
     """Language of the full-text index's stemmer in the embedded store (for example German, English); applies to new workspaces."""
-    vector_index_min_rows: int = 20_000
+    vector_index_min_rows: Count = 20_000
     """Chunks in a workspace from which the embedded store builds a vector index; below it, an exact search is fast enough."""
-    optimize_every_documents: int = 20
+    optimize_every_documents: Count = 20
     """The embedded store compacts a workspace and folds new chunks into its indexes after this many ingests."""
-    keep_versions_s: int = 60
+    keep_versions_s: int = Field(default=60, ge=0)
     """Old table versions of the embedded store are removed after this many seconds (only then is deleted text gone from the disk)."""
-    weaviate_grpc_port: int = 50051
+    weaviate_grpc_port: Port = 50051
     """gRPC port of the Weaviate server (its HTTP port comes from weaviate_url)."""
     weaviate_collection: str = "SchulkiChunk"
     """Name of the Weaviate collection of chunks; the document manifests live in the same name with "Document" appended."""
 
+    @model_validator(mode="after")
+    def _overlap_below_chunk(self) -> RetrievalConfig:
+        # An overlap as long as the chunk would repeat every chunk for ever; the chunker refuses it only at the first upload.
+        if self.chunk_overlap_chars >= self.chunk_chars:
+            raise ValueError(f"chunk_overlap_chars ({self.chunk_overlap_chars}) must be below chunk_chars ({self.chunk_chars})")
+        return self
 
-class InferenceNodeConfig(BaseModel):
+
+class InferenceNodeConfig(Section):
     """One inference node the gateway sends chats to, and the model it is meant to serve."""
 
-    address: str
+    address: str = Field(min_length=3)
     """host:port of the node."""
     model: str = ""
     """The name the node serves its model under (GetModelInfo's served_model). The node's own answer wins once it answers; this name keeps the model listed while the node is down."""
 
 
-class GatewayConfig(BaseModel):
+class GatewayConfig(Section):
     """Settings of the gateway (web UI and OpenAI-compatible API)."""
 
     host: str = "0.0.0.0"
     """Address the gateway listens on; students reach it here."""
-    port: int = 7860
+    port: Port = 7860
     """Port of the web UI and the API."""
     database_url: str | None = None
     """SQLAlchemy URL of the accounts database; empty means a SQLite file (WAL) under the data folder, ``postgresql+psycopg://...`` for a shared server."""
@@ -290,27 +330,31 @@ class GatewayConfig(BaseModel):
     """Transcription nodes; empty means this machine at transcription.port."""
     retrieval_addresses: list[str] | None = None
     """Retrieval nodes; empty means this machine at retrieval.port."""
-    health_interval_s: float = 3.0
+    health_interval_s: Seconds = 3.0
     """How often the health of every node is checked; a node that fails is left out until it serves again."""
-    session_hours: float = 12.0
+    session_hours: float = Field(default=12.0, gt=0)
     """How long a login lasts."""
-    login_attempts: int = 5
+    login_attempts: Count = 5
     """Failed logins allowed per account name from one address within login_window_s; then that address must wait (the account stays open from elsewhere)."""
-    login_window_s: float = 300.0
+    login_window_s: Seconds = 300.0
     """The window for counting failed logins, in seconds."""
-    login_attempts_per_address: int = 20
+    login_attempts_per_address: Count = 20
     """Failed logins allowed from one address (any names) within login_window_s before that address must wait."""
-    login_attempts_per_account: int = 20
+    login_attempts_per_account: Count = 20
     """Failed logins for one name from all addresses within login_window_s after which tries for it are slowed to one per login_backoff_s (never locked)."""
-    login_backoff_s: float = 10.0
+    login_backoff_s: float = Field(default=10.0, ge=0)
     """The slower pace, in seconds between tries, for a name under attack from many addresses."""
-    login_concurrency: int = 4
+    login_concurrency: Count = 4
     """Password checks (argon2, 64 MiB each) running at once; further logins are refused at once with 429 instead of queueing."""
-    login_concurrency_per_address: int = 1
+    login_concurrency_per_address: Count = 1
     """Password checks running at once for one address; a burst from one address is refused at once with 429."""
-    requests_per_minute: dict[str, int] = Field(default_factory=lambda: {"student": 20, "teacher": 60, "admin": 120})
+    requests_per_minute: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {"student": 20, "teacher": 60, "admin": 120}
+    )
     """Requests per minute per role (chat, embeddings, transcription, search); beyond that HTTP 429."""
-    tokens_per_day: dict[str, int] = Field(default_factory=lambda: {"student": 50_000, "teacher": 200_000, "admin": 1_000_000})
+    tokens_per_day: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {"student": 50_000, "teacher": 200_000, "admin": 1_000_000}
+    )
     """Chat tokens (prompt and answer) per day per role; beyond that HTTP 429."""
     vector_stores_per_user: int = Field(default=5, ge=0)
     """Workspaces a user may create through POST /v1/vector_stores, besides their private one; each has its own storage quota, the one retrieval.workspace_quota_mb sets for "u-"."""
@@ -318,7 +362,7 @@ class GatewayConfig(BaseModel):
     """Files of one user that /v1/vector_stores processes at once; adding more answers HTTP 429 until one is done."""
     api_files_mb_per_user: int = Field(default=500, ge=1)
     """MiB of uploads through POST /v1/files one user may keep at once (they wait there to be added to a vector store, at most upload_retention_hours); beyond that HTTP 413."""
-    chat_retention_days: int = 30
+    chat_retention_days: int = Field(default=30, ge=0)
     """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
     document_retention_days: int = Field(default=365, ge=1)
     """Days a document (its text and vectors) stays in a workspace after its upload; the admin can change it in the Admin tab."""
@@ -330,7 +374,7 @@ class GatewayConfig(BaseModel):
     """Hours an upload may stay in the gateway's upload cache (a file a handler refused, or one left by a crash) before it is deleted."""
     backup_dir: Path | None = None
     """The folder where Weaviate's filesystem backup module writes its backups (mounted into the gateway), so expired backups are deleted; empty means the gateway deletes none."""
-    max_chat_tokens: int = 512
+    max_chat_tokens: Count = 512
     """Most tokens of one answer in the web UI, and the default for the API when a request sets none."""
     document_part_tokens: int = Field(default=0, ge=0)
     """Most tokens of document text in one part when a whole document is summarized or translated; 0 derives it from the chat model's context (what is left after the instruction and the answer)."""
@@ -338,7 +382,7 @@ class GatewayConfig(BaseModel):
     """Most tokens of the summary of one part of a document; the final summary gets this many for "ein Absatz", twice as many for key points and three times as many for "eine Seite"."""
     document_translation_tokens: int = Field(default=0, ge=0)
     """Most tokens of the translation of one part of a document; 0 allows one and a half times the part's length (a translation is about as long as its source)."""
-    max_upload_bytes: int = 100 * 1024 * 1024
+    max_upload_bytes: Count = 100 * 1024 * 1024
     """Largest upload (document or recording) through the web UI or the API; larger bodies are refused with 413 while they stream in."""
     https: bool = True
     """Serve the web page and the API over HTTPS (browsers allow the microphone only there, and passwords cross the LAN encrypted). Turn off only behind a reverse proxy that speaks HTTPS itself."""
@@ -348,18 +392,18 @@ class GatewayConfig(BaseModel):
     """Private key (PEM) of tls_cert_file."""
     tls_names: list[str] = Field(default_factory=list)
     """Further host names or addresses the self-made certificate names (for example the name students type, ki.schule.example); this machine's own names and addresses are always in it."""
-    redirect_port: int | None = None
+    redirect_port: Port | None = None
     """A port that answers plain HTTP only with a redirect to the HTTPS address (80 in the roll-out); empty means none."""
 
-    max_request_bytes: int = 4 * 1024 * 1024
+    max_request_bytes: Count = 4 * 1024 * 1024
     """Largest request body on every route that is not an upload (the JSON API, Gradio's event routes, the login form); refused with 413 while it streams in, before it is parsed."""
-    body_idle_timeout_s: float = 30.0
+    body_idle_timeout_s: Seconds = 30.0
     """A request body that sends nothing for this many seconds is refused with 408 (slow senders cannot hold connections)."""
     trusted_origins: list[str] = Field(default_factory=list)
     """Other web origins (``https://host:port``) whose pages may send requests with a user's login; empty means only the gateway's own pages."""
 
 
-class CoresConfig(BaseModel):
+class CoresConfig(Section):
     """How ``schulki up`` divides one machine's cores between the engines it starts (services/schulki/cores.py, docs/decisions.md).
 
     The chat keeps most cores for itself; embeddings, transcription and retrieval, which work in bursts (an upload, a
@@ -378,18 +422,18 @@ class CoresConfig(BaseModel):
     """How much lower the priority (nice) of embeddings, transcription and retrieval is, so that where they share CPUs with the chat or the gateway, the class's chat goes first."""
 
 
-class EvaluationConfig(BaseModel):
+class EvaluationConfig(Section):
     """Settings of ``schulki eval`` (what a quant costs) and of the quality floor the planner respects."""
 
     results_dir: Path | None = None
     """Folder of stored evaluation results (one JSON per host and model file). Empty means eval-results beside the evaluated files for ``schulki eval``, and <data_dir>/models/eval-results for ``schulki plan`` and the Admin tab."""
-    max_mean_kld: float | None = None
+    max_mean_kld: float | None = Field(default=None, ge=0)
     """Quality floor: the planner never chooses a quant whose measured mean KL divergence (on a machine of the same kind) is above this. Empty means no floor."""
-    context: int = 512
+    context: int = Field(default=512, ge=16)
     """Tokens per perplexity window, as llama-perplexity's -c (512 is what published tables use)."""
-    threads: int | None = None
+    threads: CountOrAuto = None
     """CPU threads for an evaluation; empty means the number of physical cores."""
-    gpu_layers: int = -1
+    gpu_layers: GpuLayers = -1
     """Layers offloaded to the GPU during an evaluation; -1 means all of them (CPU where there is no GPU)."""
 
 
@@ -435,3 +479,60 @@ class Config(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used: each problem names its key (``section.key``) so the admin finds the line."""
+
+
+def _suggestion(section: BaseModel | type[BaseModel] | None, key: str) -> str:
+    import difflib
+
+    if section is None:
+        return ""
+    fields = type(section).model_fields if isinstance(section, BaseModel) else section.model_fields
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _section_model(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The settings class a key path leads into (through lists of sections too), for the "did you mean" hint."""
+    import typing
+
+    annotation: Any = Config
+    for part in path:
+        if isinstance(part, int):  # an item of a list of sections, such as gateway.inference_nodes.0
+            args = typing.get_args(annotation)
+            annotation = args[0] if args else None
+            continue
+        field = annotation.model_fields.get(part) if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        annotation = field.annotation if field is not None else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line per problem: ``unknown setting inference.contxt_length (did you mean context_length?)`` or the key and what is wrong."""
+    lines = []
+    for problem in error.errors():
+        location = tuple(problem["loc"])
+        key = ".".join(str(part) for part in location)
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {key}" + _suggestion(_section_model(location[:-1]), str(location[-1])))
+        else:
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            lines.append(f"setting {key}: {message}" if key else f"settings: {message}")
+    return "; ".join(lines)
+
+
+def load_config(**values: Any) -> Config:
+    """The settings from the environment and SCHULKI_CONFIG, as every command reads them at start.
+
+    Raises SettingsError naming every unknown or invalid key, for example
+    ``unknown setting inference.contxt_length (did you mean context_length?)``.
+    """
+    try:
+        return Config(**values)
+    except ValidationError as error:
+        source = os.environ.get("SCHULKI_CONFIG")
+        where = f" (in {source} or SCHULKI_* variables)" if source else " (in SCHULKI_* variables)"
+        raise SettingsError("Einstellungen ungültig (invalid settings)" + where + ": " + describe_settings_error(error)) from None

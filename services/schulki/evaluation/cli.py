@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from schulki.config import Config
+from schulki.config import load_config
 
 EXIT_CANCELLED = 130
 EXIT_BUSY = 3
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from schulki.evaluation.runner import EvalOptions, evaluate, inference_queue, lower_priority
     from schulki.runtime.errors import ModelLoadError
 
-    config = Config()
+    config = load_config()
     settings = config.evaluation
     if not args.force:
         waiting = inference_queue(f"127.0.0.1:{config.inference.port}")

@@ -25,6 +25,7 @@ from schulki.gateway import auth, retention
 from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
 from schulki.gateway.api import documents as documents_api
+from schulki.gateway.api import errors as api_errors
 from schulki.gateway.api import files as files_api
 from schulki.gateway.api import vector_stores as vector_stores_api
 from schulki.gateway.api.errors import ApiError
@@ -33,6 +34,7 @@ from schulki.gateway.context import Gateway, private_folder
 from schulki.gateway.gradio_guard import GradioGuard
 from schulki.gateway.origin_guard import OriginGuard
 from schulki.gateway.ui import build_ui, theme
+from schulki.runtime import logs
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +74,23 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, config=config.gateway, upload_prefixes=UPLOAD_PATHS)
     app.add_middleware(OriginGuard, config=config.gateway)
 
-    @app.exception_handler(ApiError)
-    async def api_error(_request: Request, error: ApiError):
-        return error.response()
+    api_errors.install(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         if request.url.path.startswith("/v1/"):  # unknown routes and methods under /v1 answer in OpenAI's shape too
             return ApiError(error.status_code, str(error.detail), "invalid_request_error").response()
         return await http_exception_handler(request, error)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next):
+        # One id per request, the caller's own when it sends a plain one: every service call it makes carries it
+        # (Services.metadata), so the lines it leaves in each service's log can be found together.
+        request_id = logs.request_id_from(request.headers.get("x-request-id"))
+        logs.request_id.set(request_id)
+        response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        return response
 
     @app.middleware("http")
     async def send_visitors_to_login(request: Request, call_next):
@@ -137,7 +147,6 @@ def serve(config: Config) -> None:
     import uvicorn
 
     from schulki.gateway.https import https_files, start_redirect_server
-    from schulki.runtime import logs
     from schulki.runtime.tokens import check_token
 
     logs.configure(config.runtime.log_level, config.runtime.log_content)

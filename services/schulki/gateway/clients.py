@@ -30,26 +30,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schulki.config import Config
 from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
-from schulki.embeddings.v1 import embeddings_service_pb2_grpc as embeddings_grpc
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
-from schulki.inference.v1 import inference_service_pb2_grpc as inference_grpc
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
-from schulki.retrieval.v1 import retrieval_service_pb2_grpc as retrieval_grpc
+from schulki.runtime import logs, registry
 from schulki.runtime.client import call_metadata, open_channel
 from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
-from schulki.transcription.v1 import transcription_service_pb2_grpc as transcription_grpc
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 512 * 1024
 """Upload chunk size; below the services' 1 MiB per message."""
 
-SERVICE_NAMES = {
-    "inference": ("schulki.inference.v1.InferenceService", inference_grpc.InferenceServiceStub),
-    "embeddings": ("schulki.embeddings.v1.EmbeddingsService", embeddings_grpc.EmbeddingsServiceStub),
-    "transcription": ("schulki.transcription.v1.TranscriptionService", transcription_grpc.TranscriptionServiceStub),
-    "retrieval": ("schulki.retrieval.v1.RetrievalService", retrieval_grpc.RetrievalServiceStub),
-}
 TRY_NEXT_NODE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 """A chat that fails with these before its first piece of text is tried on another node of its model."""
 
@@ -140,10 +131,10 @@ class Services:
             configured += [node.address for node in self.config.gateway.inference_nodes if node.address not in configured]
             if not configured and self.config.gateway.nodes_file is not None:
                 return []  # schulki up names every local node in the nodes file
-        return configured or [f"127.0.0.1:{getattr(self.config, name).port}"]
+        return configured or [f"127.0.0.1:{registry.spec(name).port(self.config)}"]
 
     def _add_node(self, pool: Pool, address: str, model: str = "") -> Node:
-        stub_class = SERVICE_NAMES[pool.name][1]
+        stub_class = registry.spec(pool.name).stub_class()
         channel = open_channel(address, self.config.runtime, aio=True, extra_options=self._channel_options)
         node = Node(address, channel, stub_class(channel), model=model)
         pool.nodes.append(node)
@@ -184,11 +175,11 @@ class Services:
         ]
         self._channel_options = options
         expected = {node.address: node.model for node in self.config.gateway.inference_nodes}
-        for name, (health_name, _stub_class) in SERVICE_NAMES.items():
-            pool = Pool(name, health_name)
-            self.pools[name] = pool
-            for address in self.addresses(name):
-                self._add_node(pool, address, expected.get(address, "") if name == "inference" else "")
+        for service in registry.SERVICES:
+            pool = Pool(service.name, service.proto_service)
+            self.pools[service.name] = pool
+            for address in self.addresses(service.name):
+                self._add_node(pool, address, expected.get(address, "") if service.name == "inference" else "")
         await self.check_health()
         self._monitor = asyncio.create_task(self._watch())
 
@@ -261,8 +252,10 @@ class Services:
     def available(self, name: str) -> bool:
         return name in self.pools and self.pools[name].available
 
-    def metadata(self, request_id: str | None = None):
-        return call_metadata(self.config.runtime, request_id)
+    def metadata(self, request_id: str | None = None) -> list[tuple[str, str]]:
+        """Metadata of a call: the id of the request it serves (the API route or UI event set it), so one id
+        follows a request through every service's log."""
+        return call_metadata(self.config.runtime, request_id or logs.current_request_id())
 
     def _node(self, name: str) -> Node:
         if name not in self.pools:

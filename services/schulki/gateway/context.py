@@ -1,4 +1,11 @@
-"""The gateway's shared state: settings, accounts, quotas, service clients and the pseudonym secret."""
+"""The gateway's shared state (settings, accounts, quotas, service clients, the pseudonym secret) and its use cases.
+
+The use cases (chat, embed, transcribe) are the one place where a request is
+counted against the user's quotas and sent to a service under the user's
+pseudonym; the UI tabs and the /v1 routes call them and only translate input
+and output. The request id travels with the context (``logs.request_id``, set
+per API request and per UI event), so every service call carries it.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,19 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schulki.config import Config
+from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from schulki.gateway.accounts import Account, Accounts, database_url
 from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Services
 from schulki.gateway.file_owners import FileOwners
 from schulki.gateway.quotas import LoginLimiter, Quotas, estimate_prompt_tokens
 from schulki.gateway.stores import Stores
+from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
 
 SESSION_COOKIE = "schulki_session"
 
@@ -95,6 +104,21 @@ class Gateway:
                 yield event
         finally:
             reservation.release()
+
+    async def embed(self, account: Account, texts: list[str]) -> embeddings_pb.EmbedResponse:
+        """Embed texts for a user: one request against the quota, and their tokens counted once the vectors are back."""
+        self.quotas.admit(account)
+        response = await self.services.embed(texts, self.pseudonym(account))
+        self.quotas.add_tokens(account, sum(embedding.token_count for embedding in response.embeddings))
+        return response
+
+    async def transcribe(
+        self, account: Account, chunks: AsyncIterator[bytes] | Iterable[bytes], file_name: str, language: str = ""
+    ) -> AsyncIterator[transcription_pb.TranscribeResponse]:
+        """Transcribe a recording for a user (one request against the quota), streaming language, segments and summary."""
+        self.quotas.admit(account)
+        async for event in self.services.transcribe(chunks, file_name, self.pseudonym(account), language):
+            yield event
 
     def account_from_headers(self, cookies: dict, authorization: str | None) -> Account | None:
         """The user of a request: the login cookie, or an API key as ``Authorization: Bearer``."""

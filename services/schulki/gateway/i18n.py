@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from schulki.runtime import registry
+
 LANGUAGES = ("de", "en")
 
 STRINGS: dict[str, tuple[str, str]] = {
@@ -32,7 +34,6 @@ STRINGS: dict[str, tuple[str, str]] = {
         "Der Dienst „{service}“ ist gerade nicht erreichbar. Die anderen Bereiche funktionieren weiter; dieser kommt von selbst wieder, sobald der Dienst läuft.",
         "The {service} service is not reachable right now. The other tabs keep working; this one comes back by itself once the service runs.",
     ),
-    "service_names": ("Chat-Modell|Einbettungen|Transkription|Dokumentensuche", "chat model|embeddings|transcription|document search"),
     "error": ("Fehler: {message}", "Error: {message}"),
     # tabs
     "tab_chat": ("Chat", "Chat"),
@@ -217,8 +218,6 @@ STRINGS: dict[str, tuple[str, str]] = {
     "storage_unlimited": ("Speicherplatz: {used} MB belegt", "Storage: {used} MB used"),
 }
 
-SERVICE_KEYS = ("inference", "embeddings", "transcription", "retrieval")
-
 
 class Strings(Mapping):
     """The texts of one language."""
@@ -237,7 +236,8 @@ class Strings(Mapping):
         return len(STRINGS)
 
     def service(self, name: str) -> str:
-        return self["service_names"].split("|")[SERVICE_KEYS.index(name)]
+        """What the page calls a service (its label in the service registry)."""
+        return registry.spec(name).label(self.lang)
 
 
 def strings(lang: str) -> Strings:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
 from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, Machine, MiB, Workload, default_parallel, plan
+from schulki.runtime import registry
 
 FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_node_kind": "gpu",
@@ -49,6 +50,15 @@ GPU_FIGURE_TOLERANCE = 0.97
 """nvidia-smi's memory.total may be a little below the card's label; less than this share of the inventory's figure is a wrong inventory."""
 RAM_FIGURE_TOLERANCE = 0.9
 """The kernel's MemTotal is below the RAM installed (firmware, kernel); less than this share of the inventory's figure is a wrong inventory."""
+
+
+WEAVIATE_HTTP_PORT = 8080
+"""Weaviate's HTTP port in the compose network (its image's default, which compose.yaml's health check asks)."""
+
+
+def compose_address(service: str) -> str:
+    """host:port of a schulki service in the compose network: its container name and its port from the service registry."""
+    return f"{service}:{registry.spec(service).default_port}"
 
 
 class FleetError(ValueError):
@@ -165,7 +175,11 @@ def host_plan(
         result["embeddings"] = p.as_dict()
         result["files"] = _file_entry(catalog, model_id, p.quant, "embeddings")
         settings["embeddings"] = {"model_path": f"{MODELS_DIR}/{p.file}", "gpu_layers": 0}
-        settings["retrieval"] = {"embeddings_address": "embeddings:50052", "store": "weaviate", "weaviate_url": "http://weaviate:8080"}
+        settings["retrieval"] = {
+            "embeddings_address": compose_address("embeddings"),
+            "store": "weaviate",
+            "weaviate_url": f"http://weaviate:{WEAVIATE_HTTP_PORT}",
+        }
         return result
 
     reserved = 0

@@ -16,12 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 
-SERVICE_NAMES = {
-    "inference": "schulki.inference.v1.InferenceService",
-    "embeddings": "schulki.embeddings.v1.EmbeddingsService",
-    "transcription": "schulki.transcription.v1.TranscriptionService",
-    "retrieval": "schulki.retrieval.v1.RetrievalService",
-}
+from schulki.runtime import registry
 
 
 def check_grpc(service: str, address: str, timeout: float) -> str | None:
@@ -29,9 +24,9 @@ def check_grpc(service: str, address: str, timeout: float) -> str | None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from schulki.config import Config
+    from schulki.config import load_config
 
-    runtime = Config().runtime
+    runtime = load_config().runtime
     if runtime.tls_cert_file:
         root = (runtime.tls_ca_file or runtime.tls_cert_file).read_bytes()
         options = [("grpc.ssl_target_name_override", os.environ.get("SCHULKI_TLS_SERVER_NAME", "localhost"))]
@@ -41,7 +36,7 @@ def check_grpc(service: str, address: str, timeout: float) -> str | None:
     with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAMES[service]), timeout=timeout
+                health_pb2.HealthCheckRequest(service=registry.spec(service).proto_service), timeout=timeout
             )
         except grpc.RpcError as error:
             return f"{service} at {address}: {error.code().name}"
@@ -62,14 +57,18 @@ def check_http(url: str, timeout: float) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m schulki.runtime.healthcheck", description="Exit 0 when the service is healthy.")
-    parser.add_argument("service", choices=[*SERVICE_NAMES, "gateway"])
+    parser.add_argument("service", choices=[*registry.NAMES, "gateway"])
     parser.add_argument("--address", help="host:port to check; default 127.0.0.1 and the service's configured port")
     parser.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
-    from schulki.config import Config
+    from schulki.config import SettingsError, load_config
 
-    config = Config()
-    port = getattr(config, args.service).port
+    try:
+        config = load_config()
+    except SettingsError as error:
+        print(f"unhealthy: {error}", file=sys.stderr)
+        return 1
+    port = config.gateway.port if args.service == "gateway" else registry.spec(args.service).port(config)
     address = args.address or f"127.0.0.1:{port}"
     if args.service == "gateway":
         problem = check_http(f"{'https' if config.gateway.https else 'http'}://{address}/healthz", args.timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import uuid
 
@@ -43,6 +44,20 @@ def configure(level: str = "INFO", log_content: bool = False) -> None:
 def new_request_id() -> str:
     """A fresh, short request id."""
     return uuid.uuid4().hex[:16]
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's ``x-request-id`` when it is a short plain token (it goes into every log line), else a fresh id."""
+    return header if header and _PLAIN_ID.fullmatch(header) else new_request_id()
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled in this context, or None outside one (a health check, a purge)."""
+    value = request_id.get()
+    return None if value == "-" else value
 
 
 def content(text: str) -> str:

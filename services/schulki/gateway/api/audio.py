@@ -8,12 +8,12 @@ from starlette.datastructures import UploadFile
 
 from schulki.gateway.accounts import Account
 from schulki.gateway.api.chat import WHISPER_ALIAS, api_account
-from schulki.gateway.api.errors import ApiError, from_exception
+from schulki.gateway.api.errors import ApiError
+from schulki.gateway.api.schemas import TranscriptionForm, parse_form
 from schulki.gateway.clients import CHUNK_BYTES
 from schulki.gateway.context import Gateway
 from schulki.transcription.export import MEDIA_TYPES, to_srt, to_txt, to_vtt
 
-FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 LANGUAGE_NAMES = {
     "de": "german",
     "en": "english",
@@ -44,35 +44,27 @@ def router(gateway: Gateway) -> APIRouter:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise ApiError(400, "Send the recording as multipart/form-data with a field named file.", param="file")
-        form = await request.form(max_files=1, max_fields=20)
+        form = await request.form(max_files=1, max_fields=20)  # the gateway's own limits, before any field is looked at
         try:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise ApiError(400, "The field file with the recording is missing.", param="file")
-            model = form.get("model") or WHISPER_ALIAS
-            if model != WHISPER_ALIAS:
+            fields = parse_form(TranscriptionForm, {key: value for key, value in form.items() if key != "file"})
+            if (fields.model or WHISPER_ALIAS) != WHISPER_ALIAS:
                 raise ApiError(
-                    404, f"The model {model!r} does not exist here; use {WHISPER_ALIAS!r}.", param="model", code="model_not_found"
+                    404, f"The model {fields.model!r} does not exist here; use {WHISPER_ALIAS!r}.", param="model", code="model_not_found"
                 )
-            response_format = form.get("response_format") or "json"
-            if response_format not in FORMATS:
-                raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}.", param="response_format")
-            language = str(form.get("language") or "")
+            response_format = fields.response_format or "json"
+            language = fields.language or ""
             segments, detected, duration = [], language, 0.0
-            try:
-                gateway.quotas.admit(account)
-                async for event in gateway.services.transcribe(
-                    _chunks(upload), upload.filename or "audio", gateway.pseudonym(account), language
-                ):
-                    kind = event.WhichOneof("event")
-                    if kind == "language":
-                        detected = event.language.language
-                    elif kind == "segment":
-                        segments.append(event.segment)
-                    elif kind == "summary":
-                        duration = event.summary.duration
-            except Exception as error:
-                raise from_exception(error) from error
+            async for event in gateway.transcribe(account, _chunks(upload), upload.filename or "audio", language):
+                kind = event.WhichOneof("event")
+                if kind == "language":
+                    detected = event.language.language
+                elif kind == "segment":
+                    segments.append(event.segment)
+                elif kind == "summary":
+                    duration = event.summary.duration
         finally:
             await form.close()  # the upload's temporary file goes at once
         text = " ".join(s.text.strip() for s in segments if s.text.strip())

@@ -1,8 +1,19 @@
-"""Errors in OpenAI's JSON shape, and the one table from gRPC status to HTTP status."""
+"""Errors in OpenAI's JSON shape, and the one table from gRPC status to HTTP status.
+
+Routes raise (or let through) ApiError, ServiceDown, QuotaExceeded, a gRPC
+error or a request model's validation error; ``install(app)`` answers each of
+them in OpenAI's shape with one handler, so no route catches them itself.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
@@ -23,6 +34,11 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 
+def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
+    """OpenAI's error JSON; the one place it is built."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
 class ApiError(Exception):
     """An error to answer with OpenAI's error body."""
 
@@ -39,7 +55,7 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.param, self.code, self.headers = status, message, type_, param, code, headers
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return error_body(self.message, self.type, self.param, self.code)
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -75,3 +91,50 @@ def from_exception(error: BaseException) -> ApiError:
     if isinstance(error, grpc.RpcError):
         return from_grpc(error)
     raise error
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _param(location: Sequence[Any]) -> str | None:
+    """OpenAI's way of naming a field: ``messages[0].role``; pydantic's union tags (``list[str]``) left out."""
+    param = ""
+    for part in location:
+        if part == "body":
+            continue
+        if isinstance(part, int):
+            param += f"[{part}]"
+        elif str(part).isidentifier() and str(part) not in _TYPE_TAGS:
+            param += f".{part}" if param else str(part)
+    return param or None
+
+
+def from_validation_errors(problems: Sequence[Any]) -> ApiError:
+    """A request body that does not fit its model: OpenAI's 400 naming the first wrong field."""
+    first = problems[0] if problems else {"loc": (), "msg": "invalid request", "type": ""}
+    param = _param(first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "json_invalid":
+        return ApiError(400, "The request body is not valid JSON.")
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type") and param is None:
+        return ApiError(400, "The request body must be a JSON object.")
+    if first["type"] == "missing":
+        return ApiError(400, f"{param} is required.", param=param)
+    return ApiError(400, f"{param}: {message}" if param else message, param=param)
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error a /v1 route raises in OpenAI's shape, in one place."""
+
+    async def answer(_request: Request, error: Exception) -> JSONResponse:
+        return from_exception(error).response()
+
+    async def invalid(request: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, RequestValidationError)
+        if not request.url.path.startswith("/v1/"):  # the login form and the like keep FastAPI's own answer
+            return await request_validation_exception_handler(request, error)
+        return from_validation_errors(error.errors()).response()
+
+    for kind in (ApiError, ServiceDown, QuotaExceeded, grpc.RpcError):
+        app.add_exception_handler(kind, answer)
+    app.add_exception_handler(RequestValidationError, invalid)

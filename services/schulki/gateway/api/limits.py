@@ -21,6 +21,7 @@ import asyncio
 import json
 
 from schulki.config import GatewayConfig
+from schulki.gateway.api.errors import error_body
 
 MIB = 1024 * 1024
 MAX_HEADERS = 100  # Apache's LimitRequestFields; a browser sends about 20
@@ -57,9 +58,7 @@ class BodyLimitMiddleware:
                 "request_too_large",
             )
         if scope["path"].startswith("/v1/"):
-            body = json.dumps(
-                {"error": {"message": english, "type": "invalid_request_error", "param": "file" if is_upload else None, "code": code}}
-            ).encode()
+            body = json.dumps(error_body(english, "invalid_request_error", "file" if is_upload else None, code)).encode()
             media = b"application/json"
         else:
             body = f"{german} ({english})".encode()

@@ -9,7 +9,7 @@ from schulki.gateway import retention as retention_rules
 from schulki.gateway.accounts import ROLES, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, discard_upload, user_error
+from schulki.gateway.ui.common import account_of, discard_upload, handles_errors
 from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.ui.models import build_models_section
 from schulki.gateway.user_data import delete_user_data, export_for_download
@@ -135,26 +135,22 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
             raise gr.Error(str(error)) from error
         return credentials_table(s, [created])
 
+    @handles_errors(s)
     async def delete_user(name: str, request: gr.Request):
         require_admin(request)
         account = gateway.accounts.by_name((name or "").strip())
         if account is None:
             raise gr.Error(s["unknown_user"].format(name=name))
-        try:
-            await delete_user_data(gateway, account)
-        except Exception as error:
-            raise user_error(s, error) from error
+        await delete_user_data(gateway, account)
         return s["user_deleted"].format(name=account.name)
 
+    @handles_errors(s)
     async def export_user(name: str, request: gr.Request):
         admin = require_admin(request)
         account = gateway.accounts.by_name((name or "").strip())
         if account is None:
             raise gr.Error(s["unknown_user"].format(name=name))
-        try:
-            path = await export_for_download(gateway, admin, account)
-        except Exception as error:
-            raise user_error(s, error) from error
+        path = await export_for_download(gateway, admin, account)
         hours = gateway.config.gateway.upload_retention_hours
         # the gateway serves a cached file only to its owner: here the admin who asked for the export
         cached = await export_file.async_move_resource_to_block_cache(str(path))

@@ -7,10 +7,9 @@ import time
 import gradio as gr
 
 from schulki.gateway.chat_models import ModelChoiceError
-from schulki.gateway.clients import ServiceDown
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, status_banner, user_error
+from schulki.gateway.ui.common import account_of, handles_errors, status_banner
 
 PRESETS = {
     "preset_assistant": "Du bist ein freundlicher, hilfsbereiter Assistent für Schülerinnen und Schüler. Antworte klar und auf Deutsch, außer man schreibt dir in einer anderen Sprache.",
@@ -88,6 +87,7 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             raise gr.Error(str(error)) from error
         return s["lesson_saved"].format(name=class_name, model=name or s["lesson_default"])
 
+    @handles_errors(s)
     async def respond(
         message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request = None
     ):
@@ -100,23 +100,18 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             chosen = gateway.models.resolve(account, model_name)
         except ModelChoiceError as error:
             raise gr.Error(str(error)) from error
-        except ServiceDown as error:  # no chat model is reachable at all
-            raise user_error(s, error) from error
         history = list(history or []) + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield history, history, "", current_id
         prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}] + history[:-1]
         first_piece = None
-        try:
-            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, model=chosen):
-                if event.HasField("finish"):
-                    if first_piece is not None:
-                        gateway.models.record_speed(chosen, event.finish.usage.completion_tokens - 1, time.monotonic() - first_piece)
-                else:
-                    first_piece = first_piece or time.monotonic()
-                    history[-1]["content"] += event.text
-                    yield history, history, "", current_id
-        except Exception as error:
-            raise user_error(s, error) from error
+        async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, model=chosen):
+            if event.HasField("finish"):
+                if first_piece is not None:
+                    gateway.models.record_speed(chosen, event.finish.usage.completion_tokens - 1, time.monotonic() - first_piece)
+            else:
+                first_piece = first_piece or time.monotonic()
+                history[-1]["content"] += event.text
+                yield history, history, "", current_id
         if gateway.retention_days() > 0:
             current_id = gateway.accounts.save_chat(account.id, current_id, history)
         yield history, history, "", current_id

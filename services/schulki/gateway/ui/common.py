@@ -1,8 +1,12 @@
-"""What every tab shares: who is asking, plain German errors, and the banner for a service that is down."""
+"""What every tab shares: who is asking, plain German errors and a request id per event, and the banner for a service that is down."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gradio as gr
 import grpc
@@ -12,6 +16,9 @@ from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.quotas import QuotaExceeded
+from schulki.runtime import logs
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def account_of(gateway: Gateway, request: gr.Request, s: Strings) -> Account:
@@ -44,6 +51,73 @@ def user_error(s: Strings, error: BaseException) -> gr.Error:
     if isinstance(error, gr.Error):
         return error
     raise error
+
+
+def _request_id(args: tuple, kwargs: dict) -> str:
+    """The event's request id: the caller's x-request-id when it sent a plain one, else a new one."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, gr.Request):
+            headers = getattr(value, "headers", None) or {}
+            return logs.request_id_from(headers.get("x-request-id"))
+    return logs.new_request_id()
+
+
+def handles_errors(s: Strings) -> Callable[[Handler], Handler]:
+    """Decorator for a Gradio event handler: one request id for the whole event (every service call it makes carries
+    it), and a service that is down, a quota or a service's refusal shown as a plain gr.Error (user_error).
+
+    The wrapper is of the handler's own kind (function, coroutine, async generator) and keeps its signature, so
+    Gradio still streams its output and hands it the gr.Request and gr.Progress it asks for."""
+
+    def decorate(handler: Handler) -> Handler:
+        if inspect.isasyncgenfunction(handler):
+
+            @functools.wraps(handler)
+            async def stream(*args: Any, **kwargs: Any) -> Any:
+                request_id = _request_id(args, kwargs)
+                events = handler(*args, **kwargs)
+                try:
+                    while True:
+                        # set for each step: Gradio may run the steps of one event in different tasks
+                        token = logs.request_id.set(request_id)
+                        try:
+                            item = await anext(events)
+                        except StopAsyncIteration:
+                            return
+                        except Exception as error:
+                            raise user_error(s, error) from error
+                        finally:
+                            logs.request_id.reset(token)
+                        yield item
+                finally:
+                    await events.aclose()
+
+            return stream  # type: ignore[return-value]
+
+        if inspect.iscoroutinefunction(handler):
+
+            @functools.wraps(handler)
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                token = logs.request_id.set(_request_id(args, kwargs))
+                try:
+                    return await handler(*args, **kwargs)
+                except Exception as error:
+                    raise user_error(s, error) from error
+                finally:
+                    logs.request_id.reset(token)
+
+            return call  # type: ignore[return-value]
+
+        @functools.wraps(handler)
+        def call_sync(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except Exception as error:
+                raise user_error(s, error) from error
+
+        return call_sync  # type: ignore[return-value]
+
+    return decorate
 
 
 def banner(gateway: Gateway, s: Strings, needs: tuple[str, ...]) -> str:

@@ -10,7 +10,7 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_context import build_context, whole_tables
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
+from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.gateway.ui.whole_document import build_whole_document_section
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
 
@@ -90,18 +90,17 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         choices = [(label(space), space.name) for space in visible_workspaces(gateway, account)]
         return gr.Dropdown(choices=choices, value=choices[0][1])
 
+    @handles_errors(s)
     async def list_documents(name: str, request: gr.Request):
         account = account_of(gateway, request, s)
         if not name:
             return gr.skip(), gr.skip()
         allowed(account, name)
-        try:
-            documents = await gateway.services.list_documents(name)
-        except Exception as error:
-            raise user_error(s, error) from error
+        documents = await gateway.services.list_documents(name)
         rows = [[d.source, d.page_count, d.chunk_count, round(d.size_bytes / 1024, 1), d.document_id] for d in documents]
         return rows, gr.Dropdown(choices=[(d.source, d.document_id) for d in documents], value=None)
 
+    @handles_errors(s)
     async def ingest(name: str, path: str | None, request: gr.Request, progress=gr.Progress()):
         document = None
         try:  # the upload stays only in the user's workspace, not in Gradio's cache, also when it is refused
@@ -118,19 +117,19 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
                     progress((p.done / p.total) if p.total else None, desc=stage_text(s, p))
                 else:
                     document = event.document
-        except Exception as error:
-            raise user_error(s, error) from error
         finally:
             discard_upload(path)
         rows, choices = await list_documents(name, request)
         message = s["uploaded"].format(name=document.source, chunks=document.chunk_count, pages=document.page_count) if document else ""
         return message, rows, choices, None
 
+    @handles_errors(s)
     async def add_web_page(name: str, url: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio finds the bar by this default)
         """Fetch a web page into the workspace, as an upload is stored: same access rules, request quota and storage quota."""
         _document, message, rows, choices = await fetch_web_page(name, url, request, progress)
         return message, rows, choices, ""
 
+    @handles_errors(s)
     async def add_web_page_to_summarize(name: str, url: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         """The same, and the stored page becomes the document the "Ganzes Dokument" section summarizes next
         (its other documents come back into the picker when the list's change refreshes it)."""
@@ -148,73 +147,60 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             raise gr.Error(s["url_too_long"].format(max=MAX_URL_CHARS))
         allowed(account, name, write=True)
         document = None
-        try:
-            gateway.quotas.admit(account)
-            progress(0, desc=s["ingest_stages"].split("|")[4])
-            async for event in gateway.services.ingest_url(name, url):
-                if event.HasField("progress"):
-                    p = event.progress
-                    progress((p.done / p.total) if p.total else None, desc=stage_text(s, p, fetching=True))
-                else:
-                    document = event.document
-        except Exception as error:
-            raise user_error(s, error) from error
+        gateway.quotas.admit(account)
+        progress(0, desc=s["ingest_stages"].split("|")[4])
+        async for event in gateway.services.ingest_url(name, url):
+            if event.HasField("progress"):
+                p = event.progress
+                progress((p.done / p.total) if p.total else None, desc=stage_text(s, p, fetching=True))
+            else:
+                document = event.document
         rows, choices = await list_documents(name, request)
         message = s["web_added"].format(name=document.source, chunks=document.chunk_count) if document else ""
         return document, message, rows, choices
 
+    @handles_errors(s)
     async def delete_document(name: str, document_id: str | None, request: gr.Request):
         account = account_of(gateway, request, s)
         allowed(account, name, write=True)
         if document_id:
-            try:
-                await gateway.services.delete_document(name, document_id)
-            except Exception as error:
-                raise user_error(s, error) from error
+            await gateway.services.delete_document(name, document_id)
         rows, choices = await list_documents(name, request)
         return rows, choices, s["deleted"]
 
+    @handles_errors(s)
     async def ask_question(name: str, text: str, request: gr.Request):
         account = account_of(gateway, request, s)
         allowed(account, name)
         text = (text or "").strip()
         if not text:
             raise gr.Error(s["empty_message"])
-        try:
-            gateway.quotas.admit(account)
-            hits = await gateway.services.search(name, text, top_k=4)
-            if not hits:
-                yield s["no_hits"]
-                return
-            sources = "\n".join(
-                f"{i}. {citation(s, hit)}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
-            )
-            footer = f"\n\n**{s['sources']}:**\n{sources}"
-            # Rows of a table go to the model as one Markdown table; a counting question gets a small table whole.
-            table_hits, whole = await whole_tables(gateway.services, name, text, hits)
-            context = build_context(table_hits, lambda hit: citation(s, hit), whole)
-            prompt = [{"role": "user", "content": ANSWER_PROMPT.format(context=context, question=text)}]
-            answer_text = ""
-            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, admitted=True):
-                if not event.HasField("finish"):
-                    answer_text += event.text
-                    yield answer_text + footer
-            yield answer_text + footer
-        except gr.Error:
-            raise
-        except Exception as error:
-            raise user_error(s, error) from error
+        gateway.quotas.admit(account)
+        hits = await gateway.services.search(name, text, top_k=4)
+        if not hits:
+            yield s["no_hits"]
+            return
+        sources = "\n".join(f"{i}. {citation(s, hit)}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1))
+        footer = f"\n\n**{s['sources']}:**\n{sources}"
+        # Rows of a table go to the model as one Markdown table; a counting question gets a small table whole.
+        table_hits, whole = await whole_tables(gateway.services, name, text, hits)
+        context = build_context(table_hits, lambda hit: citation(s, hit), whole)
+        prompt = [{"role": "user", "content": ANSWER_PROMPT.format(context=context, question=text)}]
+        answer_text = ""
+        async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, admitted=True):
+            if not event.HasField("finish"):
+                answer_text += event.text
+                yield answer_text + footer
+        yield answer_text + footer
 
+    @handles_errors(s)
     async def storage_usage(name: str, request: gr.Request):
         """ "x MB of y MB used" under the list; the table changes after every list, upload and delete."""
         account = account_of(gateway, request, s)
         if not name:
             return ""
         allowed(account, name)
-        try:
-            used, quota = await gateway.services.storage(name)
-        except Exception as error:
-            raise user_error(s, error) from error
+        used, quota = await gateway.services.storage(name)
         shown = {"used": mib(used), "quota": mib(quota)}
         if s.lang == "en":
             shown = {key: value.replace(",", ".") for key, value in shown.items()}

@@ -10,7 +10,7 @@ import gradio as gr
 from schulki.gateway.clients import file_chunks
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
+from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.transcription.export import to_srt, to_txt, to_vtt
 
 LANGUAGES = [
@@ -47,6 +47,7 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
         srt = gr.DownloadButton(s["download_srt"], visible=False, elem_id="download-srt")
         vtt = gr.DownloadButton(s["download_vtt"], visible=False, elem_id="download-vtt")
 
+    @handles_errors(s)
     async def transcribe(path: str | None, chosen: str, request: gr.Request):
         hidden = gr.DownloadButton(visible=False)
         segments, lines, shown_language = [], [], ""
@@ -54,10 +55,7 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
             account = account_of(gateway, request, s)
             if not path:
                 raise gr.Error(s["no_recording"])
-            gateway.quotas.admit(account)
-            async for event in gateway.services.transcribe(
-                file_chunks(Path(path)), Path(path).name, gateway.pseudonym(account), chosen or ""
-            ):
+            async for event in gateway.transcribe(account, file_chunks(Path(path)), Path(path).name, chosen or ""):
                 kind = event.WhichOneof("event")
                 if kind == "language":
                     info = event.language
@@ -72,8 +70,6 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
                 else:
                     continue
                 yield "\n".join(lines), shown_language, hidden, hidden, hidden
-        except Exception as error:
-            raise user_error(s, error) from error
         finally:
             discard_upload(path)
         folder = gateway.user_files(account) / uuid.uuid4().hex

@@ -8,7 +8,7 @@ import gradio as gr
 
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.ui.common import account_of, status_banner, user_error
+from schulki.gateway.ui.common import account_of, handles_errors, status_banner
 
 TARGETS = [
     ("Deutsch", "Deutsch"),
@@ -66,6 +66,7 @@ def build_translate_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     detected = gr.Markdown(elem_id="detected")
     run = gr.Button(s["translate"], variant="primary", elem_id="translate")
 
+    @handles_errors(s)
     async def translate(text: str, source_name: str, target_name: str, request: gr.Request):
         account = account_of(gateway, request, s)
         text = (text or "").strip()
@@ -84,13 +85,10 @@ def build_translate_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             {"role": "user", "content": text},
         ]
         translation = ""
-        try:
-            async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, temperature=0.2):
-                if not event.HasField("finish"):
-                    translation += event.text
-                    yield translation, note
-        except Exception as error:
-            raise user_error(s, error) from error
+        async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, temperature=0.2):
+            if not event.HasField("finish"):
+                translation += event.text
+                yield translation, note
         yield translation, note
 
     run.click(translate, [source, source_language, target_language], [target, detected], api_name="translate")

@@ -1,0 +1,122 @@
+"""Typed request bodies of the OpenAI routes, as llama-cpp-python's server, vLLM and speaches declare theirs.
+
+A field with a wrong type or value is answered with OpenAI's 400 naming it
+(``api/errors.py`` turns the validation error into that shape). Fields schulki
+does not know are accepted, as OpenAI's clients send many, and their names (not
+their values) are logged, so a client that relies on one is noticed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schulki.gateway.api.errors import from_validation_errors
+
+log = logging.getLogger(__name__)
+
+
+def _a_number(value: Any) -> Any:
+    # JSON true and "0.5" are not numbers; pydantic's lax mode would take them.
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a number")
+    return value
+
+
+Number = BeforeValidator(_a_number)
+
+
+class OpenAIRequest(BaseModel):
+    """A request body: unknown fields are kept aside and their names logged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _log_unknown_fields(self) -> OpenAIRequest:
+        if self.model_extra:
+            log.info("%s: fields schulki ignores: %s", type(self).__name__, ", ".join(sorted(self.model_extra)))
+        return self
+
+
+class ChatMessage(BaseModel):
+    """One message; content is text or a list of text parts (images and audio are not supported)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[dict[str, Any]] | None = ""
+
+    @field_validator("content")
+    @classmethod
+    def _only_text_parts(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        if isinstance(content, list) and any(part.get("type") != "text" for part in content):
+            raise ValueError("Only text content parts are supported.")
+        return content
+
+    def as_prompt(self) -> dict[str, str]:
+        """{role, content} as the inference service takes it: developer is system, text parts joined."""
+        content = self.content if isinstance(self.content, str) else "".join(str(part.get("text", "")) for part in self.content or [])
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class ChatCompletionRequest(OpenAIRequest):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: str = Field(min_length=1)
+    max_completion_tokens: Annotated[int | None, Number, Field(ge=1, le=1 << 20)] = None
+    max_tokens: Annotated[int | None, Number, Field(ge=1, le=1 << 20)] = None
+    temperature: Annotated[float | None, Number, Field(ge=0, le=2)] = None
+    seed: Annotated[int | None, Number, Field(ge=0, le=2**32 - 1)] = None
+    stop: str | list[str] | None = None
+    n: Annotated[int | None, Number] = None
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_answer(cls, n: int | None) -> int | None:
+        if (n or 1) != 1:
+            raise ValueError("Only n=1 is supported.")
+        return n
+
+    def prompt(self) -> list[dict[str, str]]:
+        return [message.as_prompt() for message in self.messages]
+
+    def stop_sequences(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+class EmbeddingsRequest(OpenAIRequest):
+    """POST /v1/embeddings (token arrays are not supported)."""
+
+    input: str | Annotated[list[str], Field(min_length=1)]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] | None = None
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class TranscriptionForm(OpenAIRequest):
+    """The form fields of POST /v1/audio/transcriptions besides the file."""
+
+    model: str | None = None
+    response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] | None = None
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+
+
+def parse_form(model: type[TranscriptionForm], fields: dict[str, Any]) -> TranscriptionForm:
+    """A form (read with the gateway's own limits) checked against its model; OpenAI's 400 for a wrong field."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as error:
+        raise from_validation_errors(error.errors()) from None
