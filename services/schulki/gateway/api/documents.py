@@ -20,12 +20,13 @@ import base64
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.api.chat import api_account, json_body
+from schulki.gateway.api.chat import api_account
 from schulki.gateway.api.errors import ApiError, from_exception
+from schulki.gateway.api.schemas import SummarizeRequest, TranslateRequest
 from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_export import FORMATS, export, file_name
@@ -40,13 +41,6 @@ def _error(error: BaseException) -> ApiError:
             404 if error.unknown else 403, str(error), "invalid_request_error" if error.unknown else "permission_error", "model"
         )
     return from_exception(error)
-
-
-def _string(body: dict, name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str) or not value:
-        raise ApiError(400, f"{name} is required (a string).", param=name)
-    return value
 
 
 async def _start(events: AsyncIterator) -> object:
@@ -112,31 +106,24 @@ def router(gateway: Gateway) -> APIRouter:
     account_of = api_account(gateway)
 
     @routes.post("/summarize")
-    async def summarize(request: Request, account: Account = Depends(account_of)):  # noqa: B008 (FastAPI's way)
-        body = await json_body(request)
-        workspace, document_id = _string(body, "workspace"), _string(body, "document_id")
-        length = _string(body, "length", "paragraph")
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        events = summarize_document(gateway, account, workspace, document_id, length, model)
+    async def summarize(body: SummarizeRequest, account: Account = Depends(account_of)):
+        length = body.length
+        events = summarize_document(gateway, account, body.workspace, body.document_id, length, body.model)
         first = await _start(events)
 
         def result(done: Done) -> dict:
             return {"object": "document.summary", "source": done.source, "parts": done.parts, "length": length, "text": done.text}
 
-        if body.get("stream"):
+        if body.stream:
             return _streaming(_sse(first, events, result))
         return JSONResponse(result(await _finish(first, events)))
 
     @routes.post("/translate")
-    async def translate(request: Request, account: Account = Depends(account_of)):  # noqa: B008 (FastAPI's way)
-        body = await json_body(request)
-        workspace, document_id = _string(body, "workspace"), _string(body, "document_id")
-        language = _string(body, "language")
-        file_format = _string(body, "format", "md")
+    async def translate(body: TranslateRequest, account: Account = Depends(account_of)):
+        language, file_format = body.language, body.format
         if file_format not in FORMATS:
             raise ApiError(400, f"format must be one of {', '.join(FORMATS)}.", param="format")
-        model = body.get("model") if isinstance(body.get("model"), str) else None
-        events = translate_document(gateway, account, workspace, document_id, language, model)
+        events = translate_document(gateway, account, body.workspace, body.document_id, language, body.model)
         first = await _start(events)
 
         def result(done: Done) -> dict:
@@ -153,7 +140,7 @@ def router(gateway: Gateway) -> APIRouter:
                 },
             }
 
-        if body.get("stream"):
+        if body.stream:
             return _streaming(_sse(first, events, result))
         done = await _finish(first, events)
         name = file_name(done.source, language, file_format)

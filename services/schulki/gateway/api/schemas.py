@@ -8,12 +8,14 @@ their values) are logged, so a client that relies on one is noticed.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated, Any, Literal
 
+from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schulki.gateway.api.errors import from_validation_errors
+from schulki.gateway.api.errors import ApiError, from_validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,24 @@ class EmbeddingsRequest(OpenAIRequest):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
+class DocumentRequest(OpenAIRequest):
+    """POST /v1/documents/summarize and /v1/documents/translate: one stored document of a workspace."""
+
+    workspace: str = Field(min_length=1)
+    document_id: str = Field(min_length=1)
+    model: str | None = None
+    stream: bool = False
+
+
+class SummarizeRequest(DocumentRequest):
+    length: str = Field(default="paragraph", min_length=1)
+
+
+class TranslateRequest(DocumentRequest):
+    language: str = Field(min_length=1)
+    format: str = "md"
+
+
 class TranscriptionForm(OpenAIRequest):
     """The form fields of POST /v1/audio/transcriptions besides the file."""
 
@@ -120,3 +140,15 @@ def parse_form(model: type[TranscriptionForm], fields: dict[str, Any]) -> Transc
         return model.model_validate(fields)
     except ValidationError as error:
         raise from_validation_errors(error.errors()) from None
+
+
+async def json_body(request: Request) -> dict:
+    """A JSON object body for routes that check their fields themselves (the vector store routes, whose
+    unsupported OpenAI fields are refused one by one); 400 in OpenAI's shape when it is not one."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return body

@@ -29,9 +29,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from schulki.gateway.accounts import Account, Workspace
-from schulki.gateway.api.chat import api_account, json_body
+from schulki.gateway.api.chat import api_account
 from schulki.gateway.api.errors import ApiError, from_exception
 from schulki.gateway.api.files import find_file
+from schulki.gateway.api.schemas import json_body
 from schulki.gateway.clients import ServiceDown
 from schulki.gateway.context import Gateway
 from schulki.gateway.stores import FileRecord

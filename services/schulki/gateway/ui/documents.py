@@ -124,13 +124,13 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         return message, rows, choices, None
 
     @handles_errors(s)
-    async def add_web_page(name: str, url: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio finds the bar by this default)
+    async def add_web_page(name: str, url: str, request: gr.Request, progress=gr.Progress()):
         """Fetch a web page into the workspace, as an upload is stored: same access rules, request quota and storage quota."""
         _document, message, rows, choices = await fetch_web_page(name, url, request, progress)
         return message, rows, choices, ""
 
     @handles_errors(s)
-    async def add_web_page_to_summarize(name: str, url: str, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+    async def add_web_page_to_summarize(name: str, url: str, request: gr.Request, progress=gr.Progress()):
         """The same, and the stored page becomes the document the "Ganzes Dokument" section summarizes next
         (its other documents come back into the picker when the list's change refreshes it)."""
         document, message, rows, choices = await fetch_web_page(name, url, request, progress)
