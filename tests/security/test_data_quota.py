@@ -31,9 +31,12 @@ def embeddings_address():
 
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory, embeddings_address):
-    with retrieval_process(
-        tmp_path_factory.mktemp("quota"), embeddings_address, workspace_quota_mb=f'{{"u-": {QUOTA_MB}, "k-": 2}}'
-    ) as running, grpc.insecure_channel(running.address) as channel:
+    with (
+        retrieval_process(
+            tmp_path_factory.mktemp("quota"), embeddings_address, workspace_quota_mb=f'{{"u-": {QUOTA_MB}, "k-": 2}}'
+        ) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
         yield pb_grpc.RetrievalServiceStub(channel)
 
 

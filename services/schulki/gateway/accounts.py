@@ -47,7 +47,7 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: workspaces are named after them
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused: workspaces are named after them
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(48), unique=True)

@@ -81,9 +81,12 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def send_visitors_to_login(request: Request, call_next):
-        if request.method == "GET" and request.url.path in ("/", "/en", "/en/"):
-            if gateway.account_from_headers(request.cookies, request.headers.get("authorization")) is None:
-                return RedirectResponse("/login?lang=en" if request.url.path.startswith("/en") else "/login", status_code=303)
+        if (
+            request.method == "GET"
+            and request.url.path in ("/", "/en", "/en/")
+            and gateway.account_from_headers(request.cookies, request.headers.get("authorization")) is None
+        ):
+            return RedirectResponse("/login?lang=en" if request.url.path.startswith("/en") else "/login", status_code=303)
         return await call_next(request)
 
     @app.get("/healthz", include_in_schema=False)

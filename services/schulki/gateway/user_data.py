@@ -88,7 +88,7 @@ async def export_user_data(gateway: Gateway, account: Account) -> bytes:
         archive.writestr("konto.json", json.dumps({**facts["account"], "usage": facts["usage"]}, ensure_ascii=False, indent=2))
         archive.writestr("chats.json", json.dumps(facts["chats"], ensure_ascii=False, indent=2))
         listing = []
-        for index, (document, text) in enumerate(zip(documents, texts), start=1):
+        for index, (document, text) in enumerate(zip(documents, texts, strict=True), start=1):
             name = _file_name(index, document.source)
             listing.append(
                 {

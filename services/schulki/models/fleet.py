@@ -234,7 +234,7 @@ def read_inventory(inventory: str) -> dict[str, dict]:
     command = shutil.which("ansible-inventory", path=str(Path(sys.executable).parent)) or shutil.which("ansible-inventory")
     if command is None:
         raise FleetError("ansible-inventory is not installed (pip install ansible-core)")
-    run = subprocess.run([command, "-i", inventory, "--list"], capture_output=True, text=True)
+    run = subprocess.run([command, "-i", inventory, "--list"], capture_output=True, text=True, check=False)
     if run.returncode != 0:
         raise FleetError(
             f"ansible-inventory cannot read {inventory}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}"
@@ -269,7 +269,7 @@ def plan_table(plans: list[dict]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for r in [header, *rows]:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths)) + "  " + str(r[-1]))
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1]))
     return "\n".join(lines)
 
 

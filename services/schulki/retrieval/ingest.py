@@ -153,7 +153,7 @@ class Ingestor:
             size_bytes=size_bytes,
             text_bytes=text_bytes,
         )
-        stored = [StoredChunk(document_id, source, chunk, vector) for chunk, vector in zip(chunks, vectors)]
+        stored = [StoredChunk(document_id, source, chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)]
         yield Progress("storing", 0, len(chunks), "chunks")
         await asyncio.to_thread(self.store.add_document, upload.workspace, record, stored, quota)
         yield Progress("storing", len(chunks), len(chunks), "chunks")

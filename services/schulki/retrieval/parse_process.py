@@ -22,6 +22,7 @@ otherwise. A new process per document costs about half a second here
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -151,10 +152,8 @@ async def parse_in_process(path, file_name: str, limits: ParseLimits, report) ->
         if process.returncode is None:
             process.kill()
             await process.wait()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(result_path)
-        except OSError:
-            pass
 
 
 # The child. ---------------------------------------------------------------------------

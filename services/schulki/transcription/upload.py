@@ -73,7 +73,8 @@ async def receive(
                 if file is None:
                     match = _EXTENSION.search(options.file_name)
                     suffix = "." + match.group(1).lower() if match else ""
-                    file = tempfile.NamedTemporaryFile(prefix="schulki-audio-", suffix=suffix, dir=directory, delete=False)
+                    # The file outlives this loop (the engine reads it); it is closed below and removed on failure.
+                    file = tempfile.NamedTemporaryFile(prefix="schulki-audio-", suffix=suffix, dir=directory, delete=False)  # noqa: SIM115
                 size += len(request.audio_chunk)
                 if size > max_bytes:
                     raise TooLarge(TOO_BIG.format(limit=_megabytes(max_bytes)))

@@ -167,7 +167,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
 
     async def set_data_periods(documents, transcripts, backups, request: gr.Request):
         require_admin(request)
-        for name, value in zip(DATA_PERIODS, (documents, transcripts, backups)):
+        for name, value in zip(DATA_PERIODS, (documents, transcripts, backups), strict=True):
             if value is not None:
                 retention_rules.set_period_days(gateway, name, int(value))
         await retention_rules.purge_expired(gateway)  # a shorter period applies at once, as for chats

@@ -102,9 +102,9 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             raise gr.Error(str(error)) from error
         except ServiceDown as error:  # no chat model is reachable at all
             raise user_error(s, error) from error
-        history = list(history or []) + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        history = [*list(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield history, history, "", current_id
-        prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}] + history[:-1]
+        prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}, *history[:-1]]
         first_piece = None
         try:
             async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, model=chosen):

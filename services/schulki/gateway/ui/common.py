@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import gradio as gr
@@ -25,10 +26,8 @@ def account_of(gateway: Gateway, request: gr.Request, s: Strings) -> Account:
 def discard_upload(path: str | None) -> None:
     """Delete an upload from Gradio's cache once its event is over, refused or not (it may be a student's essay)."""
     if path:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
 
 
 def user_error(s: Strings, error: BaseException) -> gr.Error:

@@ -38,7 +38,7 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
     with gr.Row():
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=s["recording"], elem_id="recording", buttons=["download"])
         with gr.Column():
-            language = gr.Dropdown([(s["auto_detect"], "")] + LANGUAGES, value="", label=s["language"], elem_id="transcription-language")
+            language = gr.Dropdown([(s["auto_detect"], ""), *LANGUAGES], value="", label=s["language"], elem_id="transcription-language")
             run = gr.Button(s["transcribe"], variant="primary", elem_id="transcribe")
             detected = gr.Markdown(elem_id="detected-language")
     text = gr.Textbox(label=s["segments"], lines=12, interactive=False, elem_id="transcript")

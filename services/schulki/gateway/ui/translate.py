@@ -58,7 +58,7 @@ def detect_language(text: str) -> str | None:
 def build_translate_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Blocks) -> None:
     status_banner(gateway, s, ("inference",), timer, demo, "translate_status")
     with gr.Row():
-        source_language = gr.Dropdown([(s["auto_detect"], "")] + TARGETS, value="", label=s["source_language"], elem_id="source-language")
+        source_language = gr.Dropdown([(s["auto_detect"], ""), *TARGETS], value="", label=s["source_language"], elem_id="source-language")
         target_language = gr.Dropdown(TARGETS, value="Englisch", label=s["target_language"], elem_id="target-language")
     with gr.Row():
         source = gr.Textbox(label=s["source_text"], lines=10, elem_id="source-text")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import mailbox
@@ -48,10 +49,8 @@ def mail_passage(message: EmailMessage) -> Passage | None:
     subject = _header(message, "Subject") or NO_SUBJECT
     sender = _header(message, "From")
     date = _header(message, "Date")
-    try:
+    with contextlib.suppress(TypeError, ValueError, IndexError):  # a date it cannot read is kept as written
         date = parsedate_to_datetime(date).strftime("%d.%m.%Y %H:%M") if date else ""
-    except (TypeError, ValueError, IndexError):
-        pass  # keep the date as written
     body = clean(_body(message))
     if not body and subject == NO_SUBJECT:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -51,10 +52,8 @@ def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> Parse
             passages.append(Passage(text=text, page=number))
         progress(number, total)
     title = ""
-    try:
+    with contextlib.suppress(PyPdfError, ValueError, KeyError, TypeError, AttributeError):
         title = clean(str((reader.metadata or {}).get("/Title") or ""))
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError):
-        pass
     return ParsedDocument(format="pdf", passages=passages, page_count=total, title=title)
 
 
