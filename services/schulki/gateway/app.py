@@ -143,9 +143,16 @@ def serve(config: Config) -> None:
     for node, token in config.runtime.resolved_node_tokens().items():
         check_token(token, f"gateway: runtime.node_tokens[{node}]")
     files = https_files(config)
-    tls = {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)} if files else {}
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", access_log=False, **tls)
+        uvicorn.Config(
+            create_app(config),
+            host=config.gateway.host,
+            port=config.gateway.port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=str(files.cert_file) if files else None,
+            ssl_keyfile=str(files.key_file) if files else None,
+        )
     )
 
     async def run() -> None:

@@ -116,6 +116,7 @@ async def parse_in_process(path, file_name: str, limits: ParseLimits, report) ->
     )
 
     async def follow() -> None:
+        assert process.stdin is not None and process.stdout is not None, "both are pipes (PIPE above)"
         process.stdin.write(json.dumps(request).encode())
         await process.stdin.drain()
         process.stdin.close()

@@ -80,7 +80,7 @@ async def receive(
                     raise TooLarge(TOO_BIG.format(limit=_megabytes(max_bytes)))
                 # A page-cache write of at most one chunk: too short to be worth a thread.
                 file.write(request.audio_chunk)
-        if size == 0:
+        if size == 0 or file is None or options is None:  # options without any audio
             raise InvalidInput(EMPTY)
         file.close()
         return Upload(options, Path(file.name), size)

@@ -158,6 +158,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         hours = gateway.config.gateway.upload_retention_hours
         # the gateway serves a cached file only to its owner: here the admin who asked for the export
         cached = await export_file.async_move_resource_to_block_cache(str(path))
+        assert cached is not None, "Gradio returns the cached path of the file it was given"
         gateway.file_owners.add(cached, admin.id)
         return s["export_ready"].format(name=account.name, hours=hours), gr.File(value=cached, visible=True)
 

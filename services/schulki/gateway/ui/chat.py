@@ -89,7 +89,7 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         return s["lesson_saved"].format(name=class_name, model=name or s["lesson_default"])
 
     async def respond(
-        message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request = None
+        message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request | None = None
     ):
         # model_name defaults to None (the preselected model), so API callers that predate the picker keep working
         account = account_of(gateway, request, s)

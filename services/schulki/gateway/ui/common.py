@@ -15,7 +15,7 @@ from schulki.gateway.i18n import Strings
 from schulki.gateway.quotas import QuotaExceeded
 
 
-def account_of(gateway: Gateway, request: gr.Request, s: Strings) -> Account:
+def account_of(gateway: Gateway, request: gr.Request | None, s: Strings) -> Account:
     """The logged-in user of a Gradio event; the name comes from the auth dependency, never from the browser."""
     account = gateway.accounts.by_name(request.username) if request and request.username else None
     if account is None:

@@ -8,17 +8,19 @@ browser upload.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
+from schulki.gateway.accounts import Account
 from schulki.gateway.chat_models import RESTRICTED_ROLES, ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 
 
-def build_models_section(gateway: Gateway, s: Strings, require_admin) -> tuple[list, callable]:
+def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[gr.Request], Account]) -> tuple[list, Callable[[], list]]:
     """The section's components; returns the outputs the admin overview fills and the function that fills them."""
     role_labels = s["role_names"].split("|")
     with gr.Accordion(s["models_admin"], open=True):

@@ -84,6 +84,7 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
             target.write_text(export(segments), encoding="utf-8")
             # Gradio serves its cached copy to anyone who knows the path; the gateway serves it only to this user
             cached = await button.async_move_resource_to_block_cache(str(target))
+            assert cached is not None, "Gradio returns the cached path of the file it was given"
             gateway.file_owners.add(cached, account.id)
             files.append(gr.DownloadButton(value=cached, visible=True))
         yield "\n".join(lines), shown_language, *files

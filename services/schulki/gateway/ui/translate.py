@@ -51,7 +51,7 @@ def detect_language(text: str) -> str | None:
         return "Ukrainisch" if re.search(r"[іїєґ]", text.lower()) else "Russisch"
     words = re.findall(r"\w+", text.lower())
     scores = {language: sum(w in stop for w in words) for language, stop in STOPWORD_SETS.items()}
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda language: scores[language])
     return best if scores[best] >= 1 and list(scores.values()).count(scores[best]) == 1 else None
 
 

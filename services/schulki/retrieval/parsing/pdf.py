@@ -17,7 +17,7 @@ ENCRYPTED = "Die PDF-Datei ist mit einem Passwort geschützt; bitte ohne Passwor
 
 def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> ParsedDocument:
     """Each page's text as one passage with its page number; refuse corrupt and encrypted files."""
-    from pypdf import PdfReader
+    from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PyPdfError
 
     # pypdf logs every oddity of a damaged file; those lines are noise in the service log.
@@ -29,7 +29,7 @@ def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> Parse
             try:
                 opened = reader.decrypt("")
             except (DependencyError, NotImplementedError, PdfReadError):
-                opened = 0
+                opened = PasswordType.NOT_DECRYPTED
             if not opened:
                 raise InvalidInput(ENCRYPTED)
         total = len(reader.pages)
@@ -53,7 +53,8 @@ def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> Parse
         progress(number, total)
     title = ""
     with contextlib.suppress(PyPdfError, ValueError, KeyError, TypeError, AttributeError):
-        title = clean(str((reader.metadata or {}).get("/Title") or ""))
+        metadata = reader.metadata
+        title = clean(str(metadata.get("/Title") or "")) if metadata is not None else ""
     return ParsedDocument(format="pdf", passages=passages, page_count=total, title=title)
 
 
