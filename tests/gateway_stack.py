@@ -126,6 +126,13 @@ def running_stack(data_dir: Path, services: tuple[str, ...] = ALL_SERVICES, conf
         yield Stack(web.url, config, gateway, servers)
 
 
+def ui_client(url: str, headers: dict[str, str]):
+    """A Gradio client of the gateway's UI that waits as long as a busy 2-core machine needs (its own default is 5 s)."""
+    from gradio_client import Client
+
+    return Client(url, headers=headers, verbose=False, httpx_kwargs={"timeout": 120})
+
+
 def connect(url: str, timeout: float = 30) -> socket.socket:
     """A raw connection to the gateway at url, TLS-wrapped (and the certificate checked) when it is an https:// URL."""
     parts = urlsplit(url)

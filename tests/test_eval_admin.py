@@ -10,6 +10,7 @@ from gradio_client.exceptions import AppError
 from schulki.evaluation.results import save_result
 from schulki.evaluation.runner import EvalOptions, evaluate
 
+from tests import gateway_stack
 from tests.eval_support import THREADS, default_model
 from tests.gateway_stack import running_stack, stack_config
 
@@ -25,7 +26,7 @@ def stack(tmp_path_factory):
 
 def client(stack, name: str, role: str) -> Client:
     created = stack.add_user(name, role)
-    return Client(stack.url, headers={"Authorization": f"Bearer {created.api_key}"}, verbose=False)
+    return gateway_stack.ui_client(stack.url, {"Authorization": f"Bearer {created.api_key}"})
 
 
 def test_admins_see_stored_measurements_and_students_do_not(stack):

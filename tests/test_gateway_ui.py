@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as retrieval_grpc
 
+from tests import gateway_stack
 from tests.gateway_stack import running_stack, write_pdf
 
 
@@ -37,7 +38,7 @@ def pdf(tmp_path_factory):
 
 def client_for(stack, name: str, role: str = "student", classes: tuple[str, ...] = ()):
     created = stack.add_user(name, role, classes)
-    return created.account, Client(stack.url, headers={"Authorization": f"Bearer {created.api_key}"}, verbose=False)
+    return created.account, gateway_stack.ui_client(stack.url, {"Authorization": f"Bearer {created.api_key}"})
 
 
 @pytest.fixture(scope="module")
@@ -155,5 +156,5 @@ def test_the_tab_of_a_service_that_is_down_says_so_and_the_others_work(anna):
 
 def test_the_english_ui_speaks_english(stack):
     created = stack.add_user("ui-english", "student")
-    client = Client(stack.url + "/en/", headers={"Authorization": f"Bearer {created.api_key}"}, verbose=False)
+    client = gateway_stack.ui_client(stack.url + "/en/", {"Authorization": f"Bearer {created.api_key}"})
     assert "Logged in as" in str(client.predict(api_name="/whoami"))

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from tests import gateway_stack
 from tests.multi_model_support import gateway_config, in_process_nodes, running_gateway
 
 
@@ -24,7 +24,7 @@ def stack(tmp_path_factory):
 
 def client_for(stack, name: str, role: str = "student", classes: tuple[str, ...] = ()):
     created = stack.gateway.accounts.add_user(name, role, list(classes))
-    return created, Client(stack.url, headers={"Authorization": f"Bearer {created.api_key}"}, verbose=False)
+    return created, gateway_stack.ui_client(stack.url, {"Authorization": f"Bearer {created.api_key}"})
 
 
 @pytest.fixture(scope="module")

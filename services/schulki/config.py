@@ -306,6 +306,12 @@ class GatewayConfig(BaseModel):
     """Requests per minute per role (chat, embeddings, transcription, search); beyond that HTTP 429."""
     tokens_per_day: dict[str, int] = Field(default_factory=lambda: {"student": 50_000, "teacher": 200_000, "admin": 1_000_000})
     """Chat tokens (prompt and answer) per day per role; beyond that HTTP 429."""
+    vector_stores_per_user: int = Field(default=5, ge=0)
+    """Workspaces a user may create through POST /v1/vector_stores, besides their private one; each has its own storage quota, the one retrieval.workspace_quota_mb sets for "u-"."""
+    api_ingests_per_user: int = Field(default=4, ge=1)
+    """Files of one user that /v1/vector_stores processes at once; adding more answers HTTP 429 until one is done."""
+    api_files_mb_per_user: int = Field(default=500, ge=1)
+    """MiB of uploads through POST /v1/files one user may keep at once (they wait there to be added to a vector store, at most upload_retention_hours); beyond that HTTP 413."""
     chat_retention_days: int = 30
     """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
     document_retention_days: int = Field(default=365, ge=1)

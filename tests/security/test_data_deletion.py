@@ -17,10 +17,11 @@ import zipfile
 import grpc
 import httpx
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
+from tests import gateway_stack
 from tests.gateway_stack import running_stack
 from tests.security.data_support import padded_html
 
@@ -33,7 +34,7 @@ def stack(tmp_path_factory):
 
 def login(stack, name: str, role: str = "student"):
     created = stack.add_user(name, role)
-    client = Client(stack.url, headers={"Authorization": f"Bearer {created.api_key}"}, verbose=False)
+    client = gateway_stack.ui_client(stack.url, {"Authorization": f"Bearer {created.api_key}"})
     return created, client
 
 
@@ -131,7 +132,7 @@ def test_deleting_a_user_removes_everything_of_theirs_everywhere(stack, tmp_path
     assert account.own_workspace not in workspaces(stack)
     assert not (stack.gateway.files_root / str(account.id)).exists()
     assert stack.gateway.accounts.get(account.id) is None and stack.gateway.accounts.list_chats(account.id) == []
-    assert httpx.get(f"{stack.url}/v1/models", headers={"Authorization": f"Bearer {created.api_key}"}).status_code == 401
+    assert httpx.get(f"{stack.url}/v1/models", {"Authorization": f"Bearer {created.api_key}"}).status_code == 401
     assert httpx.get(f"{stack.url}/", cookies=session.cookies, follow_redirects=False).status_code == 303
     # nothing of theirs comes back when the purge runs, and nobody else's data went with it
     admin.predict(365, 30, 30, api_name="/admin_save_data_periods")

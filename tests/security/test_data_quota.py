@@ -11,10 +11,11 @@ import threading
 
 import grpc
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
+from tests import gateway_stack
 from tests.gateway_stack import running_stack, stack_config
 from tests.retrieval_support import embeddings_server, ingest, requests
 from tests.security.data_support import padded_html, retrieval_process
@@ -105,7 +106,7 @@ def test_the_documents_tab_shows_how_much_of_the_quota_is_used(tmp_path):
     config.retrieval.workspace_quota_mb = {"u-": 2}
     with running_stack(tmp_path, services=("embeddings", "retrieval"), config=config) as stack:
         created = stack.add_user("quota-lena")
-        client = Client(stack.url, headers={"Authorization": f"Bearer {created.api_key}"}, verbose=False)
+        client = gateway_stack.ui_client(stack.url, {"Authorization": f"Bearer {created.api_key}"})
         workspace = created.account.own_workspace
         page = tmp_path / "elbe.html"
         page.write_bytes(padded_html(512 * KIB, "Die Elbe fließt durch Dresden."))

@@ -13,10 +13,11 @@ import time
 
 import grpc
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
+from tests import gateway_stack
 from tests.gateway_stack import running_stack, stack_config
 from tests.retrieval_support import ingest
 from tests.security.data_support import padded_html
@@ -36,7 +37,7 @@ def stack(tmp_path_factory):
 
 def login(stack, name: str, role: str = "student"):
     created = stack.add_user(name, role)
-    return created.account, Client(stack.url, headers={"Authorization": f"Bearer {created.api_key}"}, verbose=False)
+    return created.account, gateway_stack.ui_client(stack.url, {"Authorization": f"Bearer {created.api_key}"})
 
 
 def age(path, days: float) -> None:

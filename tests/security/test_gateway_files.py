@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio.utils import get_upload_folder
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
+from tests import gateway_stack
 from tests.gateway_stack import write_pdf
 from tests.security.conftest import file_payload, gradio_call, gradio_endpoints, upload
 
@@ -104,7 +105,7 @@ def test_another_users_upload_cannot_be_used(security_stack, student, other_stud
 
 def test_a_refused_upload_does_not_stay_in_gradios_cache(security_stack, student, other_student):
     """Attacks: an upload to a workspace the student may not write, which left the file in the cache (finding 8)."""
-    client = Client(security_stack.url, headers=student.bearer, verbose=False)
+    client = gateway_stack.ui_client(security_stack.url, student.bearer)
     essay = security_stack.config.data_dir / "aufsatz-von-anna.txt"
     essay.write_text("Mein geheimer Aufsatz.", encoding="utf-8")
     uploads = Path(get_upload_folder())  # Gradio's cache: the first gateway of this process chose it
@@ -121,7 +122,7 @@ def test_a_transcript_is_downloadable_only_by_whoever_made_it(security_stack, st
     subprocess.run(
         ["espeak-ng", "-v", "de", "-s", "140", "-w", str(speech), "Guten Morgen. Heute lernen wir die Photosynthese."], check=True
     )
-    client = Client(security_stack.url, headers=student.bearer, verbose=False)
+    client = gateway_stack.ui_client(security_stack.url, student.bearer)
     result = client.predict(handle_file(str(speech)), "de", api_name="/transcribe")
     srt_path = result[3]["value"] if isinstance(result[3], dict) else result[3]  # gradio_client downloads it: the owner can
     assert Path(srt_path).read_text(encoding="utf-8").startswith("1\n")

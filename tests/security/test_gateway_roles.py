@@ -6,6 +6,8 @@ the Gradio API (by api_name and by fn_index through the queue) and /v1.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -53,7 +55,7 @@ def test_a_student_cannot_call_an_admin_handler(security_stack, student, admin, 
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/users", "/v1/admin/users", "/v1/admin", "/v1/accounts", "/v1/settings", "/v1/files", "/v1/models/x/delete"]
+    "path", ["/v1/users", "/v1/admin/users", "/v1/admin", "/v1/accounts", "/v1/settings", "/v1/files/x/content", "/v1/models/x/delete"]
 )
 def test_a_student_finds_no_admin_route_under_v1(security_stack, student, path):
     """Attacks: guessing admin routes under /v1 with a student's API key."""
@@ -100,4 +102,19 @@ def test_no_url_taking_path_makes_the_gateway_fetch(security_stack, student, rec
         files={"x": ("x", b"x")},
     )
     assert audio.status_code == 400
+    # the API's web page ingest goes through the retrieval service's address check: a private address ends as failed
+    store = f"vs_{student.account.own_workspace}"
+    added = httpx.post(
+        f"{security_stack.url}/v1/vector_stores/{store}/files",
+        headers=student.bearer,
+        timeout=60,
+        json={"url": recorder.url + "/seite.html"},
+    )
+    assert added.status_code == 200, added.text
+    deadline = time.monotonic() + 60
+    while (found := httpx.get(f"{security_stack.url}/v1/vector_stores/{store}/files/{added.json()['id']}", headers=student.bearer)).json()[
+        "status"
+    ] == "in_progress" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert found.json()["status"] == "failed" and found.json()["last_error"]["code"] == "invalid_file"
     assert recorder.connections == 0

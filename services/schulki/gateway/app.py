@@ -24,6 +24,8 @@ from schulki.config import Config
 from schulki.gateway import auth, retention
 from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
+from schulki.gateway.api import files as files_api
+from schulki.gateway.api import vector_stores as vector_stores_api
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.limits import BodyLimitMiddleware
 from schulki.gateway.context import Gateway, private_folder
@@ -34,7 +36,7 @@ from schulki.gateway.ui import build_ui, theme
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL_S = 3600.0
-UPLOAD_PATHS = ("/v1/audio/", "/gradio_api/upload", "/en/gradio_api/upload")
+UPLOAD_PATHS = ("/v1/audio/", "/v1/files", "/gradio_api/upload", "/en/gradio_api/upload")
 
 
 async def _purge_expired(gateway: Gateway) -> None:
@@ -96,13 +98,15 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(auth.router(gateway))
     app.include_router(chat_api.router(gateway))
     app.include_router(audio_api.router(gateway))
+    app.include_router(files_api.router(gateway))
+    app.include_router(vector_stores_api.router(gateway))
 
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown_api_route(path: str):
         # without this the UI mounted at "/" would answer with Gradio's own 404
         raise ApiError(
             404,
-            f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings and audio/transcriptions.",
+            f"There is no /v1/{path} here; schulki offers models, chat/completions, embeddings, audio/transcriptions, files and vector_stores.",
             code="unknown_url",
         )
 

@@ -440,6 +440,19 @@ class Services:
 
         return run()
 
+    def ingest_url(self, workspace: str, url: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
+        """Ingest the web page at url; the retrieval service fetches it (and refuses private addresses unless allowed)."""
+
+        async def requests():
+            yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, url=url))
+
+        async def run():
+            await self.ensure_workspace(workspace)
+            async for response in self._stream("retrieval", lambda stub: stub.IngestDocument(requests(), metadata=self.metadata())):
+                yield response
+
+        return run()
+
     async def storage(self, workspace: str) -> tuple[int, int]:
         """(bytes used, quota in bytes; 0 for none) of a workspace."""
         await self.ensure_workspace(workspace)

@@ -16,6 +16,7 @@ from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Services
 from schulki.gateway.file_owners import FileOwners
 from schulki.gateway.quotas import LoginLimiter, Quotas, estimate_prompt_tokens
+from schulki.gateway.stores import Stores
 
 SESSION_COOKIE = "schulki_session"
 
@@ -54,6 +55,11 @@ class Gateway:
     secret: bytes
     models: ChatModels
     file_owners: FileOwners = field(default_factory=FileOwners)
+    stores: Stores = field(init=False)
+    """The API's vector stores and their files; the tables live in the accounts database."""
+
+    def __post_init__(self) -> None:
+        self.stores = Stores(self.accounts.engine)
 
     @classmethod
     def create(cls, config: Config) -> Gateway:

@@ -9,7 +9,7 @@
 | uploads in the gateway's cache, admin exports | ``gateway.upload_retention_hours`` | ``<data>/gateway/uploads``, ``files/<id>/exports`` |
 
 The purge also removes what belongs to no account any more: a private
-workspace ``u-<id>`` or a files folder whose account is gone (left when the
+workspace ``u-<id>`` (or ``u-<id>-<random>``, made through the API) or a files folder whose account is gone (left when the
 retrieval service was down during a deletion, or brought back by restoring a
 backup). The gateway runs it at start and every hour; each part goes on when
 another fails, so a retrieval service that is down delays only the documents.
@@ -131,7 +131,8 @@ async def purge_documents(gateway: Gateway, cutoff: float, user_ids: set[int]) -
     documents = workspaces = 0
     services = gateway.services
     for workspace in await services.list_workspaces():
-        if workspace.startswith("u-") and account_gone(workspace[2:], user_ids):
+        # u-<id>, and u-<id>-<random> made through the API
+        if workspace.startswith("u-") and account_gone(workspace[2:].split("-")[0], user_ids):
             await services.delete_workspace(workspace)
             workspaces += 1
             continue

@@ -4,8 +4,9 @@ What belongs to a user:
 
 - the account row with its memberships, login sessions, usage counts and
   stored chats (accounts database);
-- the private workspace ``u-<id>`` with its documents, their text and vectors
-  (retrieval service, embedded store or Weaviate);
+- the private workspace ``u-<id>`` and those they created through the API
+  (``u-<id>-<random>``) with their documents, their text and vectors
+  (retrieval service, embedded store or Weaviate), and their uploads through ``/v1/files``;
 - their transcripts under ``<data>/gateway/files/<id>/``.
 
 Documents in a class workspace belong to the class: teachers put teaching
@@ -31,6 +32,7 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.accounts import Account
+from schulki.gateway.api.files import delete_user_files
 from schulki.gateway.context import Gateway
 from schulki.gateway.retention import EXPORTS
 
@@ -38,7 +40,7 @@ README = """Deine Daten bei schulki (your data at schulki)
 
 konto.json        Konto, Rolle, Klassen, Anlagedatum, Nutzung pro Tag (account, role, classes, created, usage per day)
 chats.json        gespeicherte Chats mit allen Nachrichten (stored chats with every message)
-dokumente.json    Dokumente in "Meine Dokumente" (documents in your private workspace)
+dokumente.json    Dokumente in "Meine Dokumente" und deinen eigenen Arbeitsbereichen (documents in your own workspaces)
 dokumente/        der gespeicherte Text jedes Dokuments, Abschnitt für Abschnitt (the stored text of each document)
 transkripte/      deine Transkripte (your transcripts)
 
@@ -54,7 +56,11 @@ async def delete_user_data(gateway: Gateway, account: Account) -> None:
     delete the private workspace; then nothing else has been deleted yet.
     """
     await gateway.services.delete_workspace(account.own_workspace)
+    for store in gateway.stores.owned(account.id):  # the workspaces the user created through /v1/vector_stores
+        await gateway.services.delete_workspace(store.workspace)
+        gateway.stores.remove(store.workspace)
     await run_in_threadpool(shutil.rmtree, gateway.files_root / str(account.id), True)
+    await run_in_threadpool(delete_user_files, gateway, account)
     gateway.file_owners.forget_account(account.id)
     await run_in_threadpool(gateway.accounts.delete_user, account.id)
 
@@ -80,20 +86,26 @@ async def export_user_data(gateway: Gateway, account: Account) -> bytes:
     asked for the documents: an export without them would be incomplete.
     """
     facts = await run_in_threadpool(gateway.accounts.export_data, account.id)
-    documents = await gateway.services.list_documents(account.own_workspace)
-    texts = [await gateway.services.export_document(account.own_workspace, d.document_id) for d in documents]
+    stores = [(account.own_workspace, "Meine Dokumente")] + [(s.workspace, s.name) for s in gateway.stores.owned(account.id)]
+    documents, texts, store_names = [], [], []
+    for workspace, store_name in stores:  # the private workspace, then those the user made through /v1/vector_stores
+        for document in await gateway.services.list_documents(workspace):
+            documents.append(document)
+            texts.append(await gateway.services.export_document(workspace, document.document_id))
+            store_names.append(store_name)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("LIESMICH.txt", README)
         archive.writestr("konto.json", json.dumps({**facts["account"], "usage": facts["usage"]}, ensure_ascii=False, indent=2))
         archive.writestr("chats.json", json.dumps(facts["chats"], ensure_ascii=False, indent=2))
         listing = []
-        for index, (document, text) in enumerate(zip(documents, texts, strict=True), start=1):
+        for index, (document, text, store_name) in enumerate(zip(documents, texts, store_names, strict=True), start=1):
             name = _file_name(index, document.source)
             listing.append(
                 {
                     "file": f"dokumente/{name}",
                     "source": document.source,
+                    "workspace": store_name,
                     "format": document.format,
                     "pages": document.page_count,
                     "size_bytes": document.size_bytes,

@@ -10,6 +10,7 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
+from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
 
 FILE_TYPES = [".pdf", ".docx", ".odt", ".epub", ".eml", ".mbox", ".csv", ".xlsx", ".html", ".htm", ".txt", ".md"]
 ANSWER_PROMPT = (
@@ -51,19 +52,21 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     answer = gr.Markdown(label=s["answer"], elem_id="document-answer")
 
     def allowed(account: Account, name: str, write: bool = False):
-        found = gateway.accounts.workspace_for(account, name, write)
-        if found is None:
-            raise gr.Error(s["read_only"] if write and gateway.accounts.workspace_for(account, name) else s["no_access"])
-        return found
+        try:
+            return workspace_access(gateway, account, name, write)
+        except WorkspaceRefused as refused:
+            raise gr.Error(s["read_only"] if refused.read_only else s["no_access"]) from None
 
     def label(space) -> str:
         if space.name.startswith("k-"):
             return s["class_workspace"].format(name=space.name[2:])
+        if "-" in space.name[2:]:
+            return space.label  # a vector store created through the API (u-<id>-<random>), with the name its owner gave it
         return s["my_documents"]
 
     def workspaces(request: gr.Request):
         account = account_of(gateway, request, s)
-        choices = [(label(space), space.name) for space in gateway.accounts.workspaces(account)]
+        choices = [(label(space), space.name) for space in visible_workspaces(gateway, account)]
         return gr.Dropdown(choices=choices, value=choices[0][1])
 
     async def list_documents(name: str, request: gr.Request):

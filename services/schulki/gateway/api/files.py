@@ -1,0 +1,198 @@
+"""/v1/files in OpenAI's shape: a user's uploads, kept until they are added to a vector store (or expire).
+
+OpenAI's flow to put a document into a vector store is two calls: upload it
+(``POST /v1/files``, purpose ``assistants``), then add the file's id to the
+store. Between the two the gateway keeps the upload on disk, in a folder of
+the user who sent it, under ``<data>/gateway/uploads/api-files/<user id>/``:
+one file with the bytes and one with its name, size and time. Another user's
+file id is unknown to everyone else (404, as for an id that never existed).
+The retention purge deletes these files after ``gateway.upload_retention_hours``
+like every other upload; the documents made from them stay in their workspace.
+The body limit is ``gateway.max_upload_bytes`` (``/v1/files`` is an upload path).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from schulki.gateway.accounts import Account
+from schulki.gateway.api.chat import api_account
+from schulki.gateway.api.errors import ApiError, from_exception
+from schulki.gateway.clients import CHUNK_BYTES
+from schulki.gateway.context import Gateway, private_folder
+
+PURPOSES = ("assistants", "user_data")
+"""Purposes accepted: files for vector stores. Fine-tuning and batch files have no use here."""
+FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """An upload of one user, as /v1/files describes it."""
+
+    id: str
+    filename: str
+    bytes: int
+    created_at: int
+    purpose: str
+    path: Path
+
+    def body(self) -> dict:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "uploaded",
+            "status_details": None,
+            "expires_at": None,
+        }
+
+
+def files_folder(gateway: Gateway, account: Account) -> Path:
+    """The user's uploads through the API; it lies in the upload cache, so the retention purge empties it."""
+    return private_folder(Path(gateway.config.data_dir) / "gateway" / "uploads" / "api-files" / str(account.id))
+
+
+def find_file(gateway: Gateway, account: Account, file_id: str) -> StoredFile | None:
+    """The user's upload with this id, or None (also for another user's id, and for one the purge deleted)."""
+    if not FILE_ID.match(file_id):
+        return None
+    folder = files_folder(gateway, account)
+    try:
+        facts = json.loads((folder / f"{file_id}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    path = folder / file_id
+    if not path.is_file():
+        return None
+    return StoredFile(file_id, str(facts["filename"]), int(facts["bytes"]), int(facts["created_at"]), str(facts["purpose"]), path)
+
+
+def _kept_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+
+
+def _over_quota(gateway: Gateway, used: int, more: int) -> ApiError | None:
+    limit = gateway.config.gateway.api_files_mb_per_user * MIB
+    if used + more <= limit:
+        return None
+    return ApiError(
+        413,
+        f"Deine hochgeladenen Dateien belegen zu viel Platz: höchstens {limit // MIB} MiB; füge sie einem Vektorspeicher hinzu oder "
+        f"lösche welche. (Your uploads would pass the limit of {limit // MIB} MiB; add them to a vector store or delete some.)",
+        param="file",
+        code="upload_quota_exceeded",
+    )
+
+
+def _user_files(gateway: Gateway, account: Account) -> list[StoredFile]:
+    folder = files_folder(gateway, account)
+    found = [find_file(gateway, account, path.stem) for path in folder.glob("file-*.json")]
+    return sorted((f for f in found if f is not None), key=lambda f: (f.created_at, f.id), reverse=True)
+
+
+async def _spool(upload: UploadFile, target: Path) -> int:
+    size = 0
+    with open(target, "wb") as handle:
+        while chunk := await upload.read(CHUNK_BYTES):
+            size += len(chunk)
+            await run_in_threadpool(handle.write, chunk)
+    return size
+
+
+def _delete(stored: StoredFile) -> None:
+    stored.path.unlink(missing_ok=True)
+    stored.path.with_name(f"{stored.id}.json").unlink(missing_ok=True)
+
+
+def router(gateway: Gateway) -> APIRouter:
+    routes = APIRouter(prefix="/v1")
+    account_of = api_account(gateway)
+
+    @routes.post("/files")
+    async def upload_file(request: Request, account: Account = Depends(account_of)) -> dict:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise ApiError(400, "Send the file as multipart/form-data with the fields file and purpose.", param="file")
+        try:
+            gateway.quotas.admit(account)  # every upload counts against the requests per minute: no filling the disk in a loop
+        except Exception as error:
+            raise from_exception(error) from error
+        folder = files_folder(gateway, account)
+        used = await run_in_threadpool(_kept_bytes, folder)
+        declared = request.headers.get("content-length", "")
+        refused = _over_quota(gateway, used, int(declared) if declared.isdigit() else 0)
+        if refused is not None:  # before a byte of the body is read
+            raise refused
+        form = await request.form(max_files=1, max_fields=10)
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise ApiError(400, "The field file is missing.", param="file")
+            purpose = str(form.get("purpose") or "")
+            if purpose not in PURPOSES:
+                raise ApiError(
+                    400, f"purpose must be one of {', '.join(PURPOSES)}; schulki keeps files for vector stores only.", param="purpose"
+                )
+            filename = Path(upload.filename or "").name[:255]
+            if not filename:
+                raise ApiError(400, "The file needs a name; its extension says the format (.pdf, .docx, .txt, ...).", param="file")
+            file_id = f"file-{secrets.token_hex(12)}"
+            size = await _spool(upload, folder / file_id)
+            refused = ApiError(400, "The file is empty.", param="file") if size == 0 else _over_quota(gateway, used, size)
+            if refused is not None:  # a body without Content-Length is measured once it is here
+                (folder / file_id).unlink(missing_ok=True)
+                raise refused
+            created = int(time.time())
+            facts = {"filename": filename, "bytes": size, "created_at": created, "purpose": purpose}
+            (folder / f"{file_id}.json").write_text(json.dumps(facts), encoding="utf-8")
+        finally:
+            await form.close()  # the multipart parser's temporary file goes at once
+        return StoredFile(file_id, filename, size, created, purpose, folder / file_id).body()
+
+    @routes.get("/files")
+    async def list_files(account: Account = Depends(account_of)) -> dict:
+        found = await run_in_threadpool(_user_files, gateway, account)
+        data = [f.body() for f in found]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": False,
+        }
+
+    def owned(account: Account, file_id: str) -> StoredFile:
+        stored = find_file(gateway, account, file_id)
+        if stored is None:
+            raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
+        return stored
+
+    @routes.get("/files/{file_id}")
+    async def get_file(file_id: str, account: Account = Depends(account_of)) -> dict:
+        return owned(account, file_id).body()
+
+    @routes.delete("/files/{file_id}")
+    async def delete_file(file_id: str, account: Account = Depends(account_of)) -> dict:
+        await run_in_threadpool(_delete, owned(account, file_id))
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    return routes
+
+
+def delete_user_files(gateway: Gateway, account: Account) -> None:
+    """Every upload of the user through the API (when their data is deleted)."""
+    shutil.rmtree(files_folder(gateway, account), ignore_errors=True)
