@@ -39,71 +39,12 @@ from tests.conftest import InProcessServer  # noqa: E402
 from tests.retrieval_documents import pdf_bytes  # noqa: E402
 from tests.retrieval_support import embeddings_server, requests, retrieval_config  # noqa: E402
 
-WORDS = [
-    "Zelle",
-    "Atom",
-    "Energie",
-    "Fluss",
-    "Berg",
-    "Stadt",
-    "König",
-    "Krieg",
-    "Frieden",
-    "Zahl",
-    "Bruch",
-    "Winkel",
-    "Kreis",
-    "Licht",
-    "Strom",
-    "Wasser",
-    "Luft",
-    "Pflanze",
-    "Tier",
-    "Mensch",
-    "Sprache",
-    "Gedicht",
-    "Roman",
-    "Drama",
-    "Grammatik",
-    "Verb",
-    "Nomen",
-    "Insel",
-    "Meer",
-    "Wüste",
-    "Wald",
-    "Klima",
-    "Wetter",
-    "Sonne",
-    "Mond",
-    "Planet",
-    "Stern",
-    "Rechner",
-    "Netz",
-    "Daten",
-    "Algorithmus",
-    "Musik",
-    "Kunst",
-    "Farbe",
-    "Sport",
-    "Spiel",
-    "Gesetz",
-    "Staat",
-    "Wahl",
-    "Geschichte",
-    "Kaiser",
-    "Burg",
-    "Handel",
-    "Markt",
-    "Geld",
-    "Arbeit",
-    "Schule",
-    "Klasse",
-    "Lehrer",
-    "Prüfung",
-    "Aufgabe",
-    "Lösung",
-    "Frage",
-]
+WORDS = (
+    "Zelle Atom Energie Fluss Berg Stadt König Krieg Frieden Zahl Bruch Winkel Kreis Licht Strom Wasser Luft Pflanze Tier "
+    "Mensch Sprache Gedicht Roman Drama Grammatik Verb Nomen Insel Meer Wüste Wald Klima Wetter Sonne Mond Planet Stern Rechner "
+    "Netz Daten Algorithmus Musik Kunst Farbe Sport Spiel Gesetz Staat Wahl Geschichte Kaiser Burg Handel Markt Geld Arbeit "
+    "Schule Klasse Lehrer Prüfung Aufgabe Lösung Frage"
+).split()
 DIMENSION = 384
 BATCH_CHUNKS = 1000
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from schulki.retrieval.chunking import chunk_document, split_sentences
 from schulki.retrieval.documents import ParsedDocument, Passage
@@ -27,7 +29,7 @@ def test_sentences_are_packed_up_to_the_size_and_neighbours_overlap():
     for sentence in SENTENCES:
         assert any(sentence in c.text for c in chunks), sentence
     # Each chunk begins with the last sentence of the chunk before (the overlap) and adds something new.
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in itertools.pairwise(chunks):
         first = split_sentences(after.text.replace("\n", " "))[0]
         assert before.text.endswith(first)
         assert not before.text.endswith(after.text)

@@ -136,9 +136,12 @@ def lint_dockerfile(text: str, service: str) -> list[str]:
     for keyword, rest in steps:
         if keyword == "ADD":
             problems.append(f"ADD {rest} (use COPY; never fetch URLs at build time)")
-        if keyword == "RUN" and "apt-get install" in rest:
-            if "--no-install-recommends" not in rest or "rm -rf /var/lib/apt/lists/*" not in rest or "apt-get update" not in rest:
-                problems.append("apt-get install without update, --no-install-recommends and cleaned lists in the same RUN")
+        if (
+            keyword == "RUN"
+            and "apt-get install" in rest
+            and ("--no-install-recommends" not in rest or "rm -rf /var/lib/apt/lists/*" not in rest or "apt-get update" not in rest)
+        ):
+            problems.append("apt-get install without update, --no-install-recommends and cleaned lists in the same RUN")
         if keyword == "ENV" and re.search(r"(TOKEN|PASSWORD|SECRET|API_KEY)\w*=", rest):
             problems.append(f"a secret in ENV: {rest}")
         if keyword in ("ENTRYPOINT", "CMD") and not rest.strip().startswith("["):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -34,7 +35,7 @@ def test_a_good_file_is_downloaded_checked_and_not_read_again(mirror, tmp_path):
     dest = str(tmp_path / "models" / "model.gguf")
     changed, facts = model_sync.sync(mirror.url, "model.gguf", dest, SHA, size=len(CONTENT))
     assert changed and facts["sha256"] == SHA
-    assert open(dest, "rb").read() == CONTENT
+    assert Path(dest).read_bytes() == CONTENT
     changed, _ = model_sync.sync(mirror.url, "model.gguf", dest, SHA, size=len(CONTENT))
     assert not changed
     assert mirror.downloads_of("model.gguf") == [None], "a checked file is not downloaded again"
@@ -42,7 +43,7 @@ def test_a_good_file_is_downloaded_checked_and_not_read_again(mirror, tmp_path):
 
 def test_a_file_with_the_wrong_sha256_is_refused_and_removed(mirror, tmp_path):
     dest = tmp_path / "models" / "model.gguf"
-    with pytest.raises(model_sync.SyncError, match="refused model.gguf.*removed"):
+    with pytest.raises(model_sync.SyncError, match=r"refused model\.gguf.*removed"):
         model_sync.sync(mirror.url, "model.gguf", str(dest), "0" * 64)
     assert not dest.exists() and not dest.with_name("model.gguf.part").exists()
 

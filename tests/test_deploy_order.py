@@ -140,11 +140,10 @@ class Play:
     def apt(self, args: dict) -> dict:
         update, valid = bool(args.get("update_cache")), int(args.get("cache_valid_time") or 0)
         refreshed = False
-        if update or valid:
-            if not (valid and self.node.now - self.node.lists_refreshed <= valid):
-                self.node.repositories_in_lists = set(self.node.repositories)
-                self.node.lists_refreshed = self.node.now
-                refreshed = True
+        if (update or valid) and not (valid and self.node.now - self.node.lists_refreshed <= valid):
+            self.node.repositories_in_lists = set(self.node.repositories)
+            self.node.lists_refreshed = self.node.now
+            refreshed = True
         names = args["name"] if isinstance(args["name"], list) else [args["name"]]
         missing = [n for n in names if n not in self.node.installed]
         for name in missing:
@@ -194,7 +193,7 @@ def roll_out(node: Node) -> Play:
 
 def test_a_fresh_gpu_node_gets_the_toolkit_and_a_docker_that_loaded_it_before_the_stack_starts():
     node = Node()
-    play = roll_out(node)
+    roll_out(node)
     assert {"docker-ce", "nvidia-container-toolkit"} <= node.installed
     assert "nvidia" in node.loaded_runtimes
 

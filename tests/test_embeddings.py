@@ -59,7 +59,7 @@ def test_batched_vectors_equal_one_by_one_vectors(stub):
     texts = [f"Satz {i}: " + "Im Herbst fallen die bunten Blätter von den Bäumen. " * (i % 7 + 1) for i in range(40)] + [LONG]
     batched = stub.Embed(pb.EmbedRequest(texts=texts), timeout=120)
     assert len(batched.embeddings) == len(texts)
-    for text, together in zip(texts, batched.embeddings):
+    for text, together in zip(texts, batched.embeddings, strict=True):
         alone = stub.Embed(pb.EmbedRequest(texts=[text]), timeout=60).embeddings[0]
         assert alone.token_count == together.token_count
         assert np.abs(np.array(alone.values) - np.array(together.values)).max() < 1e-4, text[:20]

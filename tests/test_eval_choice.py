@@ -73,7 +73,7 @@ def test_the_accuracy_does_not_depend_on_the_position_of_the_right_answer(model)
         for q in questions:
             # move the right answer to `position`, keeping the others in their order
             others = [c for i, c in enumerate(q.choices) if i != q.answer]
-            choices = tuple(others[:position] + [q.right] + others[position:])
+            choices = tuple([*others[:position], q.right, *others[position:]])
             placed.append(replace(q, choices=choices, answer=position))
         accuracy, results = score_questions(model, placed)
         picked_by_position.append(([r.question.choices[r.picked] for r in results], accuracy.correct))

@@ -49,7 +49,7 @@ def test_a_bad_question_file_is_refused_with_its_line(tmp_path):
         '{"id": "b", "subject": "Mathe", "question": "2+2?", "choices": ["4"], "answer": 3}\n',
         encoding="utf-8",
     )
-    with pytest.raises(data.DataError, match="fragen.jsonl:2"):
+    with pytest.raises(data.DataError, match=r"fragen\.jsonl:2"):
         data.questions(path=bad)
     with pytest.raises(data.DataError, match="split"):
         data.questions("test")

@@ -116,9 +116,10 @@ def test_chats_past_the_retention_period_are_deleted(accounts):
 
 def test_the_cli_adds_a_user_and_imports_a_class(tmp_path):
     env = {**os.environ, "SCHULKI_DATA_DIR": str(tmp_path)}
-    run = lambda *args: subprocess.run(
-        [sys.executable, "-m", "schulki.cli", "user", *args], env=env, capture_output=True, text=True, timeout=60
-    )
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "schulki.cli", "user", *args], env=env, capture_output=True, text=True, timeout=60)
+
     added = run("add", "lehrer", "--role", "teacher", "--workspace", "7a")
     assert added.returncode == 0, added.stderr
     password = re.search(r"Passwort \(password\): (\S+)", added.stdout).group(1)

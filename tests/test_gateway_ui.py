@@ -76,7 +76,7 @@ def test_a_student_can_neither_see_nor_search_nor_change_another_students_worksp
     ):
         with pytest.raises(AppError, match="gibt es für dich nicht"):
             ben_client.predict(*args, api_name=api_name)
-    with pytest.raises(AppError, match="gibt es für dich nicht|nur Lehrkräfte"):
+    with pytest.raises(AppError, match=r"gibt es für dich nicht|nur Lehrkräfte"):
         ben_client.predict(foreign, handle_file(str(pdf)), api_name="/documents_upload")
     workspaces = ben_client.predict(api_name="/documents_workspaces")
     assert foreign not in str(workspaces)
@@ -118,7 +118,7 @@ def test_the_admin_tab_refuses_students_and_serves_admins(stack, anna):
     with pytest.raises(AppError, match="Nur für Admins"):
         student.predict("ui-eve", "admin", "", api_name="/admin_add_user")
     _, admin = client_for(stack, "ui-admin", "admin")
-    health, models, usage, users, retention, *_model_settings = admin.predict(api_name="/admin_overview")
+    health, models, usage, users, _retention, *_model_settings = admin.predict(api_name="/admin_overview")
     status = {row[0]: row[2] for row in health["data"]}
     assert status["Chat-Modell"] == "bereit" and status["Transkription"] == "nicht erreichbar"
     assert models["data"][0][2] == "Q4_K_M"

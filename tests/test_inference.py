@@ -146,7 +146,7 @@ def test_cancelling_mid_stream_frees_the_model_at_once(server, stub):
     stream.cancel()
     scheduler = server.service.scheduler
     wait_for(lambda: scheduler.running == 0, timeout=5)
-    pieces, finish = chat(stub, max_tokens=5, sampling=GREEDY)
+    _pieces, finish = chat(stub, max_tokens=5, sampling=GREEDY)
     assert finish.usage.completion_tokens == 5
 
 
@@ -209,7 +209,8 @@ def test_a_user_with_several_requests_waits_behind_a_user_with_none(server, stub
         s = Streamer(stub, user, 8, log)
         s.name = name
         s.start()
-        wait_for(lambda n=len(queued) + 1: scheduler.queue_length == n)
+        waiting = len(queued) + 1
+        wait_for(lambda waiting=waiting: scheduler.queue_length == waiting)
         queued.append(s)
     first.call.cancel()
     for s in queued:

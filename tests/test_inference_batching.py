@@ -118,9 +118,9 @@ def test_greedy_answers_are_the_same_alone_and_in_one_batch(server, stub):
     assert server.service.engine.stats.steps - steps_before < 2 * 24
     engine = server.service.engine
     same = 0
-    for a, b in zip(alone, together):
+    for a, b in zip(alone, together, strict=True):
         ta, tb = engine.tokens_of(a.text), engine.tokens_of(b.text)
-        agree = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
+        agree = next((i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y), min(len(ta), len(tb)))
         print(f"alone {len(ta)} tokens, batched {len(tb)}, agree over {agree}: {a.text!r} | {b.text!r}")
         assert agree >= min(AGREE_TOKENS, len(ta), len(tb)), (a.text, b.text)
         same += a.text == b.text
@@ -142,7 +142,7 @@ def test_twenty_mixed_requests_at_once_all_finish_with_exact_usage(stub):
             )
         )
     streams = run_all(stub, requests)
-    for request, stream in zip(requests, streams):
+    for request, stream in zip(requests, streams, strict=True):
         counted = stub.CountTokens(pb.CountTokensRequest(messages=request.messages)).token_count
         usage = stream.finish.usage
         assert usage.prompt_tokens == counted

@@ -61,7 +61,7 @@ def chat_over_gradio_http(stack, api_key: str, model: str) -> tuple[str, str]:
 
 
 def test_the_picker_offers_a_student_only_the_models_the_admin_allowed(stack, students_only_demo_a):
-    anna, client = client_for(stack, "pick-anna", classes=("7a",))
+    _anna, client = client_for(stack, "pick-anna", classes=("7a",))
     picker, description, note, *_ = client.predict(api_name="/chat_models")
     assert [choice[1] for choice in picker["choices"]] == ["demo-a"] and picker["value"] == "demo-a"
     assert "Gemma 3 270M" in description and "Demo-Modell" in description
@@ -97,9 +97,9 @@ def test_a_student_cannot_use_a_model_the_admin_did_not_allow(stack, students_on
 
 
 def test_a_teacher_sets_the_lesson_model_of_their_class_only(stack, students_only_demo_a):
-    teacher, teacher_client = client_for(stack, "pick-teacher", "teacher", ("7a",))
+    _teacher, teacher_client = client_for(stack, "pick-teacher", "teacher", ("7a",))
     anna_created, anna = client_for(stack, "pick-clara", classes=("7a",))
-    ben_created, ben = client_for(stack, "pick-dora", classes=("7b",))
+    _ben_created, ben = client_for(stack, "pick-dora", classes=("7b",))
     with pytest.raises(AppError, match="eigenen Klassen"):
         teacher_client.predict("7b", "demo-b", api_name="/chat_lesson_model")
     assert "7a" in teacher_client.predict("7a", "demo-b", api_name="/chat_lesson_model")

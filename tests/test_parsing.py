@@ -58,7 +58,7 @@ def docx() -> bytes:
     document.add_heading("Flüsse", level=1)
     document.add_paragraph("Der Rhein mündet in die Nordsee.")
     table = document.add_table(rows=2, cols=2)
-    for cell, value in zip(table.rows[0].cells + table.rows[1].cells, ("Fluss", "Länge", "Elbe", "1094 km")):
+    for cell, value in zip(table.rows[0].cells + table.rows[1].cells, ("Fluss", "Länge", "Elbe", "1094 km"), strict=True):
         cell.text = value
     document.add_heading("Gebirge", level=2)
     document.add_paragraph("Die Alpen liegen im Süden.")
@@ -354,7 +354,7 @@ def test_a_corrupt_pdf_is_invalid_input(tmp_path):
     with pytest.raises(InvalidInput, match="corrupt PDF"):
         parse(tmp_path, "kaputt.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 9 0 R >> endobj\n" + os.urandom(2000))
     whole = pdf(["Ein ganz normaler Text."])
-    with pytest.raises(InvalidInput, match="(?i)corrupt PDF"):
+    with pytest.raises(InvalidInput, match=r"(?i)corrupt PDF"):
         parse(tmp_path, "abgeschnitten.pdf", whole[: len(whole) // 3])
 
 

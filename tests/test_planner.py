@@ -168,7 +168,7 @@ def test_the_default_parallel_sequences_follow_the_node_kind_and_memory():
     flash = Workload(4096, 1, flash_attention=True)
     by_gpu = [default_parallel(llama, Machine("gpu", gib * GiB), flash) for gib in (8, 12, 16, 24, 48)]
     assert by_gpu == sorted(by_gpu) and by_gpu[0] == 4 and by_gpu[-1] == 16, by_gpu
-    for gib, parallel in zip((8, 12, 16, 24, 48), by_gpu):
+    for gib, parallel in zip((8, 12, 16, 24, 48), by_gpu, strict=True):
         # All sequences' KV caches stay within a quarter of the memory.
         assert parallel * kv_cache_bytes(llama, flash) <= gib * GiB / 4
     assert default_parallel(llama, Machine("gpu", 8 * GiB), Workload(32768, 1, flash_attention=True)) == 1
@@ -245,7 +245,7 @@ def test_schulki_plan_prints_every_host_of_the_example_inventory():
         "pc-raum112-01.schule.example",
         "pc-raum112-02.schule.example",
     }
-    for host, row in rows.items():
+    for row in rows.values():
         assert any(q in row for q in ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")), row
         assert "fits" in row or "layers" in row, row
     assert rows["ki-gpu08.schule.example"].split()[5] == "all", "the 8 GB card keeps every layer with a lighter workload"

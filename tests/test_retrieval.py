@@ -287,7 +287,7 @@ def test_the_service_token_goes_along_to_the_embeddings_service(tmp_path):
             with InProcessServer([retrieval.build(config)]) as running, running.channel() as channel:
                 stub = pb_grpc.RetrievalServiceStub(channel)
                 stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="token"))
-                call = lambda: ingest(stub, "token", "notiz.txt", "Bienen bestäuben Blüten.".encode())  # noqa: E731
+                call = lambda stub=stub: ingest(stub, "token", "notiz.txt", "Bienen bestäuben Blüten.".encode())  # noqa: E731
                 if works:
                     assert call()[1].chunk_count == 1
                 else:

@@ -11,24 +11,7 @@ from schulki.retrieval.store import DocumentRecord, StoredChunk
 
 from tests.test_retrieval_store_conformance import BIOLOGY, HISTORY, vector_of
 
-WORDS = [
-    "Meer",
-    "Insel",
-    "Wald",
-    "Berg",
-    "Fluss",
-    "Stadt",
-    "Dorf",
-    "Feld",
-    "Wiese",
-    "Turm",
-    "Brücke",
-    "Hafen",
-    "Schiff",
-    "Zug",
-    "Straße",
-    "Markt",
-]
+WORDS = "Meer Insel Wald Berg Fluss Stadt Dorf Feld Wiese Turm Brücke Hafen Schiff Zug Straße Markt".split()
 
 
 def many_chunks(document_id: str, count: int) -> tuple[DocumentRecord, list[StoredChunk]]:

@@ -28,8 +28,8 @@ WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
 
 def vector_of(text: str) -> list[float]:
     values = [0.0] * DIMENSION
-    for word in text.lower().split():
-        word = word.strip(".,:;!?()")
+    for raw in text.lower().split():
+        word = raw.strip(".,:;!?()")
         values[int(hashlib.sha256(word.encode()).hexdigest(), 16) % DIMENSION] += 1.0
     norm = math.sqrt(sum(v * v for v in values)) or 1.0
     return [v / norm for v in values]

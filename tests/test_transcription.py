@@ -6,6 +6,7 @@ videos from ffmpeg; all are made fresh in a temporary folder.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import shutil
@@ -185,7 +186,7 @@ def test_german_speech_is_transcribed_in_several_windows(stub, recordings):
     duration = result.summary.duration
     assert duration > WINDOW_S + 5  # the recording really spans several windows
     assert result.segments[-1].end > WINDOW_S  # and later windows carry their time offset
-    for before, after in zip(result.segments, result.segments[1:]):
+    for before, after in itertools.pairwise(result.segments):
         assert before.start <= after.start
     for segment in result.segments:
         assert 0 <= segment.start < segment.end <= duration + 0.5

@@ -66,7 +66,7 @@ def expected_sha256(mirror_url, name, sha256, timeout=60):
         with urllib.request.urlopen(url, timeout=timeout) as response:
             text = response.read().decode("utf-8", errors="replace")
     except (urllib.error.URLError, OSError, HTTPException) as error:
-        raise SyncError(f"{name} has no published sha256 and the mirror's SHA256SUMS cannot be read ({url}: {error})")
+        raise SyncError(f"{name} has no published sha256 and the mirror's SHA256SUMS cannot be read ({url}: {error})") from error
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*") in (name, "./" + name):
@@ -111,7 +111,7 @@ def _download_once(url, part, timeout):
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # the part is already complete
             return True
-        raise SyncError(f"the mirror answered HTTP {error.code} for {url}")
+        raise SyncError(f"the mirror answered HTTP {error.code} for {url}") from error
     with response:
         if have and response.status != 206:
             have = 0  # the mirror ignored the Range header: start again
@@ -151,7 +151,7 @@ def sync(mirror_url, name, dest, sha256="", size=0, retries=3, timeout=60, check
             complete = _download_once(url, part, timeout)
         except (urllib.error.URLError, OSError, HTTPException) as error:
             if attempt == retries:
-                raise SyncError(f"cannot download {url}: {error} (what arrived is kept and resumed next time)")
+                raise SyncError(f"cannot download {url}: {error} (what arrived is kept and resumed next time)") from error
             continue
         if complete:
             break

@@ -13,17 +13,20 @@ it must name and is valid for longer than ``renew_days`` is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_VALID_DAYS = 3650
@@ -73,8 +76,25 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _key_pem(key) -> bytes:
+def _key_pem(key: CertificateIssuerPrivateKeyTypes) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+SIGNING_KEYS = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
+"""The key types that sign here (with SHA-256): schulki makes EC keys, an admin's own CA key may be RSA."""
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
+    """A private key from a PEM file, refused with its type when it cannot sign here (DH, X25519, EdDSA)."""
+    key = serialization.load_pem_private_key(path.read_bytes(), None)
+    if not isinstance(key, SIGNING_KEYS):
+        raise ValueError(f"{path}: a {type(key).__name__} cannot sign certificates")
+    return key
+
+
+def _key_id(key: CertificatePublicKeyTypes) -> bytes:
+    """A public key as DER bytes: equal for the same key whatever its type (EdDSA keys have no public_numbers)."""
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_certificate(path: Path) -> x509.Certificate:
@@ -112,10 +132,10 @@ def ensure_ca(folder: Path, common_name: str = "schulki CA", valid_days: int = C
     and devices that trust the old CA certificate keep trusting those.
     """
     cert_file, key_file = folder / "ca.crt", folder / "ca.key"
-    key = serialization.load_pem_private_key(key_file.read_bytes(), None) if key_file.exists() else None
+    key = _load_key(key_file) if key_file.exists() else None
     if key is not None and cert_file.exists():
         cert = load_certificate(cert_file)
-        if cert.public_key().public_numbers() == key.public_key().public_numbers() and days_left(cert) > renew_days:
+        if _key_id(cert.public_key()) == _key_id(key.public_key()) and days_left(cert) > renew_days:
             return Issued(cert_file, key_file, False, "valid")
         reason = "renewed: expires soon" if days_left(cert) <= renew_days else "renewed: the certificate does not match the key"
     else:
@@ -155,9 +175,11 @@ def ensure_ca(folder: Path, common_name: str = "schulki CA", valid_days: int = C
     return Issued(cert_file, key_file, True, reason)
 
 
-def _problem(cert: x509.Certificate, key, ca: x509.Certificate, dns: list[str], ips: list[str], renew_days: int) -> str | None:
+def _problem(
+    cert: x509.Certificate, key: CertificateIssuerPrivateKeyTypes, ca: x509.Certificate, dns: list[str], ips: list[str], renew_days: int
+) -> str | None:
     """Why a host certificate must be made again, or None."""
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    if _key_id(cert.public_key()) != _key_id(key.public_key()):
         return "the certificate does not match the key"
     try:
         cert.verify_directly_issued_by(ca)
@@ -195,8 +217,8 @@ def ensure_certificate(
         raise ValueError("a certificate needs at least one host name or address")
     cert_file, key_file = folder / f"{name}.crt", folder / f"{name}.key"
     ca = load_certificate(ca_folder / "ca.crt")
-    ca_key = serialization.load_pem_private_key((ca_folder / "ca.key").read_bytes(), None)
-    key = serialization.load_pem_private_key(key_file.read_bytes(), None) if key_file.exists() else None
+    ca_key = _load_key(ca_folder / "ca.key")
+    key = _load_key(key_file) if key_file.exists() else None
     if key is not None and cert_file.exists():
         reason = _problem(load_certificate(cert_file), key, ca, dns, ips, renew_days)
         if reason is None:
@@ -240,13 +262,11 @@ def ensure_certificate(
     return Issued(cert_file, key_file, True, reason)
 
 
-def machine_names(extra: list[str] = ()) -> list[str]:
+def machine_names(extra: Sequence[str] = ()) -> list[str]:
     """This machine's names and addresses, for a certificate students' browsers accept whichever they type."""
     names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
-    try:
+    with contextlib.suppress(OSError):
         names.append(socket.getfqdn())
-    except OSError:
-        pass
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.connect(("10.255.255.255", 1))  # UDP: picks the outgoing interface, sends nothing
@@ -256,7 +276,7 @@ def machine_names(extra: list[str] = ()) -> list[str]:
     return [*names, *extra]
 
 
-def ensure_local_https(data_dir: Path, extra_names: list[str] = ()) -> tuple[Issued, Path]:
+def ensure_local_https(data_dir: Path, extra_names: Sequence[str] = ()) -> tuple[Issued, Path]:
     """The gateway certificate of one machine (``schulki up``), under data_dir/tls, and the CA certificate to trust."""
     folder = Path(data_dir) / "tls"
     ca = ensure_ca(folder, common_name=f"schulki CA {socket.gethostname()}")

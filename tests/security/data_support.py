@@ -16,7 +16,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -49,7 +49,7 @@ class RetrievalProcess:
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=cap,
+            preexec_fn=cap,  # noqa: PLW1509 - cap only calls setrlimit, which is safe between fork and exec
         )
         wait_until_serving(self.address, 120, is_alive=lambda: self.process.poll() is None)
         return self
@@ -58,10 +58,8 @@ class RetrievalProcess:
         """The ids of the service's child processes (parse processes) right now."""
         found = []
         for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            try:
+            with suppress(OSError):
                 found += [int(pid) for pid in (task / "children").read_text().split()]
-            except OSError:
-                pass
         return found
 
     def __exit__(self, *exc) -> None:

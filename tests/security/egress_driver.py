@@ -12,6 +12,7 @@ by itself).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -186,14 +187,10 @@ def stop(up: subprocess.Popen) -> None:
     children = Path(f"/proc/{up.pid}/task/{up.pid}/children")
     for pid in children.read_text().split() if children.exists() else []:
         os.kill(int(pid), signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         up.wait(90)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(up.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     up.wait()
 
 

@@ -125,7 +125,7 @@ def test_a_transcript_is_downloadable_only_by_whoever_made_it(security_stack, st
     client = gateway_stack.ui_client(security_stack.url, student.bearer)
     result = client.predict(handle_file(str(speech)), "de", api_name="/transcribe")
     srt_path = result[3]["value"] if isinstance(result[3], dict) else result[3]  # gradio_client downloads it: the owner can
-    assert open(srt_path, encoding="utf-8").read().startswith("1\n")
+    assert Path(srt_path).read_text(encoding="utf-8").startswith("1\n")
     served = list(Path(get_upload_folder()).rglob("transkript.srt"))
     assert served
     with other_student.browser() as thief:

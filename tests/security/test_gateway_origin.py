@@ -97,7 +97,7 @@ def test_the_gateways_own_pages_still_work(security_stack, student):
     """Checks the origin rule does not refuse the gateway's own pages (a fix that refuses everything would pass above)."""
     with student.browser() as client:
         own = {"Host": GATEWAY_HOST, "Origin": f"http://{GATEWAY_HOST}", "Sec-Fetch-Site": "same-origin"}
-        status, event, payload = gradio_call(client, "documents_workspaces", [])
+        status, event, _payload = gradio_call(client, "documents_workspaces", [])
         assert status == 200 and event == "complete"
         response = client.post("/gradio_api/call/documents_workspaces", json={"data": []}, headers=own)
         assert response.status_code == 200 and "event_id" in response.json()

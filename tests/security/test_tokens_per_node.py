@@ -27,12 +27,14 @@ def test_a_node_is_revoked_alone(tmp_path):
     """Attack: a stolen lab PC keeps calling after the admin revoked it; the other nodes must go on unchanged."""
     ca = school_ca(tmp_path)
     gpu_token, old_lab_token = new_token(), new_token()
-    with node(tmp_path, "gpu", gpu_token, ["localhost", "127.0.0.1"]) as gpu:
-        # Revoking the lab PC: it gets a new token (or none at all); nothing changes on the GPU node.
-        with node(tmp_path, "lab", new_token(), ["localhost", "127.0.0.1"]) as lab:
-            stale = RuntimeConfig(tls_ca_file=ca, node_tokens={gpu.address: gpu_token, lab.address: old_lab_token})
-            assert refusal(lambda: embed(lab.address, stale)) == grpc.StatusCode.UNAUTHENTICATED
-            assert embed(gpu.address, stale) == 384
+    # Revoking the lab PC: it gets a new token (or none at all); nothing changes on the GPU node.
+    with (
+        node(tmp_path, "gpu", gpu_token, ["localhost", "127.0.0.1"]) as gpu,
+        node(tmp_path, "lab", new_token(), ["localhost", "127.0.0.1"]) as lab,
+    ):
+        stale = RuntimeConfig(tls_ca_file=ca, node_tokens={gpu.address: gpu_token, lab.address: old_lab_token})
+        assert refusal(lambda: embed(lab.address, stale)) == grpc.StatusCode.UNAUTHENTICATED
+        assert embed(gpu.address, stale) == 384
 
 
 def test_the_gateway_sends_each_node_its_own_token_by_host_or_by_address(tmp_path):

@@ -43,7 +43,10 @@ def test_a_tls_call_with_a_guessed_token_is_refused(guarded):
     """Attack: a student guesses a token (or tries the example vault's)."""
     server, ca, _ = guarded
     for guess in (new_token(), "example-service-token-change-me-0123456789abcdef"):
-        assert refusal(lambda: embed(server.address, RuntimeConfig(tls_ca_file=ca, service_token=guess))) == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            refusal(lambda guess=guess: embed(server.address, RuntimeConfig(tls_ca_file=ca, service_token=guess)))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
 
 
 def test_the_gateway_with_the_school_ca_and_the_token_gets_in(guarded):

@@ -17,12 +17,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from schulki.config import EmbeddingsConfig
 from schulki.inference.llama_report import load_llama, quant_name
-from schulki.runtime.errors import ModelLoadError
+from schulki.runtime.errors import ModelLoadError, NotReady
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 log = logging.getLogger("schulki.embeddings")
 
@@ -65,7 +69,7 @@ class EmbeddingEngine:
     def __init__(self, model_path: Path, config: EmbeddingsConfig):
         self.model_path = model_path
         self.config = config
-        self._llama = None
+        self._llama: Llama | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._sequences = 1
         self._add_end = False
@@ -141,15 +145,22 @@ class EmbeddingEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, self.embed_blocking, texts)
 
+    def _ready(self) -> tuple[Llama, EmbeddingInfo]:
+        """The model and its facts; NotReady before load() and after close()."""
+        if self._llama is None or self.info is None:
+            raise NotReady("Das Embedding-Modell ist nicht geladen. (the embedding model is not loaded)")
+        return self._llama, self.info
+
     def tokens(self, text: str) -> tuple[list[int], bool]:
         """A text's tokens cut to the model's limit, and whether it was cut."""
-        limit = self.info.max_tokens
+        llama, info = self._ready()
+        limit = info.max_tokens
         # No token is longer than MAX_CHARS_PER_TOKEN characters, so the rest of a huge text
         # cannot count; not tokenizing it keeps an 8 MB text from holding up everyone else.
         cut = len(text) > limit * MAX_CHARS_PER_TOKEN
         if cut:
             text = text[: limit * MAX_CHARS_PER_TOKEN]
-        tokens = self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        tokens = llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
         if len(tokens) <= limit and not cut:
             return tokens, False
         if len(tokens) <= limit:
@@ -162,7 +173,7 @@ class EmbeddingEngine:
         """Embed texts in as few llama.cpp batches as they fit into; call only on the worker thread."""
         import llama_cpp
 
-        llama = self._llama
+        llama, info = self._ready()
         budget = self.config.batch_tokens
         results: list[Embedded] = []
         pending: list[tuple[list[int], bool]] = []
@@ -175,7 +186,7 @@ class EmbeddingEngine:
                 batch.add_sequence(tokens, seq_id, True)
             llama._ctx.kv_cache_clear()
             llama._ctx.decode(batch)
-            n_embd = self.info.dimension
+            n_embd = info.dimension
             for seq_id, (tokens, truncated) in enumerate(pending):
                 pointer = llama_cpp.llama_get_embeddings_seq(llama._ctx.ctx, seq_id)
                 vector = np.ctypeslib.as_array(pointer, shape=(n_embd,)).astype(np.float32)

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from schulki.config import EmbeddingsConfig
-from schulki.embeddings.engine import EmbeddingEngine
+from schulki.embeddings.engine import EmbeddingEngine, EmbeddingInfo
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 from schulki.runtime.errors import InvalidInput, NotReady
@@ -61,18 +61,20 @@ class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
 
-    def _require_loaded(self) -> None:
-        if not self._loaded:
+    def _require_loaded(self) -> EmbeddingInfo:
+        """The loaded model's facts; NotReady while it loads."""
+        info = self.engine.info
+        if not self._loaded or info is None:
             raise NotReady("Das Modell wird noch geladen. (The model is still loading.)")
+        return info
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        self._require_loaded()
+        info = self._require_loaded()
         texts = check_texts(request.texts, self.config.max_texts)
         prefix = self.prefixes.get(request.purpose, "")
         if prefix:
             texts = [prefix + text for text in texts]
         results = await self.engine.embed(texts)
-        info = self.engine.info
         truncated = sum(r.truncated for r in results)
         log.info("embedded %d texts, %d tokens, %d truncated", len(results), sum(r.token_count for r in results), truncated)
         return pb.EmbedResponse(
@@ -83,8 +85,7 @@ class EmbeddingsService(pb_grpc.EmbeddingsServiceServicer):
         )
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
-        self._require_loaded()
-        info = self.engine.info
+        info = self._require_loaded()
         return pb.GetModelInfoResponse(
             model_name=info.model_name,
             dimension=info.dimension,

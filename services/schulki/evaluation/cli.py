@@ -7,7 +7,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from schulki.config import load_config
 
@@ -15,7 +17,7 @@ EXIT_CANCELLED = 130
 EXIT_BUSY = 3
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     """The ``eval`` subcommand and its options."""
     ev = commands.add_parser("eval", help="measure perplexity, KL divergence, question accuracy and speed of GGUF files of one model")
     ev.add_argument("files", nargs="+", type=Path, help="GGUF files of the same model (for example its Q8_0, Q6_K and Q4_K_M)")
@@ -37,7 +39,7 @@ def add_parser(commands) -> None:
     ev.set_defaults(func=run)
 
 
-def _progress(stream):
+def _progress(stream: TextIO) -> Callable[[str, str, int, int], None]:
     state = {"last": 0.0}
 
     def report(file_name: str, step: str, done: int, total: int) -> None:

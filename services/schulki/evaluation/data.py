@@ -114,4 +114,4 @@ def questions(split: str = "all", path: Path | None = None) -> list[Question]:
     ids = [q.id for q in found]
     if len(set(ids)) != len(ids):
         raise DataError(f"{name}: Frage-IDs doppelt (duplicate question ids)")
-    return [q for q in found if split == "all" or q.split == split]
+    return [q for q in found if split in ("all", q.split)]

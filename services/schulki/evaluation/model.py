@@ -135,7 +135,7 @@ class EvalModel:
     def __enter__(self) -> EvalModel:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -24,13 +24,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from schulki.evaluation import data
-from schulki.evaluation.choice import score_questions
+from schulki.evaluation.choice import Accuracy, score_questions
 from schulki.evaluation.model import EvalError, EvalModel
 from schulki.evaluation.perplexity import Stats, compare_pass, reference_pass, text_windows
 from schulki.evaluation.report import BITS_PER_WEIGHT
 from schulki.evaluation.results import SCHEMA, this_host
-from schulki.evaluation.speed import measure_speed
+from schulki.evaluation.speed import Speed, measure_speed
 from schulki.inference.llama_report import FILE_TYPES
 
 Report = Callable[[str, str, int, int], None]
@@ -94,7 +96,7 @@ def check_files(paths: Sequence[Path]) -> list[Path]:
 
     if not paths:
         raise EvalError("Keine Modelldatei angegeben (no model file given)")
-    checked = []
+    checked: list[Path] = []
     for path in paths:
         try:
             check_gguf_file(Path(path))
@@ -135,7 +137,15 @@ def inference_queue(address: str, timeout: float = 2.0) -> int | None:
 
 
 def _record(
-    model: EvalModel, path: Path, options: EvalOptions, stats: Stats, text: data.ReferenceText, windows, reference: Path, accuracy, speed
+    model: EvalModel,
+    path: Path,
+    options: EvalOptions,
+    stats: Stats,
+    text: data.ReferenceText,
+    windows: np.ndarray,
+    reference: Path,
+    accuracy: Accuracy | None,
+    speed: Speed | None,
 ) -> dict:
     import llama_cpp
 
@@ -194,7 +204,7 @@ def evaluate(
     if options.question_limit is not None:
         questions = questions[: options.question_limit]
 
-    def step(path: Path, name: str):
+    def step(path: Path, name: str) -> Callable[[int, int], None] | None:
         return (lambda done, total: progress(path.name, name, done, total)) if progress else None
 
     records = []

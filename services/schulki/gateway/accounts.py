@@ -20,11 +20,12 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import ForeignKey, Integer, String, Text, create_engine, delete, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 ROLES = ("student", "teacher", "admin")
@@ -47,7 +48,7 @@ class Base(DeclarativeBase):
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: workspaces are named after them
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are never reused: workspaces are named after them
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(48), unique=True)
@@ -410,7 +411,9 @@ class Accounts:
         """Delete chats not touched within the retention period; returns how many."""
         cutoff = int(time.time() - retention_days * 86400)
         with self._session.begin() as db:
-            return db.execute(delete(StoredChat).where(StoredChat.updated_at <= cutoff)).rowcount
+            # A DELETE gives a CursorResult, which has rowcount; execute() is typed for any statement.
+            result = cast("CursorResult[Any]", db.execute(delete(StoredChat).where(StoredChat.updated_at <= cutoff)))
+            return result.rowcount
 
     # -- usage -------------------------------------------------------------
 

@@ -94,9 +94,12 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     @app.middleware("http")
     async def send_visitors_to_login(request: Request, call_next):
-        if request.method == "GET" and request.url.path in ("/", "/en", "/en/"):
-            if gateway.account_from_headers(request.cookies, request.headers.get("authorization")) is None:
-                return RedirectResponse("/login?lang=en" if request.url.path.startswith("/en") else "/login", status_code=303)
+        if (
+            request.method == "GET"
+            and request.url.path in ("/", "/en", "/en/")
+            and gateway.account_from_headers(request.cookies, request.headers.get("authorization")) is None
+        ):
+            return RedirectResponse("/login?lang=en" if request.url.path.startswith("/en") else "/login", status_code=303)
         return await call_next(request)
 
     @app.get("/healthz", include_in_schema=False)
@@ -155,9 +158,16 @@ def serve(config: Config) -> None:
     for node, token in config.runtime.resolved_node_tokens().items():
         check_token(token, f"gateway: runtime.node_tokens[{node}]")
     files = https_files(config)
-    tls = {"ssl_certfile": str(files.cert_file), "ssl_keyfile": str(files.key_file)} if files else {}
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host=config.gateway.host, port=config.gateway.port, log_level="warning", access_log=False, **tls)
+        uvicorn.Config(
+            create_app(config),
+            host=config.gateway.host,
+            port=config.gateway.port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=str(files.cert_file) if files else None,
+            ssl_keyfile=str(files.key_file) if files else None,
+        )
     )
 
     async def run() -> None:

@@ -92,8 +92,8 @@ def router(gateway: Gateway) -> APIRouter:
         if account is None:
             return login_page(lang, s["login_failed"], status=401)
         token = gateway.accounts.open_session(account.id, gateway.config.gateway.session_hours)
-        response = RedirectResponse(home_path(lang), status_code=303)
-        response.set_cookie(
+        redirect = RedirectResponse(home_path(lang), status_code=303)
+        redirect.set_cookie(
             SESSION_COOKIE,
             token,
             max_age=int(gateway.config.gateway.session_hours * 3600),
@@ -102,7 +102,7 @@ def router(gateway: Gateway) -> APIRouter:
             secure=request.url.scheme == "https",
             path="/",
         )
-        return response
+        return redirect
 
     @routes.get("/logout", include_in_schema=False)
     def logout(request: Request, lang: str = "de"):

@@ -72,7 +72,7 @@ class ChatModels:
             if wanted and wanted in names:
                 return wanted
         real = [name for name in names if not self.is_demo(name)]
-        return (real or names or [None])[0]
+        return next(iter(real or names), None)
 
     def set_default(self, name: str) -> None:
         if name not in self.names():
@@ -128,7 +128,7 @@ class ChatModels:
             if lesson in allowed:
                 return lesson
         default = self.default()
-        return default if default in allowed else (allowed or [None])[0]
+        return default if default in allowed else next(iter(allowed), None)
 
     def resolve(self, account: Account, requested: str | None) -> str:
         """The model a request goes to: the named one, or for none and schulki-chat the user's preselected one."""

@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -62,12 +63,13 @@ class AnswerBrokeOff(ServiceDown):
 class Node:
     address: str
     channel: grpc.aio.Channel
-    stub: object
+    stub: Any
+    """The service's generated stub (grpc's generated stubs carry no types)."""
     healthy: bool = False
     status: str = "unbekannt"
     model: str = ""
     """The model the node serves (inference only): from its GetModelInfo, or from the settings until it answers."""
-    info: object | None = None
+    info: inference_pb.GetModelInfoResponse | None = None
     """Its last GetModelInfoResponse (inference only)."""
     in_flight: int = 0
     """Requests this gateway has running on the node right now."""

@@ -17,6 +17,7 @@ another fails, so a retrieval service that is down delays only the documents.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -88,10 +89,8 @@ def purge_uploads(folder: Path, cutoff: float) -> int:
             except FileNotFoundError:
                 pass
         for name in dirs:
-            try:
-                (Path(root) / name).rmdir()  # only when empty
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # rmdir removes only empty folders
+                (Path(root) / name).rmdir()
     return removed
 
 
@@ -159,7 +158,7 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
             log.warning("purging %s failed; it is tried again at the next purge", name, exc_info=True)
             return
         if isinstance(result, tuple):
-            counts.update(zip(name.split("+"), result))
+            counts.update(zip(name.split("+"), result, strict=True))
         else:
             counts[name] = result
 

@@ -28,14 +28,22 @@ window still covers it (llama-server's own check).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 
 from schulki.inference.sampling import SamplerChain
+
+if TYPE_CHECKING:  # engine.py imports this module
+    from schulki.inference.engine import Generation, GenerationResult, StopText
+
+    Piece: TypeAlias = str | GenerationResult | BaseException
+    """What a request's caller receives: text pieces, then the result (or an error)."""
 
 log = logging.getLogger("schulki.inference")
 
@@ -47,9 +55,9 @@ MIN_COPY_GAIN = 32
 class Request:
     """One generation handed to the worker; ``deliver`` runs on ``loop`` with each piece, then the result."""
 
-    job: object  # engine.Generation
+    job: Generation
     loop: asyncio.AbstractEventLoop
-    deliver: Callable[[object], None]
+    deliver: Callable[[Piece], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -79,8 +87,9 @@ class _Slot:
         """Prompt tokens already in the cells."""
         self.pending: int | None = None
         """The last sampled token, decoded in the next step."""
-        self.text = None
-        self.result = None
+        # Both set by _start before the slot serves a request, and read only while it does.
+        self.text: StopText
+        self.result: GenerationResult
         self.index = -1
         """Position in the current batch whose logits this slot samples from, or -1."""
         self.started = 0
@@ -114,7 +123,7 @@ class BatchDecoder:
         self._batch = lc.llama_batch_init(n_batch, 0, 1)
         self._slots = [_Slot(i) for i in range(slots)]
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._outbox: list[tuple[Request, object]] = []
+        self._outbox: list[tuple[Request, Piece]] = []
         self._waiting: deque[Request] = deque()
         self._admitted = 0
         self.stats = BatchStats()
@@ -169,7 +178,7 @@ class BatchDecoder:
                         self._forget(slot)
             self._flush()
 
-    def _emit(self, request: Request, item: object) -> None:
+    def _emit(self, request: Request, item: Piece) -> None:
         self._outbox.append((request, item))
 
     def _flush(self) -> None:
@@ -177,15 +186,13 @@ class BatchDecoder:
         on a busy machine every extra hand-over of the GIL between threads costs the decoding a time slice."""
         if not self._outbox:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, object]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Request, Piece]]] = {}
         for request, item in self._outbox:
             by_loop.setdefault(request.loop, []).append((request, item))
         self._outbox = []
         for loop, items in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody waits for these answers any more
                 loop.call_soon_threadsafe(_deliver_all, items)
-            except RuntimeError:  # the event loop is gone (shutdown): nobody waits for these answers any more
-                pass
 
     def _stop_all(self) -> None:
         for slot in self._slots:
@@ -271,12 +278,12 @@ class BatchDecoder:
         lc = self._lc
         n = 0
         fed: list[tuple[_Slot, list[int]]] = []
-        answering = [s for s in self._slots if s.request is not None and s.pending is not None]
+        answering = [(s, s.pending) for s in self._slots if s.request is not None and s.pending is not None]
         reading = sorted((s for s in self._slots if s.request is not None and s.pending is None), key=lambda s: s.started)
-        for slot in answering:
-            self._add(n, slot.pending, len(slot.cached), slot.seq_id, True)
+        for slot, pending in answering:
+            self._add(n, pending, len(slot.cached), slot.seq_id, True)
             slot.index = n
-            fed.append((slot, [slot.pending]))
+            fed.append((slot, [pending]))
             n += 1
         for slot in reading:
             room = self._n_batch - n
@@ -302,6 +309,7 @@ class BatchDecoder:
             slot.pending = None
             if slot.index < 0:
                 continue
+            assert slot.sampler is not None, "a slot that serves a request has its sampler"
             token = slot.sampler.sample(self._ctx, slot.index)
             reason = self._take(slot, token)
             if reason is None:
@@ -314,21 +322,23 @@ class BatchDecoder:
         """Send what a sampled token adds to the answer; return the finish reason when the answer ends here."""
         if self._lc.llama_vocab_is_eog(self._vocab, token):
             return "stop"
-        result = slot.result
+        result, request = slot.result, slot.request
+        assert request is not None, "only a slot that serves a request samples"
         result.completion_tokens += 1
         self.stats.generated_tokens += 1
         piece = slot.text.push(self._model.detokenize([token]))
         if piece:
-            self._emit(slot.request, piece)
+            self._emit(request, piece)
         if slot.text.stopped:
             return "stop"
-        if result.completion_tokens >= slot.request.job.max_tokens or len(slot.prompt) + result.completion_tokens >= self.n_ctx_seq:
+        if result.completion_tokens >= request.job.max_tokens or len(slot.prompt) + result.completion_tokens >= self.n_ctx_seq:
             return "length"
         return None
 
     def _end(self, slot: _Slot, error: BaseException | None = None) -> None:
         """Hand the caller its result (or error) and free the slot; its cells stay as a prefix cache."""
         request = slot.request
+        assert request is not None, "_end frees a slot that serves a request"
         slot.request = None
         slot.pending = None
         if slot.sampler is not None:
@@ -353,7 +363,7 @@ class _Stop:
     pass
 
 
-def _deliver_all(items: list[tuple[Request, object]]) -> None:
+def _deliver_all(items: list[tuple[Request, Piece]]) -> None:
     for request, item in items:
         request.deliver(item)
 

@@ -17,11 +17,17 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from schulki.config import InferenceConfig
 from schulki.inference.batching import BatchDecoder, BatchStats, Request
 from schulki.inference.llama_report import BufferSizes, buffer_sizes, load_model, new_context, quant_name
-from schulki.runtime.errors import InvalidInput
+from schulki.runtime.errors import InvalidInput, NotReady
+
+if TYPE_CHECKING:
+    from llama_cpp._internals import LlamaModel
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 log = logging.getLogger("schulki.inference")
 
@@ -130,16 +136,16 @@ class ChatEngine:
         self.model_path = model_path
         self.config = config
         self.parallel = parallel or config.parallel_sequences or 1
-        self._model = None
+        self._model: LlamaModel | None = None
         self._ctx = None
         self._decoder: BatchDecoder | None = None
-        self._formatter = None
+        self._formatter: Jinja2ChatFormatter | None = None
         self.info: ModelInfo | None = None
 
     @property
     def stats(self) -> BatchStats:
         """Counters of the batch worker (requests, prompt tokens, of them reused from cached cells)."""
-        return self._decoder.stats
+        return self._ready_decoder().stats
 
     @property
     def running(self) -> int:
@@ -218,17 +224,29 @@ class ChatEngine:
             self._model.close()
             self._model = None
 
+    def _ready_model(self) -> tuple[LlamaModel, Jinja2ChatFormatter]:
+        if self._model is None or self._formatter is None:
+            raise NotReady("Das Modell ist nicht geladen. (the model is not loaded)")
+        return self._model, self._formatter
+
+    def _ready_decoder(self) -> BatchDecoder:
+        if self._decoder is None:
+            raise NotReady("Das Modell ist nicht geladen. (the model is not loaded)")
+        return self._decoder
+
     def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
         """Apply the model's chat template and tokenize; safe to call beside a generation."""
+        model, formatter = self._ready_model()
         try:
-            result = self._formatter(messages=messages)
+            # llama-cpp-python types messages as OpenAI's TypedDicts; the template reads role and content, which these have.
+            result = formatter(messages=cast("list[ChatCompletionRequestMessage]", messages))
         except Exception as error:  # the template rejected the conversation
             raise InvalidInput(f"Das Modell kann dieses Gespräch nicht verarbeiten: {error}") from None
-        return self._model.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        return model.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
 
     def tokens_of(self, text: str) -> list[int]:
         """Plain text as the model's tokens (no chat template, no special tokens)."""
-        return self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return self._ready_model()[0].tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     async def generate(self, job: Generation) -> AsyncIterator[str | GenerationResult]:
         """Yield text pieces as they are generated, then the GenerationResult.
@@ -247,7 +265,8 @@ class ChatEngine:
                 ended.set_result(None)
 
         request = Request(job, loop, deliver)
-        self._decoder.submit(request)
+        decoder = self._ready_decoder()
+        decoder.submit(request)
         try:
             while True:
                 item = await pieces.get()
@@ -258,12 +277,12 @@ class ChatEngine:
                     return
                 # Send what piled up while the consumer was busy as one piece.
                 while not pieces.empty() and isinstance(pieces._queue[0], str):  # type: ignore[attr-defined]
-                    item += pieces.get_nowait()
+                    item += cast(str, pieces.get_nowait())  # the head of the queue was just checked to be text
                 yield item
         finally:
             if not ended.done():
                 request.cancelled.set()
-                self._decoder.wake()
+                decoder.wake()
                 await asyncio.shield(ended)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 
 from schulki.config import InferenceConfig
-from schulki.inference.engine import ChatEngine, Generation, GenerationResult, Sampling
+from schulki.inference.engine import ChatEngine, Generation, GenerationResult, ModelInfo, Sampling
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from schulki.runtime.errors import InvalidInput, NotReady
@@ -78,9 +78,12 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
 
-    def _require_loaded(self) -> None:
-        if not self._loaded:
+    def _require_loaded(self) -> ModelInfo:
+        """The loaded model's facts; NotReady while it loads."""
+        info = self.engine.info
+        if not self._loaded or info is None:
             raise NotReady("Das Modell wird noch geladen. (The model is still loading.)")
+        return info
 
     async def _prompt_tokens(self, messages) -> list[int]:
         return await asyncio.to_thread(self.engine.chat_tokens, messages_from_proto(messages))
@@ -110,8 +113,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         return sampling
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext):
-        self._require_loaded()
-        n_ctx = self.engine.info.context_length
+        n_ctx = self._require_loaded().context_length
         sampling = self._sampling(request)
         if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
             raise InvalidInput(f"at most {MAX_STOP_SEQUENCES} stop sequences, not {len(request.stop_sequences)}")
@@ -149,13 +151,12 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
                     yield pb.ChatResponse(text=item)
 
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
-        self._require_loaded()
+        info = self._require_loaded()
         tokens = await self._prompt_tokens(request.messages)
-        return pb.CountTokensResponse(token_count=len(tokens), context_length=self.engine.info.context_length)
+        return pb.CountTokensResponse(token_count=len(tokens), context_length=info.context_length)
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
-        self._require_loaded()
-        info = self.engine.info
+        info = self._require_loaded()
         return pb.GetModelInfoResponse(
             model_name=info.model_name,
             quant=info.quant,

@@ -164,8 +164,8 @@ def parse_catalog(data: dict) -> Catalog:
     order = tuple(quants.get("order", ()))
     last_resort = tuple(quants.get("last_resort", ()))
     models = {}
-    for model_id, raw in data.get("models", {}).items():
-        raw = dict(raw)
+    for model_id, table in data.get("models", {}).items():
+        raw = dict(table)  # a copy: files are popped off it
         if raw.get("kind") not in KINDS:
             raise CatalogError(f"catalog entry {model_id}: kind must be one of {', '.join(KINDS)}")
         files = tuple(_model_file(model_id, f, last_resort) for f in raw.pop("files", ()))

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from schulki.models.catalog import Catalog, load_catalog
 from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, Machine, MiB, Workload, default_parallel, plan
@@ -65,7 +66,7 @@ class FleetError(ValueError):
     """An inventory value is wrong; the message names the host and the variable."""
 
 
-def _var(hostvars: dict, name: str):
+def _var(hostvars: dict, name: str) -> Any:
     value = hostvars.get(name)
     return FLEET_DEFAULTS[name] if value is None or (value == "" and FLEET_DEFAULTS[name] != "") else value
 
@@ -209,12 +210,12 @@ def host_plan(
             result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
             return result
         machine = Machine("cpu", ram, name=host)
-    quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
+    chat_quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
     chat_model = str(_var(hostvars, "schulki_plan_chat_model"))
     if str(_var(hostvars, "schulki_plan_parallel_sequences")).lower() == "auto":
         work = replace(work, parallel=default_parallel(catalog.model(chat_model), machine, work))
     excluded = quality_floor(chat_model, kind) if quality_floor else frozenset()
-    p = plan(chat_model, machine, work, quant=quant, catalog=catalog, exclude_quants=excluded)
+    p = plan(chat_model, machine, work, quant=chat_quant, catalog=catalog, exclude_quants=excluded)
     result["chat"] = p.as_dict()
     # The name the node serves under and the gateway routes by; the gateway's settings list it beside the node's address.
     from schulki.models.served import served_name
@@ -248,7 +249,7 @@ def read_inventory(inventory: str) -> dict[str, dict]:
     command = shutil.which("ansible-inventory", path=str(Path(sys.executable).parent)) or shutil.which("ansible-inventory")
     if command is None:
         raise FleetError("ansible-inventory is not installed (pip install ansible-core)")
-    run = subprocess.run([command, "-i", inventory, "--list"], capture_output=True, text=True)
+    run = subprocess.run([command, "-i", inventory, "--list"], capture_output=True, text=True, check=False)
     if run.returncode != 0:
         raise FleetError(
             f"ansible-inventory cannot read {inventory}: {run.stderr.strip().splitlines()[-1] if run.stderr.strip() else run.returncode}"
@@ -283,7 +284,7 @@ def plan_table(plans: list[dict]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for r in [header, *rows]:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths)) + "  " + str(r[-1]))
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + str(r[-1]))
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from schulki.models.catalog import Model, ModelFile
 
@@ -39,7 +39,7 @@ class GGUFError(ValueError):
     """The file is not a GGUF file this reader understands; the message says why."""
 
 
-def _read(f: BinaryIO, fmt: str):
+def _read(f: BinaryIO, fmt: str) -> Any:
     size = struct.calcsize(fmt)
     data = f.read(size)
     if len(data) != size:
@@ -60,7 +60,7 @@ def _string(f: BinaryIO) -> str:
     return f.read(_length(f)).decode("utf-8", errors="replace")
 
 
-def _value(f: BinaryIO, kind: int):
+def _value(f: BinaryIO, kind: int) -> Any:
     if kind in _SCALARS:
         return _read(f, _SCALARS[kind])
     if kind == _STRING:
@@ -98,7 +98,7 @@ def read_metadata(path: Path) -> dict:
         return metadata
 
 
-def _int(value, default: int = 0) -> int:
+def _int(value: Any, default: int = 0) -> int:
     if isinstance(value, list):  # per-layer figures: the largest layer counts
         return int(max(value)) if value else default
     return int(value) if value is not None else default

@@ -406,7 +406,7 @@ def plan(
     forced = " (set by the admin)" if quant else ""
     if machine.kind == "cpu" and standard and not quant:
         standard = cpu_order(catalog, standard)
-    ladder = [(work, "")] + lighter_workloads(work, machine)
+    ladder = [(work, ""), *lighter_workloads(work, machine)]
 
     def why(f: ModelFile, w: Workload, est: Estimate) -> str:
         lighter = (

@@ -221,11 +221,11 @@ def _pack(units: list[_Unit], chunk_chars: int, overlap_chars: int) -> list[str]
     current: list[_Unit] = []
     fresh = 0  # units in current that no chunk holds yet
     for unit in units:
-        if current and _length(current + [unit]) > chunk_chars:
+        if current and _length([*current, unit]) > chunk_chars:
             chunks.append(_joined(current))
             current = _overlap(current, overlap_chars)
             # The overlap must leave room for the new sentence, else it is dropped.
-            while current and _length(current + [unit]) > chunk_chars:
+            while current and _length([*current, unit]) > chunk_chars:
                 current.pop(0)
             fresh = 0
         current.append(unit)
@@ -239,7 +239,7 @@ def _overlap(units: list[_Unit], overlap_chars: int) -> list[_Unit]:
     """The trailing whole units of a chunk that fit into overlap_chars."""
     tail: list[_Unit] = []
     for unit in reversed(units):
-        if _length([unit] + tail) > overlap_chars:
+        if _length([unit, *tail]) > overlap_chars:
             break
         tail.insert(0, unit)
     return tail

@@ -24,6 +24,7 @@ must not lose its files), which removes them from the disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -145,10 +146,8 @@ class EmbeddedStore(Store):
         with self._tables_lock:
             self._tables.pop(workspace, None)
             self._vector_indexed.discard(workspace)
-            try:
+            with contextlib.suppress(ValueError, FileNotFoundError):
                 self._db.drop_table(workspace)
-            except (ValueError, FileNotFoundError):
-                pass
 
     def _schema(self, dimension: int) -> pa.Schema:
         return pa.schema(

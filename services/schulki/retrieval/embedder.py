@@ -38,9 +38,10 @@ class EmbeddingsClient:
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.EmbeddingsServiceStub | None = None
 
-    def open(self) -> None:
+    def open(self) -> pb_grpc.EmbeddingsServiceStub:
         self._channel = open_channel(self.address, self.runtime, aio=True)  # TLS when the runtime has a CA file
         self._stub = pb_grpc.EmbeddingsServiceStub(self._channel)
+        return self._stub
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -53,11 +54,10 @@ class EmbeddingsClient:
         Texts are passages to be found, or with ``query`` search queries: the embeddings
         service puts the model's own prefix in front of each (multilingual-e5 needs them).
         """
-        if self._stub is None:
-            self.open()
+        stub = self._stub if self._stub is not None else self.open()
         metadata = call_metadata(self.runtime, logs.request_id.get())
         try:
-            response = await self._stub.Embed(
+            response = await stub.Embed(
                 pb.EmbedRequest(texts=list(texts), user=user, purpose=pb.TEXT_PURPOSE_QUERY if query else pb.TEXT_PURPOSE_DOCUMENT),
                 timeout=self.timeout_s,
                 metadata=metadata,

@@ -114,8 +114,8 @@ class Ingestor:
                         yield item
             size_bytes = path.stat().st_size
             async with self._slots:
-                async for item in self._process(upload, source, path, file_name, size_bytes, quota):
-                    yield item
+                async for event in self._process(upload, source, path, file_name, size_bytes, quota):
+                    yield event
         finally:
             path.unlink(missing_ok=True)
 
@@ -129,6 +129,8 @@ class Ingestor:
                 document = item
             else:
                 yield item
+        if document is None:  # _parse ends with the parsed chunks or raises
+            raise InvalidInput("Die Datei enthält keinen Text. (no text found)")
         chunks = document.chunks
         if not chunks:
             raise InvalidInput("Die Datei enthält keinen Text. (no text found)")
@@ -153,7 +155,7 @@ class Ingestor:
             size_bytes=size_bytes,
             text_bytes=text_bytes,
         )
-        stored = [StoredChunk(document_id, source, chunk, vector) for chunk, vector in zip(chunks, vectors)]
+        stored = [StoredChunk(document_id, source, chunk, vector) for chunk, vector in zip(chunks, vectors, strict=True)]
         yield Progress("storing", 0, len(chunks), "chunks")
         await asyncio.to_thread(self.store.add_document, upload.workspace, record, stored, quota)
         yield Progress("storing", len(chunks), len(chunks), "chunks")

@@ -22,6 +22,7 @@ otherwise. A new process per document costs about half a second here
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -115,6 +116,7 @@ async def parse_in_process(path, file_name: str, limits: ParseLimits, report) ->
     )
 
     async def follow() -> None:
+        assert process.stdin is not None and process.stdout is not None, "both are pipes (PIPE above)"
         process.stdin.write(json.dumps(request).encode())
         await process.stdin.drain()
         process.stdin.close()
@@ -151,10 +153,8 @@ async def parse_in_process(path, file_name: str, limits: ParseLimits, report) ->
         if process.returncode is None:
             process.kill()
             await process.wait()
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(result_path)
-        except OSError:
-            pass
 
 
 # The child. ---------------------------------------------------------------------------

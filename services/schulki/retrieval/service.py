@@ -88,6 +88,12 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
             raise NotReady("Der Dienst startet noch. (the retrieval service is starting)")
         return self.store
 
+    def _ready_ingestor(self) -> Ingestor:
+        self._ready()
+        if self.ingestor is None:  # set together with the store; here for the type checker's sake
+            raise NotReady("Der Dienst startet noch. (the retrieval service is starting)")
+        return self.ingestor
+
     async def CreateWorkspace(self, request: pb.CreateWorkspaceRequest, context) -> pb.CreateWorkspaceResponse:
         await asyncio.to_thread(self._ready().create_workspace, request.workspace)
         log.info("created workspace %s", request.workspace)
@@ -102,7 +108,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         return pb.DeleteWorkspaceResponse(deleted_documents=count)
 
     async def IngestDocument(self, request_iterator, context):
-        self._ready()
+        ingestor = self._ready_ingestor()
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("source"):
             raise InvalidInput("Die erste Nachricht muss Arbeitsbereich und Dateiname nennen. (the first message must carry the source)")
@@ -117,7 +123,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
                 yield message.file_chunk
 
         upload = Upload(workspace=source.workspace, file_name=source.file_name, url=source.url)
-        async for item in self.ingestor.ingest(upload, file_bytes()):
+        async for item in ingestor.ingest(upload, file_bytes()):
             if isinstance(item, Progress):
                 yield pb.IngestDocumentResponse(
                     progress=pb.IngestProgress(stage=item.stage, done=item.done, total=item.total, unit=item.unit)

@@ -213,10 +213,10 @@ class Store(ABC):
     ) -> list[Hit]:
         """Hybrid search, leaving out the chunks of the documents in ``exclude``."""
 
-    def _maintain(self, workspace: str) -> None:
+    def _maintain(self, workspace: str) -> None:  # noqa: B027 - an optional hook: engines without index upkeep keep the default
         """Index upkeep after a document was stored (the engine may build or refresh indexes); nothing by default."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: an embedded store holds no connection
         """Release connections."""
 
     # The operations the service calls. ------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Sequence
+from typing import Literal, overload
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,7 +36,7 @@ class _TokenInterceptor(
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        if "authorization" not in metadata:
+        if "authorization" not in metadata.keys():  # noqa: SIM118 - grpc-stubs types `in` on Metadata as a test for (key, value) pairs
             metadata.add(*self._header)
         return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready)
 
@@ -95,8 +97,20 @@ class _SyncTokenInterceptor(
         return continuation(self._details(client_call_details), request_iterator)
 
 
+@overload
 def open_channel(
-    address: str, config: RuntimeConfig, aio: bool = False, extra_options: list[tuple[str, int]] = ()
+    address: str, config: RuntimeConfig, aio: Literal[False] = False, extra_options: Sequence[tuple[str, int]] = ()
+) -> grpc.Channel: ...
+
+
+@overload
+def open_channel(
+    address: str, config: RuntimeConfig, aio: Literal[True], extra_options: Sequence[tuple[str, int]] = ()
+) -> grpc.aio.Channel: ...
+
+
+def open_channel(
+    address: str, config: RuntimeConfig, aio: bool = False, extra_options: Sequence[tuple[str, int]] = ()
 ) -> grpc.Channel | grpc.aio.Channel:
     """A channel to one node: TLS checked against tls_ca_file when that is set, plain otherwise.
 

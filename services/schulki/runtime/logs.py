@@ -27,7 +27,7 @@ class _RequestIdFilter(logging.Filter):
 
 def configure(level: str = "INFO", log_content: bool = False) -> None:
     """Set up logging for a service process; safe to call more than once."""
-    global _log_content
+    global _log_content  # noqa: PLW0603 - one switch per process, set once at start and read by every log call
     _log_content = log_content
     root = logging.getLogger()
     root.setLevel(level)

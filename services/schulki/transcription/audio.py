@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +207,7 @@ def quiet_cut(window: np.ndarray, search: int, frame: int = SAMPLE_RATE // 10) -
 
 def windows(
     path: Path, window_s: float, max_duration_s: float, cancelled: threading.Event | None = None
-) -> Iterator[tuple[float, np.ndarray]]:
+) -> Generator[tuple[float, np.ndarray], None, None]:
     """The decoded audio as (offset in seconds, samples) windows of at most ``window_s``.
 
     Each yielded array is a view into one reused buffer: the caller must be done

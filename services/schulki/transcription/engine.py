@@ -19,14 +19,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from schulki.config import TranscriptionConfig
-from schulki.runtime.errors import ModelLoadError
+from schulki.runtime.errors import ModelLoadError, NotReady
 from schulki.transcription import audio
 
 # No model hub and no telemetry: the model is a local folder.
@@ -136,7 +137,7 @@ class SpeechEngine:
         limit_malloc_arenas()  # before the worker threads exist, so they share the arenas
         self.model_path = model_path
         self.config = config
-        self._model = None
+        self._model: Any = None  # a faster_whisper.WhisperModel once loaded (faster-whisper has no type information)
         self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=config.max_concurrent, thread_name_prefix="whisper")
         self.device = ""
         self.compute_type = ""
@@ -183,11 +184,18 @@ class SpeechEngine:
         """
         from faster_whisper.feature_extractor import FeatureExtractor
 
-        wanted = self._model.model.n_mels
-        if self._model.feature_extractor.mel_filters.shape[0] != wanted:
+        wanted = self._loaded.model.n_mels
+        if self._loaded.feature_extractor.mel_filters.shape[0] != wanted:
             log.info("%s expects %d mel bands; its folder said otherwise", self.model_path.name, wanted)
-            self._model.feat_kwargs = {**self._model.feat_kwargs, "feature_size": wanted}
-            self._model.feature_extractor = FeatureExtractor(**self._model.feat_kwargs)
+            self._loaded.feat_kwargs = {**self._loaded.feat_kwargs, "feature_size": wanted}
+            self._loaded.feature_extractor = FeatureExtractor(**self._loaded.feat_kwargs)
+
+    @property
+    def _loaded(self) -> Any:
+        """The WhisperModel; NotReady before load() and after close()."""
+        if self._model is None:
+            raise NotReady("Das Sprachmodell ist nicht geladen. (the speech model is not loaded)")
+        return self._model
 
     def close(self) -> None:
         """Free the model once running work is done."""
@@ -197,14 +205,14 @@ class SpeechEngine:
     @property
     def multilingual(self) -> bool:
         """Whether the model knows languages other than English (and can translate)."""
-        return self._model.model.is_multilingual
+        return self._loaded.model.is_multilingual
 
     @property
     def languages(self) -> list[str]:
         """The language codes the model knows."""
-        return self._model.supported_languages
+        return self._loaded.supported_languages
 
-    async def transcribe(self, job: TranscriptionJob) -> AsyncIterator[Language | Segment | TranscriptionDone]:
+    async def transcribe(self, job: TranscriptionJob) -> AsyncGenerator[Language | Segment | TranscriptionDone, None]:
         """Yield the Language, then each Segment as it is recognised, then TranscriptionDone.
 
         Closing the iterator early (the caller cancelled) stops the worker at the
@@ -243,7 +251,7 @@ class SpeechEngine:
         default_language_weight, is at least as likely: a short German clip that Whisper
         calls English with 0.8 and German with 0.1 is German here.
         """
-        detected, probability, all_probabilities = self._model.detect_language(samples)
+        detected, probability, all_probabilities = self._loaded.detect_language(samples)
         default = self.config.default_language
         if default and detected != default:
             default_probability = dict(all_probabilities).get(default, 0.0)
@@ -282,7 +290,7 @@ class SpeechEngine:
                     emit(Language(language, probability))
                     language_sent = True
                 prompt = " ".join(p for p in (job.initial_prompt, previous_text[-CARRIED_PROMPT_CHARS:]) if p) or None
-                segments, info = self._model.transcribe(
+                segments, info = self._loaded.transcribe(
                     samples,
                     language=language,
                     task=job.task,

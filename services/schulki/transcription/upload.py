@@ -73,13 +73,14 @@ async def receive(
                 if file is None:
                     match = _EXTENSION.search(options.file_name)
                     suffix = "." + match.group(1).lower() if match else ""
-                    file = tempfile.NamedTemporaryFile(prefix="schulki-audio-", suffix=suffix, dir=directory, delete=False)
+                    # The file outlives this loop (the engine reads it); it is closed below and removed on failure.
+                    file = tempfile.NamedTemporaryFile(prefix="schulki-audio-", suffix=suffix, dir=directory, delete=False)  # noqa: SIM115
                 size += len(request.audio_chunk)
                 if size > max_bytes:
                     raise TooLarge(TOO_BIG.format(limit=_megabytes(max_bytes)))
                 # A page-cache write of at most one chunk: too short to be worth a thread.
                 file.write(request.audio_chunk)
-        if size == 0:
+        if size == 0 or file is None or options is None:  # options without any audio
             raise InvalidInput(EMPTY)
         file.close()
         return Upload(options, Path(file.name), size)

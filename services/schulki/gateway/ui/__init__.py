@@ -57,6 +57,6 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
             return links, gr.Tab(visible=account.role == "admin")
 
         demo.load(personalise, None, [header, admin_tab], api_name="whoami")
-    demo.schulki_home = home  # type: ignore[attr-defined]
-    demo.schulki_other_lang = other_lang  # type: ignore[attr-defined]
+    demo.schulki_home = home
+    demo.schulki_other_lang = other_lang
     return demo

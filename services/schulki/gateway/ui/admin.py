@@ -154,6 +154,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         hours = gateway.config.gateway.upload_retention_hours
         # the gateway serves a cached file only to its owner: here the admin who asked for the export
         cached = await export_file.async_move_resource_to_block_cache(str(path))
+        assert cached is not None, "Gradio returns the cached path of the file it was given"
         gateway.file_owners.add(cached, admin.id)
         return s["export_ready"].format(name=account.name, hours=hours), gr.File(value=cached, visible=True)
 
@@ -163,7 +164,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
 
     async def set_data_periods(documents, transcripts, backups, request: gr.Request):
         require_admin(request)
-        for name, value in zip(DATA_PERIODS, (documents, transcripts, backups)):
+        for name, value in zip(DATA_PERIODS, (documents, transcripts, backups), strict=True):
             if value is not None:
                 retention_rules.set_period_days(gateway, name, int(value))
         await retention_rules.purge_expired(gateway)  # a shorter period applies at once, as for chats

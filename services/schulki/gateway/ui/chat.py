@@ -89,7 +89,7 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
 
     @handles_errors(s)
     async def respond(
-        message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request = None
+        message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request | None = None
     ):
         # model_name defaults to None (the preselected model), so API callers that predate the picker keep working
         account = account_of(gateway, request, s)
@@ -100,9 +100,9 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             chosen = gateway.models.resolve(account, model_name)
         except ModelChoiceError as error:
             raise gr.Error(str(error)) from error
-        history = list(history or []) + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        history = [*list(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield history, history, "", current_id
-        prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}] + history[:-1]
+        prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}, *history[:-1]]
         first_piece = None
         async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, model=chosen):
             if event.HasField("finish"):

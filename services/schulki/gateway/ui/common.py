@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -21,7 +22,7 @@ from schulki.runtime import logs
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
-def account_of(gateway: Gateway, request: gr.Request, s: Strings) -> Account:
+def account_of(gateway: Gateway, request: gr.Request | None, s: Strings) -> Account:
     """The logged-in user of a Gradio event; the name comes from the auth dependency, never from the browser."""
     account = gateway.accounts.by_name(request.username) if request and request.username else None
     if account is None:
@@ -32,10 +33,8 @@ def account_of(gateway: Gateway, request: gr.Request, s: Strings) -> Account:
 def discard_upload(path: str | None) -> None:
     """Delete an upload from Gradio's cache once its event is over, refused or not (it may be a student's essay)."""
     if path:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
 
 
 def user_error(s: Strings, error: BaseException) -> gr.Error:

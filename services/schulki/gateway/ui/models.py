@@ -8,24 +8,26 @@ browser upload.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
+from schulki.gateway.accounts import Account
 from schulki.gateway.chat_models import RESTRICTED_ROLES, ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 
 
-def build_models_section(gateway: Gateway, s: Strings, require_admin) -> tuple[list, callable]:
+def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[gr.Request], Account]) -> tuple[list, Callable[[], list]]:
     """The section's components; returns the outputs the admin overview fills and the function that fills them."""
     role_labels = s["role_names"].split("|")
     with gr.Accordion(s["models_admin"], open=True):
         default = gr.Dropdown([], label=s["default_model"], elem_id="admin-default-model", allow_custom_value=True)
         role_boxes = [
             gr.CheckboxGroup([], label=s["role_models"].format(role=label), elem_id=f"admin-models-{role}")
-            for role, label in zip(RESTRICTED_ROLES, role_labels)
+            for role, label in zip(RESTRICTED_ROLES, role_labels, strict=True)
         ]
         save = gr.Button(s["save"], elem_id="admin-models-save")
         with gr.Row():
@@ -50,7 +52,7 @@ def build_models_section(gateway: Gateway, s: Strings, require_admin) -> tuple[l
             if chosen_default:
                 gateway.models.set_default(chosen_default)
             names = set(gateway.models.names())
-            for role, models in zip(RESTRICTED_ROLES, allowed):
+            for role, models in zip(RESTRICTED_ROLES, allowed, strict=True):
                 picked = [m for m in (models or []) if m in names]
                 gateway.models.set_role_models(role, None if set(picked) == names else picked)
         except ModelChoiceError as error:

@@ -38,7 +38,7 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
     with gr.Row():
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=s["recording"], elem_id="recording", buttons=["download"])
         with gr.Column():
-            language = gr.Dropdown([(s["auto_detect"], "")] + LANGUAGES, value="", label=s["language"], elem_id="transcription-language")
+            language = gr.Dropdown([(s["auto_detect"], ""), *LANGUAGES], value="", label=s["language"], elem_id="transcription-language")
             run = gr.Button(s["transcribe"], variant="primary", elem_id="transcribe")
             detected = gr.Markdown(elem_id="detected-language")
     text = gr.Textbox(label=s["segments"], lines=12, interactive=False, elem_id="transcript")
@@ -80,6 +80,7 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
             target.write_text(export(segments), encoding="utf-8")
             # Gradio serves its cached copy to anyone who knows the path; the gateway serves it only to this user
             cached = await button.async_move_resource_to_block_cache(str(target))
+            assert cached is not None, "Gradio returns the cached path of the file it was given"
             gateway.file_owners.add(cached, account.id)
             files.append(gr.DownloadButton(value=cached, visible=True))
         yield "\n".join(lines), shown_language, *files

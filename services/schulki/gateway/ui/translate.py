@@ -51,14 +51,14 @@ def detect_language(text: str) -> str | None:
         return "Ukrainisch" if re.search(r"[іїєґ]", text.lower()) else "Russisch"
     words = re.findall(r"\w+", text.lower())
     scores = {language: sum(w in stop for w in words) for language, stop in STOPWORD_SETS.items()}
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda language: scores[language])
     return best if scores[best] >= 1 and list(scores.values()).count(scores[best]) == 1 else None
 
 
 def build_translate_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Blocks) -> None:
     status_banner(gateway, s, ("inference",), timer, demo, "translate_status")
     with gr.Row():
-        source_language = gr.Dropdown([(s["auto_detect"], "")] + TARGETS, value="", label=s["source_language"], elem_id="source-language")
+        source_language = gr.Dropdown([(s["auto_detect"], ""), *TARGETS], value="", label=s["source_language"], elem_id="source-language")
         target_language = gr.Dropdown(TARGETS, value="Englisch", label=s["target_language"], elem_id="target-language")
     with gr.Row():
         source = gr.Textbox(label=s["source_text"], lines=10, elem_id="source-text")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import mailbox
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import IO, cast
 
 from schulki.retrieval.documents import ParsedDocument, Passage
 from schulki.retrieval.parsing.common import Progress, clean, decode_text
@@ -27,14 +29,19 @@ def parse_eml(path: Path, progress: Progress) -> ParsedDocument:
     return ParsedDocument(format="eml", passages=[passage], title=passage.section)
 
 
+def _read_mail(file: IO[bytes]) -> EmailMessage:
+    return email.message_from_binary_file(file, policy=email.policy.default)
+
+
 def parse_mbox(path: Path, progress: Progress) -> ParsedDocument:
     """Every mail of a mailbox in order; each mail's subject is its section."""
-    box = mailbox.mbox(str(path), factory=lambda f: email.message_from_binary_file(f, policy=email.policy.default), create=False)
+    # typeshed types mbox's factory as making mboxMessage only; _read_mail makes the EmailMessage mail_passage reads.
+    box = mailbox.mbox(str(path), factory=_read_mail, create=False)  # type: ignore[arg-type]
     try:
         keys = box.keys()
         passages = []
         for done, key in enumerate(keys, start=1):
-            passage = mail_passage(box[key])
+            passage = mail_passage(cast(EmailMessage, box[key]))
             if passage is not None:
                 passages.append(passage)
             progress(done, len(keys))
@@ -48,10 +55,8 @@ def mail_passage(message: EmailMessage) -> Passage | None:
     subject = _header(message, "Subject") or NO_SUBJECT
     sender = _header(message, "From")
     date = _header(message, "Date")
-    try:
+    with contextlib.suppress(TypeError, ValueError, IndexError):  # a date it cannot read is kept as written
         date = parsedate_to_datetime(date).strftime("%d.%m.%Y %H:%M") if date else ""
-    except (TypeError, ValueError, IndexError):
-        pass  # keep the date as written
     body = clean(_body(message))
     if not body and subject == NO_SUBJECT:
         return None

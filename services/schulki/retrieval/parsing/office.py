@@ -61,7 +61,7 @@ def _table_lines(rows: list[list[str]]) -> list[str]:
     header, lines = [header_name(c) for c in rows[0]], []
     for row in rows[1:]:
         cells, seen = [], set()
-        for name, value in zip(header, row):
+        for name, value in zip(header, row, strict=False):  # rows may be shorter or longer than the header row
             if value and (name, value) not in seen:
                 seen.add((name, value))
                 cells.append((name, value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ ENCRYPTED = "Die PDF-Datei ist mit einem Passwort geschützt; bitte ohne Passwor
 
 def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> ParsedDocument:
     """Each page's text as one passage with its page number; refuse corrupt and encrypted files."""
-    from pypdf import PdfReader
+    from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PyPdfError
 
     # pypdf logs every oddity of a damaged file; those lines are noise in the service log.
@@ -28,7 +29,7 @@ def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> Parse
             try:
                 opened = reader.decrypt("")
             except (DependencyError, NotImplementedError, PdfReadError):
-                opened = 0
+                opened = PasswordType.NOT_DECRYPTED
             if not opened:
                 raise InvalidInput(ENCRYPTED)
         total = len(reader.pages)
@@ -51,10 +52,9 @@ def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> Parse
             passages.append(Passage(text=text, page=number))
         progress(number, total)
     title = ""
-    try:
-        title = clean(str((reader.metadata or {}).get("/Title") or ""))
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+    with contextlib.suppress(PyPdfError, ValueError, KeyError, TypeError, AttributeError):
+        metadata = reader.metadata
+        title = clean(str(metadata.get("/Title") or "")) if metadata is not None else ""
     return ParsedDocument(format="pdf", passages=passages, page_count=total, title=title)
 
 

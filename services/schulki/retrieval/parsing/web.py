@@ -125,7 +125,7 @@ def html_to_document(html: str) -> ParsedDocument:
             doomed.append(tag)
     for tag in doomed:
         tag.decompose()
-    root = soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article") or soup.body or soup
+    root = soup.find("main") or soup.find(role="main") or soup.find("article") or soup.body or soup
     walker = _Walker()
     walker.walk(root)
     walker.flush()
@@ -252,7 +252,7 @@ def _resolve(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
         raise InvalidInput(f"Der Rechner {host} ist unbekannt. (cannot resolve host)") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def _checked_address(host: str, port: int, allowed_hosts: list[str]) -> str:
@@ -273,12 +273,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to a fixed address, with the certificate checked against the host name."""
 
     def __init__(self, host: str, address: str, port: int, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
         self._address = address
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -363,7 +364,8 @@ def _why_unreachable(error: BaseException) -> str:
 
 def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:
     """The response body, at most max_bytes, before the deadline."""
-    pieces, size = [], 0
+    pieces: list[bytes] = []
+    size = 0
     while True:
         piece = response.read1(64 * 1024)
         if not piece:
