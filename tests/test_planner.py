@@ -8,7 +8,7 @@ import sys
 import pytest
 from schulki.config import Config, InferenceConfig
 from schulki.inference.fit_check import check_fits
-from schulki.inference.llama_report import buffer_sizes, capture_llama_log
+from schulki.runtime.llama_adapter import buffer_sizes, capture_llama_log
 from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path
 from schulki.models.gguf import model_from_gguf

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from schulki.config import InferenceConfig
 from schulki.inference.batching import BatchDecoder, BatchStats, Request
-from schulki.inference.llama_report import BufferSizes, buffer_sizes, load_model, new_context, quant_name
+from schulki.models.gguf import quant_name
 from schulki.runtime.errors import InvalidInput
+from schulki.runtime.llama_adapter import BufferSizes, buffer_sizes
 
 log = logging.getLogger("schulki.inference")
 
@@ -148,12 +149,11 @@ class ChatEngine:
 
     def load(self) -> ModelInfo:
         """Load the model and make its context; raise ModelLoadError with a one-line reason if it cannot be."""
-        import llama_cpp as lc
-        from llama_cpp import llama_chat_format
+        from schulki.runtime import llama_adapter as lc
 
         started = time.perf_counter()
         c = self.config
-        model, lines = load_model(self.model_path, gpu_layers=c.gpu_layers)
+        model, lines = lc.load_model(self.model_path, gpu_layers=c.gpu_layers)
         self._model = model
         params = lc.llama_context_default_params()
         params.n_seq_max = self.parallel
@@ -166,13 +166,13 @@ class ChatEngine:
         params.swa_full = c.full_swa_cache
         params.kv_unified = False
         params.no_perf = True
-        self._ctx, context_lines = new_context(model, params)
+        self._ctx, context_lines = lc.new_context(model, params)
         lines += context_lines
         metadata = model.metadata()
         arch = metadata.get("general.architecture", "")
         template = metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATES.get(arch, CHATML_TEMPLATE)
         eos, bos = model.token_eos(), model.token_bos()
-        self._formatter = llama_chat_format.Jinja2ChatFormatter(
+        self._formatter = lc.chat_formatter(
             template=template,
             eos_token=model.token_get_text(eos) if eos != -1 else "",
             bos_token=model.token_get_text(bos) if bos != -1 else "",
@@ -205,7 +205,7 @@ class ChatEngine:
 
     def close(self) -> None:
         """Free the model once the worker has stopped."""
-        import llama_cpp as lc
+        from schulki.runtime import llama_adapter as lc
 
         if self._decoder is not None:
             self._decoder.close()
