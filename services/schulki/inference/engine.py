@@ -23,6 +23,7 @@ from schulki.inference.batching import BatchDecoder, BatchStats, Request
 from schulki.models.gguf import quant_name
 from schulki.runtime.errors import InvalidInput
 from schulki.runtime.llama_adapter import BufferSizes, buffer_sizes
+from schulki.runtime.threads import Bridge
 
 log = logging.getLogger("schulki.inference")
 
@@ -236,28 +237,24 @@ class ChatEngine:
         early (the caller cancelled) takes it out within one step, and its slot
         is free again when this returns.
         """
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | GenerationResult | BaseException] = asyncio.Queue()
-        ended = loop.create_future()
+        pieces: Bridge[str | GenerationResult] = Bridge()
+        ended = pieces.loop.create_future()
 
-        def deliver(item: str | GenerationResult | BaseException) -> None:
-            pieces.put_nowait(item)
+        def deliver(item: str | GenerationResult | BaseException) -> None:  # on the loop: the batch worker hands over per step
+            pieces.put_here(item)
             if not isinstance(item, str) and not ended.done():
                 ended.set_result(None)
 
-        request = Request(job, loop, deliver)
+        request = Request(job, pieces.loop, deliver)
         self._decoder.submit(request)
         try:
             while True:
                 item = await pieces.get()
-                if isinstance(item, BaseException):
-                    raise item
                 if isinstance(item, GenerationResult):
                     yield item
                     return
                 # Send what piled up while the consumer was busy as one piece.
-                while not pieces.empty() and isinstance(pieces._queue[0], str):  # type: ignore[attr-defined]
-                    item += pieces.get_nowait()
+                item += "".join(pieces.ready(lambda piece: isinstance(piece, str)))  # type: ignore[arg-type]
                 yield item
         finally:
             if not ended.done():

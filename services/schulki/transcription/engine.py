@@ -11,7 +11,6 @@ of being handed to Whisper, which invents text for silence.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import ctypes
 import logging
@@ -27,6 +26,7 @@ import numpy as np
 
 from schulki.config import TranscriptionConfig
 from schulki.runtime.errors import ModelLoadError
+from schulki.runtime.threads import stream_from_thread
 from schulki.transcription import audio
 
 # No model hub and no telemetry: the model is a local folder.
@@ -204,37 +204,13 @@ class SpeechEngine:
         """The language codes the model knows."""
         return self._model.supported_languages
 
-    async def transcribe(self, job: TranscriptionJob) -> AsyncIterator[Language | Segment | TranscriptionDone]:
+    def transcribe(self, job: TranscriptionJob) -> AsyncIterator[Language | Segment | TranscriptionDone]:
         """Yield the Language, then each Segment as it is recognised, then TranscriptionDone.
 
         Closing the iterator early (the caller cancelled) stops the worker at the
         next segment or decoded frame; it is free again when this returns.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def run() -> None:
-            try:
-                emit(self._transcribe_blocking(job, emit, cancelled))
-            except BaseException as error:
-                emit(error)
-
-        future = loop.run_in_executor(self._workers, run)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, TranscriptionDone):
-                    return
-        finally:
-            cancelled.set()
-            await asyncio.shield(future)
+        return stream_from_thread(self._workers, lambda emit, cancelled: self._transcribe_blocking(job, emit, cancelled))
 
     def _detect_language(self, samples: np.ndarray) -> tuple[str, float]:
         """The spoken language of a recording's first speech and its probability, weighted toward the school's language.
