@@ -10,8 +10,9 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, status_banner, user_error
+from schulki.retrieval.formats import EXTENSIONS
 
-FILE_TYPES = [".pdf", ".docx", ".odt", ".epub", ".eml", ".mbox", ".csv", ".xlsx", ".html", ".htm", ".txt", ".md"]
+FILE_TYPES = list(EXTENSIONS)  # the one table of formats, shared with the parser
 ANSWER_PROMPT = (
     "Beantworte die Frage nur mit den folgenden Auszügen aus Dokumenten. Wenn sie die Antwort nicht enthalten, sag das. "
     "Antworte kurz und auf Deutsch.\n\n{context}\n\nFrage: {question}"

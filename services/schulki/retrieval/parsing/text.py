@@ -6,12 +6,22 @@ import re
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, charge, clean, read_text
+from schulki.retrieval.parsing.common import ParseJob, Progress, charge, clean, read_text
 
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)\s*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _THEMATIC_BREAK = re.compile(r"^ {0,3}([-*_])( *\1){2,} *$")
+
+
+def parse_plain(path: Path, job: ParseJob) -> ParsedDocument:
+    """Paragraphs of a plain text file."""
+    return parse_text(path, markdown=False, progress=job.progress)
+
+
+def parse_markdown(path: Path, job: ParseJob) -> ParsedDocument:
+    """Paragraphs of a Markdown file under its headings."""
+    return parse_text(path, markdown=True, progress=job.progress)
 
 
 def parse_text(path: Path, *, markdown: bool, progress: Progress) -> ParsedDocument:
