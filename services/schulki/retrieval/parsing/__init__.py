@@ -4,10 +4,10 @@
 table of formats (``schulki.retrieval.formats``), checks the file's content
 against it first (a ``.pdf`` that is no PDF is refused), calls the parser the
 table names, and returns the document's text as passages with their page or
-section. Each format family has its own module: ``pdf``, ``office`` (DOCX,
-ODT, XLSX), ``ebook`` (EPUB), ``mail`` (EML, MBOX), ``table`` (CSV), ``web``
-(HTML, and ``fetch_url`` for web pages) and ``text`` (TXT, Markdown); every
-parser function takes ``(path, job: ParseJob)``.
+section. Each format family has its own module (``pdf``, ``office``,
+``ebook``, ``mail``, ``table``, ``web`` with ``fetch_url`` for web pages,
+``text``), and the table says which function of which module reads a format;
+every parser function takes ``(path, job: ParseJob)``.
 
 Every failure is a SchulkiError whose message a student can read:
 InvalidInput for an empty, corrupt, encrypted, text-less or mislabelled file,
