@@ -51,3 +51,17 @@ def test_an_unknown_extension_is_refused_naming_the_table_s_extensions():
     with pytest.raises(InvalidInput, match=r"\.exe wird nicht unterstützt") as caught:
         format_of("spiel.exe")
     assert all(extension in str(caught.value) for extension in EXTENSIONS)
+
+
+def test_restructuredtext_is_read_as_paragraphs_under_their_section_titles(tmp_path):
+    path = tmp_path / "anleitung.rst"
+    path.write_text(
+        "=====\nWasser\n=====\n\nEinleitung.\n\nVersuch\n-------\n\nDas Wasser wird erhitzt.\nDann verdampft es.\n\n----\n\nEnde.\n"
+    )
+    document = parse_file(path, path.name)
+    assert document.format == "rst" and document.title == "Wasser"
+    assert [(p.section, p.text) for p in document.passages] == [
+        ("Wasser", "Einleitung."),
+        ("Versuch", "Das Wasser wird erhitzt.\nDann verdampft es."),
+        ("Versuch", "Ende."),
+    ]

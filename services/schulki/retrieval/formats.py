@@ -46,6 +46,7 @@ FORMATS: tuple[FileFormat, ...] = (
     FileFormat("html", (".html", ".htm"), "web:parse_html", "Webseite (HTML)", "text"),
     FileFormat("txt", (".txt",), "text:parse_plain", "Textdatei", "text"),
     FileFormat("md", (".md", ".markdown"), "text:parse_markdown", "Markdown-Datei", "text"),
+    FileFormat("rst", (".rst",), "text:parse_rst", "reStructuredText-Datei", "text"),
 )
 
 BY_EXTENSION: dict[str, FileFormat] = {extension: f for f in FORMATS for extension in f.extensions}
