@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +84,7 @@ class Language:
 
 @dataclass
 class TranscriptionDone:
-    """How a transcription ended; also kept in ``SpeechEngine.recent`` for the logs and tests."""
+    """How a transcription ended (the last item of its stream, and the engine's log line)."""
 
     duration: float = 0.0
     """Seconds of audio decoded."""
@@ -140,8 +139,6 @@ class SpeechEngine:
         self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=config.max_concurrent, thread_name_prefix="whisper")
         self.device = ""
         self.compute_type = ""
-        self.recent: deque[TranscriptionDone] = deque(maxlen=16)
-        """The last transcriptions that ended, newest last."""
 
     def load(self) -> None:
         """Load the model; raise ModelLoadError with a one-line reason if it cannot be."""
@@ -292,7 +289,6 @@ class SpeechEngine:
         finally:
             windows.close()  # closes the file now, also when the loop ended early
             done.seconds_taken = time.perf_counter() - started
-            self.recent.append(done)
         if not language_sent:
             # Nothing was spoken: the caller's language, or none.
             emit(Language(job.language or "", 1.0 if job.language else 0.0))
