@@ -7,7 +7,6 @@ import importlib
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from schulki.gateway.context import Gateway
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
 
 from tests.conftest import InProcessServer, free_port, shared_tls
+from tests.service_support import wait_until
 
 ALL_SERVICES = ("inference", "embeddings", "transcription", "retrieval")
 
@@ -48,11 +48,9 @@ class UvicornThread:
 
     def __enter__(self) -> UvicornThread:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.05)
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), timeout=60, what="the gateway's start")
+        if not self.server.started:
+            raise RuntimeError("the gateway did not start")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -71,11 +69,8 @@ class Stack:
         return self.gateway.accounts.add_user(name, role, list(classes))
 
     def wait_available(self, name: str, available: bool = True, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.gateway.services.available(name) != available:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} did not become {'available' if available else 'unavailable'}")
-            time.sleep(0.05)
+        what = f"{name} {'available' if available else 'unavailable'}"
+        wait_until(lambda: self.gateway.services.available(name) == available, timeout, what, interval=0.05)
 
 
 def stack_config(data_dir: Path) -> Config:
