@@ -16,7 +16,7 @@ from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
 from tests.gateway_stack import running_stack, stack_config
-from tests.retrieval_support import embeddings_server, ingest, requests
+from tests.retrieval_support import ingest, requests
 from tests.security.data_support import padded_html, retrieval_process
 
 KIB = 1024
@@ -24,16 +24,13 @@ QUOTA_MB = 1
 
 
 @pytest.fixture(scope="module")
-def embeddings_address():
-    with embeddings_server() as server:
-        yield server.address
-
-
-@pytest.fixture(scope="module")
 def stub(tmp_path_factory, embeddings_address):
-    with retrieval_process(
-        tmp_path_factory.mktemp("quota"), embeddings_address, workspace_quota_mb=f'{{"u-": {QUOTA_MB}, "k-": 2}}'
-    ) as running, grpc.insecure_channel(running.address) as channel:
+    with (
+        retrieval_process(
+            tmp_path_factory.mktemp("quota"), embeddings_address, workspace_quota_mb=f'{{"u-": {QUOTA_MB}, "k-": 2}}'
+        ) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
         yield pb_grpc.RetrievalServiceStub(channel)
 
 
