@@ -17,11 +17,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from schulki.config import EmbeddingsConfig
 from schulki.runtime.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from schulki.runtime.llama_adapter import Batch
 
 log = logging.getLogger("schulki.embeddings")
 
@@ -65,7 +69,7 @@ class EmbeddingEngine:
         self.model_path = model_path
         self.config = config
         self._llama = None
-        self._batch = None
+        self._batch: Batch | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._sequences = 1
         self._add_end = False
@@ -166,16 +170,17 @@ class EmbeddingEngine:
         """Embed texts in as few llama.cpp batches as they fit into; call only on the worker thread."""
         from schulki.runtime import llama_adapter
 
-        llama = self._llama
+        llama, batch = self._llama, self._batch
+        assert llama is not None and batch is not None, "embed_blocking before load()"
         budget = self.config.batch_tokens
         results: list[Embedded] = []
         pending: list[tuple[list[int], bool]] = []
         used = 0
 
         def run_batch() -> None:
-            llama_adapter.sequences_batch(self._batch, [tokens for tokens, _ in pending])
+            llama_adapter.sequences_batch(batch, [tokens for tokens, _ in pending])
             llama_adapter.clear_memory(llama.ctx)
-            status = llama_adapter.decode(llama.ctx, self._batch)
+            status = llama_adapter.decode(llama.ctx, batch)
             if status != 0:
                 raise RuntimeError(f"llama_decode returned {status}")
             for seq_id, (tokens, truncated) in enumerate(pending):

@@ -19,7 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -69,7 +69,7 @@ class Bridge(Generic[T]):
 
 async def stream_from_thread(
     executor: concurrent.futures.Executor, work: Callable[[Callable[[Any], None], threading.Event], R]
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Run ``work(emit, cancelled)`` on the executor; yield what it emits, then what it returns.
 
     ``work`` calls ``emit(item)`` from its thread as items are ready, and
@@ -106,7 +106,7 @@ class _Returned:
         self.value = value
 
 
-async def stream_from_task(work: Callable[[Callable[[Any], None]], Awaitable[R]]) -> AsyncIterator[Any]:
+async def stream_from_task(work: Callable[[Callable[[Any], None]], Awaitable[R]]) -> AsyncGenerator[Any, None]:
     """``stream_from_thread`` for a coroutine on the loop itself (one that watches a child process):
     yield what ``work(emit)`` emits, then what it returns; closing the iterator early cancels it."""
     bridge: Bridge[Any] = Bridge()

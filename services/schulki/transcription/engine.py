@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,7 +201,7 @@ class SpeechEngine:
         """The language codes the model knows."""
         return self._model.supported_languages
 
-    def transcribe(self, job: TranscriptionJob) -> AsyncIterator[Language | Segment | TranscriptionDone]:
+    def transcribe(self, job: TranscriptionJob) -> AsyncGenerator[Language | Segment | TranscriptionDone, None]:
         """Yield the Language, then each Segment as it is recognised, then TranscriptionDone.
 
         Closing the iterator early (the caller cancelled) stops the worker at the
