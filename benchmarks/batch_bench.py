@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from schulki.config import Config, InferenceConfig  # noqa: E402
 from schulki.inference.engine import ChatEngine, Generation, Sampling  # noqa: E402
-from schulki.inference.llama_report import load_model, new_context  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
+from schulki.runtime.llama_adapter import load_model, new_context  # noqa: E402
 
 TOPICS = [
     "die Photosynthese",

@@ -15,9 +15,7 @@ search queries are) and chunks of about 1200 characters (as ingest sends).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb  # noqa: E402
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc  # noqa: E402
-from schulki.runtime.client import wait_until_serving  # noqa: E402
+
+from tests.conftest import ServiceProcess  # noqa: E402
 
 SUBJECTS = [
     "die Photosynthese",
@@ -81,22 +80,19 @@ def main() -> int:
     parser.add_argument("--batch-tokens", type=int, default=None, help="the service's batch_tokens; default from the settings")
     parser.add_argument("--sequences", type=int, default=None, help="the service's max_sequences_per_batch; default from the settings")
     parser.add_argument("--flash-attention", action="store_true", help="turn on the service's flash_attention")
-    parser.add_argument("--port", type=int, default=50592)
     args = parser.parse_args()
 
-    env = {**os.environ, "SCHULKI_EMBEDDINGS__THREADS": str(args.threads), "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING"}
+    env = {"SCHULKI_EMBEDDINGS__THREADS": str(args.threads), "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING"}
     if args.batch_tokens:
         env["SCHULKI_EMBEDDINGS__BATCH_TOKENS"] = str(args.batch_tokens)
     if args.sequences:
         env["SCHULKI_EMBEDDINGS__MAX_SEQUENCES_PER_BATCH"] = str(args.sequences)
     if args.flash_attention:
         env["SCHULKI_EMBEDDINGS__FLASH_ATTENTION"] = "true"
-    server = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "embeddings", "--port", str(args.port)], env=env)
+    server = ServiceProcess("embeddings", env=env).start()
     results: dict[str, tuple[list[float], list[float]]] = {}
     try:
-        address = f"127.0.0.1:{args.port}"
-        wait_until_serving(address, 120, is_alive=lambda: server.poll() is None)
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.EmbeddingsServiceStub(channel)
             info = stub.GetModelInfo(pb.GetModelInfoRequest())
             tokens = {}
@@ -116,8 +112,7 @@ def main() -> int:
                         alone.append(one_by_one(stub, texts))
                 results[kind] = (together, alone)
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
 
     print(
         f"model {info.model_name} ({info.quant}, {info.dimension} dimensions), {args.threads} threads, "

@@ -13,9 +13,7 @@ alike, and the medians are compared.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,8 @@ from schulki.inference.engine import ChatEngine  # noqa: E402
 from schulki.inference.v1 import inference_service_pb2 as pb  # noqa: E402
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
-from schulki.runtime.client import wait_until_serving  # noqa: E402
+
+from tests.conftest import ServiceProcess  # noqa: E402
 
 TOPICS = [
     "die Photosynthese",
@@ -100,7 +99,6 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--port", type=int, default=50591)
     args = parser.parse_args()
 
     from llama_cpp import Llama
@@ -114,12 +112,10 @@ def main() -> int:
     engine.close()
     llama = Llama(model_path=str(model), n_ctx=settings.context_length, n_threads=args.threads, n_batch=settings.batch_size, verbose=False)
 
-    env = {**os.environ, "SCHULKI_INFERENCE__THREADS": str(args.threads), "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(args.port)], env=env)
+    env = {"SCHULKI_INFERENCE__THREADS": str(args.threads), "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING"}
+    server = ServiceProcess("inference", env=env).start()
     try:
-        address = f"127.0.0.1:{args.port}"
-        wait_until_serving(address, 120, is_alive=lambda: server.poll() is None)
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.InferenceServiceStub(channel)
             service_round(stub, 10, 2 * args.rounds)  # warm up both sides
             direct_round(llama, prompts[2 * args.rounds + 1], 10)
@@ -129,8 +125,7 @@ def main() -> int:
                 direct.append(direct_round(llama, prompts[r], args.tokens))
                 service.append(service_round(stub, args.tokens, r))
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
 
     d_ttft, d_rate = summarise(direct)
     s_ttft, s_rate = summarise(service)

@@ -42,11 +42,10 @@ sys.path.insert(0, str(REPO))
 
 from schulki.config import Config  # noqa: E402
 from schulki.models.defaults import speech_model_path  # noqa: E402
-from schulki.runtime.client import wait_until_serving  # noqa: E402
 from schulki.transcription.v1 import transcription_service_pb2 as pb  # noqa: E402
 from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc  # noqa: E402
 
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import ServiceProcess  # noqa: E402
 
 NAMES = [
     "Anna",
@@ -164,17 +163,14 @@ class Service:
     """``schulki serve transcription`` in a child process."""
 
     def __init__(self, threads: int, beam_size: int):
-        self.port = free_port()
-        env = dict(
-            os.environ,
-            SCHULKI_TRANSCRIPTION__THREADS=str(threads),
-            SCHULKI_TRANSCRIPTION__BEAM_SIZE=str(beam_size),
-            SCHULKI_TRANSCRIPTION__DEVICE="cpu",
-            SCHULKI_RUNTIME__LOG_LEVEL="WARNING",
-        )
-        self.process = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "transcription", "--port", str(self.port)], env=env)
-        wait_until_serving(f"127.0.0.1:{self.port}", 300, is_alive=lambda: self.process.poll() is None)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        env = {
+            "SCHULKI_TRANSCRIPTION__THREADS": str(threads),
+            "SCHULKI_TRANSCRIPTION__BEAM_SIZE": str(beam_size),
+            "SCHULKI_TRANSCRIPTION__DEVICE": "cpu",
+            "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING",
+        }
+        self.process = ServiceProcess("transcription", env=env).start(timeout=300)
+        self.channel = grpc.insecure_channel(self.process.address)
         self.stub = pb_grpc.TranscriptionServiceStub(self.channel)
 
     def transcribe(self, path: Path) -> tuple[float, int]:
@@ -190,8 +186,7 @@ class Service:
 
     def close(self) -> None:
         self.channel.close()
-        self.process.terminate()
-        self.process.wait(60)
+        self.process.stop()
 
 
 GROWING_SCRIPT = """

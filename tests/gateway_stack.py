@@ -8,7 +8,6 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from schulki.models.defaults import chat_model_path, embeddings_model_path, spee
 from schulki.runtime import logs, registry
 
 from tests.conftest import InProcessServer, free_port, shared_tls
+from tests.service_support import wait_until
 
 ALL_SERVICES = ("inference", "embeddings", "transcription", "retrieval")
 
@@ -50,11 +50,9 @@ class UvicornThread:
 
     def __enter__(self) -> UvicornThread:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.05)
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), timeout=60, what="the gateway's start")
+        if not self.server.started:
+            raise RuntimeError("the gateway did not start")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -73,11 +71,8 @@ class Stack:
         return self.gateway.accounts.add_user(name, role, list(classes))
 
     def wait_available(self, name: str, available: bool = True, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.gateway.services.available(name) != available:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} did not become {'available' if available else 'unavailable'}")
-            time.sleep(0.05)
+        what = f"{name} {'available' if available else 'unavailable'}"
+        wait_until(lambda: self.gateway.services.available(name) == available, timeout, what, interval=0.05)
 
 
 def stack_config(data_dir: Path) -> Config:
@@ -173,11 +168,7 @@ class ServiceLog(logging.Handler):
 
     def wait_for(self, service: str, method: str, request_id: str, timeout: float = 30.0) -> None:
         """Wait until the method's line with this id is logged (a stream's line comes as it closes, after its last answer)."""
-        deadline = time.monotonic() + timeout
-        while request_id not in self.ids_of(service, method):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {service} {method} line with request id {request_id}: {self.ids_of(service, method)}")
-            time.sleep(0.05)
+        wait_until(lambda: request_id in self.ids_of(service, method), timeout, f"a {service} {method} line with request id {request_id}")
 
 
 @contextlib.contextmanager

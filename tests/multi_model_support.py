@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from schulki.inference.service import InferenceService
 from schulki.models.defaults import chat_model_path
 from schulki.runtime.client import wait_until_serving
 
+from tests import service_support
 from tests.conftest import InProcessServer, free_port
 from tests.gateway_stack import UvicornThread
 
@@ -94,11 +94,7 @@ class MultiModelGateway:
     gateway: Gateway
 
     def wait_until(self, condition, timeout: float = 30.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} not reached within {timeout:.0f} s")
-            time.sleep(0.05)
+        service_support.wait_until(condition, timeout, what, interval=0.05)
 
     def node(self, address: str):
         return next(node for node in self.gateway.services.inference_nodes() if node.address == address)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schulki.config import Config
 from schulki.embeddings import build
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc
 
 from tests.conftest import InProcessServer, ServiceProcess
+from tests.service_support import service_fixtures
 
 CAPITAL = "Die Hauptstadt von Deutschland ist Berlin."
 CAPITAL_PARAPHRASE = "Berlin ist die deutsche Hauptstadt."
@@ -21,20 +21,13 @@ UNRELATED = "Ich esse gerne Pizza mit Käse."
 LONG = "Die Schülerinnen und Schüler lesen im Deutschunterricht einen Roman von Theodor Fontane. " * 60
 
 
-@pytest.fixture(scope="module")
-def server():
+def make_service():
     config = Config()
     config.embeddings.max_texts = 64
-    with InProcessServer([build(config)]) as running:
-        yield running
+    return build(config)
 
 
-@pytest.fixture()
-def stub(server):
-    with server.channel() as channel:
-        yield pb_grpc.EmbeddingsServiceStub(channel)
-        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="schulki.embeddings.v1.EmbeddingsService"))
-        assert status.status == health_pb2.HealthCheckResponse.SERVING
+server, channel, stub = service_fixtures(make_service, pb_grpc.EmbeddingsServiceStub)
 
 
 def vectors(response: pb.EmbedResponse) -> np.ndarray:

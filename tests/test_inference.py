@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import grpc
 import pytest
@@ -14,6 +13,7 @@ from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 
 from tests.conftest import InProcessServer, assert_serving
+from tests.service_support import service_fixtures, wait_until
 
 GERMAN_WORDS = {"der", "die", "das", "und", "ist", "ein", "eine", "nicht", "von", "den", "mit", "du", "sie", "deutschland", "was", "wie"}
 QUESTION = [
@@ -34,36 +34,15 @@ def chat(stub, messages=QUESTION, **kwargs) -> tuple[list[str], pb.ChatFinish]:
     return pieces, finish
 
 
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture(scope="module")
-def server():
+def make_service():
     config = Config()
     config.inference.threads = 2
     config.inference.max_queued = 8
     config.inference.parallel_sequences = 1  # the line in front of one slot; many slots: test_inference_batching.py
-    service = build(config)
-    with InProcessServer([service]) as running:
-        running.service = service
-        yield running
+    return build(config)
 
 
-@pytest.fixture()
-def channel(server):
-    with server.serving_channel() as channel:
-        yield channel
-
-
-@pytest.fixture()
-def stub(channel):
-    return pb_grpc.InferenceServiceStub(channel)
+server, channel, stub = service_fixtures(make_service, pb_grpc.InferenceServiceStub)
 
 
 def test_a_german_answer_streams_in_several_pieces(stub):
@@ -145,7 +124,7 @@ def test_cancelling_mid_stream_frees_the_model_at_once(server, stub):
         next(stream)
     stream.cancel()
     scheduler = server.service.scheduler
-    wait_for(lambda: scheduler.running == 0, timeout=5)
+    wait_until(lambda: scheduler.running == 0, timeout=5)
     _pieces, finish = chat(stub, max_tokens=5, sampling=GREEDY)
     assert finish.usage.completion_tokens == 5
 
@@ -184,17 +163,17 @@ def test_a_full_queue_answers_resource_exhausted_at_once():
         log: list[str] = []
         holder = Streamer(stub, "a", 3000, log)
         holder.start()
-        wait_for(lambda: service.scheduler.running == 1)
+        wait_until(lambda: service.scheduler.running == 1)
         waiter = Streamer(stub, "b", 3000, log)
         waiter.start()
-        wait_for(lambda: service.scheduler.queue_length == 1)
+        wait_until(lambda: service.scheduler.queue_length == 1)
         with pytest.raises(grpc.RpcError) as refused:
             list(stub.Chat(pb.ChatRequest(messages=QUESTION, max_tokens=5, user="c"), timeout=10))
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "Bitte warte einen Moment" in refused.value.details()
         waiter.call.cancel()
         holder.call.cancel()
-        wait_for(lambda: service.scheduler.running == 0 and service.scheduler.queue_length == 0)
+        wait_until(lambda: service.scheduler.running == 0 and service.scheduler.queue_length == 0)
         assert_serving(channel, service.service_name)
 
 
@@ -203,14 +182,14 @@ def test_a_user_with_several_requests_waits_behind_a_user_with_none(server, stub
     log: list[str] = []
     first = Streamer(stub, "anna", 3000, log)
     first.start()
-    wait_for(lambda: scheduler.running == 1)
+    wait_until(lambda: scheduler.running == 1)
     queued = []
     for name, user in (("anna-2", "anna"), ("anna-3", "anna"), ("ben-1", "ben")):
         s = Streamer(stub, user, 8, log)
         s.name = name
         s.start()
         waiting = len(queued) + 1
-        wait_for(lambda waiting=waiting: scheduler.queue_length == waiting)
+        wait_until(lambda waiting=waiting: scheduler.queue_length == waiting)
         queued.append(s)
     first.call.cancel()
     for s in queued:

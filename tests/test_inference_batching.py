@@ -6,13 +6,13 @@ import threading
 import time
 
 import grpc
-import pytest
 from schulki.config import Config
 from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 
-from tests.conftest import InProcessServer, ServiceProcess, assert_serving
+from tests.conftest import ServiceProcess, assert_serving
+from tests.service_support import service_fixtures, wait_until
 
 GREEDY = pb.SamplingOptions(temperature=0.0)
 PROMPTS = [
@@ -36,37 +36,16 @@ def ask(text: str) -> list[pb.Message]:
     return [pb.Message(role=pb.ROLE_USER, content=text)]
 
 
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
-@pytest.fixture(scope="module")
-def server():
+def make_service():
     config = Config()
     config.inference.threads = 1  # one thread: on a shared, busy machine two spinning threads are many times slower
     config.inference.parallel_sequences = PARALLEL
     config.inference.max_queued = 32
     config.inference.max_running_per_user = 2
-    service = build(config)
-    with InProcessServer([service]) as running:
-        running.service = service
-        yield running
+    return build(config)
 
 
-@pytest.fixture()
-def channel(server):
-    with server.serving_channel() as channel:
-        yield channel
-
-
-@pytest.fixture()
-def stub(channel):
-    return pb_grpc.InferenceServiceStub(channel)
+server, channel, stub = service_fixtures(make_service, pb_grpc.InferenceServiceStub)
 
 
 class Stream(threading.Thread):
@@ -162,10 +141,10 @@ def test_a_cancelled_stream_frees_its_slot_for_the_next_waiting_request(server, 
     ]
     for s in long:
         s.start()
-    wait_for(lambda: engine.running == PARALLEL and all(s.pieces for s in long))
+    wait_until(lambda: engine.running == PARALLEL and all(s.pieces for s in long), timeout=60)
     waiting = Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[0]), max_tokens=5, sampling=GREEDY, user="next"))
     waiting.start()
-    wait_for(lambda: scheduler.queue_length == 1)
+    wait_until(lambda: scheduler.queue_length == 1, timeout=60)
     steps = engine.stats.steps
     long[0].call.cancel()
     waiting.join(120)
@@ -177,14 +156,14 @@ def test_a_cancelled_stream_frees_its_slot_for_the_next_waiting_request(server, 
     for s in long[1:]:
         assert s.finish is None
         s.call.cancel()
-    wait_for(lambda: engine.running == 0 and scheduler.running == 0)
+    wait_until(lambda: engine.running == 0 and scheduler.running == 0, timeout=60)
 
 
 def test_a_long_prompt_being_read_does_not_stop_other_streams(server, stub):
     engine = server.service.engine
     running = Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[1]), max_tokens=3000, sampling=GREEDY, user="reader-1"))
     running.start()
-    wait_for(lambda: len(running.pieces) >= 3)
+    wait_until(lambda: len(running.pieces) >= 3, timeout=60)
     long_text = "Die Schule liegt am Rand der Stadt, und jeden Morgen fahren die Kinder mit dem Bus. " * 120
     long_request = pb.ChatRequest(messages=ask(long_text), max_tokens=3, sampling=GREEDY, user="reader-2")
     prompt_tokens = stub.CountTokens(pb.CountTokensRequest(messages=long_request.messages)).token_count
@@ -201,7 +180,7 @@ def test_a_long_prompt_being_read_does_not_stop_other_streams(server, stub):
     assert engine.stats.reused_tokens - reused_before < 16  # at most the chat template's opening came from a cache
     assert len(during) >= 3
     running.call.cancel()
-    wait_for(lambda: engine.running == 0)
+    wait_until(lambda: engine.running == 0, timeout=60)
 
 
 def test_the_per_user_cap_holds_under_batching(server, stub):
@@ -209,7 +188,7 @@ def test_the_per_user_cap_holds_under_batching(server, stub):
     tabs = [Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i]), max_tokens=3000, sampling=GREEDY, user="five-tabs")) for i in range(5)]
     for s in tabs:
         s.start()
-    wait_for(lambda: scheduler.running == 2 and scheduler.queue_length == 3)
+    wait_until(lambda: scheduler.running == 2 and scheduler.queue_length == 3, timeout=60)
     other = Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[5]), max_tokens=4, sampling=GREEDY, user="one-tab"))
     other.start()
     other.join(120)
@@ -220,7 +199,7 @@ def test_the_per_user_cap_holds_under_batching(server, stub):
     assert info.parallel_sequences == PARALLEL and info.running_sequences == 2 and info.queue_length == 3
     for s in tabs:
         s.call.cancel()
-    wait_for(lambda: engine.running == 0 and scheduler.running == 0 and scheduler.queue_length == 0)
+    wait_until(lambda: engine.running == 0 and scheduler.running == 0 and scheduler.queue_length == 0, timeout=60)
 
 
 def test_the_next_turn_and_a_shared_system_prompt_reuse_cached_cells(server, stub):
@@ -258,7 +237,7 @@ def test_sigterm_with_eight_running_streams_lets_them_finish():
         ]
         for s in streams:
             s.start()
-        wait_for(lambda: all(s.pieces for s in streams))
+        wait_until(lambda: all(s.pieces for s in streams), timeout=60)
         assert stub.GetModelInfo(pb.GetModelInfoRequest()).running_sequences == 8
         proc.terminate()
         for s in streams:

@@ -8,12 +8,12 @@ import sys
 import pytest
 from schulki.config import Config, InferenceConfig
 from schulki.inference.fit_check import check_fits
-from schulki.inference.llama_report import buffer_sizes, capture_llama_log
 from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path
 from schulki.models.gguf import model_from_gguf
 from schulki.models.planner import GiB, Machine, MiB, Workload, default_parallel, estimate, kv_cache_bytes, plan
 from schulki.runtime.errors import StartupError
+from schulki.runtime.llama_adapter import buffer_sizes, capture_llama_log
 
 from tests.conftest import REPO_ROOT
 

@@ -28,6 +28,7 @@ from tests.retrieval_documents import (
     zip_bomb,
 )
 from tests.retrieval_support import assert_serving, embeddings_server, ingest, retrieval_config, search
+from tests.service_support import service_fixtures
 
 MAX_UPLOAD = 1024 * 1024
 
@@ -61,25 +62,14 @@ def embeddings_address():
         yield server.address
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, embeddings_address):
+def make_service(tmp_path_factory, embeddings_address):
     config = retrieval_config(
         tmp_path_factory.mktemp("store"), embeddings_address, max_upload_bytes=MAX_UPLOAD, allowed_url_hosts=["127.0.0.1"]
     )
-    with InProcessServer([retrieval.build(config)]) as running:
-        running.service = running.services[0]
-        yield running
+    return retrieval.build(config)
 
 
-@pytest.fixture()
-def channel(server):
-    with server.serving_channel() as channel:
-        yield channel
-
-
-@pytest.fixture()
-def stub(channel):
-    return pb_grpc.RetrievalServiceStub(channel)
+server, channel, stub = service_fixtures(make_service, pb_grpc.RetrievalServiceStub, "tmp_path_factory", "embeddings_address")
 
 
 def code_of(call) -> tuple[grpc.StatusCode, str]:

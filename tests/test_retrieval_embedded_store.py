@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
 from schulki.retrieval.embedded_store import EmbeddedStore
 from schulki.retrieval.store import DocumentRecord, StoredChunk
 
+from tests.service_support import wait_until
 from tests.test_retrieval_store_conformance import BIOLOGY, HISTORY, vector_of
 
 WORDS = "Meer Insel Wald Berg Fluss Stadt Dorf Feld Wiese Turm Brücke Hafen Schiff Zug Straße Markt".split()
@@ -76,9 +75,6 @@ def test_deleted_text_leaves_the_disk(tmp_path):
     folder = tmp_path / "lance"
     assert lance_files_contain(folder, "Geheimnis4711")
     store.delete_document("w", "geheim")
-    deadline = time.monotonic() + 60
-    while lance_files_contain(folder, "Geheimnis4711") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not lance_files_contain(folder, "Geheimnis4711")
+    wait_until(lambda: not lance_files_contain(folder, "Geheimnis4711"), timeout=60, what="the secret gone from the files", interval=0.2)
     assert store.search("w", "Krieg", vector_of("Krieg"), 5, 0.5)[0].document_id == "ges1"
     store.close()

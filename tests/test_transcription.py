@@ -7,6 +7,7 @@ videos from ffmpeg; all are made fresh in a temporary folder.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import re
 import shutil
@@ -28,6 +29,7 @@ from schulki.transcription.v1 import transcription_service_pb2 as pb
 from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc
 
 from tests.conftest import InProcessServer, ServiceProcess
+from tests.service_support import service_fixtures, wait_until
 
 SERVICE = "schulki.transcription.v1.TranscriptionService"
 LESSON = (
@@ -106,26 +108,14 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
     return p
 
 
-@pytest.fixture(scope="module")
-def server():
+def make_service():
     config = Config()
     config.transcription.threads = 2
     config.transcription.window_s = WINDOW_S
-    service = build(config)
-    with InProcessServer([service]) as running:
-        running.service = service
-        yield running
+    return build(config)
 
 
-@pytest.fixture()
-def channel(server):
-    with server.serving_channel() as channel:
-        yield channel
-
-
-@pytest.fixture()
-def stub(channel):
-    return pb_grpc.TranscriptionServiceStub(channel)
+server, channel, stub = service_fixtures(make_service, pb_grpc.TranscriptionServiceStub)
 
 
 @dataclass
@@ -331,27 +321,59 @@ def test_over_the_duration_limit_is_refused(stub, recordings, server, monkeypatc
     assert "höchstens 1 Minuten" in details
 
 
+class _Lines(logging.Handler):
+    """The messages of a logger, as the service writes them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def test_a_cancelled_call_stops_the_work_promptly(stub, recordings, server):
-    engine = server.service.engine
-    before = list(engine.recent)
-    call = stub.Transcribe(requests(recordings["long.wav"].read_bytes(), options=pb.TranscribeOptions(file_name="long.wav")), timeout=300)
-    for response in call:
-        if response.WhichOneof("event") == "segment":
-            break
-    call.cancel()
-    deadline = time.monotonic() + 120
-    while not (engine.recent and all(engine.recent[-1] is not b for b in before)):
-        assert time.monotonic() < deadline, "the transcription did not end after the cancel"
-        time.sleep(0.05)
-    done = engine.recent[-1]
-    assert done.cancelled
+    """The engine's own log line says how much audio it decoded before it noticed the cancel."""
+    logger = logging.getLogger("schulki.transcription")
+    lines, level = _Lines(), logger.level
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    try:
+        options = pb.TranscribeOptions(file_name="long.wav")
+        call = stub.Transcribe(requests(recordings["long.wav"].read_bytes(), options=options), timeout=300)
+        for response in call:
+            if response.WhichOneof("event") == "segment":
+                break
+        call.cancel()
+        ended = lambda: [m for m in lines.messages if m.startswith("transcribed ")]  # noqa: E731
+        wait_until(ended, timeout=120, what="the end of the transcription after the cancel")
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    assert ended()[-1].endswith("(cancelled)"), ended()
+    decoded = float(re.match(r"transcribed ([\d.]+) s of audio", ended()[-1]).group(1))
     total = probe(recordings["long.wav"], 3600).duration
-    assert done.duration < total / 2, f"decoded {done.duration:.0f} of {total:.0f} s after the cancel"
-    assert server.service.scheduler.running == 0
+    assert decoded < total / 2, f"decoded {decoded:.0f} of {total:.0f} s after the cancel"
+    wait_until(lambda: server.service.scheduler.running == 0, timeout=10, what="the freed turn")
 
 
-def test_two_transcriptions_at_once_both_finish(server, recordings):
+def test_two_transcriptions_at_once_both_finish(server, recordings, monkeypatch):
+    """Three calls, two allowed at once: two really decode at the same time (their work overlaps), never three."""
     results, errors = [], []
+    engine = server.service.engine
+    allowed = server.service.config.max_concurrent
+    assert allowed == 2, "this test expects the default of two transcriptions at once"
+    work = engine._transcribe_blocking
+    intervals: list[tuple[float, float]] = []
+
+    def timed(*args, **kwargs):  # the engine's own work, with its start and end noted on its worker thread
+        started = time.monotonic()
+        try:
+            return work(*args, **kwargs)
+        finally:
+            intervals.append((started, time.monotonic()))
+
+    monkeypatch.setattr(engine, "_transcribe_blocking", timed)
 
     def one():
         with server.channel() as channel:
@@ -360,17 +382,17 @@ def test_two_transcriptions_at_once_both_finish(server, recordings):
             except Exception as error:
                 errors.append(error)
 
-    scheduler = server.service.scheduler
     threads = [threading.Thread(target=one) for _ in range(3)]
     for t in threads:
         t.start()
-    most = 0
-    while any(t.is_alive() for t in threads):
-        most = max(most, scheduler.running)
-        time.sleep(0.01)
+    for t in threads:
+        t.join(300)
     assert not errors, errors
-    assert most <= server.service.config.max_concurrent
     assert len(results) == 3 and all(len(words(r.text) & GREETING_WORDS) >= 3 for r in results)
+    assert len(intervals) == 3
+    # The most intervals covering one moment (one after another would give 1).
+    at_once = max(sum(1 for start, end in intervals if start <= moment < end) for moment, _ in intervals)
+    assert at_once == allowed, f"at most {at_once} transcriptions decoded at the same time; {allowed} are allowed: {intervals}"
 
 
 def test_cpu_runs_int8_and_settings_can_override():

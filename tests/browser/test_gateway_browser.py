@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import ARTIFACTS, shared_tls
 from tests.gateway_stack import running_stack, stack_config, write_pdf
+from tests.service_support import wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -88,13 +88,6 @@ def page(browser, stack):
     assert page.requested_hosts, "no request was recorded at all"
 
 
-def wait_until(condition, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-
-
 def log_in(page, stack, name: str, password: str) -> None:
     page.goto(stack.url + "/")
     assert "/login" in page.url
@@ -125,7 +118,8 @@ def test_a_student_chats_asks_a_document_transcribes_and_translates(page, stack,
     page.fill("#chat-input textarea", "Erkläre mir bitte kurz, was ein Vulkan ist.")
     page.keyboard.press("Enter")
     page.wait_for_selector("#chatbot .bot")
-    wait_until(lambda: stack.gateway.accounts.list_chats(student.account.id))  # stored once the answer is complete
+    # The chat is stored once the answer is complete.
+    wait_until(lambda: stack.gateway.accounts.list_chats(student.account.id), timeout=90, what="the stored chat", interval=0.1)
     page.wait_for_function("() => document.querySelector('#chatbot .bot').innerText.trim().length > 0")
     lengths = [n for n in page.evaluate("window.answerLengths") if n > 0]
     assert len(set(lengths)) >= 3, lengths  # the text grew in several steps

@@ -18,8 +18,16 @@ import httpx
 import pytest
 
 from tests.gateway_stack import Stack, running_stack, stack_config
+from tests.retrieval_support import embeddings_server
 
 MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def embeddings_address() -> Iterator[str]:
+    """One embeddings service for the data tests that run a retrieval process of their own (parsing, quota)."""
+    with embeddings_server() as server:
+        yield server.address
 
 
 @pytest.fixture(scope="session")

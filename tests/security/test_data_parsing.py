@@ -17,7 +17,7 @@ import pytest
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
-from tests.retrieval_support import assert_serving, embeddings_server, ingest, requests, search
+from tests.retrieval_support import assert_serving, ingest, requests, search
 from tests.security.data_support import (
     big_shared_strings_xlsx,
     huge_shared_string_xlsx,
@@ -32,12 +32,6 @@ DEADLINE_S = 90
 """Each hostile upload must be answered within this; today's code spends hours (or all memory) on them."""
 MAX_CHARS = 300_000
 PARSE_MEMORY_MB = 256
-
-
-@pytest.fixture(scope="module")
-def embeddings_address():
-    with embeddings_server() as server:
-        yield server.address
 
 
 @pytest.fixture(scope="module")

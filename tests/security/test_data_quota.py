@@ -17,17 +17,11 @@ from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
 from tests import gateway_stack
 from tests.gateway_stack import running_stack, stack_config
-from tests.retrieval_support import embeddings_server, ingest, requests
+from tests.retrieval_support import ingest, requests
 from tests.security.data_support import padded_html, retrieval_process
 
 KIB = 1024
 QUOTA_MB = 1
-
-
-@pytest.fixture(scope="module")
-def embeddings_address():
-    with embeddings_server() as server:
-        yield server.address
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from schulki.config import EmbeddingsConfig
-from schulki.inference.llama_report import load_llama, quant_name
 from schulki.runtime.errors import ModelLoadError, NotReady
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+
+    from schulki.runtime.llama_adapter import Batch
 
 log = logging.getLogger("schulki.embeddings")
 
@@ -70,6 +71,7 @@ class EmbeddingEngine:
         self.model_path = model_path
         self.config = config
         self._llama: Llama | None = None
+        self._batch: Batch | None = None
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._sequences = 1
         self._add_end = False
@@ -77,7 +79,7 @@ class EmbeddingEngine:
 
     def load(self) -> EmbeddingInfo:
         """Load the model in embedding mode; raise ModelLoadError with a one-line reason if it cannot be."""
-        import llama_cpp
+        from schulki.runtime import llama_adapter
 
         batch = self.config.batch_tokens
         if batch < 8:
@@ -85,7 +87,7 @@ class EmbeddingEngine:
         started = time.perf_counter()
         # Encoder models attend to the whole sequence, so a sequence must fit into
         # one micro-batch: n_ubatch = n_batch = n_ctx = batch_tokens.
-        llama, _ = load_llama(
+        llama, _ = llama_adapter.load_llama(
             self.model_path,
             "embedding model",
             embedding=True,
@@ -97,7 +99,7 @@ class EmbeddingEngine:
             n_gpu_layers=self.config.gpu_layers,
             flash_attn=self.config.flash_attention,
         )
-        pooling = llama_cpp.llama_pooling_type(llama._ctx.ctx)
+        pooling = llama_adapter.llama_pooling_type(llama.ctx)
         if pooling not in (1, 2, 3):
             llama.close()
             raise ModelLoadError(
@@ -105,18 +107,19 @@ class EmbeddingEngine:
                 "an embedding model with mean, cls or last pooling is needed"
             )
         self._llama = llama
-        vocab = llama._model.vocab
+        self._batch = llama_adapter.Batch(batch)
+        vocab = llama_adapter.llama_model_get_vocab(llama.model)
         # BERT-like vocabularies end every text with [SEP]; a cut text must end with it too.
-        self._add_end = bool(llama_cpp.llama_vocab_get_add_eos(vocab) or llama_cpp.llama_vocab_get_add_sep(vocab))
+        self._add_end = bool(llama_adapter.llama_vocab_get_add_eos(vocab) or llama_adapter.llama_vocab_get_add_sep(vocab))
         self._sequences = max(1, min(self.config.max_sequences_per_batch, llama.context_params.n_seq_max))
-        limit = llama._model.n_ctx_train() or batch
+        limit = llama_adapter.model_of(llama).n_ctx_train() or batch
         if self.config.max_tokens_per_text:
             limit = min(limit, self.config.max_tokens_per_text)
         metadata = llama.metadata
         self.info = EmbeddingInfo(
             model_name=metadata.get("general.name") or self.model_path.stem,
             file_name=self.model_path.name,
-            quant=quant_name(metadata, llama._model.desc()),
+            quant=llama_adapter.llama_quant(llama),
             dimension=llama.n_embd(),
             max_tokens=max(2, min(limit, batch)),
             pooling=_POOLING_NAMES[pooling],
@@ -136,6 +139,9 @@ class EmbeddingEngine:
     def close(self) -> None:
         """Free the model once running work is done."""
         self._worker.shutdown(wait=True)
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         if self._llama is not None:
             self._llama.close()
             self._llama = None
@@ -171,28 +177,26 @@ class EmbeddingEngine:
 
     def embed_blocking(self, texts: list[str]) -> list[Embedded]:
         """Embed texts in as few llama.cpp batches as they fit into; call only on the worker thread."""
-        import llama_cpp
+        from schulki.runtime import llama_adapter
 
         llama, info = self._ready()
+        batch = self._batch
+        assert batch is not None, "loaded with its batch"
         budget = self.config.batch_tokens
         results: list[Embedded] = []
         pending: list[tuple[list[int], bool]] = []
         used = 0
 
         def run_batch() -> None:
-            batch = llama._batch
-            batch.reset()
-            for seq_id, (tokens, _) in enumerate(pending):
-                batch.add_sequence(tokens, seq_id, True)
-            llama._ctx.kv_cache_clear()
-            llama._ctx.decode(batch)
-            n_embd = info.dimension
+            llama_adapter.sequences_batch(batch, [tokens for tokens, _ in pending])
+            llama_adapter.clear_memory(llama.ctx)
+            status = llama_adapter.decode(llama.ctx, batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode returned {status}")
             for seq_id, (tokens, truncated) in enumerate(pending):
-                pointer = llama_cpp.llama_get_embeddings_seq(llama._ctx.ctx, seq_id)
-                vector = np.ctypeslib.as_array(pointer, shape=(n_embd,)).astype(np.float32)
+                vector = llama_adapter.sequence_embedding(llama.ctx, seq_id, info.dimension)
                 norm = float(np.linalg.norm(vector))
                 results.append(Embedded(vector / norm if norm > 0 else vector, len(tokens), truncated))
-            batch.reset()
             pending.clear()
 
         for text in texts:
@@ -204,5 +208,5 @@ class EmbeddingEngine:
             used += len(tokens)
         if pending:
             run_batch()
-        llama._ctx.kv_cache_clear()
+        llama_adapter.clear_memory(llama.ctx)
         return results

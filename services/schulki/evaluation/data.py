@@ -51,8 +51,14 @@ class ReferenceText:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-def _read_text_resource(name: str) -> str:
-    return DATA.joinpath(name).read_text(encoding="utf-8")
+def _load(path: Path | None, shipped: str, german: str, english: str) -> tuple[str, str]:
+    """The name and content of the admin's file, or of the shipped one when ``path`` is None; the names say what it is."""
+    if path is None:
+        return shipped, DATA.joinpath(shipped).read_text(encoding="utf-8")
+    try:
+        return path.name, path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{german} nicht lesbar ({english} not readable): {path}: {error}") from None
 
 
 def reference_text(path: Path | None = None) -> ReferenceText:
@@ -61,13 +67,7 @@ def reference_text(path: Path | None = None) -> ReferenceText:
     One trailing newline is dropped, as ``llama-perplexity -f`` drops it, so
     both tokenize the same text.
     """
-    if path is None:
-        name, text = TEXT_NAME, _read_text_resource(TEXT_NAME)
-    else:
-        try:
-            name, text = path.name, path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise DataError(f"Referenztext nicht lesbar (reference text not readable): {path}: {error}") from None
+    name, text = _load(path, TEXT_NAME, "Referenztext", "reference text")
     if text.endswith("\n"):
         text = text[:-1]
     if not text.strip():
@@ -103,13 +103,7 @@ def questions(split: str = "all", path: Path | None = None) -> list[Question]:
     """The shipped question set (or the admin's own file), all of it or one split."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    if path is None:
-        name, content = QUESTIONS_NAME, _read_text_resource(QUESTIONS_NAME)
-    else:
-        try:
-            name, content = path.name, path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise DataError(f"Fragen nicht lesbar (questions not readable): {path}: {error}") from None
+    name, content = _load(path, QUESTIONS_NAME, "Fragen", "questions")
     found = [parse_question(line, f"{name}:{n}") for n, line in enumerate(content.splitlines(), 1) if line.strip()]
     ids = [q.id for q in found]
     if len(set(ids)) != len(ids):

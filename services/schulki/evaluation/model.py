@@ -11,7 +11,6 @@ what keeps Gemma's 262k vocabulary within bounds.
 
 from __future__ import annotations
 
-import ctypes
 import re
 import sys
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from schulki.inference.llama_report import BufferSizes, buffer_sizes, load_llama, quant_name
+from schulki.runtime import llama_adapter
+from schulki.runtime.llama_adapter import BufferSizes, buffer_sizes
 
 _GPU_NAME = re.compile(r"Device \d+: (?P<name>[^,\n]+)")
 
@@ -40,12 +40,10 @@ class EvalModel:
     """One loaded GGUF file with a context of ``context`` tokens."""
 
     def __init__(self, path: Path, context: int = 512, threads: int | None = None, gpu_layers: int = -1):
-        import llama_cpp
-
         self.path = Path(path)
         self.context = context
         # One batch holds a whole window, so the logits of its second half come out of one decode.
-        self.llama, self.load_log = load_llama(
+        self.llama, self.load_log = llama_adapter.load_llama(
             self.path,
             n_ctx=context,
             n_batch=context,
@@ -55,12 +53,11 @@ class EvalModel:
             n_gpu_layers=gpu_layers,
         )
         self.gpu_layers = gpu_layers
-        self._lib = llama_cpp
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
-        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
-        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
-        self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
-        self._batch = llama_cpp.llama_batch_init(context, 0, 1)
+        self.vocab = llama_adapter.llama_model_get_vocab(self.llama.model)
+        self.n_vocab = int(llama_adapter.llama_vocab_n_tokens(self.vocab))
+        self.add_bos = bool(llama_adapter.llama_vocab_get_add_bos(self.vocab))
+        self.bos = int(llama_adapter.llama_vocab_bos(self.vocab))
+        self._batch: llama_adapter.Batch | None = llama_adapter.Batch(context)
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -68,7 +65,7 @@ class EvalModel:
 
     @property
     def quant(self) -> str:
-        return quant_name(self.metadata, self.llama._model.desc())
+        return llama_adapter.llama_quant(self.llama)
 
     @property
     def name(self) -> str:
@@ -81,7 +78,7 @@ class EvalModel:
 
     def device(self) -> DeviceInfo:
         """The node kind this run counts for: a GPU when layers went to one, else the CPU."""
-        on_gpu = self.gpu_layers != 0 and bool(self._lib.llama_supports_gpu_offload())
+        on_gpu = self.gpu_layers != 0 and bool(llama_adapter.llama_supports_gpu_offload())
         if on_gpu and sys.platform == "darwin":
             return DeviceInfo("apple", "Apple GPU (Metal)")
         if on_gpu:
@@ -95,11 +92,11 @@ class EvalModel:
 
     def clear(self) -> None:
         """Forget everything in the KV cache."""
-        self._lib.llama_memory_clear(self._lib.llama_get_memory(self.llama.ctx), True)
+        llama_adapter.clear_memory(self.llama.ctx)
 
     def keep(self, n: int) -> bool:
         """Drop every position from n on, keeping the first n in the KV cache; False where llama.cpp cannot."""
-        return bool(self._lib.llama_memory_seq_rm(self._lib.llama_get_memory(self.llama.ctx), 0, n, -1))
+        return bool(llama_adapter.llama_memory_seq_rm(llama_adapter.llama_get_memory(self.llama.ctx), 0, n, -1))
 
     def decode(self, tokens: list[int] | np.ndarray, first_output: int, start_pos: int = 0) -> np.ndarray:
         """Decode tokens at positions start_pos.. and return the logits of tokens[first_output:] (rows × vocab).
@@ -110,25 +107,21 @@ class EvalModel:
         if n == 0 or n > self.context:
             raise EvalError(f"{n} tokens do not fit a batch of {self.context}")
         batch = self._batch
-        batch.n_tokens = n
+        assert batch is not None, "decode after close"
         for i, token in enumerate(tokens):
-            batch.token[i] = int(token)
-            batch.pos[i] = start_pos + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = 1 if i >= first_output else 0
-        status = self._lib.llama_decode(self.llama.ctx, batch)
+            batch.put(i, int(token), start_pos + i, 0, i >= first_output)
+        batch.size = n
+        status = llama_adapter.decode(self.llama.ctx, batch)
         if status != 0:
             raise EvalError(f"llama.cpp could not decode the batch (status {status})")
         rows = n - first_output
         if rows <= 0:
             return np.empty((0, self.n_vocab), dtype=np.float32)
-        pointer = self._lib.llama_get_logits(self.llama.ctx)
-        return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(rows, self.n_vocab))
+        return llama_adapter.logits_rows(self.llama.ctx, rows, self.n_vocab)
 
     def close(self) -> None:
         if self._batch is not None:
-            self._lib.llama_batch_free(self._batch)
+            self._batch.close()
             self._batch = None
         self.llama.close()
 

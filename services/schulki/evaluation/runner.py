@@ -33,7 +33,6 @@ from schulki.evaluation.perplexity import Stats, compare_pass, reference_pass, t
 from schulki.evaluation.report import BITS_PER_WEIGHT
 from schulki.evaluation.results import SCHEMA, this_host
 from schulki.evaluation.speed import Speed, measure_speed
-from schulki.inference.llama_report import FILE_TYPES
 
 Report = Callable[[str, str, int, int], None]
 """progress(file name, step, done, total)."""
@@ -69,10 +68,9 @@ class EvalOptions:
 
 def quant_of(path: Path) -> str:
     """The quant named in a GGUF's header (general.file_type), read without loading the model."""
-    from schulki.models.gguf import read_metadata
+    from schulki.models.gguf import file_type_name, read_metadata
 
-    value = read_metadata(path).get("general.file_type")
-    return FILE_TYPES.get(int(value), f"ftype {value}") if value is not None else "unknown"
+    return file_type_name(read_metadata(path).get("general.file_type"))
 
 
 def by_precision(paths: Sequence[Path], reference: Path | None = None) -> list[Path]:
@@ -92,7 +90,7 @@ def by_precision(paths: Sequence[Path], reference: Path | None = None) -> list[P
 
 def check_files(paths: Sequence[Path]) -> list[Path]:
     """Refuse missing, duplicate or non-GGUF files before anything is loaded."""
-    from schulki.inference.llama_report import check_gguf_file
+    from schulki.models.gguf import check_gguf_file
 
     if not paths:
         raise EvalError("Keine Modelldatei angegeben (no model file given)")
@@ -147,7 +145,7 @@ def _record(
     accuracy: Accuracy | None,
     speed: Speed | None,
 ) -> dict:
-    import llama_cpp
+    from schulki.runtime.llama_adapter import version
 
     device = model.device()
     buffers = model.buffers
@@ -158,7 +156,7 @@ def _record(
         "node_kind": device.kind,
         "device": device.name,
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp_python": version(),
         "file": Path(path).name,
         "path": str(Path(path).resolve()),
         "size_bytes": Path(path).stat().st_size,

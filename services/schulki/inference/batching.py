@@ -107,7 +107,7 @@ class BatchDecoder:
     """The worker thread that runs every sequence of one llama context in shared steps."""
 
     def __init__(self, ctx, model, *, slots: int, n_batch: int, n_ctx_seq: int, n_swa: int):
-        import llama_cpp as lc
+        from schulki.runtime import llama_adapter as lc
 
         if slots > n_batch:
             raise ValueError(f"parallel sequences ({slots}) must not exceed the batch size ({n_batch})")
@@ -120,7 +120,7 @@ class BatchDecoder:
         self._n_batch = n_batch
         self.n_ctx_seq = n_ctx_seq
         self._n_swa = n_swa
-        self._batch = lc.llama_batch_init(n_batch, 0, 1)
+        self._batch = lc.Batch(n_batch)
         self._slots = [_Slot(i) for i in range(slots)]
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._outbox: list[tuple[Request, Piece]] = []
@@ -144,7 +144,7 @@ class BatchDecoder:
         """Stop the worker after the current step and free the batch; requests still running end as cancelled."""
         self._inbox.put(_STOP)
         self._thread.join()
-        self._lc.llama_batch_free(self._batch)
+        self._batch.close()
 
     # --- the worker thread ---------------------------------------------------------------------
 
@@ -267,12 +267,7 @@ class BatchDecoder:
         self.running = sum(1 for s in self._slots if s.request is not None)
 
     def _add(self, n: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-        b = self._batch
-        b.token[n] = token
-        b.pos[n] = pos
-        b.n_seq_id[n] = 1
-        b.seq_id[n][0] = seq_id
-        b.logits[n] = logits
+        self._batch.put(n, token, pos, seq_id, logits)
 
     def _step(self) -> None:
         lc = self._lc
@@ -297,8 +292,8 @@ class BatchDecoder:
                 n += 1
             slot.index = n - 1 if last else -1
             fed.append((slot, chunk))
-        self._batch.n_tokens = n
-        rc = lc.llama_decode(self._ctx, self._batch)
+        self._batch.size = n
+        rc = lc.decode(self._ctx, self._batch)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         self.stats.steps += 1

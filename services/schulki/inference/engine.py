@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, cast
 
 from schulki.config import InferenceConfig
 from schulki.inference.batching import BatchDecoder, BatchStats, Request
-from schulki.inference.llama_report import BufferSizes, buffer_sizes, load_model, new_context, quant_name
+from schulki.models.gguf import quant_name
 from schulki.runtime.errors import InvalidInput, NotReady
+from schulki.runtime.llama_adapter import BufferSizes, buffer_sizes
+from schulki.runtime.threads import Bridge
 
 if TYPE_CHECKING:
     from llama_cpp._internals import LlamaModel
@@ -154,12 +156,11 @@ class ChatEngine:
 
     def load(self) -> ModelInfo:
         """Load the model and make its context; raise ModelLoadError with a one-line reason if it cannot be."""
-        import llama_cpp as lc
-        from llama_cpp import llama_chat_format
+        from schulki.runtime import llama_adapter as lc
 
         started = time.perf_counter()
         c = self.config
-        model, lines = load_model(self.model_path, gpu_layers=c.gpu_layers)
+        model, lines = lc.load_model(self.model_path, gpu_layers=c.gpu_layers)
         self._model = model
         params = lc.llama_context_default_params()
         params.n_seq_max = self.parallel
@@ -173,13 +174,13 @@ class ChatEngine:
         params.swa_full = c.full_swa_cache
         params.kv_unified = False
         params.no_perf = True
-        self._ctx, context_lines = new_context(model, params)
+        self._ctx, context_lines = lc.new_context(model, params)
         lines += context_lines
         metadata = model.metadata()
         arch = metadata.get("general.architecture", "")
         template = metadata.get("tokenizer.chat_template") or FALLBACK_TEMPLATES.get(arch, CHATML_TEMPLATE)
         eos, bos = model.token_eos(), model.token_bos()
-        self._formatter = llama_chat_format.Jinja2ChatFormatter(
+        self._formatter = lc.chat_formatter(
             template=template,
             eos_token=model.token_get_text(eos) if eos != -1 else "",
             bos_token=model.token_get_text(bos) if bos != -1 else "",
@@ -212,7 +213,7 @@ class ChatEngine:
 
     def close(self) -> None:
         """Free the model once the worker has stopped."""
-        import llama_cpp as lc
+        from schulki.runtime import llama_adapter as lc
 
         if self._decoder is not None:
             self._decoder.close()
@@ -255,29 +256,25 @@ class ChatEngine:
         early (the caller cancelled) takes it out within one step, and its slot
         is free again when this returns.
         """
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | GenerationResult | BaseException] = asyncio.Queue()
-        ended = loop.create_future()
+        pieces: Bridge[str | GenerationResult] = Bridge()
+        ended = pieces.loop.create_future()
 
-        def deliver(item: str | GenerationResult | BaseException) -> None:
-            pieces.put_nowait(item)
+        def deliver(item: str | GenerationResult | BaseException) -> None:  # on the loop: the batch worker hands over per step
+            pieces.put_here(item)
             if not isinstance(item, str) and not ended.done():
                 ended.set_result(None)
 
-        request = Request(job, loop, deliver)
+        request = Request(job, pieces.loop, deliver)
         decoder = self._ready_decoder()
         decoder.submit(request)
         try:
             while True:
                 item = await pieces.get()
-                if isinstance(item, BaseException):
-                    raise item
                 if isinstance(item, GenerationResult):
                     yield item
                     return
                 # Send what piled up while the consumer was busy as one piece.
-                while not pieces.empty() and isinstance(pieces._queue[0], str):  # type: ignore[attr-defined]
-                    item += cast(str, pieces.get_nowait())  # the head of the queue was just checked to be text
+                item += "".join(pieces.ready(lambda piece: isinstance(piece, str)))  # type: ignore[arg-type]
                 yield item
         finally:
             if not ended.done():

@@ -58,7 +58,7 @@ def this_machine(config: InferenceConfig) -> tuple[Machine, int]:
     """The machine the model will run on, and the bytes that clearly cannot be exceeded."""
     total, available = _ram_bytes()
     if config.gpu_layers != 0:
-        from llama_cpp import llama_supports_gpu_offload
+        from schulki.runtime.llama_adapter import llama_supports_gpu_offload
 
         if llama_supports_gpu_offload():
             if sys.platform == "darwin":

@@ -24,7 +24,7 @@ class SamplerChain:
     """A native sampler chain for one sequence; free it with close()."""
 
     def __init__(self, sampling: Sampling, n_vocab: int, history: Sequence[int] = ()):
-        import llama_cpp as lc
+        from schulki.runtime import llama_adapter as lc
 
         self._lc = lc
         params = lc.llama_sampler_chain_default_params()

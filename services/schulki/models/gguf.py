@@ -23,20 +23,70 @@ SWA_PATTERNS = {"gemma3": 6, "gemma2": 2, "cohere2": 4}
 FILE_TYPES = {
     0: "F32",
     1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
     7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
     10: "Q2_K",
+    11: "Q3_K_S",
     12: "Q3_K_M",
+    13: "Q3_K_L",
     14: "Q4_K_S",
     15: "Q4_K_M",
     16: "Q5_K_S",
     17: "Q5_K_M",
     18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
     32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4_MOE",
 }
+"""llama.cpp's enum llama_ftype (llama.h), as stored in the GGUF key general.file_type: the one table of quant names."""
 
 
 class GGUFError(ValueError):
     """The file is not a GGUF file this reader understands; the message says why."""
+
+
+def file_type_name(file_type: object) -> str:
+    """The quant name of a general.file_type value, e.g. 15 -> "Q4_K_M"; "ftype N" for a type this table lacks."""
+    if file_type is None or not str(file_type).lstrip("-").isdigit():
+        return "unknown"
+    return FILE_TYPES.get(int(str(file_type)), f"ftype {file_type}")
+
+
+def quant_name(metadata: dict[str, str], description: str = "") -> str:
+    """The quant of a loaded model from llama.cpp's metadata strings, else from its description ("gemma3 270M Q4_K - Medium")."""
+    file_type = metadata.get("general.file_type")
+    if file_type is not None and file_type.lstrip("-").isdigit():
+        return file_type_name(file_type)
+    return description.split(" ", 2)[-1] if description else "unknown"
+
+
+def check_gguf_file(path: Path) -> None:
+    """Raise ValueError with a one-line reason when path is not a readable GGUF file."""
+    if not path.exists():
+        raise ValueError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"model path is not a file: {path}")
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(f"not a GGUF model file (starts with {magic!r}, expected {GGUF_MAGIC!r}): {path}")
 
 
 def _read(f: BinaryIO, fmt: str) -> Any:
@@ -115,7 +165,7 @@ def model_from_gguf(path: Path) -> Model:
     vocab = _int(meta.get("tokenizer.ggml.tokens")) or _int(key("vocab_size"))
     window = _int(key("attention.sliding_window"))
     pattern = SWA_PATTERNS.get(arch, 0) if window else 0
-    quant = FILE_TYPES.get(_int(meta.get("general.file_type"), -1), "unknown")
+    quant = file_type_name(meta.get("general.file_type"))
     file = ModelFile(quant=quant, file=path.name, size_bytes=path.stat().st_size, sha256=None, source=str(path), size_exact=True)
     return Model(
         id=path.stem,

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,9 @@ from schulki.retrieval.embedder import EmbeddingsClient
 from schulki.retrieval.parse_process import ParsedChunks, ParseLimits, parse_in_process
 from schulki.retrieval.parsing import fetch_url, format_of
 from schulki.retrieval.store import DocumentRecord, Store, StoredChunk, over_quota
-from schulki.runtime.errors import InvalidInput, TooLarge
+from schulki.runtime.errors import InvalidInput
+from schulki.runtime.spool import Spool
+from schulki.runtime.threads import stream_from_task
 
 log = logging.getLogger("schulki.retrieval")
 
@@ -102,22 +103,20 @@ class Ingestor:
         else:
             file_name = upload.file_name
         # The temporary file keeps the extension: some readers (openpyxl) go by it.
-        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-", suffix=Path(file_name).suffix.lower())
-        path = Path(name)
+        spool = Spool(self.incoming, self.config.max_upload_bytes, suffix=Path(file_name).suffix.lower())
         try:
-            with os.fdopen(fd, "wb") as out:
+            with spool:
                 if upload.url:
-                    out.write(body)
+                    spool.write(body)
                     yield Progress("receiving", len(body), len(body), "bytes")
                 else:
-                    async for item in self._receive(data, out, quota - used if quota else 0, used, quota):
+                    async for item in self._receive(data, spool, quota - used if quota else 0, used, quota):
                         yield item
-            size_bytes = path.stat().st_size
             async with self._slots:
-                async for event in self._process(upload, source, path, file_name, size_bytes, quota):
-                    yield event
+                async for item in self._process(upload, source, spool.path, file_name, spool.size, quota):
+                    yield item
         finally:
-            path.unlink(missing_ok=True)
+            spool.discard()
 
     async def _process(
         self, upload: Upload, source: str, path: Path, file_name: str, size_bytes: int, quota: int
@@ -164,31 +163,23 @@ class Ingestor:
         )
         yield record
 
-    async def _receive(self, data: AsyncIterator[bytes], out, room: int, used: int, quota: int) -> AsyncIterator[Progress]:
-        """Write the upload's pieces to the open temporary file, refusing it once it passes the size limit or the room left."""
-        size = reported = 0
+    async def _receive(self, data: AsyncIterator[bytes], spool: Spool, room: int, used: int, quota: int) -> AsyncIterator[Progress]:
+        """Write the upload's pieces to the spool, refusing it once it passes the room left in the workspace or the size limit."""
+        reported = 0
         async for piece in data:
-            size += len(piece)
+            size = spool.size + len(piece)
             if quota and size > room:
                 raise over_quota(used, quota)
-            if size > self.config.max_upload_bytes:
-                raise TooLarge(
-                    f"Die Datei ist zu groß: höchstens {self.config.max_upload_bytes // (1024 * 1024)} MiB. "
-                    f"(upload over {self.config.max_upload_bytes} bytes)"
-                )
-            out.write(piece)
+            spool.write(piece)
             if size - reported >= RECEIVE_REPORT_BYTES:
                 reported = size
                 yield Progress("receiving", size, 0, "bytes")
-        yield Progress("receiving", size, size, "bytes")
+        yield Progress("receiving", spool.size, spool.size, "bytes")
 
     async def _parse(self, path: Path, file_name: str) -> AsyncIterator[Progress | ParsedChunks]:
-        """Parse and chunk in a separate process (parse_process.py); yield page progress as it comes, then the chunks."""
-        queue: asyncio.Queue[Progress] = asyncio.Queue()
+        """Parse and chunk in a separate process (parse_process.py); yield page progress as it comes, then the chunks.
 
-        def report(done: int, total: int) -> None:
-            queue.put_nowait(Progress("parsing", done, total, "pages"))
-
+        Closing this early cancels the parse, and parse_in_process kills its child on the way out."""
         limits = ParseLimits(
             memory_bytes=self.config.parse_memory_mb * 1024 * 1024,
             timeout_s=self.config.parse_timeout_s,
@@ -199,16 +190,10 @@ class Ingestor:
             overlap_chars=self.config.chunk_overlap_chars,
         )
         yield Progress("parsing", 0, 0, "pages")
-        task = asyncio.ensure_future(parse_in_process(path, file_name, limits, report))
-        try:
-            while not task.done() or not queue.empty():
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            yield task.result()
-        finally:
-            if not task.done():
-                task.cancel()  # parse_in_process kills its child on the way out
+
+        def parse(emit: Callable[[Progress], None]) -> Awaitable[ParsedChunks]:
+            return parse_in_process(path, file_name, limits, lambda done, total: emit(Progress("parsing", done, total, "pages")))
+
+        async with aclosing(stream_from_task(parse)) as items:
+            async for item in items:
+                yield item

@@ -11,14 +11,12 @@ of being handed to Whisper, which invents text for silence.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import ctypes
 import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 
 from schulki.config import TranscriptionConfig
 from schulki.runtime.errors import ModelLoadError, NotReady
+from schulki.runtime.threads import stream_from_thread
 from schulki.transcription import audio
 
 # No model hub and no telemetry: the model is a local folder.
@@ -86,7 +85,7 @@ class Language:
 
 @dataclass
 class TranscriptionDone:
-    """How a transcription ended; also kept in ``SpeechEngine.recent`` for the logs and tests."""
+    """How a transcription ended (the last item of its stream, and the engine's log line)."""
 
     duration: float = 0.0
     """Seconds of audio decoded."""
@@ -141,8 +140,6 @@ class SpeechEngine:
         self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=config.max_concurrent, thread_name_prefix="whisper")
         self.device = ""
         self.compute_type = ""
-        self.recent: deque[TranscriptionDone] = deque(maxlen=16)
-        """The last transcriptions that ended, newest last."""
 
     def load(self) -> None:
         """Load the model; raise ModelLoadError with a one-line reason if it cannot be."""
@@ -212,37 +209,13 @@ class SpeechEngine:
         """The language codes the model knows."""
         return self._loaded.supported_languages
 
-    async def transcribe(self, job: TranscriptionJob) -> AsyncGenerator[Language | Segment | TranscriptionDone, None]:
+    def transcribe(self, job: TranscriptionJob) -> AsyncGenerator[Language | Segment | TranscriptionDone, None]:
         """Yield the Language, then each Segment as it is recognised, then TranscriptionDone.
 
         Closing the iterator early (the caller cancelled) stops the worker at the
         next segment or decoded frame; it is free again when this returns.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def emit(item) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def run() -> None:
-            try:
-                emit(self._transcribe_blocking(job, emit, cancelled))
-            except BaseException as error:
-                emit(error)
-
-        future = loop.run_in_executor(self._workers, run)
-        try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, TranscriptionDone):
-                    return
-        finally:
-            cancelled.set()
-            await asyncio.shield(future)
+        return stream_from_thread(self._workers, lambda emit, cancelled: self._transcribe_blocking(job, emit, cancelled))
 
     def _detect_language(self, samples: np.ndarray) -> tuple[str, float]:
         """The spoken language of a recording's first speech and its probability, weighted toward the school's language.
@@ -324,7 +297,6 @@ class SpeechEngine:
         finally:
             windows.close()  # closes the file now, also when the loop ended early
             done.seconds_taken = time.perf_counter() - started
-            self.recent.append(done)
         if not language_sent:
             # Nothing was spoken: the caller's language, or none.
             emit(Language(job.language or "", 1.0 if job.language else 0.0))

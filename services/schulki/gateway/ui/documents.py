@@ -13,10 +13,11 @@ from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.gateway.ui.whole_document import build_whole_document_section
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
+from schulki.retrieval.formats import EXTENSIONS
 
 MAX_URL_CHARS = 2000
 """Longest web address the tab accepts (what browsers and servers commonly handle)."""
-FILE_TYPES = [".pdf", ".docx", ".odt", ".epub", ".eml", ".mbox", ".csv", ".xlsx", ".html", ".htm", ".txt", ".md"]
+FILE_TYPES = list(EXTENSIONS)  # the one table of formats, shared with the parser
 ANSWER_PROMPT = (
     "Beantworte die Frage nur mit den folgenden Auszügen aus Dokumenten. Wenn sie die Antwort nicht enthalten, sag das. "
     "Antworte kurz und auf Deutsch.\n\n{context}\n\nFrage: {question}"

@@ -1,11 +1,13 @@
 """Document parsing for ingest: one entry point from a file to a ParsedDocument.
 
-``parse_file`` picks the parser from the file name's extension, checks the
-file's content against it first (a ``.pdf`` that is no PDF is refused), and
-returns the document's text as passages with their page or section. Each
-format family has its own module: ``pdf``, ``office`` (DOCX, ODT, XLSX),
-``ebook`` (EPUB), ``mail`` (EML, MBOX), ``table`` (CSV), ``web`` (HTML, and
-``fetch_url`` for web pages) and ``text`` (TXT, Markdown).
+``parse_file`` picks the format from the file name's extension in the one
+table of formats (``schulki.retrieval.formats``), checks the file's content
+against it first (a ``.pdf`` that is no PDF is refused), calls the parser the
+table names, and returns the document's text as passages with their page or
+section. Each format family has its own module (``pdf``, ``office``,
+``ebook``, ``mail``, ``table``, ``web`` with ``fetch_url`` for web pages,
+``text``), and the table says which function of which module reads a format;
+every parser function takes ``(path, job: ParseJob)``.
 
 Every failure is a SchulkiError whose message a student can read:
 InvalidInput for an empty, corrupt, encrypted, text-less or mislabelled file,
@@ -16,45 +18,40 @@ process with memory and time limits (``schulki.retrieval.parse_process``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument
-from schulki.retrieval.parsing.common import MAX_DOCUMENT_CHARS, NO_TEXT_MESSAGE, Progress, check_content, text_budget, too_much_text
+from schulki.retrieval.formats import BY_EXTENSION, BY_NAME
+from schulki.retrieval.parsing.common import (
+    MAX_DOCUMENT_CHARS,
+    NO_TEXT_MESSAGE,
+    ParseJob,
+    Progress,
+    check_content,
+    text_budget,
+    too_much_text,
+)
 from schulki.retrieval.parsing.web import fetch_url
 from schulki.runtime.errors import InvalidInput
 
+Parser = Callable[[Path, ParseJob], ParsedDocument]
+
 __all__ = ["NO_TEXT_MESSAGE", "SUPPORTED_EXTENSIONS", "fetch_url", "format_of", "parse_file"]
 
-FORMATS: dict[str, str] = {
-    ".pdf": "pdf",
-    ".docx": "docx",
-    ".odt": "odt",
-    ".xlsx": "xlsx",
-    ".epub": "epub",
-    ".eml": "eml",
-    ".mbox": "mbox",
-    ".csv": "csv",
-    ".html": "html",
-    ".htm": "html",
-    ".txt": "txt",
-    ".md": "md",
-    ".markdown": "md",
-}
-"""File name extension (lower case) to format name."""
-
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(FORMATS)
-"""The extensions ingest accepts, lower case with their dot."""
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(BY_EXTENSION)
+"""The extensions ingest accepts, lower case with their dot (the table is ``schulki.retrieval.formats``)."""
 
 
 def format_of(file_name: str) -> str:
     """The format for a file name, or InvalidInput naming the formats that are supported."""
     extension = Path(file_name).suffix.lower()
-    if extension not in FORMATS:
+    if extension not in BY_EXTENSION:
         known = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         shown = extension or "(keine)"
         raise InvalidInput(f"Dateityp {shown} wird nicht unterstützt; möglich sind {known}. (unknown extension {shown})")
-    return FORMATS[extension]
+    return BY_EXTENSION[extension].name
 
 
 def parse_file(
@@ -86,42 +83,13 @@ def parse_file(
     report: Progress = progress or (lambda done, total: None)
     check_content(path, kind)
     with text_budget(max_chars):
-        document = _parse(path, file_name, kind, max_pages, report)
+        module, function = BY_NAME[kind].parser.split(":")
+        parser: Parser = getattr(importlib.import_module(f"schulki.retrieval.parsing.{module}"), function)
+        document = parser(path, ParseJob(file_name, report, max_pages))
+        document.format = kind
     if sum(len(p.text) for p in document.passages) > max_chars:
         raise too_much_text(max_chars)
     return _require_text(document)
-
-
-def _parse(path: Path, file_name: str, kind: str, max_pages: int | None, report: Progress) -> ParsedDocument:
-    if kind == "pdf":
-        from schulki.retrieval.parsing.pdf import parse_pdf
-
-        document = parse_pdf(path, max_pages=max_pages, progress=report)
-    elif kind in ("docx", "odt", "xlsx"):
-        from schulki.retrieval.parsing import office
-
-        document = {"docx": office.parse_docx, "odt": office.parse_odt, "xlsx": office.parse_xlsx}[kind](path, report)
-    elif kind == "epub":
-        from schulki.retrieval.parsing.ebook import parse_epub
-
-        document = parse_epub(path, report)
-    elif kind in ("eml", "mbox"):
-        from schulki.retrieval.parsing import mail
-
-        document = (mail.parse_eml if kind == "eml" else mail.parse_mbox)(path, report)
-    elif kind == "csv":
-        from schulki.retrieval.parsing.table import parse_csv
-
-        document = parse_csv(path, Path(file_name).stem, report)
-    elif kind == "html":
-        from schulki.retrieval.parsing.web import parse_html
-
-        document = parse_html(path, report)
-    else:
-        from schulki.retrieval.parsing.text import parse_text
-
-        document = parse_text(path, markdown=kind == "md", progress=report)
-    return document
 
 
 def _require_text(document: ParsedDocument) -> ParsedDocument:

@@ -6,8 +6,10 @@ import contextlib
 import contextvars
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from schulki.retrieval.formats import BY_NAME
 from schulki.runtime.errors import InvalidInput, TooLarge
 
 Progress = Callable[[int, int], None]
@@ -31,26 +33,22 @@ Without this bound a wide header repeated in every row turns a 3 MB CSV into hun
 MAX_DOCUMENT_CHARS = 5_000_000
 """Most characters of text one document may yield when parse_file is given no other limit (about 2,500 book pages)."""
 
-ZIP_FORMATS = {"docx", "odt", "xlsx", "epub"}
-TEXT_FORMATS = {"eml", "mbox", "csv", "html", "txt", "md"}
-NAMES = {
-    "pdf": "PDF",
-    "docx": "Word-Dokument (DOCX)",
-    "odt": "OpenDocument-Text (ODT)",
-    "xlsx": "Excel-Tabelle (XLSX)",
-    "epub": "E-Book (EPUB)",
-    "eml": "E-Mail (EML)",
-    "mbox": "Postfach (MBOX)",
-    "csv": "CSV-Tabelle",
-    "html": "Webseite (HTML)",
-    "txt": "Textdatei",
-    "md": "Markdown-Datei",
-}
+
+@dataclass(frozen=True)
+class ParseJob:
+    """What a parser gets besides the file's bytes: the name the user gave it, its limits, and where its progress goes."""
+
+    file_name: str
+    progress: Progress
+    max_pages: int | None = None
+    """Most pages of a PDF; more is TooLarge."""
 
 
 def wrong_extension(kind: str, detail: str) -> InvalidInput:
     """The error for a file whose content does not match its extension."""
-    return InvalidInput(f"Die Datei ist kein {NAMES[kind]}, obwohl ihr Name das sagt; prüfe die Dateiendung. (wrong extension: {detail})")
+    return InvalidInput(
+        f"Die Datei ist kein {BY_NAME[kind].label}, obwohl ihr Name das sagt; prüfe die Dateiendung. (wrong extension: {detail})"
+    )
 
 
 def check_content(path: Path, kind: str) -> None:
@@ -60,15 +58,16 @@ def check_content(path: Path, kind: str) -> None:
         raise InvalidInput("Die Datei ist leer. (empty file)")
     with path.open("rb") as f:
         head = f.read(4096)
-    if kind == "pdf":
+    content = BY_NAME[kind].content
+    if content == "pdf":
         # The PDF header may follow a little junk; readers look in the first 1024 bytes.
         if b"%PDF-" not in head[:1024]:
             raise wrong_extension(kind, "no %PDF- header")
-    elif kind in ZIP_FORMATS:
+    elif content == "zip":
         if not head.startswith(b"PK\x03\x04"):
             raise wrong_extension(kind, "not a zip container")
         check_zip(path, kind)
-    elif kind in TEXT_FORMATS:
+    elif content == "text":
         if b"\x00" in head:
             raise wrong_extension(kind, "binary content")
         text = decode_text(head, final=False)
@@ -86,13 +85,6 @@ def _looks_like_mail_header(text: str) -> bool:
     return bool(colon) and bool(name) and " " not in name.strip()
 
 
-# The member that tells each zip-based format apart from other zips.
-_ZIP_MARKERS = {
-    "docx": ("word/document.xml",),
-    "xlsx": ("xl/workbook.xml",),
-    "odt": ("content.xml",),
-    "epub": ("META-INF/container.xml",),
-}
 _ODF_MIMETYPE = b"application/vnd.oasis.opendocument.text"
 
 
@@ -122,8 +114,9 @@ def check_zip(path: Path, kind: str) -> None:
                     f"Die Datei entpackt sich zu {total // (1024 * 1024)} MiB; erlaubt sind {MAX_UNPACKED_BYTES // (1024 * 1024)} MiB. "
                     "(unpacked size over the limit)"
                 )
-            if not any(marker in names for marker in _ZIP_MARKERS[kind]):
-                raise wrong_extension(kind, f"zip without {_ZIP_MARKERS[kind][0]}")
+            marker = BY_NAME[kind].zip_member
+            if marker and marker not in names:
+                raise wrong_extension(kind, f"zip without {marker}")
             if kind == "odt" and "mimetype" in names and archive.read("mimetype").strip() != _ODF_MIMETYPE:
                 raise wrong_extension(kind, "OpenDocument of another kind")
     except zipfile.BadZipFile:

@@ -6,14 +6,14 @@ import warnings
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress
+from schulki.retrieval.parsing.common import ParseJob
 from schulki.retrieval.parsing.web import decode_html, html_to_document
 from schulki.runtime.errors import InvalidInput
 
 CORRUPT = "Das E-Book ist beschädigt und lässt sich nicht lesen. (corrupt EPUB)"
 
 
-def parse_epub(path: Path, progress: Progress) -> ParsedDocument:
+def parse_epub(path: Path, job: ParseJob) -> ParsedDocument:
     """Chapters in spine order; a chapter's title (from the table of contents or its first heading) is its section."""
     import ebooklib
     from ebooklib import epub
@@ -41,7 +41,7 @@ def parse_epub(path: Path, progress: Progress) -> ParsedDocument:
         for p in chapter.passages:
             section = name if not p.section or p.section == name else f"{name} / {p.section}"
             passages.append(Passage(text=p.text, section=section))
-        progress(done, len(chapters))
+        job.progress(done, len(chapters))
     title = title_meta[0][0] if title_meta else ""
     return ParsedDocument(format="epub", passages=passages, title=title)
 

@@ -12,20 +12,20 @@ from pathlib import Path
 from typing import IO, cast
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, clean, decode_text
+from schulki.retrieval.parsing.common import ParseJob, clean, decode_text
 from schulki.retrieval.parsing.web import html_to_text
 from schulki.runtime.errors import InvalidInput
 
 NO_SUBJECT = "(ohne Betreff)"
 
 
-def parse_eml(path: Path, progress: Progress) -> ParsedDocument:
+def parse_eml(path: Path, job: ParseJob) -> ParsedDocument:
     """One mail; its subject is the section and the title."""
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     passage = mail_passage(message)
     if passage is None:
         raise InvalidInput("Die E-Mail enthält keinen Text. (mail without text)")
-    progress(1, 1)
+    job.progress(1, 1)
     return ParsedDocument(format="eml", passages=[passage], title=passage.section)
 
 
@@ -33,7 +33,7 @@ def _read_mail(file: IO[bytes]) -> EmailMessage:
     return email.message_from_binary_file(file, policy=email.policy.default)
 
 
-def parse_mbox(path: Path, progress: Progress) -> ParsedDocument:
+def parse_mbox(path: Path, job: ParseJob) -> ParsedDocument:
     """Every mail of a mailbox in order; each mail's subject is its section."""
     # typeshed types mbox's factory as making mboxMessage only; _read_mail makes the EmailMessage mail_passage reads.
     box = mailbox.mbox(str(path), factory=_read_mail, create=False)  # type: ignore[arg-type]
@@ -44,7 +44,7 @@ def parse_mbox(path: Path, progress: Progress) -> ParsedDocument:
             passage = mail_passage(cast(EmailMessage, box[key]))
             if passage is not None:
                 passages.append(passage)
-            progress(done, len(keys))
+            job.progress(done, len(keys))
     finally:
         box.close()
     return ParsedDocument(format="mbox", passages=passages, title=path.stem)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, charge, clean, header_name
+from schulki.retrieval.parsing.common import ParseJob, charge, clean, header_name
 from schulki.retrieval.parsing.table import row_passages
 from schulki.runtime.errors import InvalidInput, SchulkiError
 
@@ -20,7 +20,7 @@ CORRUPT = "Die Datei ist beschädigt und lässt sich nicht lesen. (corrupt {kind
 _HEADING_STYLE = re.compile(r"^(heading|überschrift|title|titel)\b", re.IGNORECASE)
 
 
-def parse_docx(path: Path, progress: Progress) -> ParsedDocument:
+def parse_docx(path: Path, job: ParseJob) -> ParsedDocument:
     """Paragraphs and tables of a DOCX in order; headings start sections."""
     import docx
     from docx.table import Table
@@ -47,7 +47,7 @@ def parse_docx(path: Path, progress: Progress) -> ParsedDocument:
         raise
     except Exception:  # python-docx raises many kinds on a damaged file (KeyError, lxml errors, ...)
         raise InvalidInput(CORRUPT.format(kind="DOCX")) from None
-    progress(1, 1)
+    job.progress(1, 1)
     return ParsedDocument(format="docx", passages=passages, title=title)
 
 
@@ -74,7 +74,7 @@ def _table_lines(rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def parse_odt(path: Path, progress: Progress) -> ParsedDocument:
+def parse_odt(path: Path, job: ParseJob) -> ParsedDocument:
     """Headings and paragraphs of an ODT in reading order; headings start sections."""
     from odf import dc, teletype
     from odf.namespaces import TEXTNS
@@ -107,11 +107,11 @@ def parse_odt(path: Path, progress: Progress) -> ParsedDocument:
         raise
     except Exception:  # odfpy raises parser and key errors of all kinds on a damaged file
         raise InvalidInput(CORRUPT.format(kind="ODT")) from None
-    progress(1, 1)
+    job.progress(1, 1)
     return ParsedDocument(format="odt", passages=passages, title=title or next((p.section for p in passages if p.section), ""))
 
 
-def parse_xlsx(path: Path, progress: Progress) -> ParsedDocument:
+def parse_xlsx(path: Path, job: ParseJob) -> ParsedDocument:
     """Each row of each sheet with its header; "sheet / Zeile N" is the section."""
     import openpyxl
 
@@ -127,7 +127,7 @@ def parse_xlsx(path: Path, progress: Progress) -> ParsedDocument:
         for done, sheet in enumerate(sheets, start=1):
             rows = ([_cell_text(v) for v in row] for row in sheet.iter_rows(values_only=True))
             passages += row_passages(sheet.title, rows)
-            progress(done, len(sheets))
+            job.progress(done, len(sheets))
         title = clean(workbook.properties.title or "") if workbook.properties else ""
     except (SchulkiError, MemoryError):
         raise

@@ -8,14 +8,14 @@ import re
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, clean
+from schulki.retrieval.parsing.common import ParseJob, clean
 from schulki.runtime.errors import InvalidInput, TooLarge
 
 CORRUPT = "Die PDF-Datei ist beschädigt und lässt sich nicht lesen. (corrupt PDF)"
 ENCRYPTED = "Die PDF-Datei ist mit einem Passwort geschützt; bitte ohne Passwort speichern und erneut hochladen. (password-protected PDF)"
 
 
-def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> ParsedDocument:
+def parse_pdf(path: Path, job: ParseJob) -> ParsedDocument:
     """Each page's text as one passage with its page number; refuse corrupt and encrypted files."""
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PyPdfError
@@ -37,8 +37,8 @@ def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> Parse
         raise InvalidInput(CORRUPT) from None
     if total == 0:
         raise InvalidInput(CORRUPT)
-    if max_pages is not None and total > max_pages:
-        raise TooLarge(f"Die PDF-Datei hat {total} Seiten; erlaubt sind höchstens {max_pages}. (too many pages)")
+    if job.max_pages is not None and total > job.max_pages:
+        raise TooLarge(f"Die PDF-Datei hat {total} Seiten; erlaubt sind höchstens {job.max_pages}. (too many pages)")
     passages: list[Passage] = []
     for number in range(1, total + 1):
         try:
@@ -50,7 +50,7 @@ def parse_pdf(path: Path, *, max_pages: int | None, progress: Progress) -> Parse
         text = _unwrap(clean(_join_hyphenated(text)))
         if text:
             passages.append(Passage(text=text, page=number))
-        progress(number, total)
+        job.progress(number, total)
     title = ""
     with contextlib.suppress(PyPdfError, ValueError, KeyError, TypeError, AttributeError):
         metadata = reader.metadata

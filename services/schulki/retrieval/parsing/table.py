@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import Progress, charge, clean, header_name, read_text
+from schulki.retrieval.parsing.common import ParseJob, charge, clean, header_name, read_text
 from schulki.runtime.errors import InvalidInput
 
 MAX_FIELD_CHARS = 1024 * 1024
@@ -45,8 +45,9 @@ def row_passages(sheet: str, rows: Iterable[list[str]]) -> list[Passage]:
     return passages
 
 
-def parse_csv(path: Path, sheet: str, progress: Progress) -> ParsedDocument:
-    """Rows of a CSV file (comma, semicolon or tab separated, as German Excel writes them)."""
+def parse_csv(path: Path, job: ParseJob) -> ParsedDocument:
+    """Rows of a CSV file (comma, semicolon or tab separated, as German Excel writes them); the file's name is the sheet's."""
+    sheet = Path(job.file_name).stem
     text = read_text(path)
     try:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
@@ -58,5 +59,5 @@ def parse_csv(path: Path, sheet: str, progress: Progress) -> ParsedDocument:
     except csv.Error as error:
         raise InvalidInput(f"Die CSV-Datei ist fehlerhaft: {error}. (malformed CSV)") from None
     passages = row_passages(sheet, rows)
-    progress(1, 1)
+    job.progress(1, 1)
     return ParsedDocument(format="csv", passages=passages, title=sheet)

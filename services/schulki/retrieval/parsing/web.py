@@ -22,7 +22,7 @@ from pathlib import Path
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag, XMLParsedAsHTMLWarning
 
 from schulki.retrieval.documents import ParsedDocument, Passage
-from schulki.retrieval.parsing.common import MAX_HEADER_CHARS, Progress, clean, decode_text
+from schulki.retrieval.parsing.common import MAX_HEADER_CHARS, ParseJob, clean, decode_text
 from schulki.retrieval.parsing.table import row_passages
 from schulki.runtime.errors import InvalidInput, PermissionDenied, TooLarge
 
@@ -84,10 +84,10 @@ _BLOCKS = {
 }
 
 
-def parse_html(path: Path, progress: Progress) -> ParsedDocument:
+def parse_html(path: Path, job: ParseJob) -> ParsedDocument:
     """The main text of an HTML file, with its headings as sections."""
     document = html_to_document(decode_html(path.read_bytes()))
-    progress(1, 1)
+    job.progress(1, 1)
     return document
 
 
