@@ -113,8 +113,8 @@ class Ingestor:
                     async for item in self._receive(data, spool, quota - used if quota else 0, used, quota):
                         yield item
             async with self._slots:
-                async for item in self._process(upload, source, spool.path, file_name, spool.size, quota):
-                    yield item
+                async for event in self._process(upload, source, spool.path, file_name, spool.size, quota):
+                    yield event
         finally:
             spool.discard()
 

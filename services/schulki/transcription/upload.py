@@ -64,7 +64,7 @@ async def receive(
                     suffix = "." + match.group(1).lower() if match else ""
                     file = Spool(directory, max_bytes, suffix=suffix, prefix="schulki-audio-", hint=SHORTER)
                 file.write(request.audio_chunk)
-        if file is None or file.size == 0:
+        if file is None or options is None or file.size == 0:  # options without any audio
             raise InvalidInput(EMPTY)
         file.close()
         return Upload(options, file.path, file.size)
