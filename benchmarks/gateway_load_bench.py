@@ -41,8 +41,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from schulki.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -199,7 +205,7 @@ def llama_server(binary: Path, model: Path, parallel: int, threads: int, context
 
 
 @contextlib.contextmanager
-def inference_process(config, threads: int):
+def inference_process(config: Config, threads: int) -> Iterator[str]:
     """``schulki serve inference`` in its own process, as ``schulki up`` runs it; yields its address.
 
     In one process with the gateway and the simulated students, the engine's worker thread waits for the GIL
