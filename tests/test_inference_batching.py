@@ -226,7 +226,7 @@ def test_a_call_cancelled_while_its_long_prompt_is_read_frees_its_slot_within_on
     waiting.start()
     wait_for(lambda: scheduler.queue_length == 1)
     slot = next(s for s in decoder._slots if s.request is not None and len(s.prompt) == prompt_tokens)
-    wait_for(lambda: 0 < slot.fed < 2 * chunk, 120)  # the prompt is being read
+    wait_for(lambda: slot.fed >= chunk, 120)  # a first chunk is read (not only the template's opening from a cache)
     reader.call.cancel()
     wait_for(lambda: slot.request is None or slot.request.cancelled.is_set())
     fed_at_cancel, steps_at_cancel = slot.fed, engine.stats.steps
@@ -234,7 +234,7 @@ def test_a_call_cancelled_while_its_long_prompt_is_read_frees_its_slot_within_on
     # Once the service saw the cancellation, at most the chunk already in flight was read (one step, two if the
     # flag was set just as a step began), and the rest of the prompt never was.
     print(f"cancelled at {fed_at_cancel} of {prompt_tokens} prompt tokens; freed {engine.stats.steps - steps_at_cancel} steps later")
-    assert engine.stats.steps - steps_at_cancel <= 2 and fed_at_cancel + 2 * chunk < prompt_tokens
+    assert engine.stats.steps - steps_at_cancel <= 2 and chunk <= fed_at_cancel and fed_at_cancel + 2 * chunk < prompt_tokens
     waiting.join(120)
     assert waiting.error is None and waiting.finish.usage.completion_tokens == 4  # the next request got the slot
     assert reader.error is not None and reader.error.code() == grpc.StatusCode.CANCELLED
