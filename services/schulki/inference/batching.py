@@ -28,6 +28,7 @@ window still covers it (llama-server's own check).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -187,10 +188,8 @@ class BatchDecoder:
             by_loop.setdefault(request.loop, []).append((request, item))
         self._outbox = []
         for loop, items in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # the event loop is gone (shutdown): nobody waits for these answers any more
                 loop.call_soon_threadsafe(_deliver_all, items)
-            except RuntimeError:  # the event loop is gone (shutdown): nobody waits for these answers any more
-                pass
 
     def _stop_all(self) -> None:
         for slot in self._slots:
