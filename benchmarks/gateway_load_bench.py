@@ -16,6 +16,13 @@ parallel sequences) and prints both side by side. llama-server is a measuring
 instrument, not a dependency: ../shared/tools/build-llama-peer builds it from
 the llama.cpp sources in the pinned llama-cpp-python sdist and caches it in
 ~/.cache/llama-peer/VERSION (or set --peer-server).
+
+schulki's inference service runs in its own process, as ``schulki up`` runs
+it (``--same-process`` puts it beside the gateway and the students, to measure
+what sharing one interpreter costs). On a machine whose cores are
+oversubscribed, use ``--threads 1``: two llama.cpp threads wait for each other
+at every barrier of the graph, and llama-server at ``-t 2`` then fell from
+8 to 0.4 tokens/s for a single request here (load 25 on 2 cores).
 """
 
 from __future__ import annotations
@@ -34,8 +41,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from schulki.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -92,7 +105,8 @@ async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: i
 
 
 async def simulate(student: Student, url: str, deadline: float, max_tokens: int, think_s: float) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0)) as client:
+    # A request that waits minutes for a byte counts as an error (ReadTimeout) instead of holding the benchmark up.
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(max(180.0, deadline - time.monotonic()))) as client:
         await asyncio.sleep(random.uniform(0, 2))  # students do not press Enter in the same millisecond
         while time.monotonic() < deadline:
             try:
@@ -160,18 +174,65 @@ def llama_server(binary: Path, model: Path, parallel: int, threads: int, context
         "--no-webui",
     ]
     print("peer: " + " ".join([binary.name, *command[1:]]))
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    # llama-server logs every request and slot event to stderr (tens of KiB a minute under load). Its log goes to
+    # a file: a pipe that nobody reads fills after 64 KiB, and then the server blocks in its next write and stalls.
+    with tempfile.TemporaryFile(mode="w+") as log_file:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file, text=True)
+        url = f"http://127.0.0.1:{port}"
+
+        def log_tail() -> str:
+            log_file.seek(0)
+            return log_file.read()[-2000:]
+
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if process.poll() is not None:
+                    raise SystemExit(f"llama-server exited: {log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"llama-server not ready after 120 s: {log_tail()}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@contextlib.contextmanager
+def inference_process(config: Config, threads: int) -> Iterator[str]:
+    """``schulki serve inference`` in its own process, as ``schulki up`` runs it; yields its address.
+
+    In one process with the gateway and the simulated students, the engine's worker thread waits for the GIL
+    after every short call into llama.cpp while the event loops run: a handicap llama-server does not have."""
+    from schulki.runtime.client import wait_until_serving
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inference = config.inference
+    env = dict(
+        os.environ,
+        SCHULKI_DATA_DIR=str(config.data_dir),
+        SCHULKI_RUNTIME__LOG_LEVEL="WARNING",  # not a line per request in the benchmark's output
+        SCHULKI_INFERENCE__MODEL_PATH=str(inference.model_path),
+        SCHULKI_INFERENCE__THREADS=str(threads),
+        SCHULKI_INFERENCE__CONTEXT_LENGTH=str(inference.context_length),
+        SCHULKI_INFERENCE__MAX_QUEUED=str(inference.max_queued),
+        SCHULKI_INFERENCE__MAX_QUEUED_PER_USER=str(inference.max_queued_per_user),
+    )
+    if inference.parallel_sequences:
+        env["SCHULKI_INFERENCE__PARALLEL_SEQUENCES"] = str(inference.parallel_sequences)
+    process = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(port)], env=env)
+    address = f"127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"llama-server exited: {process.stderr.read()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        yield url
+        wait_until_serving(address, 300, is_alive=lambda: process.poll() is None)
+        yield address
     finally:
         process.terminate()
         try:
@@ -223,9 +284,14 @@ def main() -> int:
         "--threads",
         type=int,
         default=1,
-        help="inference threads for the in-process stack; on a busy machine 1 beats 2, since llama.cpp's threads spin waiting for each other",
+        help="llama.cpp threads of schulki and of the peer; on a busy machine 1 beats 2, since llama.cpp's threads spin waiting for each other",
     )
     parser.add_argument("--parallel", type=int, help="inference.parallel_sequences of the in-process stack (default: the node's default)")
+    parser.add_argument(
+        "--same-process",
+        action="store_true",
+        help="run the inference service in this process with the gateway and the students (default: its own process, as schulki up does)",
+    )
     parser.add_argument("--peer", action="store_true", help="then run the same load against llama.cpp's llama-server and compare")
     parser.add_argument("--peer-server", help="path of the llama-server binary (default: the build-llama-peer cache)")
     args = parser.parse_args()
@@ -244,7 +310,11 @@ def main() -> int:
             config.inference.max_queued = max(64, 2 * args.students)
             if args.parallel:
                 config.inference.parallel_sequences = args.parallel
-            running = stack.enter_context(running_stack(folder, services=("inference",), config=config))
+            if args.same_process:
+                running = stack.enter_context(running_stack(folder, services=("inference",), config=config))
+            else:
+                config.gateway.inference_addresses = [stack.enter_context(inference_process(config, args.threads))]
+                running = stack.enter_context(running_stack(folder, services=(), config=config))
             url = running.url
             keys = [running.add_user(f"bench-{i:02d}", "student").api_key for i in range(args.students)]
         start = time.monotonic()
@@ -255,8 +325,10 @@ def main() -> int:
         if args.peer:
             if args.url:
                 raise SystemExit("--peer compares with the in-process stack; leave out --url")
-            engine = running.servers["inference"].services[0].engine
-            parallel, model = engine.parallel, engine.model_path
+            from schulki.inference.fit_check import parallel_sequences
+
+            model = config.inference.model_path
+            parallel = parallel_sequences(config.inference, model)  # what the inference service chose with the same settings
             stack.close()  # free the cores and memory before the peer runs
             print(f"load between: {os.getloadavg()[0]:.2f} (1-min average)")
             with llama_server(peer_server_path(args.peer_server), model, parallel, args.threads, config.inference.context_length) as peer:

@@ -122,6 +122,10 @@ def test_the_admin_tab_refuses_students_and_serves_admins(stack, anna):
     status = {row[0]: row[2] for row in health["data"]}
     assert status["Chat-Modell"] == "bereit" and status["Transkription"] == "nicht erreichbar"
     assert models["data"][0][2] == "Q4_K_M"
+    # the parallel column: sequences running now / the slots the inference service decodes at once
+    assert models["headers"][5] == "Gleichzeitig (laufen/Plätze)"
+    running_now, slots = (int(n) for n in str(models["data"][0][5]).split("/"))
+    assert slots == stack.servers["inference"].services[0].engine.parallel > 1 and 0 <= running_now <= slots
     assert any(row[0] == "7a" for row in usage["data"])  # counts only
     assert "ui-anna" in [row[0] for row in users["data"]]
     created = admin.predict("ui-frank", "student", "7a", api_name="/admin_add_user")

@@ -183,6 +183,46 @@ def test_a_long_prompt_being_read_does_not_stop_other_streams(server, stub):
     wait_until(lambda: engine.running == 0, timeout=60)
 
 
+def test_a_call_cancelled_while_its_long_prompt_is_read_frees_its_slot_within_one_chunk(server, stub):
+    scheduler, engine = server.service.scheduler, server.service.engine
+    decoder = engine._decoder
+    busy = [
+        Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i % 6]), max_tokens=3000, sampling=GREEDY, user=f"busy-{i}"))
+        for i in range(PARALLEL - 1)
+    ]
+    for s in busy:
+        s.start()
+    wait_until(lambda: engine.running == PARALLEL - 1 and all(s.pieces for s in busy), 180)
+    long_text = "Im Sachunterricht bauen die Kinder ein Vogelhaus aus Holz und Nägeln. " * 220
+    long_request = pb.ChatRequest(messages=ask(long_text), max_tokens=3, sampling=GREEDY, user="long-prompt")
+    prompt_tokens = stub.CountTokens(pb.CountTokensRequest(messages=long_request.messages)).token_count
+    chunk = server.service.config.batch_size - (PARALLEL - 1)  # the answering streams take one batch position each
+    assert prompt_tokens > 4 * chunk  # read in at least five chunks
+    reader = Stream(stub, long_request)
+    reader.start()
+    wait_until(lambda: engine.running == PARALLEL)
+    waiting = Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[0]), max_tokens=4, sampling=GREEDY, user="next"))
+    waiting.start()
+    wait_until(lambda: scheduler.queue_length == 1)
+    slot = next(s for s in decoder._slots if s.request is not None and len(s.prompt) == prompt_tokens)
+    wait_until(lambda: slot.fed >= chunk, 120)  # a first chunk is read (not only the template's opening from a cache)
+    reader.call.cancel()
+    wait_until(lambda: slot.request is None or slot.request.cancelled.is_set())
+    fed_at_cancel, steps_at_cancel = slot.fed, engine.stats.steps
+    wait_until(lambda: slot.request is None or len(slot.prompt) != prompt_tokens, 120)
+    # Once the service saw the cancellation, at most the chunk already in flight was read (one step, two if the
+    # flag was set just as a step began), and the rest of the prompt never was.
+    print(f"cancelled at {fed_at_cancel} of {prompt_tokens} prompt tokens; freed {engine.stats.steps - steps_at_cancel} steps later")
+    assert engine.stats.steps - steps_at_cancel <= 2 and chunk <= fed_at_cancel and fed_at_cancel + 2 * chunk < prompt_tokens
+    waiting.join(120)
+    assert waiting.error is None and waiting.finish.usage.completion_tokens == 4  # the next request got the slot
+    assert reader.error is not None and reader.error.code() == grpc.StatusCode.CANCELLED
+    for s in busy:
+        assert s.finish is None
+        s.call.cancel()
+    wait_until(lambda: engine.running == 0 and scheduler.running == 0)
+
+
 def test_the_per_user_cap_holds_under_batching(server, stub):
     scheduler, engine = server.service.scheduler, server.service.engine
     tabs = [Stream(stub, pb.ChatRequest(messages=ask(PROMPTS[i]), max_tokens=3000, sampling=GREEDY, user="five-tabs")) for i in range(5)]

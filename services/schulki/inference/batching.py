@@ -121,6 +121,11 @@ class BatchDecoder:
         self.n_ctx_seq = n_ctx_seq
         self._n_swa = n_swa
         self._batch = lc.Batch(n_batch)
+        # Per token id, whether it ends an answer and its text: each lookup is three short calls into llama.cpp,
+        # and every call into a C library lets the worker thread lose the GIL to the server's threads and wait
+        # to take it back. Both are fixed per vocabulary, so they are asked once per token id.
+        self._ends: dict[int, bool] = {}
+        self._pieces: dict[int, bytes] = {}
         self._slots = [_Slot(i) for i in range(slots)]
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._outbox: list[tuple[Request, Piece]] = []
@@ -315,13 +320,19 @@ class BatchDecoder:
 
     def _take(self, slot: _Slot, token: int) -> str | None:
         """Send what a sampled token adds to the answer; return the finish reason when the answer ends here."""
-        if self._lc.llama_vocab_is_eog(self._vocab, token):
+        ends = self._ends.get(token)
+        if ends is None:
+            ends = self._ends[token] = bool(self._lc.llama_vocab_is_eog(self._vocab, token))
+        if ends:
             return "stop"
         result, request = slot.result, slot.request
         assert request is not None, "only a slot that serves a request samples"
         result.completion_tokens += 1
         self.stats.generated_tokens += 1
-        piece = slot.text.push(self._model.detokenize([token]))
+        data = self._pieces.get(token)
+        if data is None:
+            data = self._pieces[token] = self._model.detokenize([token])
+        piece = slot.text.push(data)
         if piece:
             self._emit(request, piece)
         if slot.text.stopped:
