@@ -132,7 +132,7 @@ def test_deleting_a_user_removes_everything_of_theirs_everywhere(stack, tmp_path
     assert account.own_workspace not in workspaces(stack)
     assert not (stack.gateway.files_root / str(account.id)).exists()
     assert stack.gateway.accounts.get(account.id) is None and stack.gateway.accounts.list_chats(account.id) == []
-    assert httpx.get(f"{stack.url}/v1/models", {"Authorization": f"Bearer {created.api_key}"}).status_code == 401
+    assert httpx.get(f"{stack.url}/v1/models", headers={"Authorization": f"Bearer {created.api_key}"}).status_code == 401
     assert httpx.get(f"{stack.url}/", cookies=session.cookies, follow_redirects=False).status_code == 303
     # nothing of theirs comes back when the purge runs, and nobody else's data went with it
     admin.predict(365, 30, 30, api_name="/admin_save_data_periods")
