@@ -5,11 +5,12 @@ fusion and weight were chosen on, held-out German questions that choice never
 looked at, and English questions about the German documents. The figures are
 printed (run with -s, or run python -m tests.quality.evaluate).
 
-On both German sets hybrid search with the default settings must rank at least
+On all three sets hybrid search with the default settings must rank at least
 as well as the better of BM25 and vector search alone, in recall@5 and in MRR.
-The English questions are measured separately: the default model is
-English-only and barely sees the German passages, so only floors below what it
-measured guard them (the catalog's cross_lingual models are the ones for that).
+The English questions are where BM25 cannot help (German text, English words):
+hybrid search then follows the vectors (store.hybrid_weight), so it must reach
+vector search's figures there. Everything is deterministic (the same model,
+corpus and questions give the same ranks), so there is no tolerance.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def service(tmp_path_factory):
 def figures_of(stub, default_weight, name):
     items = questions(name)
     figures = {search: evaluate(stub, weight, items) for search, weight in (("BM25", 0.0), ("hybrid", default_weight), ("vector", 1.0))}
+    print(f"\n  {'questions':<27} {'search':<7} recall@5  MRR@10")
     for search, f in figures.items():
-        print(f"{name}: {search} recall@5 {f.recall_at_5:.2f}, MRR@10 {f.mrr:.3f} over {f.questions} questions")
+        print(f"  {f'{name} ({f.questions})':<27} {search:<7} {f.recall_at_5:>8.2f}  {f.mrr:>6.3f}")
     return figures
 
 
@@ -50,19 +52,16 @@ def test_the_question_sets_are_large_enough_and_apart():
     assert len(texts) == len(set(texts)), "a question appears twice"
 
 
-@pytest.mark.parametrize("name", ["tuning (de)", "held-out (de)"])
-def test_hybrid_ranks_german_questions_no_worse_than_the_better_single_list(service, name):
+@pytest.mark.parametrize("name", list(QUESTION_SETS))
+def test_hybrid_ranks_no_worse_than_the_better_single_list(service, name):
     figures = figures_of(*service, name)
     hybrid, bm25, vector = figures["hybrid"], figures["BM25"], figures["vector"]
     assert hybrid.recall_at_5 >= max(bm25.recall_at_5, vector.recall_at_5)
     assert hybrid.mrr >= max(bm25.mrr, vector.mrr)
-    assert hybrid.recall_at_5 >= 0.9  # and the set is answerable: ingest, chunks and sections work
-
-
-def test_english_questions_about_german_documents_are_measured_apart(service):
-    figures = figures_of(*service, "English about German")
-    # The default model is English-only: its vectors find most German passages for English
-    # questions (0.81 here), BM25 hardly any (0.26); floors below those catch a broken path.
-    assert figures["vector"].recall_at_5 >= 0.7
-    assert figures["BM25"].recall_at_5 <= 0.5  # German text, English words: keyword search cannot carry these
-    assert figures["hybrid"].recall_at_5 >= 0.6
+    if name == "English about German":
+        # The default model is English-only, yet its vectors find most German passages for
+        # English questions (0.81), BM25 hardly any (0.26): floors that catch a broken path.
+        assert vector.recall_at_5 >= 0.7
+        assert bm25.recall_at_5 <= 0.5
+    else:
+        assert hybrid.recall_at_5 >= 0.9  # and the set is answerable: ingest, chunks and sections work

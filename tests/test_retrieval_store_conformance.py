@@ -19,7 +19,7 @@ import uuid
 import pytest
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
-from schulki.retrieval.store import FUSIONS, Candidate, DocumentRecord, StoredChunk, fuse
+from schulki.retrieval.store import FUSIONS, Candidate, DocumentRecord, StoredChunk, fuse, hybrid_weight, keyword_evidence
 from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 
 DIMENSION = 384
@@ -293,3 +293,39 @@ def test_hybrid_search_fuses_its_two_lists_as_the_fusion_says(store_and_fusion):
         assert expected["rrf"] != expected["relative_score"]
     got = [h.chunk_index for h in hybrid(store, "fusion", query, top_k=everything, weight=weight)]
     assert got == expected[fusion]
+
+
+def test_hybrid_search_follows_the_vectors_when_the_question_shares_few_words_with_the_workspace(store):
+    """An English question about German documents: BM25 matches only "Paris", the vectors the passage asked for.
+
+    Both stores drop BM25's list when less than retrieval.keyword_evidence_min of the
+    question's words occur in its best passages (store.hybrid_weight); a German question
+    with the same vector keeps it, and a weight of exactly 0 still means BM25 alone.
+    """
+    store.create_workspace("sprachen")
+    store.add_document("sprachen", *BIOLOGY)
+    store.add_document("sprachen", *HISTORY)
+    mitochondria = vector_of("Die Mitochondrien sind die Kraftwerke der Zelle.")
+    english = "What powers the cells of Paris?"  # 1 of 5 words in the workspace: "Paris"
+    assert store.search("sprachen", english, mitochondria, 3, 0.3)[0].text.startswith("Die Mitochondrien")
+    assert store.search("sprachen", english, mitochondria, 3, 0.0)[0].text.startswith("Die Französische Revolution")
+    german = "Revolution in Paris"
+    assert store.search("sprachen", german, mitochondria, 3, 0.3)[0].text.startswith("Die Französische Revolution")
+
+
+def test_keyword_evidence_is_the_share_of_question_words_that_begin_a_word_of_the_passages():
+    passages = ["Der Zellkern enthält die Erbinformation der Zellen.", "Der Dreißigjährige Krieg dauerte 30 Jahre."]
+    assert keyword_evidence("Wann begann der Krieg?", passages) == 0.5  # der, Krieg of wann, begann, der, krieg
+    assert keyword_evidence("Was steckt in der Zelle?", passages) == 0.5  # der, Zelle ("Zellen"); "in" is too short to count
+    assert keyword_evidence("Where is the genetic information of a cell?", passages) == 0.0  # "information" only ends a word
+    assert keyword_evidence("Pi?", passages) == 1.0  # no word of three letters: no evidence against BM25
+    assert keyword_evidence("Krieg", []) == 0.0
+
+
+def test_hybrid_weight_moves_to_the_vectors_only_below_the_evidence_and_keeps_single_lists():
+    passages = ["Die Französische Revolution begann 1789 in Paris."]
+    assert hybrid_weight("What powers the cells of Paris?", passages, 0.1, 0.3) == 1.0
+    assert hybrid_weight("Wann begann die Revolution in Paris?", passages, 0.1, 0.3) == 0.1
+    assert hybrid_weight("What powers the cells of Paris?", passages, 0.0, 0.3) == 0.0  # BM25 alone was asked for
+    assert hybrid_weight("What powers the cells of Paris?", passages, 0.1, 0.0) == 0.1  # 0 turns the rule off
+    assert hybrid_weight("What powers the cells of Paris?", iter(passages * 50), 0.1, 0.3) == 1.0  # reads a few passages only

@@ -251,6 +251,8 @@ class RetrievalConfig(Section):
     """Characters shared by neighbouring chunks."""
     vector_weight: float = Field(default=0.1, ge=0, le=1)
     """Weight of the vector list against BM25 when a search sets none (Weaviate's alpha). 0.1 is the only weight at which hybrid search ranked no worse than the better single list (BM25) on the German tuning questions with the default model, and it held on the held-out ones (docs/decisions.md, tests/quality); with a stronger embedding model measure again (python -m tests.quality.evaluate --sweep)."""
+    keyword_evidence_min: float = Field(default=0.3, ge=0, le=1)
+    """Hybrid search ranks by the vectors alone when fewer than this share of the question's words (3 letters or more) begin a word in BM25's ten best passages: an English question about German documents, whose few chance keyword matches would otherwise push the right passage down. 0.3 lets hybrid rank no worse than the better single list on the German and the English quality questions (docs/decisions.md); 0 turns it off. Weights of exactly 0 or 1 are kept."""
     fusion: Literal["rrf", "relative_score"] = "relative_score"
     """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)

@@ -13,6 +13,7 @@ relevant when it comes from the right file and section. Three question sets:
 
     .venv/bin/python -m tests.quality.evaluate           # figures per fusion, set and search
     .venv/bin/python -m tests.quality.evaluate --sweep   # hybrid at several weights, tuning set only
+    .venv/bin/python -m tests.quality.evaluate --evidence-sweep  # hybrid at several keyword_evidence_min, tuning and English sets
 
 Ingest and search go through the real retrieval service with the real
 embeddings service (the default model), as in production.
@@ -92,7 +93,12 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true", help="hybrid at vector weights 0.1 .. 0.9 on the tuning set")
+    parser.add_argument(
+        "--evidence-sweep", action="store_true", help="default hybrid at keyword_evidence_min 0 .. 0.6 on the tuning and the English set"
+    )
     args = parser.parse_args()
+    if args.evidence_sweep:
+        return evidence_sweep()
     with tempfile.TemporaryDirectory() as folder, embeddings_server() as embedder:
         for fusion in FUSIONS:
             config = retrieval_config(Path(folder) / fusion, embedder.address, fusion=fusion)
@@ -113,6 +119,36 @@ def main() -> int:
                     for weight, search in ((0.0, "BM25 only"), (default, f"hybrid ({default:g})"), (1.0, "vector only")):
                         f = evaluate(stub, weight, items)
                         print(f"  {f'{name} ({len(items)})':<27} {search:<20} {f.recall_at_5:>7.2f}  {f.mrr:>6.3f}")
+    return 0
+
+
+def evidence_sweep() -> int:
+    """Default hybrid search at several retrieval.keyword_evidence_min against the better single list; never the held-out set."""
+    from schulki import retrieval
+    from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
+
+    from tests.conftest import InProcessServer
+    from tests.retrieval_support import embeddings_server, retrieval_config
+
+    names = ("tuning (de)", "English about German")
+    with tempfile.TemporaryDirectory() as folder, embeddings_server() as embedder:
+        print(f"  {'keyword_evidence_min':<21}" + "".join(f"{name:>28}" for name in names))
+        for step in range(13):
+            minimum = step / 20
+            config = retrieval_config(Path(folder) / str(step), embedder.address, keyword_evidence_min=minimum)
+            with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
+                stub = pb_grpc.RetrievalServiceStub(channel)
+                ingest_corpus(stub)
+                row = f"  {minimum:<21.2f}"
+                for name in names:
+                    items = questions(name)
+                    single = [evaluate(stub, weight, items) for weight in (0.0, 1.0)] if step == 0 else []
+                    if single:
+                        best = (max(f.recall_at_5 for f in single), max(f.mrr for f in single))
+                        print(f"  better single list, {name}: recall@5 {best[0]:.2f}, MRR@10 {best[1]:.3f}")
+                    f = evaluate(stub, config.retrieval.vector_weight, items)
+                    row += f"{f.recall_at_5:>21.2f} {f.mrr:>6.3f}"
+                print(row)
     return 0
 
 

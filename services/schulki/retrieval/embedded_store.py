@@ -12,7 +12,8 @@ atomically (write a temporary file, fsync, rename, fsync the folder). The
 workspace exists exactly when its manifest does.
 
 Search runs BM25 over LanceDB's full-text index (German stemming by default)
-and a cosine vector search, then fuses them (store.fuse). Rows added since an
+and a cosine vector search, then fuses them (store.fuse; by the vectors alone
+when BM25 has too little evidence, store.hybrid_weight). Rows added since an
 index was built are searched without the index until ``optimize`` folds them
 in; large tables get a vector index (IVF with HNSW, scalar-quantised).
 
@@ -38,7 +39,7 @@ import pyarrow as pa
 
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
-from schulki.retrieval.store import Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse
+from schulki.retrieval.store import Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse, hybrid_weight
 from schulki.runtime.errors import InvalidInput
 
 log = logging.getLogger("schulki.retrieval")
@@ -338,7 +339,8 @@ class EmbeddedStore(Store):
             if where:
                 search = search.where(where, prefilter=True)
             similar = [self._candidate(row, 1.0 - row["_distance"]) for row in search.to_list()]
-        return fuse(keyword, similar, vector_weight, top_k, self.config.fusion)
+        weight = hybrid_weight(query, (c.hit.text for c in keyword), vector_weight, self.config.keyword_evidence_min)
+        return fuse(keyword, similar, weight, top_k, self.config.fusion)
 
     @staticmethod
     def _candidate(row: dict, score: float) -> Candidate:

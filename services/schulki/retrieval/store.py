@@ -26,8 +26,10 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from schulki.retrieval.documents import Chunk
 from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
@@ -119,6 +121,50 @@ RRF_K = 60
 
 FUSIONS = ("rrf", "relative_score")
 """The fusions both stores implement alike (retrieval.fusion)."""
+
+
+EVIDENCE_PASSAGES = 10
+"""How many of BM25's best passages ``keyword_evidence`` reads: few enough to be cheap, and the figures were the same from 5 to 40."""
+
+EVIDENCE_WORD = re.compile(r"\w{3,}")
+"""Words of the question that count as evidence: three letters or more, so "in", "an" and "of" decide nothing."""
+
+
+def keyword_evidence(query: str, passages: Iterable[str]) -> float:
+    """The share of the question's words (3 letters or more) that begin a word of BM25's best passages; 1.0 for a question without such words.
+
+    A word that begins a word of the text counts, so "Zelle" is found in
+    "Zellen" and "Krieg" in "Krieges", as the index's stemming would. An
+    English question about German documents shares few words with them (at
+    most half of them, mostly a third or less on the quality set), a German
+    question most of them: BM25's list then holds chance matches only.
+    """
+    words = EVIDENCE_WORD.findall(query.lower())
+    if not words:
+        return 1.0
+    vocabulary = sorted(set(EVIDENCE_WORD.findall(" ".join(passages).lower())))
+    found = 0
+    for word in words:
+        at = bisect_left(vocabulary, word)  # the first text word >= the question word; it begins with it, or none does
+        found += at < len(vocabulary) and vocabulary[at].startswith(word)
+    return found / len(words)
+
+
+def hybrid_weight(query: str, keyword_passages: Iterable[str], vector_weight: float, evidence_min: float) -> float:
+    """The vector weight one hybrid search uses: ``vector_weight``, or 1.0 (the vector list alone) when BM25 has too little evidence.
+
+    ``keyword_passages`` are the texts of BM25's best passages, best first
+    (``EVIDENCE_PASSAGES`` are read). A weight of exactly 0 or 1 asks for one
+    list and is kept. Below ``evidence_min`` (retrieval.keyword_evidence_min)
+    the question's words are mostly absent from the workspace, as for an
+    English question about German documents, and BM25's few chance matches
+    ("in", "Information") would push the passage the vectors found down.
+    Both stores decide alike with this function (docs/decisions.md).
+    """
+    if not 0.0 < vector_weight < 1.0:
+        return vector_weight
+    passages = list(islice(keyword_passages, EVIDENCE_PASSAGES))
+    return 1.0 if keyword_evidence(query, passages) < evidence_min else vector_weight
 
 
 def fuse(keyword: list[Candidate], vector: list[Candidate], vector_weight: float, top_k: int, fusion: str = "relative_score") -> list[Hit]:

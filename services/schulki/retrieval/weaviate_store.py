@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
-from schulki.retrieval.store import DocumentRecord, Hit, Store, StoredChunk
+from schulki.retrieval.store import EVIDENCE_PASSAGES, DocumentRecord, Hit, Store, StoredChunk, hybrid_weight
 from schulki.runtime.errors import StartupError
 
 log = logging.getLogger("schulki.retrieval")
@@ -79,6 +79,7 @@ class WeaviateStore(Store):
             client = connect(config.weaviate_url, key, config.weaviate_grpc_port)
         self.client = client
         self.fusion = config.fusion
+        self.keyword_evidence_min = config.keyword_evidence_min
         self.chunks_name = config.weaviate_collection
         self.documents_name = f"{config.weaviate_collection}Document"
         self._ensure_collections()
@@ -242,6 +243,11 @@ class WeaviateStore(Store):
         chunks = self._chunks.with_tenant(workspace)
         filters = Filter.by_property("document_id").contains_none(list(exclude)) if exclude else None
         metadata = MetadataQuery(score=True, distance=True)
+        if 0.0 < vector_weight < 1.0 and self.keyword_evidence_min > 0.0:
+            # The same rule as the embedded store (store.hybrid_weight), from BM25's best passages:
+            # one more query, because Weaviate's hybrid search cannot change alpha by itself.
+            best = chunks.query.bm25(query=query, query_properties=["text"], limit=EVIDENCE_PASSAGES, filters=filters)
+            vector_weight = hybrid_weight(query, (o.properties["text"] for o in best.objects), vector_weight, self.keyword_evidence_min)
         if vector_weight <= 0.0:
             response = chunks.query.bm25(query=query, query_properties=["text"], limit=top_k, filters=filters, return_metadata=metadata)
         elif vector_weight >= 1.0:
