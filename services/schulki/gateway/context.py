@@ -120,6 +120,22 @@ class Gateway:
         async for event in self.services.transcribe(chunks, file_name, self.pseudonym(account), language):
             yield event
 
+    async def search(self, account: Account, workspace: str, query: str, top_k: int = 4) -> list:
+        """Search a workspace for a user (one request against the quota); the caller checked that the user may read it."""
+        self.quotas.admit(account)
+        return await self.services.search(workspace, query, top_k=top_k)
+
+    def ingest(self, account: Account, workspace: str, path: Path, file_name: str) -> AsyncIterator:
+        """Store an uploaded file in a workspace for a user (one request against the quota, counted now): progress, then
+        the document. The caller checked that the user may write the workspace; its storage quota is the service's."""
+        self.quotas.admit(account)
+        return self.services.ingest(workspace, path, file_name)
+
+    def ingest_url(self, account: Account, workspace: str, url: str) -> AsyncIterator:
+        """Store the web page at url in a workspace for a user, as ``ingest`` stores a file."""
+        self.quotas.admit(account)
+        return self.services.ingest_url(workspace, url)
+
     def account_from_headers(self, cookies: dict, authorization: str | None) -> Account | None:
         """The user of a request: the login cookie, or an API key as ``Authorization: Bearer``."""
         token = cookies.get(SESSION_COOKIE)

@@ -412,8 +412,7 @@ def router(gateway: Gateway) -> APIRouter:
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_RESULTS:
             raise ApiError(400, f"max_num_results must be a whole number from 1 to {MAX_RESULTS}.", param="max_num_results")
         try:
-            gateway.quotas.admit(account)
-            hits = await services.search(space.name, query, top_k=count)
+            hits = await gateway.search(account, space.name, query, top_k=count)
         except Exception as error:
             raise from_exception(error) from error
         file_ids = {r.document_id: r.file_id for r in stores.files(space.name) if r.document_id}

@@ -110,9 +110,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
                 raise gr.Error(s["no_file"])
             allowed(account, name, write=True)
             file_name = Path(path).name
-            gateway.quotas.admit(account)
+            events = gateway.ingest(account, name, Path(path), file_name)
             progress(0, desc=file_name)
-            async for event in gateway.services.ingest(name, Path(path), file_name):
+            async for event in events:
                 if event.HasField("progress"):
                     p = event.progress
                     progress((p.done / p.total) if p.total else None, desc=stage_text(s, p))
@@ -148,9 +148,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             raise gr.Error(s["url_too_long"].format(max=MAX_URL_CHARS))
         allowed(account, name, write=True)
         document = None
-        gateway.quotas.admit(account)
+        events = gateway.ingest_url(account, name, url)
         progress(0, desc=s["ingest_stages"].split("|")[4])
-        async for event in gateway.services.ingest_url(name, url):
+        async for event in events:
             if event.HasField("progress"):
                 p = event.progress
                 progress((p.done / p.total) if p.total else None, desc=stage_text(s, p, fetching=True))
@@ -176,8 +176,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         text = (text or "").strip()
         if not text:
             raise gr.Error(s["empty_message"])
-        gateway.quotas.admit(account)
-        hits = await gateway.services.search(name, text, top_k=4)
+        hits = await gateway.search(account, name, text, top_k=4)
         if not hits:
             yield s["no_hits"]
             return
