@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from schulki.models.defaults import chat_model_path
 from schulki.models.install import check_gguf, installed
 
-from tests.conftest import free_port
+from tests.up_stack import UpProcess
 
 DEMO = chat_model_path()
 
@@ -84,54 +82,14 @@ def test_the_demo_file_passes_the_checks():
     assert metadata["general.architecture"] == "gemma3" and digest == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
-class Up:
-    """``schulki up --services inference`` in a child process, its output read as it comes."""
-
-    def __init__(self, data_dir: Path):
-        self.gateway_port = free_port()
-        env = {
-            **os.environ,
-            "SCHULKI_DATA_DIR": str(data_dir),
-            "SCHULKI_INFERENCE__MODEL_PATH": str(DEMO),
-            "SCHULKI_INFERENCE__PORT": str(free_port()),
-            "SCHULKI_INFERENCE__THREADS": "1",
-            "SCHULKI_INFERENCE__CONTEXT_LENGTH": "512",
-            "SCHULKI_INFERENCE__BATCH_SIZE": "64",
-            "SCHULKI_GATEWAY__HOST": "127.0.0.1",
-            "SCHULKI_GATEWAY__PORT": str(self.gateway_port),
-            "SCHULKI_GATEWAY__HEALTH_INTERVAL_S": "0.5",
-            "SCHULKI_GATEWAY__HTTPS": "false",
-        }  # plain HTTP on loopback: this test is about models, HTTPS has its own tests
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "schulki.cli", "up", "--services", "inference"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output: list[str] = []
-        threading.Thread(target=lambda: self.output.extend(iter(self.process.stdout.readline, "")), daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
-
-    def wait_for(self, text: str, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.output):
-            assert self.process.poll() is None and time.monotonic() < deadline, "".join(self.output)
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+def start_up(data_dir: Path) -> UpProcess:
+    """``schulki up --services inference`` with the demo model, small enough for a busy machine."""
+    settings = {"MODEL_PATH": str(DEMO), "THREADS": "1", "CONTEXT_LENGTH": "512", "BATCH_SIZE": "64"}
+    return UpProcess(data_dir, ("inference",), env={f"SCHULKI_INFERENCE__{key}": value for key, value in settings.items()})
 
 
 def test_a_good_file_is_served_without_restarting_the_gateway(tmp_path, usb):
-    up = Up(tmp_path)
+    up = start_up(tmp_path)
     try:
         up.wait_for("Stop with Ctrl-C.")
         key = re.search(r"API-Key: (\S+)", "".join(up.output))[1]
