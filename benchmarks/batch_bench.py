@@ -34,24 +34,9 @@ from schulki.inference.engine import ChatEngine, Generation, Sampling  # noqa: E
 from schulki.models.defaults import chat_model_path  # noqa: E402
 from schulki.runtime.llama_adapter import load_model, new_context  # noqa: E402
 
-TOPICS = [
-    "die Photosynthese",
-    "den Wasserkreislauf",
-    "die Plattentektonik",
-    "den Blutkreislauf",
-    "die Gezeiten",
-    "das Ohmsche Gesetz",
-    "die Zellteilung",
-    "den Treibhauseffekt",
-    "die Verdauung",
-    "den Regenbogen",
-    "die Demokratie",
-    "das Mittelalter",
-    "die Bruchrechnung",
-    "den Magnetismus",
-    "die Jahreszeiten",
-    "das Echo",
-]
+from benchmarks.school_topics import SCHOOL_TOPICS  # noqa: E402
+
+TOPICS = SCHOOL_TOPICS
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, repeat_penalty=1.0)
 
 

@@ -28,20 +28,10 @@ sys.path.insert(0, str(REPO))
 from schulki.embeddings.v1 import embeddings_service_pb2 as pb  # noqa: E402
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc  # noqa: E402
 
+from benchmarks.school_topics import SCHOOL_TOPICS  # noqa: E402
 from tests.conftest import ServiceProcess  # noqa: E402
 
-SUBJECTS = [
-    "die Photosynthese",
-    "den Wasserkreislauf",
-    "die Plattentektonik",
-    "den Blutkreislauf",
-    "die Gezeiten",
-    "das Ohmsche Gesetz",
-    "die Zellteilung",
-    "den Treibhauseffekt",
-    "die Verdauung",
-    "den Regenbogen",
-]
+SUBJECTS = SCHOOL_TOPICS[:10]
 
 
 def short_texts(n: int, round_no: int) -> list[str]:

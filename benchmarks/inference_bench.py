@@ -29,20 +29,10 @@ from schulki.inference.v1 import inference_service_pb2 as pb  # noqa: E402
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
 
+from benchmarks.school_topics import SCHOOL_TOPICS  # noqa: E402
 from tests.conftest import ServiceProcess  # noqa: E402
 
-TOPICS = [
-    "die Photosynthese",
-    "den Wasserkreislauf",
-    "die Plattentektonik",
-    "den Blutkreislauf",
-    "die Gezeiten",
-    "das Ohmsche Gesetz",
-    "die Zellteilung",
-    "den Treibhauseffekt",
-    "die Verdauung",
-    "den Regenbogen",
-]
+TOPICS = SCHOOL_TOPICS[:10]
 
 
 def messages(round_no: int) -> list[dict[str, str]]:
