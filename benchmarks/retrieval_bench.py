@@ -64,9 +64,9 @@ def unit_vector(rng: random.Random) -> list[float]:
     return [v / norm for v in values]
 
 
-def bench_ingest(pages: int) -> None:
-    rng = random.Random(1)
-    data = pdf_bytes([" ".join(sentence(rng, 12) for _ in range(12)) for _ in range(pages)])
+def timed_ingest(file_name: str, data: bytes, export: bool = False):
+    """Ingest one file through a real retrieval service with real embeddings: the stored document, the seconds of each
+    stage in order, the seconds in all, and (when asked) its exported chunks."""
     with tempfile.TemporaryDirectory() as folder, embeddings_server() as embedder:
         config = retrieval_config(Path(folder), embedder.address)
         with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
@@ -75,15 +75,25 @@ def bench_ingest(pages: int) -> None:
             started = time.perf_counter()
             stage_start: dict[str, float] = {}
             document = None
-            for response in stub.IngestDocument(requests("bench", "buch.pdf", data), timeout=3600):
+            for response in stub.IngestDocument(requests("bench", file_name, data), timeout=3600):
                 now = time.perf_counter() - started
                 if response.HasField("document"):
                     document = response.document
                 else:
                     stage_start.setdefault(response.progress.stage, now)
             total = time.perf_counter() - started
+            exported = None
+            if export and document is not None:
+                exported = stub.ExportDocument(pb.ExportDocumentRequest(workspace="bench", document_id=document.document_id), timeout=600)
     stages = sorted(stage_start.items(), key=lambda item: item[1])
     spans = {name: (stages[i + 1][1] if i + 1 < len(stages) else total) - at for i, (name, at) in enumerate(stages)}
+    return document, spans, total, exported
+
+
+def bench_ingest(pages: int) -> None:
+    rng = random.Random(1)
+    data = pdf_bytes([" ".join(sentence(rng, 12) for _ in range(12)) for _ in range(pages)])
+    document, spans, total, _ = timed_ingest("buch.pdf", data)
     print(
         f"ingest of a {pages}-page PDF ({len(data) / 1e6:.1f} MB, {document.chunk_count} chunks) through the service: {total:.1f} s in all"
     )

@@ -17,19 +17,13 @@ import argparse
 import os
 import random
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from schulki import retrieval  # noqa: E402
-from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
-from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
 
-from tests.conftest import InProcessServer  # noqa: E402
-from tests.retrieval_support import embeddings_server, requests, retrieval_config  # noqa: E402
+from benchmarks.retrieval_bench import timed_ingest  # noqa: E402
 
 HEADER = ["Name", "Klasse", "Fach", "Note", "Punkte", "Fehlstunden", "Bemerkung"]
 NAMES = ["Anna", "Ben", "Carla", "David", "Emil", "Fatma", "Greta", "Hasan", "Ida", "Jonas", "Lea", "Mehmet", "Nora", "Olga"]
@@ -55,29 +49,14 @@ def marks_csv(rows: int, rng: random.Random) -> bytes:
 
 def bench(rows: int) -> None:
     data = marks_csv(rows, random.Random(1))
-    with tempfile.TemporaryDirectory() as folder, embeddings_server() as embedder:
-        config = retrieval_config(Path(folder), embedder.address)
-        with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
-            stub = pb_grpc.RetrievalServiceStub(channel)
-            stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="bench"))
-            started = time.perf_counter()
-            stage_start: dict[str, float] = {}
-            document = None
-            for response in stub.IngestDocument(requests("bench", "noten.csv", data), timeout=3600):
-                now = time.perf_counter() - started
-                if response.HasField("document"):
-                    document = response.document
-                else:
-                    stage_start.setdefault(response.progress.stage, now)
-            total = time.perf_counter() - started
-            exported = stub.ExportDocument(pb.ExportDocumentRequest(workspace="bench", document_id=document.document_id), timeout=600)
+    load = os.getloadavg()[0]
+    document, spans, total, exported = timed_ingest("noten.csv", data, export=True)
     with_header = sum(1 for c in exported.chunks if all(f"{name}:" in c.text for name in HEADER[:6]))
-    stages = sorted(stage_start.items(), key=lambda item: item[1])
-    print(f"CSV: {rows} rows, {len(data) / 1024:.0f} KiB; load {os.getloadavg()[0]:.2f} at the start of ingest")
+    print(f"CSV: {rows} rows, {len(data) / 1024:.0f} KiB; load {load:.2f} at the start of ingest")
     print(f"chunks: {document.chunk_count}, text stored: {document.text_bytes / 1024:.0f} KiB")
     print(f"chunks naming all six always-filled columns: {with_header} of {len(exported.chunks)}")
-    for (stage, start), following in zip(stages, [*(s for _, s in stages[1:]), total], strict=True):
-        print(f"  {stage:10s} {following - start:7.1f} s")
+    for stage, seconds in spans.items():
+        print(f"  {stage:10s} {seconds:7.1f} s")
     print(f"ingest in all: {total:.1f} s ({rows / total:.0f} rows/s)")
 
 
