@@ -167,10 +167,12 @@ def test_bad_requests_get_400(stack, student, pdf):
             ("translate", {"workspace": workspace, "document_id": pdf, "language": "fr", "format": "pdf"}),
             ("summarize", {"workspace": workspace, "document_id": pdf, "length": "roman"}),
             ("summarize", {"workspace": workspace}),
+            ("summarize", {"workspace": workspace, "document_id": "x" * 100_000}),  # refused before any service sees it
+            ("summarize", {"workspace": workspace, "document_id": pdf, "length": "y" * 10_000}),
         ):
             response = http.post(f"/v1/documents/{route}", json=body)
             assert response.status_code == 400, (body, response.text)
-            assert response.json()["error"]["message"]
+            assert response.json()["error"]["message"] and len(response.text) < 1000  # the input is not echoed back
         missing = http.post("/v1/documents/summarize", json={"workspace": workspace, "document_id": "0" * 32})
         assert missing.status_code == 404, missing.text
         assert http.post("/v1/documents/summarize", json={}, headers={"Authorization": "Bearer wrong"}).status_code == 401

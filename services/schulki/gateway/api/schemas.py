@@ -109,19 +109,20 @@ class EmbeddingsRequest(OpenAIRequest):
 class DocumentRequest(OpenAIRequest):
     """POST /v1/documents/summarize and /v1/documents/translate: one stored document of a workspace."""
 
-    workspace: str = Field(min_length=1)
-    document_id: str = Field(min_length=1)
-    model: str | None = None
+    # Names and choices are short: a 100,000-character id is refused here, not sent on to the services or echoed back.
+    workspace: str = Field(min_length=1, max_length=200)
+    document_id: str = Field(min_length=1, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
     stream: bool = False
 
 
 class SummarizeRequest(DocumentRequest):
-    length: str = Field(default="paragraph", min_length=1)
+    length: str = Field(default="paragraph", min_length=1, max_length=40)
 
 
 class TranslateRequest(DocumentRequest):
-    language: str = Field(min_length=1)
-    format: str = "md"
+    language: str = Field(min_length=1, max_length=40)
+    format: str = Field(default="md", max_length=40)
 
 
 class TranscriptionForm(OpenAIRequest):
