@@ -398,3 +398,12 @@ def test_the_request_id_follows_each_api_request_into_every_service_log(client, 
     # an id that could break a log line is not taken over
     odd = client.embeddings.with_raw_response.create(model="schulki-embeddings", input="Hallo", extra_headers={"X-Request-Id": "a b\tc"})
     assert odd.headers["x-request-id"] != "a b\tc"
+
+
+def test_an_error_never_echoes_a_huge_value_back():
+    """A 100,000-character id a client sent comes back in a message of at most MAX_MESSAGE_CHARS."""
+    from schulki.gateway.api.errors import MAX_MESSAGE_CHARS, ApiError
+
+    body = ApiError(404, f"No file with id {'f' * 100_000!r} found.", "not_found_error").body()
+    assert len(body["error"]["message"]) == MAX_MESSAGE_CHARS and body["error"]["message"].startswith("No file with id 'fff")
+    assert ApiError(400, "short").body()["error"]["message"] == "short"

@@ -34,8 +34,14 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 
 
+MAX_MESSAGE_CHARS = 500
+"""Longest error message sent: messages name what was wrong, and an id or value a client sent may be 100,000 characters."""
+
+
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
     """OpenAI's error JSON; the one place it is built."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 

@@ -228,7 +228,7 @@ def router(gateway: Gateway) -> APIRouter:
         path: Path | None = None
         if url is not None:
             if not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url) or len(url) > 2048:
-                raise ApiError(400, "url must be an http:// or https:// address.", param="url")
+                raise ApiError(400, "url must be an http:// or https:// address of at most 2048 characters.", param="url")
             check_room(account, 1)
             new_id, filename = f"file-{secrets.token_hex(12)}", url
         else:
