@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from schulki.config import Config, InferenceConfig  # noqa: E402
 from schulki.inference.engine import ChatEngine, Generation, Sampling  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
-from schulki.runtime.llama_adapter import load_model, new_context  # noqa: E402
+from schulki.runtime.llama_adapter import flash_attn_type, load_model, new_context  # noqa: E402
 
 from benchmarks.school_topics import SCHOOL_TOPICS  # noqa: E402
 
@@ -58,7 +58,7 @@ class Raw:
         params.n_batch = params.n_ubatch = config.batch_size
         params.n_threads = params.n_threads_batch = config.threads
         params.swa_full = config.full_swa_cache
-        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attention else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = flash_attn_type(config.flash_attention)
         params.type_k = params.type_v = 1  # f16, as the engine's default kv_cache_type
         params.kv_unified = False
         params.no_perf = True
@@ -159,13 +159,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds each measurement decodes")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per stream count (the best of each side counts)")
     parser.add_argument("--context", type=int, default=4096)
-    parser.add_argument("--flash-attention", action="store_true", help="both sides with flash attention (inference.flash_attention)")
+    parser.add_argument(
+        "--flash-attention",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="both sides: inference.flash_attention (auto, the default, uses it on every CPU)",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.streams.split(",")]
     slots = max(counts)
-    config = InferenceConfig(
-        threads=args.threads, parallel_sequences=slots, context_length=args.context, flash_attention=args.flash_attention
-    )
+    flash = {"auto": "auto", "on": True, "off": False}[args.flash_attention]
+    config = InferenceConfig(threads=args.threads, parallel_sequences=slots, context_length=args.context, flash_attention=flash)
     path = chat_model_path(Config())
     engine = ChatEngine(path, config, parallel=slots)
     engine.load()

@@ -169,7 +169,7 @@ class ChatEngine:
         threads = c.threads or max(multiprocessing.cpu_count() // 2, 1)
         params.n_threads = threads
         params.n_threads_batch = c.batch_threads or threads
-        params.flash_attn_type = lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if c.flash_attention else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = lc.flash_attn_type(c.flash_attention)
         params.type_k = params.type_v = _GGML_TYPES[c.kv_cache_type]
         params.swa_full = c.full_swa_cache
         params.kv_unified = False

@@ -77,7 +77,7 @@ def workload(config: InferenceConfig, parallel: int | None = None) -> Workload:
         parallel=parallel or config.parallel_sequences or 1,
         batch_size=config.batch_size,
         kv_cache_type=config.kv_cache_type,
-        flash_attention=config.flash_attention,
+        flash_attention=config.flash_attention is not False,  # "auto" turns it on for every CPU and CUDA GPU
         full_swa_cache=config.full_swa_cache,
     )
 

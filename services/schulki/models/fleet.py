@@ -237,7 +237,7 @@ def host_plan(
         "parallel_sequences": p.parallel,
         "gpu_layers": -1 if kind == "gpu" and p.gpu_layers >= p.layers else p.gpu_layers,
         "batch_size": work.batch_size,
-        "flash_attention": work.flash_attention and kind == "gpu",
+        "flash_attention": work.flash_attention,  # on CPUs too: faster there, and a smaller compute buffer
         "kv_cache_type": p.kv_cache_type,
     }
     settings["inference"]["model_name"] = result["chat"]["served_model"]

@@ -50,8 +50,6 @@ C_NAMES = frozenset(
         "llama_model_n_swa",
         "llama_pooling_type",
         "llama_supports_gpu_offload",
-        "LLAMA_FLASH_ATTN_TYPE_ENABLED",
-        "LLAMA_FLASH_ATTN_TYPE_DISABLED",
         # vocabulary
         "llama_model_get_vocab",
         "llama_vocab_n_tokens",
@@ -209,6 +207,16 @@ def load_model(path: Path, what: str = "model", gpu_layers: int = -1) -> tuple[A
         except (ValueError, RuntimeError, OSError) as error:
             raise ModelLoadError(f"cannot load {what} {path}: {_load_reason(lines, str(error))}") from None
     return model, lines
+
+
+def flash_attn_type(setting: bool | str) -> int:
+    """llama.cpp's flash_attn_type for a flash_attention setting: "auto" lets llama.cpp use it wherever the device supports
+    it (llama-server's default), true forces it, false turns it off."""
+    import llama_cpp
+
+    if setting == "auto":
+        return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
+    return int(llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if setting else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
 
 
 def new_context(model: Any, params: Any, what: str = "model") -> tuple[Any, list[str]]:
