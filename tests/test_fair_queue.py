@@ -57,6 +57,29 @@ def test_turns_alternate_between_users_round_robin():
     assert run(scenario()) == ["x0", "a0", "b0", "a1", "b1", "a2", "b2"]
 
 
+def test_students_with_one_question_each_are_served_first_come_first_served():
+    """A student who was served a minute ago and asks again waits behind nobody who came later: serving the one served
+    least recently first (the rule before) let later arrivals pass and made the longest waits of a class longer."""
+
+    async def scenario():
+        s = FairScheduler(slots=1, max_queued=10, max_queued_per_user=10)
+        order: list[str] = []
+        gates = {n: asyncio.Event() for n in ("a0", "b0", "a1", "c0")}
+        gates["a0"].set()
+        await _hold(s, "a", order, gates["a0"], "a0")  # a asked and was answered
+        tasks = [asyncio.create_task(_hold(s, "b", order, gates["b0"], "b0"))]
+        await asyncio.sleep(0)
+        for name in ("a1", "c0"):  # while b is answered, a asks again, then c asks for the first time
+            tasks.append(asyncio.create_task(_hold(s, name[0], order, gates[name], name)))
+            await asyncio.sleep(0)
+        for g in gates.values():
+            g.set()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert run(scenario()) == ["a0", "b0", "a1", "c0"]
+
+
 def test_a_full_line_refuses_at_once_with_a_message_for_students():
     async def scenario():
         s = FairScheduler(slots=1, max_queued=2, max_queued_per_user=5)

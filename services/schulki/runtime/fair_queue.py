@@ -2,9 +2,12 @@
 
 One llama context is not thread safe, so requests take turns. The line is fair
 between users: when a slot frees, the next turn goes to the waiting user with
-the fewest requests running, then to the one served least recently, then to
-the one who came first. A user with several requests therefore waits behind
-users with none. A full line refuses new requests at once, and a request that
+the fewest requests running, then to the one whose next request has waited
+longest, where a request that queued while the same user's previous one ran
+counts as arriving when that one ended. A user with several requests therefore
+waits behind users with none, users with many take turns round robin, and
+students who ask one question at a time are served first come, first served
+(which keeps the longest wait of a class short). A full line refuses new requests at once, and a request that
 is cancelled while it waits leaves the line without taking a turn.
 
 The engine has ``slots`` places (the chat engine decodes that many sequences
@@ -53,15 +56,16 @@ class FairScheduler:
         self.max_running_per_user = max_running_per_user or slots
         self._running: dict[str, int] = defaultdict(int)
         self._waiting: dict[str, deque[_Waiter]] = defaultdict(deque)
-        self._last_served: dict[str, int] = {}
-        self._served = itertools.count(1)
-        self._arrivals = itertools.count()
+        self._last_ended: dict[str, int] = {}
+        self._clock = itertools.count()
+        """Ticks for arrivals and for ends of turns, in one order."""
         self._free = slots
+        self._queued = 0
 
     @property
     def queue_length(self) -> int:
-        """Requests waiting for a turn."""
-        return sum(len(q) for q in self._waiting.values())
+        """Requests waiting for a turn; a plain counter, so an engine's worker thread may read it too."""
+        return self._queued
 
     @property
     def running(self) -> int:
@@ -87,8 +91,9 @@ class FairScheduler:
         mine = len(self._waiting.get(user, ()))
         if mine >= self.max_queued_per_user:
             raise Busy(USER_BUSY_MESSAGE.format(waiting=mine))
-        waiter = _Waiter(next(self._arrivals), user, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(next(self._clock), user, asyncio.get_running_loop().create_future())
         self._waiting[user].append(waiter)
+        self._queued += 1
         self._hand_out()  # a slot may be free for this user while others wait only for their own cap
         try:
             await waiter.future
@@ -103,18 +108,19 @@ class FairScheduler:
     def _grant(self, user: str) -> None:
         self._free -= 1
         self._running[user] += 1
-        self._last_served[user] = next(self._served)
 
     def _remove(self, waiter: _Waiter) -> None:
         queue = self._waiting.get(waiter.user)
         if queue is not None and waiter in queue:
             queue.remove(waiter)
+            self._queued -= 1
             if not queue:
                 del self._waiting[waiter.user]
 
     def _release(self, user: str) -> None:
         self._free += 1
         self._running[user] -= 1
+        self._last_ended[user] = next(self._clock)
         if self._running[user] <= 0:
             del self._running[user]
         self._hand_out()
@@ -126,9 +132,10 @@ class FairScheduler:
                 return
             nxt = min(
                 allowed,
-                key=lambda u: (self._running.get(u, 0), self._last_served.get(u, 0), self._waiting[u][0].seq),
+                key=lambda u: (self._running.get(u, 0), max(self._waiting[u][0].seq, self._last_ended.get(u, -1)), self._waiting[u][0].seq),
             )
             waiter = self._waiting[nxt].popleft()
+            self._queued -= 1
             if not self._waiting[nxt]:
                 del self._waiting[nxt]
             if waiter.future.done():
