@@ -14,7 +14,7 @@ import codecs
 import logging
 import multiprocessing
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -134,8 +134,10 @@ class StopText:
 class ChatEngine:
     """A loaded GGUF chat model with its chat template, decoding up to ``parallel_sequences`` answers at once."""
 
-    def __init__(self, model_path: Path, config: InferenceConfig, parallel: int | None = None):
+    def __init__(self, model_path: Path, config: InferenceConfig, parallel: int | None = None, backlog: Callable[[], int] | None = None):
+        """``backlog``: how many requests wait for a turn in front of the engine (read from the batch worker's thread)."""
         self.model_path = model_path
+        self._backlog = backlog
         self.config = config
         self.parallel = parallel or config.parallel_sequences or 1
         self._model: LlamaModel | None = None
@@ -187,7 +189,9 @@ class ChatEngine:
         )
         n_ctx_seq = lc.llama_n_ctx_seq(self._ctx)
         n_swa = 0 if c.full_swa_cache else lc.llama_model_n_swa(model.model)
-        self._decoder = BatchDecoder(self._ctx, model, slots=self.parallel, n_batch=c.batch_size, n_ctx_seq=n_ctx_seq, n_swa=n_swa)
+        self._decoder = BatchDecoder(
+            self._ctx, model, slots=self.parallel, n_batch=c.batch_size, n_ctx_seq=n_ctx_seq, n_swa=n_swa, backlog=self._backlog
+        )
         layers = int(metadata.get(f"{arch}.block_count", 0) or 0)
         gpu_layers = c.gpu_layers if c.gpu_layers >= 0 else layers
         self.info = ModelInfo(

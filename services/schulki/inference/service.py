@@ -50,7 +50,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
 
         self.config = config
         parallel = parallel_sequences(config, model_path)
-        self.engine = ChatEngine(model_path, config, parallel=parallel)
+        self.engine = ChatEngine(model_path, config, parallel=parallel, backlog=lambda: self.scheduler.queue_length)
         # One turn per sequence of the engine's batch: the fair queue decides who decodes, the engine how.
         self.scheduler = FairScheduler(
             slots=parallel,
@@ -137,18 +137,20 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         log.info("chat: %d prompt tokens, max %d, last message %s", len(prompt), max_tokens, content(request.messages[-1].content))
         job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences))
         user = request.user or context.peer()
+        result: GenerationResult | None = None
         async with self.scheduler.turn(user):
             async for item in self.engine.generate(job):
                 if isinstance(item, GenerationResult):
-                    usage = pb.Usage(
-                        prompt_tokens=len(prompt),
-                        completion_tokens=item.completion_tokens,
-                        total_tokens=len(prompt) + item.completion_tokens,
-                    )
-                    log.info("chat done: %s after %d tokens", item.finish_reason, item.completion_tokens)
-                    yield pb.ChatResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[item.finish_reason], usage=usage))
+                    result = item  # the last item: generate ends here
                 else:
                     yield pb.ChatResponse(text=item)
+        assert result is not None, "a generation that does not raise ends with its result"
+        # The turn is handed on before the finish is sent, so the next request can join the engine's next step.
+        usage = pb.Usage(
+            prompt_tokens=len(prompt), completion_tokens=result.completion_tokens, total_tokens=len(prompt) + result.completion_tokens
+        )
+        log.info("chat done: %s after %d tokens", result.finish_reason, result.completion_tokens)
+        yield pb.ChatResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[result.finish_reason], usage=usage))
 
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         info = self._require_loaded()
