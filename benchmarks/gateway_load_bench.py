@@ -69,17 +69,19 @@ class Student:
     errors: list[str] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     tokens: int = 0
+    prompt_tokens: int = 0
     decode_s: float = 0.0
     """Seconds from each answer's first token to its end, summed: the speed a student sees once the answer runs."""
 
 
-async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: int) -> None:
+async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: int, sampling: dict[str, float]) -> None:
     body = {
         "model": "schulki-chat",
         "stream": True,
         "max_tokens": max_tokens,
         "stream_options": {"include_usage": True},
         "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
+        **sampling,
     }
     start = time.perf_counter()
     first = None
@@ -96,6 +98,7 @@ async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: i
                 return
             if event.get("usage"):
                 student.tokens += event["usage"]["completion_tokens"]
+                student.prompt_tokens += event["usage"]["prompt_tokens"]
             elif event["choices"] and event["choices"][0]["delta"].get("content") and first is None:
                 first = time.perf_counter()
                 student.ttfts.append(first - start)
@@ -104,13 +107,13 @@ async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: i
         student.decode_s += time.perf_counter() - first
 
 
-async def simulate(student: Student, url: str, deadline: float, max_tokens: int, think_s: float) -> None:
+async def simulate(student: Student, url: str, deadline: float, max_tokens: int, think_s: float, sampling: dict[str, float]) -> None:
     # A request that waits minutes for a byte counts as an error (ReadTimeout) instead of holding the benchmark up.
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(max(180.0, deadline - time.monotonic()))) as client:
         await asyncio.sleep(random.uniform(0, 2))  # students do not press Enter in the same millisecond
         while time.monotonic() < deadline:
             try:
-                await one_request(client, student, max_tokens)
+                await one_request(client, student, max_tokens, sampling)
             except httpx.HTTPError as error:
                 student.errors.append(type(error).__name__)
             await asyncio.sleep(random.uniform(0, think_s))
@@ -120,17 +123,23 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
 
 
-async def run(url: str, keys: list[str], duration: float, max_tokens: int, think_s: float) -> list[Student]:
+async def run(
+    url: str, keys: list[str], duration: float, max_tokens: int, think_s: float, sampling: dict[str, float] | None = None
+) -> list[Student]:
+    """``sampling``: extra body fields (the peer gets schulki's default sampling spelt out)."""
     students = [Student(key) for key in keys]
     deadline = time.monotonic() + duration
-    await asyncio.gather(*(simulate(s, url, deadline, max_tokens, think_s) for s in students))
+    await asyncio.gather(*(simulate(s, url, deadline, max_tokens, think_s, sampling or {}) for s in students))
     return students
 
 
 def summary(students: list[Student], wall: float) -> dict[str, float]:
     ttfts = [t for s in students for t in s.ttfts]
+    requests = sum(s.requests for s in students)
     return {
-        "requests": sum(s.requests for s in students),
+        "requests": requests,
+        "prompt_mean": sum(s.prompt_tokens for s in students) / max(requests, 1),
+        "completion_mean": sum(s.tokens for s in students) / max(requests, 1),
         "errors": sum(len(s.errors) for s in students),
         "ttft_p50": percentile(ttfts, 50),
         "ttft_p95": percentile(ttfts, 95),
@@ -145,6 +154,36 @@ def peer_server_path(given: str | None) -> Path:
 
     cache = Path(os.environ.get("LLAMA_PEER_CACHE", Path.home() / ".cache" / "llama-peer"))
     return cache / llama_cpp.__version__ / "src" / "vendor" / "llama.cpp" / "build" / "bin" / "llama-server"
+
+
+def template_arguments(model: Path) -> list[str]:
+    """The same chat format schulki applies: a GGUF without a chat template (the default Gemma 3 270M) gets its family's turn
+    format in schulki (inference/engine.py FALLBACK_TEMPLATES), so the peer gets llama.cpp's built-in template of that
+    family. Left alone, llama-server falls back to ChatML, which Gemma does not know: its answers then never end and
+    both servers would not do the same work."""
+    from schulki.inference.engine import FALLBACK_TEMPLATES
+    from schulki.models.gguf import read_metadata
+
+    metadata = read_metadata(model)
+    if metadata.get("tokenizer.chat_template"):
+        return []
+    return ["--no-jinja", "--chat-template", "gemma" if metadata.get("general.architecture") in FALLBACK_TEMPLATES else "chatml"]
+
+
+def peer_sampling(config: Config) -> dict[str, float]:
+    """schulki's default sampling, spelt out for llama-server (whose own defaults differ: temperature 0.8, min_p 0.05, no
+    repeat penalty)."""
+    from schulki.inference.sampling import PENALTY_LAST_N
+
+    i = config.inference
+    return {
+        "temperature": i.default_temperature,
+        "top_p": i.default_top_p,
+        "top_k": i.default_top_k,
+        "min_p": 0.0,
+        "repeat_penalty": i.default_repeat_penalty,
+        "repeat_last_n": PENALTY_LAST_N,
+    }
 
 
 @contextlib.contextmanager
@@ -172,6 +211,7 @@ def llama_server(binary: Path, model: Path, parallel: int, threads: int, context
         "-c",
         str(context * parallel),
         "--no-webui",
+        *template_arguments(model),
     ]
     print("peer: " + " ".join([binary.name, *command[1:]]))
     # llama-server logs every request and slot event to stderr (tens of KiB a minute under load). Its log goes to
@@ -242,9 +282,14 @@ def inference_process(config: Config, threads: int) -> Iterator[str]:
 
 
 def side_by_side(rows: dict[str, dict[str, float]]) -> None:
-    print(f"\n{'server':<34} {'TTFT p50':>9} {'TTFT p95':>9} {'tokens/s':>9} {'requests':>9} {'errors':>7}")
+    print(
+        f"\n{'server':<34} {'TTFT p50':>9} {'TTFT p95':>9} {'tokens/s':>9} {'requests':>9} {'errors':>7} {'prompt/req':>11} {'answer/req':>11}"
+    )
     for name, r in rows.items():
-        print(f"{name:<34} {r['ttft_p50']:>8.2f}s {r['ttft_p95']:>8.2f}s {r['tokens_s']:>9.1f} {r['requests']:>9.0f} {r['errors']:>7.0f}")
+        print(
+            f"{name:<34} {r['ttft_p50']:>8.2f}s {r['ttft_p95']:>8.2f}s {r['tokens_s']:>9.1f} {r['requests']:>9.0f} {r['errors']:>7.0f}"
+            f" {r['prompt_mean']:>11.1f} {r['completion_mean']:>11.1f}"
+        )
 
 
 def report(students: list[Student], duration: float, wall: float) -> None:
@@ -333,7 +378,9 @@ def main() -> int:
             print(f"load between: {os.getloadavg()[0]:.2f} (1-min average)")
             with llama_server(peer_server_path(args.peer_server), model, parallel, args.threads, config.inference.context_length) as peer:
                 start = time.monotonic()
-                students = asyncio.run(run(peer, ["peer"] * args.students, args.duration, args.max_tokens, args.think))
+                students = asyncio.run(
+                    run(peer, ["peer"] * args.students, args.duration, args.max_tokens, args.think, peer_sampling(config))
+                )
                 wall = time.monotonic() - start
                 print("\nllama-server:")
                 report(students, args.duration, wall)
