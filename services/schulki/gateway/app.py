@@ -17,7 +17,6 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schulki.config import Config
@@ -33,6 +32,7 @@ from schulki.gateway.api.limits import BodyLimitMiddleware
 from schulki.gateway.context import Gateway, private_folder
 from schulki.gateway.gradio_guard import GradioGuard
 from schulki.gateway.origin_guard import OriginGuard
+from schulki.gateway.request_ids import LoginRedirectMiddleware, RequestIdMiddleware
 from schulki.gateway.ui import build_ui, theme
 from schulki.runtime import logs
 
@@ -69,10 +69,13 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     app = FastAPI(title="schulki", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
-    # Starlette runs the middleware added last first: origin check, then body limits, then Gradio's file checks.
+    # Starlette runs the middleware added last first: the login redirect, the request id, the origin check, then body
+    # limits, then Gradio's file checks. All are plain ASGI: nothing stands between a streamed answer and the client.
     app.add_middleware(GradioGuard, gateway=gateway)
     app.add_middleware(BodyLimitMiddleware, config=config.gateway, upload_prefixes=UPLOAD_PATHS)
     app.add_middleware(OriginGuard, config=config.gateway)
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(LoginRedirectMiddleware, gateway=gateway)
 
     api_errors.install(app)
 
@@ -81,26 +84,6 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         if request.url.path.startswith("/v1/"):  # unknown routes and methods under /v1 answer in OpenAI's shape too
             return ApiError(error.status_code, str(error.detail), "invalid_request_error").response()
         return await http_exception_handler(request, error)
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):
-        # One id per request, the caller's own when it sends a plain one: every service call it makes carries it
-        # (Services.metadata), so the lines it leaves in each service's log can be found together.
-        request_id = logs.request_id_from(request.headers.get("x-request-id"))
-        logs.request_id.set(request_id)
-        response = await call_next(request)
-        response.headers["x-request-id"] = request_id
-        return response
-
-    @app.middleware("http")
-    async def send_visitors_to_login(request: Request, call_next):
-        if (
-            request.method == "GET"
-            and request.url.path in ("/", "/en", "/en/")
-            and gateway.account_from_headers(request.cookies, request.headers.get("authorization")) is None
-        ):
-            return RedirectResponse("/login?lang=en" if request.url.path.startswith("/en") else "/login", status_code=303)
-        return await call_next(request)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz():
