@@ -133,10 +133,13 @@ async def run(
     return students
 
 
-def summary(students: list[Student], wall: float) -> dict[str, float]:
+def summary(students: list[Student], wall: float, cpu: dict[str, float]) -> dict[str, float]:
     ttfts = [t for s in students for t in s.ttfts]
     requests = sum(s.requests for s in students)
+    tokens = max(sum(s.tokens for s in students), 1)
     return {
+        "cpu_server_ms": 1000 * cpu.get("cpu_server", 0.0) / tokens,
+        "cpu_here_ms": 1000 * cpu.get("cpu_here", 0.0) / tokens,
         "requests": requests,
         "prompt_mean": sum(s.prompt_tokens for s in students) / max(requests, 1),
         "completion_mean": sum(s.tokens for s in students) / max(requests, 1),
@@ -187,8 +190,8 @@ def peer_sampling(config: Config) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def llama_server(binary: Path, model: Path, parallel: int, threads: int, context: int):
-    """llama.cpp's llama-server on a free port with -np parallel slots of `context` tokens each; yields its URL."""
+def llama_server(binary: Path, model: Path, parallel: int, threads: int, context: int) -> Iterator[tuple[str, int]]:
+    """llama.cpp's llama-server on a free port with -np parallel slots of `context` tokens each; yields its URL and process id."""
     if not binary.exists():
         raise SystemExit(f"llama-server not found at {binary}: build it with ../shared/tools/build-llama-peer")
     with socket.socket() as s:
@@ -235,7 +238,7 @@ def llama_server(binary: Path, model: Path, parallel: int, threads: int, context
                 if time.monotonic() > deadline:
                     raise SystemExit(f"llama-server not ready after 120 s: {log_tail()}")
                 time.sleep(0.5)
-            yield url
+            yield url, process.pid
         finally:
             process.terminate()
             try:
@@ -245,7 +248,7 @@ def llama_server(binary: Path, model: Path, parallel: int, threads: int, context
 
 
 @contextlib.contextmanager
-def inference_process(config: Config, threads: int) -> Iterator[str]:
+def inference_process(config: Config, threads: int) -> Iterator[tuple[str, int]]:
     """``schulki serve inference`` in its own process, as ``schulki up`` runs it; yields its address.
 
     In one process with the gateway and the simulated students, the engine's worker thread waits for the GIL
@@ -272,7 +275,7 @@ def inference_process(config: Config, threads: int) -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     try:
         wait_until_serving(address, 300, is_alive=lambda: process.poll() is None)
-        yield address
+        yield address, process.pid
     finally:
         process.terminate()
         try:
@@ -281,15 +284,38 @@ def inference_process(config: Config, threads: int) -> Iterator[str]:
             process.kill()
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time a process has used so far (all its threads); this process's own when pid is None."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+@contextlib.contextmanager
+def cpu_use(server: int | None, into: dict[str, float]) -> Iterator[None]:
+    """Measure the CPU seconds of the server process (when it has its own) and of this one (the students, and schulki's
+    gateway) over the block, into ``into``."""
+    before = cpu_seconds(server) if server else 0.0, cpu_seconds(None)
+    yield
+    into["cpu_server"] = (cpu_seconds(server) - before[0]) if server else 0.0
+    into["cpu_here"] = cpu_seconds(None) - before[1]
+
+
 def side_by_side(rows: dict[str, dict[str, float]]) -> None:
     print(
         f"\n{'server':<34} {'TTFT p50':>9} {'TTFT p95':>9} {'tokens/s':>9} {'requests':>9} {'errors':>7} {'prompt/req':>11} {'answer/req':>11}"
+        f" {'CPU ms/token: server':>21} {'bench process':>14}"
     )
     for name, r in rows.items():
         print(
             f"{name:<34} {r['ttft_p50']:>8.2f}s {r['ttft_p95']:>8.2f}s {r['tokens_s']:>9.1f} {r['requests']:>9.0f} {r['errors']:>7.0f}"
-            f" {r['prompt_mean']:>11.1f} {r['completion_mean']:>11.1f}"
+            f" {r['prompt_mean']:>11.1f} {r['completion_mean']:>11.1f} {r['cpu_server_ms']:>21.1f} {r['cpu_here_ms']:>14.1f}"
         )
+    print(
+        "CPU ms/token: CPU time per generated token of the server's own process (schulki's inference service; 0 when it runs"
+        " in the benchmark's process) and of the benchmark's process (the students, and schulki's gateway)"
+    )
 
 
 def report(students: list[Student], duration: float, wall: float) -> None:
@@ -344,6 +370,7 @@ def main() -> int:
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average)")
 
     with contextlib.ExitStack() as stack:
+        server: int | None = None  # the inference service's own process, when it has one
         if args.url:
             url, keys = args.url, [k.strip() for k in args.keys.read_text().splitlines() if k.strip()][: args.students]
         else:
@@ -358,15 +385,18 @@ def main() -> int:
             if args.same_process:
                 running = stack.enter_context(running_stack(folder, services=("inference",), config=config))
             else:
-                config.gateway.inference_addresses = [stack.enter_context(inference_process(config, args.threads))]
+                address, server = stack.enter_context(inference_process(config, args.threads))
+                config.gateway.inference_addresses = [address]
                 running = stack.enter_context(running_stack(folder, services=(), config=config))
             url = running.url
             keys = [running.add_user(f"bench-{i:02d}", "student").api_key for i in range(args.students)]
+        cpu: dict[str, float] = {}
         start = time.monotonic()
-        students = asyncio.run(run(url, keys, args.duration, args.max_tokens, args.think))
+        with cpu_use(server, cpu):
+            students = asyncio.run(run(url, keys, args.duration, args.max_tokens, args.think))
         wall = time.monotonic() - start
         report(students, args.duration, wall)
-        rows["schulki"] = summary(students, wall)
+        rows["schulki"] = summary(students, wall, cpu)
         if args.peer:
             if args.url:
                 raise SystemExit("--peer compares with the in-process stack; leave out --url")
@@ -376,15 +406,18 @@ def main() -> int:
             parallel = parallel_sequences(config.inference, model)  # what the inference service chose with the same settings
             stack.close()  # free the cores and memory before the peer runs
             print(f"load between: {os.getloadavg()[0]:.2f} (1-min average)")
-            with llama_server(peer_server_path(args.peer_server), model, parallel, args.threads, config.inference.context_length) as peer:
+            peer_binary = peer_server_path(args.peer_server)
+            with llama_server(peer_binary, model, parallel, args.threads, config.inference.context_length) as (peer, peer_pid):
+                cpu = {}
                 start = time.monotonic()
-                students = asyncio.run(
-                    run(peer, ["peer"] * args.students, args.duration, args.max_tokens, args.think, peer_sampling(config))
-                )
+                with cpu_use(peer_pid, cpu):
+                    students = asyncio.run(
+                        run(peer, ["peer"] * args.students, args.duration, args.max_tokens, args.think, peer_sampling(config))
+                    )
                 wall = time.monotonic() - start
                 print("\nllama-server:")
                 report(students, args.duration, wall)
-                rows[f"llama-server -np {parallel} -t {args.threads}"] = summary(students, wall)
+                rows[f"llama-server -np {parallel} -t {args.threads}"] = summary(students, wall, cpu)
             rows = {(f"schulki ({parallel} parallel sequences)" if k == "schulki" else k): v for k, v in rows.items()}
             side_by_side(rows)
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min average)")
