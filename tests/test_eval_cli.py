@@ -66,15 +66,22 @@ def test_schulki_eval_prints_the_table_and_stores_json_per_host_and_file(tmp_pat
 
 
 def test_ctrl_c_cancels_and_stores_nothing(tmp_path):
-    process = subprocess.Popen(
-        eval_command(
-            str(default_model()), "--context", "256", "--threads", str(THREADS), "--results", str(tmp_path), "--no-speed", "--no-nice"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=quiet_env(),
-    )
+    # Ctrl-C in a terminal. A test run started in the background has SIGINT ignored, the eval would inherit that, and a
+    # Python started so never turns SIGINT into KeyboardInterrupt: it would measure to the end. A handler (unlike
+    # "ignore") is not inherited, so the eval starts with SIGINT as in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            eval_command(
+                str(default_model()), "--context", "256", "--threads", str(THREADS), "--results", str(tmp_path), "--no-speed", "--no-nice"
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=quiet_env(),
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 120
     seen = ""
     while "perplexity" not in seen and time.monotonic() < deadline:  # wait until it is measuring
