@@ -12,7 +12,9 @@ that finishes, hits a stop string or is cancelled leaves at once, so its slot
 serves the next request one step later. A long prompt is read in chunks of at
 most one batch, so the answers already running get a token every step while
 it is read, and a request cancelled while its prompt is read is gone within one
-chunk.
+chunk. When a step frees slots while requests wait in the fair queue in front
+of the engine, the worker gives them a moment (a quarter of a step, at most
+20 ms) to arrive, so they join the very next step.
 
 Every slot is one llama.cpp sequence with its own stream of KV cells
 (``n_seq_max`` = slots, ``kv_unified`` off, as llama-server runs with ``-np``).
