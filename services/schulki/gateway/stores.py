@@ -159,20 +159,14 @@ class Stores:
             return [_file(row) for row in rows]
 
     def finish(self, workspace: str, file_id: str, document_id: str, usage_bytes: int) -> None:
-        with self._session.begin() as db:
-            db.execute(
-                update(_FileRow)
-                .where(_FileRow.workspace == workspace, _FileRow.file_id == file_id)
-                .values(status="completed", document_id=document_id, usage_bytes=usage_bytes)
-            )
+        self._update(workspace, file_id, status="completed", document_id=document_id, usage_bytes=usage_bytes)
 
     def fail(self, workspace: str, file_id: str, code: str, message: str) -> None:
+        self._update(workspace, file_id, status="failed", error_code=code, error_message=message)
+
+    def _update(self, workspace: str, file_id: str, **values: object) -> None:
         with self._session.begin() as db:
-            db.execute(
-                update(_FileRow)
-                .where(_FileRow.workspace == workspace, _FileRow.file_id == file_id)
-                .values(status="failed", error_code=code, error_message=message)
-            )
+            db.execute(update(_FileRow).where(_FileRow.workspace == workspace, _FileRow.file_id == file_id).values(**values))
 
     def remove_file(self, workspace: str, file_id: str) -> None:
         with self._session.begin() as db:

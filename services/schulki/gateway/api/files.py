@@ -28,6 +28,7 @@ from starlette.datastructures import UploadFile
 from schulki.gateway.accounts import Account
 from schulki.gateway.api.chat import api_account
 from schulki.gateway.api.errors import ApiError, from_exception
+from schulki.gateway.api.schemas import one_page
 from schulki.gateway.clients import CHUNK_BYTES
 from schulki.gateway.context import Gateway, private_folder
 
@@ -167,13 +168,7 @@ def router(gateway: Gateway) -> APIRouter:
     async def list_files(account: Account = Depends(account_of)) -> dict:
         found = await run_in_threadpool(_user_files, gateway, account)
         data = [f.body() for f in found]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": False,
-        }
+        return one_page(data)
 
     def owned(account: Account, file_id: str) -> StoredFile:
         stored = find_file(gateway, account, file_id)

@@ -20,6 +20,17 @@ from schulki.gateway.api.errors import ApiError, from_validation_errors
 log = logging.getLogger(__name__)
 
 
+def one_page(data: list[dict[str, Any]]) -> dict[str, Any]:
+    """OpenAI's body for a whole list in one page (files, vector stores, a store's files)."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": False,
+    }
+
+
 def _a_number(value: Any) -> Any:
     # JSON true and "0.5" are not numbers; pydantic's lax mode would take them.
     if isinstance(value, (bool, str)):

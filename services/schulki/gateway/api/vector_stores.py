@@ -32,7 +32,7 @@ from schulki.gateway.accounts import Account, Workspace
 from schulki.gateway.api.chat import api_account
 from schulki.gateway.api.errors import ApiError, from_exception
 from schulki.gateway.api.files import find_file
-from schulki.gateway.api.schemas import json_body
+from schulki.gateway.api.schemas import json_body, one_page
 from schulki.gateway.clients import ServiceDown
 from schulki.gateway.context import Gateway
 from schulki.gateway.stores import FileRecord
@@ -299,13 +299,7 @@ def router(gateway: Gateway) -> APIRouter:
     @routes.get("/vector_stores")
     async def list_stores(account: Account = Depends(account_of)) -> dict:
         data = [await store_body(space) for space in visible_workspaces(gateway, account)]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": False,
-        }
+        return one_page(data)
 
     @routes.get("/vector_stores/{vector_store_id}")
     async def get_store(vector_store_id: str, account: Account = Depends(account_of)) -> JSONResponse:
@@ -357,13 +351,7 @@ def router(gateway: Gateway) -> APIRouter:
             raise from_exception(error) from error
         if status:
             data = [f for f in data if f["status"] == status]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": False,
-        }
+        return one_page(data)
 
     async def find_store_file(space: Workspace, file_id: str) -> dict[str, Any]:
         try:
