@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import struct
 import time
 import uuid
@@ -14,13 +13,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.api.errors import ApiError, error_body, from_exception
+from schulki.gateway.api.errors import ApiError, streamed_error_body
 from schulki.gateway.api.schemas import ChatCompletionRequest, EmbeddingsRequest
 from schulki.gateway.chat_models import ALIAS, ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
-
-log = logging.getLogger(__name__)
 
 FINISH_REASONS = {inference_pb.FINISH_REASON_STOP: "stop", inference_pb.FINISH_REASON_LENGTH: "length"}
 CHAT_ALIAS = ALIAS
@@ -195,10 +192,5 @@ async def _sse(first, events: AsyncIterator, completion_id: str, created: int, m
     except StopAsyncIteration:
         pass
     except Exception as error:  # the status line is sent already: the error goes into the stream, as OpenAI does
-        try:
-            body = from_exception(error).body()
-        except Exception:  # not one of the errors a service call raises: a bug, logged with its traceback
-            log.exception("the answer stream failed")
-            body = error_body("The answer broke off.", "server_error")
-        yield f"data: {json.dumps(body)}\n\n".encode()
+        yield f"data: {json.dumps(streamed_error_body(error))}\n\n".encode()
     yield b"data: [DONE]\n\n"

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from schulki.gateway.accounts import Account
 from schulki.gateway.api.chat import api_account
-from schulki.gateway.api.errors import ApiError, from_exception
+from schulki.gateway.api.errors import ApiError, from_exception, streamed_error_body
 from schulki.gateway.api.schemas import SummarizeRequest, TranslateRequest
 from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
@@ -75,11 +75,7 @@ async def _sse(first, events: AsyncGenerator, result) -> AsyncIterator[bytes]:
     except StopAsyncIteration:
         pass
     except Exception as error:  # the status line is sent already: the error goes into the stream, as chat does
-        try:
-            body = _error(error).body()
-        except Exception:
-            body = {"error": {"message": "The work broke off.", "type": "server_error", "param": None, "code": None}}
-        yield _event(body)
+        yield _event(streamed_error_body(error, _error, "The work broke off."))
     finally:
         await events.aclose()  # a client that left: the running call is cancelled, no further part starts
     yield b"data: [DONE]\n\n"

@@ -7,7 +7,8 @@ them in OpenAI's shape with one handler, so no route catches them itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -97,6 +98,18 @@ def from_exception(error: BaseException) -> ApiError:
     if isinstance(error, grpc.RpcError):
         return from_grpc(error)
     raise error
+
+
+def streamed_error_body(
+    error: BaseException, convert: Callable[[BaseException], ApiError] = from_exception, broke_off: str = "The answer broke off."
+) -> dict:
+    """The body of an error that happens after the status line went out, so it goes into the stream: the error's own
+    when ``convert`` knows it (a service call's errors), else a server error, logged with its traceback (a bug)."""
+    try:
+        return convert(error).body()
+    except Exception:
+        logging.getLogger(__name__).exception("a streamed answer failed")
+        return error_body(broke_off, "server_error")
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
