@@ -14,6 +14,7 @@ second part measures prefix reuse: time to first token of a question behind a
 long system prompt that is cached, beside one that is not.
 
     .venv/bin/python benchmarks/batch_bench.py [--threads 2] [--streams 1,4,8,16] [--seconds 4]
+    .venv/bin/python benchmarks/batch_bench.py --smoke    # 1 and 2 streams for a second each: does it still run?
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,6 +37,7 @@ from schulki.models.defaults import chat_model_path  # noqa: E402
 from schulki.runtime.llama_adapter import flash_attn_type, load_model, new_context  # noqa: E402
 
 from benchmarks.school_topics import SCHOOL_TOPICS  # noqa: E402
+from benchmarks.smoke import parse_args  # noqa: E402
 
 TOPICS = SCHOOL_TOPICS
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, repeat_penalty=1.0)
@@ -47,7 +50,7 @@ def question(i: int) -> list[dict[str, str]]:
 class Raw:
     """Batched greedy decoding with llama-cpp-python's low-level API, nothing else."""
 
-    def __init__(self, path: Path, config: InferenceConfig, slots: int):
+    def __init__(self, path: Path, config: InferenceConfig, slots: int) -> None:
         import llama_cpp as lc
 
         self.lc = lc
@@ -130,6 +133,8 @@ async def first_token_s(engine: ChatEngine, prompt: list[int]) -> float:
     started, first = time.perf_counter(), None
     async for _ in engine.generate(Generation(prompt_tokens=prompt, max_tokens=1, sampling=GREEDY)):
         first = first or time.perf_counter()
+    if first is None:
+        raise RuntimeError("the engine generated no token")
     return first - started
 
 
@@ -158,6 +163,7 @@ def main() -> int:
     parser.add_argument("--streams", default="1,4,8,16")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds each measurement decodes")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per stream count (the best of each side counts)")
+    parser.add_argument("--prefix-rounds", type=int, default=3, help="questions behind a new system prompt, each cold then cached")
     parser.add_argument("--context", type=int, default=4096)
     parser.add_argument(
         "--flash-attention",
@@ -165,10 +171,10 @@ def main() -> int:
         default="auto",
         help="both sides: inference.flash_attention (auto, the default, uses it on every CPU)",
     )
-    args = parser.parse_args()
+    args = parse_args(parser, streams="1,2", seconds=1.0, rounds=1, prefix_rounds=1, context=512)
     counts = [int(n) for n in args.streams.split(",")]
     slots = max(counts)
-    flash = {"auto": "auto", "on": True, "off": False}[args.flash_attention]
+    flash: bool | Literal["auto"] = "auto" if args.flash_attention == "auto" else args.flash_attention == "on"
     config = InferenceConfig(threads=args.threads, parallel_sequences=slots, context_length=args.context, flash_attention=flash)
     path = chat_model_path(Config())
     engine = ChatEngine(path, config, parallel=slots)
@@ -189,7 +195,7 @@ def main() -> int:
             engine_rates.append(rate)
         r, e = max(raw_rates), max(engine_rates)
         print(f"{b:>7} {r:>10.1f} {e:>13.1f} {e / r:>10.0%}")
-    loop.run_until_complete(prefix_reuse(engine, 3))
+    loop.run_until_complete(prefix_reuse(engine, args.prefix_rounds))
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min average)")
     raw.close()
     engine.close()

@@ -18,6 +18,7 @@ CPU affinity (``cores.pin = false``);
 
     .venv/bin/python benchmarks/core_split_bench.py                           # 100 pages, 30 students, before and after
     .venv/bin/python benchmarks/core_split_bench.py --pages 30 --duration 30 --modes before,after,unpinned,nonice
+    .venv/bin/python benchmarks/core_split_bench.py --smoke    # 2 pages, 2 students for 10 s, the split only: does it still run?
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -37,14 +39,14 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from gateway_load_bench import Student, one_request, percentile  # noqa: E402
 from schulki.config import Config  # noqa: E402
 from schulki.gateway.accounts import Accounts, database_url  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
 
+from benchmarks.gateway_load_bench import Student, one_request, percentile  # noqa: E402
+from benchmarks.smoke import parse_args  # noqa: E402
 from tests.retrieval_documents import pdf_bytes  # noqa: E402
 from tests.retrieval_support import requests  # noqa: E402
 from tests.up_stack import UpProcess  # noqa: E402
@@ -95,25 +97,31 @@ def ingest(address: str, workspace: str, data: bytes) -> float:
         return time.perf_counter() - started
 
 
-def chat_phase(url: str, keys: list[str], args: argparse.Namespace, work=None) -> tuple[dict[str, float], float | None]:
+def chat_phase(
+    url: str, keys: list[str], args: argparse.Namespace, work: Callable[[], float] | None = None
+) -> tuple[dict[str, float], float | None]:
     """Students chat; after a warm-up their times are counted until --duration passes, or while work (an ingest) runs.
     Returns TTFT p50/p95, requests and errors of the counted part, and work's result."""
-    stop, result = threading.Event(), {}
+    stop = threading.Event()
+    result: dict[str, float] = {}
+    ttfts: list[float] = []
     students: list[Student] = []
 
     def conductor() -> None:
-        time.sleep(args.warmup)
-        for student in students:  # count only what happens from here on
-            student.ttfts.clear()
-            student.errors.clear()
-        if work is None:
-            time.sleep(args.duration)
-        else:
-            result["work"] = work()
-        for student in students:
-            result.setdefault("ttfts", []).extend(student.ttfts)
-            result["errors"] = result.get("errors", 0) + len(student.errors)
-        stop.set()
+        try:
+            time.sleep(args.warmup)
+            for student in students:  # count only what happens from here on
+                student.ttfts.clear()
+                student.errors.clear()
+            if work is None:
+                time.sleep(args.duration)
+            else:
+                result["work"] = work()
+            for student in students:
+                ttfts.extend(student.ttfts)
+                result["errors"] = result.get("errors", 0) + len(student.errors)
+        finally:
+            stop.set()  # a failed ingest ends the students' chat too, instead of leaving them chatting for ever
 
     async def run() -> list[Student]:
         made = [Student(key) for key in keys]
@@ -124,7 +132,7 @@ def chat_phase(url: str, keys: list[str], args: argparse.Namespace, work=None) -
                 await asyncio.sleep(random.uniform(0, 2))
                 while not stop.is_set():
                     try:
-                        await one_request(client, student, args.max_tokens)
+                        await one_request(client, student, args.max_tokens, {})  # schulki's default sampling
                     except httpx.HTTPError as error:
                         student.errors.append(type(error).__name__)
                     await asyncio.sleep(random.uniform(0, args.think))
@@ -136,7 +144,6 @@ def chat_phase(url: str, keys: list[str], args: argparse.Namespace, work=None) -
     thread.start()
     asyncio.run(run())
     thread.join()
-    ttfts = result.get("ttfts", [])
     return {
         "p50": percentile(ttfts, 50),
         "p95": percentile(ttfts, 95),
@@ -165,6 +172,8 @@ def run_mode(mode: str, args: argparse.Namespace, data: bytes) -> dict[str, floa
                 f"[{mode}] chat alone: TTFT p50 {alone['p50']:.2f} s p95 {alone['p95']:.2f} s   (load {os.getloadavg()[0]:.1f})", flush=True
             )
             during, loaded = chat_phase(up.url, keys, args, work=lambda: ingest(up.address("retrieval"), "unterricht", data))
+            if loaded is None:
+                raise RuntimeError("the ingest during the chat returned no time")
             print(
                 f"[{mode}] ingest during chat {loaded:.1f} s; chat during ingest: TTFT p50 {during['p50']:.2f} s p95 {during['p95']:.2f} s"
                 f"   (load {os.getloadavg()[0]:.1f})",
@@ -192,7 +201,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--think", type=float, default=3.0, help="most seconds a student waits between answers")
     parser.add_argument("--modes", default="before,after", help=f"comma-separated, of {', '.join(MODES)}")
-    args = parser.parse_args()
+    args = parse_args(parser, pages=2, students=2, duration=10.0, warmup=1.0, max_tokens=8, think=1.0, modes="after")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := [m for m in modes if m not in MODES]:
         raise SystemExit(f"unknown modes: {', '.join(unknown)}")

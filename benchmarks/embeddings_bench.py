@@ -10,6 +10,7 @@ search queries are) and chunks of about 1200 characters (as ingest sends).
 
     .venv/bin/python benchmarks/embeddings_bench.py [--rounds 5] [--texts 64] [--threads 2] [--batch-tokens 512]
         [--sequences 8] [--flash-attention]
+    .venv/bin/python benchmarks/embeddings_bench.py --smoke    # one round of 4 texts: does it still run?
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from schulki.embeddings.v1 import embeddings_service_pb2 as pb  # noqa: E402
 from schulki.embeddings.v1 import embeddings_service_pb2_grpc as pb_grpc  # noqa: E402
 
 from benchmarks.school_topics import SCHOOL_TOPICS  # noqa: E402
+from benchmarks.smoke import parse_args  # noqa: E402
 from tests.conftest import ServiceProcess  # noqa: E402
 
 SUBJECTS = SCHOOL_TOPICS[:10]
@@ -48,14 +50,14 @@ def chunk_texts(n: int, round_no: int) -> list[str]:
     return [f"Abschnitt {round_no}.{i}. " + body.format(s=SUBJECTS[i % len(SUBJECTS)]) * 8 for i in range(n)]
 
 
-def batched(stub, texts: list[str]) -> float:
+def batched(stub: pb_grpc.EmbeddingsServiceStub, texts: list[str]) -> float:
     start = time.perf_counter()
     response = stub.Embed(pb.EmbedRequest(texts=texts), timeout=600)
     assert len(response.embeddings) == len(texts)
     return time.perf_counter() - start
 
 
-def one_by_one(stub, texts: list[str]) -> float:
+def one_by_one(stub: pb_grpc.EmbeddingsServiceStub, texts: list[str]) -> float:
     start = time.perf_counter()
     for text in texts:
         stub.Embed(pb.EmbedRequest(texts=[text]), timeout=600)
@@ -70,7 +72,7 @@ def main() -> int:
     parser.add_argument("--batch-tokens", type=int, default=None, help="the service's batch_tokens; default from the settings")
     parser.add_argument("--sequences", type=int, default=None, help="the service's max_sequences_per_batch; default from the settings")
     parser.add_argument("--flash-attention", action="store_true", help="turn on the service's flash_attention")
-    args = parser.parse_args()
+    args = parse_args(parser, rounds=1, texts=4)
 
     env = {"SCHULKI_EMBEDDINGS__THREADS": str(args.threads), "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING"}
     if args.batch_tokens:

@@ -9,6 +9,7 @@ student's tokens per second against the fastest's (1.0 is perfectly fair).
     .venv/bin/python benchmarks/gateway_load_bench.py --students 10 --duration 60
     .venv/bin/python benchmarks/gateway_load_bench.py --url http://gateway:7860 --keys keys.txt   # a running gateway, one API key per line
     .venv/bin/python benchmarks/gateway_load_bench.py --students 30 --duration 90 --threads 2 --peer
+    .venv/bin/python benchmarks/gateway_load_bench.py --smoke   # 2 students for 5 s, the peer only if already built
 
 --peer then runs the same load against llama.cpp's own llama-server (same
 model file, threads and context per sequence, ``-np`` equal to schulki's
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from schulki.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.smoke import parse_args
 
 QUESTIONS = [
     "Erkläre mir die Photosynthese in zwei Sätzen.",
@@ -119,7 +122,7 @@ async def simulate(student: Student, url: str, deadline: float, max_tokens: int,
             await asyncio.sleep(random.uniform(0, think_s))
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (values[0] if values else float("nan"))
 
 
@@ -365,7 +368,7 @@ def main() -> int:
     )
     parser.add_argument("--peer", action="store_true", help="then run the same load against llama.cpp's llama-server and compare")
     parser.add_argument("--peer-server", help="path of the llama-server binary (default: the build-llama-peer cache)")
-    args = parser.parse_args()
+    args = parse_args(parser, students=2, duration=5.0, max_tokens=8, think=1.0, peer=True)
     rows: dict[str, dict[str, float]] = {}
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average)")
 
@@ -397,12 +400,19 @@ def main() -> int:
         wall = time.monotonic() - start
         report(students, args.duration, wall)
         rows["schulki"] = summary(students, wall, cpu)
+        if args.smoke and args.peer and not peer_server_path(args.peer_server).exists():
+            args.peer = False  # building llama-server takes minutes: a smoke run compares only with one already built
+            side_by_side(rows)
+            print(
+                f"llama-server: skipped in this smoke run, not built at {peer_server_path(args.peer_server)} (../shared/tools/build-llama-peer)"
+            )
         if args.peer:
             if args.url:
                 raise SystemExit("--peer compares with the in-process stack; leave out --url")
             from schulki.inference.fit_check import parallel_sequences
+            from schulki.models.defaults import chat_model_path
 
-            model = config.inference.model_path
+            model = config.inference.model_path or chat_model_path(config)
             parallel = parallel_sequences(config.inference, model)  # what the inference service chose with the same settings
             stack.close()  # free the cores and memory before the peer runs
             print(f"load between: {os.getloadavg()[0]:.2f} (1-min average)")

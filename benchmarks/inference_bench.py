@@ -8,6 +8,7 @@ process. Rounds alternate between the two so that a noisy machine hurts both
 alike, and the medians are compared.
 
     .venv/bin/python benchmarks/inference_bench.py [--rounds 5] [--tokens 200] [--threads 2]
+    .venv/bin/python benchmarks/inference_bench.py --smoke    # one round of 16 tokens: does it still run?
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -30,7 +32,11 @@ from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc  # noqa: 
 from schulki.models.defaults import chat_model_path  # noqa: E402
 
 from benchmarks.school_topics import SCHOOL_TOPICS  # noqa: E402
+from benchmarks.smoke import parse_args  # noqa: E402
 from tests.conftest import ServiceProcess  # noqa: E402
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 TOPICS = SCHOOL_TOPICS[:10]
 
@@ -51,7 +57,7 @@ def summarise(times: list[tuple[float, float, int]]) -> tuple[float, float]:
     return ttft, rate
 
 
-def direct_round(llama, prompt_tokens: list[int], tokens: int) -> tuple[float, float, int]:
+def direct_round(llama: Llama, prompt_tokens: list[int], tokens: int) -> tuple[float, float, int]:
     start = time.perf_counter()
     first = None
     n = 0
@@ -60,13 +66,15 @@ def direct_round(llama, prompt_tokens: list[int], tokens: int) -> tuple[float, f
             first = time.perf_counter()
         n += 1
     end = time.perf_counter()
+    if first is None:
+        raise RuntimeError("llama-cpp-python generated no token")
     return first - start, end - start, n
 
 
 ROLES = {"system": pb.ROLE_SYSTEM, "user": pb.ROLE_USER}
 
 
-def service_round(stub, tokens: int, round_no: int) -> tuple[float, float, int]:
+def service_round(stub: pb_grpc.InferenceServiceStub, tokens: int, round_no: int) -> tuple[float, float, int]:
     request_messages = [pb.Message(role=ROLES[m["role"]], content=m["content"]) for m in messages(round_no)]
     start = time.perf_counter()
     first = None
@@ -81,6 +89,8 @@ def service_round(stub, tokens: int, round_no: int) -> tuple[float, float, int]:
         elif first is None:
             first = time.perf_counter()
     end = time.perf_counter()
+    if first is None:
+        raise RuntimeError("the inference service streamed no text")
     return first - start, end - start, n
 
 
@@ -89,7 +99,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    args = parse_args(parser, rounds=1, tokens=16)
 
     from llama_cpp import Llama
 

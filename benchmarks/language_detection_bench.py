@@ -10,6 +10,7 @@ default weight was chosen.
 
     .venv/bin/python benchmarks/language_detection_bench.py
     .venv/bin/python benchmarks/language_detection_bench.py --weights 1 5 10 20 --default de
+    .venv/bin/python benchmarks/language_detection_bench.py --smoke    # one clip per language and length: does it still run?
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schulki.models.defaults import speech_model_path  # noqa: E402
+
+from benchmarks.smoke import parse_args  # noqa: E402
 
 SHORT = {
     "de": [
@@ -81,7 +84,7 @@ LONG = {
 
 def weighted(probabilities: dict[str, float], default: str, weight: float) -> str:
     """The same rule as the transcription engine: the default language unless another is more than `weight` times as likely."""
-    detected = max(probabilities, key=probabilities.get)
+    detected = max(probabilities, key=probabilities.__getitem__)
     if detected != default and probabilities.get(default, 0.0) * weight >= probabilities[detected]:
         return default
     return detected
@@ -91,7 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--default", default="de", help="the school's default language")
     parser.add_argument("--weights", type=float, nargs="+", default=[5.0, 10.0, 20.0])
-    args = parser.parse_args()
+    parser.add_argument("--clips", type=int, default=None, help="at most this many clips per language and length (default: all)")
+    args = parse_args(parser, clips=1)
 
     from faster_whisper import WhisperModel
     from faster_whisper.audio import decode_audio
@@ -102,7 +106,7 @@ def main() -> None:
         clip = Path(folder) / "clip.wav"
         for length, sets in (("1-3 s", SHORT), ("4-7 s", LONG)):
             for language, sentences in sets.items():
-                for sentence in sentences:
+                for sentence in sentences[: args.clips]:
                     subprocess.run(["espeak-ng", "-v", language, "-s", "140", "-w", str(clip), sentence], check=True)
                     samples = decode_audio(str(clip))
                     _, _, all_probabilities = model.detect_language(samples)
@@ -111,7 +115,7 @@ def main() -> None:
     for length in ("1-3 s", "4-7 s"):
         for language in SHORT:
             group = [r for r in rows if r[0] == length and r[1] == language]
-            alone = sum(max(p, key=p.get) == language for *_, p in group)
+            alone = sum(max(p, key=p.__getitem__) == language for *_, p in group)
             cells = [sum(weighted(p, args.default, w) == language for *_, p in group) for w in args.weights]
             print(f"{length:<6} {language:<5} {len(group):>3} {alone:>14} " + " ".join(f"{c:>10}" for c in cells))
 

@@ -10,6 +10,7 @@ time to first token p50/p95, and the machine's load.
 
     .venv/bin/python benchmarks/multi_node_load_bench.py                                   # 8 students, 60 s
     .venv/bin/python benchmarks/multi_node_load_bench.py --kill-after 20 --restart-after 35  # a node dies and returns
+    .venv/bin/python benchmarks/multi_node_load_bench.py --smoke                              # 2 students for 5 s: does it still run?
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.smoke import parse_args
 
 QUESTIONS = [
     "Erkläre mir die Photosynthese in zwei Sätzen.",
@@ -38,7 +42,16 @@ QUESTIONS = [
 ]
 
 
-async def student(url: str, key: str, until: float, max_tokens: int, stats: dict) -> None:
+@dataclass
+class Tally:
+    """What all students saw: requests sent, the errors among them, and the time to first token of each answer."""
+
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+
+
+async def student(url: str, key: str, until: float, max_tokens: int, stats: Tally) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         while time.monotonic() < until:
             body = {
@@ -65,15 +78,15 @@ async def student(url: str, key: str, until: float, max_tokens: int, stats: dict
                                 finished = True
             except httpx.HTTPError as failure:
                 error = type(failure).__name__
-            stats["requests"] += 1
+            stats.requests += 1
             if error or not finished:
-                stats["errors"].append(error or "no finish")
+                stats.errors.append(error or "no finish")
             if first is not None:
-                stats["ttft"].append(first)
+                stats.ttft.append(first)
             await asyncio.sleep(random.uniform(0.5, 1.5))  # reading the answer, typing the next question
 
 
-async def main_async(args) -> None:
+async def main_async(args: argparse.Namespace) -> None:
     from tests.multi_model_support import NodeProcess, gateway_config, running_gateway
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,12 +97,12 @@ async def main_async(args) -> None:
             with running_gateway(config) as stack:
                 stack.wait_until(lambda: len(stack.gateway.services.pools["inference"].serving()) == 2, 60, "both nodes serving")
                 keys = [stack.gateway.accounts.add_user(f"load-{i}", "student").api_key for i in range(args.students)]
-                stats = {"requests": 0, "errors": [], "ttft": []}
+                stats = Tally()
                 started = time.monotonic()
                 until = started + args.duration
                 load_before = os.getloadavg()[0]
 
-                async def chaos():
+                async def chaos() -> None:
                     if args.kill_after is None:
                         return
                     await asyncio.sleep(args.kill_after)
@@ -107,11 +120,11 @@ async def main_async(args) -> None:
         finally:
             for node in nodes:
                 node.stop()
-        ttft = sorted(stats["ttft"])
+        ttft = sorted(stats.ttft)
         print(
             f"{args.students} students, {elapsed:.0f} s, max_tokens {args.max_tokens}, 2 nodes x 1 thread; load average {load_before:.1f} -> {load_after:.1f}"
         )
-        print(f"requests: {stats['requests']}, errors: {len(stats['errors'])} {sorted(set(stats['errors']))}")
+        print(f"requests: {stats.requests}, errors: {len(stats.errors)} {sorted(set(stats.errors))}")
         for node in nodes:
             served, failed = counters[node.address]
             print(
@@ -129,7 +142,7 @@ def main() -> None:
     parser.add_argument("--model-name", default="gemma-3-270m-q4_k_m")
     parser.add_argument("--kill-after", type=float, default=None, help="kill the first node after this many seconds")
     parser.add_argument("--restart-after", type=float, default=None, help="start it again after this many seconds")
-    asyncio.run(main_async(parser.parse_args()))
+    asyncio.run(main_async(parse_args(parser, students=2, duration=5.0, max_tokens=8)))
 
 
 if __name__ == "__main__":

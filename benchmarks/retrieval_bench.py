@@ -13,6 +13,7 @@ random unit vector. At each size it runs without a vector index (exact
 search) and with the IVF-HNSW-SQ index the store builds for large workspaces.
 
     .venv/bin/python benchmarks/retrieval_bench.py [--pages 100] [--sizes 10000 100000] [--queries 100]
+    .venv/bin/python benchmarks/retrieval_bench.py --smoke    # a 2-page PDF, a 100-chunk store: does it still run?
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,6 +37,7 @@ from schulki.retrieval.store import DocumentRecord, StoredChunk  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
 
+from benchmarks.smoke import parse_args  # noqa: E402
 from tests.conftest import InProcessServer  # noqa: E402
 from tests.retrieval_documents import pdf_bytes  # noqa: E402
 from tests.retrieval_support import embeddings_server, requests, retrieval_config  # noqa: E402
@@ -64,7 +67,16 @@ def unit_vector(rng: random.Random) -> list[float]:
     return [v / norm for v in values]
 
 
-def timed_ingest(file_name: str, data: bytes, export: bool = False):
+class TimedIngest(NamedTuple):
+    document: pb.Document
+    spans: dict[str, float]
+    """Seconds of each stage of the ingest (as the service's progress messages name them), in order."""
+    total: float
+    exported: pb.ExportDocumentResponse | None
+    """The stored chunks, when asked for."""
+
+
+def timed_ingest(file_name: str, data: bytes, export: bool = False) -> TimedIngest:
     """Ingest one file through a real retrieval service with real embeddings: the stored document, the seconds of each
     stage in order, the seconds in all, and (when asked) its exported chunks."""
     with tempfile.TemporaryDirectory() as folder, embeddings_server() as embedder:
@@ -82,12 +94,14 @@ def timed_ingest(file_name: str, data: bytes, export: bool = False):
                 else:
                     stage_start.setdefault(response.progress.stage, now)
             total = time.perf_counter() - started
+            if document is None:
+                raise RuntimeError(f"the ingest of {file_name} ended without a stored document")
             exported = None
-            if export and document is not None:
+            if export:
                 exported = stub.ExportDocument(pb.ExportDocumentRequest(workspace="bench", document_id=document.document_id), timeout=600)
     stages = sorted(stage_start.items(), key=lambda item: item[1])
     spans = {name: (stages[i + 1][1] if i + 1 < len(stages) else total) - at for i, (name, at) in enumerate(stages)}
-    return document, spans, total, exported
+    return TimedIngest(document, spans, total, exported)
 
 
 def bench_ingest(pages: int) -> None:
@@ -158,7 +172,7 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=100, help="pages of the PDF to ingest (0 skips ingest)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000], help="chunk counts to search")
     parser.add_argument("--queries", type=int, default=100, help="searches per size")
-    args = parser.parse_args()
+    args = parse_args(parser, pages=2, sizes=[100], queries=5)
     if args.pages:
         bench_ingest(args.pages)
     if args.sizes:

@@ -9,6 +9,7 @@ and in all, and whether every chunk still names its columns (the header is
 kept with every chunk).
 
     .venv/bin/python benchmarks/table_ingest_bench.py [--rows 5000]
+    .venv/bin/python benchmarks/table_ingest_bench.py --smoke    # 100 rows: does it still run?
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
 from benchmarks.retrieval_bench import timed_ingest  # noqa: E402
+from benchmarks.smoke import parse_args  # noqa: E402
 
 HEADER = ["Name", "Klasse", "Fach", "Note", "Punkte", "Fehlstunden", "Bemerkung"]
 NAMES = ["Anna", "Ben", "Carla", "David", "Emil", "Fatma", "Greta", "Hasan", "Ida", "Jonas", "Lea", "Mehmet", "Nora", "Olga"]
@@ -51,6 +52,7 @@ def bench(rows: int) -> None:
     data = marks_csv(rows, random.Random(1))
     load = os.getloadavg()[0]
     document, spans, total, exported = timed_ingest("noten.csv", data, export=True)
+    assert exported is not None  # asked for with export=True
     with_header = sum(1 for c in exported.chunks if all(f"{name}:" in c.text for name in HEADER[:6]))
     print(f"CSV: {rows} rows, {len(data) / 1024:.0f} KiB; load {load:.2f} at the start of ingest")
     print(f"chunks: {document.chunk_count}, text stored: {document.text_bytes / 1024:.0f} KiB")
@@ -63,7 +65,7 @@ def bench(rows: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5000, help="data rows of the CSV")
-    args = parser.parse_args()
+    args = parse_args(parser, rows=100)
     bench(args.rows)
     return 0
 

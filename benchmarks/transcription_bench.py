@@ -18,6 +18,7 @@
 
     .venv/bin/python benchmarks/transcription_bench.py
     .venv/bin/python benchmarks/transcription_bench.py --minutes 1 --repeats 2 --long-minutes 3
+    .venv/bin/python benchmarks/transcription_bench.py --smoke    # recordings of seconds: does it still run?
 
 The machine may be shared: the load average is printed before and after.
 """
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -45,6 +47,7 @@ from schulki.models.defaults import speech_model_path  # noqa: E402
 from schulki.transcription.v1 import transcription_service_pb2 as pb  # noqa: E402
 from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc  # noqa: E402
 
+from benchmarks.smoke import parse_args  # noqa: E402
 from tests.conftest import ServiceProcess  # noqa: E402
 
 NAMES = [
@@ -145,6 +148,8 @@ def make_recording(folder: Path, minutes: float, name: str, seed: int) -> tuple[
     import av
 
     with av.open(str(mp3)) as container:
+        if container.duration is None:
+            raise RuntimeError(f"ffmpeg wrote {mp3.name} without a duration")
         duration = container.duration / 1_000_000
     return mp3, duration
 
@@ -162,7 +167,7 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
 class Service:
     """``schulki serve transcription`` in a child process."""
 
-    def __init__(self, threads: int, beam_size: int):
+    def __init__(self, threads: int, beam_size: int) -> None:
         env = {
             "SCHULKI_TRANSCRIPTION__THREADS": str(threads),
             "SCHULKI_TRANSCRIPTION__BEAM_SIZE": str(beam_size),
@@ -173,8 +178,15 @@ class Service:
         self.channel = grpc.insecure_channel(self.process.address)
         self.stub = pb_grpc.TranscriptionServiceStub(self.channel)
 
+    @property
+    def pid(self) -> int:
+        """The service's process id, for its memory figures."""
+        if self.process.process is None:
+            raise RuntimeError("the transcription service was not started")
+        return self.process.process.pid
+
     def transcribe(self, path: Path) -> tuple[float, int]:
-        def requests():
+        def requests() -> Iterator[pb.TranscribeRequest]:
             yield pb.TranscribeRequest(options=pb.TranscribeOptions(file_name=path.name))
             with path.open("rb") as f:
                 while chunk := f.read(CHUNK):
@@ -278,7 +290,7 @@ def main() -> int:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--beam-size", type=int, default=Config().transcription.beam_size)
-    args = parser.parse_args()
+    args = parse_args(parser, minutes=0.1, repeats=1, long_minutes=0.1, growing_minutes=0.5, beam_size=1)
     for tool in ("espeak-ng", "ffmpeg"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing (Debian packages espeak-ng and ffmpeg)")
@@ -297,9 +309,9 @@ def main() -> int:
             )
             service = Service(args.threads, args.beam_size)
             try:
-                loaded_rss, _ = peak_rss_mb(service.process.pid)
+                loaded_rss, _ = peak_rss_mb(service.pid)
                 elapsed, n = service.transcribe(long)
-                _, peak = peak_rss_mb(service.process.pid)
+                _, peak = peak_rss_mb(service.pid)
             finally:
                 service.close()
             print(
