@@ -57,3 +57,36 @@ def test_the_api_document_lists_v1_with_its_errors_and_no_gradio_internals(secur
             declared = set(operation["responses"])
             assert {"400", "401", "413", "429"} <= declared, (method, path, declared)
             assert "{" not in path or "404" in declared, (method, path, declared)
+
+
+def added_file(client: httpx.Client, store: str, name: str, content: bytes) -> dict:
+    """Upload a file through /v1/files, add it to the store, and read its record at once, as a script polling it would."""
+    uploaded = client.post("/v1/files", files={"file": (name, content)}, data={"purpose": "assistants"})
+    assert uploaded.status_code == 200, uploaded.text
+    added = client.post(f"/v1/vector_stores/{store}/files", json={"file_id": uploaded.json()["id"]})
+    assert added.status_code == 200, added.text
+    return added.json()
+
+
+def wait_done(client: httpx.Client, store: str, file_id: str) -> list[dict]:
+    """Every record read while the ingest runs, until it is no longer in progress."""
+    seen = []
+    for _ in range(600):
+        seen.append(client.get(f"/v1/vector_stores/{store}/files/{file_id}").json())
+        if seen[-1]["status"] != "in_progress":
+            return seen
+    raise AssertionError(f"still in progress: {seen[-1]}")
+
+
+def test_a_refused_file_is_recorded_with_the_real_reason(security_stack, student):
+    """Attacks: add x.exe (recorded as "Internal error from Core") and read its record right after the fast failure
+    (answered "Ingest was interrupted") (finding 12)."""
+    store = f"vs_{student.account.own_workspace}"
+    with httpx.Client(base_url=security_stack.url, headers=student.bearer, timeout=60) as client:
+        for size in (4, 256 * 1024, 3 * 1024 * 1024):  # refused before the retrieval service reads a byte of it
+            added = added_file(client, store, "x.exe", b"MZ" + bytes(size))
+            for record in [added, *wait_done(client, store, added["id"])]:
+                if record["status"] == "failed":
+                    message = record["last_error"]["message"]
+                    assert "Dateityp .exe wird nicht unterstützt" in message, (size, record)
+            assert record["status"] == "failed", record
