@@ -47,6 +47,10 @@ def test_more_than_the_rate_of_uploads_is_refused_with_retry_after(security_stac
     statuses = [a.status_code for a in answers]
     limit = security_stack.config.gateway.ui_uploads_per_minute
     assert statuses == [200] * limit + [429] * (14 - limit), statuses
+    with user.browser() as client:  # the same route by another spelling is the same route
+        for path in ("/gradio_api/upload/", "/en/gradio_api/upload", "/gradio_api//upload", "/gradio_api/upload?upload_id=abc"):
+            other = client.post(path, files=[("files", ("k.txt", b"klein"))])
+            assert other.status_code != 200, (path, other.status_code, other.text)
     refused = answers[-1]
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert f"höchstens {limit} pro Minute" in refused.json()["detail"]

@@ -19,8 +19,9 @@ from urllib.parse import parse_qs
 
 MAX_AGE_S = 24 * 3600.0
 """How long a note is kept; a page open longer than a school day starts a new session when reloaded."""
-MAX_NOTES = 50_000
-"""Past this many notes the ones older than MAX_AGE_S are forgotten (a class of 30 makes a few thousand a day)."""
+MAX_NOTES = 200_000
+"""Past this many notes the ones older than MAX_AGE_S are forgotten, and if that is not enough the older half (a class
+of 30 makes a few thousand a day; a script inventing session hashes must not grow the gateway's memory without end)."""
 
 SESSION_IN_PATH = re.compile(r"^(?:heartbeat|stream)/([^/]+)(?:/|$)")
 EVENT_IN_PATH = re.compile(r"^(?:call/(?:v2/)?[^/]+/([^/]+)|stream/([^/]+)(?:/close)?)/?$")
@@ -44,6 +45,9 @@ class Bindings:
             return False
         if len(self._owners) > MAX_NOTES:
             self._owners = {k: v for k, v in self._owners.items() if now - v[1] < MAX_AGE_S}
+            if len(self._owners) > MAX_NOTES // 2:
+                newest = sorted(self._owners.items(), key=lambda item: item[1][1])[-(MAX_NOTES // 2) :]
+                self._owners = dict(newest)
         self._owners[key] = (account_id, now)
         return True
 
