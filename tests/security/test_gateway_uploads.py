@@ -70,6 +70,10 @@ def test_identical_uploads_of_two_students_are_two_files_and_neither_can_delete_
         assert status == 200 and event == "error" and "Nur für Admins" in str(body), (status, event, body)
         assert os.path.exists(hers), "a student's event deleted another student's upload"
         assert os.path.exists(his), "admin_import deleted a student's file before it checked the role"
+        # an event that is refused deletes the upload it was given (it may be an essay): his copy, never hers
+        status, event, body = gradio_call(him, "documents_upload", ["k-7b", file_payload(his)])
+        assert status == 200 and event == "error", (status, event, body)
+        assert not os.path.exists(his) and os.path.exists(hers)
         status, _event, body = gradio_call(him, "admin_import", [file_payload(hers)])  # naming hers is refused outright
         assert status == 403 and "gehört nicht dir" in body
         assert her.get(f"/gradio_api/file={hers}").content == content
