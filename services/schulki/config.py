@@ -389,6 +389,10 @@ class GatewayConfig(Section):
     """Most tokens of the translation of one part of a document; 0 allows one and a half times the part's length (a translation is about as long as its source)."""
     max_upload_bytes: Count = 100 * 1024 * 1024
     """Largest upload (document or recording) through the web UI or the API; larger bodies are refused with 413 while they stream in."""
+    ui_upload_mb_per_user: int = Field(default=250, ge=1)
+    """MiB of uploads through the web page (``/gradio_api/upload``) one user may hold at once; an upload waits in the user's own folder of the upload cache until its event is over (at most upload_retention_hours). Beyond that HTTP 413. Keep it at least max_upload_bytes, or the largest upload cannot pass."""
+    ui_uploads_per_minute: int = Field(default=10, ge=1)
+    """Upload requests through the web page one user may make per minute (one request may carry several files); beyond that HTTP 429 with Retry-After."""
     https: bool = True
     """Serve the web page and the API over HTTPS (browsers allow the microphone only there, and passwords cross the LAN encrypted). Turn off only behind a reverse proxy that speaks HTTPS itself."""
     tls_cert_file: Path | None = None

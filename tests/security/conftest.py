@@ -38,6 +38,7 @@ def security_stack(tmp_path_factory) -> Iterator[Stack]:
     limits = {
         "max_request_bytes": 1 * MIB,
         "max_upload_bytes": 8 * MIB,
+        "ui_upload_mb_per_user": 16,
         "body_idle_timeout_s": 2.0,
         "requests_per_minute": {"student": 10_000, "teacher": 10_000, "admin": 10_000},
     }

@@ -26,6 +26,7 @@ from schulki.gateway.api import chat as chat_api
 from schulki.gateway.api import documents as documents_api
 from schulki.gateway.api import errors as api_errors
 from schulki.gateway.api import files as files_api
+from schulki.gateway.api import openapi as openapi_api
 from schulki.gateway.api import vector_stores as vector_stores_api
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.limits import BodyLimitMiddleware
@@ -95,6 +96,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(documents_api.router(gateway))
     app.include_router(files_api.router(gateway))
     app.include_router(vector_stores_api.router(gateway))
+    openapi_api.install(app)
 
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def unknown_api_route(path: str):
@@ -123,8 +125,9 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         show_error=True,
     )
     # The more specific mount first: Starlette matches mounts in order and "/" would catch "/en".
-    gr.mount_gradio_app(app, build_ui(gateway, "en"), path="/en", **common)
-    gr.mount_gradio_app(app, build_ui(gateway, "de"), path="/", **common)
+    # app_kwargs: without them each Gradio app lists its internal routes to anyone at /openapi.json (/v1's is at /v1/openapi.json)
+    gr.mount_gradio_app(app, build_ui(gateway, "en"), path="/en", app_kwargs={"openapi_url": None}, **common)
+    gr.mount_gradio_app(app, build_ui(gateway, "de"), path="/", app_kwargs={"openapi_url": None}, **common)
     return app
 
 

@@ -38,8 +38,9 @@ def real_path(path: str | os.PathLike) -> str | None:
 class FileOwners:
     """Maps a cached file's real path to the accounts it belongs to.
 
-    Gradio names a cached copy by a hash of its content, so two users who
-    upload the same file, or get the same transcript, share one cached file.
+    Gradio names a cached copy by a hash of its content, so two users who get
+    the same transcript share one cached file. (Uploads no longer do: each
+    user's go to a folder of their own, gradio_uploads.)
     """
 
     def __init__(self) -> None:

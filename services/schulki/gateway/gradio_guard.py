@@ -16,8 +16,13 @@ the hole again:
 - Gradio never fetches a URL for anyone: ``/file=http…`` and ``/proxy=…`` are
   refused, so nothing leaves the school through the gateway.
 
-Uploads (``/upload``) are recorded as they are answered: the paths Gradio
-returns belong to the account that uploaded them.
+- a session hash and an event id belong to the account that used them first
+  (gradio_sessions): another account cannot read or change that session's
+  state, listen to its events or cancel them, and ``/cancel`` needs a login.
+
+Uploads (``/upload``) are answered by the gateway itself, into the uploader's
+own folder, within a quota and a rate (gradio_uploads); the stored paths
+belong to the account that uploaded them.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ from urllib.parse import urlsplit
 
 from schulki.gateway.context import Gateway
 from schulki.gateway.file_owners import real_path
+from schulki.gateway.gradio_sessions import Bindings, event_id_of, session_hash_of, starts_event
+from schulki.gateway.gradio_uploads import UploadRefused, Uploads, user_upload_folder
 
 GRADIO_ROUTE = re.compile(r"/gradio_api/(.*)$")
 NOT_YOURS = "Diese Datei gibt es nicht oder sie gehört nicht dir. (This file does not exist or is not yours.)"
 NO_URLS = "schulki lädt keine Adressen aus dem Netz. (schulki does not fetch URLs.)"
 NOT_JSON = "Die Anfrage muss JSON sein. (The request body must be JSON.)"
+LOG_IN = "Bitte melde dich an. (Please log in.)"
+NOT_YOUR_SESSION = "Diese Sitzung gehört nicht dir. Lade die Seite neu. (This session is not yours; reload the page.)"
+NOT_YOUR_EVENT = "Diese Anfrage gibt es nicht oder sie gehört nicht dir. (This event does not exist or is not yours.)"
 
 
 def is_url(value: str) -> bool:
@@ -41,9 +51,9 @@ def is_url(value: str) -> bool:
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers or []
 
 
 def _header(scope, name: bytes) -> str:
@@ -62,13 +72,13 @@ def _cookies(scope) -> dict[str, str]:
     return cookies
 
 
-async def refuse(send, status: int, message: str) -> None:
+async def refuse(send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": message, "error": message}, ensure_ascii=False).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -80,6 +90,9 @@ class GradioGuard:
     def __init__(self, app, gateway: Gateway):
         self.app = app
         self.gateway = gateway
+        self.sessions = Bindings()
+        self.events = Bindings()
+        self.uploads = Uploads(gateway.config.gateway)
 
     def _account(self, scope):
         return self.gateway.account_from_headers(_cookies(scope), _header(scope, b"authorization") or None)
@@ -91,8 +104,8 @@ class GradioGuard:
             return False
         if self.gateway.file_owners.owns(resolved, account.id):
             return True
-        own_folder = self.gateway.files_root / str(account.id)
-        return Path(resolved).is_relative_to(own_folder)
+        own_folders = (self.gateway.files_root / str(account.id), user_upload_folder(account.id))
+        return any(Path(resolved).is_relative_to(folder) for folder in own_folders)
 
     def check_files(self, data, account, host: str) -> None:
         """Raise Refused for any file in event data that is not the account's own upload, and for any URL."""
@@ -132,19 +145,67 @@ class GradioGuard:
                     raise Refused(404, NOT_YOURS)
                 return await self.app(scope, receive, send)
             if scope["method"] != "POST":
+                self.check_session(scope, route, None)
                 return await self.app(scope, receive, send)
             if route.rstrip("/") == "upload":
-                return await self._record_upload(scope, receive, send)
+                return await self._upload(scope, receive, send)
             body = await self._read_body(receive)
+            data = None
             if body.strip():
                 try:
                     data = json.loads(body)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     raise Refused(415, NOT_JSON) from None
                 self.check_files(data, self._account(scope), _header(scope, b"host"))
+            account = self.check_session(scope, route, data)
         except Refused as refused:
-            return await refuse(send, refused.status, refused.message)
+            return await refuse(send, refused.status, refused.message, refused.headers)
+        if account is not None and starts_event(route, scope["method"]):
+            return await self._note_event(scope, self._replay(body, receive), send, account.id)
         return await self.app(scope, self._replay(body, receive), send)
+
+    def check_session(self, scope, route: str, data):
+        """Refuse a request that names another account's session or event, and any of them without a login.
+
+        Returns the logged-in account (None for a request that names neither and has no login)."""
+        session_hash = session_hash_of(route, scope.get("query_string", b""), data)
+        event_id = event_id_of(route, scope["method"], data)
+        account = self._account(scope)
+        if session_hash is None and event_id is None:
+            return account
+        if account is None:
+            raise Refused(401, LOG_IN)
+        if session_hash is not None and not self.sessions.claim(session_hash, account.id):
+            raise Refused(403, NOT_YOUR_SESSION)
+        # an event is only ever made by a request the guard saw: one it did not note is nobody's to act on
+        if event_id is not None and self.events.owner(event_id) != account.id:
+            raise Refused(404, NOT_YOUR_EVENT)
+        return account
+
+    async def _note_event(self, scope, receive, send, account_id: int):
+        """Pass a request that starts an event on, and note the event id Gradio answers with as the account's."""
+        held: list[dict] = []
+
+        async def noting_send(message):
+            if message["type"] == "http.response.start":
+                held.append(message)
+                return
+            if message["type"] != "http.response.body" or not held:
+                return await send(message)
+            held.append(message)
+            if message.get("more_body", False):
+                return
+            try:
+                answer = json.loads(b"".join(m.get("body", b"") for m in held[1:]))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                answer = None
+            if isinstance(answer, dict) and isinstance(answer.get("event_id"), str):
+                self.events.claim(answer["event_id"], account_id)
+            for waiting in held:
+                await send(waiting)
+            held.clear()
+
+        await self.app(scope, receive, noting_send)
 
     @staticmethod
     async def _read_body(receive) -> bytes:
@@ -171,33 +232,24 @@ class GradioGuard:
 
         return replay
 
-    async def _record_upload(self, scope, receive, send):
-        """Pass the upload on, and note the paths Gradio answers with as the uploader's before the answer leaves."""
+    async def _upload(self, scope, receive, send):
+        """Store the upload in the uploader's own folder, within quota and rate, and note the paths as the uploader's."""
         account = self._account(scope)
-        held: list[dict] = []
-        status = 0
-
-        async def holding_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                held.append(message)
-                return
-            if message["type"] != "http.response.body" or not held:
-                return await send(message)
-            held.append(message)
-            if message.get("more_body", False):
-                return
-            if status == 200 and account is not None:
-                try:
-                    paths = json.loads(b"".join(m.get("body", b"") for m in held[1:]))
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    paths = []
-                for path in paths if isinstance(paths, list) else []:
-                    if isinstance(path, str):
-                        self.gateway.file_owners.add(path, account.id)
-            for waiting in held:
-                await send(waiting)
-            held.clear()
-
-        await self.app(scope, receive, holding_send)
+        if account is None:
+            return await refuse(send, 401, LOG_IN)
+        try:
+            paths = await self.uploads.store(scope, receive, account.id)
+        except UploadRefused as refused:
+            headers = [(b"retry-after", str(refused.retry_after).encode())] if refused.retry_after else []
+            return await refuse(send, refused.status, refused.message, headers)
+        for path in paths:
+            self.gateway.file_owners.add(path, account.id)
+        body = json.dumps(paths).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

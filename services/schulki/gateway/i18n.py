@@ -53,6 +53,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "stop": ("Stopp", "Stop"),
     "new_chat": ("Neuer Chat", "New chat"),
     "saved_chats": ("Gespeicherte Chats", "Saved chats"),
+    "unknown_chat": (
+        "Diesen gespeicherten Chat gibt es nicht. Wähle einen aus der Liste.",
+        "There is no such saved chat. Pick one from the list.",
+    ),
     "load_chat": ("Öffnen", "Open"),
     "empty_message": ("Bitte schreib zuerst eine Nachricht.", "Please type a message first."),
     "retention_note": ("Chats werden {days} Tage gespeichert und dann gelöscht.", "Chats are kept for {days} days, then deleted."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -123,13 +124,31 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
                 yield message.file_chunk
 
         upload = Upload(workspace=source.workspace, file_name=source.file_name, url=source.url)
-        async for item in ingestor.ingest(upload, file_bytes()):
-            if isinstance(item, Progress):
-                yield pb.IngestDocumentResponse(
-                    progress=pb.IngestProgress(stage=item.stage, done=item.done, total=item.total, unit=item.unit)
-                )
-            else:
-                yield pb.IngestDocumentResponse(document=document_proto(item))
+        try:
+            async for item in ingestor.ingest(upload, file_bytes()):
+                if isinstance(item, Progress):
+                    yield pb.IngestDocumentResponse(
+                        progress=pb.IngestProgress(stage=item.stage, done=item.done, total=item.total, unit=item.unit)
+                    )
+                else:
+                    yield pb.IngestDocumentResponse(document=document_proto(item))
+        except Exception:
+            await self._drain(request_iterator)
+            raise
+
+    async def _drain(self, request_iterator) -> None:
+        """Read and drop what the client still sends of a refused upload, before the refusal ends the call.
+
+        A refusal that ends the call while the client is still writing (a file type refused before its first
+        byte, a full workspace) reaches a Python client as INTERNAL "Internal error from Core": grpc.aio
+        replaces the call's status with its failed write. Drained, the client's writes all succeed and it
+        reads the real reason. Nothing is kept, and no more than the largest upload is read."""
+        left = self.settings.max_upload_bytes + 1024 * 1024
+        with contextlib.suppress(Exception):
+            async for message in request_iterator:
+                left -= len(message.file_chunk)
+                if left < 0:
+                    return
 
     async def ListDocuments(self, request: pb.ListDocumentsRequest, context) -> pb.ListDocumentsResponse:
         records = await asyncio.to_thread(self._ready().list_documents, request.workspace)

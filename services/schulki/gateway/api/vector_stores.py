@@ -116,6 +116,9 @@ def router(gateway: Gateway) -> APIRouter:
         return time.time() - record.created_at > STALE_AFTER_S
 
     def file_body(record: FileRecord) -> dict[str, Any]:
+        if cut_off(record):
+            # read before an await while the ingest ended meanwhile (a fast refusal): its outcome is stored by now
+            record = stores.file(record.workspace, record.file_id) or record
         status = record.status
         error = {"code": record.error_code, "message": record.error_message} if status == "failed" else None
         if cut_off(record):

@@ -113,8 +113,8 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         return credentials_table(s, [created])
 
     async def import_class(path: str | None, request: gr.Request):
+        require_admin(request)  # before the file is touched: only an admin's own upload may be deleted here
         try:  # the class list (with passwords) does not stay in Gradio's cache
-            require_admin(request)
             if not path:
                 raise gr.Error(s["no_file"])
             with open(path, encoding="utf-8-sig") as handle:

@@ -62,9 +62,11 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         chosen = gateway.models.preselected(account)
         choices = [(name + (" (Standard)" if name == gateway.models.default() else ""), name) for name in allowed]
         teaching = account.role in ("teacher", "admin")
-        classes = (
-            list(account.classes) if account.role == "teacher" else sorted({c for a in gateway.accounts.list_users() for c in a.classes})
-        )
+        # the school's classes are the admin's to see, a teacher's own are hers; a student gets none
+        if account.role == "admin":
+            classes = sorted({c for a in gateway.accounts.list_users() for c in a.classes})
+        else:
+            classes = list(account.classes) if account.role == "teacher" else []
         return (
             gr.Dropdown(choices=choices, value=chosen),
             gateway.models.description(chosen) if chosen else s["no_model"],
@@ -121,10 +123,16 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
 
     def open_chat(chosen, request: gr.Request):
         account = account_of(gateway, request, s)
-        loaded = gateway.accounts.load_chat(account.id, int(chosen)) if chosen is not None else None
-        if loaded is None:
+        if chosen is None:
             return gr.skip(), gr.skip(), gr.skip()
-        return loaded, loaded, int(chosen)
+        try:  # the picker sends a chat's id; the API may send anything
+            chat = int(chosen)
+        except (TypeError, ValueError, OverflowError):
+            raise gr.Error(s["unknown_chat"]) from None
+        loaded = gateway.accounts.load_chat(account.id, chat) if 0 < chat < 2**63 else None  # SQL integers have 64 bits
+        if loaded is None:
+            raise gr.Error(s["unknown_chat"])
+        return loaded, loaded, chat
 
     outputs = [chatbot, messages, textbox, chat_id]
     inputs = [textbox, messages, preset, chat_id, model]
