@@ -63,7 +63,7 @@ class RuntimeConfig(Section):
     host: str = "127.0.0.1"
     """Address the services listen on; 0.0.0.0 inside a container."""
     service_token: SecretStr | None = None
-    """This node's own secret: callers must send ``authorization: Bearer <token>``; when set, every other caller is refused. Every node has its own (the roll-out makes one per host); ``schulki serve`` refuses a weak or example token (see runtime/tokens.py)."""
+    """This node's own secret: callers must send ``authorization: Bearer <token>``; when set, every other caller is refused. Every node has its own (the roll-out makes one per host); ``schulki serve`` refuses a weak or example token (see runtime/tokens.py). Unset under ``schulki up``: it makes one in the data folder (``runtime/service_token``, 0600) and starts every service and the gateway with it."""
     service_token_file: Path | None = None
     """A file holding the service token (a container secret); read when service_token is not set."""
     node_tokens: dict[str, SecretStr] = Field(default_factory=dict)
