@@ -259,7 +259,7 @@ class RetrievalConfig(Section):
     fusion: Literal["rrf", "relative_score"] = "relative_score"
     """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
-    """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki ("wiki.schule.lan"). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect."""
+    """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki: "wiki.schule.lan" opens its ports 80 and 443 only, "wiki.schule.lan:8080" that one port ("[fd00::5]:8080" for an IPv6 address). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect, and so is an allowed host on any other port."""
     max_concurrent_ingests: Count = 2
     """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
     max_pages: Count = 2000
@@ -292,6 +292,14 @@ class RetrievalConfig(Section):
     """gRPC port of the Weaviate server (its HTTP port comes from weaviate_url)."""
     weaviate_collection: str = "SchulkiChunk"
     """Name of the Weaviate collection of chunks; the document manifests live in the same name with "Document" appended."""
+
+    @model_validator(mode="after")
+    def _url_hosts_readable(self) -> RetrievalConfig:
+        from schulki.retrieval.url_addresses import allowed_host_entry  # not at the top: schulki.retrieval imports this module
+
+        for entry in self.allowed_url_hosts:
+            allowed_host_entry(entry)  # ValueError naming the entry
+        return self
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> RetrievalConfig:
