@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import grpc
 import openai
@@ -34,9 +33,7 @@ SECRET_TEXT = "Mein Tagebuch: Am Dienstag habe ich mich mit Lea über die Klasse
 def up(tmp_path_factory):
     data = tmp_path_factory.mktemp("up")
     with UpProcess(data, services=("embeddings", "retrieval"), env={"SCHULKI_EMBEDDINGS__THREADS": "1"}) as running:
-        running.wait_until_running()
-        running.data_dir = data  # type: ignore[attr-defined]
-        yield running
+        yield running.wait_until_running()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +61,7 @@ def student_document(up, tmp_path_factory):
 
 
 def token_of(up) -> str:
-    return (Path(up.data_dir) / "runtime" / "service_token").read_text().strip()
+    return (up.data_dir / "runtime" / "service_token").read_text().strip()
 
 
 def call_retrieval(up, workspace: str, token: str | None):
@@ -80,7 +77,7 @@ def call_retrieval(up, workspace: str, token: str | None):
 
 
 def test_schulki_up_makes_a_strong_private_token_once(up):
-    path = Path(up.data_dir) / "runtime" / "service_token"
+    path = up.data_dir / "runtime" / "service_token"
     assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
     assert token_problem(token_of(up)) is None and len(token_of(up)) == 64
 
