@@ -86,13 +86,14 @@ def book(pages: int) -> bytes:
     return pdf_bytes([" ".join(" ".join(rng.choice(WORDS) for _ in range(12)) + "." for _ in range(12)) for _ in range(pages)])
 
 
-def ingest(address: str, workspace: str, data: bytes) -> float:
-    """Seconds to ingest data as one PDF into a new workspace, through the retrieval service."""
+def ingest(address: str, workspace: str, data: bytes, data_dir: Path) -> float:
+    """Seconds to ingest data as one PDF into a new workspace, through the retrieval service (with the token ``schulki up`` made)."""
+    token = [("authorization", "Bearer " + (data_dir / "runtime" / "service_token").read_text().strip())]
     with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]) as channel:
         stub = pb_grpc.RetrievalServiceStub(channel)
-        stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace=workspace), timeout=60)
+        stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace=workspace), timeout=60, metadata=token)
         started = time.perf_counter()
-        for _ in stub.IngestDocument(requests(workspace, "buch.pdf", data), timeout=3600):
+        for _ in stub.IngestDocument(requests(workspace, "buch.pdf", data), timeout=3600, metadata=token):
             pass
         return time.perf_counter() - started
 
@@ -165,13 +166,13 @@ def run_mode(mode: str, args: argparse.Namespace, data: bytes) -> dict[str, floa
         with UpProcess(data_dir, env=env) as up:
             up.wait_until_running()
             print(f"[{mode}] " + next((line.strip() for line in up.output if "cores" in line or "chat on" in line), "?"), flush=True)
-            quiet = ingest(up.address("retrieval"), "ruhig", data)
+            quiet = ingest(up.address("retrieval"), "ruhig", data, data_dir)
             print(f"[{mode}] quiet ingest {quiet:.1f} s   (load {os.getloadavg()[0]:.1f})", flush=True)
             alone, _ = chat_phase(up.url, keys, args)
             print(
                 f"[{mode}] chat alone: TTFT p50 {alone['p50']:.2f} s p95 {alone['p95']:.2f} s   (load {os.getloadavg()[0]:.1f})", flush=True
             )
-            during, loaded = chat_phase(up.url, keys, args, work=lambda: ingest(up.address("retrieval"), "unterricht", data))
+            during, loaded = chat_phase(up.url, keys, args, work=lambda: ingest(up.address("retrieval"), "unterricht", data, data_dir))
             if loaded is None:
                 raise RuntimeError("the ingest during the chat returned no time")
             print(

@@ -49,9 +49,14 @@ def stack(tmp_path_factory):
     config.gateway.vector_stores_per_user = 3
     config.gateway.api_files_mb_per_user = 2
     config.gateway.api_ingests_per_user = 2
-    config.retrieval.allowed_url_hosts = ["127.0.0.1"]  # the test's web page is served on this machine
+    config.retrieval.allowed_url_hosts = []  # each test's web page on this machine adds its 127.0.0.1:PORT (allow_page)
     with running_stack(folder, services=("embeddings", "retrieval"), config=config) as running:
         yield running
+
+
+def allow_page(stack, server: http.server.ThreadingHTTPServer) -> None:
+    """Let URL ingest reach server (it stands for the school's intranet): the retrieval service reads the list at every ingest."""
+    stack.config.retrieval.allowed_url_hosts.append(f"127.0.0.1:{server.server_address[1]}")
 
 
 def client_for(stack, account) -> openai.OpenAI:
@@ -283,6 +288,7 @@ class _Page(http.server.BaseHTTPRequestHandler):
 def test_a_web_page_goes_into_a_store_by_url(stack, anna, annas_store):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    allow_page(stack, server)
     try:
         client = client_for(stack, anna)
         page = f"http://127.0.0.1:{server.server_address[1]}/bienen.html"
@@ -399,6 +405,7 @@ def test_one_user_has_only_so_many_files_processed_at_once(stack):
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowPage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    allow_page(stack, server)
     try:
         busy = stack.add_user("vs-busy", "student")
         client = client_for(stack, busy)

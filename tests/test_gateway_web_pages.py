@@ -2,8 +2,8 @@
 
 A student adds a page by its address and asks about it; the answer's sources
 name the address. Addresses in the school's network or on the machine itself
-are refused unless the admin allowed the host (here only 127.0.0.1 is, in
-this test's settings: the default allows none), as are pages too large, not
+are refused unless the admin allowed the host (here only 127.0.0.1 on the
+test site's port is, in this test's settings: the default allows none), as are pages too large, not
 web pages, or not reachable; each with a German message, nothing stored, and
 the tab keeps working. The workspace rules and the storage quota hold as for
 uploads.
@@ -34,10 +34,12 @@ def site():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, site):
     folder = tmp_path_factory.mktemp("gateway")
     config = stack_config(folder)
-    config.retrieval.allowed_url_hosts = ["127.0.0.1"]  # the test's web server stands for the school's intranet wiki
+    config.retrieval.allowed_url_hosts = [
+        site.removeprefix("http://")
+    ]  # the test's web server (127.0.0.1:PORT) stands for the school's intranet wiki
     config.retrieval.max_upload_bytes = MAX_PAGE_BYTES
     config.retrieval.url_timeout_s = 5.0
     with running_stack(folder, services=("inference", "embeddings", "retrieval"), config=config) as running:
@@ -78,7 +80,7 @@ REFUSED = {
     "too large, sent without a length": ("SITE/riesig", "größer als 2 MiB"),
     "an image, not a web page": ("SITE/bild.png", "keine Webseite"),
     "a program, not a web page": ("SITE/programm", "keine Webseite"),
-    "nothing listening": ("http://127.0.0.1:CLOSED/", "Verbindung abgelehnt"),
+    "the allowed host on another port": ("http://127.0.0.1:CLOSED/", "Schulnetz"),
     "missing page": ("SITE/gibt-es-nicht", "HTTP 404"),
     "not http": ("ftp://127.0.0.1/datei.txt", "Nur http- und https-Adressen"),
     "empty": ("   ", "Adresse einer Webseite"),
@@ -132,4 +134,4 @@ def test_a_name_that_resolves_to_a_public_and_a_private_address_is_refused():
 
 def test_a_page_without_a_length_is_stopped_at_the_limit(site):
     with pytest.raises(TooLarge, match="size limit"):
-        fetch_url(f"{site}/riesig", ["127.0.0.1"], max_bytes=100_000, timeout=5)
+        fetch_url(f"{site}/riesig", [site.removeprefix("http://")], max_bytes=100_000, timeout=5)

@@ -62,14 +62,14 @@ def embeddings_address():
         yield server.address
 
 
-def make_service(tmp_path_factory, embeddings_address):
+def make_service(tmp_path_factory, embeddings_address, web_page):
     config = retrieval_config(
-        tmp_path_factory.mktemp("store"), embeddings_address, max_upload_bytes=MAX_UPLOAD, allowed_url_hosts=["127.0.0.1"]
+        tmp_path_factory.mktemp("store"), embeddings_address, max_upload_bytes=MAX_UPLOAD, allowed_url_hosts=[web_page]
     )
     return retrieval.build(config)
 
 
-server, channel, stub = service_fixtures(make_service, pb_grpc.RetrievalServiceStub, "tmp_path_factory", "embeddings_address")
+server, channel, stub = service_fixtures(make_service, pb_grpc.RetrievalServiceStub, "tmp_path_factory", "embeddings_address", "web_page")
 
 
 def code_of(call) -> tuple[grpc.StatusCode, str]:
@@ -224,7 +224,7 @@ def test_a_bad_input_gets_a_clear_error_and_leaves_nothing_behind(stub, server, 
         stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="schlecht"))
         ingest(stub, "schlecht", "gut.txt", "Ein gutes Dokument über Kometen und Asteroiden.".encode())
     before = stub.ListDocuments(pb.ListDocumentsRequest(workspace="schlecht")).documents
-    # "localhost" is loopback and not on the allowed list (only 127.0.0.1 is).
+    # "localhost" is loopback and not on the allowed list (only 127.0.0.1 on the page's port is).
     url = f"http://localhost:{web_page.rsplit(':', 1)[1]}/" if case.startswith("URL") else ""
     code, details = code_of(lambda: ingest(stub, workspace or "schlecht", file_name, data, url=url))
     if expected is None:  # a zip bomb may be refused as invalid or as too large

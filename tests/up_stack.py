@@ -21,6 +21,7 @@ class UpProcess:
     """``schulki up --services ...`` with its own data folder, its output read as it comes; env adds or overrides settings."""
 
     def __init__(self, data_dir: Path, services: tuple[str, ...] = ALL_SERVICES, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
         self.ports = {name: free_port() for name in (*ALL_SERVICES, "gateway")}
         self.env = {
             **os.environ,

@@ -63,7 +63,7 @@ class RuntimeConfig(Section):
     host: str = "127.0.0.1"
     """Address the services listen on; 0.0.0.0 inside a container."""
     service_token: SecretStr | None = None
-    """This node's own secret: callers must send ``authorization: Bearer <token>``; when set, every other caller is refused. Every node has its own (the roll-out makes one per host); ``schulki serve`` refuses a weak or example token (see runtime/tokens.py)."""
+    """This node's own secret: callers must send ``authorization: Bearer <token>``; when set, every other caller is refused. Every node has its own (the roll-out makes one per host); ``schulki serve`` refuses a weak or example token (see runtime/tokens.py). Unset under ``schulki up``: it makes one in the data folder (``runtime/service_token``, 0600) and starts every service and the gateway with it."""
     service_token_file: Path | None = None
     """A file holding the service token (a container secret); read when service_token is not set."""
     node_tokens: dict[str, SecretStr] = Field(default_factory=dict)
@@ -193,7 +193,7 @@ class EmbeddingsConfig(Section):
     document_prefix: str | None = None
     """Put in front of passages before embedding. Empty means what the catalog names for the model file (multilingual-e5: "passage: ")."""
     flash_attention: bool = False
-    """Use flash attention. It makes embedding faster (on 2 CPU cores about 1.5 times for short texts and 2 to 3 times for 1200-character chunks), but its half-precision sums move vector values by up to about 1.3e-4 (cosine 0.9999997) between a text embedded alone and in a batch; off by default so that a text gets the same vector either way."""
+    """Use flash attention. It makes embedding faster (on 2 CPU cores about 1.5 times for short texts and 2 to 3 times for 1200-character chunks), but its half-precision sums move a text's vector further between embedded alone and in a batch: up to 7.4e-4 relative with it, 3.8e-4 without (both about one float16 rounding, cosine above 0.9999997; tests/test_llama_adapter.py). Off by default, for the smaller difference."""
 
 
 class TranscriptionConfig(Section):
@@ -259,7 +259,7 @@ class RetrievalConfig(Section):
     fusion: Literal["rrf", "relative_score"] = "relative_score"
     """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
-    """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki ("wiki.schule.lan"). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect."""
+    """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki: "wiki.schule.lan" opens its ports 80 and 443 only, "wiki.schule.lan:8080" that one port ("[fd00::5]:8080" for an IPv6 address). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect, and so is an allowed host on any other port."""
     max_concurrent_ingests: Count = 2
     """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
     max_pages: Count = 2000
@@ -292,6 +292,14 @@ class RetrievalConfig(Section):
     """gRPC port of the Weaviate server (its HTTP port comes from weaviate_url)."""
     weaviate_collection: str = "SchulkiChunk"
     """Name of the Weaviate collection of chunks; the document manifests live in the same name with "Document" appended."""
+
+    @model_validator(mode="after")
+    def _url_hosts_readable(self) -> RetrievalConfig:
+        from schulki.retrieval.url_addresses import allowed_host_entry  # not at the top: schulki.retrieval imports this module
+
+        for entry in self.allowed_url_hosts:
+            allowed_host_entry(entry)  # ValueError naming the entry
+        return self
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> RetrievalConfig:

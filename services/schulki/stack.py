@@ -14,13 +14,16 @@ is reported and left out; the rest keep running).
 
 Before it starts anything it divides the machine's cores (schulki.cores,
 ``cores`` settings): each child gets its threads, CPUs and priority through
-its environment (``service_environment``).
+its environment (``service_environment``), and makes sure every service and
+the gateway share a service token (``stack_token``), so that no other user of
+the machine can call a service's port directly.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from schulki.config import Config
+from schulki.config import Config, RuntimeConfig
 from schulki.cores import CoreSplit, available_cores, describe, resolve_split, service_environment
 from schulki.runtime.client import wait_until_serving
 
@@ -87,6 +90,47 @@ def write_nodes_file(config: Config, models: list[ChatModelProcess]) -> None:
     partial.replace(path)
 
 
+def stack_token_file(config: Config) -> Path:
+    return Path(config.data_dir) / "runtime" / "service_token"
+
+
+def stack_token(config: Config) -> Path | None:
+    """The service token file every process of this stack is started with; None when the settings name a token already.
+
+    Like the roll-out, which makes a token per host, ``schulki up`` makes one the
+    first time (``secrets.token_hex(32)``: 256 bits) and keeps it private under
+    the data folder, so the services on loopback refuse every local user who
+    does not hold it. It is written whole under another name and then linked
+    into place: no moment in which it exists empty, half written or readable by
+    others, and a second ``schulki up`` never replaces it.
+    """
+    if config.runtime.resolved_service_token() is not None:
+        return None
+    path = stack_token_file(config)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.parent.chmod(0o700)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            pass  # another schulki up made it first: use that one
+        finally:
+            partial.unlink()
+    return path
+
+
+def local_runtime(config: Config) -> RuntimeConfig:
+    """The runtime settings a command on this machine calls ``schulki up``'s services with: with the stack's token when it made one."""
+    path = stack_token_file(config)
+    if config.runtime.resolved_service_token() is None and path.exists():
+        return config.runtime.model_copy(update={"service_token_file": path})
+    return config.runtime
+
+
 def core_split(config: Config) -> CoreSplit | None:
     """How this machine's cores are divided between the services (None when cores.split is off)."""
     return resolve_split(config, available_cores()) if config.cores.split else None
@@ -101,6 +145,10 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
     """Start the services, wait until they serve, and supervise them until told to stop."""
     split = core_split(config)
     print(describe(split), flush=True)
+    token_file = stack_token(config)
+    if token_file is not None:  # every child (services and gateway) inherits it: the services require it, the gateway sends it
+        os.environ["SCHULKI_RUNTIME__SERVICE_TOKEN_FILE"] = str(token_file)
+        config.runtime.service_token_file = token_file
     children: dict[str, subprocess.Popen] = {}
     extra: dict[str, subprocess.Popen] = {}  # chat models added while running: their failure stops only themselves
     chat_models: list[ChatModelProcess] = []

@@ -19,10 +19,10 @@ def site():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, site):
     folder = tmp_path_factory.mktemp("gateway")
     config = stack_config(folder)
-    config.retrieval.allowed_url_hosts = ["127.0.0.1"]
+    config.retrieval.allowed_url_hosts = [site.removeprefix("http://")]  # 127.0.0.1 on the test site's port
     config.gateway.document_summary_tokens = 12  # a short summary: the structure is checked, not the small model's prose
     with running_stack(folder, services=("inference", "embeddings", "retrieval"), config=config) as running:
         yield running
@@ -33,7 +33,7 @@ def test_a_student_adds_a_web_page_by_its_address_and_asks_about_it(page, stack,
     log_in(page, stack, "browser-jana", student.password)
     page.get_by_role("tab", name="Dokumente").click()
 
-    # Refused: "localhost" is this machine, and only 127.0.0.1 is allowed
+    # Refused: "localhost" is this machine, and only 127.0.0.1 (on the site's port) is allowed
     page.fill("#web-url textarea", site.replace("127.0.0.1", "localhost") + "/erdkunde/quetzalberg")
     page.click("#web-add-button")
     page.wait_for_selector("text=Adressen im Schulnetz oder auf diesem Rechner dürfen nicht abgerufen werden")

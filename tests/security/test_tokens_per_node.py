@@ -44,3 +44,67 @@ def test_the_gateway_sends_each_node_its_own_token_by_host_or_by_address(tmp_pat
     assert gateway.token_for("gpu12:50051") == "token-of-gpu12" and gateway.token_for("gpu12:50053") == "token-of-gpu12"
     assert gateway.token_for("lab01:50051") == "token-of-lab01"
     assert gateway.token_for("embeddings:50052") == "own-token-of-the-gateway-host"  # the services on its own host
+
+
+KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+async def _tokens_seen_per_kind(token: str) -> dict[str, str]:
+    """What ``authorization`` a server saw on each kind of call over schulki's asyncio channel (a bare gRPC echo of the header)."""
+    from schulki.runtime.client import open_channel
+
+    def seen(context) -> bytes:
+        return dict(context.invocation_metadata()).get("authorization", "").encode()
+
+    async def unary_unary(request, context):
+        return seen(context)
+
+    async def unary_stream(request, context):
+        yield seen(context)
+
+    async def stream_unary(requests, context):
+        async for _ in requests:
+            pass
+        return seen(context)
+
+    async def stream_stream(requests, context):
+        async for _ in requests:
+            pass
+        yield seen(context)
+
+    handlers = {
+        kind: getattr(grpc, f"{kind}_rpc_method_handler")(function)
+        for kind, function in zip(KINDS, (unary_unary, unary_stream, stream_unary, stream_stream), strict=True)
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Echo", handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{port}", RuntimeConfig(service_token=token), aio=True) as channel:
+
+            async def requests():
+                yield b"x"
+
+            async def first(responses):
+                async for response in responses:
+                    return response
+
+            results = {
+                "unary_unary": await channel.unary_unary("/test.Echo/unary_unary")(b"x"),
+                "unary_stream": await first(channel.unary_stream("/test.Echo/unary_stream")(b"x")),
+                "stream_unary": await channel.stream_unary("/test.Echo/stream_unary")(requests()),
+                "stream_stream": await first(channel.stream_stream("/test.Echo/stream_stream")(requests())),
+            }
+    finally:
+        await server.stop(None)
+    return {kind: value.decode() for kind, value in results.items()}
+
+
+def test_every_kind_of_call_carries_the_token():
+    """Attacks nothing: a streamed call (chat, ingest, upload) without the token is refused by its own node, which broke
+    every stream between token-guarded nodes (grpc.aio filed a four-kind interceptor under unary-unary only)."""
+    import asyncio
+
+    token = new_token()
+    assert asyncio.run(_tokens_seen_per_kind(token)) == dict.fromkeys(KINDS, f"Bearer {token}")

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config()
     settings = config.evaluation
     if not args.force:
-        waiting = inference_queue(f"127.0.0.1:{config.inference.port}")
+        from schulki.stack import local_runtime
+
+        waiting = inference_queue(f"127.0.0.1:{config.inference.port}", local_runtime(config))
         if waiting:
             print(
                 f"schulki eval: Der Inferenz-Dienst auf diesem Rechner hat gerade {waiting} wartende Anfragen; "

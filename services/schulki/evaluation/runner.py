@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from schulki.evaluation.perplexity import Stats, compare_pass, reference_pass, t
 from schulki.evaluation.report import BITS_PER_WEIGHT
 from schulki.evaluation.results import SCHEMA, this_host
 from schulki.evaluation.speed import Speed, measure_speed
+
+if TYPE_CHECKING:
+    from schulki.config import RuntimeConfig
 
 Report = Callable[[str, str, int, int], None]
 """progress(file name, step, done, total)."""
@@ -114,8 +118,8 @@ def lower_priority() -> int:
         return os.nice(0)
 
 
-def inference_queue(address: str, timeout: float = 2.0) -> int | None:
-    """Requests waiting at the inference service at address, or None when none answers there."""
+def inference_queue(address: str, runtime: RuntimeConfig | None = None, timeout: float = 2.0) -> int | None:
+    """Requests waiting at the inference service at address (called with runtime's token), or None when none answers there."""
     import grpc
 
     from schulki.config import Config
@@ -123,7 +127,7 @@ def inference_queue(address: str, timeout: float = 2.0) -> int | None:
     from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
     from schulki.runtime.client import call_metadata, open_channel
 
-    runtime = Config().runtime
+    runtime = runtime or Config().runtime
     with open_channel(address, runtime) as channel:
         try:
             info = pb_grpc.InferenceServiceStub(channel).GetModelInfo(

@@ -21,8 +21,10 @@ from schulki.gateway.accounts import AccountError, Accounts, database_url
 async def _with_services(config: Config, action):
     """Run ``action(gateway)`` with the gateway's clients to the services open."""
     from schulki.gateway.context import Gateway
+    from schulki.stack import local_runtime
 
-    gateway = Gateway.create(config)
+    # the services of a running ``schulki up`` refuse calls without the token it made
+    gateway = Gateway.create(config.model_copy(update={"runtime": local_runtime(config)}))
     await gateway.services.start()
     try:
         return await action(gateway)

@@ -23,13 +23,8 @@ def channel_options(config: RuntimeConfig) -> list[tuple[str, int]]:
     ]
 
 
-class _TokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds ``authorization: Bearer <token>`` to every call on an asyncio channel: the token of the node it leads to."""
+class _TokenHeader:
+    """Adds ``authorization: Bearer <token>`` to a call on an asyncio channel: the token of the node it leads to."""
 
     def __init__(self, token: str):
         self._header = ("authorization", f"Bearer {token}")
@@ -40,17 +35,33 @@ class _TokenInterceptor(
             metadata.add(*self._header)
         return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials, details.wait_for_ready)
 
+
+# One class per kind of call: grpc.aio.Channel files an interceptor under the first kind it
+# implements only (an if/elif chain, grpc/grpc#31442), so one class for all four kinds put the
+# token on unary calls alone, and every streamed call (chat, ingest, uploads) went without it.
+class _UnaryUnaryToken(_TokenHeader, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStreamToken(_TokenHeader, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamUnaryToken(_TokenHeader, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _StreamStreamToken(_TokenHeader, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
         return await continuation(self._details(client_call_details), request_iterator)
+
+
+def _token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """The token on every kind of call of an asyncio channel."""
+    return [kind(token) for kind in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)]
 
 
 class _SyncCallDetails(
@@ -121,7 +132,7 @@ def open_channel(
     token = config.token_for(address)
     credentials = grpc.ssl_channel_credentials(root_certificates=config.tls_ca_file.read_bytes()) if config.tls_ca_file else None
     if aio:
-        interceptors = [_TokenInterceptor(token)] if token else None
+        interceptors = _token_interceptors(token) if token else None
         if credentials is not None:
             return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

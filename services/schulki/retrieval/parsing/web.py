@@ -2,15 +2,16 @@
 
 ``fetch_url`` resolves the host itself, refuses it when any address is
 loopback, private, link-local, multicast, reserved or otherwise not public
-(unless an admin allowed the host), and then connects to exactly the address
-it checked, so a second DNS answer cannot slip in a private one. Redirects
-are followed by hand, and every hop is checked again.
+(``url_addresses.is_public_address``; unless an admin allowed the host on this
+port), and then connects to exactly the address it checked, so a second DNS
+answer cannot slip in a private one. Redirects are followed by hand, and every
+hop is checked again. Every failed connection gets the same message.
 """
 
 from __future__ import annotations
 
 import http.client
-import ipaddress
+import logging
 import posixpath
 import socket
 import ssl
@@ -24,7 +25,13 @@ from bs4 import BeautifulSoup, Comment, NavigableString, Tag, XMLParsedAsHTMLWar
 from schulki.retrieval.documents import ParsedDocument, Passage
 from schulki.retrieval.parsing.common import MAX_HEADER_CHARS, ParseJob, clean, decode_text
 from schulki.retrieval.parsing.table import row_passages
+from schulki.retrieval.url_addresses import allowed_ports, is_public_address
 from schulki.runtime.errors import InvalidInput, PermissionDenied, TooLarge
+
+log = logging.getLogger("schulki.retrieval")
+
+UNREACHABLE = "Die Seite {host} ist nicht erreichbar. (fetch failed: no web page could be fetched there)"
+"""The one message for every connection that failed (refused, no answer, not HTTP, TLS)."""
 
 MAX_REDIRECTS = 5
 DOWNLOAD_TIMEOUTS = 4
@@ -237,16 +244,6 @@ _FILE_NAMES = {
 }
 
 
-def is_public_address(address: str) -> bool:
-    """True when an IP address is an ordinary public one (not loopback, private, link-local, multicast, reserved)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-    )
-
-
 def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -256,10 +253,10 @@ def _resolve(host: str, port: int) -> list[str]:
 
 
 def _checked_address(host: str, port: int, allowed_hosts: list[str]) -> str:
-    """An address of host to connect to; PermissionDenied when any of its addresses is not public."""
+    """An address of host to connect to; PermissionDenied when any of its addresses is not public,
+    unless an admin allowed this host on this port (``url_addresses.allowed_ports``)."""
     addresses = _resolve(host, port)
-    allowed = host.lower().rstrip(".") in {h.lower().rstrip(".") for h in allowed_hosts}
-    if not allowed:
+    if port not in allowed_ports(host, allowed_hosts):
         blocked = [a for a in addresses if not is_public_address(a)]
         if blocked:
             raise PermissionDenied(
@@ -297,7 +294,7 @@ def fetch_url(url: str, allowed_hosts: list[str], max_bytes: int, timeout: float
     """Fetch a web page or file; return its bytes and a file name such as "page.html".
 
     Only http and https. Every address the host resolves to must be public
-    unless the host is in allowed_hosts (PermissionDenied otherwise); the
+    unless allowed_hosts names the host on this port (PermissionDenied otherwise); the
     same holds after each redirect (at most MAX_REDIRECTS). A body over
     max_bytes is TooLarge; a bad URL, an unreachable server, an error status
     or a content type no parser reads is InvalidInput.
@@ -341,25 +338,13 @@ def fetch_url(url: str, allowed_hosts: list[str], max_bytes: int, timeout: float
             body = _read_body(response, max_bytes, deadline)
             return body, _file_name(parts.path, response.getheader("Content-Type", ""))
         except (OSError, http.client.HTTPException) as error:
-            raise InvalidInput(f"Die Seite {host} ist nicht erreichbar ({_why_unreachable(error)}). (fetch failed)") from None
+            # One message whatever failed: telling "refused" from "no answer" or "not HTTP" would let a
+            # student map which ports of a host are open, closed or filtered. The log keeps the reason.
+            log.info("fetching a web page failed: %s", type(error).__name__)
+            raise InvalidInput(UNREACHABLE.format(host=host)) from None
         finally:
             connection.close()
     raise InvalidInput(f"Die Seite leitet zu oft weiter (mehr als {MAX_REDIRECTS}-mal). (too many redirects)")
-
-
-def _why_unreachable(error: BaseException) -> str:
-    """Why a connection failed, in words a student understands."""
-    if isinstance(error, ConnectionRefusedError):
-        return "Verbindung abgelehnt, dort läuft kein Webserver"
-    if isinstance(error, TimeoutError):
-        return "keine Antwort in der Zeit"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return "ihr Zertifikat ist nicht vertrauenswürdig"
-    if isinstance(error, ssl.SSLError):
-        return "die verschlüsselte Verbindung scheiterte"
-    if isinstance(error, (ConnectionResetError, http.client.RemoteDisconnected, http.client.IncompleteRead)):
-        return "die Verbindung brach ab"
-    return type(error).__name__
 
 
 def _read_body(response: http.client.HTTPResponse, max_bytes: int, deadline: float) -> bytes:
