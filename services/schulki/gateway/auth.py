@@ -2,7 +2,7 @@
 
 Gradio's own login page is English only and has no rate limit, so the gateway
 has its own: a plain HTML form, rate-limited per account name and per address,
-that sets an HttpOnly session cookie. Gradio is mounted with an
+that sets an HttpOnly session cookie (login_limits.py says what is limited, and why). Gradio is mounted with an
 ``auth_dependency`` that reads that cookie (or an API key, for gradio_client).
 """
 
@@ -14,9 +14,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from schulki.gateway.addresses import client_address
 from schulki.gateway.context import SESSION_COOKIE, Gateway
 from schulki.gateway.i18n import strings
-from schulki.gateway.quotas import LoginRefused
+from schulki.gateway.login_limits import LoginRefused
 
 PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -61,10 +62,6 @@ def home_path(lang: str) -> str:
     return "/en/" if lang == "en" else "/"
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def router(gateway: Gateway) -> APIRouter:
     routes = APIRouter()
 
@@ -81,7 +78,8 @@ def router(gateway: Gateway) -> APIRouter:
         try:
             gateway.login_limiter.start(name, address)
         except LoginRefused as refused:
-            response = login_page(lang, s["login_busy" if refused.busy else "login_blocked"], status=429)
+            message = {"busy": "login_busy", "logins": "login_too_many"}.get(refused.reason, "login_blocked")
+            response = login_page(lang, s[message], status=429)
             response.headers["Retry-After"] = str(refused.retry_after_s)
             return response
         account = None
@@ -91,7 +89,8 @@ def router(gateway: Gateway) -> APIRouter:
             gateway.login_limiter.finish(name, address, succeeded=account is not None)
         if account is None:
             return login_page(lang, s["login_failed"], status=401)
-        token = gateway.accounts.open_session(account.id, gateway.config.gateway.session_hours)
+        settings = gateway.config.gateway
+        token = gateway.accounts.open_session(account.id, settings.session_hours, keep=settings.sessions_per_user)
         redirect = RedirectResponse(home_path(lang), status_code=303)
         redirect.set_cookie(
             SESSION_COOKIE,

@@ -1,0 +1,132 @@
+"""The login rate limit: password guessing is slowed down, and nobody can use it to keep another user out.
+
+What a class of students can try against a teacher, and what stops it:
+
+- **Guessing her password from many PCs.** Failures count per name *and*
+  address (``login_attempts``) and per address (``login_attempts_per_address``),
+  so each guessing PC soon has to wait. Once a name has
+  ``login_attempts_per_account`` failures from everywhere, every address that
+  failed for it gets one try per ``login_backoff_s`` for it, each on its own
+  clock. There is no shared "next try" for the name that pollers could win:
+  the teacher's own PC, which has not failed, logs in at once, and a refused
+  try neither counts nor moves anyone's clock.
+- **Logging in correctly in a loop** (as oneself) to keep every password
+  check busy: successful logins count too, per name
+  (``login_successes_per_account``) and per address
+  (``login_successes_per_address``), and are refused before a check once
+  over. Sessions per user are capped elsewhere (``sessions_per_user``).
+- **Bursts**: password checks (argon2, 64 MiB each) run at most
+  ``login_concurrency`` at once, one per address and one per name and address;
+  more are refused at once with 429 instead of queueing.
+
+Every refusal above costs no password check. A class behind one NAT address
+(``nat_addresses``) gets that address's limits raised to the ``login_nat_*``
+settings, so three students logging in at once, or a few typos, do not hold
+back the rest of the class. Every wait ends by itself: windows slide.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+
+from schulki.config import GatewayConfig
+from schulki.gateway.addresses import in_networks
+from schulki.gateway.quotas import SlidingWindow
+
+
+class LoginRefused(Exception):
+    """A login that is not checked now; ``retry_after_s`` says when to try again.
+
+    ``reason``: "failures" (too many wrong passwords), "logins" (too many
+    logins in a short time) or "busy" (every password check is taken)."""
+
+    def __init__(self, retry_after_s: int, reason: str = "failures"):
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+
+    @property
+    def busy(self) -> bool:
+        return self.reason == "busy"
+
+
+class LoginLimiter:
+    """Counts logins and hands out password-check slots; see the module's docstring for the rules."""
+
+    def __init__(self, config: GatewayConfig):
+        self.config = config
+        self.failures = SlidingWindow(config.login_window_s)
+        self.successes = SlidingWindow(config.login_window_s)
+        self._running: dict[str, int] = defaultdict(int)
+        self._running_pairs: set[str] = set()
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        """Forget every count (for tests and for an admin who lifts a block)."""
+        self.failures._events.clear()
+        self.successes._events.clear()
+
+    def _per_address(self, address: str) -> tuple[int, int, int]:
+        """Failures, successes and checks at once allowed for one address: higher for the school's NAT addresses."""
+        c = self.config
+        if c.nat_addresses and in_networks(address, c.nat_addresses):
+            return c.login_nat_attempts_per_address, c.login_nat_successes_per_address, c.login_nat_concurrency_per_address
+        return c.login_attempts_per_address, c.login_successes_per_address, c.login_concurrency_per_address
+
+    def _backoff(self, name: str, pair: str) -> float:
+        """Seconds this address must still wait for a name under attack; 0 for an address that has not failed for it."""
+        if self.failures.count(f"name:{name}") < self.config.login_attempts_per_account:
+            return 0.0
+        last = self.failures.last(f"pair:{pair}")
+        if last is None:
+            return 0.0
+        return max(0.0, last + self.config.login_backoff_s - time.monotonic())
+
+    def start(self, name: str, address: str) -> None:
+        """Take a slot for one password check, or raise LoginRefused; call ``finish`` afterwards."""
+        name = name.lower()
+        pair = f"{name}|{address}"
+        address_failures, address_successes, address_concurrency = self._per_address(address)
+        failed = max(
+            self.failures.wait(f"pair:{pair}", self.config.login_attempts),
+            self.failures.wait(f"ip:{address}", address_failures),
+            self._backoff(name, pair),
+        )
+        if failed:
+            raise LoginRefused(int(failed) + 1, "failures")
+        logged_in = max(
+            self.successes.wait(f"name:{name}", self.config.login_successes_per_account),
+            self.successes.wait(f"ip:{address}", address_successes),
+        )
+        if logged_in:
+            raise LoginRefused(int(logged_in) + 1, "logins")
+        with self._lock:
+            if (
+                self._total >= self.config.login_concurrency
+                or self._running[address] >= address_concurrency
+                or pair in self._running_pairs  # one check at a time per name and address: its failures count before the next
+            ):
+                raise LoginRefused(1, "busy")
+            self._total += 1
+            self._running[address] += 1
+            self._running_pairs.add(pair)
+
+    def finish(self, name: str, address: str, succeeded: bool) -> None:
+        name = name.lower()
+        pair = f"{name}|{address}"
+        if succeeded:
+            self.failures.clear(f"pair:{pair}")
+            self.successes.add(f"name:{name}")
+            self.successes.add(f"ip:{address}")
+        else:
+            for key in (f"pair:{pair}", f"ip:{address}", f"name:{name}"):
+                self.failures.add(key)
+        with self._lock:  # counted before the slot is free, so that the next try of this pair sees this one's result
+            self._total -= 1
+            self._running[address] -= 1
+            if not self._running[address]:
+                del self._running[address]
+            self._running_pairs.discard(pair)
