@@ -370,6 +370,8 @@ class GatewayConfig(Section):
     """Successful logins for one name (from all addresses) within login_window_s; more are refused with 429 before the password is checked, so a loop logging in as oneself cannot keep the password checks busy."""
     login_successes_per_address: Count = 30
     """Successful logins from one address (any names) within login_window_s; more are refused with 429 before the password is checked."""
+    login_device_days: Count = 180
+    """How long a browser counts as a known place for the name it logged in as (a signed cookie, kept after logout): failed logins for that name from others, at the same address too, neither block nor slow its logins."""
     sessions_per_user: Count = 10
     """Open login sessions per user; a new login beyond that closes the user's oldest session (the one that expires first)."""
     trusted_proxies: list[NetworkText] = Field(default_factory=list)

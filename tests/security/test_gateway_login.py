@@ -206,6 +206,27 @@ def test_a_class_behind_one_nat_address_logs_in_at_once_and_survives_typos(secur
     assert login(security_stack, students[5].name, students[5].password, lab_pc).status_code == 429
 
 
+def test_students_guessing_behind_the_nat_do_not_lock_out_the_teacher_behind_it(security_stack, limiter):
+    """Attacks (issue 19, 2 and 14): students behind the school's one NAT address guess their teacher's password there,
+    which blocked her name at that address, so she could not log in from her classroom."""
+    nat = "127.0.5.11"
+    configure(security_stack, nat_addresses=[nat], login_attempts_per_account=3)
+    teacher, student = make_user(security_stack, "teacher"), make_user(security_stack, "student")
+    with pc(security_stack, nat) as her_pc, pc(security_stack, nat) as student_pc:  # she logged in from her PC before
+        assert her_pc.post("/login", data={"name": teacher.name, "password": teacher.password}).status_code == 303
+        assert student_pc.post("/login", data={"name": student.name, "password": student.password}).status_code == 303
+        device, students_device = her_pc.cookies.get("schulki_device"), student_pc.cookies.get("schulki_device")
+    attempts = security_stack.config.gateway.login_attempts
+    guesses = [login(security_stack, teacher.name, f"falsch-{n}", nat).status_code for n in range(attempts + 1)]
+    assert guesses[:3] == [401] * 3 and guesses[-1] == 429, guesses  # the name is under attack, the address slowed, then blocked
+    with pc(security_stack, nat) as somewhere_else:  # a browser that has not logged in as her: the name waits at this address
+        assert somewhere_else.post("/login", data={"name": teacher.name, "password": teacher.password}).status_code == 429
+    for cookie, expected in ((students_device, 429), ("forged.0123456789abcdef0123456789abcdef", 429), (device, 303)):
+        with pc(security_stack, nat) as browser:
+            browser.cookies.set("schulki_device", cookie or "", domain="127.0.0.1", path="/login")
+            assert browser.post("/login", data={"name": teacher.name, "password": teacher.password}).status_code == expected
+
+
 def test_x_forwarded_for_is_believed_only_from_trusted_proxies(security_stack, limiter):
     """Attacks (issue 19): a student sends X-Forwarded-For with a new address for each guess, to dodge the limit per name and address."""
     proxy = "127.0.6.1"

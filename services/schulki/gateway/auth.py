@@ -8,7 +8,10 @@ that sets an HttpOnly session cookie (login_limits.py says what is limited, and 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
+import secrets
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -58,6 +61,22 @@ def login_page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
     )
 
 
+DEVICE_COOKIE = "schulki_device"
+"""Set by a successful login and kept after logout: this browser has logged in as that name before (login_limits.py)."""
+
+
+def _device_mark(secret: bytes, name: str, device: str) -> str:
+    return hmac.new(secret, f"login-device:{name.lower()}:{device}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def known_device(request: Request, secret: bytes, name: str) -> str | None:
+    """The id in the browser's device cookie when the cookie was made by a login as ``name``; else None (no cookie, another name, forged)."""
+    device, _, mark = request.cookies.get(DEVICE_COOKIE, "").partition(".")
+    if device and mark and hmac.compare_digest(mark, _device_mark(secret, name, device)):
+        return device
+    return None
+
+
 def home_path(lang: str) -> str:
     return "/en/" if lang == "en" else "/"
 
@@ -75,8 +94,9 @@ def router(gateway: Gateway) -> APIRouter:
         s = strings(lang)
         address = client_address(request)
         name = name.strip()
+        device = known_device(request, gateway.secret, name)
         try:
-            gateway.login_limiter.start(name, address)
+            gateway.login_limiter.start(name, address, device)
         except LoginRefused as refused:
             message = {"busy": "login_busy", "logins": "login_too_many"}.get(refused.reason, "login_blocked")
             response = login_page(lang, s[message], status=429)
@@ -86,7 +106,7 @@ def router(gateway: Gateway) -> APIRouter:
         try:
             account = await run_in_threadpool(gateway.accounts.check_password, name, password)
         finally:
-            gateway.login_limiter.finish(name, address, succeeded=account is not None)
+            gateway.login_limiter.finish(name, address, succeeded=account is not None, device=device)
         if account is None:
             return login_page(lang, s["login_failed"], status=401)
         settings = gateway.config.gateway
@@ -100,6 +120,16 @@ def router(gateway: Gateway) -> APIRouter:
             samesite="lax",
             secure=request.url.scheme == "https",
             path="/",
+        )
+        device = device or secrets.token_urlsafe(12)
+        redirect.set_cookie(
+            DEVICE_COOKIE,
+            f"{device}.{_device_mark(gateway.secret, account.name, device)}",
+            max_age=int(settings.login_device_days * 86400),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/login",
         )
         return redirect
 

@@ -22,7 +22,12 @@ What a class of students can try against a teacher, and what stops it:
 Every refusal above costs no password check. A class behind one NAT address
 (``nat_addresses``) gets that address's limits raised to the ``login_nat_*``
 settings, so three students logging in at once, or a few typos, do not hold
-back the rest of the class. Every wait ends by itself: windows slide.
+back the rest of the class. Behind one address a teacher and the students
+guessing her password look alike, so a browser that has logged in as a name
+before (it holds a device cookie for that name, see auth.py) counts as a place
+of its own: failures for that name from elsewhere at the same address neither
+block nor slow it, nor does the limit on the address's failures. Every wait
+ends by itself: windows slide.
 """
 
 from __future__ import annotations
@@ -50,6 +55,11 @@ class LoginRefused(Exception):
     @property
     def busy(self) -> bool:
         return self.reason == "busy"
+
+
+def _pair(name: str, address: str, device: str | None) -> str:
+    """Where tries for a name are counted: the known browser, else the address."""
+    return f"{name}|device:{device}" if device else f"{name}|{address}"
 
 
 class LoginLimiter:
@@ -85,14 +95,16 @@ class LoginLimiter:
             return 0.0
         return max(0.0, last + self.config.login_backoff_s - time.monotonic())
 
-    def start(self, name: str, address: str) -> None:
-        """Take a slot for one password check, or raise LoginRefused; call ``finish`` afterwards."""
+    def start(self, name: str, address: str, device: str | None = None) -> None:
+        """Take a slot for one password check, or raise LoginRefused; call ``finish`` afterwards.
+
+        ``device``: the browser's device id when it has logged in as ``name`` before (a checked cookie), else None."""
         name = name.lower()
-        pair = f"{name}|{address}"
+        pair = _pair(name, address, device)
         address_failures, address_successes, address_concurrency = self._per_address(address)
         failed = max(
             self.failures.wait(f"pair:{pair}", self.config.login_attempts),
-            self.failures.wait(f"ip:{address}", address_failures),
+            0.0 if device else self.failures.wait(f"ip:{address}", address_failures),
             self._backoff(name, pair),
         )
         if failed:
@@ -114,9 +126,9 @@ class LoginLimiter:
             self._running[address] += 1
             self._running_pairs.add(pair)
 
-    def finish(self, name: str, address: str, succeeded: bool) -> None:
+    def finish(self, name: str, address: str, succeeded: bool, device: str | None = None) -> None:
         name = name.lower()
-        pair = f"{name}|{address}"
+        pair = _pair(name, address, device)
         if succeeded:
             self.failures.clear(f"pair:{pair}")
             self.successes.add(f"name:{name}")
