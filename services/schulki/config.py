@@ -363,9 +363,13 @@ class GatewayConfig(Section):
     login_backoff_s: float = Field(default=10.0, ge=0)
     """The slower pace, in seconds between tries, for a name under attack from many addresses."""
     login_concurrency: Count = 4
-    """Password checks (argon2, 64 MiB each) running at once; further logins are refused at once with 429 instead of queueing."""
+    """Password checks (argon2, 64 MiB each) running at once; further logins wait for one (login_wait_s, login_queue)."""
     login_concurrency_per_address: Count = 1
-    """Password checks running at once for one address; a burst from one address is refused at once with 429."""
+    """Password checks running at once for one address; a burst from one address is refused at once with 429 (but for one login that waits)."""
+    login_wait_s: Seconds = 5.0
+    """How long a login may wait for a free password check, in order of arrival, before it gets 429."""
+    login_queue: Count = 64
+    """Logins waiting for a password check at most; one per address, more (up to this) from nat_addresses. Beyond that 429 at once."""
     login_successes_per_account: Count = 10
     """Successful logins for one name (from all addresses) within login_window_s; more are refused with 429 before the password is checked, so a loop logging in as oneself cannot keep the password checks busy."""
     login_successes_per_address: Count = 30

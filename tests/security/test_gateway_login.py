@@ -111,6 +111,25 @@ def test_a_session_and_api_key_are_dead_after_the_account_is_deleted(security_st
     assert httpx.get(security_stack.url + "/config", headers=leaving.bearer).status_code == 401
 
 
+def all_at_once(stack, address: str, users: list) -> list[int]:
+    """Each user logs in from a browser at ``address`` whose connection is open already, all at the same moment."""
+    clients = [pc(stack, address) for _ in users]
+    try:
+        for client in clients:
+            assert client.get("/login").status_code == 200  # as browsers showing the login page
+        together = threading.Barrier(len(users))
+
+        def log_in(index: int) -> int:
+            together.wait()
+            return clients[index].post("/login", data={"name": users[index].name, "password": users[index].password}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
+            return list(pool.map(log_in, range(len(users))))
+    finally:
+        for client in clients:
+            client.close()
+
+
 class Pollers:
     """Threads that log in from their own addresses in a loop until stopped, and note every answer."""
 
@@ -184,19 +203,7 @@ def test_a_class_behind_one_nat_address_logs_in_at_once_and_survives_typos(secur
     nat, lab_pc = "127.0.5.1", "127.0.5.2"
     configure(security_stack, nat_addresses=[nat])
     students = [make_user(security_stack, "student") for _ in range(6)]
-    clients = [pc(security_stack, nat) for _ in range(3)]
-    for client in clients:
-        assert client.get("/login").status_code == 200  # connections open, as three browsers with the login page
-    together = threading.Barrier(3)
-
-    def log_in(index: int) -> int:
-        together.wait()
-        return clients[index].post("/login", data={"name": students[index].name, "password": students[index].password}).status_code
-
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        assert list(pool.map(log_in, range(3))) == [303] * 3
-    for client in clients:
-        client.close()
+    assert all_at_once(security_stack, nat, students[:3]) == [303] * 3
     for typo in range(20):  # four typos each from five students: below the limit per name and address
         assert login(security_stack, students[typo % 5].name, f"falsch-{typo}", nat).status_code == 401
     assert login(security_stack, students[5].name, students[5].password, nat).status_code == 303
@@ -204,6 +211,18 @@ def test_a_class_behind_one_nat_address_logs_in_at_once_and_survives_typos(secur
     for typo in range(20):  # a lab PC that is not the NAT keeps the limit per address
         login(security_stack, students[typo % 5].name, f"falsch-{typo}", lab_pc)
     assert login(security_stack, students[5].name, students[5].password, lab_pc).status_code == 429
+
+
+def test_a_whole_class_behind_the_nat_logs_in_at_once(security_stack, limiter):
+    """Attacks (issue 19, 14), at a class's size: twelve students behind the NAT press "Anmelden" at once; beyond the
+    password checks running at once, logins were refused with 429 instead of waiting their turn."""
+    nat = "127.0.5.21"
+    configure(security_stack, nat_addresses=[nat], login_wait_s=60.0)
+    students = [make_user(security_stack, "student") for _ in range(12)]
+    assert all_at_once(security_stack, nat, students) == [303] * len(students)
+    # a lab PC's own burst still waits in no line: one login runs, one waits, the rest are refused at once
+    burst = all_at_once(security_stack, "127.0.5.22", students[:6])
+    assert burst.count(429) >= 1 and set(burst) <= {303, 429}, burst
 
 
 def test_students_guessing_behind_the_nat_do_not_lock_out_the_teacher_behind_it(security_stack, limiter):

@@ -96,7 +96,7 @@ def router(gateway: Gateway) -> APIRouter:
         name = name.strip()
         device = known_device(request, gateway.secret, name)
         try:
-            gateway.login_limiter.start(name, address, device)
+            await gateway.login_limiter.start(name, address, device)
         except LoginRefused as refused:
             message = {"busy": "login_busy", "logins": "login_too_many"}.get(refused.reason, "login_blocked")
             response = login_page(lang, s[message], status=429)
