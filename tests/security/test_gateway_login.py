@@ -23,7 +23,7 @@ def limiter(security_stack):
     saved = config.model_dump()
     yield security_stack.gateway.login_limiter
     for name, value in saved.items():
-        if getattr(config, name) != value:
+        if name.startswith("login_") or name in ("trusted_proxies", "nat_addresses", "sessions_per_user"):
             setattr(config, name, value)
     found = security_stack.gateway.login_limiter
     found.clear() if hasattr(found, "clear") else found.failures._events.clear()

@@ -94,9 +94,9 @@ class LoginLimiter:
         self._lock = threading.Lock()
 
     def clear(self) -> None:
-        """Forget every count (for tests and for an admin who lifts a block)."""
-        self.failures._events.clear()
-        self.successes._events.clear()
+        """Forget every count (the tests start each attack afresh)."""
+        self.failures.clear_all()
+        self.successes.clear_all()
 
     def _shared(self, address: str) -> bool:
         """Whether many users share the address (one of the school's NAT addresses)."""
@@ -138,7 +138,7 @@ class LoginLimiter:
     def _free(self, address: str, pair: str, concurrency: int) -> bool:
         return (
             self._total < self.config.login_concurrency
-            and self._running[address] < concurrency
+            and self._running.get(address, 0) < concurrency  # .get: an address refused here takes no memory
             and pair not in self._running_pairs  # one check at a time per name and place: its failure counts before the next
         )
 

@@ -79,6 +79,10 @@ class SlidingWindow:
             self._events.setdefault(key, events).append(now)
             return 0.0
 
+    def clear_all(self) -> None:
+        with self._lock:
+            self._events.clear()
+
     def clear(self, key: str) -> None:
         with self._lock:
             self._events.pop(key, None)
