@@ -39,7 +39,14 @@ class UvicornThread:
         files = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)} if tls else {}
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, timeout_graceful_shutdown=2, **files
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=2,
+                proxy_headers=False,  # as gateway.app.serve: X-Forwarded-For only from gateway.trusted_proxies
+                **files,
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -89,6 +96,8 @@ def stack_config(data_dir: Path) -> Config:
     config.transcription.beam_size = 1  # greedy: the tests check the mechanics, not the last word
     config.gateway.health_interval_s = 0.5
     config.gateway.max_chat_tokens = 24
+    # The tests log in as the same few users from 127.0.0.1 far more often than a class does; the login tests set small limits.
+    config.gateway.login_successes_per_account = config.gateway.login_successes_per_address = 10_000
     tls = shared_tls()  # the gateway serves HTTPS in the tests too (UvicornThread), with this certificate
     config.gateway.tls_cert_file, config.gateway.tls_key_file = tls.cert_file, tls.key_file
     return config

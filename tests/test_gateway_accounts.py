@@ -114,6 +114,19 @@ def test_chats_past_the_retention_period_are_deleted(accounts):
     assert accounts.list_chats(anna.id) == []
 
 
+def test_beyond_the_cap_a_new_login_closes_the_oldest_sessions(accounts):
+    anna = accounts.add_user("anna", "student").account
+    ben = accounts.add_user("ben", "student").account
+    other = accounts.open_session(ben.id, 1.0, keep=1)
+    tokens = [accounts.open_session(anna.id, hours, keep=3) for hours in (1.0, 2.0, 3.0)]  # expiring first = oldest
+    assert all(accounts.session_user(token) for token in tokens)
+    newest = accounts.open_session(anna.id, 4.0, keep=3)
+    assert [accounts.session_user(token) is not None for token in [*tokens, newest]] == [False, True, True, True]
+    assert accounts.session_user(accounts.open_session(anna.id, 0.5, keep=1)) is not None  # the new one stays, whatever its expiry
+    assert all(accounts.session_user(token) is None for token in [*tokens, newest])
+    assert accounts.session_user(other) is not None  # another user's sessions are not counted
+
+
 def test_the_cli_adds_a_user_and_imports_a_class(tmp_path):
     env = {**os.environ, "SCHULKI_DATA_DIR": str(tmp_path)}
 

@@ -16,11 +16,12 @@ Fields that may be left empty to mean "choose for me" also take ``"auto"``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from schulki.runtime.registry import SERVICES
@@ -47,6 +48,18 @@ CountOrAuto = Annotated[Annotated[int, Field(ge=1)] | None, BeforeValidator(_aut
 """At least 1, or empty / "auto" for the default the field names."""
 Seconds = Annotated[float, Field(gt=0)]
 """A duration in seconds, above 0."""
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError as error:
+        raise ValueError(f"not an IP address or network (10.0.0.2, 10.0.0.0/24, fd00::/8): {value!r}") from error
+    return value.strip()
+
+
+NetworkText = Annotated[str, AfterValidator(_network)]
+"""An IP address or a network in CIDR notation."""
 GpuLayers = Annotated[int, Field(ge=-1)]
 """Layers on the GPU: -1 for all of them, 0 for none."""
 
@@ -358,9 +371,31 @@ class GatewayConfig(Section):
     login_backoff_s: float = Field(default=10.0, ge=0)
     """The slower pace, in seconds between tries, for a name under attack from many addresses."""
     login_concurrency: Count = 4
-    """Password checks (argon2, 64 MiB each) running at once; further logins are refused at once with 429 instead of queueing."""
+    """Password checks (argon2, 64 MiB each) running at once; further logins wait for one (login_wait_s, login_queue)."""
     login_concurrency_per_address: Count = 1
-    """Password checks running at once for one address; a burst from one address is refused at once with 429."""
+    """Password checks running at once for one address; a burst from one address is refused at once with 429 (but for one login that waits)."""
+    login_wait_s: Seconds = 5.0
+    """How long a login may wait for a free password check, in order of arrival, before it gets 429."""
+    login_queue: Count = 64
+    """Logins waiting for a password check at most; one per address, more (up to this) from nat_addresses. Beyond that 429 at once."""
+    login_successes_per_account: Count = 10
+    """Successful logins for one name (from all addresses) within login_window_s; more are refused with 429 before the password is checked, so a loop logging in as oneself cannot keep the password checks busy."""
+    login_successes_per_address: Count = 30
+    """Successful logins from one address (any names) within login_window_s; more are refused with 429 before the password is checked."""
+    login_device_days: Count = 180
+    """How long a browser counts as a known place for the name it logged in as (a signed cookie, kept after logout): failed logins for that name from others, at the same address too, neither block nor slow its logins."""
+    sessions_per_user: Count = 10
+    """Open login sessions per user; a new login beyond that closes the user's oldest session (the one that expires first)."""
+    trusted_proxies: list[NetworkText] = Field(default_factory=list)
+    """Addresses or networks (``10.0.0.2``, ``10.0.0.0/24``) of reverse proxies in front of the gateway: only from these is ``X-Forwarded-For`` believed, read from the right up to the first address that is not a listed proxy. Empty: the connection's own address is the client, whatever the header says."""
+    nat_addresses: list[NetworkText] = Field(default_factory=list)
+    """Addresses or networks under which many users reach the gateway (the school's NAT, a classroom router). Logins from them count per address against the login_nat_* limits instead of the per-address ones; the limits per name and address stay."""
+    login_nat_attempts_per_address: Count = 200
+    """Failed logins (any names) within login_window_s from one of nat_addresses before it must wait."""
+    login_nat_successes_per_address: Count = 300
+    """Successful logins (any names) within login_window_s from one of nat_addresses; more are refused with 429."""
+    login_nat_concurrency_per_address: Count = 4
+    """Password checks running at once for one of nat_addresses (login_concurrency still bounds them all)."""
     requests_per_minute: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: {"student": 20, "teacher": 60, "admin": 120}
     )

@@ -360,10 +360,16 @@ class Accounts:
 
     # -- sessions ----------------------------------------------------------
 
-    def open_session(self, user_id: int, hours: float) -> str:
+    def open_session(self, user_id: int, hours: float, keep: int | None = None) -> str:
+        """A new session; with ``keep``, the user's oldest sessions (by expiry) are closed so that at most ``keep`` stay open."""
         token = secrets.token_urlsafe(32)
         with self._session.begin() as db:
             db.execute(delete(LoginSession).where(LoginSession.expires_at < int(time.time())))
+            if keep is not None:
+                newest_first = select(LoginSession.token_hash).where(LoginSession.user_id == user_id)
+                older = list(db.scalars(newest_first.order_by(LoginSession.expires_at.desc()).offset(max(0, keep - 1))))
+                if older:
+                    db.execute(delete(LoginSession).where(LoginSession.token_hash.in_(older)))
             db.add(LoginSession(token_hash=_sha256(token), user_id=user_id, expires_at=int(time.time() + hours * 3600)))
         return token
 

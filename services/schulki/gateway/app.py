@@ -151,6 +151,7 @@ def serve(config: Config) -> None:
             port=config.gateway.port,
             log_level="warning",
             access_log=False,
+            proxy_headers=False,  # uvicorn would believe X-Forwarded-For from 127.0.0.1; addresses.client_address decides instead
             ssl_certfile=str(files.cert_file) if files else None,
             ssl_keyfile=str(files.key_file) if files else None,
         )

@@ -2,21 +2,25 @@
 
 Gradio's own login page is English only and has no rate limit, so the gateway
 has its own: a plain HTML form, rate-limited per account name and per address,
-that sets an HttpOnly session cookie. Gradio is mounted with an
+that sets an HttpOnly session cookie (login_limits.py says what is limited, and why). Gradio is mounted with an
 ``auth_dependency`` that reads that cookie (or an API key, for gradio_client).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
+import secrets
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
+from schulki.gateway.addresses import client_address
 from schulki.gateway.context import SESSION_COOKIE, Gateway
 from schulki.gateway.i18n import strings
-from schulki.gateway.quotas import LoginRefused
+from schulki.gateway.login_limits import LoginRefused
 
 PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -57,12 +61,24 @@ def login_page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
     )
 
 
+DEVICE_COOKIE = "schulki_device"
+"""Set by a successful login and kept after logout: this browser has logged in as that name before (login_limits.py)."""
+
+
+def _device_mark(secret: bytes, name: str, device: str) -> str:
+    return hmac.new(secret, f"login-device:{name.lower()}:{device}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def known_device(request: Request, secret: bytes, name: str) -> str | None:
+    """The id in the browser's device cookie when the cookie was made by a login as ``name``; else None (no cookie, another name, forged)."""
+    device, _, mark = request.cookies.get(DEVICE_COOKIE, "").partition(".")
+    if device and mark and hmac.compare_digest(mark, _device_mark(secret, name, device)):
+        return device
+    return None
+
+
 def home_path(lang: str) -> str:
     return "/en/" if lang == "en" else "/"
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def router(gateway: Gateway) -> APIRouter:
@@ -78,20 +94,23 @@ def router(gateway: Gateway) -> APIRouter:
         s = strings(lang)
         address = client_address(request)
         name = name.strip()
+        device = known_device(request, gateway.secret, name)
         try:
-            gateway.login_limiter.start(name, address)
+            await gateway.login_limiter.start(name, address, device)
         except LoginRefused as refused:
-            response = login_page(lang, s["login_busy" if refused.busy else "login_blocked"], status=429)
+            message = {"busy": "login_busy", "logins": "login_too_many"}.get(refused.reason, "login_blocked")
+            response = login_page(lang, s[message], status=429)
             response.headers["Retry-After"] = str(refused.retry_after_s)
             return response
         account = None
         try:
             account = await run_in_threadpool(gateway.accounts.check_password, name, password)
         finally:
-            gateway.login_limiter.finish(name, address, succeeded=account is not None)
+            gateway.login_limiter.finish(name, address, succeeded=account is not None, device=device)
         if account is None:
             return login_page(lang, s["login_failed"], status=401)
-        token = gateway.accounts.open_session(account.id, gateway.config.gateway.session_hours)
+        settings = gateway.config.gateway
+        token = gateway.accounts.open_session(account.id, settings.session_hours, keep=settings.sessions_per_user)
         redirect = RedirectResponse(home_path(lang), status_code=303)
         redirect.set_cookie(
             SESSION_COOKIE,
@@ -101,6 +120,16 @@ def router(gateway: Gateway) -> APIRouter:
             samesite="lax",
             secure=request.url.scheme == "https",
             path="/",
+        )
+        device = device or secrets.token_urlsafe(12)
+        redirect.set_cookie(
+            DEVICE_COOKIE,
+            f"{device}.{_device_mark(gateway.secret, account.name, device)}",
+            max_age=int(settings.login_device_days * 86400),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/login",
         )
         return redirect
 

@@ -23,7 +23,8 @@ from schulki.gateway.accounts import Account, Accounts, database_url
 from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Services
 from schulki.gateway.file_owners import FileOwners
-from schulki.gateway.quotas import LoginLimiter, Quotas, estimate_prompt_tokens
+from schulki.gateway.login_limits import LoginLimiter
+from schulki.gateway.quotas import Quotas, estimate_prompt_tokens
 from schulki.gateway.stores import Stores
 from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
 

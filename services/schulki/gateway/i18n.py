@@ -21,6 +21,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "login_submit": ("Anmelden", "Log in"),
     "login_failed": ("Benutzername oder Passwort ist falsch.", "Wrong user name or password."),
     "login_blocked": ("Zu viele Fehlversuche. Bitte warte einige Minuten.", "Too many failed attempts. Please wait a few minutes."),
+    "login_too_many": (
+        "Zu viele Anmeldungen in kurzer Zeit. Bitte warte einige Minuten.",
+        "Too many logins in a short time. Please wait a few minutes.",
+    ),
     "login_busy": (
         "Gerade melden sich sehr viele an. Bitte versuche es in ein paar Sekunden noch einmal.",
         "Many people are logging in right now. Please try again in a few seconds.",

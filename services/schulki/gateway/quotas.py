@@ -1,4 +1,4 @@
-"""Per-role quotas (requests per minute, tokens per day) and the login rate limit.
+"""Per-role quotas (requests per minute, tokens per day) and the sliding windows that count rates.
 
 Request rates are counted in memory with a sliding window: one gateway
 process serves a school. Tokens per day are counted in the accounts database,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 
 from schulki.config import GatewayConfig
 from schulki.gateway.accounts import Account, Accounts
@@ -25,27 +25,49 @@ class QuotaExceeded(Exception):
 
 
 class SlidingWindow:
-    """Counts events per key within the last ``window_s`` seconds."""
+    """Counts events per key within the last ``window_s`` seconds.
+
+    A key without events in the window takes no memory: looking one up does
+    not store it, so a stream of made-up names costs nothing to count.
+    """
 
     def __init__(self, window_s: float):
         self.window_s = window_s
-        self._events: dict[str, deque[float]] = defaultdict(deque)
+        self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     def _trim(self, key: str, now: float) -> deque[float]:
-        events = self._events[key]
+        events = self._events.get(key)
+        if events is None:
+            return deque()
         while events and events[0] <= now - self.window_s:
             events.popleft()
+        if not events:
+            del self._events[key]
         return events
 
     def count(self, key: str) -> int:
         with self._lock:
             return len(self._trim(key, time.monotonic()))
 
+    def last(self, key: str) -> float | None:
+        """When the newest event of the key within the window happened (time.monotonic), or None."""
+        with self._lock:
+            events = self._trim(key, time.monotonic())
+            return events[-1] if events else None
+
+    def wait(self, key: str, limit: int) -> float:
+        """0 while the key has fewer than ``limit`` events, else the seconds until the oldest one leaves the window."""
+        with self._lock:
+            now = time.monotonic()
+            events = self._trim(key, now)
+            return max(1.0, events[0] + self.window_s - now) if len(events) >= limit else 0.0
+
     def add(self, key: str) -> None:
         with self._lock:
             now = time.monotonic()
-            self._trim(key, now).append(now)
+            self._trim(key, now)
+            self._events.setdefault(key, deque()).append(now)
 
     def try_add(self, key: str, limit: int) -> float:
         """Add an event unless the key reached its limit; returns 0, or the seconds until the oldest event expires."""
@@ -54,85 +76,16 @@ class SlidingWindow:
             events = self._trim(key, now)
             if len(events) >= limit:
                 return max(1.0, events[0] + self.window_s - now)
-            events.append(now)
+            self._events.setdefault(key, events).append(now)
             return 0.0
+
+    def clear_all(self) -> None:
+        with self._lock:
+            self._events.clear()
 
     def clear(self, key: str) -> None:
         with self._lock:
             self._events.pop(key, None)
-
-
-class LoginRefused(Exception):
-    """A login that is not checked now; ``retry_after_s`` says when to try again."""
-
-    def __init__(self, retry_after_s: int, busy: bool = False):
-        super().__init__(retry_after_s)
-        self.retry_after_s = retry_after_s
-        self.busy = busy
-
-
-class LoginLimiter:
-    """Limits password guessing without letting anyone lock another user out.
-
-    - Failures count per account name *and* address: five wrong passwords for a
-      teacher's name from one PC make only that PC wait, never the teacher.
-    - Failures count per address across names, at a higher limit.
-    - A name attacked from many addresses is slowed down, not locked: tries for
-      it are spaced ``login_backoff_s`` apart, so its owner gets in seconds later.
-    - Password checks (argon2, 64 MiB each) run at most ``login_concurrency`` at
-      once, one per address; more are refused at once instead of queueing, so
-      a burst costs neither memory nor a look at the limits above.
-    Every wait ends by itself: windows slide, and refused tries are not counted.
-    """
-
-    def __init__(self, config: GatewayConfig):
-        self.config = config
-        self.failures = SlidingWindow(config.login_window_s)
-        self._running: dict[str, int] = defaultdict(int)
-        self._total = 0
-        self._last_try: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def _wait(self, key: str, limit: int) -> float:
-        with self.failures._lock:
-            events = self.failures._trim(key, time.monotonic())
-            return max(1.0, events[0] + self.failures.window_s - time.monotonic()) if len(events) >= limit else 0.0
-
-    def start(self, name: str, address: str) -> None:
-        """Take a slot for one password check, or raise LoginRefused; call ``finish`` afterwards."""
-        name = name.lower()
-        wait = max(
-            self._wait(f"pair:{name}|{address}", self.config.login_attempts),
-            self._wait(f"ip:{address}", self.config.login_attempts_per_address),
-        )
-        if wait:
-            raise LoginRefused(int(wait) + 1)
-        with self._lock:
-            if self._total >= self.config.login_concurrency or self._running[address] >= self.config.login_concurrency_per_address:
-                raise LoginRefused(1, busy=True)
-            now = time.monotonic()
-            if self.failures.count(f"name:{name}") >= self.config.login_attempts_per_account:
-                since = now - self._last_try.get(name, 0.0)
-                if since < self.config.login_backoff_s:
-                    raise LoginRefused(int(self.config.login_backoff_s - since) + 1, busy=True)
-            self._last_try[name] = now
-            self._total += 1
-            self._running[address] += 1
-
-    def finish(self, name: str, address: str, succeeded: bool) -> None:
-        name = name.lower()
-        with self._lock:
-            self._total -= 1
-            self._running[address] -= 1
-            if not self._running[address]:
-                del self._running[address]
-            if len(self._last_try) > 10_000:
-                self._last_try.clear()
-        if succeeded:
-            self.failures.clear(f"pair:{name}|{address}")
-        else:
-            for key in (f"pair:{name}|{address}", f"ip:{address}", f"name:{name}"):
-                self.failures.add(key)
 
 
 def estimate_prompt_tokens(messages: list[dict]) -> int:
