@@ -221,6 +221,10 @@ class TranscriptionConfig(Section):
     """Transcriptions that may wait for their turn; beyond that new ones are refused at once with RESOURCE_EXHAUSTED."""
     max_queued_per_user: Count = 2
     """Transcriptions one user may have waiting; keeps one user from filling the line."""
+    max_running_per_user: Count = 1
+    """Transcriptions of one user running at once; further ones of that user wait even while a turn is free, so one
+    student's long recordings take one turn and another student's short clip gets the next free one. Above
+    max_concurrent it changes nothing."""
     window_s: float = Field(default=120.0, ge=10.0)
     """Audio decoded and transcribed at a time, in seconds. Memory grows with it, not with the recording's length: decoding, VAD and features of a 120 s window peak at about 290 MiB, of a 300 s window at about 500 MiB."""
     upload_dir: Path | None = None
@@ -367,6 +371,13 @@ class GatewayConfig(Section):
     """Files of one user that /v1/vector_stores processes at once; adding more answers HTTP 429 until one is done."""
     api_files_mb_per_user: int = Field(default=500, ge=1)
     """MiB of uploads through POST /v1/files one user may keep at once (they wait there to be added to a vector store, at most upload_retention_hours); beyond that HTTP 413."""
+    ui_running_events: int = Field(default=1000, ge=1)
+    """Events of the web page (a chat answer, a transcription, an upload, a status check) running at once across
+    every user, per language of the page. Each runs as soon as it arrives, however many others of the same kind
+    run (Gradio's own default is one at a time per event, which served a whole class one student after another);
+    what really bounds a user is behind it: the engines' fair queues (inference.max_running_per_user,
+    transcription.max_running_per_user, retrieval.ingests_per_user) and requests_per_minute. Beyond this number
+    events wait in Gradio's line."""
     chat_retention_days: int = Field(default=30, ge=0)
     """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
     document_retention_days: int = Field(default=365, ge=1)
