@@ -264,8 +264,18 @@ class RetrievalConfig(Section):
     """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
     """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki ("wiki.schule.lan"). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect."""
-    max_concurrent_ingests: Count = 2
-    """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
+    max_concurrent_ingests: CountOrAuto = None
+    """Documents parsed and embedded at once; further uploads are received and then wait their turn in a fair queue
+    (the user who has fewest running goes first). Empty means the CPUs the retrieval process may run on, at least 2:
+    each parse is one process on one core, and ``schulki up`` gives retrieval its share of the core split."""
+    ingests_per_user: CountOrAuto = None
+    """Documents of one user parsed and embedded at once; that user's further uploads wait even while a slot is free,
+    so a teacher's small upload does not wait behind a student's big ones. Empty means a quarter of
+    max_concurrent_ingests, at least 1 (2 slots: 1; 16 slots: 4)."""
+    max_queued_ingests: Count = 256
+    """Uploads that may wait for a slot; beyond that new ones are refused at once with RESOURCE_EXHAUSTED."""
+    max_queued_ingests_per_user: Count = 16
+    """Uploads one user may have waiting for a slot; beyond that that user's new ones are refused with RESOURCE_EXHAUSTED."""
     max_pages: Count = 2000
     """Most pages of one PDF; a longer one is refused with RESOURCE_EXHAUSTED."""
     max_document_chars: Count = 5_000_000

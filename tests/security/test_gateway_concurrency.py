@@ -10,6 +10,7 @@ is the engines' fair queues, the same for the page and for /v1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -207,3 +208,59 @@ def test_a_users_second_recording_waits_for_her_first(class_stack, tmp_path):
     watcher.join()
     assert [s.ending for s in streams] == ["complete", "complete"], [s.data for s in streams]
     assert most_running == 1, "one student held one of the two turns at a time"
+
+
+@pytest.fixture(scope="module")
+def documents_stack(tmp_path_factory) -> Iterator[Stack]:
+    """Embeddings and retrieval with two processing slots, as on a machine whose retrieval has two cores."""
+    folder = tmp_path_factory.mktemp("documents")
+    config = stack_config(folder)
+    config.retrieval.max_concurrent_ingests = 2
+    config.gateway.requests_per_minute = {"student": 10_000, "teacher": 10_000, "admin": 10_000}
+    with running_stack(folder, services=("embeddings", "retrieval"), config=config) as running:
+        yield running
+
+
+def big_table(rows: int) -> bytes:
+    header = "Name;Klasse;Fach;Note;Bemerkung\n"
+    lines = [
+        f"Schüler {n};7a;Biologie;{n % 6 + 1};Hat im Unterricht über Photosynthese und Zellatmung gesprochen, Nummer {n}."
+        for n in range(rows)
+    ]
+    return (header + "\n".join(lines)).encode()
+
+
+def upload_in_background(client: httpx.Client, workspace: str, path: str, stream: Stream) -> threading.Thread:
+    def call() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the stack may close while a big table is still being processed
+            stream_event(client, "documents_upload", [workspace, file_payload(path)], lambda p: False, stream)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_teachers_small_upload_does_not_wait_behind_a_students_big_tables(documents_stack):
+    """A student's two big tables take one processing slot (retrieval.ingests_per_user of two slots), so a teacher's
+    small file is processed while both tables are still in the works. Before, the tables took both slots and the
+    teacher's file waited until one of them was done."""
+    student, teacher = make_user(documents_stack, "student", ("7a",)), make_user(documents_stack, "teacher", ("7a",))
+    incoming = documents_stack.config.retrieval.store_path / "incoming"
+    with student.browser() as first_page, student.browser() as second_page, teacher.browser() as teacher_page:
+        tables = [Stream(), Stream()]
+        for client, stream, name in ((first_page, tables[0], "noten-a.csv"), (second_page, tables[1], "noten-b.csv")):
+            upload_in_background(client, f"u-{student.account.id}", upload(client, name, big_table(800)), stream)
+        # both tables are received (they lie in the service's incoming folder until they are done)
+        wait_until(lambda: len(list(incoming.iterdir())) >= 2 if incoming.exists() else False, 120, "both tables received")
+        note = Stream()
+        stream_event(
+            teacher_page,
+            "documents_upload",
+            [f"u-{teacher.account.id}", file_payload(upload(teacher_page, "notiz.txt", b"Morgen Wandertag."))],
+            lambda p: False,
+            note,
+        )
+        still_running = [table.ending for table in tables]
+    assert note.ending == "complete", note.data
+    assert "notiz.txt" in json.dumps(note.data, ensure_ascii=False), note.data
+    assert still_running == ["", ""], "the teacher's note waited until one of the student's tables was done"
