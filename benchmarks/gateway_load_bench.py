@@ -9,7 +9,15 @@ student's tokens per second against the fastest's (1.0 is perfectly fair).
     .venv/bin/python benchmarks/gateway_load_bench.py --students 10 --duration 60
     .venv/bin/python benchmarks/gateway_load_bench.py --url http://gateway:7860 --keys keys.txt   # a running gateway, one API key per line
     .venv/bin/python benchmarks/gateway_load_bench.py --students 30 --duration 90 --threads 2 --peer
-    .venv/bin/python benchmarks/gateway_load_bench.py --smoke   # 2 students for 5 s, the peer only if already built
+    .venv/bin/python benchmarks/gateway_load_bench.py --students 30 --duration 60 --page
+    .venv/bin/python benchmarks/gateway_load_bench.py --smoke   # 2 students for 5 s, /v1 and the page, the peer only if already built
+
+--page then runs the same students against the web page's Chat tab, through
+Gradio's own API as the browser's page does (``/gradio_api/call/chat_send`` and
+its event stream, logged in with the same keys), and prints /v1 and the page
+side by side. The page's answers come with the Chat tab's system prompt, so the
+/v1 students send the same one in this mode, and the page's answer tokens are
+counted by tokenizing the answer with the model's own vocabulary.
 
 --peer then runs the same load against llama.cpp's own llama-server (same
 model file, threads and context per sequence, ``-np`` equal to schulki's
@@ -47,7 +55,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from schulki.config import Config
 
@@ -77,13 +85,15 @@ class Student:
     """Seconds from each answer's first token to its end, summed: the speed a student sees once the answer runs."""
 
 
-async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: int, sampling: dict[str, float]) -> None:
+async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: int, sampling: dict[str, float], system: str = "") -> None:
+    """``system``: a system prompt to send first (--page gives the /v1 students the Chat tab's)."""
+    system_turn = [{"role": "system", "content": system}] if system else []
     body = {
         "model": "schulki-chat",
         "stream": True,
         "max_tokens": max_tokens,
         "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": random.choice(QUESTIONS)}],
+        "messages": [*system_turn, {"role": "user", "content": random.choice(QUESTIONS)}],
         **sampling,
     }
     start = time.perf_counter()
@@ -110,13 +120,15 @@ async def one_request(client: httpx.AsyncClient, student: Student, max_tokens: i
         student.decode_s += time.perf_counter() - first
 
 
-async def simulate(student: Student, url: str, deadline: float, max_tokens: int, think_s: float, sampling: dict[str, float]) -> None:
+async def simulate(
+    student: Student, url: str, deadline: float, max_tokens: int, think_s: float, sampling: dict[str, float], system: str = ""
+) -> None:
     # A request that waits minutes for a byte counts as an error (ReadTimeout) instead of holding the benchmark up.
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(max(180.0, deadline - time.monotonic()))) as client:
         await asyncio.sleep(random.uniform(0, 2))  # students do not press Enter in the same millisecond
         while time.monotonic() < deadline:
             try:
-                await one_request(client, student, max_tokens, sampling)
+                await one_request(client, student, max_tokens, sampling, system)
             except httpx.HTTPError as error:
                 student.errors.append(type(error).__name__)
             await asyncio.sleep(random.uniform(0, think_s))
@@ -127,12 +139,12 @@ def percentile(values: list[float], q: int) -> float:
 
 
 async def run(
-    url: str, keys: list[str], duration: float, max_tokens: int, think_s: float, sampling: dict[str, float] | None = None
+    url: str, keys: list[str], duration: float, max_tokens: int, think_s: float, sampling: dict[str, float] | None = None, system: str = ""
 ) -> list[Student]:
-    """``sampling``: extra body fields (the peer gets schulki's default sampling spelt out)."""
+    """``sampling``: extra body fields (the peer gets schulki's default sampling spelt out); ``system``: a system prompt."""
     students = [Student(key) for key in keys]
     deadline = time.monotonic() + duration
-    await asyncio.gather(*(simulate(s, url, deadline, max_tokens, think_s, sampling or {}) for s in students))
+    await asyncio.gather(*(simulate(s, url, deadline, max_tokens, think_s, sampling or {}, system) for s in students))
     return students
 
 
@@ -151,6 +163,78 @@ def summary(students: list[Student], wall: float, cpu: dict[str, float]) -> dict
         "ttft_p95": percentile(ttfts, 95),
         "tokens_s": sum(s.tokens for s in students) / wall,
     }
+
+
+def message_text(content: str | list[dict]) -> str:
+    """The text of a chat message as Gradio sends it: a string, or a list of parts with their text."""
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+async def one_page_request(client: httpx.AsyncClient, student: Student, count_tokens: Callable[[str], int]) -> None:
+    """One question through the Chat tab's "Senden", as the page sends it: Gradio's call route, then its event stream."""
+    start = time.perf_counter()
+    started = await client.post(
+        "/gradio_api/call/chat_send",
+        json={"data": [random.choice(QUESTIONS), [], "preset_assistant", None, None]},
+        headers={"Authorization": f"Bearer {student.key}"},
+    )
+    if started.status_code != 200:
+        student.errors.append(f"HTTP {started.status_code}: {started.text[:120]!r}")
+        return
+    first, answer, event = None, "", ""
+    path = f"/gradio_api/call/chat_send/{started.json()['event_id']}"
+    async with client.stream("GET", path, headers={"Authorization": f"Bearer {student.key}"}) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                continue
+            if not line.startswith("data:"):
+                continue
+            if event == "error":
+                student.errors.append(line[5:].strip()[:120] or "error")
+                return
+            data = json.loads(line[5:])
+            history = data[0] if data else None
+            if history and message_text(history[-1]["content"]):
+                answer = message_text(history[-1]["content"])
+                if first is None:
+                    first = time.perf_counter()
+                    student.ttfts.append(first - start)
+            if event == "complete":
+                break
+    student.requests += 1
+    student.tokens += count_tokens(answer)
+    if first is not None:
+        student.decode_s += time.perf_counter() - first
+
+
+async def simulate_page(student: Student, url: str, deadline: float, think_s: float, count_tokens: Callable[[str], int]) -> None:
+    """A student who asks in the Chat tab, reads the answer, thinks and asks again, as ``simulate`` does through /v1."""
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(max(180.0, deadline - time.monotonic()))) as client:
+        await asyncio.sleep(random.uniform(0, 2))
+        while time.monotonic() < deadline:
+            try:
+                await one_page_request(client, student, count_tokens)
+            except httpx.HTTPError as error:
+                student.errors.append(type(error).__name__)
+            await asyncio.sleep(random.uniform(0, think_s))
+
+
+async def run_page(url: str, keys: list[str], duration: float, think_s: float, count_tokens: Callable[[str], int]) -> list[Student]:
+    """The same students as ``run``, in the web page's Chat tab."""
+    students = [Student(key) for key in keys]
+    deadline = time.monotonic() + duration
+    await asyncio.gather(*(simulate_page(s, url, deadline, think_s, count_tokens) for s in students))
+    return students
+
+
+def token_counter(model: Path) -> Callable[[str], int]:
+    """Answer tokens of a text the page shows, by the model's own vocabulary (the page reports no usage);
+    retokenizing the text may differ from the generated tokens by a token or so."""
+    from llama_cpp import Llama
+
+    vocabulary = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    return lambda text: len(vocabulary.tokenize(text.encode(), add_bos=False, special=False))
 
 
 def peer_server_path(given: str | None) -> Path:
@@ -346,6 +430,36 @@ def report(students: list[Student], duration: float, wall: float) -> None:
         )
 
 
+def chat_tab_system_prompt() -> str:
+    from schulki.gateway.ui.chat import PRESETS
+
+    return PRESETS["preset_assistant"]
+
+
+def compare_page(
+    rows: dict[str, dict[str, float]], url: str, keys: list[str], args: argparse.Namespace, server: int | None, model: Path | None
+) -> dict[str, dict[str, float]]:
+    """Run the same students in the Chat tab, print /v1 and the page side by side, and the page's share of /v1."""
+    if model is None:
+        raise SystemExit("--page with --url needs --model (the chat model's GGUF file) to count the page's answer tokens")
+    count_tokens = token_counter(model)
+    print(f"\nthe Chat tab (load between: {os.getloadavg()[0]:.2f}):")
+    cpu: dict[str, float] = {}
+    start = time.monotonic()
+    with cpu_use(server, cpu):
+        students = asyncio.run(run_page(url, keys, args.duration, args.think, count_tokens))
+    wall = time.monotonic() - start
+    report(students, args.duration, wall)
+    rows = {"/v1/chat/completions": rows["schulki"], "Chat tab (Gradio API)": summary(students, wall, cpu)}
+    side_by_side(rows)
+    api, page = rows.values()
+    print(
+        f"the page against /v1: tokens/s {page['tokens_s'] / api['tokens_s']:.0%}, "
+        f"TTFT p50 {page['ttft_p50']:.2f} s against {api['ttft_p50']:.2f} s, p95 {page['ttft_p95']:.2f} s against {api['ttft_p95']:.2f} s"
+    )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=30)
@@ -368,7 +482,13 @@ def main() -> int:
     )
     parser.add_argument("--peer", action="store_true", help="then run the same load against llama.cpp's llama-server and compare")
     parser.add_argument("--peer-server", help="path of the llama-server binary (default: the build-llama-peer cache)")
-    args = parse_args(parser, students=2, duration=5.0, max_tokens=8, think=1.0, peer=True)
+    parser.add_argument(
+        "--page",
+        action="store_true",
+        help="then run the same students in the web page's Chat tab (Gradio's API) and compare with /v1; needs the in-process stack or --model",
+    )
+    parser.add_argument("--model", type=Path, help="with --url --page: the chat model's GGUF file, to count the page's answer tokens")
+    args = parse_args(parser, students=2, duration=5.0, max_tokens=8, think=1.0, peer=True, page=True)
     rows: dict[str, dict[str, float]] = {}
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average)")
 
@@ -383,6 +503,7 @@ def main() -> int:
             config = stack_config(folder)
             config.inference.threads = args.threads
             config.inference.max_queued = max(64, 2 * args.students)
+            config.gateway.max_chat_tokens = args.max_tokens  # the page asks for as many tokens as the /v1 students
             if args.parallel:
                 config.inference.parallel_sequences = args.parallel
             if args.same_process:
@@ -395,8 +516,9 @@ def main() -> int:
             keys = [running.add_user(f"bench-{i:02d}", "student").api_key for i in range(args.students)]
         cpu: dict[str, float] = {}
         start = time.monotonic()
+        system = chat_tab_system_prompt() if args.page else ""
         with cpu_use(server, cpu):
-            students = asyncio.run(run(url, keys, args.duration, args.max_tokens, args.think))
+            students = asyncio.run(run(url, keys, args.duration, args.max_tokens, args.think, system=system))
         wall = time.monotonic() - start
         report(students, args.duration, wall)
         rows["schulki"] = summary(students, wall, cpu)
@@ -406,6 +528,8 @@ def main() -> int:
             print(
                 f"llama-server: skipped in this smoke run, not built at {peer_server_path(args.peer_server)} (../shared/tools/build-llama-peer)"
             )
+        if args.page:
+            rows = compare_page(rows, url, keys, args, server, config.inference.model_path if not args.url else args.model)
         if args.peer:
             if args.url:
                 raise SystemExit("--peer compares with the in-process stack; leave out --url")

@@ -100,6 +100,13 @@ def gateway_load(out: str) -> None:
     p50, p95, tokens_s, requests, errors, *_ = figures(rf"^schulki.*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out)
     positive(p50, p95, tokens_s, requests)
     assert errors == 0, out
+    # The same students in the Chat tab, through Gradio's API (--page).
+    p50, p95, tokens_s, requests, errors, *_ = figures(
+        rf"^Chat tab \(Gradio API\)\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out
+    )
+    positive(p50, p95, tokens_s, requests)
+    assert errors == 0, out
+    assert re.search(r"^the page against /v1: tokens/s \d+%", out, re.M), out
     # The peer runs only where llama-server is already built; otherwise the table says that it was left out.
     if not re.search(r"^llama-server: skipped in this smoke run, not built at ", out, re.M):
         _, _, tokens_s, requests, errors, *_ = figures(rf"^llama-server -np.*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out)

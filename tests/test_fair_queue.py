@@ -163,3 +163,14 @@ def test_several_slots_go_to_several_users_and_one_user_holds_at_most_its_cap():
         return order
 
     assert run(scenario()) == ["a1", "a2", "b1", "c1", "a3", "a4"]
+
+
+@pytest.mark.parametrize(("cpus", "slots", "per_user"), [(1, 2, 1), (2, 2, 1), (8, 8, 2), (16, 16, 4)])
+def test_document_processing_slots_follow_the_cores_and_a_user_gets_a_share(cpus, slots, per_user):
+    from schulki.config import RetrievalConfig
+    from schulki.retrieval.ingest import ingest_slots
+
+    scheduler = ingest_slots(RetrievalConfig(), cpus=cpus)
+    assert (scheduler.slots, scheduler.max_running_per_user) == (slots, per_user)
+    chosen = ingest_slots(RetrievalConfig(max_concurrent_ingests=6, ingests_per_user=3), cpus=cpus)
+    assert (chosen.slots, chosen.max_running_per_user) == (6, 3)

@@ -358,7 +358,8 @@ def test_a_cancelled_call_stops_the_work_promptly(stub, recordings, server):
 
 
 def test_two_transcriptions_at_once_both_finish(server, recordings, monkeypatch):
-    """Three calls, two allowed at once: two really decode at the same time (their work overlaps), never three."""
+    """Three users' calls, two allowed at once: two really decode at the same time (their work overlaps), never three.
+    (Calls that name no user count as one caller: gRPC shares one connection per target, so they have one peer.)"""
     results, errors = [], []
     engine = server.service.engine
     allowed = server.service.config.max_concurrent
@@ -375,14 +376,14 @@ def test_two_transcriptions_at_once_both_finish(server, recordings, monkeypatch)
 
     monkeypatch.setattr(engine, "_transcribe_blocking", timed)
 
-    def one():
+    def one(user: str):
         with server.channel() as channel:
             try:
-                results.append(transcribe(pb_grpc.TranscriptionServiceStub(channel), recordings["greeting.flac"]))
+                results.append(transcribe(pb_grpc.TranscriptionServiceStub(channel), recordings["greeting.flac"], user=user))
             except Exception as error:
                 errors.append(error)
 
-    threads = [threading.Thread(target=one) for _ in range(3)]
+    threads = [threading.Thread(target=one, args=(f"student-{n}",)) for n in range(3)]
     for t in threads:
         t.start()
     for t in threads:

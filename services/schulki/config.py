@@ -234,6 +234,10 @@ class TranscriptionConfig(Section):
     """Transcriptions that may wait for their turn; beyond that new ones are refused at once with RESOURCE_EXHAUSTED."""
     max_queued_per_user: Count = 2
     """Transcriptions one user may have waiting; keeps one user from filling the line."""
+    max_running_per_user: Count = 1
+    """Transcriptions of one user running at once; further ones of that user wait even while a turn is free, so one
+    student's long recordings take one turn and another student's short clip gets the next free one. Above
+    max_concurrent it changes nothing."""
     window_s: float = Field(default=120.0, ge=10.0)
     """Audio decoded and transcribed at a time, in seconds. Memory grows with it, not with the recording's length: decoding, VAD and features of a 120 s window peak at about 290 MiB, of a 300 s window at about 500 MiB."""
     upload_dir: Path | None = None
@@ -273,8 +277,18 @@ class RetrievalConfig(Section):
     """How hybrid search merges its BM25 and vector lists, alike in both stores: relative_score (each list's scores scaled to 0..1, then weighted; Weaviate's relativeScoreFusion) or rrf (reciprocal-rank fusion, weight / (60 + rank); Weaviate's rankedFusion). With rrf, hybrid search never reached the recall@5 of BM25 alone on the German tuning questions, at any weight (docs/decisions.md)."""
     allowed_url_hosts: list[str] = Field(default_factory=list)
     """Hosts on private, loopback or link-local addresses that URL ingest (the Dokumente tab's "Webseite hinzufügen") may fetch from anyway, by the name or address in the URL, for example the school's intranet wiki: "wiki.schule.lan" opens its ports 80 and 443 only, "wiki.schule.lan:8080" that one port ("[fd00::5]:8080" for an IPv6 address). Empty by default: every address that is not public is refused with PERMISSION_DENIED, also after a redirect, and so is an allowed host on any other port."""
-    max_concurrent_ingests: Count = 2
-    """Documents parsed and embedded at once; further uploads are received and then wait their turn."""
+    max_concurrent_ingests: CountOrAuto = None
+    """Documents parsed and embedded at once; further uploads are received and then wait their turn in a fair queue
+    (the user who has fewest running goes first). Empty means the CPUs the retrieval process may run on, at least 2:
+    each parse is one process on one core, and ``schulki up`` gives retrieval its share of the core split."""
+    ingests_per_user: CountOrAuto = None
+    """Documents of one user parsed and embedded at once; that user's further uploads wait even while a slot is free,
+    so a teacher's small upload does not wait behind a student's big ones. Empty means a quarter of
+    max_concurrent_ingests, at least 1 (2 slots: 1; 16 slots: 4)."""
+    max_queued_ingests: Count = 256
+    """Uploads that may wait for a slot; beyond that new ones are refused at once with RESOURCE_EXHAUSTED."""
+    max_queued_ingests_per_user: Count = 16
+    """Uploads one user may have waiting for a slot; beyond that that user's new ones are refused with RESOURCE_EXHAUSTED."""
     max_pages: Count = 2000
     """Most pages of one PDF; a longer one is refused with RESOURCE_EXHAUSTED."""
     max_document_chars: Count = 5_000_000
@@ -410,6 +424,13 @@ class GatewayConfig(Section):
     """Files of one user that /v1/vector_stores processes at once; adding more answers HTTP 429 until one is done."""
     api_files_mb_per_user: int = Field(default=500, ge=1)
     """MiB of uploads through POST /v1/files one user may keep at once (they wait there to be added to a vector store, at most upload_retention_hours); beyond that HTTP 413."""
+    ui_running_events: int = Field(default=1000, ge=1)
+    """Events of the web page (a chat answer, a transcription, an upload, a status check) running at once across
+    every user, per language of the page. Each runs as soon as it arrives, however many others of the same kind
+    run (Gradio's own default is one at a time per event, which served a whole class one student after another);
+    what really bounds a user is behind it: the engines' fair queues (inference.max_running_per_user,
+    transcription.max_running_per_user, retrieval.ingests_per_user) and requests_per_minute. Beyond this number
+    events wait in Gradio's line."""
     chat_retention_days: int = Field(default=30, ge=0)
     """Days stored chats are kept; the admin can change it in the Admin tab. 0 keeps no chats."""
     document_retention_days: int = Field(default=365, ge=1)

@@ -420,9 +420,11 @@ class Services:
         response = await self._unary("retrieval", "ListDocuments", retrieval_pb.ListDocumentsRequest(workspace=workspace))
         return list(response.documents)
 
-    def ingest(self, workspace: str, path: Path, file_name: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
+    def ingest(self, workspace: str, path: Path, file_name: str, user: str = "") -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
+        """Store a file in a workspace: progress, then the document; ``user`` (a pseudonym) gets its fair share of the slots."""
+
         async def requests():
-            yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, file_name=file_name))
+            yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, file_name=file_name, user=user))
             for chunk in file_chunks(path):
                 yield retrieval_pb.IngestDocumentRequest(file_chunk=chunk)
 
@@ -433,14 +435,14 @@ class Services:
 
         return run()
 
-    def ingest_url(self, workspace: str, url: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
+    def ingest_url(self, workspace: str, url: str, user: str = "") -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
         """Store the web page (or document) at url in a workspace: progress, then the document.
 
         The retrieval service fetches it, and refuses addresses in the school's network or on the
         machine itself unless an admin allowed the host (``retrieval.allowed_url_hosts``)."""
 
         async def requests():
-            yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, url=url))
+            yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, url=url, user=user))
 
         async def run():
             await self.ensure_workspace(workspace)

@@ -130,12 +130,12 @@ class Gateway:
         """Store an uploaded file in a workspace for a user (one request against the quota, counted now): progress, then
         the document. The caller checked that the user may write the workspace; its storage quota is the service's."""
         self.quotas.admit(account)
-        return self.services.ingest(workspace, path, file_name)
+        return self.services.ingest(workspace, path, file_name, self.pseudonym(account))
 
     def ingest_url(self, account: Account, workspace: str, url: str) -> AsyncIterator:
         """Store the web page at url in a workspace for a user, as ``ingest`` stores a file."""
         self.quotas.admit(account)
-        return self.services.ingest_url(workspace, url)
+        return self.services.ingest_url(workspace, url, self.pseudonym(account))
 
     def account_from_headers(self, cookies: dict, authorization: str | None) -> Account | None:
         """The user of a request: the login cookie, or an API key as ``Authorization: Bearer``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -27,6 +28,7 @@ from schulki.retrieval.parse_process import ParsedChunks, ParseLimits, parse_in_
 from schulki.retrieval.parsing import fetch_url, format_of
 from schulki.retrieval.store import DocumentRecord, Store, StoredChunk, over_quota
 from schulki.runtime.errors import InvalidInput
+from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.spool import Spool
 from schulki.runtime.threads import stream_from_task
 
@@ -53,6 +55,8 @@ class Upload:
     workspace: str
     file_name: str
     url: str = ""
+    user: str = ""
+    """Who uploads (the gateway's pseudonym, or the caller's address): slots are shared fairly between users."""
 
 
 def workspace_quota_bytes(config: RetrievalConfig, workspace: str) -> int:
@@ -63,6 +67,18 @@ def workspace_quota_bytes(config: RetrievalConfig, workspace: str) -> int:
     return config.workspace_quota_mb[max(matches, key=len)] * 1024 * 1024
 
 
+def ingest_slots(config: RetrievalConfig, cpus: int | None = None) -> FairScheduler:
+    """The fair queue in front of parsing and embedding: ``max_concurrent_ingests`` slots (empty: the CPUs this
+    process may run on, at least 2), of which one user holds ``ingests_per_user`` (empty: a quarter, at least 1)."""
+    slots = config.max_concurrent_ingests or max(2, cpus or len(os.sched_getaffinity(0)))
+    return FairScheduler(
+        slots=slots,
+        max_queued=config.max_queued_ingests,
+        max_queued_per_user=config.max_queued_ingests_per_user,
+        max_running_per_user=config.ingests_per_user or max(1, slots // 4),
+    )
+
+
 class Ingestor:
     """Turns uploads and URLs into stored documents."""
 
@@ -71,8 +87,9 @@ class Ingestor:
         self.embedder = embedder
         self.config = config
         self.incoming = incoming
-        # Parsing and embedding are the heavy part: only a few documents at a time, the rest wait their turn.
-        self._slots = asyncio.Semaphore(config.max_concurrent_ingests)
+        # Parsing and embedding are the heavy part: only a few documents at a time, the rest wait their turn,
+        # fairly between users, so one user's big files do not hold back everyone else's.
+        self.slots = ingest_slots(config)
 
     def clear_incoming(self) -> None:
         """Remove uploads left by a crash; called at start-up."""
@@ -112,7 +129,7 @@ class Ingestor:
                 else:
                     async for item in self._receive(data, spool, quota - used if quota else 0, used, quota):
                         yield item
-            async with self._slots:
+            async with self.slots.turn(upload.user):
                 async for event in self._process(upload, source, spool.path, file_name, spool.size, quota):
                     yield event
         finally:

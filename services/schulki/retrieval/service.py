@@ -123,7 +123,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
                     raise InvalidInput("Nur die erste Nachricht darf die Quelle nennen. (source sent twice)")
                 yield message.file_chunk
 
-        upload = Upload(workspace=source.workspace, file_name=source.file_name, url=source.url)
+        upload = Upload(workspace=source.workspace, file_name=source.file_name, url=source.url, user=source.user or context.peer())
         try:
             async for item in ingestor.ingest(upload, file_bytes()):
                 if isinstance(item, Progress):

@@ -46,7 +46,10 @@ class TranscriptionService(pb_grpc.TranscriptionServiceServicer):
         self.config = config
         self.engine = SpeechEngine(model_path, config)
         self.scheduler = FairScheduler(
-            slots=config.max_concurrent, max_queued=config.max_queued, max_queued_per_user=config.max_queued_per_user
+            slots=config.max_concurrent,
+            max_queued=config.max_queued,
+            max_queued_per_user=config.max_queued_per_user,
+            max_running_per_user=config.max_running_per_user,
         )
         self._loaded = False
 

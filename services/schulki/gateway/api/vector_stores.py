@@ -190,9 +190,9 @@ def router(gateway: Gateway) -> APIRouter:
             "expires_at": None,
         }
 
-    async def run_ingest(workspace: str, file_id: str, path: Path | None, url: str, filename: str) -> None:
+    async def run_ingest(workspace: str, file_id: str, path: Path | None, url: str, filename: str, user: str) -> None:
         try:
-            events = services.ingest(workspace, path, filename) if path is not None else services.ingest_url(workspace, url)
+            events = services.ingest(workspace, path, filename, user) if path is not None else services.ingest_url(workspace, url, user)
             document = None
             async for event in events:
                 if event.HasField("document"):
@@ -257,7 +257,9 @@ def router(gateway: Gateway) -> APIRouter:
             path, filename, new_id = stored.path, stored.filename, stored.id
             stores.remove_file(space.name, new_id)
         record = stores.add_file(space.name, new_id, filename, THIS_PROCESS)
-        jobs[(space.name, new_id)] = asyncio.create_task(run_ingest(space.name, new_id, path, url or "", filename))
+        jobs[(space.name, new_id)] = asyncio.create_task(
+            run_ingest(space.name, new_id, path, url or "", filename, gateway.pseudonym(account))
+        )
         starters[(space.name, new_id)] = account.id
         return record
 

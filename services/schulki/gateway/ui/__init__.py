@@ -27,6 +27,24 @@ def theme() -> gr.themes.Base:
     )
 
 
+def serve_concurrently(demo: gr.Blocks, running_events: int) -> None:
+    """Let every event run as soon as it arrives, whoever else runs the same one.
+
+    Gradio runs one event per listener at a time unless told otherwise: three
+    students pressing "Senden" were answered one after another, and a short
+    recording waited behind another student's two-hour one. Without a limit
+    here, each chat reaches the inference service's fair queue under its user's
+    pseudonym as /v1 requests do, so a user holds at most
+    inference.max_running_per_user turns and the engine batches the class; a
+    transcription or an upload waits in its service's fair queue likewise.
+    ``max_threads`` is the number of places Gradio's worker loop keeps for
+    running events (40 by default, across every listener and user); the queue
+    is rebuilt with it, as a mounted app never passes through launch().
+    """
+    demo.max_threads = running_events
+    demo.queue(default_concurrency_limit=None)
+
+
 def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
     s = strings(lang)
     home = "/en/" if lang == "en" else "/"
@@ -57,6 +75,7 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
             return links, gr.Tab(visible=account.role == "admin")
 
         demo.load(personalise, None, [header, admin_tab], api_name="whoami")
+    serve_concurrently(demo, gateway.config.gateway.ui_running_events)
     demo.schulki_home = home
     demo.schulki_other_lang = other_lang
     return demo
