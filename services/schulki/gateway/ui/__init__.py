@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import html
-
 import gradio as gr
 
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import strings
+from schulki.gateway.safe_markup import plain
 from schulki.gateway.ui.admin import build_admin_tab
 from schulki.gateway.ui.chat import build_chat_tab
 from schulki.gateway.ui.common import account_of
@@ -34,7 +33,9 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
     # Gradio copies uploads and downloads into its cache; delete_cache removes them after an hour.
     with gr.Blocks(title="schulki", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         timer = gr.Timer(STATUS_REFRESH_S)
-        header = gr.HTML(elem_id="header")
+        # Markdown, not gr.HTML: Gradio 6 evaluates an HTML component's value as a JavaScript template (new Function),
+        # which would run "${…}" in a user's name and needs 'unsafe-eval' in the Content-Security-Policy.
+        header = gr.Markdown(elem_id="header")
         with gr.Tabs():
             with gr.Tab(s["tab_chat"], id="chat"):
                 build_chat_tab(gateway, s, timer, demo)
@@ -51,7 +52,7 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
             account = account_of(gateway, request, s)
             links = (
                 f'<div style="display:flex;justify-content:space-between;align-items:center"><strong style="font-size:1.4em">schulki</strong>'
-                f"<span>{s['signed_in_as']} <b>{html.escape(account.name)}</b> ({html.escape(account.role)}) · "
+                f"<span>{s['signed_in_as']} <b>{plain(account.name)}</b> ({plain(account.role)}) · "
                 f'<a href="{other_home}">{s["other_language"]}</a> · <a href="/logout?lang={lang}" id="logout">{s["logout"]}</a></span></div>'
             )
             return links, gr.Tab(visible=account.role == "admin")
