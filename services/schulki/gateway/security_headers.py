@@ -3,17 +3,24 @@
 The CSP is the second wall behind safe_markup: should markup that loads
 something from elsewhere still reach a page, the browser refuses to fetch it.
 Images, media, fonts, connections and form targets are the gateway's own
-(``'self'``); ``blob:`` for images and media only, where Gradio plays back and
-previews what the user just recorded or picked (an object URL of the browser,
-no request leaves it); ``data:`` for images and fonts, which Gradio's CSS and
-icons use inline. No page may frame the gateway (``frame-ancestors 'none'``,
-and ``X-Frame-Options: DENY`` for browsers without CSP 2).
+(``'self'``). Only ``blob:`` is added, for media and connections: Gradio's audio
+player loads a recording the user picked or just made from the browser's own
+object URL (no request leaves the browser; without it the waveform and playback
+break). Nothing on the page needed ``data:``, checked in Chromium across every
+tab (tests/browser/test_page_safety_browser.py). No page may frame the gateway
+(``frame-ancestors 'none'``, and ``X-Frame-Options: DENY`` for browsers without
+CSP 2). ``Referrer-Policy: same-origin``, not ``no-referrer``: under
+``no-referrer`` a browser sends ``Origin: null`` with the page's own POSTs, and
+origin_guard rightly refuses those.
 
 Gradio's page carries inline scripts (its config, with values that change per
 page); each HTML answer is therefore read whole and its inline scripts are
 allowed by their SHA-256 in that answer's own policy, never by
 ``'unsafe-inline'``. Styles need ``'unsafe-inline'``: Svelte and Gradio's
 theme set style attributes and inline ``<style>`` elements at run time.
+No ``'unsafe-eval'``: Gradio 6's gr.HTML evaluates its value with
+``new Function`` and would need it, so the UI uses no gr.HTML (the header is
+Markdown).
 
 Plain ASGI, like request_ids: a streamed answer (server-sent events, files)
 passes piece by piece; only ``text/html`` answers, small and never streamed,
@@ -30,17 +37,17 @@ from schulki.gateway.request_ids import App, Message, Receive, Scope, Send
 
 BASE_POLICY = (
     "default-src 'self'",
-    "img-src 'self' data: blob:",
+    "img-src 'self'",
     "media-src 'self' blob:",
-    "font-src 'self' data:",
+    "font-src 'self'",
     "style-src 'self' 'unsafe-inline'",
-    "connect-src 'self'",
+    "connect-src 'self' blob:",
     "form-action 'self'",
     "frame-ancestors 'none'",
     "frame-src 'none'",
     "object-src 'none'",
     "base-uri 'self'",
-    "worker-src 'self' blob:",
+    "worker-src 'self'",
     "manifest-src 'self'",
 )
 STATIC_HEADERS = (
