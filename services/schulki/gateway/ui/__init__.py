@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import strings
-from schulki.gateway.safe_markup import plain
 from schulki.gateway.ui.admin import build_admin_tab
 from schulki.gateway.ui.chat import build_chat_tab
 from schulki.gateway.ui.common import account_of
@@ -52,7 +53,7 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
             account = account_of(gateway, request, s)
             links = (
                 f'<div style="display:flex;justify-content:space-between;align-items:center"><strong style="font-size:1.4em">schulki</strong>'
-                f"<span>{s['signed_in_as']} <b>{plain(account.name)}</b> ({plain(account.role)}) · "
+                f"<span>{s['signed_in_as']} <b>{html.escape(account.name)}</b> ({html.escape(account.role)}) · "
                 f'<a href="{other_home}">{s["other_language"]}</a> · <a href="/logout?lang={lang}" id="logout">{s["logout"]}</a></span></div>'
             )
             return links, gr.Tab(visible=account.role == "admin")

@@ -9,7 +9,6 @@ from schulki.gateway import retention as retention_rules
 from schulki.gateway.accounts import ROLES, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
-from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors
 from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.ui.models import build_models_section
@@ -20,7 +19,7 @@ DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_
 
 def credentials_table(s: Strings, created: list[NewAccount]) -> str:
     rows = "\n".join(
-        f"| {plain(n.account.name)} | {n.account.role} | {', '.join(n.account.classes)} | `{n.password}` | `{n.api_key}` |" for n in created
+        f"| {n.account.name} | {n.account.role} | {', '.join(n.account.classes)} | `{n.password}` | `{n.api_key}` |" for n in created
     )
     return f"{s['credentials']}\n\n| {s['col_name']} | {s['col_role']} | {s['col_classes']} | {s['login_password']} | API-Key |\n|---|---|---|---|---|\n{rows}"
 
@@ -66,7 +65,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     with gr.Row():
         periods = [gr.Number(label=f"{s['data_retention']}: {s[name]}", precision=0, minimum=1) for name in DATA_PERIODS]
         save_periods = gr.Button(s["save"], elem_id="admin-save-periods")
-    result = safe_markdown_box(elem_id="admin-result")
+    result = gr.Markdown(elem_id="admin-result")
 
     def require_admin(request: gr.Request):
         account = account_of(gateway, request, s)
@@ -143,7 +142,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         if account is None:
             raise gr.Error(s["unknown_user"].format(name=name))
         await delete_user_data(gateway, account)
-        return s["user_deleted"].format(name=plain(account.name))
+        return s["user_deleted"].format(name=account.name)
 
     @handles_errors(s)
     async def export_user(name: str, request: gr.Request):
@@ -157,7 +156,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         cached = await export_file.async_move_resource_to_block_cache(str(path))
         assert cached is not None, "Gradio returns the cached path of the file it was given"
         gateway.file_owners.add(cached, admin.id)
-        return s["export_ready"].format(name=plain(account.name), hours=hours), gr.File(value=cached, visible=True)
+        return s["export_ready"].format(name=account.name, hours=hours), gr.File(value=cached, visible=True)
 
     def data_periods(request: gr.Request):
         require_admin(request)
