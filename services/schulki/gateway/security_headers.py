@@ -14,17 +14,17 @@ CSP 2). ``Referrer-Policy: same-origin``, not ``no-referrer``: under
 origin_guard rightly refuses those.
 
 Gradio's page carries inline scripts (its config, with values that change per
-page); each HTML answer is therefore read whole and its inline scripts are
-allowed by their SHA-256 in that answer's own policy, never by
-``'unsafe-inline'``. Styles need ``'unsafe-inline'``: Svelte and Gradio's
+page); the page (``/`` and ``/en/``, nothing else: an uploaded HTML file is
+text/html too) is therefore read whole and its inline scripts are allowed by
+their SHA-256 in that answer's own policy, never by ``'unsafe-inline'``. Styles need ``'unsafe-inline'``: Svelte and Gradio's
 theme set style attributes and inline ``<style>`` elements at run time.
 No ``'unsafe-eval'``: Gradio 6's gr.HTML evaluates its value with
 ``new Function`` and would need it, so the UI uses no gr.HTML (the header is
 Markdown).
 
 Plain ASGI, like request_ids: a streamed answer (server-sent events, files)
-passes piece by piece; only ``text/html`` answers, small and never streamed,
-are held until their last piece.
+passes piece by piece; only the UI's page, small and never streamed, is held
+until its last piece.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ STATIC_HEADERS = (
 )
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 REPLACED = {b"content-security-policy", b"strict-transport-security"} | {name for name, _ in STATIC_HEADERS}
+# Only Gradio's own page gets its inline scripts allowed: an HTML file a user uploaded and opens through
+# /gradio_api/file= is text/html too, and its scripts must not run with the user's login.
+UI_PAGES = frozenset(("/", "/en", "/en/"))
 INLINE_SCRIPT = re.compile(rb"<script\b(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script\s*>", re.IGNORECASE | re.DOTALL)
 
 
@@ -102,7 +105,7 @@ class SecurityHeadersMiddleware:
             nonlocal held
             if message["type"] == "http.response.start":
                 content_type = _header(message, b"content-type") or b""
-                if content_type.startswith(b"text/html") and _header(message, b"content-encoding") is None:
+                if scope["path"] in UI_PAGES and content_type.startswith(b"text/html") and _header(message, b"content-encoding") is None:
                     held = message
                     return
                 await send(with_headers(message, []))
