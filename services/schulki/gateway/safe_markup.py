@@ -10,9 +10,10 @@ sanitiser (amuchina, in its frontend) keeps ``<img>``, ``srcset``,
 tables and strike-through), then keeps only an allowlist of tags and
 attributes of the rendered HTML: text structure, code, tables and links to
 http(s)/mailto or the gateway itself; no images, media, SVG, MathML, frames or
-forms. The result is one line of HTML whose text has Markdown's punctuation
-written as character references, so Gradio's Markdown renderer passes it
-through as one HTML block and finds nothing left to turn into an image. The
+forms. The result is one line of HTML whose text has newlines and the
+characters that could still make a tag, link, image or code fence written as
+character references, so Gradio's Markdown renderer passes it through as one
+HTML block and finds nothing left to turn into an image. The
 Content-Security-Policy (security_headers) is the second wall.
 
 ``plain`` is for names that are shown as text inside Markdown (file names,
