@@ -34,6 +34,7 @@ from schulki.gateway.context import Gateway, private_folder
 from schulki.gateway.gradio_guard import GradioGuard
 from schulki.gateway.origin_guard import OriginGuard
 from schulki.gateway.request_ids import LoginRedirectMiddleware, RequestIdMiddleware
+from schulki.gateway.security_headers import SecurityHeadersMiddleware
 from schulki.gateway.ui import build_ui, theme
 from schulki.runtime import logs
 
@@ -70,13 +71,15 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     app = FastAPI(title="schulki", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
-    # Starlette runs the middleware added last first: the login redirect, the request id, the origin check, then body
-    # limits, then Gradio's file checks. All are plain ASGI: nothing stands between a streamed answer and the client.
+    # Starlette runs the middleware added last first: the security headers (on every answer, refusals too), the login
+    # redirect, the request id, the origin check, then body limits, then Gradio's file checks. All are plain ASGI:
+    # nothing stands between a streamed answer and the client.
     app.add_middleware(GradioGuard, gateway=gateway)
     app.add_middleware(BodyLimitMiddleware, config=config.gateway, upload_prefixes=UPLOAD_PATHS)
     app.add_middleware(OriginGuard, config=config.gateway)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(LoginRedirectMiddleware, gateway=gateway)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     api_errors.install(app)
 

@@ -52,7 +52,9 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
     # Gradio copies uploads and downloads into its cache; delete_cache removes them after an hour.
     with gr.Blocks(title="schulki", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         timer = gr.Timer(STATUS_REFRESH_S)
-        header = gr.HTML(elem_id="header")
+        # Markdown, not gr.HTML: Gradio 6 evaluates an HTML component's value as a JavaScript template (new Function),
+        # which would run "${…}" in a user's name and needs 'unsafe-eval' in the Content-Security-Policy.
+        header = gr.Markdown(elem_id="header")
         with gr.Tabs():
             with gr.Tab(s["tab_chat"], id="chat"):
                 build_chat_tab(gateway, s, timer, demo)

@@ -9,6 +9,7 @@ import gradio as gr
 from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
+from schulki.gateway.safe_markup import safe_chatbot
 from schulki.gateway.ui.common import account_of, handles_errors, status_banner
 
 PRESETS = {
@@ -27,7 +28,7 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         model = gr.Dropdown([], value=None, label=s["model"], elem_id="chat-model", allow_custom_value=True, scale=2)
         preset = gr.Dropdown([(s[key], key) for key in PRESETS], value="preset_assistant", label=s["preset"], scale=2)
     model_info = gr.Markdown(elem_id="chat-model-info")
-    chatbot = gr.Chatbot(label="Chat", height=420, buttons=["copy"], feedback_options=None, elem_id="chatbot")
+    chatbot = safe_chatbot(label="Chat", height=420, buttons=["copy"], feedback_options=None, elem_id="chatbot")
     messages = gr.State([])
     chat_id = gr.State(None)
     with gr.Row():

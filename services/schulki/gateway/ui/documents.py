@@ -10,6 +10,7 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_context import build_context, whole_tables
 from schulki.gateway.i18n import Strings
+from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.gateway.ui.whole_document import build_whole_document_section
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
@@ -53,7 +54,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         upload = gr.File(label=s["upload"], file_types=FILE_TYPES, type="filepath", elem_id="document-upload")
         with gr.Column():
             upload_button = gr.Button(s["upload_button"], variant="primary", elem_id="document-upload-button")
-            upload_result = gr.Markdown(elem_id="upload-result")
+            upload_result = safe_markdown_box(elem_id="upload-result")
     with gr.Row():
         web_url = gr.Textbox(label=s["web_url"], elem_id="web-url", max_length=MAX_URL_CHARS, scale=3)
         web_button = gr.Button(s["web_add"], elem_id="web-add-button", scale=1)
@@ -71,7 +72,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         delete = gr.Button(s["delete"], variant="stop")
     question = gr.Textbox(label=s["question"], elem_id="document-question")
     ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
-    answer = gr.Markdown(label=s["answer"], elem_id="document-answer")
+    answer = safe_markdown_box(label=s["answer"], elem_id="document-answer")
 
     def allowed(account: Account, name: str, write: bool = False):
         try:
@@ -121,7 +122,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         finally:
             discard_upload(path)
         rows, choices = await list_documents(name, request)
-        message = s["uploaded"].format(name=document.source, chunks=document.chunk_count, pages=document.page_count) if document else ""
+        message = (
+            s["uploaded"].format(name=plain(document.source), chunks=document.chunk_count, pages=document.page_count) if document else ""
+        )
         return message, rows, choices, None
 
     @handles_errors(s)
@@ -157,7 +160,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             else:
                 document = event.document
         rows, choices = await list_documents(name, request)
-        message = s["web_added"].format(name=document.source, chunks=document.chunk_count) if document else ""
+        message = s["web_added"].format(name=plain(document.source), chunks=document.chunk_count) if document else ""
         return document, message, rows, choices
 
     @handles_errors(s)
@@ -180,7 +183,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         if not hits:
             yield s["no_hits"]
             return
-        sources = "\n".join(f"{i}. {citation(s, hit)}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1))
+        sources = "\n".join(
+            f"{i}. {plain(citation(s, hit))}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
+        )
         footer = f"\n\n**{s['sources']}:**\n{sources}"
         # Rows of a table go to the model as one Markdown table; a counting question gets a small table whole.
         table_hits, whole = await whole_tables(gateway.services, name, text, hits)

@@ -19,6 +19,7 @@ from schulki.gateway.context import Gateway
 from schulki.gateway.document_export import export, file_name
 from schulki.gateway.document_work import LANGUAGES, LENGTHS, DocumentRefused, Done, Progress, summarize_document, translate_document
 from schulki.gateway.i18n import Strings
+from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, user_error
 
 
@@ -54,8 +55,8 @@ def build_whole_document_section(
             )
             translate = gr.Button(s["whole_translate"], variant="primary", elem_id="whole-translate")
             stop = gr.Button(s["stop"], variant="stop", elem_id="whole-stop")
-        progress = gr.Markdown(elem_id="whole-progress")
-        result = gr.Markdown(label=s["whole_result"], elem_id="whole-result")
+        progress = safe_markdown_box(elem_id="whole-progress")
+        result = safe_markdown_box(label=s["whole_result"], elem_id="whole-result")
         with gr.Row():
             txt = gr.DownloadButton(s["download_txt"], visible=False, elem_id="whole-download-txt")
             md = gr.DownloadButton(s["whole_download_md"], visible=False, elem_id="whole-download-md")
@@ -87,7 +88,7 @@ def build_whole_document_section(
         if isinstance(event, Progress):
             return event.message(s.lang), gr.skip()
         if isinstance(event, Done):
-            return s["whole_done"].format(name=event.source, parts=event.parts), event.text
+            return s["whole_done"].format(name=plain(event.source), parts=event.parts), event.text
         return gr.skip(), event.text
 
     async def summarize_clicked(name: str, document_id: str | None, chosen: str, request: gr.Request):
