@@ -39,9 +39,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import html
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -166,8 +168,10 @@ def summary(students: list[Student], wall: float, cpu: dict[str, float]) -> dict
 
 
 def message_text(content: str | list[dict]) -> str:
-    """The text of a chat message as Gradio sends it: a string, or a list of parts with their text."""
-    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+    """The text of a chat message as Gradio sends it (a string, or a list of parts with their text), without the
+    markup the gateway renders answers into (gateway/safe_markup.py): the words a student reads."""
+    shown = content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+    return html.unescape(re.sub(r"<[^>]*>", "", shown))
 
 
 async def one_page_request(client: httpx.AsyncClient, student: Student, count_tokens: Callable[[str], int]) -> None:
