@@ -23,6 +23,9 @@ log = logging.getLogger("schulki.retrieval")
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 4000
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+"""Most bytes of a refused upload read and dropped so that its sender hears the real reason (``_drain``): an upload
+refused at its first message (its type, a full workspace) is seldom larger, and a 2 GB one is not read to its end."""
 
 
 def store_folder(config: Config) -> Path:
@@ -142,8 +145,9 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         A refusal that ends the call while the client is still writing (a file type refused before its first
         byte, a full workspace) reaches a Python client as INTERNAL "Internal error from Core": grpc.aio
         replaces the call's status with its failed write. Drained, the client's writes all succeed and it
-        reads the real reason. Nothing is kept, and no more than the largest upload is read."""
-        left = self.settings.max_upload_bytes + 1024 * 1024
+        reads the real reason. Nothing is kept, and no more than DRAIN_LIMIT_BYTES is read: past that the
+        sender of a larger refused file may hear INTERNAL, and the bytes it sends are not received for nothing."""
+        left = min(self.settings.max_upload_bytes + 1024 * 1024, DRAIN_LIMIT_BYTES)
         with contextlib.suppress(Exception):
             async for message in request_iterator:
                 left -= len(message.file_chunk)
