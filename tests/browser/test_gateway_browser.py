@@ -179,3 +179,14 @@ def test_the_login_page_in_german_and_a_wrong_password(page, stack):
     page.click("button[type=submit]")
     page.wait_for_selector("text=Benutzername oder Passwort ist falsch.")
     shoot(page, "login")
+
+
+def test_the_logout_link_signs_out_in_the_same_page(page, stack):
+    """The header's "Abmelden" ends the session and shows the login page in the same tab, not in a new one."""
+    student = stack.add_user("browser-ben", "student")
+    log_in(page, stack, "browser-ben", student.password)
+    page.click("#logout")
+    page.wait_for_selector("#password")
+    assert "/login" in page.url
+    page.goto(stack.url + "/")
+    assert "/login" in page.url  # the session is gone

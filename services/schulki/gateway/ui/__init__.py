@@ -54,7 +54,10 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
         timer = gr.Timer(STATUS_REFRESH_S)
         # Markdown, not gr.HTML: Gradio 6 evaluates an HTML component's value as a JavaScript template (new Function),
         # which would run "${…}" in a user's name and needs 'unsafe-eval' in the Content-Security-Policy.
-        header = gr.Markdown(elem_id="header")
+        # Not sanitised in the browser: Gradio's sanitiser gives every link target="_blank", so "Abmelden" and the
+        # language switch opened new tabs and left this one signed in. The header holds only what personalise() builds,
+        # with the account's name and role escaped.
+        header = gr.Markdown(elem_id="header", sanitize_html=False)
         with gr.Tabs():
             with gr.Tab(s["tab_chat"], id="chat"):
                 build_chat_tab(gateway, s, timer, demo)
