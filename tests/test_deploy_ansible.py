@@ -95,6 +95,7 @@ def school(tmp_path_factory, mirror):
         "schulki_models_mirror_url": mirror.url,
         "schulki_stack_secrets_owner": str(os.getuid()),
         "schulki_stack_weaviate_api_key": "test-weaviate-key-0123456789",
+        "schulki_stack_tls_ca_passphrase": "test-ca-passphrase-0123456789",
         "schulki_stack_node_address": "127.0.0.1",
         "schulki_plan_embeddings_model": "all-minilm-l6-v2",
         "schulki_plan_embeddings_quant": "F16",
@@ -356,6 +357,12 @@ def test_every_host_gets_a_certificate_from_the_school_ca_for_its_names(school, 
             b"-----BEGIN CERTIFICATE"
         )
     assert not list(base.glob("*/stack/**/ca.key")), "the CA's key stays on the admin's machine"
+    assert (base / "credentials" / "tls" / "ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    permitted = ca.extensions.get_extension_for_class(x509.NameConstraints).value.permitted_subtrees or []
+    assert {x509.DNSName(n) for n in ("gw", "gpu12", "lab01", "gpu-tiny", "gpu-down", "embeddings", "retrieval", "localhost")} <= set(
+        permitted
+    ), "the school CA may sign for the inventory's hosts and nothing else"
+    assert all(isinstance(p, x509.DNSName) or str(p.value) in ("127.0.0.0/8", "::1/128") or p.value.is_private for p in permitted)
     gateway = _settings(base, "gw", monkeypatch)
     assert gateway.gateway.https and str(gateway.gateway.tls_cert_file) == "/run/secrets/tls_cert" and gateway.gateway.redirect_port == 8080
     for host in ("gw", "gpu12", "lab01"):

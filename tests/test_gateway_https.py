@@ -22,6 +22,7 @@ from schulki.gateway.launch import https_lines
 
 from tests.conftest import free_port
 from tests.gateway_stack import connect, running_stack, stack_config
+from tests.tls_support import forge, openssl_accepts, server_verifier_accepts
 
 
 def _names(path) -> set[str]:
@@ -42,6 +43,36 @@ def test_one_machine_makes_its_certificate_once_for_its_names_and_says_how_to_tr
     shown = "\n".join(https_lines(config))
     assert str(files.ca_file) in shown and fingerprint(files.ca_file) in shown and "update-ca-certificates" in shown
     assert (files.cert_file.read_bytes(), files.ca_file.read_bytes()) == before
+
+
+def test_the_machines_own_ca_signs_only_for_the_machines_names(tmp_path):
+    """Attack: someone copies var/tls/ca.key from a machine whose CA students trust, and signs for another web site."""
+    config = Config(data_dir=tmp_path)
+    config.gateway.tls_names = ["ki.schule.example"]
+    files = https_files(config)
+    assert files is not None and files.ca_file is not None
+    constraint = load_certificate(files.ca_file).extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraint.critical
+    accepted, said = openssl_accepts(files.ca_file, files.cert_file)
+    assert accepted, said
+    assert server_verifier_accepts(files.ca_file, files.cert_file, "ki.schule.example")
+    assert server_verifier_accepts(files.ca_file, files.cert_file, "127.0.0.1")
+    for name in ("www.google.com", "schule.example", "8.8.8.8"):
+        forged = forge(tmp_path / "tls", name, tmp_path / f"forged-{name}.pem")
+        accepted, said = openssl_accepts(files.ca_file, forged)
+        assert not accepted and "subtree violation" in said, f"{name}: {said}"
+        assert not server_verifier_accepts(files.ca_file, forged, name), name
+
+
+def test_a_machines_ca_from_before_name_constraints_is_replaced_with_a_new_key(tmp_path, caplog):
+    ensure_ca(tmp_path / "tls", common_name="schulki CA old")
+    old_key = (tmp_path / "tls" / "ca.key").read_bytes()
+    ensure_certificate(tmp_path / "tls", "gateway", ["localhost"], tmp_path / "tls")
+    files = https_files(Config(data_dir=tmp_path))
+    assert files is not None and files.ca_file is not None
+    assert (tmp_path / "tls" / "ca.key").read_bytes() != old_key and "had no name constraints" in caplog.text
+    load_certificate(files.ca_file).extensions.get_extension_for_class(x509.NameConstraints)
+    load_certificate(files.cert_file).verify_directly_issued_by(load_certificate(files.ca_file))
 
 
 def test_the_schools_own_certificate_is_used_as_given_and_https_can_be_turned_off(tmp_path):
