@@ -158,12 +158,21 @@ class Play:
         return {"changed": new}
 
     def get_url(self, args: dict) -> dict:
+        folder = args["dest"].rsplit("/", 1)[0]
+        if folder not in self.node.files and self.acting:
+            return {"failed": True, "msg": f"Destination {folder} does not exist"}
         if args["dest"] in self.node.files and not args.get("force"):
             return {"changed": False}
         if self.acting:
             self.node.downloads.append(args["url"])
             self.node.files.add(args["dest"])
         return {"changed": True}
+
+    def file(self, args: dict) -> dict:
+        new = args["path"] not in self.node.files
+        if self.acting:
+            self.node.files.add(args["path"])
+        return {"changed": new}
 
     def set_fact(self, args: dict) -> dict:
         self.vars.update(args)
