@@ -29,6 +29,7 @@ from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
 from schulki.models.fleet import FLEET_DEFAULTS
 
+from tests import fake_nvidia_smi
 from tests.conftest import REPO_ROOT, free_port
 from tests.deploy_mirror import MirrorServer, write_sha256sums
 
@@ -86,6 +87,7 @@ def school(tmp_path_factory, mirror):
     fake_bin.mkdir()
     (fake_bin / "docker").write_text(f'#!/bin/sh\nexec {sys.executable} {REPO_ROOT / "tests" / "fake_docker.py"} "$@"\n')
     (fake_bin / "docker").chmod(0o755)
+    fake_nvidia_smi.install(fake_bin, 12288, "560.35.05")  # the lowest driver series the CUDA 12.6 images run on
     common = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,

@@ -38,6 +38,8 @@ PACKAGE_REPOSITORY = {
     "containerd.io": "docker",
     "docker-compose-plugin": "docker",
     "nvidia-container-toolkit": "nvidia-container-toolkit",
+    "python3-debian": "debian",
+    "python3-apt": "debian",
 }
 
 
@@ -51,9 +53,11 @@ class Node:
 
     now: float = 100_000.0
     lists_refreshed: float = 100_000.0 - 600  # someone ran apt-get update ten minutes ago
-    repositories: set[str] = field(default_factory=set)
+    repositories: set[str] = field(default_factory=set)  # beside Debian's own archive, which apt always has
     repositories_in_lists: set[str] = field(default_factory=set)
-    installed: set[str] = field(default_factory=set)
+    installed: set[str] = field(default_factory=set)  # a fresh Debian 12: not even python3-debian
+    files: set[str] = field(default_factory=set)
+    downloads: list[str] = field(default_factory=list)  # every URL fetched from the internet (or the mirror)
     daemon_json: str | None = None
     docker_running: bool = False
     loaded_runtimes: set[str] = field(default_factory=set)
@@ -69,6 +73,8 @@ def jinja() -> jinja2.Environment:
     """Jinja as Ansible templates task arguments: a template that is one expression keeps its type (a list, a bool)."""
     env = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefined)
     env.tests["changed"] = lambda result: bool(result.get("changed"))
+    env.tests["skipped"] = lambda result: bool(result.get("skipped"))
+    env.filters["bool"] = lambda value: value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes")
     env.tests["search"] = lambda text, pattern: re.search(pattern, text) is not None
     env.filters["b64decode"] = lambda text: base64.b64decode(text).decode()
     env.filters["quote"] = shlex.quote
@@ -78,14 +84,17 @@ def jinja() -> jinja2.Environment:
 class Play:
     """Runs task files of the role on a node, the way ansible-core orders them."""
 
-    def __init__(self, node: Node):
+    def __init__(self, node: Node, check_mode: bool = False):
         self.node = node
+        self.check_mode = check_mode
+        self.acting = True  # False while a module runs in check mode: it reports, and changes nothing
         self.env = jinja()
         defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
         self.vars = {
             **defaults,
             "schulki_plan_node_kind": "gpu",
             "ansible_facts": {"distribution": "Ubuntu", "distribution_release": "noble"},
+            "ansible_check_mode": check_mode,
         }
         handlers = ROLE / "handlers" / "main.yml"
         self.handlers = {h["name"]: h for h in yaml.safe_load(handlers.read_text())} if handlers.exists() else {}
@@ -107,14 +116,20 @@ class Play:
 
     def run_task(self, task: dict) -> None:
         if "when" in task and not self.condition(task["when"]):
+            if task.get("register"):
+                self.vars[task["register"]] = {"skipped": True, "changed": False}
             return
         module = next(k for k in task if k.startswith("ansible.builtin."))
         args = {k: self.value(v) for k, v in (task[module] or {}).items()} if isinstance(task[module], dict) else task[module]
         if module == "ansible.builtin.include_tasks":
             self.run_file(ROLE / "tasks" / args)
             return
-        result = getattr(self, module.rsplit(".", 1)[1])(args)
-        if "changed_when" in task:
+        if self.check_mode and task.get("check_mode") is not False and module == "ansible.builtin.command":
+            result = {"skipped": True}  # command has no check mode: ansible-core skips it
+        else:
+            self.acting = not self.check_mode or task.get("check_mode") is False
+            result = getattr(self, module.rsplit(".", 1)[1])(args)
+        if "changed_when" in task and not result.get("skipped"):
             result["changed"] = self.value(task["changed_when"]) if isinstance(task["changed_when"], str) else task["changed_when"]
         if result.get("failed") and task.get("failed_when") is not False:
             raise StepFailed(f"{task['name']}: {result.get('msg', '')}")
@@ -133,26 +148,65 @@ class Play:
     # The modules the role uses, with the behaviour of the real ones.
 
     def deb822_repository(self, args: dict) -> dict:
+        if "python3-debian" not in self.node.installed:
+            return {"failed": True, "msg": "Failed to import the required Python library (python3-debian)"}
+        key = str(args.get("signed_by", ""))
+        if "://" in key:
+            self.node.downloads.append(key)  # the module fetches a URL on every run, to compare it
         new = args["name"] not in self.node.repositories
-        self.node.repositories.add(args["name"])
+        if self.acting:
+            self.node.repositories.add(args["name"])
         return {"changed": new}
 
+    def get_url(self, args: dict) -> dict:
+        folder = args["dest"].rsplit("/", 1)[0]
+        if folder not in self.node.files and self.acting:
+            return {"failed": True, "msg": f"Destination {folder} does not exist"}
+        if args["dest"] in self.node.files and not args.get("force"):
+            return {"changed": False}
+        if self.acting:
+            self.node.downloads.append(args["url"])
+            self.node.files.add(args["dest"])
+        return {"changed": True}
+
+    def file(self, args: dict) -> dict:
+        new = args["path"] not in self.node.files
+        if self.acting:
+            self.node.files.add(args["path"])
+        return {"changed": new}
+
+    def set_fact(self, args: dict) -> dict:
+        self.vars.update(args)
+        return {"changed": False}
+
+    def debug(self, args: dict) -> dict:
+        return {"changed": False, "msg": args.get("msg")}
+
     def apt(self, args: dict) -> dict:
+        if "python3-apt" not in self.node.installed:
+            if not self.acting:
+                return {"failed": True, "msg": "python3-apt must be installed to use check mode."}
+            self.node.installed.add("python3-apt")  # the module installs it itself in a real run
         update, valid = bool(args.get("update_cache")), int(args.get("cache_valid_time") or 0)
         refreshed = False
-        if (update or valid) and not (valid and self.node.now - self.node.lists_refreshed <= valid):
+        if self.acting and (update or valid) and not (valid and self.node.now - self.node.lists_refreshed <= valid):
             self.node.repositories_in_lists = set(self.node.repositories)
             self.node.lists_refreshed = self.node.now
             refreshed = True
         names = args["name"] if isinstance(args["name"], list) else [args["name"]]
         missing = [n for n in names if n not in self.node.installed]
         for name in missing:
-            if PACKAGE_REPOSITORY[name] not in self.node.repositories_in_lists:
+            if PACKAGE_REPOSITORY[name] not in self.node.repositories_in_lists | {"debian"}:
                 return {"failed": True, "msg": f"No package matching '{name}' is available"}
-        self.node.installed.update(missing)
+        if self.acting:
+            self.node.installed.update(missing)
         return {"changed": bool(missing), "cache_updated": refreshed}
 
     def service(self, args: dict) -> dict:
+        if "docker-ce" not in self.node.installed:
+            return {"failed": True, "msg": "Could not find the requested service docker: host"}
+        if not self.acting:
+            return {"changed": args["state"] == "restarted" or not self.node.docker_running}
         if args["state"] == "restarted" or not self.node.docker_running:
             self.node.start_docker()
             return {"changed": True}
@@ -176,15 +230,19 @@ class Play:
             self.node.daemon_json = json.dumps({"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}})
             return {"rc": 0, "changed": True}
         if argv[:2] == ["docker", "info"]:
+            if "docker-ce" not in self.node.installed:
+                return {"failed": True, "rc": 2, "msg": "[Errno 2] No such file or directory: b'docker'"}
             assert argv[2:] == ["--format", "{{json .Runtimes}}"], argv
             return {"rc": 0, "stdout": json.dumps({r: {} for r in sorted(self.node.loaded_runtimes)}), "changed": True}
         raise AssertionError(f"the model has no command {argv}")
 
 
-def roll_out(node: Node) -> Play:
+def roll_out(node: Node, check_mode: bool = False) -> Play:
     """The role, then the stack's `docker compose up` of the GPU services, then the play's handlers."""
-    play = Play(node)
+    play = Play(node, check_mode)
     play.run_file(ROLE / "tasks" / "main.yml")
+    if check_mode:
+        return play  # the stack's compose commands do not run in check mode
     if "nvidia" not in node.loaded_runtimes:
         raise StepFailed('docker compose up: could not select device driver "nvidia" with capabilities: [[gpu]]')
     play.flush_handlers()
@@ -233,7 +291,7 @@ def test_a_node_whose_last_run_stopped_after_adding_the_repository_installs_the_
 
 def test_the_model_catches_a_cache_valid_time_that_hides_a_new_repository():
     """The model itself: an install that trusts an hour-old cache after adding a repository fails, as apt would."""
-    play = Play(Node())
+    play = Play(Node(installed={"python3-debian"}))
     play.run_task({"name": "Add a repository", "ansible.builtin.deb822_repository": {"name": "nvidia-container-toolkit"}})
     with pytest.raises(StepFailed, match="No package matching"):
         play.run_task(
@@ -242,3 +300,35 @@ def test_the_model_catches_a_cache_valid_time_that_hides_a_new_repository():
                 "ansible.builtin.apt": {"name": "nvidia-container-toolkit", "update_cache": True, "cache_valid_time": 3600},
             }
         )
+
+
+@pytest.mark.parametrize("preinstalled", [set(), {"python3-apt"}], ids=["trimmed", "standard"])
+def test_check_mode_on_a_fresh_host_without_docker_passes_and_changes_nothing(preinstalled):
+    """The README's --check step on a fresh Debian 12: no python3-debian, no Docker, no key yet (a trimmed image lacks python3-apt too)."""
+    node = Node(installed=set(preinstalled))
+    play = roll_out(node, check_mode=True)
+    assert node.installed == preinstalled and node.repositories == set() and node.files == set() and node.downloads == []
+    assert not node.docker_running and node.restarts == 0
+    assert "Download Docker's signing key once" in play.changed
+    if preinstalled:
+        assert "Install the library that apt repositories in deb822 format need" in play.changed, play.changed
+    roll_out(node)  # the real run after the check still works
+    assert {"python3-debian", "docker-ce", "nvidia-container-toolkit"} <= node.installed and "nvidia" in node.loaded_runtimes
+
+
+def test_check_mode_on_a_host_that_has_everything_reports_no_change():
+    node = Node()
+    roll_out(node)
+    node.now += 7200
+    assert roll_out(node, check_mode=True).changed == []
+
+
+def test_the_signing_keys_are_downloaded_once_not_on_every_run():
+    node = Node()
+    roll_out(node)
+    first = list(node.downloads)
+    assert len(first) == 2 and len(set(first)) == 2, first  # Docker's key and NVIDIA's
+    for _ in range(2):
+        node.now += 7200
+        roll_out(node)
+    assert node.downloads == first, "a later run fetches no key again"

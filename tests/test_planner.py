@@ -231,11 +231,12 @@ def test_schulki_plan_prints_every_host_of_the_example_inventory():
         text=True,
         timeout=120,
     )
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 1, "the example's lab PC without AVX2 is refused (tests/test_deploy_hardware.py)"
     print(run.stdout)
     lines = run.stdout.strip().splitlines()
     assert lines[0].split()[:5] == ["host", "kind", "model", "quant", "context"]
     rows = {line.split()[0]: line for line in lines[1:]}
+    assert "has no AVX2" in rows.pop("pc-raum014-01.schule.example")
     assert set(rows) == {
         "ki-gateway.schule.example",
         "ki-gpu08.schule.example",

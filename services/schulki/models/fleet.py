@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from schulki.models.catalog import Catalog, load_catalog
+from schulki.models.hardware import CUDA_IMAGE_VERSION, IMAGE_CPU_LEVEL, cpu_error, driver_error
 from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, Machine, MiB, Workload, default_parallel, plan
 from schulki.runtime import registry
 
@@ -36,6 +37,9 @@ FLEET_DEFAULTS: dict[str, object] = {
     "schulki_plan_speech_model": "faster-whisper-large-v3-turbo",
     "schulki_plan_gpu_memory_mib": 0,
     "schulki_plan_ram_mib": 0,
+    "schulki_plan_cpu_level": "",
+    "schulki_plan_image_cpu_level": IMAGE_CPU_LEVEL,
+    "schulki_plan_cuda_version": CUDA_IMAGE_VERSION,
 }
 SERVICES = {
     "gateway": ["gateway", "retrieval", "weaviate", "embeddings"],
@@ -126,6 +130,23 @@ def _memory(host: str, hostvars: dict, kind: str) -> tuple[int | None, int | Non
     return (gpu_mib * MiB or None), (ram_mib * MiB or None), max(DRIVER_RESERVED_BYTES, reserved_seen), error
 
 
+def _hardware(host: str, hostvars: dict, kind: str) -> str:
+    """Why the images cannot run on this host (CPU level, NVIDIA driver), from the inventory and the playbook's readings."""
+    flags = hostvars.get("schulki_plan_cpu_flags_detected")
+    error = cpu_error(
+        host,
+        str(_var(hostvars, "schulki_plan_cpu_level")),
+        None if flags is None else str(flags),
+        str(_var(hostvars, "schulki_plan_image_cpu_level")),
+    )
+    if error or kind != "gpu":
+        return error
+    rc = hostvars.get("schulki_plan_nvidia_smi_rc_detected")
+    output = hostvars.get("schulki_plan_nvidia_smi_output_detected") or ""
+    output = output if isinstance(output, list) else str(output)
+    return driver_error(host, None if rc in (None, "") else int(rc), output, str(_var(hostvars, "schulki_plan_cuda_version")))
+
+
 def _speech_that_fits(catalog: Catalog, usable: int) -> list[str]:
     """Speech models of the catalog whose GPU memory fits in `usable` bytes, largest first."""
     fitting = [m for m in catalog.of_kind("speech") if not m.test_only and m.files[0].size_bytes * SPEECH_GPU_FACTOR <= usable]
@@ -147,6 +168,7 @@ def host_plan(
     if kind not in SERVICES:
         raise FleetError(f"{host}: schulki_plan_node_kind must be one of {', '.join(SERVICES)}, not {kind!r}")
     gpu, ram, driver_reserved, wrong_figure = _memory(host, hostvars, kind)
+    wrong_hardware = _hardware(host, hostvars, kind)
     result: dict = {
         "host": host,
         "kind": kind,
@@ -158,8 +180,8 @@ def host_plan(
         "settings": {},
         "error": "",
     }
-    if wrong_figure:
-        result["error"] = wrong_figure
+    if wrong_hardware or wrong_figure:
+        result["error"] = wrong_hardware or wrong_figure
         return result
     work = workload(host, hostvars)
     settings = result["settings"]
