@@ -69,12 +69,14 @@ def _gateway_view(folder: Path, state: dict, stopped: set[str], options: list[st
     if options[:2] != ["-T", "gateway"] or "--node" not in options:
         print(f"fake docker: unsupported exec {options}", file=sys.stderr)
         return 2
-    node = options[options.index("--node") + 1].rsplit(":", 1)[0]
+    node, port = options[options.index("--node") + 1].rsplit(":", 1)
     expect = options[options.index("--expect") + 1]
     node_stack = folder.parent.parent / node / "stack"
     node_state = _state(node_stack) if node_stack.exists() else {}
     running = set(node_state) - {"__stopped__"} - set(node_state.get("__stopped__", []))
-    seen = "serving" if running else "down"
+    # The gateway sees each service by its port: inference on 50051, transcription on 50053.
+    service = {"50051": "inference-", "50053": "transcription-"}.get(port, "-")
+    seen = "serving" if any(name.startswith(service) for name in running) else "down"
     with log.open("a") as f:
         f.write(json.dumps({"exec": [node, expect, seen]}) + "\n")
     return 0 if seen == expect else 1
