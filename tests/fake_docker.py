@@ -6,8 +6,12 @@ does (profiles, ${VAR:-default} interpolation), and records every pull and
 every container it creates in a log beside the stack folder, so a test can
 count how often each service would load its model. `up` creates a container
 that does not exist, recreates one whose interpolated configuration changed
-(or every one with --force-recreate) and leaves the rest alone, as compose
-does. Used only by tests/test_deploy_ansible.py; PATH puts it first.
+(or every one with --force-recreate), starts a stopped one and leaves the rest
+alone, as compose does; --dry-run says what `up` would do and does nothing.
+`stop` stops a host's containers. `exec -T gateway python -m
+schulki.runtime.healthcheck gateway --node HOST:PORT --expect down|serving`
+answers as the gateway's health view would: a node is serving while its
+containers run. Used only by tests/test_deploy_ansible.py; PATH puts it first.
 """
 
 from __future__ import annotations
@@ -48,6 +52,36 @@ def _buildable(folder: Path) -> set[str]:
     return {name for name, service in compose["services"].items() if "build" in service}
 
 
+def _state(folder: Path) -> dict:
+    state_file = folder.parent / "docker-state.json"
+    return json.loads(state_file.read_text()) if state_file.exists() else {}
+
+
+def _save(folder: Path, state: dict, stopped: set[str]) -> None:
+    (folder.parent / "docker-state.json").write_text(json.dumps({**state, "__stopped__": sorted(stopped)}))
+
+
+def _gateway_view(folder: Path, state: dict, stopped: set[str], options: list[str], log: Path) -> int:
+    """`healthcheck gateway --node HOST:PORT --expect X` in the gateway's container: 0 when the node is as expected."""
+    if "gateway" not in state or "gateway" in stopped:
+        print("service gateway is not running", file=sys.stderr)
+        return 1
+    if options[:2] != ["-T", "gateway"] or "--node" not in options:
+        print(f"fake docker: unsupported exec {options}", file=sys.stderr)
+        return 2
+    node, port = options[options.index("--node") + 1].rsplit(":", 1)
+    expect = options[options.index("--expect") + 1]
+    node_stack = folder.parent.parent / node / "stack"
+    node_state = _state(node_stack) if node_stack.exists() else {}
+    running = set(node_state) - {"__stopped__"} - set(node_state.get("__stopped__", []))
+    # The gateway sees each service by its port: inference on 50051, transcription on 50053.
+    service = {"50051": "inference-", "50053": "transcription-"}.get(port, "-")
+    seen = "serving" if any(name.startswith(service) for name in running) else "down"
+    with log.open("a") as f:
+        f.write(json.dumps({"exec": [node, expect, seen]}) + "\n")
+    return 0 if seen == expect else 1
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["info"]:
         print(json.dumps({"nvidia": {"path": "nvidia-container-runtime"}, "runc": {"path": "runc"}}))
@@ -55,10 +89,15 @@ def main(argv: list[str]) -> int:
     if argv[:2] != ["compose", "--project-directory"]:
         print(f"fake docker: unsupported {argv}", file=sys.stderr)
         return 2
-    folder, command, options = Path(argv[2]), argv[3], argv[4:]
+    folder, rest = Path(argv[2]), argv[3:]
+    dry_run = rest[:1] == ["--dry-run"]
+    command, options = rest[1 if dry_run else 0], rest[2 if dry_run else 1 :]
     log = folder.parent / "docker-log.jsonl"
-    state_file = folder.parent / "docker-state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if not (folder / "compose.yaml").exists():
+        print(f"no configuration file provided: not found in {folder}", file=sys.stderr)
+        return 1
+    state = _state(folder)
+    stopped = set(state.pop("__stopped__", []))
     services = _services(folder)
     if command == "pull":
         skipped = _buildable(folder) if "--ignore-buildable" in options else set()
@@ -73,20 +112,41 @@ def main(argv: list[str]) -> int:
                 events.append((name, "Created"))
             elif state[name] != config or "--force-recreate" in options:
                 events.append((name, "Recreated"))
+            elif name in stopped:
+                events.append((name, "Started"))
             state[name] = config
         if "--remove-orphans" in options:
             for name in sorted(set(state) - set(services)):
                 events.append((name, "Removed"))
                 del state[name]
-        state_file.write_text(json.dumps(state))
+        for name, event in events:
+            print(f" Container schulki-{name}-1  {event[:-1] if dry_run else event}", file=sys.stderr)
+        if dry_run:
+            return 0
+        _save(folder, state, set())
         with log.open("a") as f:
             f.write(json.dumps({"up": events}) + "\n")
-        for name, event in events:
-            print(f" Container schulki-{name}-1  {event}", file=sys.stderr)
         return 0
+    if command == "stop":
+        named = [option for i, option in enumerate(options) if not option.startswith("-") and options[i - 1] != "--timeout"]
+        stopping = set(named) if named else set(state)
+        _save(folder, state, stopped | stopping)
+        with log.open("a") as f:
+            f.write(json.dumps({"stop": sorted(stopping)}) + "\n")
+        return 0
+    if command == "exec":
+        return _gateway_view(folder, state, stopped, options, log)
     if command == "ps":
         for name in sorted(state):
-            print(json.dumps({"Service": name, "State": "running", "Health": "healthy" if name != "weaviate" else ""}))
+            print(
+                json.dumps(
+                    {
+                        "Service": name,
+                        "State": "exited" if name in stopped else "running",
+                        "Health": "healthy" if name != "weaviate" else "",
+                    }
+                )
+            )
         return 0
     print(f"fake docker: unsupported compose command {command}", file=sys.stderr)
     return 2

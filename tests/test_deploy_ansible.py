@@ -6,7 +6,9 @@ and download their models from a mirror on 127.0.0.1. Two more hosts fail: a
 GPU node whose 64 MiB GPU the planner refuses, and one that is unreachable.
 The play runs in check mode first on one host (nothing written), then for
 real, then again: the second real run must change nothing; a third with
-another batch size must recreate the containers of the hosts it changes, once.
+another batch size must recreate the inference containers it changes, once,
+each node drained from the gateway's line first, one node after the other.
+The unreachable host stays in the gateway's list; the refused one is left out.
 No Docker engine runs here, so `docker` is tests/fake_docker.py, which does
 what compose would do with each host's compose.yaml and .env and logs it.
 """
@@ -192,11 +194,27 @@ def test_a_gpu_too_small_is_refused_with_what_would_fit_and_gets_nothing(school)
     assert not (base / "gpu-tiny" / "stack").exists() and not (base / "gpu-tiny" / "models").exists()
 
 
-def test_the_gateway_lists_only_the_nodes_that_came_up(school, monkeypatch):
-    base, _ = school
+def test_the_gateway_keeps_an_unreachable_node_and_drops_only_a_failed_plan(school, monkeypatch):
+    base, runs = school
     gateway = _settings(base, "gw", monkeypatch)
-    assert gateway.gateway.inference_addresses == ["gpu12:50051", "lab01:50051"], "gpu-tiny failed and gpu-down was unreachable"
-    assert gateway.gateway.transcription_addresses == ["gpu12:50053"]
+    # gpu-down was switched off today: it stays listed and the gateway's health check marks it down
+    # until it answers; gpu-tiny's plan failed, so it is left out.
+    assert gateway.gateway.inference_addresses == ["gpu-down:50051", "gpu12:50051", "lab01:50051"]
+    assert gateway.gateway.transcription_addresses == ["gpu-down:50053", "gpu12:50053"]
+    gateway.runtime.node_tokens_file = base / "gw" / "stack" / "secrets" / "node_tokens"
+    assert set(gateway.runtime.resolved_node_tokens()) == {"gpu12", "gpu-down", "lab01"}
+    summary = runs["first"].stdout.split("Say which nodes the gateway lists", 1)[1]
+    assert "not reached in this run, stay listed until they answer): gpu-down" in summary
+    assert "Planung fehlgeschlagen (planning failed): gpu-tiny: " in summary and "needs a GPU with at least" in summary
+
+
+def test_the_nodes_roll_a_batch_at_a_time_and_a_failed_batch_stops_the_rest():
+    plays = yaml.safe_load((DEPLOY / "site.yml").read_text())
+    rolling = [play for play in plays if "serial" in play]
+    assert len(rolling) == 1 and rolling[0]["hosts"] == "schulki:!schulki_gateway"
+    assert rolling[0]["serial"] == "{{ schulki_rolling_batch | default(1) }}"
+    assert rolling[0]["max_fail_percentage"] == "{{ schulki_rolling_max_fail_percentage | default(0) }}"
+    assert [role["role"] for role in rolling[0]["roles"]][-1] == "schulki_stack"
 
 
 def test_each_container_starts_once_and_a_changed_setting_recreates_it_once(school):
@@ -216,7 +234,28 @@ def test_each_container_starts_once_and_a_changed_setting_recreates_it_once(scho
         if host == "gw":
             assert third == [], "the batch size is no setting of the gateway machine"
         else:
-            assert sorted(third) == [[s, "Recreated"] for s in services], f"{host}: a changed setting recreates once: {third}"
+            # Only inference reads the batch size: transcription keeps running (its own settings checksum).
+            assert third == [[services[0], "Recreated"]], f"{host}: a changed setting recreates its service once: {third}"
+            stops = [i for i, entry in enumerate(log) if "stop" in entry]
+            assert len(stops) == 1 and log[stops[0] + 1] == {"up": third}, f"{host} is stopped (drained) right before it is recreated"
+
+
+def test_a_node_is_drained_from_the_gateways_line_before_it_is_recreated_and_back_before_the_next(school):
+    base, _ = school
+    views: list[list[str]] = []
+    for entry in docker_log(base, "gw"):
+        if "exec" not in entry:
+            continue
+        if views and views[-1][:2] == entry["exec"][:2]:
+            views[-1] = entry["exec"]  # a wait that retries asks again: keep each wait's last answer
+        else:
+            views.append(entry["exec"])
+    # In the third run: each node's inference is in the line, taken out, then back in, one node after the
+    # other (the next starts only once the last is serving again); the first runs found no gateway or
+    # nothing to recreate. Transcription is not recreated by a batch size, so it is not drained.
+    assert [view[1:] for view in views] == [["serving", "serving"], ["down", "down"], ["serving", "serving"]] * 2, views
+    first, second = {view[0] for view in views[:3]}, {view[0] for view in views[3:]}
+    assert len(first) == len(second) == 1 and first | second == {"gpu12", "lab01"}, views
 
 
 def test_each_host_has_its_models_checked_against_their_sha256(school):
@@ -246,14 +285,14 @@ def test_the_rendered_settings_are_valid_schulki_settings_from_the_plan(school, 
     lab = _settings(base, "lab01", monkeypatch)
     assert lab.inference.gpu_layers == 0 and not lab.inference.flash_attention and lab.inference.parallel_sequences == 1
     gateway = _settings(base, "gw", monkeypatch)
-    assert gateway.gateway.inference_addresses == ["gpu12:50051", "lab01:50051"]
+    assert gateway.gateway.inference_addresses == ["gpu-down:50051", "gpu12:50051", "lab01:50051"]
     # the gateway's settings name the model each node serves, and each node serves under that name
     assert [(n.address, n.model) for n in gateway.gateway.inference_nodes] == [
         ("gpu12:50051", "gemma-3-270m-q4_k_m"),
         ("lab01:50051", "gemma-3-270m-q4_k_m"),
     ]
     assert gpu.inference.model_name == lab.inference.model_name == "gemma-3-270m-q4_k_m"
-    assert gateway.gateway.transcription_addresses == ["gpu12:50053"]
+    assert gateway.gateway.transcription_addresses == ["gpu-down:50053", "gpu12:50053"]
     assert gateway.retrieval.store == "weaviate" and str(gateway.embeddings.model_path) == "/models/all-minilm-l6-v2-f16.gguf"
     assert "Q4_K_M fits" in (base / "gpu12" / "stack" / "schulki.toml").read_text()
 
@@ -334,7 +373,9 @@ def test_every_host_has_its_own_token_and_only_the_gateway_holds_the_list(school
     node_tokens = base / "gw" / "stack" / "secrets" / "node_tokens"
     gateway = _settings(base, "gw", monkeypatch)
     gateway.runtime.node_tokens_file = node_tokens  # in the container: /run/secrets/node_tokens
-    assert gateway.runtime.resolved_node_tokens() == {"gpu12": tokens["gpu12"], "lab01": tokens["lab01"]}
+    node_tokens_of = gateway.runtime.resolved_node_tokens()
+    assert {node_tokens_of["gpu12"], node_tokens_of["lab01"]} == {tokens["gpu12"], tokens["lab01"]}
+    assert node_tokens_of["gpu12"] == tokens["gpu12"] and "gw" not in node_tokens_of
     assert gateway.runtime.token_for("gpu12:50051") == tokens["gpu12"] and gateway.runtime.token_for("embeddings:50052") is None
     # A lab PC holds its own token, its own certificate and key and the CA's certificate: nothing that opens another node.
     lab = base / "lab01" / "stack"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -54,6 +55,13 @@ async def _purge_expired(gateway: Gateway) -> None:
         await asyncio.sleep(PURGE_INTERVAL_S)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     gateway = gateway or Gateway.create(config)
     tmp = private_folder(Path(config.data_dir) / "gateway" / "uploads")
@@ -90,8 +98,13 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         return await http_exception_handler(request, error)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz():
-        return {"gateway": "ok", "services": {name: gateway.services.available(name) for name in gateway.services.pools}}
+    def healthz(request: Request):
+        body: dict = {"gateway": "ok", "services": {name: gateway.services.available(name) for name in gateway.services.pools}}
+        # Which node is in the line, for the roll-out's drain (`healthcheck gateway --node`, run inside
+        # the gateway's container): only on loopback, so the nodes' names stay off the school's LAN.
+        if request.client is not None and _is_loopback(request.client.host):
+            body["nodes"] = {name: {node.address: node.healthy for node in pool.nodes} for name, pool in gateway.services.pools.items()}
+        return body
 
     app.include_router(auth.router(gateway))
     app.include_router(chat_api.router(gateway))

@@ -2,6 +2,9 @@
 
     python -m schulki.runtime.healthcheck inference        # exit 0 when SERVING, 1 otherwise
     python -m schulki.runtime.healthcheck gateway          # GET /healthz on the gateway's port (HTTPS unless gateway.https is off)
+    python -m schulki.runtime.healthcheck gateway --node gpu12:50051 --expect down
+                                                           # exit 0 once the gateway's own health view has the node out
+                                                           # of its line (the roll-out's drain); --expect serving: back in
 
 The port, TLS files and service token come from the same settings the service
 reads (SCHULKI_* environment, SCHULKI_CONFIG). With TLS on, the check connects
@@ -55,11 +58,33 @@ def check_http(url: str, timeout: float) -> str | None:
         return f"{url}: {error}"
 
 
+def check_node(url: str, node: str, expect: str, timeout: float) -> str | None:
+    """None when the gateway's health view has the node (host:port) as expected: in its line (serving) or out (down)."""
+    import json
+
+    from schulki.gateway.https import loopback_context
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=loopback_context()) as response:
+            nodes = json.load(response).get("nodes", {})
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return f"{url}: {error}"
+    views = [pool[node] for pool in nodes.values() if node in pool]
+    if not views:
+        return f"the gateway does not list {node}"
+    serving = any(views)
+    if serving != (expect == "serving"):
+        return f"the gateway has {node} {'serving' if serving else 'down'}, not {expect}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m schulki.runtime.healthcheck", description="Exit 0 when the service is healthy.")
     parser.add_argument("service", choices=[*registry.NAMES, "gateway"])
     parser.add_argument("--address", help="host:port to check; default 127.0.0.1 and the service's configured port")
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--node", help="gateway only: check the gateway's view of this node (host:port) instead")
+    parser.add_argument("--expect", choices=["down", "serving"], default="serving", help="with --node: the state to wait for")
     args = parser.parse_args(argv)
     from schulki.config import SettingsError, load_config
 
@@ -70,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     port = config.gateway.port if args.service == "gateway" else registry.spec(args.service).port(config)
     address = args.address or f"127.0.0.1:{port}"
-    if args.service == "gateway":
+    if args.service == "gateway" and args.node:
+        problem = check_node(f"{'https' if config.gateway.https else 'http'}://{address}/healthz", args.node, args.expect, args.timeout)
+    elif args.service == "gateway":
         problem = check_http(f"{'https' if config.gateway.https else 'http'}://{address}/healthz", args.timeout)
     else:
         problem = check_grpc(args.service, address, args.timeout)
