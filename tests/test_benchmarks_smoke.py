@@ -97,7 +97,9 @@ def transcription(out: str) -> None:
 
 def gateway_load(out: str) -> None:
     assert re.search(r"^server\s+TTFT p50\s+TTFT p95\s+tokens/s\s+requests\s+errors\s+prompt/req\s+answer/req", out, re.M), out
-    p50, p95, tokens_s, requests, errors, *_ = figures(rf"^schulki.*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out)
+    p50, p95, tokens_s, requests, errors, *_ = figures(
+        rf"^(?:schulki|/v1/chat/completions).*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out
+    )
     positive(p50, p95, tokens_s, requests)
     assert errors == 0, out
     # The same students in the Chat tab, through Gradio's API (--page).
