@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schulki.config import Config, InferenceConfig  # noqa: E402
-from schulki.inference.engine import ChatEngine, Generation, Sampling  # noqa: E402
+from schulki.inference.engine import ChatEngine  # noqa: E402
+from schulki.inference.types import Generation, Sampling  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
 from schulki.runtime.llama_adapter import flash_attn_type, load_model, new_context  # noqa: E402
 

@@ -38,15 +38,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from schulki.inference.sampling import SamplerChain
+from schulki.inference.types import Generation, GenerationResult, StopText
 
-if TYPE_CHECKING:  # engine.py imports this module
-    from schulki.inference.engine import Generation, GenerationResult, StopText
-
-    Piece: TypeAlias = str | GenerationResult | BaseException
-    """What a request's caller receives: text pieces, then the result (or an error)."""
+Piece: TypeAlias = str | GenerationResult | BaseException
+"""What a request's caller receives: text pieces, then the result (or an error)."""
 
 log = logging.getLogger("schulki.inference")
 
@@ -279,8 +277,6 @@ class BatchDecoder:
                 self._forget(slot)
 
     def _start(self, slot: _Slot, request: Request) -> None:
-        from schulki.inference.engine import GenerationResult, StopText
-
         lc, mem = self._lc, self._mem
         prompt = list(request.job.prompt_tokens)
         limit = len(prompt) - 1  # the last prompt token is always decoded: its logits give the first answer token
@@ -431,7 +427,5 @@ def _deliver_all(items: list[tuple[Request, Piece]]) -> None:
 _STOP = _Stop()
 
 
-def _cancelled_result(request: Request):
-    from schulki.inference.engine import GenerationResult
-
+def _cancelled_result(request: Request) -> GenerationResult:
     return GenerationResult(finish_reason="cancelled")

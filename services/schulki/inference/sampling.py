@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from schulki.inference.engine import Sampling
+from schulki.inference.types import Sampling
 
 PENALTY_LAST_N = 64
 """Tokens the repeat penalty looks back on (llama.cpp's and llama-cpp-python's default)."""

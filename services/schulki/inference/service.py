@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 
 from schulki.config import InferenceConfig
-from schulki.inference.engine import ChatEngine, Generation, GenerationResult, ModelInfo, Sampling
+from schulki.inference.engine import ChatEngine
+from schulki.inference.types import Generation, GenerationResult, ModelInfo, Sampling
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from schulki.runtime.errors import InvalidInput, NotReady
