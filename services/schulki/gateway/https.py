@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,15 +56,6 @@ def https_files(config: Config) -> HttpsFiles | None:
     if issued.changed:
         log.info("HTTPS certificate %s (%s)", issued.cert_file, issued.reason)
     return HttpsFiles(issued.cert_file, issued.key_file, ca_file)
-
-
-def loopback_context() -> ssl.SSLContext:
-    """For this machine's own readiness and health probes on 127.0.0.1 only: they ask "does it answer?",
-    and the certificate (the school's, for its public name) need not name 127.0.0.1."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def redirect_location(head: bytes, https_port: int, fallback_host: str) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from schulki.config import Config
 from schulki.gateway.accounts import Accounts, database_url
-from schulki.gateway.https import https_files, loopback_context
+from schulki.gateway.https import https_files
+from schulki.runtime.loopback import loopback_context
 
 
 def _scheme(config: Config) -> str:

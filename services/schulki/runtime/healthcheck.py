@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 
 from schulki.runtime import registry
+from schulki.runtime.loopback import loopback_context
 
 
 def check_grpc(service: str, address: str, timeout: float) -> str | None:
@@ -49,8 +50,6 @@ def check_grpc(service: str, address: str, timeout: float) -> str | None:
 
 
 def check_http(url: str, timeout: float) -> str | None:
-    from schulki.gateway.https import loopback_context
-
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=loopback_context()) as response:
             return None if response.status == 200 else f"{url}: HTTP {response.status}"
@@ -61,8 +60,6 @@ def check_http(url: str, timeout: float) -> str | None:
 def check_node(url: str, node: str, expect: str, timeout: float) -> str | None:
     """None when the gateway's health view has the node (host:port) as expected: in its line (serving) or out (down)."""
     import json
-
-    from schulki.gateway.https import loopback_context
 
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=loopback_context()) as response:
