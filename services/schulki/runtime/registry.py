@@ -12,10 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from schulki.config import Config
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -41,11 +38,13 @@ class ServiceSpec:
         module, name = self.stub.split(":")
         return getattr(importlib.import_module(module), name)
 
-    def section(self, config: Config) -> Any:
-        """Its section of the settings."""
+    # The settings are taken as any object with a section per service: config.py reads this list to build its
+    # defaults, so naming its Config here would tie the two modules in a circle.
+    def section(self, config: object) -> Any:
+        """Its section of the settings (``config.<name>`` of schulki.config.Config)."""
         return getattr(config, self.name)
 
-    def port(self, config: Config) -> int:
+    def port(self, config: object) -> int:
         """Its port in these settings."""
         return int(self.section(config).port)
 
