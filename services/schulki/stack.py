@@ -32,9 +32,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from schulki.config import Config, RuntimeConfig
+from schulki.config import Config
 from schulki.cores import CoreSplit, available_cores, describe, resolve_split, service_environment
 from schulki.runtime.client import wait_until_serving
+from schulki.runtime.local_token import stack_token_file
 
 WATCH_INTERVAL_S = 2.0
 """How often the stack looks for models added with ``schulki models add``."""
@@ -90,10 +91,6 @@ def write_nodes_file(config: Config, models: list[ChatModelProcess]) -> None:
     partial.replace(path)
 
 
-def stack_token_file(config: Config) -> Path:
-    return Path(config.data_dir) / "runtime" / "service_token"
-
-
 def stack_token(config: Config) -> Path | None:
     """The service token file every process of this stack is started with; None when the settings name a token already.
 
@@ -121,14 +118,6 @@ def stack_token(config: Config) -> Path | None:
         finally:
             partial.unlink()
     return path
-
-
-def local_runtime(config: Config) -> RuntimeConfig:
-    """The runtime settings a command on this machine calls ``schulki up``'s services with: with the stack's token when it made one."""
-    path = stack_token_file(config)
-    if config.runtime.resolved_service_token() is None and path.exists():
-        return config.runtime.model_copy(update={"service_token_file": path})
-    return config.runtime
 
 
 def core_split(config: Config) -> CoreSplit | None:

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config()
     settings = config.evaluation
     if not args.force:
-        from schulki.stack import local_runtime
+        from schulki.runtime.local_token import local_runtime
 
         waiting = inference_queue(f"127.0.0.1:{config.inference.port}", local_runtime(config))
         if waiting:

@@ -21,7 +21,7 @@ from schulki.gateway.accounts import AccountError, Accounts, database_url
 async def _with_services(config: Config, action):
     """Run ``action(gateway)`` with the gateway's clients to the services open."""
     from schulki.gateway.context import Gateway
-    from schulki.stack import local_runtime
+    from schulki.runtime.local_token import local_runtime
 
     # the services of a running ``schulki up`` refuse calls without the token it made
     gateway = Gateway.create(config.model_copy(update={"runtime": local_runtime(config)}))
