@@ -23,6 +23,7 @@ from pathlib import Path
 from bs4 import BeautifulSoup, Comment, NavigableString, Tag, XMLParsedAsHTMLWarning
 
 from schulki.retrieval.documents import ParsedDocument, Passage
+from schulki.retrieval.formats import BY_EXTENSION
 from schulki.retrieval.parsing.common import MAX_HEADER_CHARS, ParseJob, clean, decode_text
 from schulki.retrieval.parsing.table import row_passages
 from schulki.retrieval.url_addresses import allowed_ports, is_public_address
@@ -371,8 +372,6 @@ def _too_large(max_bytes: int) -> TooLarge:
 
 def _file_name(url_path: str, content_type: str) -> str:
     """A file name whose extension names the format: from the content type, else the URL's path."""
-    from schulki.retrieval.parsing import SUPPORTED_EXTENSIONS
-
     mime = content_type.split(";", 1)[0].strip().lower()
     base = posixpath.basename(urllib.parse.unquote(url_path))
     extension = posixpath.splitext(base)[1].lower()
@@ -381,7 +380,7 @@ def _file_name(url_path: str, content_type: str) -> str:
         if extension == wanted or (wanted == ".html" and extension == ".htm"):
             return base
         return _FILE_NAMES[mime]
-    if extension in SUPPORTED_EXTENSIONS:
+    if extension in BY_EXTENSION:  # the format table itself: the parsing package imports this module
         return base
     raise InvalidInput(
         f"Unter dieser Adresse liegt keine Webseite und kein Dokument, das gelesen werden kann ({mime or 'ohne Typ'}). "
