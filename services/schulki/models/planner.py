@@ -330,6 +330,200 @@ def minimum_memory(machine: Machine, need: int) -> int:
     return need + machine.driver_reserved_bytes + machine.reserved_bytes
 
 
+@dataclass
+class _Ladder:
+    """One planning: the model, the machine, the asked workload and the quants to try, with the notes gathered on the way."""
+
+    catalog: Catalog
+    model: Model
+    machine: Machine
+    work: Workload
+    quant: str | None
+    notes: list[str]
+    candidates: list[ModelFile] = field(default_factory=list)
+    standard: list[ModelFile] = field(default_factory=list)
+    last_resort: list[ModelFile] = field(default_factory=list)
+    ladder: list[tuple[Workload, str]] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return {"gpu": "on the GPU", "cpu": "in RAM (CPU only)", "apple": "in unified memory (Metal)"}[self.machine.kind]
+
+    @property
+    def forced(self) -> str:
+        return " (set by the admin)" if self.quant else ""
+
+    @property
+    def all_layers(self) -> int:
+        return self.model.layers if self.machine.kind != "cpu" else 0
+
+    def make(
+        self, file: ModelFile, w: Workload, gpu_layers: int, fits: bool, reason: str, suggestion: str | None = None, steps: int = 0
+    ) -> Plan:
+        return Plan(
+            model=self.model.id,
+            quant=file.quant,
+            file=file.file,
+            context_length=w.context_length,
+            parallel=w.parallel,
+            gpu_layers=gpu_layers,
+            layers=self.model.layers,
+            fits=fits,
+            estimate=estimate(self.model, file, w, self.machine.kind),
+            budget=self.machine.budget,
+            reason=reason,
+            last_resort=file.last_resort,
+            suggestion=suggestion,
+            machine=self.machine.name,
+            kind=self.machine.kind,
+            notes=tuple(self.notes),
+            kv_cache_type=w.kv_cache_type,
+            workload_steps=steps,
+        )
+
+    def choose_candidates(self, exclude_quants: frozenset[str]) -> Plan | None:
+        """Sort the quants into standard and last-resort ones; a refusal when the quality floor leaves none."""
+        model, quant = self.model, self.quant
+        self.candidates = [model.file_for(quant)] if quant else list(model.files)
+        if exclude_quants and not quant:
+            left_out = [f.quant for f in self.candidates if f.quant in exclude_quants]
+            self.candidates = [f for f in self.candidates if f.quant not in exclude_quants]
+            if left_out:
+                self.notes.append(f"left out by the quality floor (measured mean KLD too high): {', '.join(left_out)}")
+            if not self.candidates:
+                return self.make(
+                    model.files[-1],
+                    self.work,
+                    0,
+                    False,
+                    f"No quant of {model.id} meets the quality floor: every one was measured above it ({', '.join(left_out)}). Raise the floor or pick another model.",
+                )
+        self.standard = [f for f in self.candidates if not f.last_resort]
+        self.last_resort = [f for f in self.candidates if f.last_resort]
+        if self.machine.kind == "cpu" and self.standard and not quant:
+            self.standard = cpu_order(self.catalog, self.standard)
+        self.ladder = [(self.work, ""), *lighter_workloads(self.work, self.machine)]
+        return None
+
+    def why(self, f: ModelFile, w: Workload, est: Estimate) -> str:
+        work, machine, model, where = self.work, self.machine, self.model, self.where
+        lighter = (
+            f" with {_changes(work, w)} (asked: {work.context_length} tokens x {work.parallel}, {work.kv_cache_type} KV cache)"
+            if w != work
+            else ""
+        )
+        needs = f"needs {_gib(est.total)} of {_gib(machine.budget)}"
+        if machine.kind == "cpu" and not self.quant:
+            slowest = max((g for g in model.files if not g.last_resort), key=lambda g: g.size_bytes)
+            slower = (
+                (
+                    f" A CPU reads every weight once per token, so {slowest.quant} would decode about "
+                    f"{slowest.size_bytes / f.size_bytes:.1f}x slower."
+                )
+                if slowest.size_bytes > f.size_bytes
+                else ""
+            )
+            return f"{f.quant} is the fastest quant at the quality floor and fits {where}{lighter}: {needs}.{slower}"
+        if w != work:
+            return (
+                f"{f.quant}{self.forced} fits {where} in full{lighter}: {needs}. Every layer on the GPU decodes several times "
+                f"faster than layers left on the CPU."
+            )
+        standard = self.standard
+        rank = standard.index(f) if f in standard else 0
+        better = (
+            f" {standard[rank - 1].quant} would need {_gib(estimate(model, standard[rank - 1], work, machine.kind).total)}." if rank else ""
+        )
+        return f"{f.quant}{self.forced} fits {where}: {needs}.{better}"
+
+    def in_full(self) -> Plan | None:
+        """The best standard quant whose every layer fits, with the asked workload or the lightest step that needs."""
+        for steps, (w, _) in enumerate(self.ladder):
+            for f in self.standard:
+                est = _fits(self.model, f, w, self.machine)
+                if est:
+                    return self.make(f, w, self.all_layers, True, self.why(f, w, est), steps=steps)
+        return None
+
+    def last_resort_in_full(self) -> Plan | None:
+        for steps, (w, _) in enumerate(self.ladder):
+            for f in self.last_resort:
+                est = _fits(self.model, f, w, self.machine)
+                if est:
+                    alt = smaller_model(self.catalog, self.model, w, self.machine)
+                    hint = f" Better: {alt[0]} ({alt[1]} fits in full)." if alt else ""
+                    lighter = f" with {_changes(self.work, w)}" if w != self.work else ""
+                    return self.make(
+                        f,
+                        w,
+                        self.all_layers,
+                        True,
+                        f"Last resort: only {f.quant} fits {self.where}{lighter} ({_gib(est.total)} of {_gib(self.machine.budget)}); "
+                        f"answers get noticeably worse.{hint}",
+                        alt[0] if alt else None,
+                        steps,
+                    )
+        return None
+
+    def split_between_gpu_and_cpu(self, alt: tuple[str, str] | None, hint: str) -> Plan | None:
+        """On a GPU: as many layers of the lowest standard quant as fit, when that is at least half and the RAM holds the rest."""
+        model, machine, work, ladder, budget = self.model, self.machine, self.work, self.ladder, self.machine.budget
+        if machine.kind != "gpu" or not self.standard:
+            return None
+        lowest = self.standard[-1]
+        for steps, (w, _) in enumerate(ladder):
+            n = offloadable_layers(self.catalog, model, lowest, w, budget)
+            if n < model.layers * POOR_OFFLOAD_SHARE:
+                continue
+            on_cpu = estimate(model, lowest, w, "cpu").total
+            offload = f"{n} of {model.layers} layers of {lowest.quant} go on the GPU, the rest run on the CPU (slower)"
+            lighter = f" with {_changes(work, w)}" if w != work else ""
+            if machine.ram_bytes is not None and on_cpu > machine.ram_bytes - OS_RESERVE_BYTES:
+                return self.make(
+                    lowest,
+                    w,
+                    n,
+                    False,
+                    f"Does not fit: {offload}{lighter}, but the CPU part needs up to {_gib(on_cpu)} of RAM and "
+                    f"{machine.name} has {_gib(machine.ram_bytes)}.{hint}",
+                    alt[0] if alt else None,
+                    steps,
+                )
+            if machine.ram_bytes is None:
+                self.notes.append("RAM not given: the playbook checks it on the host")
+            better = f" Faster: {alt[0]} ({alt[1]} fits in full)." if alt else ""
+            return self.make(
+                lowest,
+                w,
+                n,
+                True,
+                f"No quant fits {_gib(budget)} in full, not even with {_changes(work, ladder[-1][0]) or 'the asked workload'} "
+                f"({lowest.quant} needs {_gib(estimate(model, lowest, ladder[-1][0], machine.kind).total)}); {offload}{lighter}.{better}",
+                alt[0] if alt else None,
+                steps,
+            )
+        return None
+
+    def refusal(self, alt: tuple[str, str] | None, hint: str) -> Plan:
+        """Nothing fits: what the smallest quant with the lightest workload would need."""
+        machine = self.machine
+        smallest = min(self.candidates, key=lambda f: f.size_bytes)
+        lightest = self.ladder[-1][0]
+        need = estimate(self.model, smallest, lightest, machine.kind).total
+        device = {"gpu": "a GPU", "cpu": "a machine", "apple": "a Mac"}[machine.kind]
+        beside = f" (with {_gib(machine.reserved_bytes)} of it for transcription)" if machine.reserved_bytes else ""
+        return self.make(
+            smallest,
+            lightest,
+            0,
+            False,
+            f"Does not fit: even {smallest.quant} with {lightest.context_length} tokens x {lightest.parallel} needs {_gib(need)} {self.where}, "
+            f"{_gib(machine.budget)} are free. {self.model.id} needs {device} with at least {_gib(minimum_memory(machine, need))}{beside}.{hint}",
+            alt[0] if alt else None,
+            len(self.ladder) - 1,
+        )
+
+
 def plan(
     model: str | Model,
     machine: Machine,
@@ -360,155 +554,10 @@ def plan(
         work = replace(work, context_length=model.training_context)
     if work.context_length <= 0 or work.parallel <= 0:
         raise ValueError("context length and parallel sequences must be positive")
-    all_layers = model.layers if machine.kind != "cpu" else 0
-    budget = machine.budget
-
-    def make(file: ModelFile, w: Workload, gpu_layers: int, fits: bool, reason: str, suggestion: str | None = None, steps: int = 0) -> Plan:
-        return Plan(
-            model=model.id,
-            quant=file.quant,
-            file=file.file,
-            context_length=w.context_length,
-            parallel=w.parallel,
-            gpu_layers=gpu_layers,
-            layers=model.layers,
-            fits=fits,
-            estimate=estimate(model, file, w, machine.kind),
-            budget=budget,
-            reason=reason,
-            last_resort=file.last_resort,
-            suggestion=suggestion,
-            machine=machine.name,
-            kind=machine.kind,
-            notes=tuple(notes),
-            kv_cache_type=w.kv_cache_type,
-            workload_steps=steps,
-        )
-
-    where = {"gpu": "on the GPU", "cpu": "in RAM (CPU only)", "apple": "in unified memory (Metal)"}[machine.kind]
-    candidates = [model.file_for(quant)] if quant else list(model.files)
-    if exclude_quants and not quant:
-        left_out = [f.quant for f in candidates if f.quant in exclude_quants]
-        candidates = [f for f in candidates if f.quant not in exclude_quants]
-        if left_out:
-            notes.append(f"left out by the quality floor (measured mean KLD too high): {', '.join(left_out)}")
-        if not candidates:
-            worst = model.files[-1]
-            return make(
-                worst,
-                work,
-                0,
-                False,
-                f"No quant of {model.id} meets the quality floor: every one was measured above it ({', '.join(left_out)}). Raise the floor or pick another model.",
-            )
-    standard = [f for f in candidates if not f.last_resort]
-    last_resort = [f for f in candidates if f.last_resort]
-    forced = " (set by the admin)" if quant else ""
-    if machine.kind == "cpu" and standard and not quant:
-        standard = cpu_order(catalog, standard)
-    ladder = [(work, ""), *lighter_workloads(work, machine)]
-
-    def why(f: ModelFile, w: Workload, est: Estimate) -> str:
-        lighter = (
-            f" with {_changes(work, w)} (asked: {work.context_length} tokens x {work.parallel}, {work.kv_cache_type} KV cache)"
-            if w != work
-            else ""
-        )
-        needs = f"needs {_gib(est.total)} of {_gib(budget)}"
-        if machine.kind == "cpu" and not quant:
-            slowest = max((g for g in model.files if not g.last_resort), key=lambda g: g.size_bytes)
-            slower = (
-                (
-                    f" A CPU reads every weight once per token, so {slowest.quant} would decode about "
-                    f"{slowest.size_bytes / f.size_bytes:.1f}x slower."
-                )
-                if slowest.size_bytes > f.size_bytes
-                else ""
-            )
-            return f"{f.quant} is the fastest quant at the quality floor and fits {where}{lighter}: {needs}.{slower}"
-        if w != work:
-            return (
-                f"{f.quant}{forced} fits {where} in full{lighter}: {needs}. Every layer on the GPU decodes several times "
-                f"faster than layers left on the CPU."
-            )
-        rank = standard.index(f) if f in standard else 0
-        better = (
-            f" {standard[rank - 1].quant} would need {_gib(estimate(model, standard[rank - 1], work, machine.kind).total)}." if rank else ""
-        )
-        return f"{f.quant}{forced} fits {where}: {needs}.{better}"
-
-    for steps, (w, _) in enumerate(ladder):
-        for f in standard:
-            est = _fits(model, f, w, machine)
-            if est:
-                return make(f, w, all_layers, True, why(f, w, est), steps=steps)
-
-    for steps, (w, _) in enumerate(ladder):
-        for f in last_resort:
-            est = _fits(model, f, w, machine)
-            if est:
-                alt = smaller_model(catalog, model, w, machine)
-                hint = f" Better: {alt[0]} ({alt[1]} fits in full)." if alt else ""
-                lighter = f" with {_changes(work, w)}" if w != work else ""
-                return make(
-                    f,
-                    w,
-                    all_layers,
-                    True,
-                    f"Last resort: only {f.quant} fits {where}{lighter} ({_gib(est.total)} of {_gib(budget)}); "
-                    f"answers get noticeably worse.{hint}",
-                    alt[0] if alt else None,
-                    steps,
-                )
-
-    alt = smaller_model(catalog, model, ladder[-1][0], machine)
+    planning = _Ladder(catalog, model, machine, work, quant, notes)
+    chosen = planning.choose_candidates(exclude_quants) or planning.in_full() or planning.last_resort_in_full()
+    if chosen:
+        return chosen
+    alt = smaller_model(catalog, model, planning.ladder[-1][0], machine)
     hint = f" Use {alt[0]} instead ({alt[1]} fits in full)." if alt else " No smaller model of the catalog fits either."
-    if machine.kind == "gpu" and standard:
-        lowest = standard[-1]
-        for steps, (w, _) in enumerate(ladder):
-            n = offloadable_layers(catalog, model, lowest, w, budget)
-            if n < model.layers * POOR_OFFLOAD_SHARE:
-                continue
-            on_cpu = estimate(model, lowest, w, "cpu").total
-            offload = f"{n} of {model.layers} layers of {lowest.quant} go on the GPU, the rest run on the CPU (slower)"
-            lighter = f" with {_changes(work, w)}" if w != work else ""
-            if machine.ram_bytes is not None and on_cpu > machine.ram_bytes - OS_RESERVE_BYTES:
-                return make(
-                    lowest,
-                    w,
-                    n,
-                    False,
-                    f"Does not fit: {offload}{lighter}, but the CPU part needs up to {_gib(on_cpu)} of RAM and "
-                    f"{machine.name} has {_gib(machine.ram_bytes)}.{hint}",
-                    alt[0] if alt else None,
-                    steps,
-                )
-            if machine.ram_bytes is None:
-                notes.append("RAM not given: the playbook checks it on the host")
-            better = f" Faster: {alt[0]} ({alt[1]} fits in full)." if alt else ""
-            return make(
-                lowest,
-                w,
-                n,
-                True,
-                f"No quant fits {_gib(budget)} in full, not even with {_changes(work, ladder[-1][0]) or 'the asked workload'} "
-                f"({lowest.quant} needs {_gib(estimate(model, lowest, ladder[-1][0], machine.kind).total)}); {offload}{lighter}.{better}",
-                alt[0] if alt else None,
-                steps,
-            )
-
-    smallest = min(candidates, key=lambda f: f.size_bytes)
-    lightest = ladder[-1][0]
-    need = estimate(model, smallest, lightest, machine.kind).total
-    device = {"gpu": "a GPU", "cpu": "a machine", "apple": "a Mac"}[machine.kind]
-    beside = f" (with {_gib(machine.reserved_bytes)} of it for transcription)" if machine.reserved_bytes else ""
-    return make(
-        smallest,
-        lightest,
-        0,
-        False,
-        f"Does not fit: even {smallest.quant} with {lightest.context_length} tokens x {lightest.parallel} needs {_gib(need)} {where}, "
-        f"{_gib(budget)} are free. {model.id} needs {device} with at least {_gib(minimum_memory(machine, need))}{beside}.{hint}",
-        alt[0] if alt else None,
-        len(ladder) - 1,
-    )
+    return planning.split_between_gpu_and_cpu(alt, hint) or planning.refusal(alt, hint)
