@@ -130,6 +130,147 @@ def child_environment(split: CoreSplit | None, service: str, **settings: str) ->
     return dict(os.environ, **service_environment(split, service), **settings)
 
 
+class _Stack:
+    """The children of one ``schulki up``: the services it started first, chat models added since, and what it gave up on."""
+
+    def __init__(self, config: Config, split: CoreSplit | None, start_timeout: float) -> None:
+        self.config = config
+        self.split = split
+        self.start_timeout = start_timeout
+        self.children: dict[str, subprocess.Popen] = {}
+        self.extra: dict[str, subprocess.Popen] = {}  # chat models added while running: their failure stops only themselves
+        self.chat_models: list[ChatModelProcess] = []
+        self.given_up: set[str] = set()  # added models whose process exited: not started again until the next schulki up
+        self.stopping = False
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def start_chat_model(self, path: Path, name: str, port: int) -> subprocess.Popen:
+        env = child_environment(self.split, "inference", SCHULKI_INFERENCE__MODEL_PATH=str(path), SCHULKI_INFERENCE__MODEL_NAME=name)
+        return subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(port)], env=env)
+
+    def start_services(self, services: list[str]) -> bool:
+        """Start each service in order and wait until it serves; False (said on stderr) when one does not."""
+        config, start_timeout = self.config, self.start_timeout
+        for name in services:
+            if name == "inference":
+                if not self.start_chat_models():
+                    return False
+                continue
+            print(f"schulki: starting {name} on {_address(config, name)} ...", flush=True)
+            child = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", name], env=child_environment(self.split, name))
+            self.children[name] = child
+            try:
+                wait_until_serving(_address(config, name), start_timeout, is_alive=lambda c=child: c.poll() is None and not self.stopping)
+            except (RuntimeError, TimeoutError) as error:
+                print(f"schulki: {name} did not start: {error}", file=sys.stderr)
+                return False
+        return True
+
+    def start_chat_models(self) -> bool:
+        """One inference process per wanted chat model, the first on inference.port; then the gateway's nodes file."""
+        config, name = self.config, "inference"
+        for index, (path, model) in enumerate(wanted_chat_models(config)):
+            port = config.inference.port if index == 0 else _free_port(config.runtime.host)
+            label = "inference" if index == 0 else f"inference {model}"
+            print(f"schulki: starting {label} ({model}) on {_address(config, name, port)} ...", flush=True)
+            child = self.children[label] = self.start_chat_model(path, model, port)
+            self.chat_models.append(ChatModelProcess(path, model, port))
+            try:
+                wait_until_serving(
+                    _address(config, name, port), self.start_timeout, is_alive=lambda c=child: c.poll() is None and not self.stopping
+                )
+            except (RuntimeError, TimeoutError) as error:
+                print(f"schulki: {label} did not start: {error}", file=sys.stderr)
+                return False
+        write_nodes_file(config, self.chat_models)
+        return True
+
+    def start_gateway(self, services: list[str]) -> bool:
+        """Start the gateway, wait until it answers, and print where everything is; False when it does not start."""
+        from schulki.gateway.launch import first_admin_lines, gateway_url, https_lines, start_gateway, wait_until_up
+
+        config = self.config
+        admin_lines = first_admin_lines(config)
+        tls_lines = https_lines(config)
+        print(f"schulki: starting the gateway on port {config.gateway.port} ...", flush=True)
+        if "inference" in services:
+            os.environ["SCHULKI_GATEWAY__NODES_FILE"] = str(nodes_file(config))  # the gateway child inherits it
+        gateway = self.children["gateway"] = start_gateway()
+        try:
+            wait_until_up(gateway_url(config), self.start_timeout, is_alive=lambda: gateway.poll() is None and not self.stopping)
+        except (RuntimeError, TimeoutError) as error:
+            print(f"schulki: gateway did not start: {error}", file=sys.stderr)
+            return False
+        self.print_addresses(services, [*tls_lines, *admin_lines])
+        return True
+
+    def print_addresses(self, services: list[str], notes: list[str]) -> None:
+        from schulki.gateway.launch import lan_url
+
+        config = self.config
+        print("schulki is running:", flush=True)
+        for name in services:
+            if name == "inference":
+                for m in self.chat_models:
+                    print(f"  {'inference':<14} grpc://{_address(config, name, m.port)}  {m.name}", flush=True)
+                continue
+            print(f"  {name:<14} grpc://{_address(config, name)}", flush=True)
+        print(f"  {'gateway':<14} {lan_url(config)}/  (API: {lan_url(config)}/v1)", flush=True)
+        for line in notes:
+            print(line, flush=True)
+        print("Stop with Ctrl-C.", flush=True)
+
+    def supervise(self, services: list[str]) -> int:
+        """Until told to stop: 1 when a first-started child dies; an added model that dies is dropped; new models are started."""
+        next_watch = time.monotonic() + WATCH_INTERVAL_S
+        while not self.stopping:
+            for name, child in self.children.items():
+                if child.poll() is not None:
+                    print(f"schulki: {name} exited with status {child.returncode}; stopping the rest", file=sys.stderr)
+                    return 1
+            self.drop_dead_added_models()
+            if "inference" in services and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + WATCH_INTERVAL_S
+                self.start_added_models()
+            time.sleep(0.5)
+        return 0
+
+    def drop_dead_added_models(self) -> None:
+        for name, child in list(self.extra.items()):
+            if child.poll() is not None:
+                print(f"schulki: the added model {name} exited with status {child.returncode}; the rest keeps running", file=sys.stderr)
+                del self.extra[name]
+                self.given_up.add(name)
+                self.chat_models[:] = [m for m in self.chat_models if m.name != name]
+                write_nodes_file(self.config, self.chat_models)
+
+    def start_added_models(self) -> None:
+        """Models added with ``schulki models add`` since the last look get a process of their own."""
+        config = self.config
+        started = {m.name for m in self.chat_models}
+        for path, model in wanted_chat_models(config):
+            if model in started or model in self.given_up:
+                continue
+            port = _free_port(config.runtime.host)
+            print(f"schulki: starting inference for the added model {model} on {_address(config, 'inference', port)}", flush=True)
+            self.extra[model] = self.start_chat_model(path, model, port)
+            self.chat_models.append(ChatModelProcess(path, model, port))
+            write_nodes_file(config, self.chat_models)  # the gateway uses it once its health check passes
+
+    def stop_all(self) -> None:
+        everything = [*self.children.values(), *self.extra.values()]
+        for child in everything:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in everything:
+            try:
+                child.wait(timeout=self.config.runtime.grace_period_s + 10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
 def run_stack(config: Config, services: list[str], start_timeout: float = 300.0) -> int:
     """Start the services, wait until they serve, and supervise them until told to stop."""
     split = core_split(config)
@@ -138,105 +279,12 @@ def run_stack(config: Config, services: list[str], start_timeout: float = 300.0)
     if token_file is not None:  # every child (services and gateway) inherits it: the services require it, the gateway sends it
         os.environ["SCHULKI_RUNTIME__SERVICE_TOKEN_FILE"] = str(token_file)
         config.runtime.service_token_file = token_file
-    children: dict[str, subprocess.Popen] = {}
-    extra: dict[str, subprocess.Popen] = {}  # chat models added while running: their failure stops only themselves
-    chat_models: list[ChatModelProcess] = []
-    given_up: set[str] = set()  # added models whose process exited: not started again until the next schulki up
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    def start_chat_model(path: Path, name: str, port: int) -> subprocess.Popen:
-        env = child_environment(split, "inference", SCHULKI_INFERENCE__MODEL_PATH=str(path), SCHULKI_INFERENCE__MODEL_NAME=name)
-        return subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(port)], env=env)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stack = _Stack(config, split, start_timeout)
+    signal.signal(signal.SIGTERM, stack.stop)
+    signal.signal(signal.SIGINT, stack.stop)
     try:
-        for name in services:
-            if name == "inference":
-                for index, (path, model) in enumerate(wanted_chat_models(config)):
-                    port = config.inference.port if index == 0 else _free_port(config.runtime.host)
-                    label = "inference" if index == 0 else f"inference {model}"
-                    print(f"schulki: starting {label} ({model}) on {_address(config, name, port)} ...", flush=True)
-                    child = children[label] = start_chat_model(path, model, port)
-                    chat_models.append(ChatModelProcess(path, model, port))
-                    try:
-                        wait_until_serving(
-                            _address(config, name, port), start_timeout, is_alive=lambda c=child: c.poll() is None and not stopping
-                        )
-                    except (RuntimeError, TimeoutError) as error:
-                        print(f"schulki: {label} did not start: {error}", file=sys.stderr)
-                        return 1
-                write_nodes_file(config, chat_models)
-                continue
-            print(f"schulki: starting {name} on {_address(config, name)} ...", flush=True)
-            child = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", name], env=child_environment(split, name))
-            children[name] = child
-            try:
-                wait_until_serving(_address(config, name), start_timeout, is_alive=lambda c=child: c.poll() is None and not stopping)
-            except (RuntimeError, TimeoutError) as error:
-                print(f"schulki: {name} did not start: {error}", file=sys.stderr)
-                return 1
-        from schulki.gateway.launch import first_admin_lines, gateway_url, https_lines, lan_url, start_gateway, wait_until_up
-
-        admin_lines = first_admin_lines(config)
-        tls_lines = https_lines(config)
-        print(f"schulki: starting the gateway on port {config.gateway.port} ...", flush=True)
-        if "inference" in services:
-            os.environ["SCHULKI_GATEWAY__NODES_FILE"] = str(nodes_file(config))  # the gateway child inherits it
-        gateway = children["gateway"] = start_gateway()
-        try:
-            wait_until_up(gateway_url(config), start_timeout, is_alive=lambda: gateway.poll() is None and not stopping)
-        except (RuntimeError, TimeoutError) as error:
-            print(f"schulki: gateway did not start: {error}", file=sys.stderr)
+        if not stack.start_services(services) or not stack.start_gateway(services):
             return 1
-        print("schulki is running:", flush=True)
-        for name in services:
-            if name == "inference":
-                for m in chat_models:
-                    print(f"  {'inference':<14} grpc://{_address(config, name, m.port)}  {m.name}", flush=True)
-                continue
-            print(f"  {name:<14} grpc://{_address(config, name)}", flush=True)
-        print(f"  {'gateway':<14} {lan_url(config)}/  (API: {lan_url(config)}/v1)", flush=True)
-        for line in [*tls_lines, *admin_lines]:
-            print(line, flush=True)
-        print("Stop with Ctrl-C.", flush=True)
-        next_watch = time.monotonic() + WATCH_INTERVAL_S
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"schulki: {name} exited with status {child.returncode}; stopping the rest", file=sys.stderr)
-                    return 1
-            for name, child in list(extra.items()):
-                if child.poll() is not None:
-                    print(f"schulki: the added model {name} exited with status {child.returncode}; the rest keeps running", file=sys.stderr)
-                    del extra[name]
-                    given_up.add(name)
-                    chat_models[:] = [m for m in chat_models if m.name != name]
-                    write_nodes_file(config, chat_models)
-            if "inference" in services and time.monotonic() >= next_watch:
-                next_watch = time.monotonic() + WATCH_INTERVAL_S
-                started = {m.name for m in chat_models}
-                for path, model in wanted_chat_models(config):
-                    if model in started or model in given_up:
-                        continue
-                    port = _free_port(config.runtime.host)
-                    print(f"schulki: starting inference for the added model {model} on {_address(config, 'inference', port)}", flush=True)
-                    extra[model] = start_chat_model(path, model, port)
-                    chat_models.append(ChatModelProcess(path, model, port))
-                    write_nodes_file(config, chat_models)  # the gateway uses it once its health check passes
-            time.sleep(0.5)
-        return 0
+        return stack.supervise(services)
     finally:
-        everything = [*children.values(), *extra.values()]
-        for child in everything:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in everything:
-            try:
-                child.wait(timeout=config.runtime.grace_period_s + 10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stack.stop_all()

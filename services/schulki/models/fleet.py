@@ -184,54 +184,82 @@ def host_plan(
         result["error"] = wrong_hardware or wrong_figure
         return result
     work = workload(host, hostvars)
-    settings = result["settings"]
-
     if kind == "gateway":
-        model_id = str(_var(hostvars, "schulki_plan_embeddings_model"))
-        quant = str(_var(hostvars, "schulki_plan_embeddings_quant"))
-        if ram is None:
-            result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
-            return result
-        model = catalog.model(model_id)
-        emb_work = Workload(context_length=model.training_context, batch_size=min(512, model.training_context))
-        p = plan(model_id, Machine("cpu", ram, name=host), emb_work, quant=quant, catalog=catalog)
-        result["embeddings"] = p.as_dict()
-        result["files"] = _file_entry(catalog, model_id, p.quant, "embeddings")
-        settings["embeddings"] = {"model_path": f"{MODELS_DIR}/{p.file}", "gpu_layers": 0}
-        settings["retrieval"] = {
-            "embeddings_address": compose_address("embeddings"),
-            "store": "weaviate",
-            "weaviate_url": f"http://weaviate:{WEAVIATE_HTTP_PORT}",
-        }
+        return _gateway_plan(host, hostvars, catalog, ram, result)
+    machine = _chat_machine(host, hostvars, catalog, kind, gpu, ram, driver_reserved, result)
+    if machine is None:
         return result
+    return _chat_plan(host, hostvars, catalog, kind, machine, work, quality_floor, result)
 
-    reserved = 0
-    if kind == "gpu":
-        speech = catalog.model(str(_var(hostvars, "schulki_plan_speech_model")))
-        reserved = int(speech.files[0].size_bytes * SPEECH_GPU_FACTOR)
-        result["speech"] = {"model": speech.id, "reserved_bytes": reserved}
-        result["files"] += _file_entry(catalog, speech.id, speech.files[0].quant, "speech")
-        settings["transcription"] = {"model_path": f"{MODELS_DIR}/{Path(speech.files[0].file).parent}", "device": "cuda"}
-        if gpu is None:
-            result["error"] = (
-                f"{host}: GPU memory unknown: set schulki_plan_gpu_memory_mib or run the playbook, which reads it with nvidia-smi"
-            )
-            return result
-        machine = Machine("gpu", gpu, ram_bytes=ram, reserved_bytes=reserved, name=host, driver_reserved_bytes=driver_reserved)
-        usable = max(0, gpu - driver_reserved)
-        if reserved > usable:
-            smaller = _speech_that_fits(catalog, usable)
-            result["error"] = (
-                f"{host}: {speech.id} needs about {reserved / GiB:.1f} GiB of GPU memory for transcription, the GPU has "
-                f"{usable / GiB:.1f} GiB usable. "
-                + (f"A smaller speech model fits: {', '.join(smaller)}. " if smaller else "")
-                + "Put this machine in schulki_cpu_nodes, or set schulki_plan_speech_model."
-            )
-    else:
+
+def _gateway_plan(host: str, hostvars: dict, catalog: Catalog, ram: int | None, result: dict) -> dict:
+    """The gateway host: the embedding model on its CPU, and retrieval over Weaviate."""
+    settings = result["settings"]
+    model_id = str(_var(hostvars, "schulki_plan_embeddings_model"))
+    quant = str(_var(hostvars, "schulki_plan_embeddings_quant"))
+    if ram is None:
+        result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
+        return result
+    model = catalog.model(model_id)
+    emb_work = Workload(context_length=model.training_context, batch_size=min(512, model.training_context))
+    p = plan(model_id, Machine("cpu", ram, name=host), emb_work, quant=quant, catalog=catalog)
+    result["embeddings"] = p.as_dict()
+    result["files"] = _file_entry(catalog, model_id, p.quant, "embeddings")
+    settings["embeddings"] = {"model_path": f"{MODELS_DIR}/{p.file}", "gpu_layers": 0}
+    settings["retrieval"] = {
+        "embeddings_address": compose_address("embeddings"),
+        "store": "weaviate",
+        "weaviate_url": f"http://weaviate:{WEAVIATE_HTTP_PORT}",
+    }
+    return result
+
+
+def _chat_machine(
+    host: str, hostvars: dict, catalog: Catalog, kind: str, gpu: int | None, ram: int | None, driver_reserved: int, result: dict
+) -> Machine | None:
+    """The machine the chat model is planned on (a GPU node keeps room for its speech model); None with result["error"] set
+    when a figure is missing. A speech model too large for the GPU is an error too, but the chat plan still runs to say
+    what the chat model would need."""
+    settings = result["settings"]
+    if kind != "gpu":
         if ram is None:
             result["error"] = f"{host}: set schulki_plan_ram_mib (RAM in MiB) or let the playbook gather facts"
-            return result
-        machine = Machine("cpu", ram, name=host)
+            return None
+        return Machine("cpu", ram, name=host)
+    speech = catalog.model(str(_var(hostvars, "schulki_plan_speech_model")))
+    reserved = int(speech.files[0].size_bytes * SPEECH_GPU_FACTOR)
+    result["speech"] = {"model": speech.id, "reserved_bytes": reserved}
+    result["files"] += _file_entry(catalog, speech.id, speech.files[0].quant, "speech")
+    settings["transcription"] = {"model_path": f"{MODELS_DIR}/{Path(speech.files[0].file).parent}", "device": "cuda"}
+    if gpu is None:
+        result["error"] = f"{host}: GPU memory unknown: set schulki_plan_gpu_memory_mib or run the playbook, which reads it with nvidia-smi"
+        return None
+    machine = Machine("gpu", gpu, ram_bytes=ram, reserved_bytes=reserved, name=host, driver_reserved_bytes=driver_reserved)
+    usable = max(0, gpu - driver_reserved)
+    if reserved > usable:
+        smaller = _speech_that_fits(catalog, usable)
+        result["error"] = (
+            f"{host}: {speech.id} needs about {reserved / GiB:.1f} GiB of GPU memory for transcription, the GPU has "
+            f"{usable / GiB:.1f} GiB usable. "
+            + (f"A smaller speech model fits: {', '.join(smaller)}. " if smaller else "")
+            + "Put this machine in schulki_cpu_nodes, or set schulki_plan_speech_model."
+        )
+    return machine
+
+
+def _chat_plan(
+    host: str,
+    hostvars: dict,
+    catalog: Catalog,
+    kind: str,
+    machine: Machine,
+    work: Workload,
+    quality_floor: Callable[[str, str], frozenset[str]] | None,
+    result: dict,
+) -> dict:
+    """The chat model's quant and workload on the machine, and the inference settings that serve it."""
+    settings = result["settings"]
+    reserved = machine.reserved_bytes
     chat_quant = str(_var(hostvars, "schulki_plan_chat_quant")) or None
     chat_model = str(_var(hostvars, "schulki_plan_chat_model"))
     if str(_var(hostvars, "schulki_plan_parallel_sequences")).lower() == "auto":
