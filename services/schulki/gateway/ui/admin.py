@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway import retention as retention_rules
-from schulki.gateway.accounts import ROLES, AccountError, NewAccount
+from schulki.gateway.accounts import ROLES, Account, AccountError, NewAccount
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors
@@ -26,6 +30,28 @@ def credentials_table(s: Strings, created: list[NewAccount]) -> str:
 
 def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     refresh = gr.Button(s["refresh"], elem_id="admin-refresh")
+    health, models, usage, users = _overview_tables(s)
+    forms = _account_forms(s)
+    retention, save_retention, periods, save_periods = _retention_rows(s)
+    result = gr.Markdown(elem_id="admin-result")
+    actions = _AdminActions(gateway, s, forms.export_file)
+    model_settings, actions.model_settings_now = build_models_section(gateway, s, actions.require_admin)
+
+    outputs = [health, models, usage, users, retention, *model_settings]
+    refresh.click(actions.overview, None, outputs, api_name="admin_overview")
+    forms.add.click(actions.add_user, [forms.new_name, forms.new_role, forms.new_class], result, api_name="admin_add_user")
+    forms.import_button.click(actions.import_class, forms.csv_file, result, api_name="admin_import")
+    forms.reset.click(actions.reset_password, forms.target, result, api_name="admin_reset_password")
+    forms.remove.click(handles_errors(s)(actions.delete_user), forms.target, result, api_name="admin_delete_user")
+    forms.export.click(handles_errors(s)(actions.export_user), forms.target, [result, forms.export_file], api_name="admin_export_user")
+    refresh.click(actions.data_periods, None, periods, api_name="admin_data_periods")
+    save_periods.click(actions.set_data_periods, periods, [result, *periods], api_name="admin_save_data_periods")
+    save_retention.click(actions.set_retention, retention, result, api_name="admin_retention")
+    build_evaluation_section(gateway, s, actions.require_admin)
+
+
+def _overview_tables(s: Strings) -> tuple[gr.Dataframe, gr.Dataframe, gr.Dataframe, gr.Dataframe]:
+    """Health of every node, the models and their queues, usage per class, the users."""
     health = gr.Dataframe(headers=[s["col_service"], s["col_node"], s["col_status"]], label=s["health"], interactive=False)
     models = gr.Dataframe(
         headers=[
@@ -44,6 +70,26 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     )
     usage = gr.Dataframe(headers=[s["col_class"], s["col_users"], s["col_requests"], s["col_tokens"]], label=s["usage"], interactive=False)
     users = gr.Dataframe(headers=[s["col_name"], s["col_role"], s["col_classes"]], label=s["users"], interactive=False)
+    return health, models, usage, users
+
+
+@dataclass
+class _AccountForms:
+    new_name: gr.Textbox
+    new_role: gr.Dropdown
+    new_class: gr.Textbox
+    add: gr.Button
+    csv_file: gr.File
+    import_button: gr.Button
+    target: gr.Textbox
+    reset: gr.Button
+    export: gr.Button
+    remove: gr.Button
+    export_file: gr.File
+
+
+def _account_forms(s: Strings) -> _AccountForms:
+    """Add a user, import a class list, and reset, export or delete one user."""
     with gr.Accordion(s["add_user"], open=True), gr.Row():
         new_name = gr.Textbox(label=s["user_name"])
         new_role = gr.Dropdown(list(ROLES), value="student", label=s["role"])
@@ -59,27 +105,41 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
             export = gr.Button(s["export_user"], elem_id="admin-export")
             remove = gr.Button(s["delete_user"], variant="stop")
         export_file = gr.File(label=s["export_user"], interactive=False, visible=False, elem_id="admin-export-file")
+    return _AccountForms(new_name, new_role, new_class, add, csv_file, import_button, target, reset, export, remove, export_file)
+
+
+def _retention_rows(s: Strings) -> tuple[gr.Number, gr.Button, list[gr.Number], gr.Button]:
+    """How long chats are kept, and how long documents, transcripts and backups are."""
     with gr.Row():
         retention = gr.Number(label=s["retention_days"], precision=0, minimum=0)
         save_retention = gr.Button(s["save"])
     with gr.Row():
         periods = [gr.Number(label=f"{s['data_retention']}: {s[name]}", precision=0, minimum=1) for name in DATA_PERIODS]
         save_periods = gr.Button(s["save"], elem_id="admin-save-periods")
-    result = gr.Markdown(elem_id="admin-result")
+    return retention, save_retention, periods, save_periods
 
-    def require_admin(request: gr.Request):
-        account = account_of(gateway, request, s)
+
+class _AdminActions:
+    """The Admin tab's events; each one first checks that an admin asks."""
+
+    def __init__(self, gateway: Gateway, s: Strings, export_file: gr.File) -> None:
+        self.gateway = gateway
+        self.s = s
+        self.export_file = export_file
+        self.model_settings_now: Callable[[], list[Any]] = list
+
+    def require_admin(self, request: gr.Request) -> Account:
+        account = account_of(self.gateway, request, self.s)
         if account.role != "admin":
-            raise gr.Error(s["admin_only"])
+            raise gr.Error(self.s["admin_only"])
         return account
 
-    model_settings, model_settings_now = build_models_section(gateway, s, require_admin)
-
-    async def overview(request: gr.Request):
-        require_admin(request)
+    async def overview(self, request: gr.Request) -> list[Any]:
+        gateway, s = self.gateway, self.s
+        self.require_admin(request)
         await gateway.services.check_health()
         health_rows = [[s.service(name), node.address, node.status] for name, pool in gateway.services.pools.items() for node in pool.nodes]
-        model_rows = []
+        model_rows: list[list[object]] = []
         for node in gateway.services.inference_nodes():
             info = node.info if node.healthy else None
             if info is None:
@@ -100,90 +160,79 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
                 )
         usage_rows = [list(row) for row in gateway.accounts.usage_by_class()]
         user_rows = [[a.name, a.role, ", ".join(a.classes)] for a in gateway.accounts.list_users()]
-        return [health_rows, model_rows, usage_rows, user_rows, gateway.retention_days(), *model_settings_now()]
+        return [health_rows, model_rows, usage_rows, user_rows, gateway.retention_days(), *self.model_settings_now()]
 
-    async def add_user(name: str, role: str, class_name: str, request: gr.Request):
-        require_admin(request)
+    async def add_user(self, name: str, role: str, class_name: str, request: gr.Request) -> str:
+        self.require_admin(request)
         try:
             created = await run_in_threadpool(
-                gateway.accounts.add_user, (name or "").strip(), role, [c for c in (class_name or "").split() if c]
+                self.gateway.accounts.add_user, (name or "").strip(), role, [c for c in (class_name or "").split() if c]
             )
         except AccountError as error:
             raise gr.Error(str(error)) from error
-        return credentials_table(s, [created])
+        return credentials_table(self.s, [created])
 
-    async def import_class(path: str | None, request: gr.Request):
-        require_admin(request)  # before the file is touched: only an admin's own upload may be deleted here
+    async def import_class(self, path: str | None, request: gr.Request) -> str:
+        self.require_admin(request)  # before the file is touched: only an admin's own upload may be deleted here
         try:  # the class list (with passwords) does not stay in Gradio's cache
             if not path:
-                raise gr.Error(s["no_file"])
+                raise gr.Error(self.s["no_file"])
             with open(path, encoding="utf-8-sig") as handle:
                 text = handle.read()
         finally:
             discard_upload(path)
         try:
-            created = await run_in_threadpool(gateway.accounts.import_csv, text)
+            created = await run_in_threadpool(self.gateway.accounts.import_csv, text)
         except AccountError as error:
             raise gr.Error(str(error)) from error
-        return credentials_table(s, created)
+        return credentials_table(self.s, created)
 
-    async def reset_password(name: str, request: gr.Request):
-        require_admin(request)
+    async def reset_password(self, name: str, request: gr.Request) -> str:
+        self.require_admin(request)
         try:
-            created = await run_in_threadpool(gateway.accounts.reset_password, (name or "").strip())
+            created = await run_in_threadpool(self.gateway.accounts.reset_password, (name or "").strip())
         except AccountError as error:
             raise gr.Error(str(error)) from error
-        return credentials_table(s, [created])
+        return credentials_table(self.s, [created])
 
-    @handles_errors(s)
-    async def delete_user(name: str, request: gr.Request):
-        require_admin(request)
+    async def delete_user(self, name: str, request: gr.Request) -> str:
+        self.require_admin(request)
+        account = self.gateway.accounts.by_name((name or "").strip())
+        if account is None:
+            raise gr.Error(self.s["unknown_user"].format(name=name))
+        await delete_user_data(self.gateway, account)
+        return self.s["user_deleted"].format(name=account.name)
+
+    async def export_user(self, name: str, request: gr.Request) -> tuple[str, gr.File]:
+        gateway = self.gateway
+        admin = self.require_admin(request)
         account = gateway.accounts.by_name((name or "").strip())
         if account is None:
-            raise gr.Error(s["unknown_user"].format(name=name))
-        await delete_user_data(gateway, account)
-        return s["user_deleted"].format(name=account.name)
-
-    @handles_errors(s)
-    async def export_user(name: str, request: gr.Request):
-        admin = require_admin(request)
-        account = gateway.accounts.by_name((name or "").strip())
-        if account is None:
-            raise gr.Error(s["unknown_user"].format(name=name))
+            raise gr.Error(self.s["unknown_user"].format(name=name))
         path = await export_for_download(gateway, admin, account)
         hours = gateway.config.gateway.upload_retention_hours
         # the gateway serves a cached file only to its owner: here the admin who asked for the export
-        cached = await export_file.async_move_resource_to_block_cache(str(path))
+        cached = await self.export_file.async_move_resource_to_block_cache(str(path))
         assert cached is not None, "Gradio returns the cached path of the file it was given"
         gateway.file_owners.add(cached, admin.id)
-        return s["export_ready"].format(name=account.name, hours=hours), gr.File(value=cached, visible=True)
+        return self.s["export_ready"].format(name=account.name, hours=hours), gr.File(value=cached, visible=True)
 
-    def data_periods(request: gr.Request):
-        require_admin(request)
-        return [retention_rules.period_days(gateway, name) for name in DATA_PERIODS]
+    def data_periods(self, request: gr.Request) -> list[int]:
+        self.require_admin(request)
+        return [retention_rules.period_days(self.gateway, name) for name in DATA_PERIODS]
 
-    async def set_data_periods(documents, transcripts, backups, request: gr.Request):
-        require_admin(request)
+    async def set_data_periods(
+        self, documents: float | None, transcripts: float | None, backups: float | None, request: gr.Request
+    ) -> tuple[str | int, ...]:
+        self.require_admin(request)
         for name, value in zip(DATA_PERIODS, (documents, transcripts, backups), strict=True):
             if value is not None:
-                retention_rules.set_period_days(gateway, name, int(value))
-        await retention_rules.purge_expired(gateway)  # a shorter period applies at once, as for chats
-        return s["saved"], *data_periods(request)
+                retention_rules.set_period_days(self.gateway, name, int(value))
+        await retention_rules.purge_expired(self.gateway)  # a shorter period applies at once, as for chats
+        return self.s["saved"], *self.data_periods(request)
 
-    def set_retention(days, request: gr.Request):
-        require_admin(request)
-        gateway.accounts.set_setting("chat_retention_days", str(max(0, int(days or 0))))
-        gateway.accounts.purge_chats(gateway.retention_days())  # a shorter period applies at once; 0 deletes every stored chat
-        return s["saved"]
-
-    outputs = [health, models, usage, users, retention, *model_settings]
-    refresh.click(overview, None, outputs, api_name="admin_overview")
-    add.click(add_user, [new_name, new_role, new_class], result, api_name="admin_add_user")
-    import_button.click(import_class, csv_file, result, api_name="admin_import")
-    reset.click(reset_password, target, result, api_name="admin_reset_password")
-    remove.click(delete_user, target, result, api_name="admin_delete_user")
-    export.click(export_user, target, [result, export_file], api_name="admin_export_user")
-    refresh.click(data_periods, None, periods, api_name="admin_data_periods")
-    save_periods.click(set_data_periods, periods, [result, *periods], api_name="admin_save_data_periods")
-    save_retention.click(set_retention, retention, result, api_name="admin_retention")
-    build_evaluation_section(gateway, s, require_admin)
+    def set_retention(self, days: float | None, request: gr.Request) -> str:
+        self.require_admin(request)
+        self.gateway.accounts.set_setting("chat_retention_days", str(max(0, int(days or 0))))
+        self.gateway.accounts.purge_chats(self.gateway.retention_days())  # a shorter period applies at once; 0 deletes every stored chat
+        return self.s["saved"]
