@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 import gradio as gr
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts import Account, Workspace
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_context import build_context, whole_tables
 from schulki.gateway.i18n import Strings
@@ -15,6 +17,7 @@ from schulki.gateway.ui.common import account_of, discard_upload, handles_errors
 from schulki.gateway.ui.whole_document import build_whole_document_section
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
 from schulki.retrieval.formats import EXTENSIONS
+from schulki.retrieval.v1.retrieval_service_pb2 import Document, Hit, IngestProgress
 
 MAX_URL_CHARS = 2000
 """Longest web address the tab accepts (what browsers and servers commonly handle)."""
@@ -30,11 +33,11 @@ def mib(count: int) -> str:
     return f"{count / (1024 * 1024):.1f}".replace(".", ",")
 
 
-def citation(s: Strings, hit) -> str:
+def citation(s: Strings, hit: Hit) -> str:
     return f"{hit.source}, {s['page']} {hit.page}" if hit.page else hit.source
 
 
-def stage_text(s: Strings, progress, fetching: bool = False) -> str:
+def stage_text(s: Strings, progress: IngestProgress, fetching: bool = False) -> str:
     """One ingest progress report in words: "Einbetten 40/120 chunks"; receiving a web page is "Abrufen"."""
     stages = dict(zip(("receiving", "parsing", "embedding", "storing"), s["ingest_stages"].split("|"), strict=False))
     stage = s["ingest_stages"].split("|")[4] if fetching and progress.stage == "receiving" else stages.get(progress.stage, progress.stage)
@@ -47,18 +50,69 @@ def web_address(url: str) -> str:
     return url if "://" in url or not url else f"https://{url}"
 
 
+class Allowed(Protocol):
+    """The tab's workspace rule (raises gr.Error when the user may not read the workspace, or with write change it)."""
+
+    def __call__(self, account: Account, name: str, write: bool = False) -> Workspace: ...
+
+
+Event = Callable[..., object]
+"""A Gradio event handler: Gradio reads its inputs from its signature."""
+ListDocuments = Callable[[str, gr.Request], Awaitable[tuple[object, object]]]
+
+
 def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Blocks) -> None:
     status_banner(gateway, s, ("retrieval", "inference"), timer, demo, "documents_status")
     workspace = gr.Dropdown([], label=s["workspace"], elem_id="workspace", allow_custom_value=True)
+    upload, upload_button, upload_result = _upload_row(s)
+    web_url, web_button, web_summarize = _web_row(s)
+    table, storage, refresh, doomed, delete = _document_list(s)
+    question, ask, answer = _question_box(s)
+    allowed = _workspace_rule(gateway, s)
+    workspaces, list_documents, storage_usage = _list_events(gateway, s, allowed)
+    ingest = _upload_event(gateway, s, allowed, list_documents)
+    add_web_page, add_web_page_to_summarize = _web_page_events(gateway, s, allowed, list_documents)
+    delete_document = _delete_event(gateway, s, allowed, list_documents)
+    ask_question = _question_event(gateway, s, allowed)
+
+    demo.load(workspaces, None, workspace, api_name="documents_workspaces")
+    table.change(storage_usage, workspace, storage, api_name="documents_storage", show_progress="hidden")
+    workspace.change(list_documents, workspace, [table, doomed], api_name="documents_list")
+    refresh.click(list_documents, workspace, [table, doomed], api_name="documents_refresh")
+    upload_button.click(ingest, [workspace, upload], [upload_result, table, doomed, upload], api_name="documents_upload")
+    web_button.click(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url")
+    web_url.submit(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url_submit")
+    delete.click(delete_document, [workspace, doomed], [table, doomed, upload_result], api_name="documents_delete")
+    ask.click(ask_question, [workspace, question], answer, api_name="documents_ask")
+    question.submit(ask_question, [workspace, question], answer, api_name="documents_ask_submit")
+    whole = build_whole_document_section(gateway, s, workspace, table, allowed)
+    # "Summarize this page": store it, pick it in the "Ganzes Dokument" section, then summarize it there (Stop works as there).
+    web_summarize.click(
+        add_web_page_to_summarize,
+        [workspace, web_url],
+        [upload_result, table, doomed, web_url, whole.document],
+        api_name="documents_add_url_summarize",
+    ).success(whole.summarize, [workspace, whole.document, whole.length], whole.outputs)
+
+
+def _upload_row(s: Strings) -> tuple[gr.File, gr.Button, gr.Markdown]:
     with gr.Row():
         upload = gr.File(label=s["upload"], file_types=FILE_TYPES, type="filepath", elem_id="document-upload")
         with gr.Column():
             upload_button = gr.Button(s["upload_button"], variant="primary", elem_id="document-upload-button")
             upload_result = safe_markdown_box(elem_id="upload-result")
+    return upload, upload_button, upload_result
+
+
+def _web_row(s: Strings) -> tuple[gr.Textbox, gr.Button, gr.Button]:
     with gr.Row():
         web_url = gr.Textbox(label=s["web_url"], elem_id="web-url", max_length=MAX_URL_CHARS, scale=3)
         web_button = gr.Button(s["web_add"], elem_id="web-add-button", scale=1)
         web_summarize = gr.Button(s["web_add_summarize"], elem_id="web-summarize-button", scale=1)
+    return web_url, web_button, web_summarize
+
+
+def _document_list(s: Strings) -> tuple[gr.Dataframe, gr.Markdown, gr.Button, gr.Dropdown, gr.Button]:
     table = gr.Dataframe(
         headers=[s["col_file"], s["col_pages"], s["col_chunks"], s["col_size"], s["col_id"]],
         label=s["documents"],
@@ -70,30 +124,45 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         refresh = gr.Button(s["refresh"])
         doomed = gr.Dropdown([], label=s["delete_document"], allow_custom_value=True)
         delete = gr.Button(s["delete"], variant="stop")
+    return table, storage, refresh, doomed, delete
+
+
+def _question_box(s: Strings) -> tuple[gr.Textbox, gr.Button, gr.Markdown]:
     question = gr.Textbox(label=s["question"], elem_id="document-question")
     ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
     answer = safe_markdown_box(label=s["answer"], elem_id="document-answer")
+    return question, ask, answer
 
-    def allowed(account: Account, name: str, write: bool = False):
+
+def _workspace_rule(gateway: Gateway, s: Strings) -> Allowed:
+    """The tab's workspace rule: the workspace when the user may read it (write: change it), else a gr.Error."""
+
+    def allowed(account: Account, name: str, write: bool = False) -> Workspace:
         try:
             return workspace_access(gateway, account, name, write)
         except WorkspaceRefused as refused:
             raise gr.Error(s["read_only"] if refused.read_only else s["no_access"]) from None
 
-    def label(space) -> str:
+    return allowed
+
+
+def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event, ListDocuments, Event]:
+    """The workspace picker, the document list and the storage used."""
+
+    def label(space: Workspace) -> str:
         if space.name.startswith("k-"):
             return s["class_workspace"].format(name=space.name[2:])
         if "-" in space.name[2:]:
             return space.label  # a vector store created through the API (u-<id>-<random>), with the name its owner gave it
         return s["my_documents"]
 
-    def workspaces(request: gr.Request):
+    def workspaces(request: gr.Request) -> gr.Dropdown:
         account = account_of(gateway, request, s)
         choices = [(label(space), space.name) for space in visible_workspaces(gateway, account)]
         return gr.Dropdown(choices=choices, value=choices[0][1])
 
     @handles_errors(s)
-    async def list_documents(name: str, request: gr.Request):
+    async def list_documents(name: str, request: gr.Request) -> tuple[object, object]:
         account = account_of(gateway, request, s)
         if not name:
             return gr.skip(), gr.skip()
@@ -103,7 +172,28 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         return rows, gr.Dropdown(choices=[(d.source, d.document_id) for d in documents], value=None)
 
     @handles_errors(s)
-    async def ingest(name: str, path: str | None, request: gr.Request, progress=gr.Progress()):
+    async def storage_usage(name: str, request: gr.Request) -> str:
+        """ "x MB of y MB used" under the list; the table changes after every list, upload and delete."""
+        account = account_of(gateway, request, s)
+        if not name:
+            return ""
+        allowed(account, name)
+        used, quota = await gateway.services.storage(name)
+        shown = {"used": mib(used), "quota": mib(quota)}
+        if s.lang == "en":
+            shown = {key: value.replace(",", ".") for key, value in shown.items()}
+        return s["storage_used"].format(**shown) if quota else s["storage_unlimited"].format(**shown)
+
+    return workspaces, list_documents, storage_usage
+
+
+def _upload_event(gateway: Gateway, s: Strings, allowed: Allowed, list_documents: ListDocuments) -> Event:
+    """Upload a file into the workspace, with progress."""
+
+    @handles_errors(s)
+    async def ingest(
+        name: str, path: str | None, request: gr.Request, progress: gr.Progress = gr.Progress()
+    ) -> tuple[str, object, object, None]:
         document = None
         try:  # the upload stays only in the user's workspace, not in Gradio's cache, also when it is refused
             account = account_of(gateway, request, s)
@@ -127,14 +217,24 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         )
         return message, rows, choices, None
 
+    return ingest
+
+
+def _web_page_events(gateway: Gateway, s: Strings, allowed: Allowed, list_documents: ListDocuments) -> tuple[Event, Event]:
+    """Add a web page, or add one to summarize it next."""
+
     @handles_errors(s)
-    async def add_web_page(name: str, url: str, request: gr.Request, progress=gr.Progress()):
+    async def add_web_page(
+        name: str, url: str, request: gr.Request, progress: gr.Progress = gr.Progress()
+    ) -> tuple[str, object, object, str]:
         """Fetch a web page into the workspace, as an upload is stored: same access rules, request quota and storage quota."""
         _document, message, rows, choices = await fetch_web_page(name, url, request, progress)
         return message, rows, choices, ""
 
     @handles_errors(s)
-    async def add_web_page_to_summarize(name: str, url: str, request: gr.Request, progress=gr.Progress()):
+    async def add_web_page_to_summarize(
+        name: str, url: str, request: gr.Request, progress: gr.Progress = gr.Progress()
+    ) -> tuple[str, object, object, str, gr.Dropdown]:
         """The same, and the stored page becomes the document the "Ganzes Dokument" section summarizes next
         (its other documents come back into the picker when the list's change refreshes it)."""
         document, message, rows, choices = await fetch_web_page(name, url, request, progress)
@@ -142,7 +242,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
             raise gr.Error(s["no_url"])
         return message, rows, choices, "", gr.Dropdown(choices=[(document.source, document.document_id)], value=document.document_id)
 
-    async def fetch_web_page(name: str, url: str, request: gr.Request, progress):
+    async def fetch_web_page(
+        name: str, url: str, request: gr.Request, progress: gr.Progress
+    ) -> tuple[Document | None, str, object, object]:
         account = account_of(gateway, request, s)
         url = web_address(url or "")
         if not url:
@@ -163,8 +265,12 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         message = s["web_added"].format(name=plain(document.source), chunks=document.chunk_count) if document else ""
         return document, message, rows, choices
 
+    return add_web_page, add_web_page_to_summarize
+
+
+def _delete_event(gateway: Gateway, s: Strings, allowed: Allowed, list_documents: ListDocuments) -> Event:
     @handles_errors(s)
-    async def delete_document(name: str, document_id: str | None, request: gr.Request):
+    async def delete_document(name: str, document_id: str | None, request: gr.Request) -> tuple[object, object, str]:
         account = account_of(gateway, request, s)
         allowed(account, name, write=True)
         if document_id:
@@ -172,8 +278,14 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         rows, choices = await list_documents(name, request)
         return rows, choices, s["deleted"]
 
+    return delete_document
+
+
+def _question_event(gateway: Gateway, s: Strings, allowed: Allowed) -> Event:
+    """A question answered from the workspace's passages, with their sources."""
+
     @handles_errors(s)
-    async def ask_question(name: str, text: str, request: gr.Request):
+    async def ask_question(name: str, text: str, request: gr.Request) -> AsyncIterator[str]:
         account = account_of(gateway, request, s)
         allowed(account, name)
         text = (text or "").strip()
@@ -198,34 +310,4 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
                 yield answer_text + footer
         yield answer_text + footer
 
-    @handles_errors(s)
-    async def storage_usage(name: str, request: gr.Request):
-        """ "x MB of y MB used" under the list; the table changes after every list, upload and delete."""
-        account = account_of(gateway, request, s)
-        if not name:
-            return ""
-        allowed(account, name)
-        used, quota = await gateway.services.storage(name)
-        shown = {"used": mib(used), "quota": mib(quota)}
-        if s.lang == "en":
-            shown = {key: value.replace(",", ".") for key, value in shown.items()}
-        return s["storage_used"].format(**shown) if quota else s["storage_unlimited"].format(**shown)
-
-    demo.load(workspaces, None, workspace, api_name="documents_workspaces")
-    table.change(storage_usage, workspace, storage, api_name="documents_storage", show_progress="hidden")
-    workspace.change(list_documents, workspace, [table, doomed], api_name="documents_list")
-    refresh.click(list_documents, workspace, [table, doomed], api_name="documents_refresh")
-    upload_button.click(ingest, [workspace, upload], [upload_result, table, doomed, upload], api_name="documents_upload")
-    web_button.click(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url")
-    web_url.submit(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url_submit")
-    delete.click(delete_document, [workspace, doomed], [table, doomed, upload_result], api_name="documents_delete")
-    ask.click(ask_question, [workspace, question], answer, api_name="documents_ask")
-    question.submit(ask_question, [workspace, question], answer, api_name="documents_ask_submit")
-    whole = build_whole_document_section(gateway, s, workspace, table, allowed)
-    # "Summarize this page": store it, pick it in the "Ganzes Dokument" section, then summarize it there (Stop works as there).
-    web_summarize.click(
-        add_web_page_to_summarize,
-        [workspace, web_url],
-        [upload_result, table, doomed, web_url, whole.document],
-        api_name="documents_add_url_summarize",
-    ).success(whole.summarize, [workspace, whole.document, whole.length], whole.outputs)
+    return ask_question
