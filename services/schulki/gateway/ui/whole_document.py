@@ -8,7 +8,7 @@ is cancelled and no further part is sent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -17,7 +17,7 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_export import export, file_name
-from schulki.gateway.document_work import LANGUAGES, LENGTHS, DocumentRefused, Done, Progress, summarize_document, translate_document
+from schulki.gateway.document_work import LANGUAGES, LENGTHS, DocumentRefused, Done, Event, Progress, summarize_document, translate_document
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, user_error
@@ -43,6 +43,33 @@ def build_whole_document_section(
     gateway: Gateway, s: Strings, workspace: gr.Dropdown, table: gr.Dataframe, allowed: Callable[[Account, str], object]
 ) -> WholeDocumentSection:
     """The section below the question box; ``allowed`` is the tab's workspace rule (raises gr.Error when the user may not read it)."""
+    document, length, summarize, language, translate, stop, progress, result, txt, md, word = _components(s)
+    documents = _picker_event(gateway, s, allowed)
+    summarize_clicked, translate_clicked = _work_events(gateway, s, allowed, (txt, md, word))
+
+    outputs = [progress, result, txt, md, word]
+    table.change(documents, [workspace, document], document, api_name="whole_documents", show_progress="hidden")
+    summarizing = summarize.click(summarize_clicked, [workspace, document, length], outputs, api_name="whole_summarize")
+    translating = translate.click(translate_clicked, [workspace, document, language], outputs, api_name="whole_translate")
+    stop.click(None, cancels=[summarizing, translating], api_name="whole_stop")
+    return WholeDocumentSection(document, length, summarize_clicked, outputs)
+
+
+def _components(
+    s: Strings,
+) -> tuple[
+    gr.Dropdown,
+    gr.Dropdown,
+    gr.Button,
+    gr.Dropdown,
+    gr.Button,
+    gr.Button,
+    gr.Markdown,
+    gr.Markdown,
+    gr.DownloadButton,
+    gr.DownloadButton,
+    gr.DownloadButton,
+]:
     with gr.Accordion(s["whole_document"], open=True, elem_id="whole-document-section"):
         document = gr.Dropdown([], label=s["whole_pick"], elem_id="whole-document", allow_custom_value=True)
         with gr.Row():
@@ -62,7 +89,11 @@ def build_whole_document_section(
             md = gr.DownloadButton(s["whole_download_md"], visible=False, elem_id="whole-download-md")
             word = gr.DownloadButton(s["whole_download_docx"], visible=False, elem_id="whole-download-docx")
 
-    async def documents(name: str, current: str | None, request: gr.Request):
+    return document, length, summarize, language, translate, stop, progress, result, txt, md, word
+
+
+def _picker_event(gateway: Gateway, s: Strings, allowed: Callable[[Account, str], object]) -> Callable[..., object]:
+    async def documents(name: str, current: str | None, request: gr.Request) -> object:
         """The workspace's documents; the one picked stays picked while it exists, else the newest upload is picked."""
         account = account_of(gateway, request, s)
         if not name:
@@ -76,6 +107,14 @@ def build_whole_document_section(
         newest = max(found, key=lambda d: d.created_at).document_id if found else None
         return gr.Dropdown(choices=[(d.source, d.document_id) for d in found], value=current if current in ids else newest)
 
+    return documents
+
+
+def _work_events(
+    gateway: Gateway, s: Strings, allowed: Callable[[Account, str], object], buttons: tuple[gr.DownloadButton, ...]
+) -> tuple[Callable[..., AsyncIterator[tuple[object, ...]]], Callable[..., AsyncIterator[tuple[object, ...]]]]:
+    """Summarize and translate, each streaming its progress; a translation then offers its downloads."""
+
     def start(request: gr.Request, name: str, document_id: str | None) -> Account:
         account = account_of(gateway, request, s)
         allowed(account, name)
@@ -83,51 +122,54 @@ def build_whole_document_section(
             raise gr.Error(s["whole_no_document"])
         return account
 
-    def shown(event) -> tuple:
-        """(progress line, result text) for an event; gr.skip() leaves a component as it is."""
-        if isinstance(event, Progress):
-            return event.message(s.lang), gr.skip()
-        if isinstance(event, Done):
-            return s["whole_done"].format(name=plain(event.source), parts=event.parts), event.text
-        return gr.skip(), event.text
-
-    async def summarize_clicked(name: str, document_id: str | None, chosen: str, request: gr.Request):
+    async def summarize_clicked(name: str, document_id: str | None, chosen: str, request: gr.Request) -> AsyncIterator[tuple[object, ...]]:
         account = start(request, name, document_id)
         hidden = gr.DownloadButton(visible=False)
         try:
             async for event in summarize_document(gateway, account, name, document_id or "", chosen):
-                yield *shown(event), hidden, hidden, hidden
+                yield *_shown(s, event), hidden, hidden, hidden
         except Exception as error:
             raise _user_error(s, error) from error
 
-    async def translate_clicked(name: str, document_id: str | None, target: str, request: gr.Request):
+    async def translate_clicked(name: str, document_id: str | None, target: str, request: gr.Request) -> AsyncIterator[tuple[object, ...]]:
         account = start(request, name, document_id)
         hidden = gr.DownloadButton(visible=False)
         done = None
         try:
             async for event in translate_document(gateway, account, name, document_id or "", target):
                 done = event if isinstance(event, Done) else done
-                yield *shown(event), hidden, hidden, hidden
+                yield *_shown(s, event), hidden, hidden, hidden
         except Exception as error:
             raise _user_error(s, error) from error
         if done is None:
             return
-        folder = gateway.user_files(account) / uuid.uuid4().hex
-        folder.mkdir()
-        buttons = []
-        for button, file_format in ((txt, "txt"), (md, "md"), (word, "docx")):
-            target_path = folder / file_name(done.source, target, file_format)
-            target_path.write_bytes(export(done.blocks, file_format, done.source))
-            # Gradio serves its cached copy to anyone who knows the path; the gateway serves it only to this user
-            cached = await button.async_move_resource_to_block_cache(str(target_path))
-            if cached is not None:
-                gateway.file_owners.add(cached, account.id)
-            buttons.append(gr.DownloadButton(value=cached, visible=True))
-        yield gr.skip(), gr.skip(), *buttons
+        yield gr.skip(), gr.skip(), *await downloads(gateway, account, done, target, buttons)
 
-    outputs = [progress, result, txt, md, word]
-    table.change(documents, [workspace, document], document, api_name="whole_documents", show_progress="hidden")
-    summarizing = summarize.click(summarize_clicked, [workspace, document, length], outputs, api_name="whole_summarize")
-    translating = translate.click(translate_clicked, [workspace, document, language], outputs, api_name="whole_translate")
-    stop.click(None, cancels=[summarizing, translating], api_name="whole_stop")
-    return WholeDocumentSection(document, length, summarize_clicked, outputs)
+    return summarize_clicked, translate_clicked
+
+
+def _shown(s: Strings, event: Event) -> tuple[object, object]:
+    """(progress line, result text) for an event; gr.skip() leaves a component as it is."""
+    if isinstance(event, Progress):
+        return event.message(s.lang), gr.skip()
+    if isinstance(event, Done):
+        return s["whole_done"].format(name=plain(event.source), parts=event.parts), event.text
+    return gr.skip(), event.text
+
+
+async def downloads(
+    gateway: Gateway, account: Account, done: Done, target: str, slots: tuple[gr.DownloadButton, ...]
+) -> list[gr.DownloadButton]:
+    """The translation as .txt, .md and .docx, each served only to this user."""
+    folder = gateway.user_files(account) / uuid.uuid4().hex
+    folder.mkdir()
+    buttons = []
+    for button, file_format in zip(slots, ("txt", "md", "docx"), strict=True):
+        target_path = folder / file_name(done.source, target, file_format)
+        target_path.write_bytes(export(done.blocks, file_format, done.source))
+        # Gradio serves its cached copy to anyone who knows the path; the gateway serves it only to this user
+        cached = await button.async_move_resource_to_block_cache(str(target_path))
+        if cached is not None:
+            gateway.file_owners.add(cached, account.id)
+        buttons.append(gr.DownloadButton(value=cached, visible=True))
+    return buttons
