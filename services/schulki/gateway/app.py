@@ -69,13 +69,13 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
-        await gateway.services.start()
+        await gateway.start()
         purge = asyncio.create_task(_purge_expired(gateway))
         try:
             yield
         finally:
             purge.cancel()
-            await gateway.services.close()
+            await gateway.close()
 
     app = FastAPI(title="schulki", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
@@ -99,11 +99,11 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request):
-        body: dict = {"gateway": "ok", "services": {name: gateway.services.available(name) for name in gateway.services.pools}}
+        body: dict = {"gateway": "ok", "services": {name: gateway.available(name) for name in gateway.service_names()}}
         # Which node is in the line, for the roll-out's drain (`healthcheck gateway --node`, run inside
         # the gateway's container): only on loopback, so the nodes' names stay off the school's LAN.
         if request.client is not None and _is_loopback(request.client.host):
-            body["nodes"] = {name: {node.address: node.healthy for node in pool.nodes} for name, pool in gateway.services.pools.items()}
+            body["nodes"] = {name: {node.address: node.healthy for node in nodes} for name, nodes in gateway.nodes().items()}
         return body
 
     app.include_router(auth.router(gateway))

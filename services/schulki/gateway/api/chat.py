@@ -97,7 +97,7 @@ def router(gateway: Gateway) -> APIRouter:
 
     @routes.post("/embeddings")
     async def embeddings(body: EmbeddingsRequest, account: Account = Depends(account_of)):
-        if body.model not in (EMBEDDINGS_ALIAS, None) and body.model != await gateway.services.embeddings_model_name():
+        if body.model not in (EMBEDDINGS_ALIAS, None) and body.model != await gateway.embeddings_model_name():
             raise ApiError(
                 404, f"The model {body.model!r} does not exist here; use {EMBEDDINGS_ALIAS!r}.", param="model", code="model_not_found"
             )

@@ -30,7 +30,7 @@ from schulki.gateway.api.schemas import SummarizeRequest, TranslateRequest
 from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_export import FORMATS, export, file_name
-from schulki.gateway.document_work import DocumentRefused, Done, Progress, Text, summarize_document, translate_document
+from schulki.gateway.document_work import DocumentRefused, Done, Progress, Text
 
 
 def _error(error: BaseException) -> ApiError:
@@ -104,7 +104,7 @@ def router(gateway: Gateway) -> APIRouter:
     @routes.post("/summarize")
     async def summarize(body: SummarizeRequest, account: Account = Depends(account_of)):
         length = body.length
-        events = summarize_document(gateway, account, body.workspace, body.document_id, length, body.model)
+        events = gateway.summarize_document(account, body.workspace, body.document_id, length, body.model)
         first = await _start(events)
 
         def result(done: Done) -> dict:
@@ -119,7 +119,7 @@ def router(gateway: Gateway) -> APIRouter:
         language, file_format = body.language, body.format
         if file_format not in FORMATS:
             raise ApiError(400, f"format must be one of {', '.join(FORMATS)}.", param="format")
-        events = translate_document(gateway, account, body.workspace, body.document_id, language, body.model)
+        events = gateway.translate_document(account, body.workspace, body.document_id, language, body.model)
         first = await _start(events)
 
         def result(done: Done) -> dict:

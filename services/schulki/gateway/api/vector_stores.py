@@ -30,11 +30,11 @@ from fastapi.responses import JSONResponse
 
 from schulki.gateway.accounts import Account, Workspace
 from schulki.gateway.api.chat import api_account
-from schulki.gateway.api.errors import ApiError, from_exception
+from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.files import find_file
 from schulki.gateway.api.schemas import json_body, one_page
 from schulki.gateway.clients import ServiceDown
-from schulki.gateway.context import Gateway
+from schulki.gateway.context import Gateway, StoreIngest
 from schulki.gateway.stores import FileRecord
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
 
@@ -83,7 +83,7 @@ def _refuse_unsupported(body: dict, fields: tuple[str, ...]) -> None:
 def router(gateway: Gateway) -> APIRouter:
     routes = APIRouter(prefix="/v1")
     account_of = api_account(gateway)
-    services, stores = gateway.services, gateway.stores
+    stores = gateway.stores
     jobs: dict[tuple[str, str], asyncio.Task] = {}
     """Ingests running in this process; a record still in_progress without one was cut off by a restart."""
     starters: dict[tuple[str, str], int] = {}
@@ -155,7 +155,7 @@ def router(gateway: Gateway) -> APIRouter:
     async def files_of(workspace: str) -> list[dict[str, Any]]:
         """The store's files: those added here (with their status), then the documents that came in another way."""
         records = stores.files(workspace)  # read before the documents: a record completed now has its document listed
-        documents = await services.list_documents(workspace)
+        documents = await gateway.list_documents(workspace)
         present = {d.document_id for d in documents}
         found: list[dict[str, Any]] = []
         for record in records:
@@ -168,11 +168,8 @@ def router(gateway: Gateway) -> APIRouter:
         return found
 
     async def store_body(space: Workspace) -> dict[str, Any]:
-        try:
-            files = await files_of(space.name)
-            used, _quota = await services.storage(space.name)
-        except Exception as error:
-            raise from_exception(error) from error
+        files = await files_of(space.name)
+        used, _quota = await gateway.storage(space.name)
         counts = {status: sum(f["status"] == status for f in files) for status in ("in_progress", "completed", "failed", "cancelled")}
         record = stores.store(space.name)
         kind = "class" if space.name.startswith("k-") else ("store" if record else "private")
@@ -190,9 +187,9 @@ def router(gateway: Gateway) -> APIRouter:
             "expires_at": None,
         }
 
-    async def run_ingest(workspace: str, file_id: str, path: Path | None, url: str, filename: str, user: str) -> None:
+    async def run_ingest(ingest: StoreIngest, workspace: str, file_id: str, path: Path | None, url: str, filename: str) -> None:
         try:
-            events = services.ingest(workspace, path, filename, user) if path is not None else services.ingest_url(workspace, url, user)
+            events = ingest(workspace, path, url, filename)
             document = None
             async for event in events:
                 if event.HasField("document"):
@@ -226,7 +223,7 @@ def router(gateway: Gateway) -> APIRouter:
                 headers={"Retry-After": "5"},
             )
 
-    async def add_file(account: Account, space: Workspace, file_id: str | None, url: str | None) -> FileRecord:
+    async def add_file(account: Account, ingest: StoreIngest, space: Workspace, file_id: str | None, url: str | None) -> FileRecord:
         """Start ingesting one of the user's uploads, or a web page, into the workspace."""
         path: Path | None = None
         if url is not None:
@@ -242,10 +239,7 @@ def router(gateway: Gateway) -> APIRouter:
             if existing is not None and existing.status != "failed" and not cut_off(existing):
                 return existing  # added already, as OpenAI answers; a failed or cut-off ingest is tried again
             check_room(account, 1)
-            try:
-                used, quota = await services.storage(space.name)
-            except Exception as error:
-                raise from_exception(error) from error
+            used, quota = await gateway.storage(space.name)
             if quota and used + stored.bytes > quota:
                 raise ApiError(
                     400,
@@ -257,9 +251,7 @@ def router(gateway: Gateway) -> APIRouter:
             path, filename, new_id = stored.path, stored.filename, stored.id
             stores.remove_file(space.name, new_id)
         record = stores.add_file(space.name, new_id, filename, THIS_PROCESS)
-        jobs[(space.name, new_id)] = asyncio.create_task(
-            run_ingest(space.name, new_id, path, url or "", filename, gateway.pseudonym(account))
-        )
+        jobs[(space.name, new_id)] = asyncio.create_task(run_ingest(ingest, space.name, new_id, path, url or "", filename))
         starters[(space.name, new_id)] = account.id
         return record
 
@@ -291,14 +283,13 @@ def router(gateway: Gateway) -> APIRouter:
             )
         record = stores.create(account.id, name.strip() or "Dokumente")
         try:
-            gateway.quotas.admit(account)
-            await services.ensure_workspace(record.workspace)
-        except Exception as error:
+            ingest = await gateway.create_vector_store(account, record.workspace)
+        except Exception:
             stores.remove(record.workspace)
-            raise from_exception(error) from error
+            raise
         space = Workspace(record.workspace, record.name, True)
         for file_id in file_ids:
-            await add_file(account, space, file_id, None)
+            await add_file(account, ingest, space, file_id, None)
         return polled(await store_body(space))
 
     @routes.get("/vector_stores")
@@ -322,10 +313,7 @@ def router(gateway: Gateway) -> APIRouter:
             )
         for key in [key for key in jobs if key[0] == space.name]:
             jobs[key].cancel()  # its finally forgets the job
-        try:
-            await services.delete_workspace(space.name)
-        except Exception as error:
-            raise from_exception(error) from error
+        await gateway.delete_workspace(space.name)
         stores.remove(space.name)
         return {"id": vector_store_id, "object": "vector_store.deleted", "deleted": True}
 
@@ -339,32 +327,23 @@ def router(gateway: Gateway) -> APIRouter:
         file_id, url = body.get("file_id"), body.get("url")
         if (file_id is None) == (url is None):
             raise ApiError(400, "Send either file_id (an upload from /v1/files) or url (a web page).", param="file_id")
-        try:
-            gateway.quotas.admit(account)
-        except Exception as error:
-            raise from_exception(error) from error
-        return polled(file_body(await add_file(account, space, file_id, url)))
+        ingest = gateway.add_to_vector_store(account)
+        return polled(file_body(await add_file(account, ingest, space, file_id, url)))
 
     @routes.get("/vector_stores/{vector_store_id}/files")
     async def list_store_files(
         vector_store_id: str, account: Account = Depends(account_of), status: str | None = Query(None, alias="filter")
     ) -> dict:
         space = store_for(account, vector_store_id)
-        try:
-            data = await files_of(space.name)
-        except Exception as error:
-            raise from_exception(error) from error
+        data = await files_of(space.name)
         if status:
             data = [f for f in data if f["status"] == status]
         return one_page(data)
 
     async def find_store_file(space: Workspace, file_id: str) -> dict[str, Any]:
-        try:
-            for found in await files_of(space.name):
-                if found["id"] == file_id:
-                    return found
-        except Exception as error:
-            raise from_exception(error) from error
+        for found in await files_of(space.name):
+            if found["id"] == file_id:
+                return found
         raise ApiError(404, f"No file with id {file_id!r} in this vector store.", "not_found_error", param="file_id", code="file_not_found")
 
     @routes.get("/vector_stores/{vector_store_id}/files/{file_id}")
@@ -381,11 +360,8 @@ def router(gateway: Gateway) -> APIRouter:
             task.cancel()  # ingest is atomic: a cancelled one leaves no document behind
         record = stores.file(space.name, file_id)
         document_id = record.document_id if record else file_id.removeprefix(DOCUMENT_PREFIX)
-        try:
-            if document_id:
-                await services.delete_document(space.name, document_id)
-        except Exception as error:
-            raise from_exception(error) from error
+        if document_id:
+            await gateway.delete_document(space.name, document_id)
         stores.remove_file(space.name, file_id)
         return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
@@ -404,10 +380,7 @@ def router(gateway: Gateway) -> APIRouter:
         count = body.get("max_num_results", 10)
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_RESULTS:
             raise ApiError(400, f"max_num_results must be a whole number from 1 to {MAX_RESULTS}.", param="max_num_results")
-        try:
-            hits = await gateway.search(account, space.name, query, top_k=count)
-        except Exception as error:
-            raise from_exception(error) from error
+        hits = await gateway.search(account, space.name, query, top_k=count)
         file_ids = {r.document_id: r.file_id for r in stores.files(space.name) if r.document_id}
         data = []
         for hit in hits:

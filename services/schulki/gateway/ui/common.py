@@ -121,7 +121,7 @@ def handles_errors(s: Strings) -> Callable[[Handler], Handler]:
 
 def banner(gateway: Gateway, s: Strings, needs: tuple[str, ...]) -> str:
     """A plain warning for each service this tab needs that is down; empty when all serve."""
-    down = [name for name in needs if not gateway.services.available(name)]
+    down = [name for name in needs if not gateway.available(name)]
     return "\n\n".join(f"⚠️ **{s['service_down'].format(service=s.service(name))}**" for name in down)
 
 

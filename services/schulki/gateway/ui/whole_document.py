@@ -17,7 +17,7 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_export import export, file_name
-from schulki.gateway.document_work import LANGUAGES, LENGTHS, DocumentRefused, Done, Progress, summarize_document, translate_document
+from schulki.gateway.document_work import LANGUAGES, LENGTHS, DocumentRefused, Done, Progress
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, user_error
@@ -69,7 +69,7 @@ def build_whole_document_section(
             return gr.skip()
         allowed(account, name)
         try:
-            found = await gateway.services.list_documents(name)
+            found = await gateway.list_documents(name)
         except Exception as error:
             raise _user_error(s, error) from error
         ids = [d.document_id for d in found]
@@ -95,7 +95,7 @@ def build_whole_document_section(
         account = start(request, name, document_id)
         hidden = gr.DownloadButton(visible=False)
         try:
-            async for event in summarize_document(gateway, account, name, document_id or "", chosen):
+            async for event in gateway.summarize_document(account, name, document_id or "", chosen):
                 yield *shown(event), hidden, hidden, hidden
         except Exception as error:
             raise _user_error(s, error) from error
@@ -105,7 +105,7 @@ def build_whole_document_section(
         hidden = gr.DownloadButton(visible=False)
         done = None
         try:
-            async for event in translate_document(gateway, account, name, document_id or "", target):
+            async for event in gateway.translate_document(account, name, document_id or "", target):
                 done = event if isinstance(event, Done) else done
                 yield *shown(event), hidden, hidden, hidden
         except Exception as error:
