@@ -107,11 +107,8 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         return body
 
     app.include_router(auth.router(gateway))
-    app.include_router(chat_api.router(gateway))
-    app.include_router(audio_api.router(gateway))
-    app.include_router(documents_api.router(gateway))
-    app.include_router(files_api.router(gateway))
-    app.include_router(vector_stores_api.router(gateway))
+    for api in (chat_api, audio_api, documents_api, files_api, vector_stores_api):
+        app.include_router(api.router)  # each route takes the gateway from app.state (api/deps.py)
     openapi_api.install(app)
 
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

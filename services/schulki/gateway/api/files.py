@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.api.chat import api_account
+from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError
-from schulki.gateway.api.schemas import one_page
+from schulki.gateway.api.responses import Deleted, FileObject, ListPage, one_page
 from schulki.gateway.clients import CHUNK_BYTES
 from schulki.gateway.context import Gateway, private_folder
 
@@ -49,18 +49,8 @@ class StoredFile:
     purpose: str
     path: Path
 
-    def body(self) -> dict:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": self.bytes,
-            "created_at": self.created_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "uploaded",
-            "status_details": None,
-            "expires_at": None,
-        }
+    def body(self) -> FileObject:
+        return FileObject(id=self.id, bytes=self.bytes, created_at=self.created_at, filename=self.filename, purpose=self.purpose)
 
 
 def files_folder(gateway: Gateway, account: Account) -> Path:
@@ -155,39 +145,39 @@ async def _receive(gateway: Gateway, account: Account, request: Request) -> Stor
     return StoredFile(file_id, filename, size, created, purpose, folder / file_id)
 
 
-def router(gateway: Gateway) -> APIRouter:
-    routes = APIRouter(prefix="/v1")
-    account_of = api_account(gateway)
+router = APIRouter(prefix="/v1")
 
-    @routes.post("/files")
-    async def upload_file(request: Request, account: Account = Depends(account_of)) -> dict:
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ApiError(400, "Send the file as multipart/form-data with the fields file and purpose.", param="file")
-        stored = await gateway.upload_file(account, lambda: _receive(gateway, account, request))
-        return stored.body()
 
-    @routes.get("/files")
-    async def list_files(account: Account = Depends(account_of)) -> dict:
-        found = await run_in_threadpool(_user_files, gateway, account)
-        data = [f.body() for f in found]
-        return one_page(data)
+@router.post("/files")
+async def upload_file(request: Request, gateway: GatewayDep, account: AccountDep) -> FileObject:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(400, "Send the file as multipart/form-data with the fields file and purpose.", param="file")
+    stored = await gateway.upload_file(account, lambda: _receive(gateway, account, request))
+    return stored.body()
 
-    def owned(account: Account, file_id: str) -> StoredFile:
-        stored = find_file(gateway, account, file_id)
-        if stored is None:
-            raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
-        return stored
 
-    @routes.get("/files/{file_id}")
-    async def get_file(file_id: str, account: Account = Depends(account_of)) -> dict:
-        return owned(account, file_id).body()
+@router.get("/files")
+async def list_files(gateway: GatewayDep, account: AccountDep) -> ListPage[FileObject]:
+    found = await run_in_threadpool(_user_files, gateway, account)
+    return ListPage[FileObject](**one_page([f.body() for f in found]))
 
-    @routes.delete("/files/{file_id}")
-    async def delete_file(file_id: str, account: Account = Depends(account_of)) -> dict:
-        await run_in_threadpool(_delete, owned(account, file_id))
-        return {"id": file_id, "object": "file", "deleted": True}
 
-    return routes
+def _owned(gateway: Gateway, account: Account, file_id: str) -> StoredFile:
+    stored = find_file(gateway, account, file_id)
+    if stored is None:
+        raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
+    return stored
+
+
+@router.get("/files/{file_id}")
+async def get_file(file_id: str, gateway: GatewayDep, account: AccountDep) -> FileObject:
+    return _owned(gateway, account, file_id).body()
+
+
+@router.delete("/files/{file_id}")
+async def delete_file(file_id: str, gateway: GatewayDep, account: AccountDep) -> Deleted:
+    await run_in_threadpool(_delete, _owned(gateway, account, file_id))
+    return Deleted(id=file_id, object="file")
 
 
 def delete_user_files(gateway: Gateway, account: Account) -> None:
