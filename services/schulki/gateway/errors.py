@@ -91,10 +91,12 @@ def _document(error: DocumentRefused, _s: Strings) -> Told:
 
 
 def _workspace(error: WorkspaceRefused, s: Strings) -> Told:
+    # the API shows a workspace as the vector store vs_<workspace>
     if error.read_only:
-        message = "You may read this workspace but not change it."
+        message = "Du darfst diesen Arbeitsbereich nur lesen. (You may read this vector store but not change it.)"
         return Told(403, "permission_error", message, s["read_only"], code="read_only")
-    return Told(404, "not_found_error", f"No workspace {error.name!r} found.", s["no_access"], code="workspace_not_found")
+    message = f"No vector store with id {'vs_' + error.name!r} found."
+    return Told(404, "not_found_error", message, s["no_access"], code="vector_store_not_found")
 
 
 TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {

@@ -27,6 +27,7 @@ from schulki.gateway.api.responses import (
     DocumentText,
     DocumentTranslation,
 )
+from schulki.gateway.api.schemas import FileUpload, TranscriptionUpload
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -59,6 +60,8 @@ STREAMS: dict[str, tuple[type[BaseModel], ...]] = {
     "/v1/documents/translate": (DocumentProgress, DocumentText, DocumentTranslation),
 }
 """The events of each route that streams with ``"stream": true`` (text/event-stream, one JSON object per ``data:``)."""
+FORMS: dict[str, type[BaseModel]] = {"/v1/files": FileUpload, "/v1/audio/transcriptions": TranscriptionUpload}
+"""The upload routes, which read their multipart form themselves (within the gateway's limits), and its fields."""
 
 
 def _errors(path: str, method: str) -> dict[str, str]:
@@ -70,12 +73,19 @@ def _errors(path: str, method: str) -> dict[str, str]:
     return errors
 
 
-def _add_streams(document: dict[str, Any]) -> None:
-    """Each streaming route's 200 answer lists its events as text/event-stream, with their models among the schemas."""
-    models = {model for events in STREAMS.values() for model in events}
-    _keys, schemas = models_json_schema([(model, "serialization") for model in models], ref_template="#/components/schemas/{model}")
+def _add_streams_and_forms(document: dict[str, Any]) -> None:
+    """Each streaming route's 200 answer lists its events as text/event-stream, each upload route its form, with their
+    models among the schemas."""
+    models = [(model, "serialization") for model in {model for events in STREAMS.values() for model in events}]
+    models += [(form, "validation") for form in FORMS.values()]
+    _keys, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
     for name, schema in schemas.get("$defs", {}).items():
         document["components"]["schemas"].setdefault(name, schema)
+    for path, form in FORMS.items():
+        operation = document["paths"].get(path, {}).get("post")
+        if operation is not None:
+            schema = {"$ref": f"#/components/schemas/{form.__name__}"}
+            operation.setdefault("requestBody", {"required": True, "content": {"multipart/form-data": {"schema": schema}}})
     for path, events in STREAMS.items():
         answer = document["paths"].get(path, {}).get("post", {}).get("responses", {}).get("200")
         if answer is not None:
@@ -88,7 +98,7 @@ def v1_document(app: FastAPI) -> dict[str, Any]:
     # the gateway's other routes (login, health) are for the browser and the roll-out, not for API clients
     document["paths"] = {path: item for path, item in document.get("paths", {}).items() if path.startswith("/v1/")}
     document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    _add_streams(document)
+    _add_streams_and_forms(document)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})

@@ -148,6 +148,21 @@ class TranscriptionForm(OpenAIRequest):
     temperature: float | None = None
 
 
+class TranscriptionUpload(TranscriptionForm):
+    """The whole form of POST /v1/audio/transcriptions, as the OpenAPI document describes it (the route reads the form
+    itself, with the gateway's own limits, and checks the fields besides the file with TranscriptionForm)."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"})
+
+
+class FileUpload(BaseModel):
+    """The form of POST /v1/files, as the OpenAPI document describes it (the route reads and checks it itself, streaming
+    the file to disk within the user's upload quota)."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"})
+    purpose: Literal["assistants", "user_data"]
+
+
 def parse_form(model: type[TranscriptionForm], fields: dict[str, Any]) -> TranscriptionForm:
     """A form (read with the gateway's own limits) checked against its model; OpenAI's 400 for a wrong field."""
     try:

@@ -13,8 +13,9 @@ DONE = b"data: [DONE]\n\n"
 
 
 def sse_event(payload: BaseModel | dict[str, Any]) -> bytes:
-    """One event; a model's fields left unset (a chunk's usage, an empty delta's role) are left out, as OpenAI leaves them."""
-    body = payload.model_dump(mode="json", exclude_unset=True) if isinstance(payload, BaseModel) else payload
+    """One event: a model's fields all written, but for those it omits while None (``responses.omitted``: a chunk's usage,
+    an empty delta's role), as OpenAI leaves them out."""
+    body = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
 

@@ -28,7 +28,7 @@ from schulki.gateway.api.responses import FileCounts, FileStatus, LastError, Vec
 from schulki.gateway.clients import ServiceDown
 from schulki.gateway.context import Gateway, StoreIngest
 from schulki.gateway.stores import FileRecord
-from schulki.gateway.workspaces import WorkspaceRefused, workspace_access
+from schulki.gateway.workspaces import workspace_access
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 log = logging.getLogger(__name__)
@@ -89,23 +89,12 @@ class VectorStoreFiles:
         """The account that started each running ingest: one user may have only so many running at once."""
 
     def store_for(self, account: Account, vector_store_id: str, write: bool = False) -> Workspace:
-        """The user's store; 404 for one they may not see (exactly as for one that does not exist), 403 for a read-only one."""
+        """The user's store; WorkspaceRefused (by the error table: 404 for one they may not see, exactly as for one that
+        does not exist; 403 for a read-only one)."""
         match = STORE_ID.match(vector_store_id)
-        try:
-            if match is None:
-                raise WorkspaceRefused(vector_store_id, read_only=False)
-            return workspace_access(self.gateway, account, match.group(1), write)
-        except WorkspaceRefused as refused:
-            if refused.read_only:
-                raise ApiError(
-                    403,
-                    "Du darfst diesen Arbeitsbereich nur lesen. (You may read this vector store but not change it.)",
-                    "permission_error",
-                    code="read_only",
-                ) from None
-            raise ApiError(
-                404, f"No vector store with id {vector_store_id!r} found.", "not_found_error", code="vector_store_not_found"
-            ) from None
+        if match is None:
+            raise ApiError(404, f"No vector store with id {vector_store_id!r} found.", "not_found_error", code="vector_store_not_found")
+        return workspace_access(self.gateway, account, match.group(1), write)
 
     def cut_off(self, record: FileRecord) -> bool:
         """An ingest recorded as running that no process runs any more (the gateway restarted meanwhile)."""

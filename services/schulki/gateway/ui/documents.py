@@ -6,13 +6,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts import Account, Workspace
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.gateway.ui.whole_document import build_whole_document_section
-from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
+from schulki.gateway.workspaces import visible_workspaces, workspace_access
 from schulki.retrieval.formats import EXTENSIONS
 
 MAX_URL_CHARS = 2000
@@ -73,11 +73,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
     answer = safe_markdown_box(label=s["answer"], elem_id="document-answer")
 
-    def allowed(account: Account, name: str, write: bool = False):
-        try:
-            return workspace_access(gateway, account, name, write)
-        except WorkspaceRefused as refused:
-            raise gr.Error(s["read_only"] if refused.read_only else s["no_access"]) from None
+    def allowed(account: Account, name: str, write: bool = False) -> Workspace:
+        """The workspace, or WorkspaceRefused, which the handler's ``handles_errors`` shows as "nur lesen" or "gibt es nicht"."""
+        return workspace_access(gateway, account, name, write)
 
     def label(space) -> str:
         if space.name.startswith("k-"):
