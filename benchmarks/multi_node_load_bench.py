@@ -95,7 +95,7 @@ async def main_async(args: argparse.Namespace) -> None:
             config = gateway_config(Path(tmp) / "gateway", [node.address for node in nodes])
             (Path(tmp) / "gateway").mkdir()
             with running_gateway(config) as stack:
-                stack.wait_until(lambda: len(stack.gateway.services.pools["inference"].serving()) == 2, 60, "both nodes serving")
+                stack.wait_until(lambda: sum(node.healthy for node in stack.gateway.inference_nodes()) == 2, 60, "both nodes serving")
                 keys = [stack.gateway.accounts.add_user(f"load-{i}", "student").api_key for i in range(args.students)]
                 stats = Tally()
                 started = time.monotonic()
@@ -116,7 +116,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 await asyncio.gather(chaos(), *(student(stack.url, key, until, args.max_tokens, stats) for key in keys))
                 elapsed = time.monotonic() - started
                 load_after = os.getloadavg()[0]
-                counters = {node.address: (node.served, node.failed) for node in stack.gateway.services.inference_nodes()}
+                counters = {node.address: (node.served, node.failed) for node in stack.gateway.inference_nodes()}
         finally:
             for node in nodes:
                 node.stop()

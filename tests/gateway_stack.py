@@ -79,7 +79,7 @@ class Stack:
 
     def wait_available(self, name: str, available: bool = True, timeout: float = 30.0) -> None:
         what = f"{name} {'available' if available else 'unavailable'}"
-        wait_until(lambda: self.gateway.services.available(name) == available, timeout, what, interval=0.05)
+        wait_until(lambda: self.gateway.available(name) == available, timeout, what, interval=0.05)
 
 
 def stack_config(data_dir: Path) -> Config:

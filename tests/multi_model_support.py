@@ -97,7 +97,7 @@ class MultiModelGateway:
         service_support.wait_until(condition, timeout, what, interval=0.05)
 
     def node(self, address: str):
-        return next(node for node in self.gateway.services.inference_nodes() if node.address == address)
+        return next(node for node in self.gateway.inference_nodes() if node.address == address)
 
 
 def gateway_config(data_dir: Path, addresses: list[str]) -> Config:
@@ -116,7 +116,7 @@ def running_gateway(config: Config) -> Iterator[MultiModelGateway]:
     gateway = Gateway.create(config)
     with UvicornThread(create_app(config, gateway)) as web:
         running = MultiModelGateway(web.url, config, gateway)
-        running.wait_until(lambda: len(gateway.services.serving_models()) > 0, 60, "a serving chat model")
+        running.wait_until(lambda: len(gateway._services.serving_models()) > 0, 60, "a serving chat model")
         yield running
 
 

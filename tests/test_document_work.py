@@ -120,7 +120,7 @@ def test_a_summary_without_streaming_answers_with_json_and_counts_its_tokens(sta
 
 def test_a_client_that_disconnects_stops_the_work_at_once(stack, student, pdf):
     calls = []
-    original = stack.gateway.services.chat
+    original = stack.gateway._services.chat
     lock = threading.Lock()
 
     def counting_chat(*args, **kwargs):
@@ -128,7 +128,7 @@ def test_a_client_that_disconnects_stops_the_work_at_once(stack, student, pdf):
             calls.append(time.monotonic())
         return original(*args, **kwargs)
 
-    stack.gateway.services.chat = counting_chat
+    stack.gateway._services.chat = counting_chat
     try:
         body = {"workspace": student.account.own_workspace, "document_id": pdf, "length": "page", "stream": True}
         with client(stack, student) as http, http.stream("POST", "/v1/documents/summarize", json=body) as response:
@@ -141,9 +141,9 @@ def test_a_client_that_disconnects_stops_the_work_at_once(stack, student, pdf):
         seen = len(calls)
         time.sleep(4)
         assert len(calls) == seen <= 2 < parts, (calls, parts)
-        assert all(node.in_flight == 0 for node in stack.gateway.services.inference_nodes())
+        assert all(node.in_flight == 0 for node in stack.gateway.inference_nodes())
     finally:
-        stack.gateway.services.chat = original
+        stack.gateway._services.chat = original
 
 
 def test_another_students_document_is_refused_with_404(stack, student, other, pdf):

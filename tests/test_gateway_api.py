@@ -80,6 +80,11 @@ def test_a_streamed_chat_completion_arrives_in_pieces_with_usage(client):
     assert len(pieces) >= 3 and "".join(pieces).strip()
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (["length"], ["stop"])
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= len(pieces) - 1
+    # OpenAI's shape: every chunk names its kind; usage only in the last, the role only in the first delta
+    assert all(getattr(c, "object", None) == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert [c for c in chunks[:-1] if "usage" in c.model_fields_set] == [] and chunks[-1].choices == []
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all("role" not in c.choices[0].delta.model_fields_set for c in chunks[1:-1])
 
 
 def test_a_wrong_key_gives_401(stack):

@@ -18,7 +18,7 @@ def stack(tmp_path_factory):
     with in_process_nodes(["demo-a", "demo-b"]) as servers:
         config = gateway_config(tmp_path_factory.mktemp("gateway"), [server.address for server in servers])
         with running_gateway(config) as running:
-            running.wait_until(lambda: running.gateway.services.serving_models() == ["demo-a", "demo-b"], 60, "both models serving")
+            running.wait_until(lambda: running.gateway._services.serving_models() == ["demo-a", "demo-b"], 60, "both models serving")
             yield running
 
 

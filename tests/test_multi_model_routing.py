@@ -36,7 +36,7 @@ def nodes(tmp_path_factory):
 def stack(tmp_path_factory, nodes):
     config = gateway_config(tmp_path_factory.mktemp("gateway"), [nodes["a1"].address, nodes["a2"].address, nodes["b"].address])
     with running_gateway(config) as running:
-        running.wait_until(lambda: running.gateway.services.serving_models() == ["demo-a", "demo-b"], 60, "both models serving")
+        running.wait_until(lambda: running.gateway._services.serving_models() == ["demo-a", "demo-b"], 60, "both models serving")
         yield running
 
 

@@ -25,7 +25,7 @@ def stack(tmp_path_factory):
         config = gateway_config(tmp_path_factory.mktemp("gateway"), [server.address for server in servers])
         config.gateway.max_chat_tokens = 12
         with running_gateway(config) as running:
-            running.wait_until(lambda: running.gateway.services.serving_models() == ["demo-a", "demo-b"], 60, "both models serving")
+            running.wait_until(lambda: running.gateway._services.serving_models() == ["demo-a", "demo-b"], 60, "both models serving")
             yield running
 
 
@@ -66,7 +66,7 @@ def test_a_student_picks_a_model_and_gets_its_answer(page, stack):
     page.click("#chat-model li[role=option][aria-label='demo-b']")
     assert page.input_value("#chat-model input") == "demo-b"
     page.wait_for_selector("#chat-model-info >> text=Gemma 3 270M")
-    node_b = next(node for node in stack.gateway.services.inference_nodes() if node.model == "demo-b")
+    node_b = next(node for node in stack.gateway.inference_nodes() if node.model == "demo-b")
     before = node_b.served
     page.fill("#chat-input textarea", "Erzähl mir etwas über Vulkane.")
     page.keyboard.press("Enter")

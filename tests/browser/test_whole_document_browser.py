@@ -98,8 +98,8 @@ def test_a_student_summarizes_a_30_page_pdf_with_progress_and_page_references(pa
 
     # Stop while part 2 runs: no further part reaches the model
     calls = []
-    original = stack.gateway.services.chat
-    stack.gateway.services.chat = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = stack.gateway._services.chat
+    stack.gateway._services.chat = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         page.click("#whole-summarize")
         page.wait_for_selector("#whole-progress >> text=Teil 2 von")
@@ -110,9 +110,9 @@ def test_a_student_summarizes_a_30_page_pdf_with_progress_and_page_references(pa
         total = int(re.search(r"von (\d+)", page.inner_text("#whole-progress")).group(1))
         assert len(calls) == stopped_at < total, (calls, total)
         assert "Fertig" not in page.inner_text("#whole-progress")
-        assert all(node.in_flight == 0 for node in stack.gateway.services.inference_nodes())
+        assert all(node.in_flight == 0 for node in stack.gateway.inference_nodes())
     finally:
-        stack.gateway.services.chat = original
+        stack.gateway._services.chat = original
 
     # and once more to the end
     page.evaluate("window.progressLines = []")

@@ -31,8 +31,8 @@ def test_a_student_cannot_work_on_another_students_document_through_the_ui_event
 ):
     """Attacks: the UI's events called directly with someone else's workspace and document id."""
     calls = []
-    original = security_stack.gateway.services.chat
-    security_stack.gateway.services.chat = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = security_stack.gateway._services.chat
+    security_stack.gateway._services.chat = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         data = (
             [student.account.own_workspace, private_document] if extra is None else [student.account.own_workspace, private_document, extra]
@@ -44,7 +44,7 @@ def test_a_student_cannot_work_on_another_students_document_through_the_ui_event
                 assert "Arbeitsbereich gibt es für dich nicht" in str(payload) or "workspace does not exist" in str(payload), payload
                 assert "zeugnis" not in str(payload).lower() and "Mathematik" not in str(payload)
     finally:
-        security_stack.gateway.services.chat = original
+        security_stack.gateway._services.chat = original
     assert calls == []  # refused before anything reached the model
 
 

@@ -69,13 +69,13 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
-        await gateway.services.start()
+        await gateway.start()
         purge = asyncio.create_task(_purge_expired(gateway))
         try:
             yield
         finally:
             purge.cancel()
-            await gateway.services.close()
+            await gateway.close()
 
     app = FastAPI(title="schulki", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
@@ -99,19 +99,16 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request):
-        body: dict = {"gateway": "ok", "services": {name: gateway.services.available(name) for name in gateway.services.pools}}
+        body: dict = {"gateway": "ok", "services": {name: gateway.available(name) for name in gateway.service_names()}}
         # Which node is in the line, for the roll-out's drain (`healthcheck gateway --node`, run inside
         # the gateway's container): only on loopback, so the nodes' names stay off the school's LAN.
         if request.client is not None and _is_loopback(request.client.host):
-            body["nodes"] = {name: {node.address: node.healthy for node in pool.nodes} for name, pool in gateway.services.pools.items()}
+            body["nodes"] = {name: {node.address: node.healthy for node in nodes} for name, nodes in gateway.nodes().items()}
         return body
 
     app.include_router(auth.router(gateway))
-    app.include_router(chat_api.router(gateway))
-    app.include_router(audio_api.router(gateway))
-    app.include_router(documents_api.router(gateway))
-    app.include_router(files_api.router(gateway))
-    app.include_router(vector_stores_api.router(gateway))
+    for api in (chat_api, audio_api, documents_api, files_api, vector_stores_api):
+        app.include_router(api.router)  # each route takes the gateway from app.state (api/deps.py)
     openapi_api.install(app)
 
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

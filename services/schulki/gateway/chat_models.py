@@ -41,7 +41,7 @@ class ChatModels:
     def __init__(self, config: Config, accounts: Accounts, services: Services):
         self.config = config
         self.accounts = accounts
-        self.services = services
+        self._services = services
         self.measured_tokens_per_s: dict[str, float] = {}
         """Decoding speed per model as this gateway measured it on the school's own hardware (the picker shows it)."""
 
@@ -49,10 +49,10 @@ class ChatModels:
 
     def names(self) -> list[str]:
         """Every chat model of the school, each once, in name order."""
-        return self.services.chat_models()
+        return self._services.chat_models()
 
     def _file_of(self, name: str) -> str:
-        for node in self.services.inference_nodes():
+        for node in self._services.inference_nodes():
             if node.model == name and node.info is not None:
                 return node.info.file_name
         return ""
@@ -155,7 +155,7 @@ class ChatModels:
         if not name:
             return ""
         size, file_name = 0, ""
-        for node in self.services.inference_nodes():
+        for node in self._services.inference_nodes():
             if node.model == name and node.info is not None:
                 size, file_name = node.info.weights_bytes, node.info.file_name
                 break

@@ -1,10 +1,12 @@
 """Work on a whole stored document: summarize it (map-reduce) or translate it, part by part, through the gateway's chat.
 
 Both are async generators of events: ``Progress`` ("Teil 3 von 12"), ``Text``
-(the result so far) and finally ``Done``. Every call to the model goes through
-``Gateway.chat`` (token reservation, daily quota, fair queue, model routing);
-the whole job counts as one request against the per-minute limit and its
-tokens against the daily quota, like a chat. Closing the generator (the UI's
+(the result so far) and finally ``Done``. They run through a ``DocumentSession``
+that ``Gateway.summarize_document`` and ``Gateway.translate_document`` give them:
+every call to the model goes through the gateway's chat (token reservation,
+daily quota, fair queue, model routing); the whole job counts as one request
+against the per-minute limit (``begin``) and its tokens against the daily
+quota, like a chat. Closing the generator (the UI's
 Stop button, a client that disconnects from the API) cancels the running call
 and no further part is sent to the model.
 
@@ -19,10 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from schulki.gateway.accounts import Account
-from schulki.gateway.clients import ServiceDown
-from schulki.gateway.context import Gateway
+from schulki.config import GatewayConfig
 from schulki.gateway.document_parts import (
     Part,
     estimate_tokens,
@@ -31,7 +32,8 @@ from schulki.gateway.document_parts import (
     part_budget,
     remove_overlap,
 )
-from schulki.gateway.workspaces import WorkspaceRefused, workspace_access
+from schulki.inference.v1 import inference_service_pb2 as inference_pb
+from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 LENGTHS: dict[str, tuple[str, str, int]] = {
     "paragraph": ("ein Absatz", "Schreibe einen einzigen Absatz.", 1),
@@ -121,6 +123,27 @@ class Done:
 Event = Progress | Text | Done
 
 
+class DocumentSession(Protocol):
+    """What whole-document work may use of the gateway, for one user (``context._DocumentSession``)."""
+
+    settings: GatewayConfig
+
+    def may_read(self, workspace: str) -> bool: ...
+
+    def resolve_model(self, model: str | None) -> str: ...
+
+    def model_context(self, model: str) -> int: ...
+
+    async def export_document(self, workspace: str, document_id: str) -> retrieval_pb.ExportDocumentResponse: ...
+
+    def begin(self) -> None:
+        """The job starts: one request against the user's per-minute limit."""
+
+    def ask(
+        self, messages: list[dict[str, str]], max_tokens: int, temperature: float, model: str
+    ) -> AsyncIterator[inference_pb.ChatResponse]: ...
+
+
 @dataclass
 class _Loaded:
     source: str
@@ -129,32 +152,18 @@ class _Loaded:
     context: int
 
 
-def model_context(gateway: Gateway, model: str) -> int:
-    """Tokens per sequence of the smallest context among the healthy nodes of ``model``."""
-    lengths = [
-        int(getattr(n.info, "context_length", 0))
-        for n in gateway.services.inference_nodes()
-        if n.healthy and n.model == model and n.info is not None
-    ]
-    if not lengths:
-        raise ServiceDown("inference", model)
-    return min(lengths)
-
-
 async def _load(
-    gateway: Gateway, account: Account, workspace: str, document_id: str, model: str | None, answer_tokens: int, answer_per_input: float
+    session: DocumentSession, workspace: str, document_id: str, model: str | None, answer_tokens: int, answer_per_input: float
 ) -> _Loaded:
     """The document as parts for ``model``; DocumentRefused for another user's workspace or a document without text."""
-    try:
-        workspace_access(gateway, account, workspace if isinstance(workspace, str) else "")
-    except WorkspaceRefused:
-        raise DocumentRefused(404, NOT_FOUND) from None
+    if not session.may_read(workspace if isinstance(workspace, str) else ""):
+        raise DocumentRefused(404, NOT_FOUND)
     if not isinstance(document_id, str) or not document_id:
         raise DocumentRefused(400, "Bitte wähle ein Dokument. (document_id is required.)")
-    chosen = gateway.models.resolve(account, model)
-    context = model_context(gateway, chosen)
-    exported = await gateway.services.export_document(workspace, document_id)
-    budget = gateway.config.gateway.document_part_tokens or part_budget(context, answer_tokens, answer_per_input)
+    chosen = session.resolve_model(model)
+    context = session.model_context(chosen)
+    exported = await session.export_document(workspace, document_id)
+    budget = session.settings.document_part_tokens or part_budget(context, answer_tokens, answer_per_input)
     try:
         parts = group_into_parts(remove_overlap(exported.chunks), budget)
     except ValueError:
@@ -166,22 +175,20 @@ async def _load(
     return _Loaded(exported.document.source, parts, chosen, context)
 
 
-async def _ask(
-    gateway: Gateway, account: Account, model: str, instruction: str, text: str, max_tokens: int, context: int
-) -> AsyncIterator[str]:
+async def _ask(session: DocumentSession, model: str, instruction: str, text: str, max_tokens: int, context: int) -> AsyncIterator[str]:
     """The model's answer so far, piece by piece; max_tokens is lowered where the prompt leaves less room."""
     messages = [{"role": "system", "content": instruction}, {"role": "user", "content": text}]
     room = context - estimate_tokens(instruction + text) - 32
     answer = ""
-    async for event in gateway.chat(account, messages, max(1, min(max_tokens, room)), 0.2, admitted=True, model=model):
+    async for event in session.ask(messages, max(1, min(max_tokens, room)), 0.2, model):
         if not event.HasField("finish"):
             answer += event.text
             yield answer
 
 
-async def _answer(gateway: Gateway, account: Account, model: str, instruction: str, text: str, max_tokens: int, context: int) -> str:
+async def _answer(session: DocumentSession, model: str, instruction: str, text: str, max_tokens: int, context: int) -> str:
     answer = ""
-    async for answer_so_far in _ask(gateway, account, model, instruction, text, max_tokens, context):
+    async for answer_so_far in _ask(session, model, instruction, text, max_tokens, context):
         answer = answer_so_far
     return answer.strip()
 
@@ -206,7 +213,7 @@ def _with_pages(text: str, first: int, last: int) -> str:
 
 
 async def summarize_document(
-    gateway: Gateway, account: Account, workspace: str, document_id: str, length: str = "paragraph", model: str | None = None
+    session: DocumentSession, workspace: str, document_id: str, length: str = "paragraph", model: str | None = None
 ) -> AsyncGenerator[Event, None]:
     """Summarize a whole document: each part with its pages, then the part summaries combined (in rounds while they do not fit).
 
@@ -217,12 +224,12 @@ async def summarize_document(
     if length not in LENGTHS:
         raise DocumentRefused(400, f"Unbekannte Länge „{length}“; erlaubt: {', '.join(LENGTHS)}. (Unknown length.)")
     _label, length_instruction, factor = LENGTHS[length]
-    part_tokens = gateway.config.gateway.document_summary_tokens
+    part_tokens = session.settings.document_summary_tokens
     final_tokens = part_tokens * factor
-    loaded = await _load(gateway, account, workspace, document_id, model, max(part_tokens, final_tokens), 0.0)
-    gateway.quotas.admit(account)  # the whole job is one request; its tokens count like a chat's
+    loaded = await _load(session, workspace, document_id, model, max(part_tokens, final_tokens), 0.0)
+    session.begin()  # the whole job is one request; its tokens count like a chat's
     parts = loaded.parts
-    budget = gateway.config.gateway.document_part_tokens or part_budget(loaded.context, final_tokens)
+    budget = session.settings.document_part_tokens or part_budget(loaded.context, final_tokens)
     summaries: list[tuple[str, int, int]] = []  # (text with pages, first page, last page)
     if len(parts) == 1:
         source = parts[0].marked_text()
@@ -233,7 +240,7 @@ async def summarize_document(
         for part in parts:
             yield Progress(part.index + 1, len(parts), "summary")
             prompt = MAP_PROMPT.format(pages=part.pages() or "ohne Seiten")
-            text = await _answer(gateway, account, loaded.model, prompt, part.marked_text(), part_tokens, loaded.context)
+            text = await _answer(session, loaded.model, prompt, part.marked_text(), part_tokens, loaded.context)
             summaries.append((_with_pages(text, part.first_page, part.last_page), part.first_page, part.last_page))
         # part summaries that do not fit into one prompt are combined in groups of neighbours, in rounds
         while len(summaries) > 1 and sum(estimate_tokens(text) + 2 for text, _f, _l in summaries) > budget:
@@ -247,17 +254,13 @@ async def summarize_document(
                 last = max((la for _t, _f, la in group), default=0)
                 joined = "\n\n".join(t for t, _f, _l in group)
                 prompt = REDUCE_PROMPT.format(length="Schreibe wenige Sätze.")
-                text = (
-                    joined
-                    if len(group) == 1
-                    else await _answer(gateway, account, loaded.model, prompt, joined, part_tokens, loaded.context)
-                )
+                text = joined if len(group) == 1 else await _answer(session, loaded.model, prompt, joined, part_tokens, loaded.context)
                 combined.append((_with_pages(text, first, last), first, last))
             summaries = combined
         source = "\n\n".join(text for text, _first, _last in summaries)
         instruction = REDUCE_PROMPT.format(length=length_instruction)
     final = ""
-    async for final in _ask(gateway, account, loaded.model, instruction, source, final_tokens, loaded.context):
+    async for final in _ask(session, loaded.model, instruction, source, final_tokens, loaded.context):
         yield Text(final)
     first = min((f for _t, f, _l in summaries if f), default=0)
     final = _real_pages(final, first, max((la for _t, _f, la in summaries), default=0)).strip()
@@ -310,7 +313,7 @@ def to_markdown(blocks: list[Block]) -> str:
 
 
 async def translate_document(
-    gateway: Gateway, account: Account, workspace: str, document_id: str, language: str, model: str | None = None
+    session: DocumentSession, workspace: str, document_id: str, language: str, model: str | None = None
 ) -> AsyncGenerator[Event, None]:
     """Translate a whole document into ``language`` (a key of LANGUAGES), part by part, keeping headings and paragraphs.
 
@@ -321,9 +324,9 @@ async def translate_document(
         raise DocumentRefused(
             400, f"Unbekannte Sprache „{language}“; erlaubt: {', '.join(LANGUAGES)}. (Unknown language; allowed: {', '.join(LANGUAGES)}.)"
         )
-    cap = gateway.config.gateway.document_translation_tokens
-    loaded = await _load(gateway, account, workspace, document_id, model, 32, 1.5)
-    gateway.quotas.admit(account)
+    cap = session.settings.document_translation_tokens
+    loaded = await _load(session, workspace, document_id, model, 32, 1.5)
+    session.begin()
     target = LANGUAGES[language][1]
     blocks: list[Block] = []
     section = ""
@@ -335,7 +338,7 @@ async def translate_document(
             source = f"{heading}\n\n{text}" if heading else text
             instruction = TRANSLATE_PROMPT.format(language=target, heading=HEADING_HINT if heading else "")
             tokens = cap or int(estimate_tokens(source) * 1.5) + 32
-            answer = await _answer(gateway, account, loaded.model, instruction, source, tokens, loaded.context)
+            answer = await _answer(session, loaded.model, instruction, source, tokens, loaded.context)
             blocks += _parse_translation(answer, heading)
             yield Text(to_markdown(blocks))
     markdown = to_markdown(blocks)

@@ -129,16 +129,15 @@ def purge_user_files(files_root: Path, transcript_cutoff: float, export_cutoff: 
 async def purge_documents(gateway: Gateway, cutoff: float, user_ids: set[int]) -> tuple[int, int]:
     """Documents uploaded before cutoff in every workspace, and private workspaces whose account is gone."""
     documents = workspaces = 0
-    services = gateway.services
-    for workspace in await services.list_workspaces():
+    for workspace in await gateway.list_workspaces():
         # u-<id>, and u-<id>-<random> made through the API
         if workspace.startswith("u-") and account_gone(workspace[2:].split("-")[0], user_ids):
-            await services.delete_workspace(workspace)
+            await gateway.delete_workspace(workspace)
             workspaces += 1
             continue
-        for document in await services.list_documents(workspace):
+        for document in await gateway.list_documents(workspace):
             if document.created_at < cutoff:
-                await services.delete_document(workspace, document.document_id)
+                await gateway.delete_document(workspace, document.document_id)
                 documents += 1
     return documents, workspaces
 
@@ -173,7 +172,7 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
     backups = gateway.config.gateway.backup_dir
     if backups is not None:
         await part("backups", lambda: run_in_threadpool(remove_older, Path(backups), now - days["backup_retention_days"] * 86400))
-    if gateway.services.available("retrieval"):
+    if gateway.available("retrieval"):
         await part("documents+workspaces", lambda: purge_documents(gateway, now - days["document_retention_days"] * 86400, user_ids))
     if any(counts.values()):
         log.info("retention purge: %s", ", ".join(f"{count} {name}" for name, count in counts.items() if count))

@@ -55,9 +55,9 @@ async def delete_user_data(gateway: Gateway, account: Account) -> None:
     Raises ServiceDown or grpc.RpcError when the retrieval service cannot
     delete the private workspace; then nothing else has been deleted yet.
     """
-    await gateway.services.delete_workspace(account.own_workspace)
+    await gateway.delete_workspace(account.own_workspace)
     for store in gateway.stores.owned(account.id):  # the workspaces the user created through /v1/vector_stores
-        await gateway.services.delete_workspace(store.workspace)
+        await gateway.delete_workspace(store.workspace)
         gateway.stores.remove(store.workspace)
     await run_in_threadpool(shutil.rmtree, gateway.files_root / str(account.id), True)
     await run_in_threadpool(delete_user_files, gateway, account)
@@ -89,9 +89,9 @@ async def export_user_data(gateway: Gateway, account: Account) -> bytes:
     stores = [(account.own_workspace, "Meine Dokumente")] + [(s.workspace, s.name) for s in gateway.stores.owned(account.id)]
     documents, texts, store_names = [], [], []
     for workspace, store_name in stores:  # the private workspace, then those the user made through /v1/vector_stores
-        for document in await gateway.services.list_documents(workspace):
+        for document in await gateway.list_documents(workspace):
             documents.append(document)
-            texts.append(await gateway.services.export_document(workspace, document.document_id))
+            texts.append(await gateway.export_document(workspace, document.document_id))
             store_names.append(store_name)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -25,11 +25,11 @@ async def _with_services(config: Config, action):
 
     # the services of a running ``schulki up`` refuse calls without the token it made
     gateway = Gateway.create(config.model_copy(update={"runtime": local_runtime(config)}))
-    await gateway.services.start()
+    await gateway.start()
     try:
         return await action(gateway)
     finally:
-        await gateway.services.close()
+        await gateway.close()
 
 
 def run_data_command(config: Config, args: argparse.Namespace, accounts: Accounts) -> int:

@@ -17,133 +17,105 @@ stream starts, so a streamed request fails with the right status too.
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
 
-from schulki.gateway.accounts import Account
-from schulki.gateway.api.chat import api_account
-from schulki.gateway.api.errors import ApiError, from_exception, streamed_error_body
+from schulki.gateway.api.deps import AccountDep, GatewayDep
+from schulki.gateway.api.errors import ApiError, streamed_error_body
+from schulki.gateway.api.responses import DocumentProgress, DocumentSummary, DocumentText, DocumentTranslation, TranslatedFile
 from schulki.gateway.api.schemas import SummarizeRequest, TranslateRequest
-from schulki.gateway.chat_models import ModelChoiceError
-from schulki.gateway.context import Gateway
+from schulki.gateway.api.sse import DONE, event_stream, sse_event
 from schulki.gateway.document_export import FORMATS, export, file_name
-from schulki.gateway.document_work import DocumentRefused, Done, Progress, Text, summarize_document, translate_document
+from schulki.gateway.document_work import Done, Event, Progress, Text
+
+router = APIRouter(prefix="/v1/documents")
+DocumentResult = Callable[[Done], BaseModel]
 
 
-def _error(error: BaseException) -> ApiError:
-    if isinstance(error, DocumentRefused):
-        return ApiError(error.status, error.message, "not_found_error" if error.status == 404 else "invalid_request_error")
-    if isinstance(error, ModelChoiceError):
-        return ApiError(
-            404 if error.unknown else 403, str(error), "invalid_request_error" if error.unknown else "permission_error", "model"
-        )
-    return from_exception(error)
-
-
-async def _start(events: AsyncIterator) -> object:
+async def _start(events: AsyncIterator[Event]) -> Event:
     """The first event: the workspace, document, model and quota are checked before it, so errors get their status."""
     try:
         return await anext(events)
     except StopAsyncIteration:
         raise ApiError(502, "The work ended without a result.", "server_error") from None
-    except Exception as error:
-        raise _error(error) from error
 
 
-def _event(payload: dict) -> bytes:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
-
-
-def _progress(event: Progress) -> dict:
-    return {"object": "document.progress", "part": event.part, "parts": event.parts, "stage": event.stage, "message": event.message()}
-
-
-async def _sse(first, events: AsyncGenerator, result) -> AsyncIterator[bytes]:
+async def _stream(first: Event, events: AsyncGenerator[Event, None], result: DocumentResult) -> AsyncIterator[bytes]:
     event = first
     try:
         while True:
             if isinstance(event, Progress):
-                yield _event(_progress(event))
+                yield sse_event(DocumentProgress(part=event.part, parts=event.parts, stage=event.stage, message=event.message()))
             elif isinstance(event, Text):
-                yield _event({"object": "document.text", "text": event.text})
+                yield sse_event(DocumentText(text=event.text))
             elif isinstance(event, Done):
-                yield _event(result(event))
+                yield sse_event(result(event))
             event = await anext(events)
     except StopAsyncIteration:
         pass
     except Exception as error:  # the status line is sent already: the error goes into the stream, as chat does
-        yield _event(streamed_error_body(error, _error, "The work broke off."))
+        yield sse_event(streamed_error_body(error, broke_off="The work broke off."))
     finally:
         await events.aclose()  # a client that left: the running call is cancelled, no further part starts
-    yield b"data: [DONE]\n\n"
+    yield DONE
 
 
-async def _finish(first, events: AsyncIterator) -> Done:
+async def _finish(first: Event, events: AsyncIterator[Event]) -> Done:
     event = first
     try:
         while not isinstance(event, Done):
             event = await anext(events)
     except StopAsyncIteration:
         raise ApiError(502, "The work ended without a result.", "server_error") from None
-    except Exception as error:
-        raise _error(error) from error
     return event
 
 
-def _streaming(body: AsyncIterator[bytes]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+@router.post("/summarize", response_model=DocumentSummary)
+async def summarize(body: SummarizeRequest, gateway: GatewayDep, account: AccountDep) -> DocumentSummary | StreamingResponse:
+    """The summary, or with ``stream`` server-sent document.progress, document.text and document.summary events."""
+    length = body.length
+    events = gateway.summarize_document(account, body.workspace, body.document_id, length, body.model)
+    first = await _start(events)
+
+    def result(done: Done) -> DocumentSummary:
+        return DocumentSummary(source=done.source, parts=done.parts, length=length, text=done.text)
+
+    if body.stream:
+        return event_stream(_stream(first, events, result))
+    return result(await _finish(first, events))
 
 
-def router(gateway: Gateway) -> APIRouter:
-    routes = APIRouter(prefix="/v1/documents")
-    account_of = api_account(gateway)
+@router.post(
+    "/translate",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The translated file (format txt, md or docx), or with stream the events ending in document.translation.",
+            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in FORMATS.values()},
+        }
+    },
+)
+async def translate(body: TranslateRequest, gateway: GatewayDep, account: AccountDep) -> Response:
+    language, file_format = body.language, body.format
+    if file_format not in FORMATS:
+        raise ApiError(400, f"format must be one of {', '.join(FORMATS)}.", param="format")
+    events = gateway.translate_document(account, body.workspace, body.document_id, language, body.model)
+    first = await _start(events)
 
-    @routes.post("/summarize")
-    async def summarize(body: SummarizeRequest, account: Account = Depends(account_of)):
-        length = body.length
-        events = summarize_document(gateway, account, body.workspace, body.document_id, length, body.model)
-        first = await _start(events)
+    def result(done: Done) -> DocumentTranslation:
+        content = base64.b64encode(export(done.blocks, file_format, done.source)).decode()
+        file = TranslatedFile(name=file_name(done.source, language, file_format), format=file_format, content_base64=content)
+        return DocumentTranslation(source=done.source, parts=done.parts, language=language, text=done.text, file=file)
 
-        def result(done: Done) -> dict:
-            return {"object": "document.summary", "source": done.source, "parts": done.parts, "length": length, "text": done.text}
-
-        if body.stream:
-            return _streaming(_sse(first, events, result))
-        return JSONResponse(result(await _finish(first, events)))
-
-    @routes.post("/translate")
-    async def translate(body: TranslateRequest, account: Account = Depends(account_of)):
-        language, file_format = body.language, body.format
-        if file_format not in FORMATS:
-            raise ApiError(400, f"format must be one of {', '.join(FORMATS)}.", param="format")
-        events = translate_document(gateway, account, body.workspace, body.document_id, language, body.model)
-        first = await _start(events)
-
-        def result(done: Done) -> dict:
-            return {
-                "object": "document.translation",
-                "source": done.source,
-                "parts": done.parts,
-                "language": language,
-                "text": done.text,
-                "file": {
-                    "name": file_name(done.source, language, file_format),
-                    "format": file_format,
-                    "content_base64": base64.b64encode(export(done.blocks, file_format, done.source)).decode(),
-                },
-            }
-
-        if body.stream:
-            return _streaming(_sse(first, events, result))
-        done = await _finish(first, events)
-        name = file_name(done.source, language, file_format)
-        return Response(
-            export(done.blocks, file_format, done.source),
-            media_type=FORMATS[file_format],
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
-
-    return routes
+    if body.stream:
+        return event_stream(_stream(first, events, result))
+    done = await _finish(first, events)
+    name = file_name(done.source, language, file_format)
+    return Response(
+        export(done.blocks, file_format, done.source),
+        media_type=FORMATS[file_format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

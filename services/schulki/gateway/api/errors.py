@@ -1,39 +1,27 @@
-"""Errors in OpenAI's JSON shape, and the one table from gRPC status to HTTP status.
+"""Errors in OpenAI's JSON shape.
 
-Routes raise (or let through) ApiError, ServiceDown, QuotaExceeded, a gRPC
-error or a request model's validation error; ``install(app)`` answers each of
-them in OpenAI's shape with one handler, so no route catches them itself.
+Routes raise ApiError, or let through a use case's domain error (the table in
+``gateway/errors.py``: a service that is down, a used-up quota, a gRPC refusal,
+a model or document the user may not use) or a request model's validation
+error; ``install(app)`` answers each of them in OpenAI's shape with one
+handler, so no route catches them itself.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import grpc
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
-from schulki.gateway.quotas import QuotaExceeded
+from schulki.gateway.errors import TOLD, told
+from schulki.gateway.i18n import Strings
 
-HTTP_FOR_GRPC: dict[grpc.StatusCode, tuple[int, str]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
-    grpc.StatusCode.OUT_OF_RANGE: (400, "invalid_request_error"),
-    grpc.StatusCode.FAILED_PRECONDITION: (400, "invalid_request_error"),
-    grpc.StatusCode.UNAUTHENTICATED: (401, "authentication_error"),
-    grpc.StatusCode.PERMISSION_DENIED: (403, "permission_error"),
-    grpc.StatusCode.NOT_FOUND: (404, "not_found_error"),
-    grpc.StatusCode.ALREADY_EXISTS: (409, "invalid_request_error"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
-    grpc.StatusCode.UNIMPLEMENTED: (501, "invalid_request_error"),
-    grpc.StatusCode.UNAVAILABLE: (503, "service_unavailable"),
-    grpc.StatusCode.DEADLINE_EXCEEDED: (504, "timeout"),
-}
-
+ENGLISH = Strings("en")
 
 MAX_MESSAGE_CHARS = 500
 """Longest error message sent: messages name what was wrong, and an id or value a client sent may be 100,000 characters."""
@@ -68,45 +56,21 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def from_grpc(error: grpc.RpcError) -> ApiError:
-    status, type_ = HTTP_FOR_GRPC.get(error.code(), (500, "server_error"))
-    return ApiError(status, error.details() or error.code().name, type_, code=error.code().name.lower())
-
-
 def from_exception(error: BaseException) -> ApiError:
-    """The API error for anything a service call can raise."""
+    """The API error for anything a use case can raise (the table in ``gateway/errors.py``); other errors are bugs, raised again."""
     if isinstance(error, ApiError):
         return error
-    if isinstance(error, AnswerBrokeOff):
-        return ApiError(
-            502,
-            "The node writing this answer stopped part-way; ask again and another node answers.",
-            "server_error",
-            code="answer_broke_off",
-        )
-    if isinstance(error, ServiceDown):
-        message = (
-            f"No node that serves the model {error.model!r} is available right now; try again shortly."
-            if error.model
-            else f"The {error.service} service is not available right now; try again shortly."
-        )
-        return ApiError(503, message, "service_unavailable", code="service_unavailable")
-    if isinstance(error, QuotaExceeded):
-        return ApiError(
-            429, error.message, "rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(error.retry_after_s)}
-        )
-    if isinstance(error, grpc.RpcError):
-        return from_grpc(error)
-    raise error
+    answer = told(error, ENGLISH)
+    if answer is None:
+        raise error
+    return ApiError(answer.status, answer.message, answer.type, answer.param, answer.code, answer.headers)
 
 
-def streamed_error_body(
-    error: BaseException, convert: Callable[[BaseException], ApiError] = from_exception, broke_off: str = "The answer broke off."
-) -> dict:
+def streamed_error_body(error: BaseException, broke_off: str = "The answer broke off.") -> dict[str, Any]:
     """The body of an error that happens after the status line went out, so it goes into the stream: the error's own
-    when ``convert`` knows it (a service call's errors), else a server error, logged with its traceback (a bug)."""
+    when the error table knows it (a service call's errors), else a server error, logged with its traceback (a bug)."""
     try:
-        return convert(error).body()
+        return from_exception(error).body()
     except Exception:
         logging.getLogger(__name__).exception("a streamed answer failed")
         return error_body(broke_off, "server_error")
@@ -137,6 +101,10 @@ def from_validation_errors(problems: Sequence[Any]) -> ApiError:
         return ApiError(400, "The request body is not valid JSON.")
     if first["type"] in ("model_type", "model_attributes_type", "dict_type") and param is None:
         return ApiError(400, "The request body must be a JSON object.")
+    if first["type"] == "unsupported_parameter":
+        return ApiError(400, message, param=param, code="unsupported_parameter")
+    if first["type"] == "refused":  # the field's own message, which names it
+        return ApiError(400, message, param=param)
     if first["type"] == "missing":
         return ApiError(400, f"{param} is required.", param=param)
     return ApiError(400, f"{param}: {message}" if param else message, param=param)
@@ -154,6 +122,7 @@ def install(app: FastAPI) -> None:
             return await request_validation_exception_handler(request, error)
         return from_validation_errors(error.errors()).response()
 
-    for kind in (ApiError, ServiceDown, QuotaExceeded, grpc.RpcError):
+    kinds: list[type[Exception]] = [ApiError, *TOLD]
+    for kind in kinds:
         app.add_exception_handler(kind, answer)
     app.add_exception_handler(RequestValidationError, invalid)

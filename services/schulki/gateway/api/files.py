@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.api.chat import api_account
-from schulki.gateway.api.errors import ApiError, from_exception
-from schulki.gateway.api.schemas import one_page
+from schulki.gateway.api.deps import AccountDep, GatewayDep
+from schulki.gateway.api.errors import ApiError
+from schulki.gateway.api.responses import Deleted, FileObject, ListPage, one_page
 from schulki.gateway.clients import CHUNK_BYTES
 from schulki.gateway.context import Gateway, private_folder
 
@@ -49,18 +49,8 @@ class StoredFile:
     purpose: str
     path: Path
 
-    def body(self) -> dict:
-        return {
-            "id": self.id,
-            "object": "file",
-            "bytes": self.bytes,
-            "created_at": self.created_at,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "status": "uploaded",
-            "status_details": None,
-            "expires_at": None,
-        }
+    def body(self) -> FileObject:
+        return FileObject(id=self.id, bytes=self.bytes, created_at=self.created_at, filename=self.filename, purpose=self.purpose)
 
 
 def files_folder(gateway: Gateway, account: Account) -> Path:
@@ -120,72 +110,74 @@ def _delete(stored: StoredFile) -> None:
     stored.path.with_name(f"{stored.id}.json").unlink(missing_ok=True)
 
 
-def router(gateway: Gateway) -> APIRouter:
-    routes = APIRouter(prefix="/v1")
-    account_of = api_account(gateway)
-
-    @routes.post("/files")
-    async def upload_file(request: Request, account: Account = Depends(account_of)) -> dict:
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise ApiError(400, "Send the file as multipart/form-data with the fields file and purpose.", param="file")
-        try:
-            gateway.quotas.admit(account)  # every upload counts against the requests per minute: no filling the disk in a loop
-        except Exception as error:
-            raise from_exception(error) from error
-        folder = files_folder(gateway, account)
-        used = await run_in_threadpool(_kept_bytes, folder)
-        declared = request.headers.get("content-length", "")
-        refused = _over_quota(gateway, used, int(declared) if declared.isdigit() else 0)
-        if refused is not None:  # before a byte of the body is read
+async def _receive(gateway: Gateway, account: Account, request: Request) -> StoredFile:
+    """Keep the upload of a request in the user's folder, within their upload quota."""
+    folder = files_folder(gateway, account)
+    used = await run_in_threadpool(_kept_bytes, folder)
+    declared = request.headers.get("content-length", "")
+    refused = _over_quota(gateway, used, int(declared) if declared.isdigit() else 0)
+    if refused is not None:  # before a byte of the body is read
+        raise refused
+    form = await request.form(max_files=1, max_fields=10)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "The field file is missing.", param="file")
+        purpose = str(form.get("purpose") or "")
+        if purpose not in PURPOSES:
+            raise ApiError(
+                400, f"purpose must be one of {', '.join(PURPOSES)}; schulki keeps files for vector stores only.", param="purpose"
+            )
+        filename = Path(upload.filename or "").name[:255]
+        if not filename:
+            raise ApiError(400, "The file needs a name; its extension says the format (.pdf, .docx, .txt, ...).", param="file")
+        file_id = f"file-{secrets.token_hex(12)}"
+        size = await _spool(upload, folder / file_id)
+        refused = ApiError(400, "The file is empty.", param="file") if size == 0 else _over_quota(gateway, used, size)
+        if refused is not None:  # a body without Content-Length is measured once it is here
+            (folder / file_id).unlink(missing_ok=True)
             raise refused
-        form = await request.form(max_files=1, max_fields=10)
-        try:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise ApiError(400, "The field file is missing.", param="file")
-            purpose = str(form.get("purpose") or "")
-            if purpose not in PURPOSES:
-                raise ApiError(
-                    400, f"purpose must be one of {', '.join(PURPOSES)}; schulki keeps files for vector stores only.", param="purpose"
-                )
-            filename = Path(upload.filename or "").name[:255]
-            if not filename:
-                raise ApiError(400, "The file needs a name; its extension says the format (.pdf, .docx, .txt, ...).", param="file")
-            file_id = f"file-{secrets.token_hex(12)}"
-            size = await _spool(upload, folder / file_id)
-            refused = ApiError(400, "The file is empty.", param="file") if size == 0 else _over_quota(gateway, used, size)
-            if refused is not None:  # a body without Content-Length is measured once it is here
-                (folder / file_id).unlink(missing_ok=True)
-                raise refused
-            created = int(time.time())
-            facts = {"filename": filename, "bytes": size, "created_at": created, "purpose": purpose}
-            (folder / f"{file_id}.json").write_text(json.dumps(facts), encoding="utf-8")
-        finally:
-            await form.close()  # the multipart parser's temporary file goes at once
-        return StoredFile(file_id, filename, size, created, purpose, folder / file_id).body()
+        created = int(time.time())
+        facts = {"filename": filename, "bytes": size, "created_at": created, "purpose": purpose}
+        (folder / f"{file_id}.json").write_text(json.dumps(facts), encoding="utf-8")
+    finally:
+        await form.close()  # the multipart parser's temporary file goes at once
+    return StoredFile(file_id, filename, size, created, purpose, folder / file_id)
 
-    @routes.get("/files")
-    async def list_files(account: Account = Depends(account_of)) -> dict:
-        found = await run_in_threadpool(_user_files, gateway, account)
-        data = [f.body() for f in found]
-        return one_page(data)
 
-    def owned(account: Account, file_id: str) -> StoredFile:
-        stored = find_file(gateway, account, file_id)
-        if stored is None:
-            raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
-        return stored
+router = APIRouter(prefix="/v1")
 
-    @routes.get("/files/{file_id}")
-    async def get_file(file_id: str, account: Account = Depends(account_of)) -> dict:
-        return owned(account, file_id).body()
 
-    @routes.delete("/files/{file_id}")
-    async def delete_file(file_id: str, account: Account = Depends(account_of)) -> dict:
-        await run_in_threadpool(_delete, owned(account, file_id))
-        return {"id": file_id, "object": "file", "deleted": True}
+@router.post("/files")
+async def upload_file(request: Request, gateway: GatewayDep, account: AccountDep) -> FileObject:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(400, "Send the file as multipart/form-data with the fields file and purpose.", param="file")
+    stored = await gateway.upload_file(account, lambda: _receive(gateway, account, request))
+    return stored.body()
 
-    return routes
+
+@router.get("/files")
+async def list_files(gateway: GatewayDep, account: AccountDep) -> ListPage[FileObject]:
+    found = await run_in_threadpool(_user_files, gateway, account)
+    return ListPage[FileObject](**one_page([f.body() for f in found]))
+
+
+def _owned(gateway: Gateway, account: Account, file_id: str) -> StoredFile:
+    stored = find_file(gateway, account, file_id)
+    if stored is None:
+        raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
+    return stored
+
+
+@router.get("/files/{file_id}")
+async def get_file(file_id: str, gateway: GatewayDep, account: AccountDep) -> FileObject:
+    return _owned(gateway, account, file_id).body()
+
+
+@router.delete("/files/{file_id}")
+async def delete_file(file_id: str, gateway: GatewayDep, account: AccountDep) -> Deleted:
+    await run_in_threadpool(_delete, _owned(gateway, account, file_id))
+    return Deleted(id=file_id, object="file")
 
 
 def delete_user_files(gateway: Gateway, account: Account) -> None:

@@ -17,6 +17,17 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schulki.gateway.api.responses import (
+    ChatCompletionChunk,
+    DocumentProgress,
+    DocumentSummary,
+    DocumentText,
+    DocumentTranslation,
+)
+from schulki.gateway.api.schemas import FileUpload, TranscriptionUpload
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -43,6 +54,14 @@ EVERY_ROUTE = {
 }
 NAMED_OBJECT = {"404": "No such object of this user (or it is not theirs)."}
 WRITES_A_STORE = {"403": "The vector store may only be read by this user."}
+STREAMS: dict[str, tuple[type[BaseModel], ...]] = {
+    "/v1/chat/completions": (ChatCompletionChunk,),
+    "/v1/documents/summarize": (DocumentProgress, DocumentText, DocumentSummary),
+    "/v1/documents/translate": (DocumentProgress, DocumentText, DocumentTranslation),
+}
+"""The events of each route that streams with ``"stream": true`` (text/event-stream, one JSON object per ``data:``)."""
+FORMS: dict[str, type[BaseModel]] = {"/v1/files": FileUpload, "/v1/audio/transcriptions": TranscriptionUpload}
+"""The upload routes, which read their multipart form themselves (within the gateway's limits), and its fields."""
 
 
 def _errors(path: str, method: str) -> dict[str, str]:
@@ -54,11 +73,32 @@ def _errors(path: str, method: str) -> dict[str, str]:
     return errors
 
 
+def _add_streams_and_forms(document: dict[str, Any]) -> None:
+    """Each streaming route's 200 answer lists its events as text/event-stream, each upload route its form, with their
+    models among the schemas."""
+    models = [(model, "serialization") for model in {model for events in STREAMS.values() for model in events}]
+    models += [(form, "validation") for form in FORMS.values()]
+    _keys, schemas = models_json_schema(models, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+    for name, schema in schemas.get("$defs", {}).items():
+        document["components"]["schemas"].setdefault(name, schema)
+    for path, form in FORMS.items():
+        operation = document["paths"].get(path, {}).get("post")
+        if operation is not None:
+            schema = {"$ref": f"#/components/schemas/{form.__name__}"}
+            operation.setdefault("requestBody", {"required": True, "content": {"multipart/form-data": {"schema": schema}}})
+    for path, events in STREAMS.items():
+        answer = document["paths"].get(path, {}).get("post", {}).get("responses", {}).get("200")
+        if answer is not None:
+            refs = [{"$ref": f"#/components/schemas/{model.__name__}"} for model in events]
+            answer.setdefault("content", {})["text/event-stream"] = {"schema": refs[0] if len(refs) == 1 else {"oneOf": refs}}
+
+
 def v1_document(app: FastAPI) -> dict[str, Any]:
     document = get_openapi(title="schulki API (OpenAI-compatible)", version="1", routes=app.routes)
     # the gateway's other routes (login, health) are for the browser and the roll-out, not for API clients
     document["paths"] = {path: item for path, item in document.get("paths", {}).items() if path.startswith("/v1/")}
     document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    _add_streams_and_forms(document)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})

@@ -8,27 +8,29 @@ their values) are logged, so a client that relies on one is noticed.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any, Literal
 
-from fastapi import Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from schulki.gateway.api.errors import ApiError, from_validation_errors
+from schulki.gateway.api.errors import from_validation_errors
 
 log = logging.getLogger(__name__)
 
-
-def one_page(data: list[dict[str, Any]]) -> dict[str, Any]:
-    """OpenAI's body for a whole list in one page (files, vector stores, a store's files)."""
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": False,
-    }
+MAX_STORE_NAME = 80
+MAX_RESULTS = 50
+"""Most search results one vector store search gives."""
 
 
 def _a_number(value: Any) -> Any:
@@ -146,6 +148,21 @@ class TranscriptionForm(OpenAIRequest):
     temperature: float | None = None
 
 
+class TranscriptionUpload(TranscriptionForm):
+    """The whole form of POST /v1/audio/transcriptions, as the OpenAPI document describes it (the route reads the form
+    itself, with the gateway's own limits, and checks the fields besides the file with TranscriptionForm)."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"})
+
+
+class FileUpload(BaseModel):
+    """The form of POST /v1/files, as the OpenAPI document describes it (the route reads and checks it itself, streaming
+    the file to disk within the user's upload quota)."""
+
+    file: bytes = Field(json_schema_extra={"format": "binary"})
+    purpose: Literal["assistants", "user_data"]
+
+
 def parse_form(model: type[TranscriptionForm], fields: dict[str, Any]) -> TranscriptionForm:
     """A form (read with the gateway's own limits) checked against its model; OpenAI's 400 for a wrong field."""
     try:
@@ -154,13 +171,89 @@ def parse_form(model: type[TranscriptionForm], fields: dict[str, Any]) -> Transc
         raise from_validation_errors(error.errors()) from None
 
 
-async def json_body(request: Request) -> dict:
-    """A JSON object body for routes that check their fields themselves (the vector store routes, whose
-    unsupported OpenAI fields are refused one by one); 400 in OpenAI's shape when it is not one."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "The request body must be a JSON object.")
-    return body
+def _unsupported(name: str) -> PydanticCustomError:
+    return PydanticCustomError("unsupported_parameter", f"schulki does not support {name}; leave it out.")
+
+
+def _not_sent(value: Any, info: ValidationInfo) -> Any:
+    """OpenAI features schulki does not have are refused plainly instead of being ignored without a word."""
+    if value is not None:
+        raise _unsupported(str(info.field_name))
+    return value
+
+
+def _auto_chunking(value: Any, info: ValidationInfo) -> Any:
+    if value is None or (isinstance(value, dict) and value.get("type") == "auto"):
+        return value
+    raise _unsupported(str(info.field_name))
+
+
+NotSupported = Annotated[Any, AfterValidator(_not_sent)]
+AutoChunking = Annotated[Any, AfterValidator(_auto_chunking)]
+
+
+def refused(message: str) -> PydanticCustomError:
+    """A field's error answered with ``message`` as it is (``errors.from_validation_errors``)."""
+    return PydanticCustomError("refused", message)
+
+
+class CreateVectorStoreRequest(OpenAIRequest):
+    """POST /v1/vector_stores: a new store, with the user's uploads to add at once."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    expires_after: NotSupported = None
+    chunking_strategy: AutoChunking = None
+    name: str = "Dokumente"
+    file_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _short_text(cls, name: Any) -> str:
+        name = name or "Dokumente"
+        if not isinstance(name, str) or len(name) > MAX_STORE_NAME:
+            raise refused(f"name must be a text of at most {MAX_STORE_NAME} characters.")
+        return name
+
+    @field_validator("file_ids", mode="before")
+    @classmethod
+    def _file_ids(cls, file_ids: Any) -> list[str]:
+        file_ids = file_ids or []
+        if not isinstance(file_ids, list) or not all(isinstance(f, str) for f in file_ids):
+            raise refused("file_ids must be a list of file ids.")
+        return file_ids
+
+
+class CreateStoreFileRequest(OpenAIRequest):
+    """POST /v1/vector_stores/{id}/files: an upload's file_id, or (a schulki extension) the url of a web page."""
+
+    attributes: NotSupported = None
+    chunking_strategy: AutoChunking = None
+    file_id: str | None = None
+    url: str | None = None
+
+
+class SearchRequest(OpenAIRequest):
+    """POST /v1/vector_stores/{id}/search."""
+
+    model_config = ConfigDict(extra="allow", validate_default=True)
+
+    filters: NotSupported = None
+    query: str = ""
+    max_num_results: int = 10
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _query(cls, query: Any) -> str:
+        if isinstance(query, list) and query and all(isinstance(q, str) for q in query):
+            query = " ".join(query)
+        if not isinstance(query, str) or not query.strip():
+            raise refused("query must be a non-empty text.")
+        return query
+
+    @field_validator("max_num_results", mode="before")
+    @classmethod
+    def _count(cls, count: Any) -> int:
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_RESULTS:
+            raise refused(f"max_num_results must be a whole number from 1 to {MAX_RESULTS}.")
+        return count

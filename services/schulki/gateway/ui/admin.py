@@ -137,10 +137,10 @@ class _AdminActions:
     async def overview(self, request: gr.Request) -> list[Any]:
         gateway, s = self.gateway, self.s
         self.require_admin(request)
-        await gateway.services.check_health()
-        health_rows = [[s.service(name), node.address, node.status] for name, pool in gateway.services.pools.items() for node in pool.nodes]
+        await gateway.check_health()
+        health_rows = [[s.service(name), node.address, node.status] for name, nodes in gateway.nodes().items() for node in nodes]
         model_rows: list[list[object]] = []
-        for node in gateway.services.inference_nodes():
+        for node in gateway.inference_nodes():
             info = node.info if node.healthy else None
             if info is None:
                 model_rows.append([node.address, node.model or "–", "–", "–", "–", "–", "–", node.served, node.failed])

@@ -6,7 +6,6 @@ import time
 
 import gradio as gr
 
-from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import safe_chatbot
@@ -80,14 +79,12 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
     def model_picked(name: str | None):
         return gateway.models.description(name)
 
+    @handles_errors(s)
     def set_lesson_model(class_name: str | None, name: str | None, request: gr.Request):
         account = account_of(gateway, request, s)
         if not class_name:
             raise gr.Error(s["lesson_class"] + "?")
-        try:
-            gateway.models.set_class_model(account, class_name, name or None)
-        except ModelChoiceError as error:
-            raise gr.Error(str(error)) from error
+        gateway.models.set_class_model(account, class_name, name or None)
         return s["lesson_saved"].format(name=class_name, model=name or s["lesson_default"])
 
     @handles_errors(s)
@@ -99,10 +96,7 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         message = (message or "").strip()
         if not message:
             raise gr.Error(s["empty_message"])
-        try:
-            chosen = gateway.models.resolve(account, model_name)
-        except ModelChoiceError as error:
-            raise gr.Error(str(error)) from error
+        chosen = gateway.models.resolve(account, model_name)
         history = [*list(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield history, history, "", current_id
         prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}, *history[:-1]]

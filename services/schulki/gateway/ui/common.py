@@ -10,13 +10,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import gradio as gr
-import grpc
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
 from schulki.gateway.context import Gateway
+from schulki.gateway.errors import told
 from schulki.gateway.i18n import Strings
-from schulki.gateway.quotas import QuotaExceeded
 from schulki.runtime import logs
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -38,18 +36,13 @@ def discard_upload(path: str | None) -> None:
 
 
 def user_error(s: Strings, error: BaseException) -> gr.Error:
-    """A gr.Error with a message a student understands."""
-    if isinstance(error, AnswerBrokeOff):
-        return gr.Error(s["answer_broke_off"])
-    if isinstance(error, ServiceDown):
-        return gr.Error(s["service_down"].format(service=s.service(error.service)))
-    if isinstance(error, QuotaExceeded):
-        return gr.Error(error.message)
-    if isinstance(error, grpc.RpcError):
-        return gr.Error(s["error"].format(message=error.details() or error.code().name))
+    """A gr.Error with a message a student understands (the table in ``gateway/errors.py``); other errors are bugs, raised again."""
     if isinstance(error, gr.Error):
         return error
-    raise error
+    answer = told(error, s)
+    if answer is None:
+        raise error
+    return gr.Error(answer.page)
 
 
 def _request_id(args: tuple, kwargs: dict) -> str:
@@ -121,7 +114,7 @@ def handles_errors(s: Strings) -> Callable[[Handler], Handler]:
 
 def banner(gateway: Gateway, s: Strings, needs: tuple[str, ...]) -> str:
     """A plain warning for each service this tab needs that is down; empty when all serve."""
-    down = [name for name in needs if not gateway.services.available(name)]
+    down = [name for name in needs if not gateway.available(name)]
     return "\n\n".join(f"⚠️ **{s['service_down'].format(service=s.service(name))}**" for name in down)
 
 

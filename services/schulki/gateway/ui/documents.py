@@ -10,12 +10,11 @@ import gradio as gr
 
 from schulki.gateway.accounts import Account, Workspace
 from schulki.gateway.context import Gateway
-from schulki.gateway.document_context import build_context, whole_tables
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.gateway.ui.whole_document import build_whole_document_section
-from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
+from schulki.gateway.workspaces import visible_workspaces, workspace_access
 from schulki.retrieval.formats import EXTENSIONS
 from schulki.retrieval.v1.retrieval_service_pb2 import Document, Hit, IngestProgress
 
@@ -135,13 +134,11 @@ def _question_box(s: Strings) -> tuple[gr.Textbox, gr.Button, gr.Markdown]:
 
 
 def _workspace_rule(gateway: Gateway, s: Strings) -> Allowed:
-    """The tab's workspace rule: the workspace when the user may read it (write: change it), else a gr.Error."""
+    """The tab's workspace rule: the workspace when the user may read it (write: change it)."""
 
     def allowed(account: Account, name: str, write: bool = False) -> Workspace:
-        try:
-            return workspace_access(gateway, account, name, write)
-        except WorkspaceRefused as refused:
-            raise gr.Error(s["read_only"] if refused.read_only else s["no_access"]) from None
+        """The workspace, or WorkspaceRefused, which the handler's ``handles_errors`` shows as "nur lesen" or "gibt es nicht"."""
+        return workspace_access(gateway, account, name, write)
 
     return allowed
 
@@ -167,7 +164,7 @@ def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event,
         if not name:
             return gr.skip(), gr.skip()
         allowed(account, name)
-        documents = await gateway.services.list_documents(name)
+        documents = await gateway.list_documents(name)
         rows = [[d.source, d.page_count, d.chunk_count, round(d.size_bytes / 1024, 1), d.document_id] for d in documents]
         return rows, gr.Dropdown(choices=[(d.source, d.document_id) for d in documents], value=None)
 
@@ -178,7 +175,7 @@ def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event,
         if not name:
             return ""
         allowed(account, name)
-        used, quota = await gateway.services.storage(name)
+        used, quota = await gateway.storage(name)
         shown = {"used": mib(used), "quota": mib(quota)}
         if s.lang == "en":
             shown = {key: value.replace(",", ".") for key, value in shown.items()}
@@ -274,7 +271,7 @@ def _delete_event(gateway: Gateway, s: Strings, allowed: Allowed, list_documents
         account = account_of(gateway, request, s)
         allowed(account, name, write=True)
         if document_id:
-            await gateway.services.delete_document(name, document_id)
+            await gateway.delete_document(name, document_id)
         rows, choices = await list_documents(name, request)
         return rows, choices, s["deleted"]
 
@@ -291,23 +288,16 @@ def _question_event(gateway: Gateway, s: Strings, allowed: Allowed) -> Event:
         text = (text or "").strip()
         if not text:
             raise gr.Error(s["empty_message"])
-        hits = await gateway.search(account, name, text, top_k=4)
-        if not hits:
+        footer = None
+        async for answer in gateway.ask_documents(account, name, text, lambda hit: citation(s, hit), ANSWER_PROMPT):
+            if footer is None:
+                hits = answer.hits
+                sources = "\n".join(
+                    f"{i}. {plain(citation(s, hit))}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
+                )
+                footer = f"\n\n**{s['sources']}:**\n{sources}"
+            yield answer.text + footer
+        if footer is None:
             yield s["no_hits"]
-            return
-        sources = "\n".join(
-            f"{i}. {plain(citation(s, hit))}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
-        )
-        footer = f"\n\n**{s['sources']}:**\n{sources}"
-        # Rows of a table go to the model as one Markdown table; a counting question gets a small table whole.
-        table_hits, whole = await whole_tables(gateway.services, name, text, hits)
-        context = build_context(table_hits, lambda hit: citation(s, hit), whole)
-        prompt = [{"role": "user", "content": ANSWER_PROMPT.format(context=context, question=text)}]
-        answer_text = ""
-        async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, admitted=True):
-            if not event.HasField("finish"):
-                answer_text += event.text
-                yield answer_text + footer
-        yield answer_text + footer
 
     return ask_question

@@ -15,9 +15,10 @@ import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.chat_models import RESTRICTED_ROLES, ModelChoiceError
+from schulki.gateway.chat_models import RESTRICTED_ROLES
 from schulki.gateway.context import Gateway
 from schulki.gateway.i18n import Strings
+from schulki.gateway.ui.common import handles_errors
 
 
 def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[gr.Request], Account]) -> tuple[list, Callable[[], list]]:
@@ -44,19 +45,17 @@ def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[
             boxes.append(gr.CheckboxGroup(choices=names, value=names if permitted is None else [n for n in names if n in permitted]))
         return [gr.Dropdown(choices=names, value=gateway.models.default()), *boxes]
 
+    @handles_errors(s)
     def save_models(chosen_default: str | None, student_models: list[str], teacher_models: list[str], request: gr.Request):
         # one parameter per role of RESTRICTED_ROLES: Gradio hands the request only to named parameters
         require_admin(request)
         allowed = (student_models, teacher_models)
-        try:
-            if chosen_default:
-                gateway.models.set_default(chosen_default)
-            names = set(gateway.models.names())
-            for role, models in zip(RESTRICTED_ROLES, allowed, strict=True):
-                picked = [m for m in (models or []) if m in names]
-                gateway.models.set_role_models(role, None if set(picked) == names else picked)
-        except ModelChoiceError as error:
-            raise gr.Error(str(error)) from error
+        if chosen_default:
+            gateway.models.set_default(chosen_default)
+        names = set(gateway.models.names())
+        for role, models in zip(RESTRICTED_ROLES, allowed, strict=True):
+            picked = [m for m in (models or []) if m in names]
+            gateway.models.set_role_models(role, None if set(picked) == names else picked)
         return s["models_saved"]
 
     async def add_model(source: str, wanted_name: str, request: gr.Request):

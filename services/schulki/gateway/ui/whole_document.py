@@ -14,19 +14,12 @@ from dataclasses import dataclass
 import gradio as gr
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
 from schulki.gateway.document_export import export, file_name
-from schulki.gateway.document_work import LANGUAGES, LENGTHS, DocumentRefused, Done, Event, Progress, summarize_document, translate_document
+from schulki.gateway.document_work import LANGUAGES, LENGTHS, Done, Event, Progress
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import plain, safe_markdown_box
-from schulki.gateway.ui.common import account_of, user_error
-
-
-def _user_error(s: Strings, error: BaseException) -> gr.Error:
-    if isinstance(error, (DocumentRefused, ModelChoiceError)):
-        return gr.Error(str(error))
-    return user_error(s, error)
+from schulki.gateway.ui.common import account_of, handles_errors
 
 
 @dataclass
@@ -93,16 +86,14 @@ def _components(
 
 
 def _picker_event(gateway: Gateway, s: Strings, allowed: Callable[[Account, str], object]) -> Callable[..., object]:
+    @handles_errors(s)
     async def documents(name: str, current: str | None, request: gr.Request) -> object:
         """The workspace's documents; the one picked stays picked while it exists, else the newest upload is picked."""
         account = account_of(gateway, request, s)
         if not name:
             return gr.skip()
         allowed(account, name)
-        try:
-            found = await gateway.services.list_documents(name)
-        except Exception as error:
-            raise _user_error(s, error) from error
+        found = await gateway.list_documents(name)
         ids = [d.document_id for d in found]
         newest = max(found, key=lambda d: d.created_at).document_id if found else None
         return gr.Dropdown(choices=[(d.source, d.document_id) for d in found], value=current if current in ids else newest)
@@ -122,25 +113,21 @@ def _work_events(
             raise gr.Error(s["whole_no_document"])
         return account
 
+    @handles_errors(s)
     async def summarize_clicked(name: str, document_id: str | None, chosen: str, request: gr.Request) -> AsyncIterator[tuple[object, ...]]:
         account = start(request, name, document_id)
         hidden = gr.DownloadButton(visible=False)
-        try:
-            async for event in summarize_document(gateway, account, name, document_id or "", chosen):
-                yield *_shown(s, event), hidden, hidden, hidden
-        except Exception as error:
-            raise _user_error(s, error) from error
+        async for event in gateway.summarize_document(account, name, document_id or "", chosen):
+            yield *_shown(s, event), hidden, hidden, hidden
 
+    @handles_errors(s)
     async def translate_clicked(name: str, document_id: str | None, target: str, request: gr.Request) -> AsyncIterator[tuple[object, ...]]:
         account = start(request, name, document_id)
         hidden = gr.DownloadButton(visible=False)
         done = None
-        try:
-            async for event in translate_document(gateway, account, name, document_id or "", target):
-                done = event if isinstance(event, Done) else done
-                yield *_shown(s, event), hidden, hidden, hidden
-        except Exception as error:
-            raise _user_error(s, error) from error
+        async for event in gateway.translate_document(account, name, document_id or "", target):
+            done = event if isinstance(event, Done) else done
+            yield *_shown(s, event), hidden, hidden, hidden
         if done is None:
             return
         yield gr.skip(), gr.skip(), *await downloads(gateway, account, done, target, buttons)
