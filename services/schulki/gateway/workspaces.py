@@ -10,12 +10,21 @@ workspace that does not exist at all, so nobody learns which others exist.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from schulki.gateway.accounts import Account, Workspace
+from schulki.gateway.accounts import Account, Accounts, Workspace
+from schulki.gateway.stores import Stores
 
-if TYPE_CHECKING:
-    from schulki.gateway.context import Gateway
+
+class WorkspaceSources(Protocol):
+    """What the rule reads: the accounts (private and class workspaces) and the user's stores. Named as a protocol so
+    the Gateway, which asks this rule, and the rule do not import each other."""
+
+    @property
+    def accounts(self) -> Accounts: ...
+
+    @property
+    def stores(self) -> Stores: ...
 
 
 class WorkspaceRefused(Exception):
@@ -27,14 +36,14 @@ class WorkspaceRefused(Exception):
         self.read_only = read_only
 
 
-def visible_workspaces(gateway: Gateway, account: Account) -> list[Workspace]:
+def visible_workspaces(gateway: WorkspaceSources, account: Account) -> list[Workspace]:
     """The private workspace, the user's own stores, then their classes' workspaces."""
     found = gateway.accounts.workspaces(account)
     stores = [Workspace(store.workspace, store.name, True) for store in gateway.stores.owned(account.id)]
     return found[:1] + stores + found[1:]
 
 
-def workspace_access(gateway: Gateway, account: Account, name: str, write: bool = False) -> Workspace:
+def workspace_access(gateway: WorkspaceSources, account: Account, name: str, write: bool = False) -> Workspace:
     """The workspace, when the user may read it (and change it, with ``write``); WorkspaceRefused otherwise."""
     for workspace in visible_workspaces(gateway, account):
         if workspace.name == name:
