@@ -23,6 +23,7 @@ from schulki.gateway.accounts import Account, Accounts, database_url
 from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Services
 from schulki.gateway.file_owners import FileOwners
+from schulki.gateway.file_records import FileRecords
 from schulki.gateway.login_limits import LoginLimiter
 from schulki.gateway.quotas import Quotas, estimate_prompt_tokens
 from schulki.gateway.stores import Stores
@@ -64,12 +65,16 @@ class Gateway:
     login_limiter: LoginLimiter
     secret: bytes
     models: ChatModels
-    file_owners: FileOwners = field(default_factory=FileOwners)
+    file_owners: FileOwners = field(init=False)
     stores: Stores = field(init=False)
     """The API's vector stores and their files; the tables live in the accounts database."""
+    file_records: FileRecords = field(init=False)
+    """The uploads of /v1/files, facts and bytes, in the accounts database (every gateway on it knows them)."""
 
     def __post_init__(self) -> None:
+        self.file_owners = FileOwners(self.accounts.engine)
         self.stores = Stores(self.accounts.engine)
+        self.file_records = FileRecords(self.accounts.engine)
 
     @classmethod
     def create(cls, config: Config) -> Gateway:
@@ -82,7 +87,7 @@ class Gateway:
             accounts=accounts,
             quotas=Quotas(config.gateway, accounts),
             services=services,
-            login_limiter=LoginLimiter(config.gateway),
+            login_limiter=LoginLimiter(config.gateway, accounts.engine),
             secret=_secret(config),
             models=models,
         )
