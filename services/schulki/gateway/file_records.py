@@ -13,7 +13,7 @@ used there. The database holds at most what the quotas allow:
 
 from __future__ import annotations
 
-import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +105,7 @@ class FileRecords:
 
     def write_copy(self, file_id: str, target: Path) -> bool:
         """Write the file's bytes to ``target`` (through a temporary file, so a reader never sees half); False when they are gone."""
-        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+        partial = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")  # two requests may copy the same file at once
         written = False
         with self._session() as db, open(partial, "wb") as handle:
             numbers = list(db.scalars(select(_PartRow.number).where(_PartRow.file_id == file_id).order_by(_PartRow.number)))
