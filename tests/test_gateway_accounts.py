@@ -183,7 +183,7 @@ def test_failed_logins_are_rate_limited_per_account_and_address(stack):
     assert httpx.post(stack.url + "/login", data={"name": "login-carla", "password": other.password}).status_code == 303
     with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as elsewhere:
         assert elsewhere.post(stack.url + "/login", data={"name": "login-ben", "password": created.password}).status_code == 303
-    stack.gateway.login_limiter.failures._events.clear()
+    stack.gateway.login_limiter.clear()
 
 
 def test_the_api_refuses_a_wrong_key_in_openais_error_shape(stack):

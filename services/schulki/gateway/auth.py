@@ -106,7 +106,7 @@ def router(gateway: Gateway) -> APIRouter:
         try:
             account = await run_in_threadpool(gateway.accounts.check_password, name, password)
         finally:
-            gateway.login_limiter.finish(name, address, succeeded=account is not None, device=device)
+            await run_in_threadpool(gateway.login_limiter.finish, name, address, account is not None, device)
         if account is None:
             return login_page(lang, s["login_failed"], status=401)
         settings = gateway.config.gateway

@@ -29,6 +29,7 @@ from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Node, ServiceDown, Services
 from schulki.gateway.document_context import build_context, whole_tables
 from schulki.gateway.file_owners import FileOwners
+from schulki.gateway.file_records import FileRecords
 from schulki.gateway.login_limits import LoginLimiter
 from schulki.gateway.quotas import Quotas, estimate_prompt_tokens
 from schulki.gateway.stores import Stores
@@ -87,9 +88,11 @@ class Gateway:
         self.login_limiter = login_limiter
         self.secret = secret
         self.models = models
-        self.file_owners = FileOwners()
+        self.file_owners = FileOwners(accounts.engine)
         self.stores = Stores(accounts.engine)
         """The API's vector stores and their files; the tables live in the accounts database."""
+        self.file_records = FileRecords(accounts.engine)
+        """The uploads of /v1/files, facts and bytes, in the accounts database (every gateway on it knows them)."""
 
     @classmethod
     def create(cls, config: Config) -> Gateway:
@@ -102,7 +105,7 @@ class Gateway:
             accounts=accounts,
             quotas=Quotas(config.gateway, accounts),
             services=services,
-            login_limiter=LoginLimiter(config.gateway),
+            login_limiter=LoginLimiter(config.gateway, accounts.engine),
             secret=_secret(config),
             models=models,
         )

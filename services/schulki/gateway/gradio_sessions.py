@@ -7,8 +7,9 @@ login: anyone who knows a hash could read another student's state through
 that first used each session hash and each event id, and the guard refuses
 every other account (gradio_guard.GradioGuard).
 
-Both notes live in memory: one gateway process serves a school, and after a
-restart Gradio has forgotten the sessions and events too.
+Both notes live in memory, as what they guard does: Gradio keeps sessions and
+events in one process (several gateways need sticky sessions for the page, see
+the README), and after a restart it has forgotten them too.
 """
 
 from __future__ import annotations

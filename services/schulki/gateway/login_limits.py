@@ -32,6 +32,15 @@ before (it holds a device cookie for that name, see auth.py) counts as a place
 of its own: failures for that name from elsewhere at the same address neither
 block nor slow it, nor does the limit on the address's failures. Every wait
 ends by itself: windows slide.
+
+The counts (failures, logins, and so the backoff of a name under attack) live
+in the accounts database (rate_windows.py): gateways that share it throttle
+together, a name slowed on one is slowed on every other. The password checks
+running at once and the line of waiting logins stay per gateway process: they
+guard that process's memory and CPU, and a second gateway has its own. So the
+rule "one check at a time per name and place" holds per gateway; with n
+gateways an attacker may have up to n checks of one name and place running
+when the limit is reached, and counts at most n - 1 failures past it.
 """
 
 from __future__ import annotations
@@ -42,9 +51,11 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
+from sqlalchemy.engine import Engine
+
 from schulki.config import GatewayConfig
 from schulki.gateway.addresses import in_networks
-from schulki.gateway.quotas import SlidingWindow
+from schulki.gateway.rate_windows import SharedWindow
 
 
 class LoginRefused(Exception):
@@ -83,10 +94,11 @@ class _Waiter:
 class LoginLimiter:
     """Counts logins and hands out password-check slots; see the module's docstring for the rules."""
 
-    def __init__(self, config: GatewayConfig):
+    def __init__(self, config: GatewayConfig, engine: Engine):
+        """``engine``: the accounts database, where the counts live (shared by every gateway on it)."""
         self.config = config
-        self.failures = SlidingWindow(config.login_window_s)
-        self.successes = SlidingWindow(config.login_window_s)
+        self.failures = SharedWindow(engine, "login-failures", config.login_window_s)
+        self.successes = SharedWindow(engine, "logins", config.login_window_s)
         self._running: dict[str, int] = defaultdict(int)
         self._running_pairs: set[str] = set()
         self._total = 0
@@ -116,7 +128,7 @@ class LoginLimiter:
         last = self.failures.last(f"pair:{pair}")
         if last is None:
             return 0.0
-        return max(0.0, last + self.config.login_backoff_s - time.monotonic())
+        return max(0.0, last + self.config.login_backoff_s - time.time())
 
     def _check(self, name: str, pair: str, address: str, device: str | None) -> None:
         """Raise LoginRefused when a count says this try must wait; costs no password check."""
@@ -173,7 +185,7 @@ class LoginLimiter:
         ``device``: the browser's device id when it has logged in as ``name`` before (a checked cookie), else None."""
         name = name.lower()
         pair = _pair(name, address, device)
-        self._check(name, pair, address, device)
+        await asyncio.to_thread(self._check, name, pair, address, device)  # the counts are in the database
         concurrency, shared = self._per_address(address)[2], self._shared(address)
         with self._lock:
             self._hand_over()
@@ -197,21 +209,22 @@ class LoginLimiter:
                 raise LoginRefused(1, "busy") from None
             raise
         try:  # counts may have changed while it waited (this name's last try from here failed)
-            self._check(name, pair, address, device)
-        except LoginRefused:
+            await asyncio.to_thread(self._check, name, pair, address, device)
+        except BaseException:  # refused now, or the request was cancelled meanwhile: the slot goes back
             with self._lock:
                 self._release(address, pair)
             raise
 
     def finish(self, name: str, address: str, succeeded: bool, device: str | None = None) -> None:
+        """Count the check's result and free its slot; writes to the database, so call it off the event loop."""
         name = name.lower()
         pair = _pair(name, address, device)
-        if succeeded:
-            self.failures.clear(f"pair:{pair}")
-            self.successes.add(f"name:{name}")
-            self.successes.add(f"ip:{address}")
-        else:
-            for key in (f"pair:{pair}", f"ip:{address}", f"name:{name}"):
-                self.failures.add(key)
-        with self._lock:  # counted before the slot is free, so that the next try of this pair sees this one's result
-            self._release(address, pair)
+        try:
+            if succeeded:
+                self.failures.clear(f"pair:{pair}")
+                self.successes.add(f"name:{name}", f"ip:{address}")
+            else:
+                self.failures.add(f"pair:{pair}", f"ip:{address}", f"name:{name}")
+        finally:  # counted before the slot is free, so that the next try of this pair sees this one's result (and freed if the database failed)
+            with self._lock:
+                self._release(address, pair)

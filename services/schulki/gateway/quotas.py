@@ -1,18 +1,15 @@
 """Per-role quotas (requests per minute, tokens per day) and the sliding windows that count rates.
 
-Request rates are counted in memory with a sliding window: one gateway
-process serves a school. Tokens per day are counted in the accounts database,
-so they survive a restart and add up across gateways that share it.
+Both are counted in the accounts database, so they survive a restart and add
+up across gateways that share it: requests per minute in a sliding window
+(rate_windows.py), tokens per day in the usage table.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-
 from schulki.config import GatewayConfig
 from schulki.gateway.accounts import Account, Accounts
+from schulki.gateway.rate_windows import SharedWindow
 
 
 class QuotaExceeded(Exception):
@@ -22,70 +19,6 @@ class QuotaExceeded(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
-
-
-class SlidingWindow:
-    """Counts events per key within the last ``window_s`` seconds.
-
-    A key without events in the window takes no memory: looking one up does
-    not store it, so a stream of made-up names costs nothing to count.
-    """
-
-    def __init__(self, window_s: float):
-        self.window_s = window_s
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _trim(self, key: str, now: float) -> deque[float]:
-        events = self._events.get(key)
-        if events is None:
-            return deque()
-        while events and events[0] <= now - self.window_s:
-            events.popleft()
-        if not events:
-            del self._events[key]
-        return events
-
-    def count(self, key: str) -> int:
-        with self._lock:
-            return len(self._trim(key, time.monotonic()))
-
-    def last(self, key: str) -> float | None:
-        """When the newest event of the key within the window happened (time.monotonic), or None."""
-        with self._lock:
-            events = self._trim(key, time.monotonic())
-            return events[-1] if events else None
-
-    def wait(self, key: str, limit: int) -> float:
-        """0 while the key has fewer than ``limit`` events, else the seconds until the oldest one leaves the window."""
-        with self._lock:
-            now = time.monotonic()
-            events = self._trim(key, now)
-            return max(1.0, events[0] + self.window_s - now) if len(events) >= limit else 0.0
-
-    def add(self, key: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            self._trim(key, now)
-            self._events.setdefault(key, deque()).append(now)
-
-    def try_add(self, key: str, limit: int) -> float:
-        """Add an event unless the key reached its limit; returns 0, or the seconds until the oldest event expires."""
-        with self._lock:
-            now = time.monotonic()
-            events = self._trim(key, now)
-            if len(events) >= limit:
-                return max(1.0, events[0] + self.window_s - now)
-            self._events.setdefault(key, events).append(now)
-            return 0.0
-
-    def clear_all(self) -> None:
-        with self._lock:
-            self._events.clear()
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._events.pop(key, None)
 
 
 def estimate_prompt_tokens(messages: list[dict]) -> int:
@@ -123,7 +56,7 @@ class Quotas:
     def __init__(self, config: GatewayConfig, accounts: Accounts):
         self.config = config
         self.accounts = accounts
-        self.requests = SlidingWindow(60.0)
+        self.requests = SharedWindow(accounts.engine, "requests", 60.0)
 
     def _spent(self, account: Account) -> QuotaExceeded:
         token_limit = self.config.tokens_per_day.get(account.role, 0)

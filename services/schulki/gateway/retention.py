@@ -7,6 +7,7 @@
 | transcripts (download files) | ``transcript_retention_days`` | ``<data>/gateway/files/<user id>/`` |
 | Weaviate backups | ``backup_retention_days`` | ``gateway.backup_dir`` |
 | uploads in the gateway's cache, admin exports | ``gateway.upload_retention_hours`` | ``<data>/gateway/uploads``, ``files/<id>/exports`` |
+| uploads through ``/v1/files`` | ``gateway.upload_retention_hours`` | accounts database (each gateway's copy in its upload cache) |
 
 The purge also removes what belongs to no account any more: a private
 workspace ``u-<id>`` (or ``u-<id>-<random>``, made through the API) or a files folder whose account is gone (left when the
@@ -169,6 +170,7 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
         ),
     )
     await part("uploads", lambda: run_in_threadpool(purge_uploads, uploads_folder(gateway), upload_cutoff))
+    await part("api_files", lambda: run_in_threadpool(gateway.file_records.purge, upload_cutoff))  # what /v1/files keeps in the database
     backups = gateway.config.gateway.backup_dir
     if backups is not None:
         await part("backups", lambda: run_in_threadpool(remove_older, Path(backups), now - days["backup_retention_days"] * 86400))

@@ -2,22 +2,23 @@
 
 OpenAI's flow to put a document into a vector store is two calls: upload it
 (``POST /v1/files``, purpose ``assistants``), then add the file's id to the
-store. Between the two the gateway keeps the upload on disk, in a folder of
-the user who sent it, under ``<data>/gateway/uploads/api-files/<user id>/``:
-one file with the bytes and one with its name, size and time. Another user's
-file id is unknown to everyone else (404, as for an id that never existed).
-The retention purge deletes these files after ``gateway.upload_retention_hours``
-like every other upload; the documents made from them stay in their workspace.
+store. Between the two the gateway keeps the upload in the accounts database
+(``gateway/file_records.py``: facts and bytes), so every gateway on it knows the
+file, and a copy of the bytes on disk, in a folder of the user who sent it,
+under ``<data>/gateway/uploads/api-files/<user id>/`` (written from the
+database when the file is first used on a gateway that has none). Another
+user's file id is unknown to everyone else (404, as for an id that never
+existed). The retention purge deletes these files after
+``gateway.upload_retention_hours`` like every other upload; the documents made
+from them stay in their workspace.
 The body limit is ``gateway.max_upload_bytes`` (``/v1/files`` is an upload path).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.responses import Deleted, FileObject, ListPage, one_page
 from schulki.gateway.clients import CHUNK_BYTES
 from schulki.gateway.context import Gateway, private_folder
+from schulki.gateway.file_records import FileRecord
 
 PURPOSES = ("assistants", "user_data")
 """Purposes accepted: files for vector stores. Fine-tuning and batch files have no use here."""
@@ -58,23 +60,26 @@ def files_folder(gateway: Gateway, account: Account) -> Path:
     return private_folder(Path(gateway.config.data_dir) / "gateway" / "uploads" / "api-files" / str(account.id))
 
 
+def _stored(gateway: Gateway, account: Account, record: FileRecord) -> StoredFile:
+    return StoredFile(
+        record.id, record.filename, record.size, record.created_at, record.purpose, files_folder(gateway, account) / record.id
+    )
+
+
 def find_file(gateway: Gateway, account: Account, file_id: str) -> StoredFile | None:
-    """The user's upload with this id, or None (also for another user's id, and for one the purge deleted)."""
+    """The user's upload with this id, its bytes on this gateway's disk; None also for another user's id, and for one the purge deleted.
+
+    A file uploaded through another gateway is copied from the database first
+    (a blocking read of its size; call it off the event loop for large files)."""
     if not FILE_ID.match(file_id):
         return None
-    folder = files_folder(gateway, account)
-    try:
-        facts = json.loads((folder / f"{file_id}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    record = gateway.file_records.get(account.id, file_id)
+    if record is None:
         return None
-    path = folder / file_id
-    if not path.is_file():
+    stored = _stored(gateway, account, record)
+    if not stored.path.is_file() and not gateway.file_records.write_copy(file_id, stored.path):
         return None
-    return StoredFile(file_id, str(facts["filename"]), int(facts["bytes"]), int(facts["created_at"]), str(facts["purpose"]), path)
-
-
-def _kept_bytes(folder: Path) -> int:
-    return sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
+    return stored
 
 
 def _over_quota(gateway: Gateway, used: int, more: int) -> ApiError | None:
@@ -91,9 +96,7 @@ def _over_quota(gateway: Gateway, used: int, more: int) -> ApiError | None:
 
 
 def _user_files(gateway: Gateway, account: Account) -> list[StoredFile]:
-    folder = files_folder(gateway, account)
-    found = [find_file(gateway, account, path.stem) for path in folder.glob("file-*.json")]
-    return sorted((f for f in found if f is not None), key=lambda f: (f.created_at, f.id), reverse=True)
+    return [_stored(gateway, account, record) for record in gateway.file_records.owned(account.id)]
 
 
 async def _spool(upload: UploadFile, target: Path) -> int:
@@ -105,15 +108,15 @@ async def _spool(upload: UploadFile, target: Path) -> int:
     return size
 
 
-def _delete(stored: StoredFile) -> None:
-    stored.path.unlink(missing_ok=True)
-    stored.path.with_name(f"{stored.id}.json").unlink(missing_ok=True)
+def _delete(gateway: Gateway, stored: StoredFile) -> None:
+    gateway.file_records.delete(stored.id)
+    stored.path.unlink(missing_ok=True)  # other gateways' copies go with the retention purge; their record is gone now
 
 
 async def _receive(gateway: Gateway, account: Account, request: Request) -> StoredFile:
     """Keep the upload of a request in the user's folder, within their upload quota."""
     folder = files_folder(gateway, account)
-    used = await run_in_threadpool(_kept_bytes, folder)
+    used = await run_in_threadpool(gateway.file_records.used_bytes, account.id)
     declared = request.headers.get("content-length", "")
     refused = _over_quota(gateway, used, int(declared) if declared.isdigit() else 0)
     if refused is not None:  # before a byte of the body is read
@@ -137,12 +140,14 @@ async def _receive(gateway: Gateway, account: Account, request: Request) -> Stor
         if refused is not None:  # a body without Content-Length is measured once it is here
             (folder / file_id).unlink(missing_ok=True)
             raise refused
-        created = int(time.time())
-        facts = {"filename": filename, "bytes": size, "created_at": created, "purpose": purpose}
-        (folder / f"{file_id}.json").write_text(json.dumps(facts), encoding="utf-8")
+        try:
+            record = await run_in_threadpool(gateway.file_records.add, account.id, file_id, filename, purpose, folder / file_id)
+        except BaseException:
+            (folder / file_id).unlink(missing_ok=True)
+            raise
     finally:
         await form.close()  # the multipart parser's temporary file goes at once
-    return StoredFile(file_id, filename, size, created, purpose, folder / file_id)
+    return _stored(gateway, account, record)
 
 
 router = APIRouter(prefix="/v1")
@@ -163,7 +168,9 @@ async def list_files(gateway: GatewayDep, account: AccountDep) -> ListPage[FileO
 
 
 def _owned(gateway: Gateway, account: Account, file_id: str) -> StoredFile:
-    stored = find_file(gateway, account, file_id)
+    """The user's file as recorded (its bytes need not be on this gateway: describing or deleting it copies nothing)."""
+    record = gateway.file_records.get(account.id, file_id) if FILE_ID.match(file_id) else None
+    stored = _stored(gateway, account, record) if record is not None else None
     if stored is None:
         raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
     return stored
@@ -176,10 +183,11 @@ async def get_file(file_id: str, gateway: GatewayDep, account: AccountDep) -> Fi
 
 @router.delete("/files/{file_id}")
 async def delete_file(file_id: str, gateway: GatewayDep, account: AccountDep) -> Deleted:
-    await run_in_threadpool(_delete, _owned(gateway, account, file_id))
+    await run_in_threadpool(_delete, gateway, _owned(gateway, account, file_id))
     return Deleted(id=file_id, object="file")
 
 
 def delete_user_files(gateway: Gateway, account: Account) -> None:
-    """Every upload of the user through the API (when their data is deleted)."""
+    """Every upload of the user through the API (when their data is deleted): the records, the bytes and this gateway's copies."""
+    gateway.file_records.delete_user(account.id)
     shutil.rmtree(files_folder(gateway, account), ignore_errors=True)

@@ -19,6 +19,7 @@ from typing import Annotated, cast
 
 import grpc
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.accounts import Account, Workspace
 from schulki.gateway.api.deps import GatewayDep
@@ -205,7 +206,8 @@ class VectorStoreFiles:
             self.check_room(account, 1)
             new_id, filename = f"file-{secrets.token_hex(12)}", url
         else:
-            stored = find_file(self.gateway, account, file_id) if file_id is not None else None
+            # off the loop: a file uploaded through another gateway is first copied from the database
+            stored = await run_in_threadpool(find_file, self.gateway, account, file_id) if file_id is not None else None
             if stored is None:
                 raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
             existing = self.stores.file(space.name, stored.id)

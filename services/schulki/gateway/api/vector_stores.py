@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.accounts import Workspace
 from schulki.gateway.api.deps import AccountDep, GatewayDep
@@ -53,7 +54,7 @@ def _polled(body: VectorStore | VectorStoreFile) -> JSONResponse:
 @router.post("/vector_stores", response_model=VectorStore)
 async def create_store(body: CreateVectorStoreRequest, gateway: GatewayDep, account: AccountDep, files: StoreFilesDep) -> JSONResponse:
     for file_id in body.file_ids:  # all or nothing: check every id before the store exists
-        if find_file(gateway, account, file_id) is None:
+        if await run_in_threadpool(find_file, gateway, account, file_id) is None:  # may copy it from the database
             raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_ids", code="file_not_found")
     files.check_room(account, len(body.file_ids))
     limit = gateway.config.gateway.vector_stores_per_user
