@@ -80,7 +80,8 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
         await gateway.services.check_health()
         health_rows = [[s.service(name), node.address, node.status] for name, pool in gateway.services.pools.items() for node in pool.nodes]
         model_rows = []
-        for node in gateway.services.inference_nodes():
+        # a model's nodes one under the other: every quant of a model serves under its one name, the quant column tells them apart
+        for node in sorted(gateway.services.inference_nodes(), key=lambda n: (n.model, n.address)):
             info = node.info if node.healthy else None
             if info is None:
                 model_rows.append([node.address, node.model or "–", "–", "–", "–", "–", "–", node.served, node.failed])
