@@ -11,9 +11,10 @@ run (a later run clears what a killed one left).
 
 Nodes are called by name (``inf1.fleet.test``), as in a school's DNS: ``ip netns
 exec`` shows each namespace /etc/netns/<namespace>/hosts as its /etc/hosts. The
-school CA is limited to the lab's domain. (A CA limited to addresses, as
-``school_subtrees`` makes it when the inventory names addresses, fails every gRPC
-handshake: gRPC's BoringSSL answers "unsupported name constraint type".)
+school CA is limited to the lab's domain and the certificates name hosts only:
+a certificate that names an address, under a CA with address constraints (as the
+roll-out makes them), fails every gRPC handshake; gRPC's BoringSSL answers
+"unsupported name constraint type".
 
 The test process itself stays in the machine's namespace; its HTTP calls run in
 threads that entered a host's namespace (``setns`` acts on the calling thread only).
