@@ -220,3 +220,44 @@ def test_the_pool_weighs_reported_lines_per_slot_and_never_picks_another_model()
     with pytest.raises(ServiceDown):
         pool.pick("m")
     assert pool.pick("x") is other
+
+
+def test_nodes_taken_out_of_the_settings_file_or_the_nodes_file_leave_the_line_without_a_restart(tmp_path, monkeypatch):
+    import asyncio
+
+    from schulki.config import load_config
+    from schulki.gateway.clients import Services
+
+    nodes_file = tmp_path / "nodes.json"
+    settings = tmp_path / "schulki.toml"
+
+    def write(configured: list[str], from_up: list[str]) -> None:
+        nodes = "".join(f'\n[[gateway.inference_nodes]]\naddress = "{a}"\nmodel = "gemma-3-270m-q4_k_m"\n' for a in configured)
+        settings.write_text(
+            f'data_dir = "{tmp_path}"\n[gateway]\nnodes_file = "{nodes_file}"\nembeddings_addresses = ["127.0.0.1:1"]\n{nodes}'
+        )
+        nodes_file.write_text(json.dumps([{"address": a, "model": "demo-b"} for a in from_up]))
+
+    async def run() -> list[list[str]]:
+        write(["127.0.0.11:50051", "127.0.0.12:50051"], ["127.0.0.1:2", "127.0.0.1:3"])
+        monkeypatch.setenv("SCHULKI_CONFIG", str(settings))
+        services = Services(load_config())
+        await services.start()
+        seen = [sorted(n.address for n in services.inference_nodes())]
+        models = {n.address: n.model for n in services.inference_nodes()}
+        write(["127.0.0.12:50051"], ["127.0.0.1:3"])  # one of each taken out (file sizes change, so their stamps do)
+        await services.check_health()
+        seen.append(sorted(n.address for n in services.inference_nodes()))
+        write(["127.0.0.12:50051", "127.0.0.14:50051"], ["127.0.0.1:3"])
+        await services.check_health()
+        seen.append(sorted(n.address for n in services.inference_nodes()))
+        await services.close()
+        assert models["127.0.0.11:50051"] == "gemma-3-270m"  # a name from before with the quant stands for the model's one name
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen == [
+        ["127.0.0.11:50051", "127.0.0.12:50051", "127.0.0.1:2", "127.0.0.1:3"],
+        ["127.0.0.12:50051", "127.0.0.1:3"],
+        ["127.0.0.12:50051", "127.0.0.14:50051", "127.0.0.1:3"],
+    ]
