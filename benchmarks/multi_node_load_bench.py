@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=8)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--model-name", default="gemma-3-270m-q4_k_m")
+    parser.add_argument("--model-name", default="gemma-3-270m")
     parser.add_argument("--kill-after", type=float, default=None, help="kill the first node after this many seconds")
     parser.add_argument("--restart-after", type=float, default=None, help="start it again after this many seconds")
     asyncio.run(main_async(parse_args(parser, students=2, duration=5.0, max_tokens=8)))

@@ -1,7 +1,8 @@
 """Several inference nodes serving two model names behind one gateway, for the routing tests, the picker tests and the load run.
 
 The demo GGUF serves under two names (``inference.model_name``), so two models
-cost no second download. Nodes run either as ``schulki serve inference`` child
+cost no second download; ``second_quant`` makes a Q5_K_M of it with llama.cpp's own
+quantizer, a second quant of the same catalog model, as another card would get. Nodes run either as ``schulki serve inference`` child
 processes (to be killed and restarted) or in this process (cheaper, for UI tests).
 Every node uses one thread and a small context, to stay light on a shared machine.
 """
@@ -40,8 +41,10 @@ NODE_ENV = {
 class NodeProcess:
     """``schulki serve inference`` under a model name, logging to a file, that a test can kill and start again on the same port."""
 
-    def __init__(self, model_name: str, log_dir: Path, port: int | None = None):
+    def __init__(self, model_name: str, log_dir: Path, port: int | None = None, model_path: Path | None = None):
         self.model_name = model_name
+        """The name it serves under; empty: the name the file gives (the catalog id for a catalog model's file)."""
+        self.model_path = model_path or chat_model_path()
         self.port = port or free_port()
         self.log_path = log_dir / f"node-{self.port}.log"
         self.process: subprocess.Popen | None = None
@@ -54,9 +57,10 @@ class NodeProcess:
         env = {
             **os.environ,
             **NODE_ENV,
-            "SCHULKI_INFERENCE__MODEL_PATH": str(chat_model_path()),
-            "SCHULKI_INFERENCE__MODEL_NAME": self.model_name,
+            "SCHULKI_INFERENCE__MODEL_PATH": str(self.model_path),
         }
+        if self.model_name:
+            env["SCHULKI_INFERENCE__MODEL_NAME"] = self.model_name
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(self.port)],
@@ -85,6 +89,29 @@ class NodeProcess:
     def answered(self) -> int:
         """Chats this node generated to the end, counted from its own log."""
         return self.log_path.read_text(errors="replace").count("chat done:") if self.log_path.exists() else 0
+
+
+SECOND_QUANT = "Q5_K_M"
+
+
+def second_quant(folder: Path) -> Path:
+    """The demo model requantized to Q5_K_M (about 3 s): another quant of the same catalog model, named as the mirror names files."""
+    target = folder / f"gemma-3-270m-{SECOND_QUANT.lower()}.gguf"
+    if target.exists():
+        return target
+    script = (
+        "import ctypes, sys, llama_cpp\n"
+        "p = llama_cpp.llama_model_quantize_default_params()\n"
+        f"p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_{SECOND_QUANT}\n"
+        "p.allow_requantize = True\n"
+        "p.nthread = 1\n"
+        "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))\n"
+    )
+    partial = target.with_suffix(".partial")
+    run = subprocess.run([sys.executable, "-c", script, str(chat_model_path()), str(partial)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    partial.replace(target)
+    return target
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Three real inference processes serving two model names behind one gateway: routing by model, by shortest line, and through failures.
 
-demo-a runs on two nodes, demo-b on one; each is the demo GGUF under its own
-name. Which node answered is read from the nodes' own logs ("chat done" lines),
-not from the gateway.
+The catalog model gemma-3-270m runs on two nodes, one with the Q4_K_M file and
+one with a Q5_K_M made from it (as two cards get two quants): both serve it
+under its one name. demo-b runs on the third node (the demo GGUF under a name of
+its own). Which node answered is read from the nodes' own logs ("chat done"
+lines), not from the gateway.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.multi_model_support import NodeProcess, gateway_config, running_gateway
+from tests.multi_model_support import NodeProcess, gateway_config, running_gateway, second_quant
 
+MODEL = "gemma-3-270m"
+"""The catalog model both a-nodes serve, each with another quant."""
 PROMPT = [{"role": "user", "content": "Nenne eine Farbe."}]
 
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory):
     logs = tmp_path_factory.mktemp("node-logs")
-    started = [NodeProcess("demo-a", logs), NodeProcess("demo-a", logs), NodeProcess("demo-b", logs)]
+    q5 = second_quant(tmp_path_factory.mktemp("quants"))
+    started = [NodeProcess("", logs), NodeProcess("", logs, model_path=q5), NodeProcess("demo-b", logs)]
     try:
         for node in started:
             node.start()
@@ -36,7 +41,7 @@ def nodes(tmp_path_factory):
 def stack(tmp_path_factory, nodes):
     config = gateway_config(tmp_path_factory.mktemp("gateway"), [nodes["a1"].address, nodes["a2"].address, nodes["b"].address])
     with running_gateway(config) as running:
-        running.wait_until(lambda: running.gateway._services.serving_models() == ["demo-a", "demo-b"], 60, "both models serving")
+        running.wait_until(lambda: running.gateway._services.serving_models() == ["demo-b", MODEL], 60, "both models serving")
         yield running
 
 
@@ -90,19 +95,46 @@ def models_list(stack, key: str) -> list[str]:
 
 def test_every_request_is_answered_by_a_node_of_the_model_it_names(stack, nodes, key):
     before = {name: node.answered() for name, node in nodes.items()}
-    requests = ["demo-a"] * 6 + ["demo-b"] * 4
+    requests = [MODEL] * 6 + ["demo-b"] * 4
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda model: complete(stack, key, model), requests))
     assert [answer["model"] for answer in answers] == requests
     served = {name: node.answered() - before[name] for name, node in nodes.items()}
-    assert served["a1"] + served["a2"] == 6 and served["b"] == 4, served  # the node logs: demo-b's node never got a demo-a chat
-    assert served["a1"] > 0 and served["a2"] > 0, served  # both demo-a nodes took part
+    assert served["a1"] + served["a2"] == 6 and served["b"] == 4, served  # the node logs: demo-b's node never got a gemma chat
+    assert served["a1"] > 0 and served["a2"] > 0, served  # both quants took part
 
 
 def test_models_lists_each_model_once_with_the_alias_and_stays_the_same(stack, key):
     lists = [models_list(stack, key) for _ in range(5)]
     assert all(found == lists[0] for found in lists)
-    assert lists[0] == ["schulki-chat", "demo-a", "demo-b", "schulki-embeddings", "whisper-1"]
+    assert lists[0] == ["schulki-chat", "demo-b", MODEL, "schulki-embeddings", "whisper-1"]
+
+
+def test_every_quant_of_a_catalog_model_serves_under_its_one_name(stack, nodes):
+    infos = {name: stack.node(nodes[name].address).info for name in ("a1", "a2")}
+    assert {info.served_model for info in infos.values()} == {MODEL}
+    assert {info.quant for info in infos.values()} == {"Q4_K_M", "Q5_K_M"}  # what the Admin tab shows per node
+
+
+def test_a_name_with_the_quant_from_before_still_reaches_every_quant_of_the_model(stack, nodes, key):
+    before = {name: nodes[name].answered() for name in ("a1", "a2")}
+    old_names = ["gemma-3-270m-q4_k_m", "gemma-3-270m-q5_k_m"] * 3
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda model: complete(stack, key, model), old_names))
+    assert {answer["model"] for answer in answers} == {MODEL}
+    served = {name: nodes[name].answered() - before[name] for name in ("a1", "a2")}
+    assert sum(served.values()) == 6 and min(served.values()) > 0, served  # the old name is not pinned to its quant's node
+    models = stack.gateway.models
+    models.accounts.set_setting("chat_default_model", "gemma-3-270m-q5_k_m")  # as an admin chose it before
+    models.accounts.set_setting("chat_models_student", json.dumps(["gemma-3-270m-q4_k_m"]))
+    try:
+        assert models.default() == MODEL
+        student = stack.gateway.accounts.add_user("route-ben", "student")
+        assert models.allowed(student.account) == [MODEL]
+        assert complete(stack, student.api_key, "gemma-3-270m-q4_k_m")["model"] == MODEL
+    finally:
+        models.accounts.set_setting("chat_default_model", "")
+        models.accounts.set_setting("chat_models_student", "")
 
 
 def test_an_unknown_model_gives_openais_404(stack, key):
@@ -120,13 +152,13 @@ def test_with_one_node_busy_new_requests_go_to_the_idle_one(stack, nodes, key):
     stack.wait_until(lambda: all(stack.node(n.address).in_flight == 0 for n in nodes.values()), 60, "no chat running")
     first_text = threading.Event()
     with ThreadPoolExecutor(1) as pool:
-        long_chat = pool.submit(stream, stack, key, "demo-a", 300, first_text)
+        long_chat = pool.submit(stream, stack, key, MODEL, 300, first_text)
         assert first_text.wait(60), long_chat.result() if long_chat.done() else "no text"
         busy = next(name for name in ("a1", "a2") if stack.node(nodes[name].address).in_flight == 1)
         idle = "a2" if busy == "a1" else "a1"
         before = {name: nodes[name].answered() for name in ("a1", "a2")}
         for _ in range(4):  # one after the other: round-robin would send every second one to the busy node
-            complete(stack, key, "demo-a", max_tokens=2)
+            complete(stack, key, MODEL, max_tokens=2)
         still_running = not long_chat.done()
         after = {name: nodes[name].answered() for name in ("a1", "a2")}
         long_chat.result()
@@ -141,7 +173,7 @@ def test_a_node_killed_mid_load_loses_no_request_that_had_not_started_on_it_and_
     failed_before = stack.node(victim.address).failed
 
     def chat(_):
-        return stream(stack, key, "demo-a", 40)
+        return stream(stack, key, MODEL, 40)
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(chat, i) for i in range(8)]
@@ -164,7 +196,7 @@ def test_a_node_killed_mid_load_loses_no_request_that_had_not_started_on_it_and_
     stack.wait_until(lambda: stack.node(victim.address).healthy, 30, "the restarted node serving again")
     before = victim.answered()
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: complete(stack, key, "demo-a"), range(6)))
+        list(pool.map(lambda _: complete(stack, key, MODEL), range(6)))
     assert victim.answered() > before  # used again, without a gateway restart
     assert survivor.process.poll() is None
 
@@ -188,3 +220,44 @@ def test_the_pool_weighs_reported_lines_per_slot_and_never_picks_another_model()
     with pytest.raises(ServiceDown):
         pool.pick("m")
     assert pool.pick("x") is other
+
+
+def test_nodes_taken_out_of_the_settings_file_or_the_nodes_file_leave_the_line_without_a_restart(tmp_path, monkeypatch):
+    import asyncio
+
+    from schulki.config import load_config
+    from schulki.gateway.clients import Services
+
+    nodes_file = tmp_path / "nodes.json"
+    settings = tmp_path / "schulki.toml"
+
+    def write(configured: list[str], from_up: list[str]) -> None:
+        nodes = "".join(f'\n[[gateway.inference_nodes]]\naddress = "{a}"\nmodel = "gemma-3-270m-q4_k_m"\n' for a in configured)
+        settings.write_text(
+            f'data_dir = "{tmp_path}"\n[gateway]\nnodes_file = "{nodes_file}"\nembeddings_addresses = ["127.0.0.1:1"]\n{nodes}'
+        )
+        nodes_file.write_text(json.dumps([{"address": a, "model": "demo-b"} for a in from_up]))
+
+    async def run() -> list[list[str]]:
+        write(["127.0.0.11:50051", "127.0.0.12:50051"], ["127.0.0.1:2", "127.0.0.1:3"])
+        monkeypatch.setenv("SCHULKI_CONFIG", str(settings))
+        services = Services(load_config())
+        await services.start()
+        seen = [sorted(n.address for n in services.inference_nodes())]
+        models = {n.address: n.model for n in services.inference_nodes()}
+        write(["127.0.0.12:50051"], ["127.0.0.1:3"])  # one of each taken out (file sizes change, so their stamps do)
+        await services.check_health()
+        seen.append(sorted(n.address for n in services.inference_nodes()))
+        write(["127.0.0.12:50051", "127.0.0.14:50051"], ["127.0.0.1:3"])
+        await services.check_health()
+        seen.append(sorted(n.address for n in services.inference_nodes()))
+        await services.close()
+        assert models["127.0.0.11:50051"] == "gemma-3-270m"  # a name from before with the quant stands for the model's one name
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen == [
+        ["127.0.0.11:50051", "127.0.0.12:50051", "127.0.0.1:2", "127.0.0.1:3"],
+        ["127.0.0.12:50051", "127.0.0.1:3"],
+        ["127.0.0.12:50051", "127.0.0.14:50051", "127.0.0.1:3"],
+    ]

@@ -12,6 +12,10 @@ sees the same ones and they survive a restart:
 - ``class_model_<class>``: the model a teacher set for a class's lesson;
   its students may use it even when their role may not, and it is their
   preselected model.
+
+Every quant of one catalog model is served under the model's one name; a name
+from before with the quant (``gemma-3-270m-q4_k_m``) in a setting or a request
+stands for that name (``models.served.canonical_name``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 from schulki.config import Config
 from schulki.gateway.accounts import CLASS_PATTERN, Account, Accounts
 from schulki.gateway.clients import ServiceDown, Services
-from schulki.models.served import describe, is_demo
+from schulki.models.served import canonical_name, describe, is_demo
 
 ALIAS = "schulki-chat"
 RESTRICTED_ROLES = ("student", "teacher")
@@ -69,12 +73,13 @@ class ChatModels:
         """The model schulki-chat points at."""
         names = self.names()
         for wanted in (self.accounts.get_setting("chat_default_model", ""), self.config.gateway.default_model):
-            if wanted and wanted in names:
-                return wanted
+            if wanted and canonical_name(wanted) in names:
+                return canonical_name(wanted)
         real = [name for name in names if not self.is_demo(name)]
         return next(iter(real or names), None)
 
     def set_default(self, name: str) -> None:
+        name = canonical_name(name)
         if name not in self.names():
             raise ModelChoiceError(f"Das Modell „{name}“ gibt es hier nicht. (There is no model {name!r}.)", unknown=True)
         self.accounts.set_setting("chat_default_model", name)
@@ -84,17 +89,17 @@ class ChatModels:
     def role_models(self, role: str) -> list[str] | None:
         """The models a role may use, or None for every model."""
         raw = self.accounts.get_setting(f"chat_models_{role}", "")
-        return list(json.loads(raw)) if raw else None
+        return [canonical_name(name) for name in json.loads(raw)] if raw else None
 
     def set_role_models(self, role: str, names: list[str] | None) -> None:
         if role not in RESTRICTED_ROLES:
             raise ModelChoiceError(
                 f"Für die Rolle „{role}“ lässt sich nichts einschränken. (Only student and teacher can be restricted.)", unknown=False
             )
-        self.accounts.set_setting(f"chat_models_{role}", "" if names is None else json.dumps(sorted(set(names))))
+        self.accounts.set_setting(f"chat_models_{role}", "" if names is None else json.dumps(sorted({canonical_name(n) for n in names})))
 
     def class_model(self, class_name: str) -> str | None:
-        name = self.accounts.get_setting(f"class_model_{class_name}", "")
+        name = canonical_name(self.accounts.get_setting(f"class_model_{class_name}", ""))
         return name if name in self.names() else None
 
     def set_class_model(self, teacher: Account, class_name: str, name: str | None) -> None:
@@ -105,6 +110,7 @@ class ChatModels:
             or (teacher.role == "teacher" and class_name not in teacher.classes)
         ):
             raise ModelChoiceError("Du kannst nur für deine eigenen Klassen ein Modell wählen. (Only for your own classes.)", unknown=False)
+        name = canonical_name(name) if name is not None else None
         if name is not None and name not in self.allowed(teacher):
             raise ModelChoiceError(
                 f"Das Modell „{name}“ kannst du nicht wählen. (You may not use model {name!r}.)", unknown=name not in self.names()
@@ -137,6 +143,7 @@ class ChatModels:
             if chosen is None:  # no inference node has answered yet: the service is down, not the name wrong
                 raise ServiceDown("inference")
             return chosen
+        requested = canonical_name(requested)
         if requested not in self.names():
             raise ModelChoiceError(
                 f"Das Modell „{requested}“ gibt es hier nicht. (The model {requested!r} does not exist here.)", unknown=True
@@ -154,6 +161,7 @@ class ChatModels:
     def description(self, name: str | None) -> str:
         if not name:
             return ""
+        name = canonical_name(name)
         size, file_name = 0, ""
         for node in self._services.inference_nodes():
             if node.model == name and node.info is not None:

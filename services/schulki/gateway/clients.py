@@ -9,7 +9,9 @@ whichever is larger, per decoding slot), and on a tie to the one picked least
 recently. A node that fails a call with UNAVAILABLE is left out at once and
 comes back by itself when its health check passes again, so the tab that needs
 a service says plainly that it is down, the other tabs keep working, and
-nothing needs a restart when the service returns. A chat that fails on a node
+nothing needs a restart when the service returns. Nodes join and leave as the
+settings name them, without a restart (node_list.py). Every quant of one catalog
+model is served under one name, so a class spreads over all of its nodes. A chat that fails on a node
 before its first piece of text is tried on the next node that serves the model;
 one that breaks off after text has arrived ends with an error, since the words
 already shown cannot be taken back.
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schulki.config import Config
 from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
+from schulki.gateway.node_list import NodeList
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.runtime import logs, registry
@@ -123,49 +125,38 @@ class Services:
         self._monitor: asyncio.Task | None = None
         self._ensured: set[str] = set()
         self._channel_options: list = []
-        self._nodes_file_stamp: tuple | None = None
+        self.node_list = NodeList(config)
+        """The nodes the settings name, read again with every health check."""
+        self._leaving: list[Node] = []
         self.default_model: Callable[[], str | None] = lambda: None
         """The model a chat that names none goes to (the gateway points it at the schulki-chat alias)."""
 
     def addresses(self, name: str) -> list[str]:
-        configured = list(getattr(self.config.gateway, f"{name}_addresses") or [])
-        if name == "inference":
-            configured += [node.address for node in self.config.gateway.inference_nodes if node.address not in configured]
-            if not configured and self.config.gateway.nodes_file is not None:
-                return []  # schulki up names every local node in the nodes file
-        return configured or [f"127.0.0.1:{registry.spec(name).port(self.config)}"]
+        return self.node_list.addresses(name)
 
     def _add_node(self, pool: Pool, address: str, model: str = "") -> Node:
         stub_class = registry.spec(pool.name).stub_class()
-        channel = open_channel(address, self.config.runtime, aio=True, extra_options=self._channel_options)
+        channel = open_channel(address, self.node_list.config.runtime, aio=True, extra_options=self._channel_options)
         node = Node(address, channel, stub_class(channel), model=model)
         pool.nodes.append(node)
         return node
 
-    def _read_nodes_file(self) -> None:
-        """Add the inference nodes of gateway.nodes_file that are new since the last read."""
-        path = self.config.gateway.nodes_file
-        if path is None or "inference" not in self.pools:
-            return
-        try:
-            stat = Path(path).stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            if stamp == self._nodes_file_stamp:
-                return
-            entries = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as error:
-            log.warning("cannot read the nodes file %s: %s", path, error)
-            return
-        self._nodes_file_stamp = stamp
-        pool = self.pools["inference"]
-        known = {node.address: node for node in pool.nodes}
-        for entry in entries if isinstance(entries, list) else []:
-            address = str(entry.get("address", "")) if isinstance(entry, dict) else ""
-            if address and address not in known:
-                known[address] = self._add_node(pool, address, str(entry.get("model", "")))
-                log.info("inference node %s (%s) joined", address, known[address].model or "model not yet known")
+    async def _follow_node_list(self) -> None:
+        """Add the nodes the settings or the nodes file name now, and leave out those they no longer name."""
+        wanted = self.node_list.wanted(list(self.pools))
+        for name, pool in self.pools.items():
+            for node in [node for node in pool.nodes if node.address not in wanted[name]]:
+                pool.nodes.remove(node)  # no new work from now on; its running answers finish on the open channel
+                self._leaving.append(node)
+                log.info("%s node %s left (no longer in the settings)", name, node.address)
+            known = {node.address for node in pool.nodes}
+            for address, model in wanted[name].items():
+                if address not in known:
+                    node = self._add_node(pool, address, model)
+                    log.info("%s node %s (%s) joined", name, address, model or "model not yet known")
+        for node in [node for node in self._leaving if node.in_flight == 0]:
+            self._leaving.remove(node)
+            await node.channel.close()
 
     async def start(self) -> None:
         """Open the channels (on the running loop) and start watching health."""
@@ -176,21 +167,16 @@ class Services:
             ("grpc.max_reconnect_backoff_ms", int(self.config.gateway.health_interval_s * 1000)),
         ]
         self._channel_options = options
-        expected = {node.address: node.model for node in self.config.gateway.inference_nodes}
         for service in registry.SERVICES:
-            pool = Pool(service.name, service.proto_service)
-            self.pools[service.name] = pool
-            for address in self.addresses(service.name):
-                self._add_node(pool, address, expected.get(address, "") if service.name == "inference" else "")
+            self.pools[service.name] = Pool(service.name, service.proto_service)
         await self.check_health()
         self._monitor = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
         if self._monitor:
             self._monitor.cancel()
-        for pool in self.pools.values():
-            for node in pool.nodes:
-                await node.channel.close()
+        for node in [node for pool in self.pools.values() for node in pool.nodes] + self._leaving:
+            await node.channel.close()
 
     async def _watch(self) -> None:
         while True:
@@ -240,7 +226,7 @@ class Services:
         return True
 
     async def check_health(self) -> None:
-        self._read_nodes_file()
+        await self._follow_node_list()
         await asyncio.gather(*(self._check_node(pool, node) for pool in self.pools.values() for node in pool.nodes))
 
     def chat_models(self) -> list[str]:

@@ -140,7 +140,8 @@ class _AdminActions:
         await gateway.check_health()
         health_rows = [[s.service(name), node.address, node.status] for name, nodes in gateway.nodes().items() for node in nodes]
         model_rows: list[list[object]] = []
-        for node in gateway.inference_nodes():
+        # a model's nodes one under the other: every quant of a model serves under its one name, the quant column tells them apart
+        for node in sorted(gateway.inference_nodes(), key=lambda n: (n.model, n.address)):
             info = node.info if node.healthy else None
             if info is None:
                 model_rows.append([node.address, node.model or "–", "–", "–", "–", "–", "–", node.served, node.failed])
