@@ -24,6 +24,7 @@ from schulki.config import Config
 from schulki.gateway import auth, retention
 from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
+from schulki.gateway.api import document_questions as document_questions_api
 from schulki.gateway.api import documents as documents_api
 from schulki.gateway.api import errors as api_errors
 from schulki.gateway.api import files as files_api
@@ -112,6 +113,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     app.include_router(documents_api.router(gateway))
     app.include_router(files_api.router(gateway))
     app.include_router(vector_stores_api.router(gateway))
+    app.include_router(document_questions_api.routes)
     openapi_api.install(app)
 
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from schulki.gateway.accounts import Account, Accounts, database_url
 from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Services
+from schulki.gateway.document_questions import AnswerEvent, DocumentQuestion, answer_question
 from schulki.gateway.file_owners import FileOwners
 from schulki.gateway.login_limits import LoginLimiter
 from schulki.gateway.quotas import Quotas, estimate_prompt_tokens
@@ -125,6 +126,11 @@ class Gateway:
         """Search a workspace for a user (one request against the quota); the caller checked that the user may read it."""
         self.quotas.admit(account)
         return await self.services.search(workspace, query, top_k=top_k)
+
+    def ask_documents(self, account: Account, question: DocumentQuestion) -> AsyncGenerator[AnswerEvent, None]:
+        """Answer a question about a workspace's documents with the user's model (access, quota and passage budget
+        inside): the cited passages, the answer piece by piece, then its end (``gateway/document_questions.py``)."""
+        return answer_question(self, account, question)
 
     def ingest(self, account: Account, workspace: str, path: Path, file_name: str) -> AsyncIterator:
         """Store an uploaded file in a workspace for a user (one request against the quota, counted now): progress, then

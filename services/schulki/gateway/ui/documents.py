@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
 from schulki.gateway.accounts import Account
+from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.context import Gateway
-from schulki.gateway.document_context import build_context, whole_tables
+from schulki.gateway.document_questions import FOLLOW_UP_QUESTIONS, Cited, DocumentQuestion, Passage, Piece, QuestionRefused, Turn
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
@@ -19,10 +22,8 @@ from schulki.retrieval.formats import EXTENSIONS
 MAX_URL_CHARS = 2000
 """Longest web address the tab accepts (what browsers and servers commonly handle)."""
 FILE_TYPES = list(EXTENSIONS)  # the one table of formats, shared with the parser
-ANSWER_PROMPT = (
-    "Beantworte die Frage nur mit den folgenden Auszügen aus Dokumenten. Wenn sie die Antwort nicht enthalten, sag das. "
-    "Antworte kurz und auf Deutsch.\n\n{context}\n\nFrage: {question}"
-)
+MAX_CONVERSATION_TURNS = 20
+"""Questions and answers the tab keeps of a conversation (Gateway.ask_documents leaves out the oldest that do not fit)."""
 
 
 def mib(count: int) -> str:
@@ -32,6 +33,23 @@ def mib(count: int) -> str:
 
 def citation(s: Strings, hit) -> str:
     return f"{hit.source}, {s['page']} {hit.page}" if hit.page else hit.source
+
+
+def earlier_turns(conversation: dict | None, workspace: str) -> tuple[Turn, ...]:
+    """The conversation a question follows: the tab's turns in this workspace (none after the workspace changed)."""
+    if not conversation or conversation.get("workspace") != workspace:
+        return ()
+    return tuple(Turn(role, content) for role, content in conversation.get("turns", []))
+
+
+def sources_footer(s: Strings, passages: Sequence[Passage], history: Sequence[Turn]) -> str:
+    """The answer's sources, each file and page once in the order of the passages; for a follow-up, what it was searched with."""
+    cited = dict.fromkeys(citation(s, passage) for passage in passages)
+    footer = f"\n\n**{s['sources']}:**\n" + "\n".join(f"{i}. {plain(where)}" for i, where in enumerate(cited, start=1))
+    earlier = [turn.content for turn in history if turn.role == "user"][-FOLLOW_UP_QUESTIONS:] if FOLLOW_UP_QUESTIONS else []
+    if earlier:
+        footer += "\n\n_" + s["follow_up"].format(questions=", ".join(f"„{plain(q[:80])}“" for q in earlier)) + "_"
+    return footer
 
 
 def stage_text(s: Strings, progress, fetching: bool = False) -> str:
@@ -71,7 +89,11 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         doomed = gr.Dropdown([], label=s["delete_document"], allow_custom_value=True)
         delete = gr.Button(s["delete"], variant="stop")
     question = gr.Textbox(label=s["question"], elem_id="document-question")
-    ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
+    with gr.Row():
+        ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
+        new_conversation = gr.Button(s["new_conversation"], elem_id="document-new-conversation")
+    conversation = gr.State(None)
+    """The questions and answers so far: {"workspace": name, "turns": [(role, text), …]}; another workspace starts anew."""
     answer = safe_markdown_box(label=s["answer"], elem_id="document-answer")
 
     def allowed(account: Account, name: str, write: bool = False):
@@ -173,30 +195,32 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         return rows, choices, s["deleted"]
 
     @handles_errors(s)
-    async def ask_question(name: str, text: str, request: gr.Request):
+    async def ask_question(name: str, text: str, conversation: dict | None, request: gr.Request) -> AsyncIterator[tuple[str, Any]]:
+        """Answer through Gateway.ask_documents (access, quota, the user's model, the passage budget), following the
+        conversation in this workspace; the answer streams with its sources, and the question joins the conversation."""
         account = account_of(gateway, request, s)
-        allowed(account, name)
         text = (text or "").strip()
         if not text:
             raise gr.Error(s["empty_message"])
-        hits = await gateway.search(account, name, text, top_k=4)
-        if not hits:
-            yield s["no_hits"]
-            return
-        sources = "\n".join(
-            f"{i}. {plain(citation(s, hit))}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
-        )
-        footer = f"\n\n**{s['sources']}:**\n{sources}"
-        # Rows of a table go to the model as one Markdown table; a counting question gets a small table whole.
-        table_hits, whole = await whole_tables(gateway.services, name, text, hits)
-        context = build_context(table_hits, lambda hit: citation(s, hit), whole)
-        prompt = [{"role": "user", "content": ANSWER_PROMPT.format(context=context, question=text)}]
-        answer_text = ""
-        async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, admitted=True):
-            if not event.HasField("finish"):
-                answer_text += event.text
-                yield answer_text + footer
-        yield answer_text + footer
+        history = earlier_turns(conversation, name)
+        events = gateway.ask_documents(account, DocumentQuestion(workspace=name, question=text, history=history))
+        answer_text, footer = "", ""
+        try:
+            async for event in events:
+                if isinstance(event, Cited):
+                    if not event.passages:
+                        yield s["no_hits"], gr.skip()
+                        return
+                    footer = sources_footer(s, event.passages, history)
+                elif isinstance(event, Piece):
+                    answer_text += event.text
+                    yield answer_text + footer, gr.skip()
+        except (WorkspaceRefused, QuestionRefused, ModelChoiceError) as refused:
+            raise gr.Error(s["no_access"] if isinstance(refused, WorkspaceRefused) else str(refused)) from None
+        finally:
+            await events.aclose()  # Stop, or a closed page: the model's answer is cancelled
+        turns = [*history, Turn("user", text), Turn("assistant", answer_text.strip())][-MAX_CONVERSATION_TURNS:]
+        yield answer_text + footer, {"workspace": name, "turns": [(turn.role, turn.content) for turn in turns]}
 
     @handles_errors(s)
     async def storage_usage(name: str, request: gr.Request):
@@ -219,8 +243,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     web_button.click(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url")
     web_url.submit(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url_submit")
     delete.click(delete_document, [workspace, doomed], [table, doomed, upload_result], api_name="documents_delete")
-    ask.click(ask_question, [workspace, question], answer, api_name="documents_ask")
-    question.submit(ask_question, [workspace, question], answer, api_name="documents_ask_submit")
+    ask.click(ask_question, [workspace, question, conversation], [answer, conversation], api_name="documents_ask")
+    question.submit(ask_question, [workspace, question, conversation], [answer, conversation], api_name="documents_ask_submit")
+    new_conversation.click(lambda: ("", None), None, [answer, conversation], api_name="documents_new_conversation")
     whole = build_whole_document_section(gateway, s, workspace, table, allowed)
     # "Summarize this page": store it, pick it in the "Ganzes Dokument" section, then summarize it there (Stop works as there).
     web_summarize.click(
