@@ -31,9 +31,9 @@ VOLCANO = (
     "Der Ausbruch geschah im Jahr 79 nach Christus."
 )
 DATES = [  # other documents that a follow-up on its own ("Und wann war das?") matches better than the volcano's
-    "Wann war das Sportfest? Das war im Juni, und das war ein schöner Tag.",
-    "Wann war das Konzert der Schulband? Das war im Dezember in der Aula.",
-    "Wann war das letzte Elterngespräch? Das war am Dienstag nach den Ferien.",
+    "Wann war das Sportfest? Im Juni, bei Sonne.",
+    "Wann war das Konzert der Schulband? Im Dezember in der Aula.",
+    "Wann war das letzte Elterngespräch? Am Dienstag nach den Ferien.",
 ]
 CHAPTERS = [
     f"Kapitel {n}. Die Klasse beobachtet im Schulgarten die Pflanze Nummer {n}. Sie misst jeden Morgen die Höhe, "

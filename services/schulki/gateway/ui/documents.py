@@ -92,8 +92,8 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     with gr.Row():
         ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
         new_conversation = gr.Button(s["new_conversation"], elem_id="document-new-conversation")
+    # The questions and answers so far, {"workspace": name, "turns": [(role, text), …]}; another workspace starts anew.
     conversation = gr.State(None)
-    """The questions and answers so far: {"workspace": name, "turns": [(role, text), …]}; another workspace starts anew."""
     answer = safe_markdown_box(label=s["answer"], elem_id="document-answer")
 
     def allowed(account: Account, name: str, write: bool = False):
@@ -195,14 +195,14 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
         return rows, choices, s["deleted"]
 
     @handles_errors(s)
-    async def ask_question(name: str, text: str, conversation: dict | None, request: gr.Request) -> AsyncIterator[tuple[str, Any]]:
+    async def ask_question(name: str, text: str, so_far: dict | None, request: gr.Request) -> AsyncIterator[tuple[str, Any]]:
         """Answer through Gateway.ask_documents (access, quota, the user's model, the passage budget), following the
         conversation in this workspace; the answer streams with its sources, and the question joins the conversation."""
         account = account_of(gateway, request, s)
         text = (text or "").strip()
         if not text:
             raise gr.Error(s["empty_message"])
-        history = earlier_turns(conversation, name)
+        history = earlier_turns(so_far, name)
         events = gateway.ask_documents(account, DocumentQuestion(workspace=name, question=text, history=history))
         answer_text, footer = "", ""
         try:
