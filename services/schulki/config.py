@@ -451,6 +451,8 @@ class GatewayConfig(Section):
     """Most tokens of the summary of one part of a document; the final summary gets this many for "ein Absatz", twice as many for key points and three times as many for "eine Seite"."""
     document_translation_tokens: int = Field(default=0, ge=0)
     """Most tokens of the translation of one part of a document; 0 allows one and a half times the part's length (a translation is about as long as its source)."""
+    document_question_passage_tokens: int = Field(default=0, ge=0)
+    """Most tokens of document passages in the prompt of a question about the user's documents (the Dokumente tab, ``/v1/vector_stores/{id}/chat/completions``); the best passages go in first while they fit. 0 gives them all the chat model's context leaves after the conversation so far, the question and the answer (max_chat_tokens, or the request's max_tokens); counted with the model's tokenizer."""
     max_upload_bytes: Count = 100 * 1024 * 1024
     """Largest upload (document or recording) through the web UI or the API; larger bodies are refused with 413 while they stream in."""
     ui_upload_mb_per_user: int = Field(default=250, ge=1)

@@ -334,14 +334,7 @@ class Services:
         model: str | None = None,
     ) -> AsyncIterator[inference_pb.ChatResponse]:
         """Stream an answer from ``model`` (None: the default model); messages are dicts with role (system, user, assistant) and content."""
-        roles = {"system": inference_pb.ROLE_SYSTEM, "user": inference_pb.ROLE_USER, "assistant": inference_pb.ROLE_ASSISTANT}
-        request = inference_pb.ChatRequest(
-            messages=[
-                inference_pb.Message(role=roles.get(m["role"], inference_pb.ROLE_UNSPECIFIED), content=m["content"]) for m in messages
-            ],
-            user=user,
-            stop_sequences=list(stop),
-        )
+        request = inference_pb.ChatRequest(messages=_proto_messages(messages), user=user, stop_sequences=list(stop))
         if max_tokens is not None:
             request.max_tokens = max_tokens
         if temperature is not None:
@@ -349,6 +342,18 @@ class Services:
         if seed is not None:
             request.sampling.seed = seed
         return self._chat_stream(request, model)
+
+    async def count_tokens(self, messages: list[dict], model: str) -> inference_pb.CountTokensResponse:
+        """Tokens of a conversation under ``model``'s chat template, and the context it has, from a node that serves it."""
+        if "inference" not in self.pools:
+            raise ServiceDown("inference", model)
+        node = self.pools["inference"].pick(model)
+        try:
+            request = inference_pb.CountTokensRequest(messages=_proto_messages(messages))
+            return await node.stub.CountTokens(request, timeout=30.0, metadata=self.metadata())
+        except grpc.RpcError as error:
+            self._failed("inference", node, error)
+            raise
 
     async def model_infos(self) -> list[tuple[str, object | None]]:
         """(address, GetModelInfoResponse or None) for every inference node, as of the last health check."""
@@ -470,6 +475,12 @@ class Services:
             if error.code() != grpc.StatusCode.NOT_FOUND:
                 raise
         self._ensured.discard(workspace)
+
+
+def _proto_messages(messages: list[dict]) -> list[inference_pb.Message]:
+    """Messages as dicts (role system, user or assistant; content) in the inference service's form."""
+    roles = {"system": inference_pb.ROLE_SYSTEM, "user": inference_pb.ROLE_USER, "assistant": inference_pb.ROLE_ASSISTANT}
+    return [inference_pb.Message(role=roles.get(m["role"], inference_pb.ROLE_UNSPECIFIED), content=m["content"]) for m in messages]
 
 
 def file_chunks(path: Path, size: int = CHUNK_BYTES) -> Iterable[bytes]:

@@ -17,7 +17,6 @@ import hmac
 import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +26,7 @@ from schulki.gateway import document_work
 from schulki.gateway.accounts import Account, Accounts, database_url
 from schulki.gateway.chat_models import ChatModels
 from schulki.gateway.clients import Node, ServiceDown, Services
-from schulki.gateway.document_context import build_context, whole_tables
+from schulki.gateway.document_questions import AnswerEvent, DocumentQuestion, answer_question, check_question
 from schulki.gateway.file_owners import FileOwners
 from schulki.gateway.file_records import FileRecords
 from schulki.gateway.login_limits import LoginLimiter
@@ -252,24 +251,22 @@ class Gateway:
         """Translate a whole stored document for a user (one request; its tokens count like a chat's)."""
         return document_work.translate_document(_DocumentSession(self, account), workspace, document_id, language, model)
 
-    async def ask_documents(
-        self, account: Account, workspace: str, question: str, cite: Callable[[retrieval_pb.Hit], str], prompt: str
-    ) -> AsyncIterator[DocumentAnswer]:
-        """Answer a question from a workspace's documents (one request: the search, then the answer's tokens): the answer
-        so far with the passages it stands on; nothing when the search finds nothing. ``prompt`` has {context} and {question}."""
-        hits = await self.search(account, workspace, question, top_k=4)
-        if not hits:
-            return
-        # Rows of a table go to the model as one Markdown table; a counting question gets a small table whole.
-        table_hits, whole = await whole_tables(self._services, workspace, question, hits)
-        context = build_context(table_hits, cite, whole)
-        messages = [{"role": "user", "content": prompt.format(context=context, question=question)}]
-        text = ""
-        async for event in self._chat(account, messages, self.config.gateway.max_chat_tokens, count_request=False):
-            if not event.HasField("finish"):
-                text += event.text
-                yield DocumentAnswer(text, hits)
-        yield DocumentAnswer(text, hits)
+    async def ask_documents(self, account: Account, question: DocumentQuestion) -> AsyncGenerator[AnswerEvent, None]:
+        """Answer a question about a workspace's documents with the user's model: the workspace must be one the user may
+        read, the question counts as one request before anything is searched, and the answer's tokens are reserved as
+        for a chat; then the cited passages, the answer piece by piece, and its end (``gateway/document_questions.py``)."""
+        check_question(question)
+        workspace_access(self, account, question.workspace)
+        model = self.models.resolve(account, question.model)
+        self._quotas.admit(account)
+
+        def ask(
+            messages: list[dict[str, str]], max_tokens: int, temperature: float | None, stop: list[str], seed: int | None
+        ) -> AsyncIterator[inference_pb.ChatResponse]:
+            return self._chat(account, messages, max_tokens, temperature, stop, seed, model, count_request=False)
+
+        async for event in answer_question(self._services, self.config.gateway, question, model, ask):
+            yield event
 
     # -- documents and workspaces; the caller checked that the user may read (or write) the workspace --------------
 
@@ -315,14 +312,6 @@ class Gateway:
 
     def retention_days(self) -> int:
         return int(self.accounts.get_setting("chat_retention_days", str(self.config.gateway.chat_retention_days)))
-
-
-@dataclass(frozen=True)
-class DocumentAnswer:
-    """An answer from documents so far, and the passages (hits) it was given."""
-
-    text: str
-    hits: list[retrieval_pb.Hit]
 
 
 class _DocumentSession:

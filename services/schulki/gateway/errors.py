@@ -18,6 +18,7 @@ import grpc
 
 from schulki.gateway.chat_models import ModelChoiceError
 from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
+from schulki.gateway.document_questions import QuestionRefused
 from schulki.gateway.document_work import DocumentRefused
 from schulki.gateway.i18n import Strings
 from schulki.gateway.quotas import QuotaExceeded
@@ -90,6 +91,10 @@ def _document(error: DocumentRefused, _s: Strings) -> Told:
     return Told(error.status, "not_found_error" if error.status == 404 else "invalid_request_error", error.message, error.message)
 
 
+def _question(error: QuestionRefused, _s: Strings) -> Told:
+    return Told(error.status, "invalid_request_error", error.message, error.message, error.code, error.param)
+
+
 def _workspace(error: WorkspaceRefused, s: Strings) -> Told:
     # the API shows a workspace as the vector store vs_<workspace>
     if error.read_only:
@@ -106,6 +111,7 @@ TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     grpc.RpcError: _refused_by_service,
     ModelChoiceError: _model_choice,
     DocumentRefused: _document,
+    QuestionRefused: _question,
     WorkspaceRefused: _workspace,
 }
 """The one table from domain error to what the API and the page tell the user."""

@@ -111,6 +111,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "sources": ("Quellen", "Sources"),
     "page": ("S.", "p."),
     "no_hits": ("In diesem Arbeitsbereich wurde nichts Passendes gefunden.", "Nothing matching was found in this workspace."),
+    "new_conversation": ("Neues Gespräch", "New conversation"),
+    "follow_up": ("Folgefrage: gesucht zusammen mit {questions}", "Follow-up: searched together with {questions}"),
     # documents: whole document (summarize, translate)
     "whole_document": ("Ganzes Dokument", "Whole document"),
     "whole_pick": ("Dokument", "Document"),

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import gradio as gr
 
 from schulki.gateway.accounts import Account, Workspace
 from schulki.gateway.context import Gateway
+from schulki.gateway.document_questions import FOLLOW_UP_QUESTIONS, Cited, DocumentQuestion, Passage, Piece, Turn
 from schulki.gateway.i18n import Strings
 from schulki.gateway.safe_markup import plain, safe_markdown_box
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
@@ -21,10 +22,8 @@ from schulki.retrieval.v1.retrieval_service_pb2 import Document, Hit, IngestProg
 MAX_URL_CHARS = 2000
 """Longest web address the tab accepts (what browsers and servers commonly handle)."""
 FILE_TYPES = list(EXTENSIONS)  # the one table of formats, shared with the parser
-ANSWER_PROMPT = (
-    "Beantworte die Frage nur mit den folgenden Auszügen aus Dokumenten. Wenn sie die Antwort nicht enthalten, sag das. "
-    "Antworte kurz und auf Deutsch.\n\n{context}\n\nFrage: {question}"
-)
+MAX_CONVERSATION_TURNS = 20
+"""Questions and answers the tab keeps of a conversation (Gateway.ask_documents leaves out the oldest that do not fit)."""
 
 
 def mib(count: int) -> str:
@@ -32,8 +31,25 @@ def mib(count: int) -> str:
     return f"{count / (1024 * 1024):.1f}".replace(".", ",")
 
 
-def citation(s: Strings, hit: Hit) -> str:
+def citation(s: Strings, hit: Hit | Passage) -> str:
     return f"{hit.source}, {s['page']} {hit.page}" if hit.page else hit.source
+
+
+def earlier_turns(conversation: dict | None, workspace: str) -> tuple[Turn, ...]:
+    """The conversation a question follows: the tab's turns in this workspace (none after the workspace changed)."""
+    if not conversation or conversation.get("workspace") != workspace:
+        return ()
+    return tuple(Turn(role, content) for role, content in conversation.get("turns", []))
+
+
+def sources_footer(s: Strings, passages: Sequence[Passage], history: Sequence[Turn]) -> str:
+    """The answer's sources, each file and page once in the order of the passages; for a follow-up, what it was searched with."""
+    cited = dict.fromkeys(citation(s, passage) for passage in passages)
+    footer = f"\n\n**{s['sources']}:**\n" + "\n".join(f"{i}. {plain(where)}" for i, where in enumerate(cited, start=1))
+    earlier = [turn.content for turn in history if turn.role == "user"][-FOLLOW_UP_QUESTIONS:] if FOLLOW_UP_QUESTIONS else []
+    if earlier:
+        footer += "\n\n_" + s["follow_up"].format(questions=", ".join(f"„{plain(q[:80])}“" for q in earlier)) + "_"
+    return footer
 
 
 def stage_text(s: Strings, progress: IngestProgress, fetching: bool = False) -> str:
@@ -66,7 +82,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     upload, upload_button, upload_result = _upload_row(s)
     web_url, web_button, web_summarize = _web_row(s)
     table, storage, refresh, doomed, delete = _document_list(s)
-    question, ask, answer = _question_box(s)
+    question, ask, new_conversation, answer, conversation = _question_box(s)
     allowed = _workspace_rule(gateway, s)
     workspaces, list_documents, storage_usage = _list_events(gateway, s, allowed)
     ingest = _upload_event(gateway, s, allowed, list_documents)
@@ -82,8 +98,9 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     web_button.click(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url")
     web_url.submit(add_web_page, [workspace, web_url], [upload_result, table, doomed, web_url], api_name="documents_add_url_submit")
     delete.click(delete_document, [workspace, doomed], [table, doomed, upload_result], api_name="documents_delete")
-    ask.click(ask_question, [workspace, question], answer, api_name="documents_ask")
-    question.submit(ask_question, [workspace, question], answer, api_name="documents_ask_submit")
+    ask.click(ask_question, [workspace, question, conversation], [answer, conversation], api_name="documents_ask")
+    question.submit(ask_question, [workspace, question, conversation], [answer, conversation], api_name="documents_ask_submit")
+    new_conversation.click(lambda: ("", None), None, [answer, conversation], api_name="documents_new_conversation")
     whole = build_whole_document_section(gateway, s, workspace, table, allowed)
     # "Summarize this page": store it, pick it in the "Ganzes Dokument" section, then summarize it there (Stop works as there).
     web_summarize.click(
@@ -126,11 +143,15 @@ def _document_list(s: Strings) -> tuple[gr.Dataframe, gr.Markdown, gr.Button, gr
     return table, storage, refresh, doomed, delete
 
 
-def _question_box(s: Strings) -> tuple[gr.Textbox, gr.Button, gr.Markdown]:
+def _question_box(s: Strings) -> tuple[gr.Textbox, gr.Button, gr.Button, gr.Markdown, gr.State]:
     question = gr.Textbox(label=s["question"], elem_id="document-question")
-    ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
+    with gr.Row():
+        ask = gr.Button(s["ask"], variant="primary", elem_id="document-ask")
+        new_conversation = gr.Button(s["new_conversation"], elem_id="document-new-conversation")
+    # The questions and answers so far, {"workspace": name, "turns": [(role, text), …]}; another workspace starts anew.
+    conversation = gr.State(None)
     answer = safe_markdown_box(label=s["answer"], elem_id="document-answer")
-    return question, ask, answer
+    return question, ask, new_conversation, answer, conversation
 
 
 def _workspace_rule(gateway: Gateway, s: Strings) -> Allowed:
@@ -282,22 +303,29 @@ def _question_event(gateway: Gateway, s: Strings, allowed: Allowed) -> Event:
     """A question answered from the workspace's passages, with their sources."""
 
     @handles_errors(s)
-    async def ask_question(name: str, text: str, request: gr.Request) -> AsyncIterator[str]:
+    async def ask_question(name: str, text: str, so_far: dict | None, request: gr.Request) -> AsyncIterator[tuple[str, Any]]:
+        """Answer through Gateway.ask_documents (access, quota, the user's model, the passage budget), following the
+        conversation in this workspace; the answer streams with its sources, and the question joins the conversation."""
         account = account_of(gateway, request, s)
-        allowed(account, name)
         text = (text or "").strip()
         if not text:
             raise gr.Error(s["empty_message"])
-        footer = None
-        async for answer in gateway.ask_documents(account, name, text, lambda hit: citation(s, hit), ANSWER_PROMPT):
-            if footer is None:
-                hits = answer.hits
-                sources = "\n".join(
-                    f"{i}. {plain(citation(s, hit))}" for i, hit in enumerate(dict((citation(s, h), h) for h in hits).values(), start=1)
-                )
-                footer = f"\n\n**{s['sources']}:**\n{sources}"
-            yield answer.text + footer
-        if footer is None:
-            yield s["no_hits"]
+        history = earlier_turns(so_far, name)
+        events = gateway.ask_documents(account, DocumentQuestion(workspace=name, question=text, history=history))
+        answer_text, footer = "", ""
+        try:
+            async for event in events:
+                if isinstance(event, Cited):
+                    if not event.passages:
+                        yield s["no_hits"], gr.skip()
+                        return
+                    footer = sources_footer(s, event.passages, history)
+                elif isinstance(event, Piece):
+                    answer_text += event.text
+                    yield answer_text + footer, gr.skip()
+        finally:
+            await events.aclose()  # Stop, or a closed page: the model's answer is cancelled
+        turns = [*history, Turn("user", text), Turn("assistant", answer_text.strip())][-MAX_CONVERSATION_TURNS:]
+        yield answer_text + footer, {"workspace": name, "turns": [(turn.role, turn.content) for turn in turns]}
 
     return ask_question
