@@ -273,7 +273,7 @@ def test_a_client_that_disconnects_mid_stream_does_not_break_the_gateway(stack, 
             if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                 break  # the connection closes here, while the model is still writing
     # the model's answer is cancelled: no call stays open, and the engine decodes nothing more for it
-    wait_until(lambda: all(node.in_flight == 0 for node in stack.gateway.services.inference_nodes()), 60, "the cancelled answer's end")
+    wait_until(lambda: all(node.in_flight == 0 for node in stack.gateway.inference_nodes()), 60, "the cancelled answer's end")
     engine = stack.servers["inference"].services[0].engine
     wait_until(lambda: engine.running == 0, 60, "the engine's slot freed")
     assert stack.gateway.accounts.tokens_today(anna.account.id) > tokens_before  # what it began with is counted

@@ -55,7 +55,7 @@ def ask(page, stack, question: str) -> str:
         "return shown !== before && shown.includes('Quellen') && !/^(processing|[0-9.]+s|.*\\| [0-9.]+\\/[0-9.]+s)\\s*$/.test(shown.trim().split('\\n')[0]); }",
         arg=before,
     )
-    wait_until(lambda: all(node.in_flight == 0 for node in stack.gateway.services.inference_nodes()), 120, "the answer's end")
+    wait_until(lambda: all(node.in_flight == 0 for node in stack.gateway.inference_nodes()), 120, "the answer's end")
     return page.inner_text("#document-answer")
 
 
