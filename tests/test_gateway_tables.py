@@ -30,15 +30,15 @@ def student(stack, tmp_path_factory):
 
 @pytest.fixture()
 def prompts(stack, monkeypatch):
-    """The messages the gateway hands to the real chat model, recorded on their way."""
+    """The messages the gateway hands to the real chat model, recorded on their way (at its client to the inference service)."""
     seen: list[str] = []
-    chat = stack.gateway.chat
+    chat = stack.gateway._services.chat
 
-    def recording(account, messages, *args, **kwargs):
+    def recording(messages, *args, **kwargs):
         seen.append(messages[-1]["content"])
-        return chat(account, messages, *args, **kwargs)
+        return chat(messages, *args, **kwargs)
 
-    monkeypatch.setattr(stack.gateway, "chat", recording)
+    monkeypatch.setattr(stack.gateway._services, "chat", recording)
     return seen
 
 
