@@ -26,6 +26,7 @@ from schulki.gateway.file_owners import FileOwners
 from schulki.gateway.login_limits import LoginLimiter
 from schulki.gateway.quotas import Quotas, estimate_prompt_tokens
 from schulki.gateway.stores import Stores
+from schulki.inference.v1 import inference_service_pb2 as inference_pb
 from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
 
 SESSION_COOKIE = "schulki_session"
@@ -91,13 +92,26 @@ class Gateway:
         """A stable id for the services' fairness and quotas that does not reveal who the user is."""
         return hmac.new(self.secret, f"user:{account.id}".encode(), hashlib.sha256).hexdigest()[:20]
 
-    async def chat(self, account: Account, messages: list[dict], max_tokens: int, *args, admitted: bool = False, **kwargs) -> AsyncIterator:
+    async def chat(
+        self,
+        account: Account,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float | None = None,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        *,
+        admitted: bool = False,
+        model: str | None = None,
+    ) -> AsyncIterator[inference_pb.ChatResponse]:
         """``services.chat`` with the user's pseudonym and a token reservation: prompt and longest answer are set aside
         against the daily quota before the request starts, and settled with the real usage when it ends.
         ``admitted``: the request was counted already (``quotas.admit``) by the caller."""
         reservation = self.quotas.reserve(account, estimate_prompt_tokens(messages), max_tokens, count_request=not admitted)
         try:
-            async for event in self.services.chat(messages, self.pseudonym(account), reservation.max_tokens, *args, **kwargs):
+            async for event in self.services.chat(
+                messages, self.pseudonym(account), reservation.max_tokens, temperature, stop, seed, model=model
+            ):
                 if event.HasField("finish"):
                     reservation.settle(event.finish.usage.total_tokens)
                 else:
