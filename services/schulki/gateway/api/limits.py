@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from schulki.config import GatewayConfig
 from schulki.gateway.api.errors import error_body
 
@@ -31,7 +33,7 @@ MAX_HEADER_BYTES = 32 * 1024  # nginx allows 4 x 8 KiB; Gradio's and schulki's c
 class BodyLimitMiddleware:
     """ASGI middleware: at most the route's limit of request body, arriving without long pauses."""
 
-    def __init__(self, app, config: GatewayConfig, upload_prefixes: tuple[str, ...]):
+    def __init__(self, app: ASGIApp, config: GatewayConfig, upload_prefixes: tuple[str, ...]) -> None:
         self.app = app
         self.config = config
         self.upload_prefixes = upload_prefixes
@@ -40,7 +42,7 @@ class BodyLimitMiddleware:
         is_upload = any(path.startswith(prefix) for prefix in self.upload_prefixes)
         return self.config.max_upload_bytes if is_upload else self.config.max_request_bytes
 
-    async def _refuse(self, scope, send, status: int, limit: int) -> None:
+    async def _refuse(self, scope: Scope, send: Send, status: int, limit: int) -> None:
         is_upload = self.limit_for(scope["path"]) == self.config.max_upload_bytes and limit == self.config.max_upload_bytes
         mib = f"{limit / MIB:.0f}" if limit >= MIB else f"{limit / MIB:.2f}"
         if status == 408:
@@ -73,11 +75,11 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    def headers_too_large(scope) -> bool:
+    def headers_too_large(scope: Scope) -> bool:
         headers = scope.get("headers", [])
         return len(headers) > MAX_HEADERS or sum(len(name) + len(value) + 4 for name, value in headers) > MAX_HEADER_BYTES
 
-    async def _refuse_headers(self, send) -> None:
+    async def _refuse_headers(self, send: Send) -> None:
         body = "Die Anfrage hat zu viele oder zu große Kopfzeilen. (Request header fields too large.)".encode()
         await send(
             {
@@ -92,7 +94,7 @@ class BodyLimitMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.headers_too_large(scope):
             return await send({"type": "websocket.close", "code": 1009})
         if scope["type"] != "http":
@@ -109,7 +111,7 @@ class BodyLimitMiddleware:
         started = False
         answered = False
 
-        async def counting_receive():
+        async def counting_receive() -> Message:
             # Over the limit or stalled: answer at once, and tell the app the client is gone, so that
             # whatever reads the body (FastAPI, Gradio's multipart parser) stops without answering itself.
             nonlocal received, body_done, answered
@@ -134,7 +136,7 @@ class BodyLimitMiddleware:
             answered = True
             return {"type": "http.disconnect"}
 
-        async def tracking_send(message):
+        async def tracking_send(message: Message) -> None:
             nonlocal started
             if answered:  # the app's own answer to the "disconnect" goes nowhere
                 return
