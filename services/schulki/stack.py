@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,10 @@ class _Stack:
     def stop(self, *_: object) -> None:
         self.stopping = True
 
+    def alive(self, child: subprocess.Popen) -> Callable[[], bool]:
+        """Whether to keep waiting for a child to serve: it runs, and the stack was not told to stop."""
+        return lambda: child.poll() is None and not self.stopping
+
     def start_chat_model(self, path: Path, name: str, port: int) -> subprocess.Popen:
         env = child_environment(self.split, "inference", SCHULKI_INFERENCE__MODEL_PATH=str(path), SCHULKI_INFERENCE__MODEL_NAME=name)
         return subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", "inference", "--port", str(port)], env=env)
@@ -162,7 +167,7 @@ class _Stack:
             child = subprocess.Popen([sys.executable, "-m", "schulki.cli", "serve", name], env=child_environment(self.split, name))
             self.children[name] = child
             try:
-                wait_until_serving(_address(config, name), start_timeout, is_alive=lambda c=child: c.poll() is None and not self.stopping)
+                wait_until_serving(_address(config, name), start_timeout, is_alive=self.alive(child))
             except (RuntimeError, TimeoutError) as error:
                 print(f"schulki: {name} did not start: {error}", file=sys.stderr)
                 return False
@@ -178,9 +183,7 @@ class _Stack:
             child = self.children[label] = self.start_chat_model(path, model, port)
             self.chat_models.append(ChatModelProcess(path, model, port))
             try:
-                wait_until_serving(
-                    _address(config, name, port), self.start_timeout, is_alive=lambda c=child: c.poll() is None and not self.stopping
-                )
+                wait_until_serving(_address(config, name, port), self.start_timeout, is_alive=self.alive(child))
             except (RuntimeError, TimeoutError) as error:
                 print(f"schulki: {label} did not start: {error}", file=sys.stderr)
                 return False

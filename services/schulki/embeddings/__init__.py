@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from schulki.config import Config
 
+if TYPE_CHECKING:
+    from schulki.runtime.server import Service
 
-def build(config: Config):
+
+def build(config: Config) -> Service:
     """The embeddings service for these settings, with the default model when none is set."""
     from schulki.embeddings.service import EmbeddingsService
     from schulki.models.defaults import embeddings_model_path

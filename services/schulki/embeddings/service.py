@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ from schulki.runtime.errors import InvalidInput, NotReady
 log = logging.getLogger("schulki.embeddings")
 
 
-def check_texts(texts, max_texts: int) -> list[str]:
+def check_texts(texts: Sequence[str], max_texts: int) -> list[str]:
     """The texts of a request, or InvalidInput when there are none, too many, or an empty one."""
     if not texts:
         raise InvalidInput("Es wurde kein Text geschickt. (texts is empty)")

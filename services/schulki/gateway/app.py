@@ -13,10 +13,11 @@ import contextlib
 import ipaddress
 import logging
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import gradio as gr
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -69,7 +70,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     os.environ.setdefault("GRADIO_TEMP_DIR", str(tmp))
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
         purge = asyncio.create_task(_purge_expired(gateway))
         try:
@@ -93,13 +94,13 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     api_errors.install(app)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException):
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/v1/"):  # unknown routes and methods under /v1 answer in OpenAI's shape too
             return ApiError(error.status_code, str(error.detail), "invalid_request_error").response()
         return await http_exception_handler(request, error)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz(request: Request):
+    def healthz(request: Request) -> dict:
         body: dict = {"gateway": "ok", "services": {name: gateway.available(name) for name in gateway.service_names()}}
         # Which node is in the line, for the roll-out's drain (`healthcheck gateway --node`, run inside
         # the gateway's container): only on loopback, so the nodes' names stay off the school's LAN.
@@ -113,7 +114,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
     openapi_api.install(app)
 
     @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-    async def unknown_api_route(path: str):
+    async def unknown_api_route(path: str) -> None:
         # without this the UI mounted at "/" would answer with Gradio's own 404
         raise ApiError(
             404,

@@ -14,7 +14,7 @@ import html
 import secrets
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.addresses import client_address
@@ -85,11 +85,11 @@ def router(gateway: Gateway) -> APIRouter:
     routes = APIRouter()
 
     @routes.get("/login", include_in_schema=False)
-    def show_login(lang: str = "de"):
+    def show_login(lang: str = "de") -> HTMLResponse:
         return login_page("en" if lang == "en" else "de")
 
     @routes.post("/login", include_in_schema=False)
-    async def do_login(request: Request, name: str = Form(""), password: str = Form(""), lang: str = Form("de")):
+    async def do_login(request: Request, name: str = Form(""), password: str = Form(""), lang: str = Form("de")) -> Response:
         lang = "en" if lang == "en" else "de"
         s = strings(lang)
         address = client_address(request)
@@ -134,7 +134,7 @@ def router(gateway: Gateway) -> APIRouter:
         return redirect
 
     @routes.get("/logout", include_in_schema=False)
-    def logout(request: Request, lang: str = "de"):
+    def logout(request: Request, lang: str = "de") -> RedirectResponse:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             gateway.accounts.close_session(token)

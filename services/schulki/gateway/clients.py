@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,6 +38,8 @@ from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.runtime import logs, registry
 from schulki.runtime.client import call_metadata, open_channel
 from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
+
+Response = TypeVar("Response")
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +258,9 @@ class Services:
             node.status = "nicht erreichbar"
             raise ServiceDown(name) from error
 
-    async def _unary(self, name: str, method: str, request, timeout: float = 60.0):
+    # The generated stubs (the *_pb2_grpc modules) carry no types: a unary call's response is the proto message its
+    # method returns, named by the caller's request.
+    async def _unary(self, name: str, method: str, request: object, timeout: float = 60.0) -> Any:
         node = self._node(name)
         node.in_flight += 1
         try:
@@ -267,7 +271,7 @@ class Services:
         finally:
             node.in_flight -= 1
 
-    async def _stream(self, name: str, call_factory) -> AsyncIterator:
+    async def _stream(self, name: str, call_factory: Callable[[Any], AsyncIterable[Response]]) -> AsyncIterator[Response]:
         node = self._node(name)
         node.in_flight += 1
         try:
@@ -383,7 +387,7 @@ class Services:
             task=transcription_pb.TASK_TRANSLATE if translate else transcription_pb.TASK_TRANSCRIBE,
         )
 
-        async def requests():
+        async def requests() -> AsyncIterator[transcription_pb.TranscribeRequest]:
             yield transcription_pb.TranscribeRequest(options=options)
             if hasattr(chunks, "__aiter__"):
                 async for chunk in chunks:
@@ -414,12 +418,12 @@ class Services:
     def ingest(self, workspace: str, path: Path, file_name: str, user: str = "") -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
         """Store a file in a workspace: progress, then the document; ``user`` (a pseudonym) gets its fair share of the slots."""
 
-        async def requests():
+        async def requests() -> AsyncIterator[retrieval_pb.IngestDocumentRequest]:
             yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, file_name=file_name, user=user))
             for chunk in file_chunks(path):
                 yield retrieval_pb.IngestDocumentRequest(file_chunk=chunk)
 
-        async def run():
+        async def run() -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
             await self.ensure_workspace(workspace)
             async for response in self._stream("retrieval", lambda stub: stub.IngestDocument(requests(), metadata=self.metadata())):
                 yield response
@@ -432,10 +436,10 @@ class Services:
         The retrieval service fetches it, and refuses addresses in the school's network or on the
         machine itself unless an admin allowed the host (``retrieval.allowed_url_hosts``)."""
 
-        async def requests():
+        async def requests() -> AsyncIterator[retrieval_pb.IngestDocumentRequest]:
             yield retrieval_pb.IngestDocumentRequest(source=retrieval_pb.IngestSource(workspace=workspace, url=url, user=user))
 
-        async def run():
+        async def run() -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
             await self.ensure_workspace(workspace)
             async for response in self._stream("retrieval", lambda stub: stub.IngestDocument(requests(), metadata=self.metadata())):
                 yield response

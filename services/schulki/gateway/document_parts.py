@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 BYTES_PER_TOKEN = 2.0
 """UTF-8 bytes per token assumed when sizing parts. Gemma's and Llama's tokenizers average 3-4 bytes a token on German
@@ -116,7 +119,7 @@ def _starts_at_boundary(text: str, length: int) -> bool:
     return length == len(text) or text[length] in " \n"
 
 
-def remove_overlap(chunks) -> list[Piece]:
+def remove_overlap(chunks: Sequence[retrieval_pb.DocumentChunk]) -> list[Piece]:
     """The chunks' texts in order with the repeated sentences at the start of each chunk removed.
 
     ``chunks``: objects with ``text``, ``page`` and ``section`` (DocumentChunk). Only a chunk that follows

@@ -32,6 +32,9 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from schulki.gateway.accounts import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.file_owners import real_path
 from schulki.gateway.gradio_sessions import Bindings, event_id_of, session_hash_of, starts_event
@@ -51,19 +54,19 @@ def is_url(value: str) -> bool:
 
 
 class Refused(Exception):
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or []
 
 
-def _header(scope, name: bytes) -> str:
+def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
     return ""
 
 
-def _cookies(scope) -> dict[str, str]:
+def _cookies(scope: Scope) -> dict[str, str]:
     cookies = {}
     for part in _header(scope, b"cookie").split(";"):
         key, _, value = part.strip().partition("=")
@@ -72,7 +75,7 @@ def _cookies(scope) -> dict[str, str]:
     return cookies
 
 
-async def refuse(send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def refuse(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"detail": message, "error": message}, ensure_ascii=False).encode()
     await send(
         {
@@ -87,17 +90,17 @@ async def refuse(send, status: int, message: str, headers: list[tuple[bytes, byt
 class GradioGuard:
     """ASGI middleware in front of the mounted Gradio apps (see the module's docstring)."""
 
-    def __init__(self, app, gateway: Gateway):
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
         self.sessions = Bindings()
         self.events = Bindings()
         self.uploads = Uploads(gateway.config.gateway)
 
-    def _account(self, scope):
+    def _account(self, scope: Scope) -> Account | None:
         return self.gateway.account_from_headers(_cookies(scope), _header(scope, b"authorization") or None)
 
-    def may_read(self, account, path: str) -> bool:
+    def may_read(self, account: Account | None, path: str) -> bool:
         """Whether ``account`` may download or send the file at ``path``: an upload or output of its own."""
         resolved = real_path(path)
         if account is None or resolved is None:
@@ -107,7 +110,7 @@ class GradioGuard:
         own_folders = (self.gateway.files_root / str(account.id), user_upload_folder(account.id))
         return any(Path(resolved).is_relative_to(folder) for folder in own_folders)
 
-    def check_files(self, data, account, host: str) -> None:
+    def check_files(self, data: object, account: Account | None, host: str) -> None:
         """Raise Refused for any file in event data that is not the account's own upload, and for any URL."""
         if isinstance(data, list):
             for item in data:
@@ -127,7 +130,7 @@ class GradioGuard:
             if isinstance(value, (dict, list)):
                 self.check_files(value, account, host)
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         match = GRADIO_ROUTE.search(scope["path"])
@@ -150,21 +153,25 @@ class GradioGuard:
             if route.rstrip("/") == "upload":
                 return await self._upload(scope, receive, send)
             body = await self._read_body(receive)
-            data = None
-            if body.strip():
-                try:
-                    data = json.loads(body)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise Refused(415, NOT_JSON) from None
-                self.check_files(data, self._account(scope), _header(scope, b"host"))
-            account = self.check_session(scope, route, data)
+            account = self.check_body(scope, route, body)
         except Refused as refused:
             return await refuse(send, refused.status, refused.message, refused.headers)
         if account is not None and starts_event(route, scope["method"]):
             return await self._note_event(scope, self._replay(body, receive), send, account.id)
         return await self.app(scope, self._replay(body, receive), send)
 
-    def check_session(self, scope, route: str, data):
+    def check_body(self, scope: Scope, route: str, body: bytes) -> Account | None:
+        """A POST's JSON body: no file of another user in it, and no session or event of another; its account."""
+        data = None
+        if body.strip():
+            try:
+                data = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise Refused(415, NOT_JSON) from None
+            self.check_files(data, self._account(scope), _header(scope, b"host"))
+        return self.check_session(scope, route, data)
+
+    def check_session(self, scope: Scope, route: str, data: object) -> Account | None:
         """Refuse a request that names another account's session or event, and any of them without a login.
 
         Returns the logged-in account (None for a request that names neither and has no login)."""
@@ -182,11 +189,11 @@ class GradioGuard:
             raise Refused(404, NOT_YOUR_EVENT)
         return account
 
-    async def _note_event(self, scope, receive, send, account_id: int):
+    async def _note_event(self, scope: Scope, receive: Receive, send: Send, account_id: int) -> None:
         """Pass a request that starts an event on, and note the event id Gradio answers with as the account's."""
-        held: list[dict] = []
+        held: list[Message] = []
 
-        async def noting_send(message):
+        async def noting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 held.append(message)
                 return
@@ -208,7 +215,7 @@ class GradioGuard:
         await self.app(scope, receive, noting_send)
 
     @staticmethod
-    async def _read_body(receive) -> bytes:
+    async def _read_body(receive: Receive) -> bytes:
         # the body limit middleware in front of this one bounds how much arrives here
         chunks = []
         while True:
@@ -220,10 +227,10 @@ class GradioGuard:
                 return b"".join(chunks)
 
     @staticmethod
-    def _replay(body: bytes, receive):
+    def _replay(body: bytes, receive: Receive) -> Receive:
         sent = False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal sent
             if not sent:
                 sent = True
@@ -232,7 +239,7 @@ class GradioGuard:
 
         return replay
 
-    async def _upload(self, scope, receive, send):
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Store the upload in the uploader's own folder, within quota and rate, and note the paths as the uploader's."""
         account = self._account(scope)
         if account is None:

@@ -32,6 +32,7 @@ from gradio.routes import file_upload_statuses
 from gradio.utils import get_upload_folder
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
 from schulki.config import GatewayConfig
 
@@ -97,7 +98,7 @@ class Uploads:
             f"(Upload quota reached: {_mib(held)} of {_mib(quota)} MiB held; wait until your uploads are processed.)",
         )
 
-    async def store(self, scope, receive, account_id: int) -> list[str]:
+    async def store(self, scope: Scope, receive: Receive, account_id: int) -> list[str]:
         """Parse the upload request into the account's folder; the paths of the stored files, or UploadRefused."""
         folder = user_upload_folder(account_id)
         quota = self.config.ui_upload_mb_per_user * MIB

@@ -6,7 +6,7 @@ falls back to German, so a student never sees a raw key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from schulki.runtime import registry
 
@@ -239,7 +239,7 @@ class Strings(Mapping):
     def __getitem__(self, key: str) -> str:
         return STRINGS[key][self._index]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(STRINGS)
 
     def __len__(self) -> int:

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from schulki.config import Config
@@ -43,7 +44,7 @@ def start_gateway() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "schulki.gateway"])
 
 
-def wait_until_up(url: str, timeout: float, is_alive) -> None:
+def wait_until_up(url: str, timeout: float, is_alive: Callable[[], bool]) -> None:
     """Wait until the gateway answers /healthz; raise RuntimeError or TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from schulki.config import GatewayConfig
 
 SAFE_METHODS = {"GET", "HEAD"}
@@ -28,7 +30,7 @@ STATE_CHANGING_GETS = ("/logout",)
 REFUSED = "Anfragen von fremden Seiten nimmt schulki nicht an. (Cross-origin requests are refused.)"
 
 
-def _header(scope, name: bytes) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
@@ -36,11 +38,11 @@ def _header(scope, name: bytes) -> str | None:
 
 
 class OriginGuard:
-    def __init__(self, app, config: GatewayConfig):
+    def __init__(self, app: ASGIApp, config: GatewayConfig) -> None:
         self.app = app
         self.config = config
 
-    def foreign(self, scope) -> bool:
+    def foreign(self, scope: Scope) -> bool:
         """Whether the request comes from a page of another origin (as far as the browser tells)."""
         origin = _header(scope, b"origin")
         if origin is not None:
@@ -50,7 +52,7 @@ class OriginGuard:
             return origin == "null" or not parts.netloc or parts.netloc.lower() != (_header(scope, b"host") or "").lower()
         return _header(scope, b"sec-fetch-site") in ("cross-site", "same-site")
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not self.foreign(scope):
             return await self.app(scope, receive, send)
         path = scope["path"]
@@ -69,7 +71,7 @@ class OriginGuard:
             )
             return await send({"type": "http.response.body", "body": body})
 
-        async def without_cors(message):
+        async def without_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = dict(
                     message, headers=[(k, v) for k, v in message.get("headers", []) if not k.lower().startswith(b"access-control-allow-")]

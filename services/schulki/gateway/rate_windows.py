@@ -24,6 +24,7 @@ import time
 from sqlalchemy import BigInteger, Float, Index, Integer, String, delete, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 PURGE_EVERY_S = 60.0
 """How often one window deletes the events that have left it (queries ignore them meanwhile)."""
@@ -64,7 +65,7 @@ class SharedWindow:
         self._lock = threading.Lock()
         self._purged = 0.0
 
-    def _where(self, key: str, since: float | None = None):
+    def _where(self, key: str, since: float | None = None) -> tuple[ColumnElement[bool], ...]:
         found = (_Event.scope == self.scope, _Event.key == key)
         return (*found, _Event.at > since) if since is not None else found
 

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -151,7 +152,7 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
     counts: dict[str, int] = {}
     user_ids = await run_in_threadpool(gateway.accounts.user_ids)
 
-    async def part(name: str, action) -> None:
+    async def part(name: str, action: Callable[[], Awaitable[int | tuple[int, ...]]]) -> None:
         try:
             result = await action()
         except Exception:

@@ -70,6 +70,20 @@ def _safe_href(href: str) -> bool:
     return scheme in LINK_SCHEMES and not href.strip().startswith("//")
 
 
+def _kept_attributes(tag: str, attrs: list[tuple[str, str | None]]) -> list[str]:
+    """The attributes of an allowed tag that stay, each written ` name="value"` with its value escaped."""
+    kept = []
+    for name, value in attrs:
+        if name not in ALLOWED_ATTRIBUTES.get(tag, ()) or value is None:
+            continue
+        if name == "href" and not _safe_href(value):
+            continue
+        if name == "class" and not value.startswith("language-"):
+            continue
+        kept.append(f' {name}="{_reference(value)}"')
+    return kept
+
+
 class _Sanitizer(HTMLParser):
     """Keeps the allowlisted tags and attributes of rendered HTML; text is kept (as references), the rest dropped."""
 
@@ -93,15 +107,7 @@ class _Sanitizer(HTMLParser):
                 if alt:
                     self.out.append(_reference(f"[{alt}]"))
             return
-        kept = []
-        for name, value in attrs:
-            if name not in ALLOWED_ATTRIBUTES.get(tag, ()) or value is None:
-                continue
-            if name == "href" and not _safe_href(value):
-                continue
-            if name == "class" and not value.startswith("language-"):
-                continue
-            kept.append(f' {name}="{_reference(value)}"')
+        kept = _kept_attributes(tag, attrs)
         if tag == "a":
             kept.append(' rel="noopener noreferrer nofollow" target="_blank"')
         self.out.append(f"<{tag}{''.join(kept)}>")

@@ -35,6 +35,7 @@ from schulki.gateway.accounts import Account
 from schulki.gateway.api.files import delete_user_files
 from schulki.gateway.context import Gateway
 from schulki.gateway.retention import EXPORTS
+from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 README = """Deine Daten bei schulki (your data at schulki)
 
@@ -70,7 +71,7 @@ def _file_name(index: int, source: str) -> str:
     return f"{index:03d}-{stem}.txt"
 
 
-def _document_text(response) -> str:
+def _document_text(response: retrieval_pb.ExportDocumentResponse) -> str:
     """A document's stored chunks as readable text, each with its place in the document."""
     parts = []
     for chunk in response.chunks:

@@ -12,13 +12,20 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from schulki.config import Config
 from schulki.gateway.accounts import AccountError, Accounts, database_url
 
+if TYPE_CHECKING:
+    from schulki.gateway.context import Gateway
 
-async def _with_services(config: Config, action):
+T = TypeVar("T")
+
+
+async def _with_services(config: Config, action: Callable[[Gateway], Awaitable[T]]) -> T:
     """Run ``action(gateway)`` with the gateway's clients to the services open."""
     from schulki.gateway.context import Gateway
     from schulki.runtime.local_token import local_runtime

@@ -38,10 +38,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from schulki.inference.sampling import SamplerChain
 from schulki.inference.types import Generation, GenerationResult, StopText
+
+if TYPE_CHECKING:
+    from llama_cpp._internals import LlamaModel
+    from llama_cpp.llama_cpp import llama_context_p
 
 Piece: TypeAlias = str | GenerationResult | BaseException
 """What a request's caller receives: text pieces, then the result (or an error)."""
@@ -116,7 +120,17 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class BatchDecoder:
     """The worker thread that runs every sequence of one llama context in shared steps."""
 
-    def __init__(self, ctx, model, *, slots: int, n_batch: int, n_ctx_seq: int, n_swa: int, backlog: Callable[[], int] | None = None):
+    def __init__(
+        self,
+        ctx: llama_context_p,
+        model: LlamaModel,
+        *,
+        slots: int,
+        n_batch: int,
+        n_ctx_seq: int,
+        n_swa: int,
+        backlog: Callable[[], int] | None = None,
+    ):
         """``backlog`` tells, from the worker thread, how many requests wait for a turn in front of the engine."""
         from schulki.runtime import llama_adapter as lc
 

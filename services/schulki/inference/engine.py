@@ -28,6 +28,7 @@ from schulki.runtime.threads import Bridge
 if TYPE_CHECKING:
     from llama_cpp._internals import LlamaModel
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_cpp import llama_context_p
     from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 log = logging.getLogger("schulki.inference")
@@ -59,7 +60,7 @@ class ChatEngine:
         self.config = config
         self.parallel = parallel or config.parallel_sequences or 1
         self._model: LlamaModel | None = None
-        self._ctx = None
+        self._ctx: llama_context_p | None = None
         self._decoder: BatchDecoder | None = None
         self._formatter: Jinja2ChatFormatter | None = None
         self.info: ModelInfo | None = None

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_cpp import llama_context_p
 
 from schulki.inference.types import Sampling
 
@@ -42,7 +46,7 @@ class SamplerChain:
         for token in history[-PENALTY_LAST_N:]:
             lc.llama_sampler_accept(self._chain, token)
 
-    def sample(self, ctx, index: int) -> int:
+    def sample(self, ctx: llama_context_p, index: int) -> int:
         """Pick the next token from the logits of batch position ``index`` (and remember it for the penalty)."""
         return self._lc.llama_sampler_sample(self._chain, ctx, index)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -24,7 +25,7 @@ FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENG
 MAX_STOP_SEQUENCES = 8
 
 
-def messages_from_proto(messages) -> list[dict[str, str]]:
+def messages_from_proto(messages: Sequence[pb.Message]) -> list[dict[str, str]]:
     """Check a conversation and turn it into the chat template's input."""
     if not messages:
         raise InvalidInput("Die Nachricht ist leer. (The conversation has no messages.)")
@@ -86,7 +87,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             raise NotReady("Das Modell wird noch geladen. (The model is still loading.)")
         return info
 
-    async def _prompt_tokens(self, messages) -> list[int]:
+    async def _prompt_tokens(self, messages: Sequence[pb.Message]) -> list[int]:
         return await asyncio.to_thread(self.engine.chat_tokens, messages_from_proto(messages))
 
     def _sampling(self, request: pb.ChatRequest) -> Sampling:
@@ -113,7 +114,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             raise InvalidInput(f"repeat_penalty must be positive, not {sampling.repeat_penalty:g}")
         return sampling
 
-    async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext):
+    async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
         n_ctx = self._require_loaded().context_length
         sampling = self._sampling(request)
         if len(request.stop_sequences) > MAX_STOP_SEQUENCES:

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -41,6 +42,9 @@ from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
 from schulki.retrieval.store import Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse, hybrid_weight
 from schulki.runtime.errors import InvalidInput
+
+# lancedb's own types lag its API (a query's distance_type is missing from them), so its tables are used untyped.
+Table: TypeAlias = Any
 
 log = logging.getLogger("schulki.retrieval")
 
@@ -131,7 +135,7 @@ class EmbeddedStore(Store):
 
     # Chunks. ---------------------------------------------------------------------
 
-    def _table(self, workspace: str):
+    def _table(self, workspace: str) -> Table | None:
         """The workspace's chunk table, or None before its first document."""
         with self._tables_lock:
             table = self._tables.get(workspace)
@@ -163,7 +167,7 @@ class EmbeddedStore(Store):
             ]
         )
 
-    def _check_dimension(self, table, dimension: int) -> None:
+    def _check_dimension(self, table: Table, dimension: int) -> None:
         have = table.schema.field("vector").type.list_size
         if have != dimension:
             raise InvalidInput(
@@ -198,7 +202,7 @@ class EmbeddedStore(Store):
             self._check_dimension(table, dimension)
             table.add(rows)  # one commit: all chunks of the document or none
 
-    def _create_text_index(self, table) -> None:
+    def _create_text_index(self, table: Table) -> None:
         from lancedb.index import FTS
 
         # Stemming for the schools' language finds "Kriege" for "Krieg"; stop words stay,

@@ -28,7 +28,13 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from schulki.runtime.errors import TooLarge
 
 OUT_OF_MEMORY_EXIT = 3
 """The child's exit code when it ran out of memory and could not even write that down."""
@@ -62,7 +68,7 @@ class ParsedChunks:
         return sum(len(c.text) for c in self.chunks)
 
 
-def _too_long(timeout_s: float):
+def _too_long(timeout_s: float) -> TooLarge:
     from schulki.runtime.errors import TooLarge
 
     return TooLarge(
@@ -71,7 +77,7 @@ def _too_long(timeout_s: float):
     )
 
 
-def _too_big(memory_bytes: int):
+def _too_big(memory_bytes: int) -> TooLarge:
     from schulki.runtime.errors import TooLarge
 
     return TooLarge(
@@ -80,7 +86,7 @@ def _too_big(memory_bytes: int):
     )
 
 
-async def parse_in_process(path, file_name: str, limits: ParseLimits, report) -> ParsedChunks:
+async def parse_in_process(path: Path, file_name: str, limits: ParseLimits, report: Callable[[int, int], None]) -> ParsedChunks:
     """Parse and chunk ``path`` in a child process; ``report(done, total)`` gets its progress.
 
     Raises the child's SchulkiError, TooLarge when it ran out of time or

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -98,20 +99,22 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
             raise NotReady("Der Dienst startet noch. (the retrieval service is starting)")
         return self.ingestor
 
-    async def CreateWorkspace(self, request: pb.CreateWorkspaceRequest, context) -> pb.CreateWorkspaceResponse:
+    async def CreateWorkspace(self, request: pb.CreateWorkspaceRequest, context: grpc.aio.ServicerContext) -> pb.CreateWorkspaceResponse:
         await asyncio.to_thread(self._ready().create_workspace, request.workspace)
         log.info("created workspace %s", request.workspace)
         return pb.CreateWorkspaceResponse(workspace=request.workspace)
 
-    async def ListWorkspaces(self, request: pb.ListWorkspacesRequest, context) -> pb.ListWorkspacesResponse:
+    async def ListWorkspaces(self, request: pb.ListWorkspacesRequest, context: grpc.aio.ServicerContext) -> pb.ListWorkspacesResponse:
         return pb.ListWorkspacesResponse(workspaces=await asyncio.to_thread(self._ready().list_workspaces))
 
-    async def DeleteWorkspace(self, request: pb.DeleteWorkspaceRequest, context) -> pb.DeleteWorkspaceResponse:
+    async def DeleteWorkspace(self, request: pb.DeleteWorkspaceRequest, context: grpc.aio.ServicerContext) -> pb.DeleteWorkspaceResponse:
         count = await asyncio.to_thread(self._ready().delete_workspace, request.workspace)
         log.info("deleted workspace %s with %d documents", request.workspace, count)
         return pb.DeleteWorkspaceResponse(deleted_documents=count)
 
-    async def IngestDocument(self, request_iterator, context):
+    async def IngestDocument(
+        self, request_iterator: AsyncIterator[pb.IngestDocumentRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.IngestDocumentResponse]:
         ingestor = self._ready_ingestor()
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("source"):
@@ -120,7 +123,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         if source.url and source.file_name:
             raise InvalidInput("Entweder eine Datei oder eine Adresse, nicht beides. (file_name and url are exclusive)")
 
-        async def file_bytes():
+        async def file_bytes() -> AsyncIterator[bytes]:
             async for message in request_iterator:
                 if message.HasField("source"):
                     raise InvalidInput("Nur die erste Nachricht darf die Quelle nennen. (source sent twice)")
@@ -139,7 +142,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
             await self._drain(request_iterator)
             raise
 
-    async def _drain(self, request_iterator) -> None:
+    async def _drain(self, request_iterator: AsyncIterator[pb.IngestDocumentRequest]) -> None:
         """Read and drop what the client still sends of a refused upload, before the refusal ends the call.
 
         A refusal that ends the call while the client is still writing (a file type refused before its first
@@ -154,7 +157,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
                 if left < 0:
                     return
 
-    async def ListDocuments(self, request: pb.ListDocumentsRequest, context) -> pb.ListDocumentsResponse:
+    async def ListDocuments(self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext) -> pb.ListDocumentsResponse:
         records = await asyncio.to_thread(self._ready().list_documents, request.workspace)
         return pb.ListDocumentsResponse(
             documents=[document_proto(r) for r in records],
@@ -162,7 +165,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
             quota_bytes=workspace_quota_bytes(self.settings, request.workspace),
         )
 
-    async def ExportDocument(self, request: pb.ExportDocumentRequest, context) -> pb.ExportDocumentResponse:
+    async def ExportDocument(self, request: pb.ExportDocumentRequest, context: grpc.aio.ServicerContext) -> pb.ExportDocumentResponse:
         store = self._ready()
         chunks = await asyncio.to_thread(store.document_chunks, request.workspace, request.document_id)
         records = {r.document_id: r for r in await asyncio.to_thread(store.list_documents, request.workspace)}
@@ -175,12 +178,12 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
             chunks=[pb.DocumentChunk(chunk_index=c.index, text=c.text, page=c.page, section=c.section) for c in chunks],
         )
 
-    async def DeleteDocument(self, request: pb.DeleteDocumentRequest, context) -> pb.DeleteDocumentResponse:
+    async def DeleteDocument(self, request: pb.DeleteDocumentRequest, context: grpc.aio.ServicerContext) -> pb.DeleteDocumentResponse:
         deleted = await asyncio.to_thread(self._ready().delete_document, request.workspace, request.document_id)
         log.info("deleted document %s from %s (%d chunks)", request.document_id, request.workspace, deleted)
         return pb.DeleteDocumentResponse(deleted_chunks=deleted)
 
-    async def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         store = self._ready()
         query = request.query.strip()
         if not query:

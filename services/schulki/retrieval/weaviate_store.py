@@ -24,11 +24,16 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
 from schulki.retrieval.store import EVIDENCE_PASSAGES, DocumentRecord, Hit, Store, StoredChunk, hybrid_weight
 from schulki.runtime.errors import StartupError
+
+# weaviate-client's typed WeaviateClient types every property as the union of all Weaviate values; the schema
+# here is fixed (text, ints, strings), so the client is used untyped rather than narrowed at every read.
+WeaviateClient: TypeAlias = Any
 
 log = logging.getLogger("schulki.retrieval")
 
@@ -38,7 +43,7 @@ GROUP_LIMIT = 100_000
 """Most distinct documents per workspace that recover() looks at in one aggregation."""
 
 
-def connect(url: str, api_key: str | None, grpc_port: int):
+def connect(url: str, api_key: str | None, grpc_port: int) -> WeaviateClient:
     """A connected weaviate-client v4 client, or StartupError with one line for the admin."""
     import weaviate
     from weaviate.classes.init import AdditionalConfig, Auth, Timeout
@@ -70,7 +75,7 @@ def connect(url: str, api_key: str | None, grpc_port: int):
 class WeaviateStore(Store):
     """Chunks and manifests in Weaviate, a tenant per workspace."""
 
-    def __init__(self, config: RetrievalConfig, client=None):
+    def __init__(self, config: RetrievalConfig, client: WeaviateClient | None = None) -> None:
         super().__init__()
         if client is None:
             if not config.weaviate_url:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Sequence
-from typing import Literal, overload
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Literal, TypeAlias, TypeVar, overload
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +13,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from schulki.config import RuntimeConfig
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+# The interceptors below pass any call on unchanged: generic over its messages, as grpc's own stubs declare them.
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Requests: TypeAlias = "AsyncIterable[_Request] | Iterable[_Request]"
 
 
 def channel_options(config: RuntimeConfig) -> list[tuple[str, int]]:
@@ -40,22 +45,42 @@ class _TokenHeader:
 # implements only (an if/elif chain, grpc/grpc#31442), so one class for all four kinds put the
 # token on unary calls alone, and every streamed call (chat, ingest, uploads) went without it.
 class _UnaryUnaryToken(_TokenHeader, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryUnaryCall[_Request, _Response]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> _Response | grpc.aio.UnaryUnaryCall[_Request, _Response]:
         return await continuation(self._details(client_call_details), request)
 
 
 class _UnaryStreamToken(_TokenHeader, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, client_call_details, request):
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, _Request], Awaitable[grpc.aio.UnaryStreamCall[_Request, _Response]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: _Request,
+    ) -> AsyncIterator[_Response] | grpc.aio.UnaryStreamCall[_Request, _Response]:
         return await continuation(self._details(client_call_details), request)
 
 
 class _StreamUnaryToken(_TokenHeader, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+    async def intercept_stream_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, _Requests], Awaitable[grpc.aio.StreamUnaryCall[_Request, _Response]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: _Requests,
+    ) -> _Response | grpc.aio.StreamUnaryCall[_Request, _Response]:
         return await continuation(self._details(client_call_details), request_iterator)
 
 
 class _StreamStreamToken(_TokenHeader, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+    async def intercept_stream_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, _Requests], Awaitable[grpc.aio.StreamStreamCall[_Request, _Response]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: _Requests,
+    ) -> AsyncIterator[_Response] | grpc.aio.StreamStreamCall[_Request, _Response]:
         return await continuation(self._details(client_call_details), request_iterator)
 
 
@@ -95,16 +120,36 @@ class _SyncTokenInterceptor(
             getattr(details, "compression", None),
         )
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, _Request], grpc._CallFuture[_Response]],
+        client_call_details: grpc.ClientCallDetails,
+        request: _Request,
+    ) -> grpc._CallFuture[_Response]:
         return continuation(self._details(client_call_details), request)
 
-    def intercept_unary_stream(self, continuation, client_call_details, request):
+    def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, _Request], grpc._CallIterator[_Response]],
+        client_call_details: grpc.ClientCallDetails,
+        request: _Request,
+    ) -> grpc._CallIterator[_Response]:
         return continuation(self._details(client_call_details), request)
 
-    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+    def intercept_stream_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Iterator[_Request]], grpc._CallFuture[_Response]],
+        client_call_details: grpc.ClientCallDetails,
+        request_iterator: Iterator[_Request],
+    ) -> grpc._CallFuture[_Response]:
         return continuation(self._details(client_call_details), request_iterator)
 
-    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+    def intercept_stream_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Iterator[_Request]], grpc._CallIterator[_Response]],
+        client_call_details: grpc.ClientCallDetails,
+        request_iterator: Iterator[_Request],
+    ) -> grpc._CallIterator[_Response]:
         return continuation(self._details(client_call_details), request_iterator)
 
 
@@ -160,7 +205,11 @@ def health_status(address: str, service: str = "", timeout: float = 2.0, config:
 
 
 def wait_until_serving(
-    address: str, timeout: float = 120.0, service: str = "", is_alive=lambda: True, config: RuntimeConfig | None = None
+    address: str,
+    timeout: float = 120.0,
+    service: str = "",
+    is_alive: Callable[[], bool] = lambda: True,
+    config: RuntimeConfig | None = None,
 ) -> None:
     """Wait until the service at address reports SERVING; raise TimeoutError otherwise."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,7 +64,7 @@ def _wrap_behavior(behavior: Callable, streaming_response: bool, method: str) ->
 
     if streaming_response:
 
-        async def stream_behavior(request: Any, context: grpc.aio.ServicerContext):
+        async def stream_behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             try:
                 async for response in behavior(request, context):
@@ -78,7 +78,7 @@ def _wrap_behavior(behavior: Callable, streaming_response: bool, method: str) ->
 
         return stream_behavior
 
-    async def unary_behavior(request: Any, context: grpc.aio.ServicerContext):
+    async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
             return await behavior(request, context)
@@ -106,9 +106,14 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service_token: str | None):
         self._expected = f"Bearer {service_token}".encode() if service_token else None
 
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         metadata = dict(handler_call_details.invocation_metadata or ())
-        logs.request_id.set(metadata.get("x-request-id") or logs.new_request_id())
+        given_id = metadata.get("x-request-id")  # text: only keys ending in -bin carry bytes
+        logs.request_id.set(given_id if isinstance(given_id, str) and given_id else logs.new_request_id())
         method = handler_call_details.method
         if self._expected is not None and not method.startswith(OPEN_METHODS):
             given = str(metadata.get("authorization", "")).encode()
@@ -130,7 +135,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _refusal(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    async def refuse(request_or_iterator, context):
+    async def refuse(request_or_iterator: object, context: grpc.aio.ServicerContext) -> None:
         await context.abort(code, message)
 
     # A unary handler works for every method kind: the call ends before any request is read.

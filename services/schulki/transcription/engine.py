@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,9 +232,10 @@ class SpeechEngine:
                 return default, float(default_probability)
         return detected, float(probability)
 
-    def _transcribe_blocking(self, job: TranscriptionJob, emit, cancelled: threading.Event) -> TranscriptionDone:
+    def _transcribe_blocking(
+        self, job: TranscriptionJob, emit: Callable[[Language | Segment], None], cancelled: threading.Event
+    ) -> TranscriptionDone:
         from faster_whisper.transcribe import restore_speech_timestamps
-        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
         started = time.perf_counter()
         done = TranscriptionDone()
@@ -249,14 +250,10 @@ class SpeechEngine:
                     raise audio.Cancelled()
                 if window.size == 0 or float(np.max(np.abs(window))) < SILENCE_PEAK:
                     continue
-                speech_chunks = None
-                samples = window
-                if job.vad:
-                    speech_chunks = get_speech_timestamps(window, VadOptions())
-                    if not speech_chunks:
-                        continue
-                    parts, _ = collect_chunks(window, speech_chunks)
-                    samples = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                speech = _speech(window, job.vad)
+                if speech is None:
+                    continue
+                samples, speech_chunks = speech
                 done.speech_duration += samples.size / audio.SAMPLE_RATE
                 if language is None:
                     language, probability = self._detect_language(samples)
@@ -280,17 +277,7 @@ class SpeechEngine:
                 language = language or info.language
                 if speech_chunks:
                     segments = restore_speech_timestamps(segments, speech_chunks, audio.SAMPLE_RATE)
-                texts = []
-                for s in segments:
-                    if cancelled.is_set():
-                        raise audio.Cancelled()
-                    text = s.text.strip()
-                    if not text:
-                        continue
-                    words = [Word(offset + w.start, offset + w.end, w.word, float(w.probability)) for w in (s.words or ())]
-                    emit(Segment(done.segment_count, offset + s.start, offset + s.end, text, words))
-                    done.segment_count += 1
-                    texts.append(text)
+                texts = _emit_segments(segments, offset, done, emit, cancelled)
                 previous_text = " ".join(texts) or previous_text
         except audio.Cancelled:
             done.cancelled = True
@@ -309,3 +296,34 @@ class SpeechEngine:
             " (cancelled)" if done.cancelled else "",
         )
         return done
+
+
+def _speech(window: np.ndarray, vad: bool) -> tuple[np.ndarray, list[dict] | None] | None:
+    """The samples to transcribe and, with vad, the speech chunks they were cut from; None for a window without speech."""
+    if not vad:
+        return window, None
+    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+    speech_chunks = get_speech_timestamps(window, VadOptions())
+    if not speech_chunks:
+        return None
+    parts, _ = collect_chunks(window, speech_chunks)
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)), speech_chunks
+
+
+def _emit_segments(
+    segments: Iterable[Any], offset: float, done: TranscriptionDone, emit: Callable[[Language | Segment], None], cancelled: threading.Event
+) -> list[str]:
+    """Send each segment with text (its times moved by the window's offset); the texts sent."""
+    texts = []
+    for s in segments:
+        if cancelled.is_set():
+            raise audio.Cancelled()
+        text = s.text.strip()
+        if not text:
+            continue
+        words = [Word(offset + w.start, offset + w.end, w.word, float(w.probability)) for w in (s.words or ())]
+        emit(Segment(done.segment_count, offset + s.start, offset + s.end, text, words))
+        done.segment_count += 1
+        texts.append(text)
+    return texts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
@@ -82,7 +83,9 @@ class TranscriptionService(pb_grpc.TranscriptionServiceServicer):
                 f"Die Stichwörter sind zu lang: höchstens {MAX_PROMPT_CHARS} Zeichen. (initial_prompt is over {MAX_PROMPT_CHARS} characters.)"
             )
 
-    async def Transcribe(self, request_iterator, context: grpc.aio.ServicerContext):
+    async def Transcribe(
+        self, request_iterator: AsyncIterator[pb.TranscribeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TranscribeResponse]:
         if not self._loaded:
             raise NotReady("Das Sprachmodell wird noch geladen. (The speech model is still loading.)")
         received = await upload.receive(request_iterator, self.config.max_upload_bytes, self.config.upload_dir, self.check_options)

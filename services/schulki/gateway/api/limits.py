@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from schulki.config import GatewayConfig
 from schulki.gateway.api.errors import error_body
 
@@ -31,7 +33,7 @@ MAX_HEADER_BYTES = 32 * 1024  # nginx allows 4 x 8 KiB; Gradio's and schulki's c
 class BodyLimitMiddleware:
     """ASGI middleware: at most the route's limit of request body, arriving without long pauses."""
 
-    def __init__(self, app, config: GatewayConfig, upload_prefixes: tuple[str, ...]):
+    def __init__(self, app: ASGIApp, config: GatewayConfig, upload_prefixes: tuple[str, ...]) -> None:
         self.app = app
         self.config = config
         self.upload_prefixes = upload_prefixes
@@ -40,7 +42,7 @@ class BodyLimitMiddleware:
         is_upload = any(path.startswith(prefix) for prefix in self.upload_prefixes)
         return self.config.max_upload_bytes if is_upload else self.config.max_request_bytes
 
-    async def _refuse(self, scope, send, status: int, limit: int) -> None:
+    async def _refuse(self, scope: Scope, send: Send, status: int, limit: int) -> None:
         is_upload = self.limit_for(scope["path"]) == self.config.max_upload_bytes and limit == self.config.max_upload_bytes
         mib = f"{limit / MIB:.0f}" if limit >= MIB else f"{limit / MIB:.2f}"
         if status == 408:
@@ -73,11 +75,11 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    def headers_too_large(scope) -> bool:
+    def headers_too_large(scope: Scope) -> bool:
         headers = scope.get("headers", [])
         return len(headers) > MAX_HEADERS or sum(len(name) + len(value) + 4 for name, value in headers) > MAX_HEADER_BYTES
 
-    async def _refuse_headers(self, send) -> None:
+    async def _refuse_headers(self, send: Send) -> None:
         body = "Die Anfrage hat zu viele oder zu große Kopfzeilen. (Request header fields too large.)".encode()
         await send(
             {
@@ -92,7 +94,7 @@ class BodyLimitMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and self.headers_too_large(scope):
             return await send({"type": "websocket.close", "code": 1009})
         if scope["type"] != "http":
@@ -103,47 +105,51 @@ class BodyLimitMiddleware:
         for name, value in scope.get("headers", []):
             if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                 return await self._refuse(scope, send, 413, limit)
-        idle_timeout = self.config.body_idle_timeout_s
-        received = 0
-        body_done = False
-        started = False
-        answered = False
-
-        async def counting_receive():
-            # Over the limit or stalled: answer at once, and tell the app the client is gone, so that
-            # whatever reads the body (FastAPI, Gradio's multipart parser) stops without answering itself.
-            nonlocal received, body_done, answered
-            if answered:
-                return {"type": "http.disconnect"}
-            if body_done:  # after the body only a disconnect can come, and it may come late
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), idle_timeout)
-            except TimeoutError:
-                status = 408
-            else:
-                if message["type"] != "http.request":
-                    return message
-                received += len(message.get("body", b""))
-                body_done = not message.get("more_body", False)
-                if received <= limit:
-                    return message
-                status = 413
-            if not started:
-                await self._refuse(scope, send, status, limit)
-            answered = True
-            return {"type": "http.disconnect"}
-
-        async def tracking_send(message):
-            nonlocal started
-            if answered:  # the app's own answer to the "disconnect" goes nowhere
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        body = _CountedBody(self, scope, receive, send, limit)
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, body.receive, body.send)
         except Exception:
-            if not answered:
+            if not body.answered:
                 raise
+
+
+class _CountedBody:
+    """One request's body as the app reads it: counted against the limit, and given up on when it stalls."""
+
+    def __init__(self, guard: BodyLimitMiddleware, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        self.guard, self.scope, self._receive, self._send, self.limit = guard, scope, receive, send, limit
+        self.received = 0
+        self.body_done = False
+        self.started = False
+        self.answered = False
+
+    async def receive(self) -> Message:
+        # Over the limit or stalled: answer at once, and tell the app the client is gone, so that
+        # whatever reads the body (FastAPI, Gradio's multipart parser) stops without answering itself.
+        if self.answered:
+            return {"type": "http.disconnect"}
+        if self.body_done:  # after the body only a disconnect can come, and it may come late
+            return await self._receive()
+        try:
+            message = await asyncio.wait_for(self._receive(), self.guard.config.body_idle_timeout_s)
+        except TimeoutError:
+            status = 408
+        else:
+            if message["type"] != "http.request":
+                return message
+            self.received += len(message.get("body", b""))
+            self.body_done = not message.get("more_body", False)
+            if self.received <= self.limit:
+                return message
+            status = 413
+        if not self.started:
+            await self.guard._refuse(self.scope, self._send, status, self.limit)
+        self.answered = True
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        if self.answered:  # the app's own answer to the "disconnect" goes nowhere
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)

@@ -70,7 +70,7 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
             with gr.Tab(s["tab_admin"], id="admin", visible=False) as admin_tab:
                 build_admin_tab(gateway, s, demo)
 
-        def personalise(request: gr.Request):
+        def personalise(request: gr.Request) -> tuple[str, gr.Tab]:
             account = account_of(gateway, request, s)
             links = (
                 f'<div style="display:flex;justify-content:space-between;align-items:center"><strong style="font-size:1.4em">schulki</strong>'

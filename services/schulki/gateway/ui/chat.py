@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
 
 import gradio as gr
 
@@ -19,14 +20,44 @@ PRESETS = {
 }
 
 
+Event = Callable[..., object]
+"""A Gradio event handler: Gradio reads its inputs from its signature."""
+
+
 def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Blocks) -> None:
     status_banner(gateway, s, ("inference",), timer, demo, "chat_status")
+    demo_note, model, preset, model_info = _model_row(s)
+    chatbot, messages, chat_id, textbox, send, stop, new = _conversation(s)
+    retention, saved, load = _saved_chats(s)
+    lesson, lesson_class, lesson_model, lesson_set, lesson_result = _lesson_box(s)
+    saved_choices, new_chat, open_chat = _saved_chat_events(gateway, s)
+    model_choices, model_picked, set_lesson_model = _model_events(gateway, s)
+    respond = _respond_event(gateway, s)
+
+    outputs = [chatbot, messages, textbox, chat_id]
+    inputs = [textbox, messages, preset, chat_id, model]
+    submit_event = textbox.submit(respond, inputs, outputs, api_name="chat")
+    click_event = send.click(respond, inputs, outputs, api_name="chat_send")
+    stop.click(None, cancels=[submit_event, click_event], api_name="chat_stop")
+    new.click(new_chat, None, outputs, api_name="chat_new")
+    load.click(open_chat, saved, [chatbot, messages, chat_id], api_name="chat_open")
+    demo.load(saved_choices, None, [saved, retention], api_name="chat_saved")
+    demo.load(model_choices, None, [model, model_info, demo_note, lesson, lesson_class, lesson_model], api_name="chat_models")
+    model.change(model_picked, model, model_info, api_name="chat_model_info", show_progress="hidden")
+    lesson_set.click(set_lesson_model, [lesson_class, lesson_model], lesson_result, api_name="chat_lesson_model")
+
+
+def _model_row(s: Strings) -> tuple[gr.Markdown, gr.Dropdown, gr.Dropdown, gr.Markdown]:
     demo_note = gr.Markdown(visible=False, elem_id="demo-model-note")
     with gr.Row():
         # Any value may arrive through the API: respond() checks it against what this user may use.
         model = gr.Dropdown([], value=None, label=s["model"], elem_id="chat-model", allow_custom_value=True, scale=2)
         preset = gr.Dropdown([(s[key], key) for key in PRESETS], value="preset_assistant", label=s["preset"], scale=2)
     model_info = gr.Markdown(elem_id="chat-model-info")
+    return demo_note, model, preset, model_info
+
+
+def _conversation(s: Strings) -> tuple[gr.Chatbot, gr.State, gr.State, gr.Textbox, gr.Button, gr.Button, gr.Button]:
     chatbot = safe_chatbot(label="Chat", height=420, buttons=["copy"], feedback_options=None, elem_id="chatbot")
     messages = gr.State([])
     chat_id = gr.State(None)
@@ -35,10 +66,18 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
         send = gr.Button(s["send"], variant="primary", scale=1, elem_id="chat-send")
         stop = gr.Button(s["stop"], variant="stop", scale=1, elem_id="chat-stop")
         new = gr.Button(s["new_chat"], scale=1, elem_id="chat-new")
+    return chatbot, messages, chat_id, textbox, send, stop, new
+
+
+def _saved_chats(s: Strings) -> tuple[gr.Markdown, gr.Dropdown, gr.Button]:
     with gr.Accordion(s["saved_chats"], open=False):
         retention = gr.Markdown()
         saved = gr.Dropdown([], label=s["saved_chats"], elem_id="saved-chats", allow_custom_value=True)
         load = gr.Button(s["load_chat"])
+    return retention, saved, load
+
+
+def _lesson_box(s: Strings) -> tuple[gr.Accordion, gr.Dropdown, gr.Dropdown, gr.Button, gr.Markdown]:
     with gr.Accordion(s["lesson_model"], open=False, visible=False) as lesson:
         # Choices are filled per user; set_lesson_model checks class and model itself.
         with gr.Row():
@@ -47,15 +86,43 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             lesson_set = gr.Button(s["lesson_set"], elem_id="lesson-set")
         lesson_result = gr.Markdown(elem_id="lesson-result")
 
+    return lesson, lesson_class, lesson_model, lesson_set, lesson_result
+
+
+def _saved_chat_events(gateway: Gateway, s: Strings) -> tuple[Event, Event, Event]:
+    """The saved chats with the retention note, a new chat, and opening a saved one."""
+
     def retention_text() -> str:
         days = gateway.retention_days()
         return s["retention_note"].format(days=days) if days > 0 else s["retention_none"]
 
-    def saved_choices(request: gr.Request):
+    def saved_choices(request: gr.Request) -> tuple[gr.Dropdown, str]:
         account = account_of(gateway, request, s)
         return gr.Dropdown(choices=[(title, chat) for chat, title in gateway.accounts.list_chats(account.id)], value=None), retention_text()
 
-    def model_choices(request: gr.Request):
+    def new_chat() -> tuple[list[dict], list[dict], str, None]:
+        return [], [], "", None
+
+    def open_chat(chosen: str | int | None, request: gr.Request) -> tuple[object, object, object]:
+        account = account_of(gateway, request, s)
+        if chosen is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:  # the picker sends a chat's id; the API may send anything
+            chat = int(chosen)
+        except (TypeError, ValueError, OverflowError):
+            raise gr.Error(s["unknown_chat"]) from None
+        loaded = gateway.accounts.load_chat(account.id, chat) if 0 < chat < 2**63 else None  # SQL integers have 64 bits
+        if loaded is None:
+            raise gr.Error(s["unknown_chat"])
+        return loaded, loaded, chat
+
+    return saved_choices, new_chat, open_chat
+
+
+def _model_events(gateway: Gateway, s: Strings) -> tuple[Event, Event, Event]:
+    """The model picker for this user, its description, and a teacher's model for a lesson."""
+
+    def model_choices(request: gr.Request) -> tuple[gr.Dropdown, str, gr.Markdown, gr.Accordion, gr.Dropdown, gr.Dropdown]:
         """The picker with the models this user may use, the preselected one, its description and the demo-model line."""
         account = account_of(gateway, request, s)
         allowed = gateway.models.allowed(account)
@@ -76,21 +143,32 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             gr.Dropdown(choices=[(s["lesson_default"], "")] + [(name, name) for name in allowed], value=""),
         )
 
-    def model_picked(name: str | None):
+    def model_picked(name: str | None) -> str:
         return gateway.models.description(name)
 
     @handles_errors(s)
-    def set_lesson_model(class_name: str | None, name: str | None, request: gr.Request):
+    def set_lesson_model(class_name: str | None, name: str | None, request: gr.Request) -> str:
         account = account_of(gateway, request, s)
         if not class_name:
             raise gr.Error(s["lesson_class"] + "?")
         gateway.models.set_class_model(account, class_name, name or None)
         return s["lesson_saved"].format(name=class_name, model=name or s["lesson_default"])
 
+    return model_choices, model_picked, set_lesson_model
+
+
+def _respond_event(gateway: Gateway, s: Strings) -> Event:
+    """One answer, streamed into the conversation, and saved when chats are kept."""
+
     @handles_errors(s)
     async def respond(
-        message: str, history: list[dict], preset_key: str, current_id, model_name: str | None = None, request: gr.Request | None = None
-    ):
+        message: str,
+        history: list[dict],
+        preset_key: str,
+        current_id: int | None,
+        model_name: str | None = None,
+        request: gr.Request | None = None,
+    ) -> AsyncIterator[tuple[list[dict], list[dict], str, int | None]]:
         # model_name defaults to None (the preselected model), so API callers that predate the picker keep working
         account = account_of(gateway, request, s)
         message = (message or "").strip()
@@ -113,30 +191,4 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
             current_id = gateway.accounts.save_chat(account.id, current_id, history)
         yield history, history, "", current_id
 
-    def new_chat():
-        return [], [], "", None
-
-    def open_chat(chosen, request: gr.Request):
-        account = account_of(gateway, request, s)
-        if chosen is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        try:  # the picker sends a chat's id; the API may send anything
-            chat = int(chosen)
-        except (TypeError, ValueError, OverflowError):
-            raise gr.Error(s["unknown_chat"]) from None
-        loaded = gateway.accounts.load_chat(account.id, chat) if 0 < chat < 2**63 else None  # SQL integers have 64 bits
-        if loaded is None:
-            raise gr.Error(s["unknown_chat"])
-        return loaded, loaded, chat
-
-    outputs = [chatbot, messages, textbox, chat_id]
-    inputs = [textbox, messages, preset, chat_id, model]
-    submit_event = textbox.submit(respond, inputs, outputs, api_name="chat")
-    click_event = send.click(respond, inputs, outputs, api_name="chat_send")
-    stop.click(None, cancels=[submit_event, click_event], api_name="chat_stop")
-    new.click(new_chat, None, outputs, api_name="chat_new")
-    load.click(open_chat, saved, [chatbot, messages, chat_id], api_name="chat_open")
-    demo.load(saved_choices, None, [saved, retention], api_name="chat_saved")
-    demo.load(model_choices, None, [model, model_info, demo_note, lesson, lesson_class, lesson_model], api_name="chat_models")
-    model.change(model_picked, model, model_info, api_name="chat_model_info", show_progress="hidden")
-    lesson_set.click(set_lesson_model, [lesson_class, lesson_model], lesson_result, api_name="chat_lesson_model")
+    return respond

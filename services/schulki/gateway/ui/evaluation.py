@@ -55,7 +55,7 @@ def build_evaluation_section(gateway: Gateway, s: Strings, require_admin: Callab
         table = gr.Dataframe(headers=headers, interactive=False, elem_id="admin-evaluation")
         status = gr.Markdown(elem_id="admin-evaluation-status")
 
-    async def load(request: gr.Request):
+    async def load(request: gr.Request) -> tuple[list[list[str]], str]:
         require_admin(request)
         folder = results_dir(gateway)
         records = await run_in_threadpool(load_results, folder)

@@ -37,7 +37,7 @@ def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[
             add = gr.Button(s["add_model"], elem_id="admin-model-add", scale=1)
         result = gr.Markdown(elem_id="admin-models-result")
 
-    def current():
+    def current() -> list[gr.Dropdown | gr.CheckboxGroup]:
         names = gateway.models.names()
         boxes = []
         for role in RESTRICTED_ROLES:
@@ -46,7 +46,7 @@ def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[
         return [gr.Dropdown(choices=names, value=gateway.models.default()), *boxes]
 
     @handles_errors(s)
-    def save_models(chosen_default: str | None, student_models: list[str], teacher_models: list[str], request: gr.Request):
+    def save_models(chosen_default: str | None, student_models: list[str], teacher_models: list[str], request: gr.Request) -> str:
         # one parameter per role of RESTRICTED_ROLES: Gradio hands the request only to named parameters
         require_admin(request)
         allowed = (student_models, teacher_models)
@@ -58,7 +58,7 @@ def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[
             gateway.models.set_role_models(role, None if set(picked) == names else picked)
         return s["models_saved"]
 
-    async def add_model(source: str, wanted_name: str, request: gr.Request):
+    async def add_model(source: str, wanted_name: str, request: gr.Request) -> str:
         require_admin(request)
         from schulki.models.defaults import models_dir
         from schulki.models.install import ModelCheckError

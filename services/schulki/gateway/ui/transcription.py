@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import gradio as gr
@@ -48,7 +49,7 @@ def build_transcription_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo:
         vtt = gr.DownloadButton(s["download_vtt"], visible=False, elem_id="download-vtt")
 
     @handles_errors(s)
-    async def transcribe(path: str | None, chosen: str, request: gr.Request):
+    async def transcribe(path: str | None, chosen: str, request: gr.Request) -> AsyncIterator[tuple[object, ...]]:
         hidden = gr.DownloadButton(visible=False)
         segments, lines, shown_language = [], [], ""
         try:  # the recording is not kept, also when it is refused: only the transcript, in the user's own folder

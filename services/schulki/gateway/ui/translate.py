@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import gradio as gr
 
@@ -67,7 +68,7 @@ def build_translate_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     run = gr.Button(s["translate"], variant="primary", elem_id="translate")
 
     @handles_errors(s)
-    async def translate(text: str, source_name: str, target_name: str, request: gr.Request):
+    async def translate(text: str, source_name: str, target_name: str, request: gr.Request) -> AsyncIterator[tuple[str, str]]:
         account = account_of(gateway, request, s)
         text = (text or "").strip()
         if not text:

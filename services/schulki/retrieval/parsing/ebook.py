@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from schulki.retrieval.documents import ParsedDocument, Passage
@@ -46,13 +47,13 @@ def parse_epub(path: Path, job: ParseJob) -> ParsedDocument:
     return ParsedDocument(format="epub", passages=passages, title=title)
 
 
-def _toc_titles(toc) -> dict[str, str]:
+def _toc_titles(toc: Sequence[object]) -> dict[str, str]:
     """File name of each chapter to its title in the table of contents (first entry wins)."""
     from ebooklib import epub
 
     titles: dict[str, str] = {}
 
-    def visit(entries) -> None:
+    def visit(entries: Sequence[object]) -> None:
         for entry in entries:
             if isinstance(entry, tuple):  # (Section, [children])
                 visit([entry[0]])

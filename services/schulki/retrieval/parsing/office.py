@@ -9,11 +9,15 @@ from __future__ import annotations
 import datetime
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schulki.retrieval.documents import ParsedDocument, Passage
 from schulki.retrieval.parsing.common import ParseJob, charge, clean, header_name
 from schulki.retrieval.parsing.table import row_passages
 from schulki.runtime.errors import InvalidInput, SchulkiError
+
+if TYPE_CHECKING:
+    from odf.element import Element  # odfpy ships no types: Element is Any to mypy
 
 CORRUPT = "Die Datei ist beschädigt und lässt sich nicht lesen. (corrupt {kind} file)"
 # Built-in heading styles are "Heading 1", "Title"; German Word names them "Überschrift 1", "Titel".
@@ -86,7 +90,7 @@ def parse_odt(path: Path, job: ParseJob) -> ParsedDocument:
         section = ""
         heading, paragraph = (TEXTNS, "h"), (TEXTNS, "p")
 
-        def walk(node) -> None:
+        def walk(node: Element) -> None:
             nonlocal section
             for child in node.childNodes:
                 qname = getattr(child, "qname", None)
@@ -142,7 +146,7 @@ MAX_CELL_CHARS = 32_767
 """Excel's own limit for one cell; a longer one was not written by a spreadsheet, and is cut before it is cleaned."""
 
 
-def _cell_text(value) -> str:
+def _cell_text(value: object) -> str:
     """A cell's value as a German reader writes it (dates as 24.12.2026)."""
     if value is None:
         return ""

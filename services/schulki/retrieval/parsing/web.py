@@ -195,7 +195,7 @@ def has_header(table: Tag, rows: list[list[str]]) -> bool:
 class _Walker:
     """Collects paragraphs in reading order; headings start a new section; a data table gives one passage per row."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.passages: list[Passage] = []
         self.section = ""
         self.buffer: list[str] = []
