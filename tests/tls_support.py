@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import subprocess
@@ -64,3 +65,65 @@ def server_verifier_accepts(ca_file: Path, cert_file: Path, name: str) -> bool:
     except VerificationError:
         return False
     return True
+
+
+def grpc_handshake_error(cert_file: Path, key_file: Path, ca_file: Path, server_name: str) -> str | None:
+    """Serve gRPC's health service with the certificate on 127.0.0.1 through schulki's own server, and ask it as
+    schulki's client does (``open_channel``, checking against ca_file) for server_name, the name the caller dials:
+    None when it answers, else gRPC's error (BoringSSL's verdict on the chain)."""
+    import asyncio
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from schulki.config import RuntimeConfig
+    from schulki.runtime.client import open_channel
+    from schulki.runtime.server import create_server
+
+    async def ask() -> str | None:
+        config = RuntimeConfig(host="127.0.0.1", tls_cert_file=cert_file, tls_key_file=key_file, tls_ca_file=ca_file)
+        server = await create_server([], 0, config)
+        await server.set_serving(True)
+        try:
+            # 127.0.0.1 stands in for the name's address; the certificate is checked for the name, as a resolved dial would.
+            override = [] if server_name == "127.0.0.1" else [("grpc.ssl_target_name_override", server_name)]
+            async with open_channel(f"127.0.0.1:{server.port}", config, aio=True, extra_options=override) as channel:  # type: ignore[arg-type]
+                try:
+                    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=20)
+                except grpc.aio.AioRpcError as error:
+                    return f"{error.code().name}: {error.details()}"
+            return None
+        finally:
+            await server.server.stop(0)
+
+    return asyncio.run(ask())
+
+
+def python_ssl_error(cert_file: Path, key_file: Path, ca_file: Path, server_name: str) -> str | None:
+    """A TLS handshake with Python's ssl (OpenSSL, as the gateway's uvicorn and httpx use it) on 127.0.0.1, the client
+    checking the certificate against ca_file for server_name: None when it holds, else OpenSSL's verdict."""
+    import socket
+    import ssl
+    import threading
+
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert_file, key_file)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with connection, contextlib.suppress(OSError):
+                server_context.wrap_socket(connection, server_side=True).close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        client = ssl.create_default_context(cafile=str(ca_file))
+        try:
+            with (
+                socket.create_connection(listener.getsockname(), timeout=20) as sock,
+                client.wrap_socket(sock, server_hostname=server_name),
+            ):
+                return None
+        except ssl.SSLCertVerificationError as error:
+            return str(error.verify_message)
+        finally:
+            thread.join(20)
