@@ -4,8 +4,6 @@ names, with its key encrypted; and a credentials folder git never takes in."""
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,14 +11,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import jinja2
 import pytest
-import yaml
 from cryptography import x509
 from schulki.certificates import ensure_ca, ensure_certificate, load_certificate, school_subtrees
 
 from tests.conftest import REPO_ROOT
-from tests.tls_support import forge, grpc_handshake_error, openssl_accepts, python_ssl_error, server_verifier_accepts
+from tests.tls_support import (
+    forge,
+    grpc_handshake_error,
+    openssl_accepts,
+    python_ssl_error,
+    rollout_ca_permitted,
+    rollout_host_names,
+    server_verifier_accepts,
+)
 
 PASSPHRASE = "ca_passphrase=korrekt-pferd-batterie-heftklammer"
 SCHOOL = "permitted=schule.example,10.0.0.0/24,localhost,127.0.0.0/8,embeddings"
@@ -176,34 +180,6 @@ def test_the_ca_key_is_encrypted_and_signs_only_with_its_passphrase(tmp_path):
     encrypted = certificate(f"folder={plain}", "name=ca", SCHOOL, PASSPHRASE)
     assert encrypted["changed"] and (plain / "ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     assert encrypted["reason"] == "key encrypted" and (plain / "ca.crt").read_bytes() == cert
-
-
-def _role_tls_task(module_option: str) -> dict:
-    """The task of the roll-out's tls.yml that calls schulki_certificate with this option (names: a host's; permitted: the CA)."""
-    tasks = yaml.safe_load((REPO_ROOT / "deploy" / "roles" / "schulki_stack" / "tasks" / "tls.yml").read_text())
-    return next(t for t in tasks if module_option in (t.get("schulki_certificate") or {}))
-
-
-def rollout_host_names(host: str, address: str, kind: str) -> list[str]:
-    """The names the roll-out gives a host's certificate: its task's own expression, rendered for this host."""
-    expression = _role_tls_task("names")["vars"]["schulki_stack_tls_host_names"]
-    rendered = (
-        jinja2.Environment()
-        .from_string(expression)
-        .render(inventory_hostname=host, schulki_stack_node_address=address, schulki_plan_result={"kind": kind}, schulki_stack_tls_names=[])
-    )
-    return list(ast.literal_eval(rendered.strip()))
-
-
-def rollout_ca_permitted(hosts: list[str], address: str, network: str) -> list[str]:
-    """What the roll-out's CA task permits for these hosts (one LAN address and network for all): its filter plugin."""
-    spec = importlib.util.spec_from_file_location("schulki_tls_filter", REPO_ROOT / "deploy" / "filter_plugins" / "schulki_tls.py")
-    assert spec and spec.loader
-    plugin = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plugin)
-    net, mask = network.split("/")
-    facts = [{"default_ipv4": {"address": address, "network": net, "netmask": mask}}]
-    return plugin.schulki_tls_subtrees([*hosts, "embeddings", "retrieval", address], [], facts, [])
 
 
 def test_the_rollouts_certificates_pass_grpcs_own_tls_check_for_every_name_dialled(tmp_path):
