@@ -34,6 +34,7 @@ from schulki.models.fleet import FLEET_DEFAULTS
 from tests import fake_nvidia_smi
 from tests.conftest import REPO_ROOT, free_port
 from tests.deploy_mirror import MirrorServer, write_sha256sums
+from tests.tls_support import grpc_handshake_error
 
 VENV_BIN = Path(sys.executable).parent
 DEPLOY = REPO_ROOT / "deploy"
@@ -394,11 +395,17 @@ def test_every_host_gets_a_certificate_from_the_school_ca_for_its_names(school, 
         secrets = base / host / "stack" / "secrets"
         cert = x509.load_pem_x509_certificate((secrets / "tls.crt").read_bytes())
         cert.verify_directly_issued_by(ca)
-        names = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
-        assert names == {host, "localhost", *extra}
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert set(names.get_values_for_type(x509.DNSName)) == {host, "localhost", *extra}
+        assert not names.get_values_for_type(x509.IPAddress), "gRPC refuses a certificate naming an address under the school CA"
         assert (secrets / "tls.key").stat().st_mode & 0o777 == 0o400 and (secrets / "ca.crt").read_bytes().startswith(
             b"-----BEGIN CERTIFICATE"
         )
+    # The gateway reaches a node, and its own embeddings, over gRPC's TLS with the files the roll-out copied there.
+    for host, dialled in (("gpu12", "gpu12"), ("gw", "embeddings")):
+        secrets = base / host / "stack" / "secrets"
+        error = grpc_handshake_error(secrets / "tls.crt", secrets / "tls.key", base / "gw" / "stack" / "secrets" / "ca.crt", dialled)
+        assert error is None, f"gRPC to {dialled}: {error}"
     assert not list(base.glob("*/stack/**/ca.key")), "the CA's key stays on the admin's machine"
     assert (base / "credentials" / "tls" / "ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     permitted = ca.extensions.get_extension_for_class(x509.NameConstraints).value.permitted_subtrees or []

@@ -16,7 +16,15 @@ from cryptography import x509
 from schulki.certificates import ensure_ca, ensure_certificate, load_certificate, school_subtrees
 
 from tests.conftest import REPO_ROOT
-from tests.tls_support import forge, openssl_accepts, server_verifier_accepts
+from tests.tls_support import (
+    forge,
+    grpc_handshake_error,
+    openssl_accepts,
+    python_ssl_error,
+    rollout_ca_permitted,
+    rollout_host_names,
+    server_verifier_accepts,
+)
 
 PASSPHRASE = "ca_passphrase=korrekt-pferd-batterie-heftklammer"
 SCHOOL = "permitted=schule.example,10.0.0.0/24,localhost,127.0.0.0/8,embeddings"
@@ -63,7 +71,7 @@ def test_the_module_makes_renews_and_leaves_alone(tmp_path):
     folder = f"folder={tmp_path}"
     assert certificate(folder, "name=ca", SCHOOL, PASSPHRASE)["changed"]
     assert not certificate(folder, "name=ca", SCHOOL, PASSPHRASE)["changed"], "a second run changes nothing"
-    names = "names=gw.schule.example,10.0.0.5,embeddings"
+    names = "names=gw.schule.example,embeddings"
     made = certificate(folder, "name=gw", names, "valid_days=20", PASSPHRASE)
     assert made["changed"] and made["reason"] == "made" and made["days_left"] < 21
     planned = certificate(folder, "name=gw", names, PASSPHRASE, check=True)
@@ -72,7 +80,7 @@ def test_the_module_makes_renews_and_leaves_alone(tmp_path):
     renewed = certificate(folder, "name=gw", names, PASSPHRASE)
     assert renewed["changed"] and renewed["reason"] == "expires soon" and renewed["days_left"] > 390
     assert not certificate(folder, "name=gw", names, PASSPHRASE)["changed"]
-    assert not ensure_certificate(tmp_path, "gw", ["gw.schule.example", "10.0.0.5", "embeddings"], tmp_path).changed
+    assert not ensure_certificate(tmp_path, "gw", ["gw.schule.example", "embeddings"], tmp_path).changed
     assert (tmp_path / "gw.key").stat().st_mode & 0o777 == 0o600 and (tmp_path / "ca.key").stat().st_mode & 0o777 == 0o600
 
 
@@ -93,11 +101,11 @@ def test_the_school_ca_signs_only_for_the_schools_names_and_networks(tmp_path):
     ca = load_certificate(tmp_path / "ca.crt")
     constraint = ca.extensions.get_extension_for_class(x509.NameConstraints)
     assert constraint.critical and constraint.value.excluded_subtrees is None
-    certificate(folder, "name=gw", "names=ki-gw.schule.example,10.0.0.5,localhost,127.0.0.1,embeddings", PASSPHRASE)
+    certificate(folder, "name=gw", "names=ki-gw.schule.example,localhost,embeddings", PASSPHRASE)
     accepted, said = openssl_accepts(tmp_path / "ca.crt", tmp_path / "gw.crt")
     assert accepted, said
     assert server_verifier_accepts(tmp_path / "ca.crt", tmp_path / "gw.crt", "ki-gw.schule.example")
-    assert server_verifier_accepts(tmp_path / "ca.crt", tmp_path / "gw.crt", "10.0.0.5")
+    assert server_verifier_accepts(tmp_path / "ca.crt", tmp_path / "gw.crt", "embeddings")
     secret = PASSPHRASE.split("=", 1)[1]
     for name in ("www.google.com", "schule.example.evil.com", "8.8.8.8", "10.0.1.5"):
         forged = forge(tmp_path, name, tmp_path / f"forged-{name}.pem", secret)
@@ -172,3 +180,40 @@ def test_the_ca_key_is_encrypted_and_signs_only_with_its_passphrase(tmp_path):
     encrypted = certificate(f"folder={plain}", "name=ca", SCHOOL, PASSPHRASE)
     assert encrypted["changed"] and (plain / "ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     assert encrypted["reason"] == "key encrypted" and (plain / "ca.crt").read_bytes() == cert
+
+
+def test_the_rollouts_certificates_pass_grpcs_own_tls_check_for_every_name_dialled(tmp_path):
+    """gRPC checks a certificate with BoringSSL, not OpenSSL: the gateway must reach a node, and its own retrieval and
+    embeddings, with the CA and certificates the roll-out makes (its module, its task's names, its CA's entries), by the
+    name it dials (settings: the inventory name, compose's service names; health checks: SCHULKI_TLS_SERVER_NAME, the
+    inventory name), and browsers and Python's ssl the gateway's page by the name students type.
+
+    The test hosts' LAN address is 127.0.0.1, so each dial is real, on loopback."""
+    gateway, node, address = "ki-gw.schule.example", "ki-gpu08.schule.example", "127.0.0.1"
+    folder = f"folder={tmp_path}"
+    certificate(
+        folder, "name=ca", "permitted=" + ",".join(rollout_ca_permitted([gateway, node], address, "127.0.0.0/255.0.0.0")), PASSPHRASE
+    )
+    for host, kind in ((gateway, "gateway"), (node, "gpu")):
+        certificate(folder, f"name={host}", "names=" + ",".join(rollout_host_names(host, address, kind)), PASSPHRASE)
+    ca = tmp_path / "ca.crt"
+    for host, dialled in ((node, node), (gateway, "embeddings"), (gateway, "retrieval"), (gateway, gateway)):
+        error = grpc_handshake_error(tmp_path / f"{host}.crt", tmp_path / f"{host}.key", ca, dialled)
+        assert error is None, f"gRPC to {dialled} ({host}'s certificate): {error}"
+    error = python_ssl_error(tmp_path / f"{gateway}.crt", tmp_path / f"{gateway}.key", ca, gateway)
+    assert error is None, f"HTTPS to {gateway}: {error}"
+    # A host certificate from a run before names only is made again by the next run, under the same CA.
+    ca_before = ca.read_bytes()
+    ensure_certificate(tmp_path, node, [node, address, "localhost", "127.0.0.1"], tmp_path, ca_passphrase=PASSPHRASE.split("=", 1)[1])
+    before = grpc_handshake_error(tmp_path / f"{node}.crt", tmp_path / f"{node}.key", ca, node)
+    assert "unsupported name constraint type" in (before or ""), before
+    again = certificate(
+        folder, "name=ca", "permitted=" + ",".join(rollout_ca_permitted([gateway, node], address, "127.0.0.0/8")), PASSPHRASE
+    )
+    renamed = certificate(folder, f"name={node}", "names=" + ",".join(rollout_host_names(node, address, "gpu")), PASSPHRASE)
+    assert not again["changed"] and ca.read_bytes() == ca_before and renamed["reason"] == "the names changed"
+    assert grpc_handshake_error(tmp_path / f"{node}.crt", tmp_path / f"{node}.key", ca, node) is None
+    # A host named by its address in the inventory (or an address among its extra names) stops the run with the reason.
+    refused = certificate(folder, "name=10.0.0.7", "names=10.0.0.7,localhost", PASSPHRASE, fails=True)["output"]
+    assert "10.0.0.7 is an address" in refused and "unsupported name constraint type" in refused and "inventory" in refused
+    assert not (tmp_path / "10.0.0.7.crt").exists()

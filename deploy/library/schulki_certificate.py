@@ -13,7 +13,9 @@ description:
     addresses, networks); a CA that permits less is renewed with both, and one without any constraint is made again with
     a new key (a warning says to install the new ca.crt on the devices). Its key is kept encrypted with C(ca_passphrase).
   - With any other C(name), makes C(folder)/<name>.crt (the certificate, then the CA's) and C(folder)/<name>.key,
-    signed by the CA in C(folder), for every host name and address in C(names). It is made again when the names
+    signed by the CA in C(folder), for every host name in C(names). An address in C(names) stops the task: gRPC's TLS
+    (BoringSSL) refuses any certificate naming an address under a CA limited to address ranges, as the school CA is.
+    It is made again when the names
     change, the CA changed, or fewer than C(renew_days) are left; otherwise nothing changes. A name outside the
     CA's constraint stops the task with the names the CA permits.
   - Runs on the admin's machine (delegate_to localhost) with schulki's Python package (services/schulki/certificates.py)
@@ -22,7 +24,7 @@ description:
 options:
   folder: {description: Folder for the CA and the host certificates., required: true, type: path}
   name: {description: C(ca) for the CA; else the certificate's file name (the host)., required: true, type: str}
-  names: {description: Host names and IP addresses the certificate is for (not for the CA)., type: list, elements: str, default: []}
+  names: {description: Host names the certificate is for (not for the CA; no addresses)., type: list, elements: str, default: []}
   permitted: {description: What the CA may sign for (only for the CA; required there)., type: list, elements: str, default: []}
   ca_passphrase: {description: The passphrase of the CA's key (from ansible-vault); required., type: str, required: true}
   common_name: {description: The CA's name (only for the CA)., type: str, default: schulki CA}
@@ -88,6 +90,13 @@ def main() -> None:
     if not params["ca_passphrase"]:
         module.fail_json(
             msg="the school CA's key is kept encrypted: give its passphrase (schulki_stack_tls_ca_passphrase, in ansible-vault)"
+        )
+    addresses = certificates.split_names(params["names"])[1]
+    if name != "ca" and addresses:
+        module.fail_json(
+            msg=f"certificate {name}: {', '.join(addresses)} is an address: a host's certificate names host names only, because"
+            " gRPC's TLS (BoringSSL) refuses every certificate that names an address under a CA limited to address ranges"
+            ' ("unsupported name constraint type"); name the host by its name in the inventory and in schulki_stack_tls_names'
         )
     if name == "ca" and not params["permitted"]:
         module.fail_json(msg="the school CA needs the names it may sign for (permitted): a CA for any name could intercept any web site")
