@@ -16,7 +16,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 from schulki.gateway import retention
-from schulki.gateway.api.vector_store_files import THIS_PROCESS
+from schulki.gateway.store_ingests import THIS_PROCESS
 from schulki.gateway.user_data import delete_user_data, export_user_data
 from schulki.gateway.users_cli import _with_services
 from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access

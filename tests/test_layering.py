@@ -49,11 +49,7 @@ LAYERS: list[tuple[str, list[str]]] = [
 ]
 """Floors from the ground up; a module stands on the floor of the longest prefix that names it."""
 
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    # The erasure of a user's data deletes their file records, which still live in the HTTP layer; they move to a
-    # gateway domain module, and this entry goes with them (the test fails while it is listed and no longer needed).
-    ("schulki.gateway.user_data", "schulki.gateway.api.files"): "file records still live in api/files.py",
-}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 """Known arrows back up, each to be removed: (importer, imported) -> why it is still there."""
 
 

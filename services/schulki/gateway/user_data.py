@@ -32,9 +32,9 @@ from pathlib import Path
 from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.accounts import Account
-from schulki.gateway.api.files import delete_user_files
 from schulki.gateway.context import Gateway
 from schulki.gateway.retention import EXPORTS
+from schulki.gateway.stored_files import delete_user_files
 
 README = """Deine Daten bei schulki (your data at schulki)
 

@@ -23,7 +23,6 @@ from starlette.concurrency import run_in_threadpool
 from schulki.gateway.accounts import Workspace
 from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError
-from schulki.gateway.api.files import find_file
 from schulki.gateway.api.responses import (
     Deleted,
     ListPage,
@@ -36,6 +35,7 @@ from schulki.gateway.api.responses import (
 )
 from schulki.gateway.api.schemas import CreateStoreFileRequest, CreateVectorStoreRequest, SearchRequest
 from schulki.gateway.api.vector_store_files import DOCUMENT_PREFIX, StoreFilesDep
+from schulki.gateway.stored_files import find_file
 from schulki.gateway.workspaces import visible_workspaces
 
 POLL_AFTER_MS = "300"
