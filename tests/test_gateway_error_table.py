@@ -12,14 +12,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from schulki.gateway.accounts.quotas import QuotaExceeded
 from schulki.gateway.api.errors import from_exception
-from schulki.gateway.chat_models import ModelChoiceError
-from schulki.gateway.clients import ServiceDown
-from schulki.gateway.document_work import DocumentRefused
+from schulki.gateway.documents.stored_files import FileRefused
+from schulki.gateway.documents.whole_document import DocumentRefused
 from schulki.gateway.errors import TOLD, told
-from schulki.gateway.i18n import Strings
-from schulki.gateway.quotas import QuotaExceeded
-from schulki.gateway.stored_files import FileRefused
+from schulki.gateway.nodes.chat_models import ModelChoiceError
+from schulki.gateway.nodes.clients import ServiceDown
+from schulki.gateway.web.i18n import Strings
 
 GATEWAY = Path(__file__).resolve().parents[1] / "services" / "schulki" / "gateway"
 TABLE_NAMES = {cls.__name__ for cls in TOLD} | {"RpcError"}

@@ -16,14 +16,14 @@ from typing import Any
 
 import grpc
 
-from schulki.gateway.chat_models import ModelChoiceError
-from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
-from schulki.gateway.document_questions import QuestionRefused
-from schulki.gateway.document_work import DocumentRefused
-from schulki.gateway.i18n import Strings
-from schulki.gateway.quotas import QuotaExceeded
-from schulki.gateway.stored_files import FileRefused
-from schulki.gateway.workspaces import WorkspaceRefused
+from schulki.gateway.accounts.quotas import QuotaExceeded
+from schulki.gateway.documents.questions import QuestionRefused
+from schulki.gateway.documents.stored_files import FileRefused
+from schulki.gateway.documents.whole_document import DocumentRefused
+from schulki.gateway.documents.workspaces import WorkspaceRefused
+from schulki.gateway.nodes.chat_models import ModelChoiceError
+from schulki.gateway.nodes.clients import AnswerBrokeOff, ServiceDown
+from schulki.gateway.web.i18n import Strings
 
 HTTP_FOR_GRPC: dict[grpc.StatusCode, tuple[int, str]] = {
     grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),

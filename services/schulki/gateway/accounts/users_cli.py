@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from schulki.config import Config
-from schulki.gateway.accounts import AccountError, Accounts, database_url
+from schulki.gateway.accounts.database import AccountError, Accounts, database_url
 
 
 async def _with_services(config: Config, action):
@@ -38,8 +38,8 @@ def run_data_command(config: Config, args: argparse.Namespace, accounts: Account
 
     import grpc
 
-    from schulki.gateway.clients import ServiceDown
-    from schulki.gateway.user_data import delete_user_data, export_user_data
+    from schulki.gateway.nodes.clients import ServiceDown
+    from schulki.gateway.privacy.user_data import delete_user_data, export_user_data
 
     account = accounts.by_name(args.name)
     if account is None:

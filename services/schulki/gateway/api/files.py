@@ -1,4 +1,4 @@
-"""/v1/files in OpenAI's shape: the requests and answers over ``gateway/stored_files.py``, which keeps the uploads.
+"""/v1/files in OpenAI's shape: the requests and answers over ``gateway/documents/stored_files.py``, which keeps the uploads.
 
 The body limit is ``gateway.max_upload_bytes`` (``/v1/files`` is an upload path).
 """
@@ -12,13 +12,22 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.responses import Deleted, FileObject, ListPage, one_page
-from schulki.gateway.clients import CHUNK_BYTES
 from schulki.gateway.context import Gateway
-from schulki.gateway.stored_files import FileRefused, StoredFile, delete_stored, files_folder, over_quota, owned_file, stored, user_files
+from schulki.gateway.documents.stored_files import (
+    FileRefused,
+    StoredFile,
+    delete_stored,
+    files_folder,
+    over_quota,
+    owned_file,
+    stored,
+    user_files,
+)
+from schulki.gateway.nodes.clients import CHUNK_BYTES
 
 PURPOSES = ("assistants", "user_data")
 """Purposes accepted: files for vector stores. Fine-tuning and batch files have no use here."""

@@ -1,4 +1,4 @@
-"""The files of the /v1 vector stores as OpenAI describes them, over the ingests of ``gateway/store_ingests.py``.
+"""The files of the /v1 vector stores as OpenAI describes them, over the ingests of ``gateway/documents/store_ingests.py``.
 
 One ``VectorStoreFiles`` per app (``app.state.vector_store_files``, made on
 first use) holds the app's one ``StoreIngests`` (the ingests that run now);
@@ -13,14 +13,14 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from schulki.gateway.accounts import Account, Workspace
+from schulki.gateway.accounts.database import Account, Workspace
 from schulki.gateway.api.deps import GatewayDep
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.responses import FileCounts, FileStatus, LastError, VectorStore, VectorStoreFile
 from schulki.gateway.context import Gateway, StoreIngest
-from schulki.gateway.store_ingests import StoreIngests
-from schulki.gateway.stores import FileRecord
-from schulki.gateway.workspaces import workspace_access
+from schulki.gateway.documents.store_ingests import StoreIngests
+from schulki.gateway.documents.stores import FileRecord
+from schulki.gateway.documents.workspaces import workspace_access
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 STORE_ID = re.compile(r"^vs_([A-Za-z0-9_-]{1,64})$")

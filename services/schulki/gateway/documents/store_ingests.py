@@ -19,11 +19,11 @@ from pathlib import Path
 import grpc
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts import Account
-from schulki.gateway.clients import ServiceDown
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway, StoreIngest
-from schulki.gateway.stored_files import FileRefused, find_file, no_such_file
-from schulki.gateway.stores import FileRecord
+from schulki.gateway.documents.stored_files import FileRefused, find_file, no_such_file
+from schulki.gateway.documents.stores import FileRecord
+from schulki.gateway.nodes.clients import ServiceDown
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 log = logging.getLogger(__name__)

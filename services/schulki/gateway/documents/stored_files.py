@@ -3,7 +3,7 @@
 OpenAI's flow to put a document into a vector store is two calls: upload it
 (``POST /v1/files``, purpose ``assistants``), then add the file's id to the
 store. Between the two the gateway keeps the upload in the accounts database
-(``gateway/file_records.py``: facts and bytes), so every gateway on it knows the
+(``gateway/documents/file_records.py``: facts and bytes), so every gateway on it knows the
 file, and a copy of the bytes on disk, in a folder of the user who sent it,
 under ``<data>/gateway/uploads/api-files/<user id>/`` (written from the
 database when the file is first used on a gateway that has none). Another
@@ -21,9 +21,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway, private_folder
-from schulki.gateway.file_records import FileRecord
+from schulki.gateway.documents.file_records import FileRecord
 
 FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 MIB = 1024 * 1024

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway
-from schulki.gateway.retention import EXPORTS
-from schulki.gateway.stored_files import delete_user_files
+from schulki.gateway.documents.stored_files import delete_user_files
+from schulki.gateway.privacy.retention import EXPORTS
 
 README = """Deine Daten bei schulki (your data at schulki)
 
