@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from schulki.config import Config  # noqa: E402
-from schulki.gateway.accounts import Accounts, database_url  # noqa: E402
+from schulki.gateway.accounts.database import Accounts, database_url  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
 

@@ -169,7 +169,7 @@ def summary(students: list[Student], wall: float, cpu: dict[str, float]) -> dict
 
 def message_text(content: str | list[dict]) -> str:
     """The text of a chat message as Gradio sends it (a string, or a list of parts with their text), without the
-    markup the gateway renders answers into (gateway/safe_markup.py): the words a student reads."""
+    markup the gateway renders answers into (gateway/web/safe_markup.py): the words a student reads."""
     shown = content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
     return html.unescape(re.sub(r"<[^>]*>", "", shown))
 

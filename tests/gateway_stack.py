@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import uvicorn
 from fpdf import FPDF
 from schulki.config import Config
-from schulki.gateway.accounts import NewAccount
+from schulki.gateway.accounts.database import NewAccount
 from schulki.gateway.app import create_app
 from schulki.gateway.context import Gateway
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
-from schulki.gateway.document_parts import estimate_tokens, group_into_parts, part_budget, remove_overlap
+from schulki.gateway.documents.parts import estimate_tokens, group_into_parts, part_budget, remove_overlap
 from schulki.retrieval.chunking import chunk_document, split_sentences
 from schulki.retrieval.documents import ParsedDocument, Passage
 

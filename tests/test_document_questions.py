@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 from gradio_client.exceptions import AppError
-from schulki.gateway.accounts import NewAccount
-from schulki.gateway.document_questions import Turn, choose_passages, keep_recent, passage_budget, retrieval_query, search_depth
+from schulki.gateway.accounts.database import NewAccount
+from schulki.gateway.documents.questions import Turn, choose_passages, keep_recent, passage_budget, retrieval_query, search_depth
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as retrieval_grpc
 

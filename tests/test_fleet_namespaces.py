@@ -152,7 +152,7 @@ requests_per_minute = {{ student = 10000, teacher = 10000, admin = 10000 }}
         return {name: self.lab.tokens[name] for name in ("inf1", "inf2", "emb", "asr", "ret", "odd")}
 
     def start_gateway(self) -> None:
-        from schulki.gateway.accounts import Accounts, database_url
+        from schulki.gateway.accounts.database import Accounts, database_url
 
         self.write_settings(self.inference, self.gateway_tokens())
         data = self.folder / "data" / "gw"

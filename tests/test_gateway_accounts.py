@@ -10,7 +10,7 @@ import sys
 
 import httpx
 import pytest
-from schulki.gateway.accounts import AccountError, Accounts, class_workspace
+from schulki.gateway.accounts.database import AccountError, Accounts, class_workspace
 
 from tests.gateway_stack import running_stack
 
@@ -32,7 +32,7 @@ POSTGRES_URL = os.environ.get("SCHULKI_TEST_POSTGRES_URL")  # e.g. postgresql+ps
 def accounts(request, tmp_path) -> Accounts:
     if request.param == "sqlite":
         return Accounts(f"sqlite:///{tmp_path / 'accounts.sqlite3'}")
-    from schulki.gateway.accounts import Base
+    from schulki.gateway.accounts.database import Base
 
     found = Accounts(POSTGRES_URL)
     Base.metadata.drop_all(found.engine)  # a clean database for every test

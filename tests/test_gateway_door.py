@@ -12,9 +12,9 @@ import ast
 from pathlib import Path
 
 from schulki.config import Config
-from schulki.gateway.clients import Services
+from schulki.gateway.accounts.quotas import Quotas
 from schulki.gateway.context import Gateway
-from schulki.gateway.quotas import Quotas
+from schulki.gateway.nodes.clients import Services
 
 SOURCES = Path(__file__).resolve().parents[1] / "services" / "schulki"
 DOOR = SOURCES / "gateway" / "context.py"

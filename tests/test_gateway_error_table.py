@@ -12,13 +12,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from schulki.gateway.accounts.quotas import QuotaExceeded
 from schulki.gateway.api.errors import from_exception
-from schulki.gateway.chat_models import ModelChoiceError
-from schulki.gateway.clients import ServiceDown
-from schulki.gateway.document_work import DocumentRefused
+from schulki.gateway.documents.stored_files import FileRefused
+from schulki.gateway.documents.whole_document import DocumentRefused
 from schulki.gateway.errors import TOLD, told
-from schulki.gateway.i18n import Strings
-from schulki.gateway.quotas import QuotaExceeded
+from schulki.gateway.nodes.chat_models import ModelChoiceError
+from schulki.gateway.nodes.clients import ServiceDown
+from schulki.gateway.web.i18n import Strings
 
 GATEWAY = Path(__file__).resolve().parents[1] / "services" / "schulki" / "gateway"
 TABLE_NAMES = {cls.__name__ for cls in TOLD} | {"RpcError"}
@@ -66,6 +67,13 @@ def test_one_entry_gives_the_apis_answer_and_the_pages_message(error, status, co
     assert (answer.status, answer.code) == (status, code)
     page = told(error, Strings("de"))
     assert page is not None and german in page.page
+
+
+def test_a_refused_file_keeps_its_status_type_and_retry_after():
+    answer = from_exception(FileRefused(429, "Es werden schon 3 Dateien von dir verarbeitet.", code="too_many_ingests", retry_after_s=5))
+    assert (answer.status, answer.type, answer.code, answer.headers) == (429, "rate_limit_error", "too_many_ingests", {"Retry-After": "5"})
+    missing = from_exception(FileRefused(404, "No file with id 'x' found.", param="file_id", code="file_not_found"))
+    assert (missing.status, missing.type, missing.param, missing.headers) == (404, "not_found_error", "file_id", None)
 
 
 def test_a_services_refusal_keeps_its_status_and_message():

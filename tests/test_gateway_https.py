@@ -17,8 +17,8 @@ import pytest
 from cryptography import x509
 from schulki.certificates import ensure_ca, ensure_certificate, fingerprint, load_certificate
 from schulki.config import Config
-from schulki.gateway.https import https_files, redirect_location, start_redirect_server
 from schulki.gateway.launch import https_lines
+from schulki.gateway.web.https import https_files, redirect_location, start_redirect_server
 
 from tests.conftest import free_port
 from tests.gateway_stack import connect, running_stack, stack_config

@@ -15,11 +15,11 @@ import openai
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from schulki.gateway import retention
-from schulki.gateway.api.vector_store_files import THIS_PROCESS
-from schulki.gateway.user_data import delete_user_data, export_user_data
-from schulki.gateway.users_cli import _with_services
-from schulki.gateway.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
+from schulki.gateway.accounts.users_cli import _with_services
+from schulki.gateway.documents.store_ingests import THIS_PROCESS
+from schulki.gateway.documents.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
+from schulki.gateway.privacy import retention
+from schulki.gateway.privacy.user_data import delete_user_data, export_user_data
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as retrieval_grpc
 

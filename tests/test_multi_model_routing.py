@@ -202,7 +202,7 @@ def test_a_node_killed_mid_load_loses_no_request_that_had_not_started_on_it_and_
 
 
 def test_the_pool_weighs_reported_lines_per_slot_and_never_picks_another_model():
-    from schulki.gateway.clients import Node, Pool, ServiceDown
+    from schulki.gateway.nodes.clients import Node, Pool, ServiceDown
     from schulki.inference.v1 import inference_service_pb2 as pb
 
     def node(model: str, queue: int, running: int, slots: int, in_flight: int = 0) -> Node:
@@ -226,7 +226,7 @@ def test_nodes_taken_out_of_the_settings_file_or_the_nodes_file_leave_the_line_w
     import asyncio
 
     from schulki.config import load_config
-    from schulki.gateway.clients import Services
+    from schulki.gateway.nodes.clients import Services
 
     nodes_file = tmp_path / "nodes.json"
     settings = tmp_path / "schulki.toml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from schulki import cli
 from schulki.config import REPO_ROOT, Config, SettingsError, load_config
-from schulki.gateway.i18n import strings
+from schulki.gateway.web.i18n import strings
 from schulki.runtime import registry
 
 

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from schulki.gateway.document_context import build_context, is_numeric_question, markdown_table, table_row
+from schulki.gateway.documents.question_context import build_context, is_numeric_question, markdown_table, table_row
 from schulki.retrieval.chunking import chunk_document
 from schulki.retrieval.parsing import parse_file
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb

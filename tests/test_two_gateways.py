@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from schulki.gateway.accounts import Accounts, NewAccount
+from schulki.gateway.accounts.database import Accounts, NewAccount
 
 from tests.conftest import free_port, shared_tls
 from tests.gateway_stack import build_service, stack_config

@@ -83,7 +83,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from schulki.gateway.users_cli import run_user_command
+    from schulki.gateway.accounts.users_cli import run_user_command
 
     return run_user_command(load_config(), args)
 

@@ -11,8 +11,8 @@ import re
 
 import httpx
 import pytest
-from schulki.gateway.safe_markup import plain, safe_markdown
-from schulki.gateway.security_headers import SecurityHeadersMiddleware
+from schulki.gateway.web.safe_markup import plain, safe_markdown
+from schulki.gateway.web.security_headers import SecurityHeadersMiddleware
 from starlette.responses import HTMLResponse
 
 from tests.security.conftest import upload

@@ -268,7 +268,7 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(security_stack, l
 
 
 def test_the_client_address_is_read_from_the_right_up_to_the_first_untrusted_hop():
-    from schulki.gateway.addresses import forwarded_client, in_networks
+    from schulki.gateway.web.addresses import forwarded_client, in_networks
 
     proxies = ["10.0.0.2", "10.1.0.0/16"]
     assert forwarded_client("10.0.0.2", ["1.2.3.4, 10.9.9.9"], proxies) == "10.9.9.9"

@@ -11,8 +11,8 @@ import os
 import time
 import uuid
 
-from schulki.gateway import retention
-from schulki.gateway.gradio_uploads import user_upload_folder
+from schulki.gateway.privacy import retention
+from schulki.gateway.web.gradio_uploads import user_upload_folder
 
 from tests.security.conftest import MIB, file_payload, gradio_call, make_user, upload
 

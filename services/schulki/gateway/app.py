@@ -22,7 +22,7 @@ from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schulki.config import Config
-from schulki.gateway import auth, retention
+from schulki.gateway.accounts import auth
 from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
 from schulki.gateway.api import document_questions as document_questions_api
@@ -34,11 +34,12 @@ from schulki.gateway.api import vector_stores as vector_stores_api
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.limits import BodyLimitMiddleware
 from schulki.gateway.context import Gateway, private_folder
-from schulki.gateway.gradio_guard import GradioGuard
-from schulki.gateway.origin_guard import OriginGuard
-from schulki.gateway.request_ids import LoginRedirectMiddleware, RequestIdMiddleware
-from schulki.gateway.security_headers import SecurityHeadersMiddleware
+from schulki.gateway.privacy import retention
 from schulki.gateway.ui import build_ui, theme
+from schulki.gateway.web.gradio_guard import GradioGuard
+from schulki.gateway.web.origin_guard import OriginGuard
+from schulki.gateway.web.request_ids import LoginRedirectMiddleware, RequestIdMiddleware
+from schulki.gateway.web.security_headers import SecurityHeadersMiddleware
 from schulki.runtime import logs
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def serve(config: Config) -> None:
     """Run the gateway with uvicorn: HTTPS on gateway.port (unless turned off), and the HTTP redirect port when set."""
     import uvicorn
 
-    from schulki.gateway.https import https_files, start_redirect_server
+    from schulki.gateway.web.https import https_files, start_redirect_server
     from schulki.runtime.tokens import check_token
 
     logs.configure(config.runtime.log_level, config.runtime.log_content)

@@ -22,17 +22,17 @@ from typing import TypeVar
 
 from schulki.config import Config
 from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
-from schulki.gateway import document_work
-from schulki.gateway.accounts import Account, Accounts, database_url
-from schulki.gateway.chat_models import ChatModels
-from schulki.gateway.clients import Node, ServiceDown, Services
-from schulki.gateway.document_questions import AnswerEvent, DocumentQuestion, answer_question, check_question
-from schulki.gateway.file_owners import FileOwners
-from schulki.gateway.file_records import FileRecords
-from schulki.gateway.login_limits import LoginLimiter
-from schulki.gateway.quotas import Quotas, estimate_prompt_tokens
-from schulki.gateway.stores import Stores
-from schulki.gateway.workspaces import WorkspaceRefused, workspace_access
+from schulki.gateway.accounts.database import Account, Accounts, database_url
+from schulki.gateway.accounts.login_limits import LoginLimiter
+from schulki.gateway.accounts.quotas import Quotas, estimate_prompt_tokens
+from schulki.gateway.documents import whole_document
+from schulki.gateway.documents.file_records import FileRecords
+from schulki.gateway.documents.questions import AnswerEvent, DocumentQuestion, answer_question, check_question
+from schulki.gateway.documents.stores import Stores
+from schulki.gateway.documents.workspaces import WorkspaceRefused, workspace_access
+from schulki.gateway.nodes.chat_models import ChatModels
+from schulki.gateway.nodes.clients import Node, ServiceDown, Services
+from schulki.gateway.web.file_owners import FileOwners
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
@@ -241,20 +241,20 @@ class Gateway:
 
     def summarize_document(
         self, account: Account, workspace: str, document_id: str, length: str = "paragraph", model: str | None = None
-    ) -> AsyncGenerator[document_work.Event, None]:
+    ) -> AsyncGenerator[whole_document.Event, None]:
         """Summarize a whole stored document for a user (one request; its tokens count like a chat's)."""
-        return document_work.summarize_document(_DocumentSession(self, account), workspace, document_id, length, model)
+        return whole_document.summarize_document(_DocumentSession(self, account), workspace, document_id, length, model)
 
     def translate_document(
         self, account: Account, workspace: str, document_id: str, language: str, model: str | None = None
-    ) -> AsyncGenerator[document_work.Event, None]:
+    ) -> AsyncGenerator[whole_document.Event, None]:
         """Translate a whole stored document for a user (one request; its tokens count like a chat's)."""
-        return document_work.translate_document(_DocumentSession(self, account), workspace, document_id, language, model)
+        return whole_document.translate_document(_DocumentSession(self, account), workspace, document_id, language, model)
 
     async def ask_documents(self, account: Account, question: DocumentQuestion) -> AsyncGenerator[AnswerEvent, None]:
         """Answer a question about a workspace's documents with the user's model: the workspace must be one the user may
         read, the question counts as one request before anything is searched, and the answer's tokens are reserved as
-        for a chat; then the cited passages, the answer piece by piece, and its end (``gateway/document_questions.py``)."""
+        for a chat; then the cited passages, the answer piece by piece, and its end (``gateway/documents/questions.py``)."""
         check_question(question)
         workspace_access(self, account, question.workspace)
         model = self.models.resolve(account, question.model)

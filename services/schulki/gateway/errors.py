@@ -1,7 +1,7 @@
 """The one table from the gateway's domain errors to what the user is told: the API's OpenAI error and the tab's message.
 
 The use cases raise these (a service that is down, a used-up quota, a model
-the user may not pick, a document or workspace they may not use, a service's
+the user may not pick, a document, file or workspace they may not use, a service's
 refusal as a gRPC error); ``api/errors.py`` answers each in OpenAI's shape and
 ``ui/common.py`` shows it as a plain message in the page's language, both from
 the entry here, so neither catches them one by one. Built like
@@ -16,13 +16,14 @@ from typing import Any
 
 import grpc
 
-from schulki.gateway.chat_models import ModelChoiceError
-from schulki.gateway.clients import AnswerBrokeOff, ServiceDown
-from schulki.gateway.document_questions import QuestionRefused
-from schulki.gateway.document_work import DocumentRefused
-from schulki.gateway.i18n import Strings
-from schulki.gateway.quotas import QuotaExceeded
-from schulki.gateway.workspaces import WorkspaceRefused
+from schulki.gateway.accounts.quotas import QuotaExceeded
+from schulki.gateway.documents.questions import QuestionRefused
+from schulki.gateway.documents.stored_files import FileRefused
+from schulki.gateway.documents.whole_document import DocumentRefused
+from schulki.gateway.documents.workspaces import WorkspaceRefused
+from schulki.gateway.nodes.chat_models import ModelChoiceError
+from schulki.gateway.nodes.clients import AnswerBrokeOff, ServiceDown
+from schulki.gateway.web.i18n import Strings
 
 HTTP_FOR_GRPC: dict[grpc.StatusCode, tuple[int, str]] = {
     grpc.StatusCode.INVALID_ARGUMENT: (400, "invalid_request_error"),
@@ -95,6 +96,12 @@ def _question(error: QuestionRefused, _s: Strings) -> Told:
     return Told(error.status, "invalid_request_error", error.message, error.message, error.code, error.param)
 
 
+def _file(error: FileRefused, _s: Strings) -> Told:
+    type_ = {404: "not_found_error", 429: "rate_limit_error"}.get(error.status, "invalid_request_error")
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    return Told(error.status, type_, error.message, error.message, error.code, error.param, headers)
+
+
 def _workspace(error: WorkspaceRefused, s: Strings) -> Told:
     # the API shows a workspace as the vector store vs_<workspace>
     if error.read_only:
@@ -112,6 +119,7 @@ TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     ModelChoiceError: _model_choice,
     DocumentRefused: _document,
     QuestionRefused: _question,
+    FileRefused: _file,
     WorkspaceRefused: _workspace,
 }
 """The one table from domain error to what the API and the page tell the user."""

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from schulki.config import Config
-from schulki.gateway.accounts import Accounts, database_url
-from schulki.gateway.https import https_files
+from schulki.gateway.accounts.database import Accounts, database_url
+from schulki.gateway.web.https import https_files
 from schulki.runtime.loopback import loopback_context
 
 

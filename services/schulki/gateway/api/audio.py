@@ -14,7 +14,7 @@ from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.responses import Transcription, TranscriptionSegment, TranscriptionVerbose
 from schulki.gateway.api.schemas import TranscriptionForm, parse_form
-from schulki.gateway.clients import CHUNK_BYTES
+from schulki.gateway.nodes.clients import CHUNK_BYTES
 from schulki.transcription.export import MEDIA_TYPES, to_srt, to_txt, to_vtt
 
 LANGUAGE_NAMES = {

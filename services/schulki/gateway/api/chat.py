@@ -29,7 +29,7 @@ from schulki.gateway.api.responses import (
 )
 from schulki.gateway.api.schemas import ChatCompletionRequest, EmbeddingsRequest
 from schulki.gateway.api.sse import DONE, event_stream, sse_event
-from schulki.gateway.chat_models import ALIAS
+from schulki.gateway.nodes.chat_models import ALIAS
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
 FINISH_REASONS = {inference_pb.FINISH_REASON_STOP: "stop", inference_pb.FINISH_REASON_LENGTH: "length"}

@@ -11,7 +11,7 @@ from typing import Annotated, cast
 
 from fastapi import Depends, Request
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.api.errors import ApiError
 from schulki.gateway.context import Gateway
 

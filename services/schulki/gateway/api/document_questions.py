@@ -33,7 +33,7 @@ from schulki.gateway.api.errors import ApiError, streamed_error_body
 from schulki.gateway.api.schemas import ChatCompletionRequest
 from schulki.gateway.api.sse import DONE, event_stream, sse_event
 from schulki.gateway.api.vector_store_files import DOCUMENT_PREFIX, STORE_ID
-from schulki.gateway.document_questions import AnswerEvent, Cited, DocumentQuestion, Finished, Piece, Turn
+from schulki.gateway.documents.questions import AnswerEvent, Cited, DocumentQuestion, Finished, Piece, Turn
 
 router = APIRouter(prefix="/v1")
 

@@ -28,8 +28,8 @@ from schulki.gateway.api.errors import ApiError, streamed_error_body
 from schulki.gateway.api.responses import DocumentProgress, DocumentSummary, DocumentText, DocumentTranslation, TranslatedFile
 from schulki.gateway.api.schemas import SummarizeRequest, TranslateRequest
 from schulki.gateway.api.sse import DONE, event_stream, sse_event
-from schulki.gateway.document_export import FORMATS, export, file_name
-from schulki.gateway.document_work import Done, Event, Progress, Text
+from schulki.gateway.documents.export import FORMATS, export, file_name
+from schulki.gateway.documents.whole_document import Done, Event, Progress, Text
 
 router = APIRouter(prefix="/v1/documents")
 DocumentResult = Callable[[Done], BaseModel]

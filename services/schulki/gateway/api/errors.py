@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from schulki.gateway.errors import TOLD, told
-from schulki.gateway.i18n import Strings
+from schulki.gateway.web.i18n import Strings
 
 ENGLISH = Strings("en")
 

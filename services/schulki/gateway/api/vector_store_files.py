@@ -1,70 +1,34 @@
-"""The files of the /v1 vector stores: their bodies, and the ingests this process runs for them in the background.
+"""The files of the /v1 vector stores as OpenAI describes them, over the ingests of ``gateway/documents/store_ingests.py``.
 
 One ``VectorStoreFiles`` per app (``app.state.vector_store_files``, made on
-first use) holds the ingests that run now; the routes in ``vector_stores.py``
-get it through the ``StoreFilesDep`` dependency. A file's record lives in the
-accounts database (``gateway.stores``); a record still ``in_progress`` that no
-process runs any more was cut off by a restart and is answered as failed.
+first use) holds the app's one ``StoreIngests`` (the ingests that run now);
+the routes in ``vector_stores.py`` get it through the ``StoreFilesDep``
+dependency. Here a vector store id is read and the bodies are written.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import re
-import secrets
-import time
-from pathlib import Path
 from typing import Annotated, cast
 
-import grpc
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts import Account, Workspace
+from schulki.gateway.accounts.database import Account, Workspace
 from schulki.gateway.api.deps import GatewayDep
 from schulki.gateway.api.errors import ApiError
-from schulki.gateway.api.files import find_file
 from schulki.gateway.api.responses import FileCounts, FileStatus, LastError, VectorStore, VectorStoreFile
-from schulki.gateway.clients import ServiceDown
 from schulki.gateway.context import Gateway, StoreIngest
-from schulki.gateway.stores import FileRecord
-from schulki.gateway.workspaces import workspace_access
+from schulki.gateway.documents.store_ingests import StoreIngests
+from schulki.gateway.documents.stores import FileRecord
+from schulki.gateway.documents.workspaces import workspace_access
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
-
-log = logging.getLogger(__name__)
 
 STORE_ID = re.compile(r"^vs_([A-Za-z0-9_-]{1,64})$")
 DOCUMENT_PREFIX = "doc-"
-THIS_PROCESS = secrets.token_hex(8)
-"""Marks the ingests this gateway process runs; another gateway's ingest counts as cut off only after STALE_AFTER_S."""
-STALE_AFTER_S = 6 * 3600
-LAST_ERROR_CODES = {
-    grpc.StatusCode.UNIMPLEMENTED: "unsupported_file",
-    grpc.StatusCode.INVALID_ARGUMENT: "invalid_file",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "invalid_file",
-    grpc.StatusCode.PERMISSION_DENIED: "invalid_file",
-    grpc.StatusCode.NOT_FOUND: "invalid_file",
-}
-"""last_error.code (OpenAI knows three) for the retrieval service's refusals; anything else is a server_error."""
-INTERRUPTED = LastError(
-    code="server_error",
-    message="Die Verarbeitung wurde unterbrochen; bitte erneut hinzufügen. (Ingest was interrupted; add the file again.)",
-)
-Key = tuple[str, str]
-"""(workspace, file id) of an ingest."""
 
 
 def store_id(workspace: str) -> str:
     return f"vs_{workspace}"
-
-
-def _last_error(error: BaseException) -> tuple[str, str]:
-    if isinstance(error, grpc.RpcError):
-        return LAST_ERROR_CODES.get(error.code(), "server_error"), error.details() or error.code().name
-    if isinstance(error, ServiceDown):
-        return "server_error", "Die Dokumentsuche ist gerade nicht erreichbar. (The retrieval service is not available right now.)"
-    return "server_error", "Die Datei konnte nicht verarbeitet werden. (The file could not be processed.)"
 
 
 def _document_body(workspace: str, document: retrieval_pb.Document) -> VectorStoreFile:
@@ -79,15 +43,11 @@ def _document_body(workspace: str, document: retrieval_pb.Document) -> VectorSto
 
 
 class VectorStoreFiles:
-    """The vector stores' files of one app, and the ingests it runs for them."""
+    """The vector stores' files of one app in OpenAI's shape, and the ingests it runs for them."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.stores = gateway.stores
-        self.jobs: dict[Key, asyncio.Task[None]] = {}
-        """Ingests running in this process; a record still in_progress without one was cut off by a restart."""
-        self.starters: dict[Key, int] = {}
-        """The account that started each running ingest: one user may have only so many running at once."""
+        self.ingests = StoreIngests(gateway)
 
     def store_for(self, account: Account, vector_store_id: str, write: bool = False) -> Workspace:
         """The user's store; WorkspaceRefused (by the error table: 404 for one they may not see, exactly as for one that
@@ -97,27 +57,14 @@ class VectorStoreFiles:
             raise ApiError(404, f"No vector store with id {vector_store_id!r} found.", "not_found_error", code="vector_store_not_found")
         return workspace_access(self.gateway, account, match.group(1), write)
 
-    def cut_off(self, record: FileRecord) -> bool:
-        """An ingest recorded as running that no process runs any more (the gateway restarted meanwhile)."""
-        if record.status != "in_progress":
-            return False
-        if record.runner == THIS_PROCESS:
-            return (record.workspace, record.file_id) not in self.jobs
-        return time.time() - record.created_at > STALE_AFTER_S
-
     def file_body(self, record: FileRecord) -> VectorStoreFile:
-        if self.cut_off(record):
-            # read before an await while the ingest ended meanwhile (a fast refusal): its outcome is stored by now
-            record = self.stores.file(record.workspace, record.file_id) or record
-        status = record.status
-        error = LastError(code=record.error_code, message=record.error_message) if status == "failed" else None
-        if self.cut_off(record):
-            status, error = "failed", INTERRUPTED
+        record = self.ingests.current(record)
+        error = LastError(code=record.error_code, message=record.error_message) if record.status == "failed" else None
         return VectorStoreFile(
             id=record.file_id,
             created_at=record.created_at,
             vector_store_id=store_id(record.workspace),
-            status=cast(FileStatus, status),
+            status=cast(FileStatus, record.status),
             last_error=error,
             usage_bytes=record.usage_bytes,
             attributes={"filename": record.filename},
@@ -125,18 +72,8 @@ class VectorStoreFiles:
 
     async def files_of(self, workspace: str) -> list[VectorStoreFile]:
         """The store's files: those added here (with their status), then the documents that came in another way."""
-        records = self.stores.files(workspace)  # read before the documents: a record completed now has its document listed
-        documents = await self.gateway.list_documents(workspace)
-        present = {d.document_id for d in documents}
-        found: list[VectorStoreFile] = []
-        for record in records:
-            if record.status == "completed" and record.document_id not in present:
-                self.stores.remove_file(workspace, record.file_id)  # deleted in the Dokumente tab or by the retention purge
-                continue
-            found.append(self.file_body(record))
-        known = {r.document_id for r in self.stores.files(workspace) if r.document_id}
-        found += [_document_body(workspace, d) for d in documents if d.document_id not in known]
-        return found
+        records, documents = await self.ingests.listed(workspace)
+        return [self.file_body(record) for record in records] + [_document_body(workspace, d) for d in documents]
 
     async def find(self, space: Workspace, file_id: str) -> VectorStoreFile:
         for found in await self.files_of(space.name):
@@ -148,7 +85,7 @@ class VectorStoreFiles:
         files = await self.files_of(space.name)
         used, _quota = await self.gateway.storage(space.name)
         counts = {status: sum(f.status == status for f in files) for status in ("in_progress", "completed", "failed", "cancelled")}
-        record = self.stores.store(space.name)
+        record = self.gateway.stores.store(space.name)
         kind = "class" if space.name.startswith("k-") else ("store" if record else "private")
         return VectorStore(
             id=store_id(space.name),
@@ -160,81 +97,14 @@ class VectorStoreFiles:
             metadata={"kind": kind, "writable": "true" if space.writable else "false"},
         )
 
-    async def _run(self, ingest: StoreIngest, workspace: str, file_id: str, path: Path | None, url: str, filename: str) -> None:
-        try:
-            document = None
-            async for event in ingest(workspace, path, url, filename):
-                if event.HasField("document"):
-                    document = event.document
-            if document is None:
-                self.stores.fail(
-                    workspace, file_id, "server_error", "Die Verarbeitung endete ohne Dokument. (Ingest ended without a document.)"
-                )
-            else:
-                self.stores.finish(workspace, file_id, document.document_id, max(document.size_bytes, document.text_bytes))
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            code, message = _last_error(error)
-            log.info("ingest of a file for %s failed: %s", workspace, code)
-            self.stores.fail(workspace, file_id, code, message)
-        finally:
-            self.jobs.pop((workspace, file_id), None)
-            self.starters.pop((workspace, file_id), None)
-
     def check_room(self, account: Account, more: int) -> None:
-        """429 when the user would have more than api_ingests_per_user ingests running: the retrieval service takes
-        ingests in turn, and one user's pile must not hold up the class's."""
-        running = sum(starter == account.id for starter in self.starters.values())
-        limit = self.gateway.config.gateway.api_ingests_per_user
-        if running + more > limit:
-            raise ApiError(
-                429,
-                f"Es werden schon {running} Dateien von dir verarbeitet; höchstens {limit} auf einmal. "
-                f"(At most {limit} files of one user are processed at once; wait until one is done.)",
-                "rate_limit_error",
-                code="too_many_ingests",
-                headers={"Retry-After": "5"},
-            )
+        self.ingests.check_room(account, more)
 
     async def add(self, account: Account, ingest: StoreIngest, space: Workspace, file_id: str | None, url: str | None) -> FileRecord:
-        """Start ingesting one of the user's uploads, or a web page, into the workspace."""
-        path: Path | None = None
-        if url is not None:
-            if not re.match(r"^https?://[^\s]+$", url) or len(url) > 2048:
-                raise ApiError(400, "url must be an http:// or https:// address of at most 2048 characters.", param="url")
-            self.check_room(account, 1)
-            new_id, filename = f"file-{secrets.token_hex(12)}", url
-        else:
-            # off the loop: a file uploaded through another gateway is first copied from the database
-            stored = await run_in_threadpool(find_file, self.gateway, account, file_id) if file_id is not None else None
-            if stored is None:
-                raise ApiError(404, f"No file with id {file_id!r} found.", "not_found_error", param="file_id", code="file_not_found")
-            existing = self.stores.file(space.name, stored.id)
-            if existing is not None and existing.status != "failed" and not self.cut_off(existing):
-                return existing  # added already, as OpenAI answers; a failed or cut-off ingest is tried again
-            self.check_room(account, 1)
-            used, quota = await self.gateway.storage(space.name)
-            if quota and used + stored.bytes > quota:
-                raise ApiError(
-                    400,
-                    f"Der Speicherplatz dieses Arbeitsbereichs reicht nicht: {used / 2**20:.1f} von {quota / 2**20:.1f} MiB belegt. "
-                    f"(The vector store's storage quota of {quota / 2**20:.1f} MiB would be exceeded.)",
-                    param="file_id",
-                    code="storage_quota_exceeded",
-                )
-            path, filename, new_id = stored.path, stored.filename, stored.id
-            self.stores.remove_file(space.name, new_id)
-        record = self.stores.add_file(space.name, new_id, filename, THIS_PROCESS)
-        self.jobs[(space.name, new_id)] = asyncio.create_task(self._run(ingest, space.name, new_id, path, url or "", filename))
-        self.starters[(space.name, new_id)] = account.id
-        return record
+        return await self.ingests.add(account, ingest, space.name, file_id, url)
 
     def cancel(self, workspace: str, file_id: str | None = None) -> None:
-        """Stop the ingests into a workspace (one file's, or all); ingest is atomic: a cancelled one leaves no document behind."""
-        for key in [key for key in self.jobs if key[0] == workspace and file_id in (None, key[1])]:
-            self.starters.pop(key, None)
-            self.jobs.pop(key).cancel()
+        self.ingests.cancel(workspace, file_id)
 
 
 def vector_store_files(request: Request, gateway: GatewayDep) -> VectorStoreFiles:

@@ -3,7 +3,7 @@
 A vector store is a workspace: the id ``vs_<workspace>`` names the private
 workspace (``vs_u-12``), a class's workspace (``vs_k-7a``) or one the user
 created here (``vs_u-12-3fa9c2d1``). Who may see and change which is the rule
-of ``gateway/workspaces.py``, the same as in the Dokumente tab; a store the
+of ``gateway/documents/workspaces.py``, the same as in the Dokumente tab; a store the
 user may not see answers 404, exactly like one that does not exist.
 
 Adding a file starts its ingest in the background and answers at once with
@@ -20,10 +20,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts import Workspace
+from schulki.gateway.accounts.database import Workspace
 from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError
-from schulki.gateway.api.files import find_file
 from schulki.gateway.api.responses import (
     Deleted,
     ListPage,
@@ -36,7 +35,8 @@ from schulki.gateway.api.responses import (
 )
 from schulki.gateway.api.schemas import CreateStoreFileRequest, CreateVectorStoreRequest, SearchRequest
 from schulki.gateway.api.vector_store_files import DOCUMENT_PREFIX, StoreFilesDep
-from schulki.gateway.workspaces import visible_workspaces
+from schulki.gateway.documents.stored_files import find_file
+from schulki.gateway.documents.workspaces import visible_workspaces
 
 POLL_AFTER_MS = "300"
 """Sent as openai-poll-after-ms: how often the openai client asks whether an ingest is done."""

@@ -7,13 +7,13 @@ import html
 import gradio as gr
 
 from schulki.gateway.context import Gateway
-from schulki.gateway.i18n import strings
 from schulki.gateway.ui.admin import build_admin_tab
 from schulki.gateway.ui.chat import build_chat_tab
 from schulki.gateway.ui.common import account_of
 from schulki.gateway.ui.documents import build_documents_tab
 from schulki.gateway.ui.transcription import build_transcription_tab
 from schulki.gateway.ui.translate import build_translate_tab
+from schulki.gateway.web.i18n import strings
 
 STATUS_REFRESH_S = 10.0
 """How often a tab re-checks whether the services it needs are back."""

@@ -9,14 +9,14 @@ from typing import Any
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway import retention as retention_rules
-from schulki.gateway.accounts import ROLES, Account, AccountError, NewAccount
+from schulki.gateway.accounts.database import ROLES, Account, AccountError, NewAccount
 from schulki.gateway.context import Gateway
-from schulki.gateway.i18n import Strings
+from schulki.gateway.privacy import retention as retention_rules
+from schulki.gateway.privacy.user_data import delete_user_data, export_for_download
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors
 from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.ui.models import build_models_section
-from schulki.gateway.user_data import delete_user_data, export_for_download
+from schulki.gateway.web.i18n import Strings
 
 DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_retention_days")
 

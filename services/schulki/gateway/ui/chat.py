@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Callable
 import gradio as gr
 
 from schulki.gateway.context import Gateway
-from schulki.gateway.i18n import Strings
-from schulki.gateway.safe_markup import safe_chatbot
 from schulki.gateway.ui.common import account_of, handles_errors, status_banner
+from schulki.gateway.web.i18n import Strings
+from schulki.gateway.web.safe_markup import safe_chatbot
 
 PRESETS = {
     "preset_assistant": "Du bist ein freundlicher, hilfsbereiter Assistent für Schülerinnen und Schüler. Antworte klar und auf Deutsch, außer man schreibt dir in einer anderen Sprache.",

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 
 import gradio as gr
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.errors import told
-from schulki.gateway.i18n import Strings
+from schulki.gateway.web.i18n import Strings
 from schulki.runtime import logs
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])

@@ -8,14 +8,14 @@ from typing import Any, Protocol
 
 import gradio as gr
 
-from schulki.gateway.accounts import Account, Workspace
+from schulki.gateway.accounts.database import Account, Workspace
 from schulki.gateway.context import Gateway
-from schulki.gateway.document_questions import FOLLOW_UP_QUESTIONS, Cited, DocumentQuestion, Passage, Piece, Turn
-from schulki.gateway.i18n import Strings
-from schulki.gateway.safe_markup import plain, safe_markdown_box
+from schulki.gateway.documents.questions import FOLLOW_UP_QUESTIONS, Cited, DocumentQuestion, Passage, Piece, Turn
+from schulki.gateway.documents.workspaces import visible_workspaces, workspace_access
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.gateway.ui.whole_document import build_whole_document_section
-from schulki.gateway.workspaces import visible_workspaces, workspace_access
+from schulki.gateway.web.i18n import Strings
+from schulki.gateway.web.safe_markup import plain, safe_markdown_box
 from schulki.retrieval.formats import EXTENSIONS
 from schulki.retrieval.v1.retrieval_service_pb2 import Document, Hit, IngestProgress
 

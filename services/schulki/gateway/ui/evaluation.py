@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from schulki.evaluation import report
 from schulki.evaluation.results import RESULTS_FOLDER, load_results
 from schulki.gateway.context import Gateway
-from schulki.gateway.i18n import Strings
+from schulki.gateway.web.i18n import Strings
 
 TEXTS = {
     "title": ("Messungen der Quantisierungen (schulki eval)", "Measured quants (schulki eval)"),

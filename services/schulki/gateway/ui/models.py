@@ -14,11 +14,11 @@ from pathlib import Path
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts import Account
-from schulki.gateway.chat_models import RESTRICTED_ROLES
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway
-from schulki.gateway.i18n import Strings
+from schulki.gateway.nodes.chat_models import RESTRICTED_ROLES
 from schulki.gateway.ui.common import handles_errors
+from schulki.gateway.web.i18n import Strings
 
 
 def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[gr.Request], Account]) -> tuple[list, Callable[[], list]]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from schulki.gateway.clients import file_chunks
 from schulki.gateway.context import Gateway
-from schulki.gateway.i18n import Strings
+from schulki.gateway.nodes.clients import file_chunks
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
+from schulki.gateway.web.i18n import Strings
 from schulki.transcription.export import to_srt, to_txt, to_vtt
 
 LANGUAGES = [

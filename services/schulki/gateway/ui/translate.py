@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import gradio as gr
 
 from schulki.gateway.context import Gateway
-from schulki.gateway.i18n import Strings
 from schulki.gateway.ui.common import account_of, handles_errors, status_banner
+from schulki.gateway.web.i18n import Strings
 
 TARGETS = [
     ("Deutsch", "Deutsch"),

@@ -1,6 +1,6 @@
 """The "Ganzes Dokument" section of the Dokumente tab: summarize or translate one stored document, with progress and Stop.
 
-The work itself is in ``gateway/document_work.py``; this module only wires the
+The work itself is in ``gateway/documents/whole_document.py``; this module only wires the
 components. Stop cancels the running event: the call to the model in flight
 is cancelled and no further part is sent.
 """
@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway
-from schulki.gateway.document_export import export, file_name
-from schulki.gateway.document_work import LANGUAGES, LENGTHS, Done, Event, Progress
-from schulki.gateway.i18n import Strings
-from schulki.gateway.safe_markup import plain, safe_markdown_box
+from schulki.gateway.documents.export import export, file_name
+from schulki.gateway.documents.whole_document import LANGUAGES, LENGTHS, Done, Event, Progress
 from schulki.gateway.ui.common import account_of, handles_errors
+from schulki.gateway.web.i18n import Strings
+from schulki.gateway.web.safe_markup import plain, safe_markdown_box
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from schulki.config import GatewayConfig
-from schulki.gateway.document_parts import (
+from schulki.gateway.documents.parts import (
     Part,
     estimate_tokens,
     group_into_parts,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from schulki.gateway.accounts import Account, Accounts, Workspace
-from schulki.gateway.stores import Stores
+from schulki.gateway.accounts.database import Account, Accounts, Workspace
+from schulki.gateway.documents.stores import Stores
 
 
 class WorkspaceSources(Protocol):

@@ -1,6 +1,6 @@
 """Records of the API's vector stores: the named workspaces users create, and the files added to workspaces.
 
-A vector store of the API is a workspace (see ``gateway/workspaces.py``).
+A vector store of the API is a workspace (see ``gateway/documents/workspaces.py``).
 Every user has the private workspace ``u-<id>`` and the workspaces of their
 classes; through ``POST /v1/vector_stores`` they may create more, named
 ``u-<id>-<random>``, which this module records with the name the user gave.

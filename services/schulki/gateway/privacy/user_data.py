@@ -31,10 +31,10 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts import Account
-from schulki.gateway.api.files import delete_user_files
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway
-from schulki.gateway.retention import EXPORTS
+from schulki.gateway.documents.stored_files import delete_user_files
+from schulki.gateway.privacy.retention import EXPORTS
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 README = """Deine Daten bei schulki (your data at schulki)

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import grpc
 
-from schulki.gateway.clients import ServiceDown, Services
-from schulki.gateway.document_context import build_context, whole_tables
-from schulki.gateway.document_parts import estimate_tokens
+from schulki.gateway.documents.parts import estimate_tokens
+from schulki.gateway.documents.question_context import build_context, whole_tables
+from schulki.gateway.nodes.clients import ServiceDown, Services
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ import base64
 import hashlib
 import re
 
-from schulki.gateway.request_ids import App, Message, Receive, Scope, Send
+from schulki.gateway.web.request_ids import App, Message, Receive, Scope, Send
 
 BASE_POLICY = (
     "default-src 'self'",

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 
 from schulki.config import Config
-from schulki.gateway.accounts import CLASS_PATTERN, Account, Accounts
-from schulki.gateway.clients import ServiceDown, Services
+from schulki.gateway.accounts.database import CLASS_PATTERN, Account, Accounts
+from schulki.gateway.nodes.clients import ServiceDown, Services
 from schulki.models.served import canonical_name, describe, is_demo
 
 ALIAS = "schulki-chat"

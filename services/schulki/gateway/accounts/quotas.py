@@ -8,8 +8,8 @@ up across gateways that share it: requests per minute in a sliding window
 from __future__ import annotations
 
 from schulki.config import GatewayConfig
-from schulki.gateway.accounts import Account, Accounts
-from schulki.gateway.rate_windows import SharedWindow
+from schulki.gateway.accounts.database import Account, Accounts
+from schulki.gateway.accounts.rate_windows import SharedWindow
 
 
 class QuotaExceeded(Exception):

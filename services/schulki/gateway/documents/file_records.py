@@ -5,7 +5,7 @@ the same database, and addable to a vector store there. So the record (id,
 owner, name, size, time, purpose) and the bytes both live in the database,
 the bytes in parts of ``PART_BYTES`` so that neither writing nor reading a
 file holds more than one part in memory. Each gateway keeps a copy of the
-bytes in its own upload cache (``api/files.py``) for the ingest to read; a
+bytes in its own upload cache (``stored_files.py``) for the ingest to read; a
 gateway that has none writes one from the database when the file is first
 used there. The database holds at most what the quotas allow:
 ``gateway.api_files_mb_per_user`` per user, for ``gateway.upload_retention_hours``.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from schulki.config import Config
-from schulki.gateway.accounts import AccountError, Accounts, database_url
+from schulki.gateway.accounts.database import AccountError, Accounts, database_url
 
 if TYPE_CHECKING:
     from schulki.gateway.context import Gateway
@@ -45,8 +45,8 @@ def run_data_command(config: Config, args: argparse.Namespace, accounts: Account
 
     import grpc
 
-    from schulki.gateway.clients import ServiceDown
-    from schulki.gateway.user_data import delete_user_data, export_user_data
+    from schulki.gateway.nodes.clients import ServiceDown
+    from schulki.gateway.privacy.user_data import delete_user_data, export_user_data
 
     account = accounts.by_name(args.name)
     if account is None:

@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from schulki.config import Config
 from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
-from schulki.gateway.node_list import NodeList
+from schulki.gateway.nodes.node_list import NodeList
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.runtime import logs, registry

@@ -34,11 +34,11 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from schulki.gateway.accounts import Account
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway
-from schulki.gateway.file_owners import real_path
-from schulki.gateway.gradio_sessions import Bindings, event_id_of, session_hash_of, starts_event
-from schulki.gateway.gradio_uploads import UploadRefused, Uploads, user_upload_folder
+from schulki.gateway.web.file_owners import real_path
+from schulki.gateway.web.gradio_sessions import Bindings, event_id_of, session_hash_of, starts_event
+from schulki.gateway.web.gradio_uploads import UploadRefused, Uploads, user_upload_folder
 
 GRADIO_ROUTE = re.compile(r"/gradio_api/(.*)$")
 NOT_YOURS = "Diese Datei gibt es nicht oder sie gehört nicht dir. (This file does not exist or is not yours.)"

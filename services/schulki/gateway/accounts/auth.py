@@ -17,10 +17,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.addresses import client_address
+from schulki.gateway.accounts.login_limits import LoginRefused
 from schulki.gateway.context import SESSION_COOKIE, Gateway
-from schulki.gateway.i18n import strings
-from schulki.gateway.login_limits import LoginRefused
+from schulki.gateway.web.addresses import client_address
+from schulki.gateway.web.i18n import strings
 
 PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

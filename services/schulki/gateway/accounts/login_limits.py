@@ -54,8 +54,8 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from schulki.config import GatewayConfig
-from schulki.gateway.addresses import in_networks
-from schulki.gateway.rate_windows import SharedWindow
+from schulki.gateway.accounts.rate_windows import SharedWindow
+from schulki.gateway.web.addresses import in_networks
 
 
 class LoginRefused(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from schulki.gateway.document_work import Block, to_markdown
+from schulki.gateway.documents.whole_document import Block, to_markdown
 
 FORMATS = {
     "txt": "text/plain; charset=utf-8",
