@@ -193,16 +193,17 @@ class StoreEngine:
             "weaviate_collection": collection,
         }
 
-    def configure(self, retrieval: RetrievalConfig) -> RetrievalConfig:
-        """Point these retrieval settings at this engine (for Weaviate, at fresh collections); returns them."""
-        for name, value in self.settings().items():
+    def configure(self, retrieval: RetrievalConfig, settings: dict[str, object] | None = None) -> RetrievalConfig:
+        """Point these retrieval settings at this engine (for Weaviate, at fresh collections unless ``settings``); returns them."""
+        for name, value in (settings or self.settings()).items():
             # Assignment is not validated: the store reads the key as a SecretStr.
             setattr(retrieval, name, SecretStr(str(value)) if name == "weaviate_api_key" and value is not None else value)
         return retrieval
 
-    def environment(self) -> dict[str, str]:
-        """The same as SCHULKI_RETRIEVAL__* variables, for a ``schulki serve retrieval`` process."""
-        return {f"SCHULKI_RETRIEVAL__{name.upper()}": str(value) for name, value in self.settings().items() if value is not None}
+    def environment(self, settings: dict[str, object] | None = None) -> dict[str, str]:
+        """The same (or ``settings``) as SCHULKI_RETRIEVAL__* variables, for a ``schulki serve retrieval`` process."""
+        chosen = settings or self.settings()
+        return {f"SCHULKI_RETRIEVAL__{name.upper()}": str(value) for name, value in chosen.items() if value is not None}
 
     def clean_up(self) -> None:
         """Remove every collection these tests named."""
