@@ -89,6 +89,13 @@ def _ready(url: str) -> bool:
         return False
 
 
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, so a killed run leaves no server behind (Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def local_weaviate(binary: Path, timeout: float = 120) -> Iterator[WeaviateServer]:
     """The server binary on free loopback ports with a throw-away data folder, until the block ends."""
@@ -129,6 +136,7 @@ def local_weaviate(binary: Path, timeout: float = 120) -> Iterator[WeaviateServe
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_end_with_parent,  # noqa: PLW1509 - only prctl, which is safe between fork and exec
     )
     url = f"http://127.0.0.1:{http}"
     try:
