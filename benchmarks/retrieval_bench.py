@@ -4,25 +4,32 @@ Ingest goes through the real retrieval service with the real embeddings
 service (default model), both on real sockets in this process; the time of
 each stage comes from the service's own progress messages.
 
-Search latency is measured in the embedded store itself (LanceDB), without
-the query's embedding: the chunks for it are SYNTHETIC, inserted directly
-into the store (texts drawn from a German word list, random unit vectors),
-because embedding 100,000 real chunks would take hours on this machine. Each
-query is a hybrid search (BM25 and vector, default weight) for 3 words and a
-random unit vector. At each size it runs without a vector index (exact
-search) and with the IVF-HNSW-SQ index the store builds for large workspaces.
+Search latency is measured in each store itself (the embedded store, LanceDB,
+and Weaviate), without the query's embedding: the chunks for it are SYNTHETIC,
+inserted directly into the store (texts drawn from a German word list, random
+unit vectors), because embedding 100,000 real chunks would take hours on this
+machine. Each query is a hybrid search (BM25 and vector, weight 0.5) for 3
+words and a random unit vector, through the store's own search (both fuse the
+two lists alike, store.fuse). At each size the embedded store runs without a
+vector index (exact search) and with the IVF-HNSW-SQ index it builds for large
+workspaces; Weaviate always has its HNSW index. Weaviate is the server of
+WEAVIATE_URL (WEAVIATE_API_KEY, WEAVIATE_GRPC_PORT) or the pinned one ./dev
+test builds, started here on loopback (tests/weaviate_support.py); with
+neither, its rows say why they are missing.
 
-    .venv/bin/python benchmarks/retrieval_bench.py [--pages 100] [--sizes 10000 100000] [--queries 100]
-    .venv/bin/python benchmarks/retrieval_bench.py --smoke    # a 2-page PDF, a 100-chunk store: does it still run?
+    .venv/bin/python benchmarks/retrieval_bench.py [--pages 100] [--sizes 10000 100000] [--queries 100] [--store embedded weaviate]
+    .venv/bin/python benchmarks/retrieval_bench.py --smoke    # a 2-page PDF, a 100-chunk store per engine: does it still run?
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,7 +40,7 @@ from schulki import retrieval  # noqa: E402
 from schulki.config import RetrievalConfig  # noqa: E402
 from schulki.retrieval.documents import Chunk  # noqa: E402
 from schulki.retrieval.embedded_store import EmbeddedStore  # noqa: E402
-from schulki.retrieval.store import DocumentRecord, StoredChunk  # noqa: E402
+from schulki.retrieval.store import DocumentRecord, Store, StoredChunk  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -41,6 +48,7 @@ from benchmarks.smoke import parse_args  # noqa: E402
 from tests.conftest import InProcessServer  # noqa: E402
 from tests.retrieval_documents import pdf_bytes  # noqa: E402
 from tests.retrieval_support import embeddings_server, requests, retrieval_config  # noqa: E402
+from tests.weaviate_support import StoreEngine, WeaviateUnavailable, weaviate_for_tests  # noqa: E402
 
 WORDS = (
     "Zelle Atom Energie Fluss Berg Stadt König Krieg Frieden Zahl Bruch Winkel Kreis Licht Strom Wasser Luft Pflanze Tier "
@@ -50,6 +58,7 @@ WORDS = (
 ).split()
 DIMENSION = 384
 BATCH_CHUNKS = 1000
+ENGINES = ("embedded", "weaviate")
 
 
 def sentence(rng: random.Random, words: int) -> str:
@@ -115,7 +124,7 @@ def bench_ingest(pages: int) -> None:
     print(f"  {document.chunk_count / spans['embedding']:.1f} chunks/s embedded (default model, 2 threads)")
 
 
-def fill(store: EmbeddedStore, workspace: str, count: int, rng: random.Random, start: int) -> None:
+def fill(store: Store, workspace: str, count: int, rng: random.Random, start: int) -> None:
     """Add synthetic documents of BATCH_CHUNKS chunks until the workspace holds count chunks."""
     have = start
     while have < count:
@@ -128,7 +137,7 @@ def fill(store: EmbeddedStore, workspace: str, count: int, rng: random.Random, s
         have += n
 
 
-def measure(store: EmbeddedStore, workspace: str, queries: int, rng: random.Random) -> tuple[float, float]:
+def measure(store: Store, workspace: str, queries: int, rng: random.Random) -> tuple[float, float]:
     times = []
     for _ in range(queries):
         query = " ".join(rng.choice(WORDS) for _ in range(3))
@@ -140,11 +149,11 @@ def measure(store: EmbeddedStore, workspace: str, queries: int, rng: random.Rand
     return percentile(times, 0.5) * 1000, percentile(times, 0.95) * 1000
 
 
-def bench_search(sizes: list[int], queries: int) -> None:
-    rng = random.Random(2)
-    print(f"search latency in the embedded store, hybrid (BM25 + vector, weight 0.5), top 5, {queries} queries each;")
-    print("  SYNTHETIC chunks inserted directly into the store (random German words, random unit vectors, 384 dims)")
-    print(f"  {'chunks':>8}  {'vector index':<22} {'p50 ms':>7} {'p95 ms':>7}")
+def row(engine: str, size: int, index: str, figures: tuple[float, float], note: str) -> None:
+    print(f"  {engine:<9} {size:>8}  {index:<22} {figures[0]:>7.1f} {figures[1]:>7.1f}   ({note})")
+
+
+def search_embedded(sizes: list[int], queries: int, rng: random.Random) -> None:
     with tempfile.TemporaryDirectory() as folder:
         # No automatic index while filling: the exact search is measured first, then the index is built.
         config = RetrievalConfig(vector_index_min_rows=10**9, optimize_every_documents=10**9)
@@ -156,15 +165,54 @@ def bench_search(sizes: list[int], queries: int) -> None:
             fill(store, workspace, size, rng, 0)
             store.optimize(workspace)  # fold the new rows into the full-text index, as the service does every few ingests
             filled = time.perf_counter() - started
-            p50, p95 = measure(store, workspace, queries, rng)
-            print(f"  {size:>8}  {'none (exact)':<22} {p50:>7.1f} {p95:>7.1f}   (insert and optimize: {filled:.0f} s)")
+            row("embedded", size, "none (exact)", measure(store, workspace, queries, rng), f"insert and optimize: {filled:.0f} s")
             started = time.perf_counter()
             store.build_vector_index(workspace)
             built = time.perf_counter() - started
-            p50, p95 = measure(store, workspace, queries, rng)
-            print(f"  {size:>8}  {'IVF-HNSW-SQ, cosine':<22} {p50:>7.1f} {p95:>7.1f}   (index built in {built:.0f} s)")
+            row("embedded", size, "IVF-HNSW-SQ, cosine", measure(store, workspace, queries, rng), f"index built in {built:.0f} s")
             store.delete_workspace(workspace)
         store.close()
+
+
+@contextlib.contextmanager
+def weaviate_store() -> Iterator[Store]:
+    """A Weaviate store in collections of its own on the test server (tests.weaviate_support), removed afterwards."""
+    from schulki.retrieval.weaviate_store import WeaviateStore
+
+    with weaviate_for_tests() as server:
+        engine = StoreEngine("weaviate", server)
+        store = WeaviateStore(engine.configure(RetrievalConfig()))
+        try:
+            yield store
+        finally:
+            store.close()
+            engine.clean_up()
+
+
+def search_weaviate(sizes: list[int], queries: int, rng: random.Random) -> None:
+    try:
+        with weaviate_store() as store:
+            for size in sorted(sizes):
+                workspace = f"bench{size}"
+                store.create_workspace(workspace)
+                started = time.perf_counter()
+                fill(store, workspace, size, rng, 0)
+                filled = time.perf_counter() - started
+                row("weaviate", size, "HNSW, cosine", measure(store, workspace, queries, rng), f"insert: {filled:.0f} s")
+                store.delete_workspace(workspace)
+    except WeaviateUnavailable as reason:  # only raised while the server starts
+        print(f"  weaviate  skipped: {reason}")
+
+
+def bench_search(sizes: list[int], queries: int, engines: list[str]) -> None:
+    rng = random.Random(2)
+    print(f"search latency in each store, hybrid (BM25 + vector, weight 0.5), top 5, {queries} queries each;")
+    print("  SYNTHETIC chunks inserted directly into the store (random German words, random unit vectors, 384 dims)")
+    print(f"  {'store':<9} {'chunks':>8}  {'vector index':<22} {'p50 ms':>7} {'p95 ms':>7}")
+    if "embedded" in engines:
+        search_embedded(sizes, queries, rng)
+    if "weaviate" in engines:
+        search_weaviate(sizes, queries, rng)
 
 
 def main() -> int:
@@ -172,11 +220,12 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=100, help="pages of the PDF to ingest (0 skips ingest)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000], help="chunk counts to search")
     parser.add_argument("--queries", type=int, default=100, help="searches per size")
+    parser.add_argument("--store", nargs="+", choices=ENGINES, default=list(ENGINES), help="the stores to search (default: both)")
     args = parse_args(parser, pages=2, sizes=[100], queries=5)
     if args.pages:
         bench_ingest(args.pages)
     if args.sizes:
-        bench_search(args.sizes, args.queries)
+        bench_search(args.sizes, args.queries, args.store)
     return 0
 
 

@@ -177,3 +177,33 @@ def config() -> Config:
 def _artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+# The store engines. ------------------------------------------------------------------------
+# Store tests take ``store_engine`` and run once per engine: the embedded store and a real Weaviate
+# (tests/weaviate_support.py: WEAVIATE_URL's server, else the pinned binary ./dev test builds, started
+# once per session). Without either the Weaviate runs skip, each naming the reason.
+
+
+@pytest.fixture(scope="session")
+def weaviate_server():
+    from tests.weaviate_support import WeaviateUnavailable, weaviate_for_tests
+
+    try:
+        with weaviate_for_tests() as server:
+            yield server
+    except WeaviateUnavailable as reason:
+        import warnings
+
+        warnings.warn(f"WEAVIATE TESTS SKIPPED: {reason}", pytest.PytestWarning, stacklevel=1)
+        pytest.skip(f"WEAVIATE TESTS SKIPPED: {reason}")
+
+
+@pytest.fixture(scope="module", params=["embedded", "weaviate"])
+def store_engine(request):
+    from tests.weaviate_support import StoreEngine
+
+    server = request.getfixturevalue("weaviate_server") if request.param == "weaviate" else None
+    engine = StoreEngine(request.param, server)
+    yield engine
+    engine.clean_up()

@@ -14,6 +14,7 @@ from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
 from tests.conftest import InProcessServer
 from tests.conftest import assert_serving as assert_service_serving
+from tests.weaviate_support import StoreEngine
 
 PIECE = 64 * 1024
 RETRIEVAL_SERVICE = pb.DESCRIPTOR.services_by_name["RetrievalService"].full_name
@@ -28,10 +29,13 @@ def embeddings_server() -> Iterator[InProcessServer]:
         yield server
 
 
-def retrieval_config(store_path: Path, embeddings_address: str, **settings) -> Config:
+def retrieval_config(store_path: Path, embeddings_address: str, engine: StoreEngine | None = None, **settings) -> Config:
+    """Retrieval settings for a test: the embedded store in store_path, or the engine given (tests.weaviate_support)."""
     config = Config()
-    config.retrieval.store_path = store_path
+    config.retrieval.store_path = store_path  # Weaviate too keeps uploads there while they are parsed
     config.retrieval.embeddings_address = embeddings_address
+    if engine is not None:
+        engine.configure(config.retrieval)
     for name, value in settings.items():
         setattr(config.retrieval, name, value)
     return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,12 +35,17 @@ def service_fixtures(build: Callable[..., Service], stub_class: Callable[[grpc.C
     SERVING. ``stub``: the service's stub on that channel.
     """
 
-    @pytest.fixture(scope="module")
-    def server(request: pytest.FixtureRequest) -> Iterator[InProcessServer]:
-        service = build(**{name: request.getfixturevalue(name) for name in needs})
+    def server(**needed: Any) -> Iterator[InProcessServer]:
+        service = build(**needed)
         with InProcessServer([service]) as running:
             running.service = service  # type: ignore[attr-defined]
             yield running
+
+    # The needs are the fixture's own arguments, so that a parametrized one (store_engine) builds a server per value.
+    server.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in needs]
+    )
+    server = pytest.fixture(scope="module")(server)
 
     @pytest.fixture()
     def channel(server: InProcessServer) -> Iterator[grpc.Channel]:

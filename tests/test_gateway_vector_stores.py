@@ -1,4 +1,4 @@
-"""/v1/files and /v1/vector_stores, driven by the official openai client, against the real gateway, retrieval and embeddings."""
+"""/v1/files and /v1/vector_stores, driven by the official openai client, against the real gateway, retrieval (on each store engine) and embeddings."""
 
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ WEB_PAGE = (
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, store_engine):
     folder = tmp_path_factory.mktemp("vector-stores")
     config = stack_config(folder)
+    store_engine.configure(config.retrieval)
     config.gateway.requests_per_minute = {"student": 1000, "teacher": 1000, "admin": 1000}
     config.gateway.max_upload_bytes = 8 * 1024 * 1024
     config.gateway.vector_stores_per_user = 3

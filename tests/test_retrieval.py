@@ -1,4 +1,4 @@
-"""The retrieval service over a real socket, with the real embeddings service and the embedded store.
+"""The retrieval service over a real socket, with the real embeddings service, on each store engine (embedded, Weaviate).
 
 Every format is ingested end to end (made by tests/retrieval_documents.py)
 and found again by a German or English question, with its page or section;
@@ -62,14 +62,16 @@ def embeddings_address():
         yield server.address
 
 
-def make_service(tmp_path_factory, embeddings_address, web_page):
+def make_service(tmp_path_factory, embeddings_address, web_page, store_engine):
     config = retrieval_config(
-        tmp_path_factory.mktemp("store"), embeddings_address, max_upload_bytes=MAX_UPLOAD, allowed_url_hosts=[web_page]
+        tmp_path_factory.mktemp("store"), embeddings_address, store_engine, max_upload_bytes=MAX_UPLOAD, allowed_url_hosts=[web_page]
     )
     return retrieval.build(config)
 
 
-server, channel, stub = service_fixtures(make_service, pb_grpc.RetrievalServiceStub, "tmp_path_factory", "embeddings_address", "web_page")
+server, channel, stub = service_fixtures(
+    make_service, pb_grpc.RetrievalServiceStub, "tmp_path_factory", "embeddings_address", "web_page", "store_engine"
+)
 
 
 def code_of(call) -> tuple[grpc.StatusCode, str]:
@@ -246,9 +248,9 @@ def test_an_ingest_stream_must_start_with_its_source(stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "erste Nachricht" in details
 
 
-def test_without_the_embeddings_service_ingest_and_search_are_unavailable_and_bm25_still_works(tmp_path):
+def test_without_the_embeddings_service_ingest_and_search_are_unavailable_and_bm25_still_works(tmp_path, store_engine):
     nobody = f"127.0.0.1:{free_port()}"
-    config = retrieval_config(tmp_path / "store", nobody, embeddings_timeout_s=5.0)
+    config = retrieval_config(tmp_path / "store", nobody, store_engine, embeddings_timeout_s=5.0)
     with InProcessServer([retrieval.build(config)]) as running, running.channel() as channel:
         stub = pb_grpc.RetrievalServiceStub(channel)
         stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="offline"))

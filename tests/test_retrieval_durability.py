@@ -1,4 +1,4 @@
-"""Atomic ingest for real: ``schulki serve retrieval`` is killed with SIGKILL while it ingests.
+"""Atomic ingest for real: ``schulki serve retrieval`` is killed with SIGKILL while it ingests, on each store engine.
 
 After a restart on the same store the document is either complete (all its
 chunks, listed, found) or absent (not listed, not found, no chunk left), and
@@ -13,8 +13,8 @@ import signal
 
 import grpc
 import pytest
-from schulki.config import RetrievalConfig
-from schulki.retrieval.embedded_store import EmbeddedStore
+from schulki.config import Config
+from schulki.retrieval.service import open_store
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
@@ -37,8 +37,9 @@ def embeddings_address():
         yield server.address
 
 
-def start(store_path, embeddings_address) -> ServiceProcess:
+def start(store_path, embeddings_address, engine_environment: dict[str, str]) -> ServiceProcess:
     env = {
+        **engine_environment,
         "SCHULKI_RETRIEVAL__STORE_PATH": str(store_path),
         "SCHULKI_RETRIEVAL__EMBEDDINGS_ADDRESS": embeddings_address,
         # Short chunks: many of them, so the kill finds ingest in the middle of its work.
@@ -72,9 +73,11 @@ def kill_during(process: ServiceProcess, tag: str, stage: str) -> int:
     return chunks
 
 
-def test_a_document_is_complete_or_absent_after_sigkill_mid_ingest(tmp_path, embeddings_address):
+def test_a_document_is_complete_or_absent_after_sigkill_mid_ingest(tmp_path, embeddings_address, store_engine):
     store_path = tmp_path / "store"
-    process = start(store_path, embeddings_address)
+    settings = store_engine.settings()  # the same store (Weaviate: the same collections) for every restart
+    engine_environment = store_engine.environment(settings)
+    process = start(store_path, embeddings_address, engine_environment)
     with grpc.insecure_channel(process.address) as channel:
         stub = pb_grpc.RetrievalServiceStub(channel)
         stub.CreateWorkspace(pb.CreateWorkspaceRequest(workspace="chronik"))
@@ -85,7 +88,7 @@ def test_a_document_is_complete_or_absent_after_sigkill_mid_ingest(tmp_path, emb
     for tag, stage in (("A", "embedding"), ("B", "storing")):
         chunks = kill_during(process, tag, stage)
         process.stop(terminate=False)
-        process = start(store_path, embeddings_address)
+        process = start(store_path, embeddings_address, engine_environment)
         with grpc.insecure_channel(process.address) as channel:
             stub = pb_grpc.RetrievalServiceStub(channel)
             documents = {d.document_id: d for d in stub.ListDocuments(pb.ListDocumentsRequest(workspace="chronik")).documents}
@@ -106,11 +109,14 @@ def test_a_document_is_complete_or_absent_after_sigkill_mid_ingest(tmp_path, emb
         code, log = process.stop()
         assert code == 0, log
         # With the service stopped, the store holds exactly the chunks of the listed documents.
-        store = EmbeddedStore(store_path, RetrievalConfig())
+        config = Config()
+        config.retrieval.store_path = store_path
+        store_engine.configure(config.retrieval, settings)
+        store = open_store(config)
         listed = store.list_documents("chronik")
         assert store.chunk_count("chronik") == sum(d.chunk_count for d in listed)
         assert {d.document_id for d in listed} == set(earlier)
         assert not list((store_path / "incoming").iterdir())
         store.close()
-        process = start(store_path, embeddings_address)
+        process = start(store_path, embeddings_address, engine_environment)
     process.stop()

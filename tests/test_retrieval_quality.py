@@ -1,4 +1,4 @@
-"""Retrieval quality: German questions over a small German corpus, through the real services.
+"""Retrieval quality: German questions over a small German corpus, through the real services, on each store engine.
 
 Three question sets (tests/quality/evaluate.py): German questions the default
 fusion and weight were chosen on, held-out German questions that choice never
@@ -11,6 +11,8 @@ The English questions are where BM25 cannot help (German text, English words):
 hybrid search then follows the vectors (store.hybrid_weight), so it must reach
 vector search's figures there. Everything is deterministic (the same model,
 corpus and questions give the same ranks), so there is no tolerance.
+Both engines must pass alike: the embedded store (LanceDB's BM25 with a German
+stemmer) and Weaviate (its BM25 over whole words), fused the same way.
 """
 
 from __future__ import annotations
@@ -25,21 +27,21 @@ from tests.retrieval_support import embeddings_server, retrieval_config
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
+def service(tmp_path_factory, store_engine):
     with embeddings_server() as embedder:
-        config = retrieval_config(tmp_path_factory.mktemp("quality"), embedder.address)
+        config = retrieval_config(tmp_path_factory.mktemp("quality"), embedder.address, store_engine)
         with InProcessServer([retrieval.build(config)]) as server, server.channel() as channel:
             stub = pb_grpc.RetrievalServiceStub(channel)
             assert ingest_corpus(stub) == 15
-            yield stub, config.retrieval.vector_weight
+            yield stub, config.retrieval.vector_weight, store_engine.name
 
 
-def figures_of(stub, default_weight, name):
+def figures_of(stub, default_weight, engine, name):
     items = questions(name)
     figures = {search: evaluate(stub, weight, items) for search, weight in (("BM25", 0.0), ("hybrid", default_weight), ("vector", 1.0))}
-    print(f"\n  {'questions':<27} {'search':<7} recall@5  MRR@10")
+    print(f"\n  {'engine':<9} {'questions':<27} {'search':<7} recall@5  MRR@10")
     for search, f in figures.items():
-        print(f"  {f'{name} ({f.questions})':<27} {search:<7} {f.recall_at_5:>8.2f}  {f.mrr:>6.3f}")
+        print(f"  {engine:<9} {f'{name} ({f.questions})':<27} {search:<7} {f.recall_at_5:>8.2f}  {f.mrr:>6.3f}")
     return figures
 
 

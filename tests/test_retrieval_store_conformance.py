@@ -1,8 +1,9 @@
 """One conformance suite for both stores: the embedded store (LanceDB) and Weaviate.
 
-The Weaviate run needs a server: set WEAVIATE_URL (and WEAVIATE_API_KEY when
-the server wants one; WEAVIATE_GRPC_PORT when its gRPC port is not 50051).
-Each run uses its own collections and removes them afterwards.
+The Weaviate run needs a server: the pinned one ./dev test builds and the
+tests start (tests/weaviate_support.py), or one of your own at WEAVIATE_URL
+(WEAVIATE_API_KEY when it wants one; WEAVIATE_GRPC_PORT when its gRPC port is
+not 50051). Each run uses its own collections and removes them afterwards.
 
 Vectors here come from a small hashing of words (each word adds to one of 384
 dimensions), so that "shares the most words" is also "nearest vector": the
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import uuid
 
 import pytest
 from schulki.config import RetrievalConfig
@@ -23,7 +22,6 @@ from schulki.retrieval.store import FUSIONS, Candidate, DocumentRecord, StoredCh
 from schulki.runtime.errors import AlreadyExists, InvalidInput, NotFound, TooLarge
 
 DIMENSION = 384
-WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
 
 
 def vector_of(text: str) -> list[float]:
@@ -64,10 +62,10 @@ HISTORY = document(
 @pytest.fixture(params=["embedded", "weaviate"])
 def open_store(request, tmp_path):
     """A function that opens the store under test on the same data each time (as a restarted service would)."""
-    yield from opener(request.param, tmp_path, "relative_score")
+    yield from opener(request, request.param, tmp_path, "relative_score")
 
 
-def opener(engine: str, tmp_path, fusion: str):
+def opener(request, engine: str, tmp_path, fusion: str):
     opened = []
     if engine == "embedded":
         from schulki.retrieval.embedded_store import EmbeddedStore
@@ -79,18 +77,12 @@ def opener(engine: str, tmp_path, fusion: str):
             opened.append(store)
             return store
     else:
-        if not WEAVIATE_URL:
-            pytest.skip("no Weaviate server: set WEAVIATE_URL (and WEAVIATE_API_KEY) to run the suite against Weaviate")
         from schulki.retrieval.weaviate_store import WeaviateStore
 
-        config = RetrievalConfig(
-            store="weaviate",
-            weaviate_url=WEAVIATE_URL,
-            weaviate_api_key=os.environ.get("WEAVIATE_API_KEY") or None,
-            weaviate_grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
-            weaviate_collection=f"SchulkiTest{uuid.uuid4().hex[:8]}",
-            fusion=fusion,
-        )
+        from tests.weaviate_support import StoreEngine
+
+        engine_settings = StoreEngine("weaviate", request.getfixturevalue("weaviate_server"))
+        config = engine_settings.configure(RetrievalConfig(fusion=fusion))
 
         def make():
             store = WeaviateStore(config)
@@ -115,7 +107,7 @@ def store(open_store):
 def store_and_fusion(request, tmp_path):
     """Each store with each fusion, as (store, fusion)."""
     engine, fusion = request.param
-    for make in opener(engine, tmp_path, fusion):
+    for make in opener(request, engine, tmp_path, fusion):
         yield make(), fusion
 
 

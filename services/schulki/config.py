@@ -308,7 +308,7 @@ class RetrievalConfig(Section):
     embeddings_timeout_s: Seconds = 120.0
     """How long one call to the embeddings service may take, in seconds."""
     text_language: str = "German"
-    """Language of the full-text index's stemmer in the embedded store (for example German, English); applies to new workspaces."""
+    """Language of the full-text index's stemmer in the embedded store (for example German, English); applies to new workspaces. Weaviate has no stemmer: with German its BM25 leaves German function words out of questions instead of English ones (weaviate_store.GERMAN_STOP_WORDS; applies to new collections)."""
     vector_index_min_rows: Count = 20_000
     """Chunks in a workspace from which the embedded store builds a vector index; below it, an exact search is fast enough."""
     optimize_every_documents: Count = 20

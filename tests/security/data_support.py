@@ -73,8 +73,12 @@ class RetrievalProcess:
 
 
 @contextmanager
-def retrieval_process(store: Path, embeddings_address: str, **settings: str) -> Iterator[RetrievalProcess]:
+def retrieval_process(
+    store: Path, embeddings_address: str, engine_environment: dict[str, str] | None = None, **settings: str
+) -> Iterator[RetrievalProcess]:
+    """The service on the embedded store in ``store``, or on the engine ``engine_environment`` names (StoreEngine.environment)."""
     env = {
+        **(engine_environment or {}),
         "SCHULKI_DATA_DIR": str(store),
         "SCHULKI_RETRIEVAL__STORE_PATH": str(store / "retrieval"),
         "SCHULKI_RETRIEVAL__EMBEDDINGS_ADDRESS": embeddings_address,

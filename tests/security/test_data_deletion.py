@@ -1,6 +1,6 @@
 """Attacks on a user's rights over their data: deletion that leaves traces, and no way to get a copy.
 
-The real gateway with the real retrieval and embeddings services; the admin
+The real gateway with the real retrieval (on each store engine) and embeddings services; the admin
 deletes and exports through the Admin tab's API and ``schulki user export``
 runs as the admin would run it, in its own process.
 """
@@ -22,13 +22,16 @@ from schulki.retrieval.v1 import retrieval_service_pb2 as pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc
 
 from tests import gateway_stack
-from tests.gateway_stack import running_stack
+from tests.gateway_stack import running_stack, stack_config
 from tests.security.data_support import padded_html
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("deletion"), services=("embeddings", "retrieval")) as running:
+def stack(tmp_path_factory, store_engine):
+    data_dir = tmp_path_factory.mktemp("deletion")
+    config = stack_config(data_dir)
+    store_engine.configure(config.retrieval)
+    with running_stack(data_dir, services=("embeddings", "retrieval"), config=config) as running:
         yield running
 
 

@@ -1,7 +1,7 @@
 """Attacks on storage: a student filling the disk through their private workspace, alone or with parallel uploads.
 
-The retrieval service (its own process, the real embedded store and embeddings
-service) enforces a quota per workspace at ingest; the Dokumente tab shows
+The retrieval service (its own process, on each store engine, with the real
+embeddings service) enforces a quota per workspace at ingest; the Dokumente tab shows
 "x MB von y MB belegt" through the real gateway.
 """
 
@@ -25,10 +25,13 @@ QUOTA_MB = 1
 
 
 @pytest.fixture(scope="module")
-def stub(tmp_path_factory, embeddings_address):
+def stub(tmp_path_factory, embeddings_address, store_engine):
     with (
         retrieval_process(
-            tmp_path_factory.mktemp("quota"), embeddings_address, workspace_quota_mb=f'{{"u-": {QUOTA_MB}, "k-": 2}}'
+            tmp_path_factory.mktemp("quota"),
+            embeddings_address,
+            engine_environment=store_engine.environment(),
+            workspace_quota_mb=f'{{"u-": {QUOTA_MB}, "k-": 2}}',
         ) as running,
         grpc.insecure_channel(running.address) as channel,
     ):
@@ -94,9 +97,10 @@ def test_an_upload_into_a_full_workspace_is_refused_without_storing_it(stub):
     assert sent < 200  # refused long before the 50 MB were sent
 
 
-def test_the_documents_tab_shows_how_much_of_the_quota_is_used(tmp_path):
+def test_the_documents_tab_shows_how_much_of_the_quota_is_used(tmp_path, store_engine):
     """The student sees "x MB von y MB belegt" under their documents, through the real gateway."""
     config = stack_config(tmp_path)
+    store_engine.configure(config.retrieval)
     config.retrieval.workspace_quota_mb = {"u-": 2}
     with running_stack(tmp_path, services=("embeddings", "retrieval"), config=config) as stack:
         created = stack.add_user("quota-lena")

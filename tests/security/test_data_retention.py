@@ -1,13 +1,13 @@
 """Attacks on privacy over time: user data that outlives its retention period, or its account.
 
-The real gateway with the real retrieval and embeddings services; the admin
-sets the periods in the Admin tab (through its API), which applies them at
-once. Ages are made by dating files and manifest entries back, as time would.
+The real gateway with the real retrieval (on each store engine) and embeddings
+services; the admin sets the periods in the Admin tab (through its API), which
+applies them at once. Ages are made by dating files and manifest records back,
+as time would.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -26,9 +26,10 @@ DAY = 86400
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, store_engine):
     data_dir = tmp_path_factory.mktemp("retention")
     config = stack_config(data_dir)
+    store_engine.configure(config.retrieval)
     config.gateway.backup_dir = data_dir / "backups"
     config.gateway.backup_dir.mkdir()
     with running_stack(data_dir, services=("embeddings", "retrieval"), config=config) as running:
@@ -45,6 +46,17 @@ def age(path, days: float) -> None:
     os.utime(path, (then, then))
 
 
+def date_back(stack, workspace: str, source: str, seconds: int) -> None:
+    """Date a document's manifest record back, in whichever store the retrieval service runs on."""
+    store = stack.servers["retrieval"].services[0].store
+    with store._write_lock:
+        for record in store._manifest(workspace):
+            if record.source == source:
+                store._unrecord(workspace, record.document_id)
+                record.created_at -= seconds
+                store._record(workspace, record)
+
+
 def retrieval(stack):
     return grpc.insecure_channel(stack.servers["retrieval"].address)
 
@@ -57,12 +69,7 @@ def test_documents_transcripts_uploads_and_backups_past_their_period_are_deleted
         page = tmp_path / name
         page.write_bytes(padded_html(2048, f"Aufsatz {name} über die Elbe."))
         student.predict(workspace, handle_file(str(page)), api_name="/documents_upload")
-    manifest = stack.config.retrieval.store_path / "manifests" / f"{workspace}.json"
-    data = json.loads(manifest.read_text())
-    for record in data["documents"]:
-        if record["source"] == "alt.html":
-            record["created_at"] -= 400 * DAY
-    manifest.write_text(json.dumps(data))
+    date_back(stack, workspace, "alt.html", 400 * DAY)
     folder = stack.gateway.user_files(account)
     for name, days in (("alt", 40), ("neu", 1)):
         (folder / name).mkdir()

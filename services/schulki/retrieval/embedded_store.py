@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
-from schulki.retrieval.store import Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse, hybrid_weight
+from schulki.retrieval.store import CANDIDATES_MIN, Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse, hybrid_weight
 from schulki.runtime.errors import InvalidInput
 
 # lancedb's own types lag its API (a query's distance_type is missing from them), so its tables are used untyped.
@@ -48,8 +48,6 @@ Table: TypeAlias = Any
 
 log = logging.getLogger("schulki.retrieval")
 
-CANDIDATES_MIN = 20
-"""Each of the two searches returns at least this many candidates for fusion (more for a larger top_k)."""
 HNSW_EF = 100
 """Candidates the HNSW graph search keeps while it walks (ignored while a table has no vector index)."""
 

@@ -123,6 +123,9 @@ FUSIONS = ("rrf", "relative_score")
 """The fusions both stores implement alike (retrieval.fusion)."""
 
 
+CANDIDATES_MIN = 20
+"""Each of the two searches returns at least this many candidates for fusion (4 * top_k for a larger top_k), in both stores."""
+
 EVIDENCE_PASSAGES = 10
 """How many of BM25's best passages ``keyword_evidence`` reads: few enough to be cheap, and the figures were the same from 5 to 40."""
 
@@ -258,6 +261,10 @@ class Store(ABC):
         self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float, exclude: Sequence[str]
     ) -> list[Hit]:
         """Hybrid search, leaving out the chunks of the documents in ``exclude``."""
+
+    @abstractmethod
+    def chunk_count(self, workspace: str) -> int:
+        """Chunks in the workspace, of complete documents or not (for benchmarks and tests)."""
 
     def _maintain(self, workspace: str) -> None:  # noqa: B027 - an optional hook: engines without index upkeep keep the default
         """Index upkeep after a document was stored (the engine may build or refresh indexes); nothing by default."""

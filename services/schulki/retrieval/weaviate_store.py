@@ -28,7 +28,7 @@ from typing import Any, TypeAlias
 
 from schulki.config import RetrievalConfig
 from schulki.retrieval.documents import Chunk
-from schulki.retrieval.store import EVIDENCE_PASSAGES, DocumentRecord, Hit, Store, StoredChunk, hybrid_weight
+from schulki.retrieval.store import CANDIDATES_MIN, Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse, hybrid_weight
 from schulki.runtime.errors import StartupError
 
 # weaviate-client's typed WeaviateClient types every property as the union of all Weaviate values; the schema
@@ -41,6 +41,18 @@ DELETE_ROUNDS = 1000
 """delete_many removes at most the server's QUERY_MAXIMUM_RESULTS objects per call; repeat up to this often."""
 GROUP_LIMIT = 100_000
 """Most distinct documents per workspace that recover() looks at in one aggregation."""
+GERMAN_STOP_WORDS = (
+    "aber als am an auch auf aus bei bin bis bist da damit dann das dass dein deine dem den der des dessen die dies diese "
+    "dieser dieses doch dort du durch ein eine einem einen einer eines er es euer eure für hat hatte hatten hier ich ihr "
+    "ihre im in ist ja kann man mein meine mit muss nach nicht noch nur ob oder ohne sehr sein seine sich sie sind so "
+    "über um und uns unser unter vom von vor war waren warum was weil welche welcher welches wenn wer wie wir wird wo "
+    "wurde wurden zu zum zur"
+).split()
+"""Words BM25 leaves out of German questions in Weaviate (retrieval.text_language German), in place of its English list.
+
+Weaviate has no stemmer, so "Vulkan" does not find "Vulkane" as in the embedded store's
+BM25; the words every German passage shares ("und", "ein") then decided its ranking of
+short passages, and a text about plants came before the page about volcanoes."""
 
 
 def connect(url: str, api_key: str | None, grpc_port: int) -> WeaviateClient:
@@ -85,18 +97,24 @@ class WeaviateStore(Store):
         self.client = client
         self.fusion = config.fusion
         self.keyword_evidence_min = config.keyword_evidence_min
+        self.text_language = config.text_language
         self.chunks_name = config.weaviate_collection
         self.documents_name = f"{config.weaviate_collection}Document"
         self._ensure_collections()
 
     def _ensure_collections(self) -> None:
-        from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
+        from weaviate.classes.config import Configure, DataType, Property, StopwordsPreset, Tokenization, VectorDistances
 
+        german = self.text_language.lower() in ("german", "deutsch", "de")
+        inverted_index = (
+            Configure.inverted_index(stopwords_preset=StopwordsPreset.NONE, stopwords_additions=GERMAN_STOP_WORDS) if german else None
+        )
         tenancy = Configure.multi_tenancy(enabled=True, auto_tenant_creation=False, auto_tenant_activation=True)
         if not self.client.collections.exists(self.chunks_name):
             self.client.collections.create(
                 self.chunks_name,
                 multi_tenancy_config=tenancy,
+                inverted_index_config=inverted_index,
                 vector_config=Configure.Vectors.self_provided(
                     vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE)
                 ),
@@ -243,53 +261,53 @@ class WeaviateStore(Store):
     def _search(
         self, workspace: str, query: str, vector: Sequence[float], top_k: int, vector_weight: float, exclude: Sequence[str]
     ) -> list[Hit]:
-        from weaviate.classes.query import Filter, HybridFusion, MetadataQuery
+        """BM25 and vector lists from Weaviate, fused here by store.fuse, as the embedded store fuses its own.
+
+        Weaviate's own hybrid query ranked some chunks differently from store.fuse over the very
+        lists its bm25 and near_vector queries return (its relativeScoreFusion scales them on its
+        side), so the two engines would rank alike only by chance; fusing here makes them rank alike
+        by construction, and the keyword-evidence rule reads the same BM25 list it fuses.
+        """
+        from weaviate.classes.query import Filter, MetadataQuery
 
         chunks = self._chunks.with_tenant(workspace)
-        filters = Filter.by_property("document_id").contains_none(list(exclude)) if exclude else None
-        metadata = MetadataQuery(score=True, distance=True)
-        if 0.0 < vector_weight < 1.0 and self.keyword_evidence_min > 0.0:
-            # The same rule as the embedded store (store.hybrid_weight), from BM25's best passages:
-            # one more query, because Weaviate's hybrid search cannot change alpha by itself.
-            best = chunks.query.bm25(query=query, query_properties=["text"], limit=EVIDENCE_PASSAGES, filters=filters)
-            vector_weight = hybrid_weight(query, (o.properties["text"] for o in best.objects), vector_weight, self.keyword_evidence_min)
-        if vector_weight <= 0.0:
-            response = chunks.query.bm25(query=query, query_properties=["text"], limit=top_k, filters=filters, return_metadata=metadata)
-        elif vector_weight >= 1.0:
-            response = chunks.query.near_vector(near_vector=list(vector), limit=top_k, filters=filters, return_metadata=metadata)
-        else:
-            # alpha = vector_weight and the same fusion as the embedded store (store.fuse): RANKED is
-            # weighted reciprocal-rank fusion with k = 60, RELATIVE_SCORE the min-max scaled sum.
-            fusion_type = HybridFusion.RANKED if self.fusion == "rrf" else HybridFusion.RELATIVE_SCORE
-            response = chunks.query.hybrid(
-                query=query,
-                vector=list(vector),
-                alpha=vector_weight,
-                query_properties=["text"],
-                fusion_type=fusion_type,
-                limit=top_k,
-                filters=filters,
-                return_metadata=metadata,
+        # One not-equal per left-out document: the server version the roll-out pins (1.32) knows no
+        # ContainsNone operator (the client's contains_none is refused with "unknown filter operator").
+        filters = Filter.all_of([Filter.by_property("document_id").not_equal(d) for d in exclude]) if exclude else None
+        wanted = max(CANDIDATES_MIN, 4 * top_k)
+        keyword: list[Candidate] = []
+        if vector_weight < 1.0 and query.strip():
+            response = chunks.query.bm25(
+                query=query, query_properties=["text"], limit=wanted, filters=filters, return_metadata=MetadataQuery(score=True)
             )
-        hits = []
-        for obj in response.objects:
-            p = obj.properties
-            if vector_weight >= 1.0:
-                score = 1.0 - (obj.metadata.distance or 0.0)
-            else:
-                score = obj.metadata.score or 0.0
-            hits.append(
-                Hit(
-                    text=p["text"],
-                    score=float(score),
-                    source=p["source"],
-                    page=int(p["page"] or 0),
-                    section=p["section"] or "",
-                    document_id=p["document_id"],
-                    chunk_index=int(p["chunk_index"]),
-                )
+            keyword = [self._candidate(o, o.metadata.score or 0.0) for o in response.objects]
+        similar: list[Candidate] = []
+        if vector_weight > 0.0:
+            response = chunks.query.near_vector(
+                near_vector=list(map(float, vector)), limit=wanted, filters=filters, return_metadata=MetadataQuery(distance=True)
             )
-        return hits
+            similar = [self._candidate(o, 1.0 - (o.metadata.distance or 0.0)) for o in response.objects]
+        weight = hybrid_weight(query, (c.hit.text for c in keyword), vector_weight, self.keyword_evidence_min)
+        return fuse(keyword, similar, weight, top_k, self.fusion)
+
+    @staticmethod
+    def _candidate(obj: Any, score: float) -> Candidate:  # weaviate types each property as a union of all values
+        p = obj.properties
+        hit = Hit(
+            text=p["text"],
+            score=0.0,
+            source=p["source"],
+            page=int(p["page"] or 0),
+            section=p["section"] or "",
+            document_id=p["document_id"],
+            chunk_index=int(p["chunk_index"]),
+        )
+        return Candidate(key=(hit.document_id, hit.chunk_index), score=float(score), hit=hit)
+
+    def chunk_count(self, workspace: str) -> int:
+        """Chunks in the workspace (complete documents or not); for benchmarks and tests."""
+        response = self._chunks.with_tenant(workspace).aggregate.over_all(total_count=True)
+        return int(response.total_count or 0)
 
     def close(self) -> None:
         self.client.close()
