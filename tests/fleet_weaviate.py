@@ -6,26 +6,13 @@ no anonymous access, no telemetry; one node, listening on its host's address onl
 
 from __future__ import annotations
 
-import os
-import re
 import secrets
 from pathlib import Path
 
 import httpx
 
 from tests.fleet_lab import Host, Lab, wait_for
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def weaviate_server_path() -> Path:
-    """Where the pinned server is cached: SCHULKI_WEAVIATE_BIN, else <cache>/weaviate/<compose.yaml's version>/weaviate-server."""
-    if os.environ.get("SCHULKI_WEAVIATE_BIN"):
-        return Path(os.environ["SCHULKI_WEAVIATE_BIN"])
-    match = re.search(r"semitechnologies/weaviate:(\d+\.\d+\.\d+)", (REPO_ROOT / "compose.yaml").read_text())
-    version = match.group(1) if match else "unknown"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "weaviate" / version / "weaviate-server"
+from tests.weaviate_support import compose_environment
 
 
 def start_weaviate(lab: Lab, host: Host, binary: Path, folder: Path) -> dict[str, str]:
@@ -33,15 +20,7 @@ def start_weaviate(lab: Lab, host: Host, binary: Path, folder: Path) -> dict[str
     key = secrets.token_hex(16)
     data = folder / "weaviate"
     env = {
-        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
-        "AUTHENTICATION_APIKEY_ENABLED": "true",
-        "AUTHENTICATION_APIKEY_ALLOWED_KEYS": key,
-        "AUTHENTICATION_APIKEY_USERS": "schulki",
-        "AUTHORIZATION_ADMINLIST_ENABLED": "true",
-        "AUTHORIZATION_ADMINLIST_USERS": "schulki",
-        "DISABLE_TELEMETRY": "true",
-        "PERSISTENCE_DATA_PATH": str(data / "data"),
-        "DEFAULT_VECTORIZER_MODULE": "none",
+        **compose_environment(key, data / "data"),
         "QUERY_DEFAULTS_LIMIT": "25",
         "CLUSTER_HOSTNAME": "fleet-weaviate",
         "CLUSTER_ADVERTISE_ADDR": host.address,

@@ -27,8 +27,9 @@ import pytest
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
 
 from tests.fleet_lab import DOMAIN, Lab, stop, wait_for, why_no_namespaces
-from tests.fleet_weaviate import start_weaviate, weaviate_server_path
+from tests.fleet_weaviate import start_weaviate
 from tests.multi_model_support import NODE_ENV, second_quant
+from tests.weaviate_support import weaviate_binary as cached_weaviate_binary
 
 NO_NAMESPACES = why_no_namespaces()
 pytestmark = pytest.mark.skipif(NO_NAMESPACES is not None, reason=NO_NAMESPACES or "")
@@ -231,7 +232,7 @@ requests_per_minute = {{ student = 10000, teacher = 10000, admin = 10000 }}
 
 
 def weaviate_binary() -> Path | None:
-    path = weaviate_server_path()
+    path = cached_weaviate_binary()
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 

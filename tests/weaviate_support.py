@@ -50,6 +50,21 @@ def weaviate_binary() -> Path:
     return cache / "weaviate" / weaviate_version() / "weaviate-server"
 
 
+def compose_environment(key: str, data: Path) -> dict[str, str]:
+    """As compose.yaml's weaviate service: an API key for the one admin user, no anonymous access, no telemetry."""
+    return {
+        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
+        "AUTHENTICATION_APIKEY_ENABLED": "true",
+        "AUTHENTICATION_APIKEY_ALLOWED_KEYS": key,
+        "AUTHENTICATION_APIKEY_USERS": "schulki",
+        "AUTHORIZATION_ADMINLIST_ENABLED": "true",
+        "AUTHORIZATION_ADMINLIST_USERS": "schulki",
+        "DISABLE_TELEMETRY": "true",
+        "PERSISTENCE_DATA_PATH": str(data),
+        "DEFAULT_VECTORIZER_MODULE": "none",
+    }
+
+
 @dataclass(frozen=True)
 class WeaviateServer:
     """How to reach a Weaviate server."""
@@ -104,16 +119,7 @@ def local_weaviate(binary: Path, timeout: float = 120) -> Iterator[WeaviateServe
     key = secrets.token_hex(16)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        # As compose.yaml's weaviate service: an API key for the one admin user, no anonymous access, no telemetry.
-        "AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED": "false",
-        "AUTHENTICATION_APIKEY_ENABLED": "true",
-        "AUTHENTICATION_APIKEY_ALLOWED_KEYS": key,
-        "AUTHENTICATION_APIKEY_USERS": "schulki",
-        "AUTHORIZATION_ADMINLIST_ENABLED": "true",
-        "AUTHORIZATION_ADMINLIST_USERS": "schulki",
-        "DISABLE_TELEMETRY": "true",
-        "PERSISTENCE_DATA_PATH": str(folder / "data"),
-        "DEFAULT_VECTORIZER_MODULE": "none",
+        **compose_environment(key, folder / "data"),
         "ENABLE_MODULES": "backup-filesystem",
         "BACKUP_FILESYSTEM_PATH": str(folder / "backups"),
         "QUERY_DEFAULTS_LIMIT": "25",

@@ -30,6 +30,7 @@ from pydantic import BaseModel, model_validator
 
 from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError, streamed_error_body
+from schulki.gateway.api.responses import AssistantMessage, ChatCompletion, Choice, Usage
 from schulki.gateway.api.schemas import ChatCompletionRequest
 from schulki.gateway.api.sse import DONE, event_stream, sse_event
 from schulki.gateway.api.vector_store_files import DOCUMENT_PREFIX, STORE_ID
@@ -82,32 +83,9 @@ class Citation(BaseModel):
     text: str
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
-class AnswerMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class AnswerChoice(BaseModel):
-    index: int = 0
-    message: AnswerMessage
-    finish_reason: str
-
-
-class DocumentChatCompletion(BaseModel):
+class DocumentChatCompletion(ChatCompletion):
     """The whole answer: OpenAI's chat completion, with the passages it cites and the search query."""
 
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[AnswerChoice]
-    usage: Usage
     citations: list[Citation]
     search_query: str
 
@@ -210,7 +188,7 @@ async def _complete(
         completion_tokens=finished.completion_tokens,
         total_tokens=finished.prompt_tokens + finished.completion_tokens,
     )
-    choice = AnswerChoice(message=AnswerMessage(content="".join(pieces)), finish_reason=finished.reason)
+    choice = Choice(message=AssistantMessage(content="".join(pieces)), finish_reason=finished.reason)
     return DocumentChatCompletion(
         id=head.id, created=head.created, model=head.model, choices=[choice], usage=usage, citations=citations, search_query=query
     )
