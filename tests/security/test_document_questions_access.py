@@ -25,7 +25,7 @@ def test_a_student_cannot_ask_about_another_students_documents(security_stack, s
             assert status == 200 and event == "error", payload
             assert "Zitronenfalter" not in str(payload) and "tagebuch" not in str(payload)
 
-    body = {"messages": [{"role": "user", "content": "Wie lautet das Passwort des Tresors?"}]}
+    body = {"model": "schulki-chat", "messages": [{"role": "user", "content": "Wie lautet das Passwort des Tresors?"}]}
     with httpx.Client(base_url=security_stack.url, headers=student.bearer, timeout=120) as api:
         for stream in (False, True):
             answer = api.post(f"/v1/vector_stores/vs_{victim_space}/chat/completions", json={**body, "stream": stream})
