@@ -31,7 +31,7 @@ from schulki.gateway.documents.questions import AnswerEvent, DocumentQuestion, a
 from schulki.gateway.documents.stores import Stores
 from schulki.gateway.documents.workspaces import WorkspaceRefused, workspace_access
 from schulki.gateway.nodes.chat_models import ChatModels
-from schulki.gateway.nodes.clients import Node, ServiceDown, Services
+from schulki.gateway.nodes.clients import Node, Services
 from schulki.gateway.web.file_owners import FileOwners
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
@@ -334,14 +334,7 @@ class _DocumentSession:
 
     def model_context(self, model: str) -> int:
         """Tokens per sequence of the smallest context among the healthy nodes of ``model``."""
-        lengths = [
-            int(getattr(n.info, "context_length", 0))
-            for n in self._gateway.inference_nodes()
-            if n.healthy and n.model == model and n.info is not None
-        ]
-        if not lengths:
-            raise ServiceDown("inference", model)
-        return min(lengths)
+        return self._gateway._services.context_length(model)
 
     async def export_document(self, workspace: str, document_id: str) -> retrieval_pb.ExportDocumentResponse:
         return await self._gateway.export_document(workspace, document_id)

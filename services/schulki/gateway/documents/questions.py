@@ -33,7 +33,7 @@ import grpc
 
 from schulki.gateway.documents.parts import estimate_tokens
 from schulki.gateway.documents.question_context import build_context, whole_tables
-from schulki.gateway.nodes.clients import ServiceDown, Services
+from schulki.gateway.nodes.clients import Services
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class TokenCounter:
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
-            return cls(services, model, _context_of(services, model), None)
+            return cls(services, model, services.context_length(model), None)
         return cls(services, model, counted.context_length, counted.token_count)
 
     async def prompt(self, messages: list[dict[str, str]]) -> int:
@@ -233,14 +233,6 @@ class TokenCounter:
             *(self.services.count_tokens([{"role": "user", "content": f"{COUNT_BASE}\n{t}"}], self.model) for t in texts)
         )
         return [max(1, response.token_count - empty) for response in counted]
-
-
-def _context_of(services: Services, model: str) -> int:
-    """Tokens per sequence of the smallest context among the healthy nodes of ``model``."""
-    lengths = [int(n.info.context_length) for n in services.inference_nodes() if n.healthy and n.model == model and n.info is not None]
-    if not lengths:
-        raise ServiceDown("inference", model)
-    return min(lengths)
 
 
 # -- the prompt --------------------------------------------------------------------------------------------------------
@@ -352,7 +344,8 @@ async def _fill(services: Services, question: DocumentQuestion, hits: list[Any],
 # -- the use case ------------------------------------------------------------------------------------------------------
 
 
-def _check(question: DocumentQuestion) -> None:
+def check_question(question: DocumentQuestion) -> None:
+    """A question with no text is refused before anything is counted."""
     if not question.question.strip():
         raise QuestionRefused("Bitte schreib zuerst eine Frage. (The question is empty.)", param="messages")
 
@@ -375,11 +368,6 @@ class Ask(Protocol):
     def __call__(
         self, messages: list[dict[str, str]], max_tokens: int, temperature: float | None, stop: list[str], seed: int | None
     ) -> AsyncIterator[Any]: ...
-
-
-def check_question(question: DocumentQuestion) -> None:
-    """A question with no text is refused before anything is counted."""
-    _check(question)
 
 
 async def answer_question(

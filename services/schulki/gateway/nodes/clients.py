@@ -368,6 +368,13 @@ class Services:
 
     # -- embeddings ----------------------------------------------------------
 
+    def context_length(self, model: str) -> int:
+        """Tokens per sequence of the smallest context among the healthy nodes of ``model``; ServiceDown without one."""
+        lengths = [int(n.info.context_length) for n in self.inference_nodes() if n.healthy and n.model == model and n.info is not None]
+        if not lengths:
+            raise ServiceDown("inference", model)
+        return min(lengths)
+
     async def embed(self, texts: list[str], user: str) -> embeddings_pb.EmbedResponse:
         return await self._unary("embeddings", "Embed", embeddings_pb.EmbedRequest(texts=texts, user=user))
 
