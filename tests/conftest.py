@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import functools
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,6 +162,8 @@ def shared_tls() -> SharedTls:
     from schulki.certificates import ensure_ca, ensure_certificate
 
     folder = Path(tempfile.mkdtemp(prefix="schulki-test-tls-"))
+    # The folder holds the test CA's key: it goes when the process that made it ends, not one folder per run left in /tmp.
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     ca = ensure_ca(folder, common_name="schulki test CA")
     leaf = ensure_certificate(folder, "localhost", ["localhost", "127.0.0.1"], folder)
     bundle = folder / "trusted.pem"
