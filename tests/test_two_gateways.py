@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +126,10 @@ def school(tmp_path_factory) -> Iterator[School]:
                     {"student": STUDENT_REQUESTS_PER_MINUTE, "teacher": 1000, "admin": 1000}
                 ),
             }
-            # one after the other: each creates the tables it misses, and PostgreSQL refuses the same CREATE TABLE twice at once
-            a = start_gateway(folder / "a", settings)
-            b = start_gateway(folder / "b", settings)
+            # at the same moment, as two gateway hosts booting together: each creates the tables it misses, under one lock
+            with ThreadPoolExecutor(2) as starting:
+                starts = [starting.submit(start_gateway, folder / name, settings) for name in ("a", "b")]
+                a, b = (start.result() for start in starts)
             try:
                 yield School(a, b, Accounts(POSTGRES_URL), settings, folder / "a")
             finally:

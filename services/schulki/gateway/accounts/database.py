@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import ForeignKey, Integer, String, Text, create_engine, delete, event, func, select
+from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, create_engine, delete, event, func, select, text
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -170,6 +170,24 @@ def database_url(configured: str | None, data_dir: Path) -> str:
     return f"sqlite:///{folder / 'accounts.sqlite3'}"
 
 
+SCHEMA_LOCK = 0x5C4A1E5
+"""The PostgreSQL advisory lock every schulki gateway takes while it creates its tables."""
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """Create the tables of ``metadata`` that are missing, safe when several gateways start on one database at once.
+
+    create_all looks first and creates after: two gateways starting at the same moment on one PostgreSQL both find
+    a table missing, and the second CREATE TABLE fails (a duplicate key in pg_type) and stops that gateway. On
+    PostgreSQL the look and the create run under one advisory lock, held until the transaction ends. SQLite
+    serialises the writers itself (busy_timeout).
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        metadata.create_all(connection)
+
+
 def make_engine(url: str) -> Engine:
     engine = create_engine(url)
     if engine.dialect.name == "sqlite":
@@ -184,7 +202,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 
-    Base.metadata.create_all(engine)
+    create_tables(engine, Base.metadata)
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         # chats and usage are students' data: only the gateway's user may read the file (and its WAL and shared memory)
         for suffix in ("", "-wal", "-shm"):

@@ -26,6 +26,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from schulki.gateway.accounts.database import create_tables
+
 PURGE_EVERY_S = 60.0
 """How often one window deletes the events that have left it (queries ignore them meanwhile)."""
 
@@ -57,7 +59,7 @@ class SharedWindow:
     """
 
     def __init__(self, engine: Engine, scope: str, window_s: float):
-        _Base.metadata.create_all(engine)
+        create_tables(engine, _Base.metadata)
         self.scope = scope
         self.window_s = window_s
         self._session = sessionmaker(engine)

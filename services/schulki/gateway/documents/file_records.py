@@ -23,6 +23,8 @@ from sqlalchemy import BigInteger, Integer, LargeBinary, String, delete, func, s
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from schulki.gateway.accounts.database import create_tables
+
 PART_BYTES = 1024 * 1024
 
 
@@ -69,7 +71,7 @@ class FileRecords:
     """Every read and write of the two tables goes through here; all calls block (run them off the event loop)."""
 
     def __init__(self, engine: Engine):
-        _Base.metadata.create_all(engine)
+        create_tables(engine, _Base.metadata)
         self._session = sessionmaker(engine, expire_on_commit=False)
 
     def add(self, user_id: int, file_id: str, filename: str, purpose: str, source: Path) -> FileRecord:

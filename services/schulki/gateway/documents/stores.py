@@ -20,6 +20,8 @@ from sqlalchemy import Integer, String, Text, delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from schulki.gateway.accounts.database import create_tables
+
 STATUSES = ("in_progress", "completed", "failed")
 
 
@@ -101,7 +103,7 @@ class Stores:
     """Every read and write of the two tables goes through here."""
 
     def __init__(self, engine: Engine):
-        _Base.metadata.create_all(engine)
+        create_tables(engine, _Base.metadata)
         self._session = sessionmaker(engine, expire_on_commit=False)
 
     # -- stores --------------------------------------------------------------

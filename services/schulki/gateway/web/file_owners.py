@@ -29,6 +29,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from schulki.gateway.accounts.database import create_tables
+
 MAX_AGE_S = 24 * 3600.0
 """How long an ownership note is kept; Gradio deletes cached files after an hour (``delete_cache``)."""
 
@@ -78,7 +80,7 @@ class FileOwners:
     """
 
     def __init__(self, engine: Engine) -> None:
-        _Base.metadata.create_all(engine)
+        create_tables(engine, _Base.metadata)
         self._session = sessionmaker(engine)
         self._purged = 0.0
 
