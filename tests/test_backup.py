@@ -295,3 +295,24 @@ def test_a_postgresql_database_is_saved_with_pg_dump_and_put_back_with_pg_restor
     assert restored.check_password("bk-pg-lehrer", teacher.password) == teacher.account
     restored.add_user("bk-pg-neu", "student")  # the id sequence came back too: no clash with the restored ids
     restored.engine.dispose()
+
+
+def test_a_weaviate_that_writes_its_backups_elsewhere_fails_the_backup_naming_the_folder(weaviate_server, tmp_path):
+    from schulki.retrieval.weaviate_store import WeaviateStore
+
+    from tests.weaviate_support import StoreEngine
+
+    engine = StoreEngine("weaviate", weaviate_server)
+    config = Config(data_dir=tmp_path / "data")
+    engine.configure(config.retrieval)
+    config.gateway.backup_dir = tmp_path / "backups"  # not the server's BACKUP_FILESYSTEM_PATH
+    from schulki.gateway.accounts.database import Accounts, database_url
+
+    Accounts(database_url(None, tmp_path / "data"))
+    WeaviateStore(config.retrieval).client.close()  # the collections, as the retrieval service makes them at start
+    try:
+        with pytest.raises(BackupError, match=r"BACKUP_FILESYSTEM_PATH muss derselbe Ordner sein wie gateway\.backup_dir"):
+            make_backup(config)
+    finally:
+        engine.clean_up()
+    assert not any((tmp_path / "backups").glob("*/manifest.json"))

@@ -31,6 +31,8 @@ from schulki.config import Config
 
 MANIFEST_READS = 20
 """Tries at one consistent read of a workspace before the backup gives up (each retry follows a document added or deleted meanwhile)."""
+WEAVIATE_DESCRIPTOR = "backup_config.json"
+"""The file Weaviate's backup module writes at the top of each backup (what the backup holds)."""
 WEAVIATE_WAIT_S = 3600.0
 """How long a Weaviate backup or restore may take."""
 
@@ -146,7 +148,7 @@ def save_weaviate(config: Config, folder: Path) -> dict[str, Any]:
         body = {"id": folder.name, "include": present}
         _checked(client.post("/v1/backups/filesystem", json=body), "backup")
         _wait(client, f"/v1/backups/filesystem/{folder.name}", "backup")
-    if not any(folder.glob("*/*")):
+    if not (folder / WEAVIATE_DESCRIPTOR).is_file():
         raise BackupError(
             f"Weaviate hat die Sicherung {folder.name} nicht in {folder.parent} geschrieben: sein BACKUP_FILESYSTEM_PATH "
             f"muss derselbe Ordner sein wie gateway.backup_dir. (Weaviate's backup path is not gateway.backup_dir)"
