@@ -15,10 +15,12 @@ what compose would do with each host's compose.yaml and .env and logs it.
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -104,6 +106,8 @@ def school(tmp_path_factory, mirror):
         "schulki_stack_node_address": "127.0.0.1",
         "schulki_plan_embeddings_model": "all-minilm-l6-v2",
         "schulki_plan_embeddings_quant": "F16",
+        "schulki_stack_backup_keep": 5,
+        "schulki_stack_backup_timer": False,  # no systemd here: the units are written and read, not started
     }
     hosts = {
         "gw": {"schulki_plan_node_kind": "gateway", "schulki_plan_ram_mib": 8192},
@@ -135,6 +139,8 @@ def school(tmp_path_factory, mirror):
     }
     for name, host in hosts.items():
         host.update(schulki_stack_dir=str(base / name / "stack"), schulki_models_dir=str(base / name / "models"))
+        host["schulki_stack_systemd_dir"] = str(base / name / "systemd")
+        (base / name / "systemd").mkdir(parents=True)
     inventory = {
         "schulki": {
             "vars": common,
@@ -316,6 +322,53 @@ def test_the_compose_settings_pick_each_hosts_profile_and_the_secrets_are_privat
         assert "test-weaviate-key" not in (base / host / "stack" / "secrets" / "weaviate.env").read_text(), (
             f"{host} got Weaviate's admin key"
         )
+
+
+def _unit(path: Path) -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # systemd's keys are case-sensitive
+    unit.read_string(path.read_text())
+    return unit
+
+
+def test_the_gateway_machine_backs_up_nightly_in_the_gateway_container_into_a_folder_its_user_owns(school):
+    base, _ = school
+    stack, units = base / "gw" / "stack", base / "gw" / "systemd"
+    timer = _unit(units / "schulki-backup.timer")
+    assert timer["Timer"]["OnCalendar"] == "*-*-* 02:30:00" and timer["Timer"]["Persistent"] == "true"
+    assert timer["Install"]["WantedBy"] == "timers.target"
+    service = _unit(units / "schulki-backup.service")["Service"]
+    assert service["Type"] == "oneshot"
+    command = shlex.split(service["ExecStart"])
+    assert command[:4] == ["/usr/bin/docker", "compose", "--project-directory", str(stack)]
+    exec_options, run = command[5 : command.index("gateway")], command[command.index("gateway") + 1 :]
+    assert command[4] == "exec" and "-T" in exec_options and run == ["python", "-m", "schulki.cli", "backup"]
+    environment = [exec_options[i + 1] for i, option in enumerate(exec_options) if option == "-e"]
+    assert "SCHULKI_GATEWAY__BACKUP_KEEP=5" in environment  # the inventory's retention
+    # Weaviate's key reaches the container by name from the unit's environment file, never on a command line.
+    assert "SCHULKI_RETRIEVAL__WEAVIATE_API_KEY" in environment
+    key_file = Path(service["EnvironmentFile"])
+    assert key_file == stack / "secrets" / "weaviate.env" and "SCHULKI_RETRIEVAL__WEAVIATE_API_KEY=" in key_file.read_text()
+    assert "test-weaviate-key" not in (units / "schulki-backup.service").read_text()
+    # Weaviate writes its part as root: afterwards everything goes to the gateway's user, who expires old backups.
+    owner = str(os.getuid())
+    assert shlex.split(service["ExecStopPost"]) == ["/usr/bin/chown", "-R", f"{owner}:{owner}", str(stack / "backups")]
+    backups = (stack / "backups").stat()
+    assert (backups.st_mode & 0o777) == 0o700 and str(backups.st_uid) == owner and str(backups.st_gid) == owner
+    # The folder the units name is the one compose mounts into the gateway (backup_dir) and into Weaviate.
+    compose = yaml.safe_load((stack / "compose.yaml").read_text())["services"]
+    env = dict(line.split("=", 1) for line in (stack / ".env").read_text().splitlines() if "=" in line and not line.startswith("#"))
+    mounts = {
+        name: dict(
+            volume.replace("${SCHULKI_BACKUP_DIR:-./backups}", env["SCHULKI_BACKUP_DIR"]).split(":")[:2] for volume in spec["volumes"]
+        )
+        for name, spec in compose.items()
+        if name in ("gateway", "weaviate")
+    }
+    assert mounts["gateway"][str(stack / "backups")] == compose["gateway"]["environment"]["SCHULKI_GATEWAY__BACKUP_DIR"]
+    assert mounts["weaviate"][str(stack / "backups")] == compose["weaviate"]["environment"]["BACKUP_FILESYSTEM_PATH"]
+    for host in ("gpu12", "lab01"):  # nodes keep nothing to back up
+        assert list((base / host / "systemd").iterdir()) == []
 
 
 def test_ansible_lint_production_profile_is_clean():

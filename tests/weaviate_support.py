@@ -72,6 +72,8 @@ class WeaviateServer:
     url: str
     api_key: str | None
     grpc_port: int
+    backup_path: Path | None = None
+    """Where the server's filesystem backup module writes (BACKUP_FILESYSTEM_PATH), when this machine can read it."""
 
     def client(self):
         from schulki.retrieval.weaviate_store import connect
@@ -152,7 +154,7 @@ def local_weaviate(binary: Path, timeout: float = 120) -> Iterator[WeaviateServe
                 tail = (folder / "server.log").read_text(errors="replace")[-2000:]
                 raise WeaviateUnavailable(f"the Weaviate server {binary} did not get ready:\n{tail}")
             time.sleep(0.2)
-        yield WeaviateServer(url, key, grpc)
+        yield WeaviateServer(url, key, grpc, folder / "backups")
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -167,12 +169,13 @@ def local_weaviate(binary: Path, timeout: float = 120) -> Iterator[WeaviateServe
 
 @contextmanager
 def weaviate_for_tests() -> Iterator[WeaviateServer]:
-    """WEAVIATE_URL's server (WEAVIATE_API_KEY, WEAVIATE_GRPC_PORT), else the pinned binary started for this session."""
+    """WEAVIATE_URL's server (WEAVIATE_API_KEY, WEAVIATE_GRPC_PORT, WEAVIATE_BACKUP_PATH), else the pinned binary started for this session."""
     if os.environ.get("WEAVIATE_URL"):
         yield WeaviateServer(
             os.environ["WEAVIATE_URL"].rstrip("/"),
             os.environ.get("WEAVIATE_API_KEY") or None,
             int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
+            Path(os.environ["WEAVIATE_BACKUP_PATH"]) if os.environ.get("WEAVIATE_BACKUP_PATH") else None,
         )
         return
     binary = weaviate_binary()

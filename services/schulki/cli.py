@@ -88,6 +88,35 @@ def cmd_user(args: argparse.Namespace) -> int:
     return run_user_command(load_config(), args)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from schulki.backup import BackupError, make_backup
+
+    try:
+        done = make_backup(load_config())
+    except (BackupError, OSError) as error:  # one line for the admin (and the timer's journal), no traceback
+        print(f"schulki backup: {error}", file=sys.stderr)
+        return 2
+    size = done.manifest["total_bytes"] / 1e6
+    expired = f"; gelöscht (expired): {', '.join(done.expired)}" if done.expired else ""
+    print(f"schulki backup: {done.folder} ({len(done.manifest['files'])} Dateien, {size:.1f} MB, {done.seconds:.1f} s){expired}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from schulki.backup import BackupError, find_backup, restore_backup
+
+    config = load_config()
+    try:
+        done = restore_backup(config, find_backup(config, args.name))
+    except (BackupError, OSError) as error:
+        print(f"schulki restore: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"schulki restore: {done.folder} zurückgespielt (restored) in {done.seconds:.1f} s; jetzt den Gateway starten (start the gateway)"
+    )
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from schulki.evaluation.planning import measurements_text, quality_floor
     from schulki.evaluation.results import RESULTS_FOLDER, load_results
@@ -156,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     user_delete = user_commands.add_parser("delete", help="delete a user with all their data: account, chats, documents, transcripts")
     user_delete.add_argument("name")
     user.set_defaults(func=cmd_user)
+
+    backup = commands.add_parser(
+        "backup", help="save accounts, the gateway's files and the document store into a dated folder, while the stack runs"
+    )
+    backup.set_defaults(func=cmd_backup)
+    restore = commands.add_parser(
+        "restore", help="put a backup back (stop the gateway and retrieval first); refuses one whose files do not match its manifest"
+    )
+    restore.add_argument("name", help="the backup's folder name in gateway.backup_dir (schulki-YYYYMMDD-HHMMSS) or its path")
+    restore.set_defaults(func=cmd_restore)
 
     plan = commands.add_parser(
         "plan", help="print, per host of an inventory, the model, quant, context length and GPU layers it would get, and why"

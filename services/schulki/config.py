@@ -442,7 +442,9 @@ class GatewayConfig(Section):
     upload_retention_hours: float = Field(default=1.0, gt=0)
     """Hours an upload may stay in the gateway's upload cache (a file a handler refused, or one left by a crash) before it is deleted."""
     backup_dir: Path | None = None
-    """The folder where Weaviate's filesystem backup module writes its backups (mounted into the gateway), so expired backups are deleted; empty means the gateway deletes none."""
+    """The folder where Weaviate's filesystem backup module writes its backups (mounted into the gateway), so expired backups are deleted; empty means the gateway deletes none. ``schulki backup`` writes its dated folders here too (empty: backups under the data folder), and Weaviate's part of each lands in the same folder, so Weaviate's BACKUP_FILESYSTEM_PATH must be this folder as Weaviate sees it."""
+    backup_keep: Count = 7
+    """How many of ``schulki backup``'s dated folders are kept; each run deletes the older ones after a backup that succeeded (backup_retention_days still removes any older than that)."""
     max_chat_tokens: Count = 512
     """Most tokens of one answer in the web UI, and the default for the API when a request sets none."""
     document_part_tokens: int = Field(default=0, ge=0)

@@ -357,6 +357,19 @@ class EmbeddedStore(Store):
         )
         return Candidate(key=(hit.document_id, hit.chunk_index), score=float(score), hit=hit)
 
+    def restore_workspace(self, workspace: str, manifest: bytes, rows: pa.Table | None) -> None:
+        """Put a workspace back as ``schulki restore`` read it from a backup: its chunks as one table (with the
+        indexes a table gets here), then its manifest as it was saved, so the workspace appears complete or not at all."""
+        self._drop_table(workspace)
+        if rows is not None and rows.num_rows:
+            table = self._db.create_table(workspace, data=rows, schema=rows.schema)
+            with self._tables_lock:
+                self._tables[workspace] = table
+            self._create_text_index(table)
+            if rows.num_rows >= self.config.vector_index_min_rows:
+                self.build_vector_index(workspace)
+        _write_atomically(self._manifest_path(workspace), manifest)
+
     def chunk_count(self, workspace: str) -> int:
         """Rows in the workspace's table (complete documents or not); for benchmarks and tests."""
         table = self._table(workspace)

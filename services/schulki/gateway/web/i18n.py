@@ -218,7 +218,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "data_retention": ("Aufbewahrung weiterer Daten (Tage, mindestens 1)", "Keep other data (days, at least 1)"),
     "document_retention_days": ("Dokumente", "Documents"),
     "transcript_retention_days": ("Transkripte", "Transcripts"),
-    "backup_retention_days": ("Sicherungen (Weaviate)", "Backups (Weaviate)"),
+    "backup_retention_days": ("Sicherungen", "Backups"),
     "export_user": ("Daten des Benutzers exportieren (ZIP)", "Export the user's data (zip)"),
     "export_ready": (
         "Export von „{name}“ bereit (wird nach {hours:g} h gelöscht).",
