@@ -9,11 +9,12 @@ the repository-level pattern of Qwen2.5-Coder (arXiv 2409.12186):
     [FIM_REP]myproject\\n [FIM_SEP]file name\\n text ... [FIM_SEP]filename\\n
     [BOS] [FIM_PRE]prefix prompt [FIM_SUF]suffix [FIM_MID]
 
-The prefix comes before the suffix (llama-server's default order, not its
-``--spm-infill``): while a student types, the prefix grows at its end and the
-suffix stays, so the next keystroke's prompt starts with everything the last
-one computed up to the cursor, and the engine's prefix cache reads only the
-few tokens that changed and the suffix after them.
+The prefix comes before the suffix, the order Qwen2.5-Coder and CodeLlama were
+trained with (llama-server's default, not its ``--spm-infill``), and the extra
+files, the bulk of the prompt, come first: while a student types, the prefix
+grows at its end and the rest stays, so the next keystroke's prompt starts with
+everything the last one computed up to the cursor, and the engine's prefix
+cache reads only the few tokens that changed and the suffix after them.
 """
 
 from __future__ import annotations
