@@ -109,6 +109,18 @@ def test_fields_schulki_cannot_honour_are_refused_by_name(client, model):
     assert caught.value.body["param"] == "echo"
 
 
+def test_a_malformed_infill_body_is_refused_naming_the_field(stack, anna):
+    headers = {"Authorization": f"Bearer {anna.api_key}"}
+    for body, param in (
+        ({"input_suffix": ""}, "input_prefix"),
+        ({"input_prefix": "x", "input_suffix": "", "input_extra": "utils.py"}, "input_extra"),
+        ({"input_prefix": "x", "input_suffix": "", "input_extra": [{"filename": "a.py"}]}, "input_extra[0].text"),
+        ({"input_prefix": "x", "input_suffix": "", "n_predict": -2}, "n_predict"),
+    ):
+        response = httpx.post(stack.url + "/v1/infill", json=body, headers=headers, timeout=60)
+        assert response.status_code == 400 and response.json()["error"]["param"] == param, (body, response.text)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_over_long_prompt_gets_a_clear_400_before_any_stream(client, model, stack, anna, stream):
     before = stack.gateway.accounts.tokens_today(anna.account.id)
