@@ -62,6 +62,14 @@ def test_a_raw_prompt_is_continued_without_the_chat_template(client, model, stac
     assert "Berlin" in choice.text, choice.text
 
 
+def test_special_tokens_written_in_a_raw_prompt_are_read_as_such(client, model, stack):
+    # Continue writes a code model's FIM template into the prompt itself; llama-server reads its markers as special tokens.
+    turn = "<start_of_turn>user\nHallo<end_of_turn>\n<start_of_turn>model\n"
+    completion = client.completions.create(model=model, prompt=turn, max_tokens=2, temperature=0)
+    as_text = len(stack.servers["inference"].services[0].engine.tokens_of(turn))
+    assert completion.usage.prompt_tokens <= 1 + as_text - 3 * 3  # each of the three markers is one token, not four or more
+
+
 def test_a_streamed_completion_arrives_in_pieces_and_equals_the_whole_answer(client, model):
     whole = _greedy(client, model, max_tokens=12).choices[0].text
     chunks = list(_greedy(client, model, max_tokens=12, stream=True, stream_options={"include_usage": True}))
