@@ -124,6 +124,13 @@ def gateway_load(out: str) -> None:
         assert errors == 0, out
 
 
+def keystroke(out: str) -> None:
+    assert re.search(r"^model \S+\.gguf, (plain prompts|fill-in-the-middle)", out, re.M), out
+    (first,) = figures(rf"^time to first token, 1st keystroke: {NUMBER} ms$", out)
+    (second,) = figures(rf"^time to first token, 2nd keystroke: {NUMBER} ms$", out)
+    positive(first, second, *figures(rf"^2nd/1st: {NUMBER}$", out))
+
+
 def multi_node_load(out: str) -> None:
     requests, errors = figures(rf"^requests: {NUMBER}, errors: {NUMBER} \[\]$", out)
     positive(requests)
@@ -154,6 +161,7 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "embeddings_bench.py": embeddings,
     "gateway_load_bench.py": gateway_load,
     "inference_bench.py": inference,
+    "keystroke_bench.py": keystroke,
     "language_detection_bench.py": language_detection,
     "multi_node_load_bench.py": multi_node_load,
     "retrieval_bench.py": retrieval,

@@ -118,7 +118,7 @@ def test_the_inference_service_refusal_is_mapped_to_its_http_code(client):
 
 
 def test_unknown_routes_under_v1_answer_in_openais_shape(stack, student):
-    response = httpx.post(stack.url + "/v1/completions", headers={"Authorization": f"Bearer {student.api_key}"}, json={})
+    response = httpx.post(stack.url + "/v1/assistants", headers={"Authorization": f"Bearer {student.api_key}"}, json={})
     assert response.status_code == 404 and set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 

@@ -45,7 +45,7 @@ def test_every_v1_route_has_a_typed_answer(document):
 
 
 def test_streaming_routes_list_their_events(document):
-    for path in ("/v1/chat/completions", "/v1/documents/summarize", "/v1/documents/translate"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/infill", "/v1/documents/summarize", "/v1/documents/translate"):
         assert "text/event-stream" in document["paths"][path]["post"]["responses"]["200"]["content"], path
     chunk = document["components"]["schemas"]["ChatCompletionChunk"]
     assert {"id", "object", "created", "model", "choices", "usage"} <= set(chunk["properties"])

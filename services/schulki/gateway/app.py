@@ -25,6 +25,7 @@ from schulki.config import Config
 from schulki.gateway.accounts import auth
 from schulki.gateway.api import audio as audio_api
 from schulki.gateway.api import chat as chat_api
+from schulki.gateway.api import completions as completions_api
 from schulki.gateway.api import document_questions as document_questions_api
 from schulki.gateway.api import documents as documents_api
 from schulki.gateway.api import errors as api_errors
@@ -110,7 +111,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         return body
 
     app.include_router(auth.router(gateway))
-    for api in (chat_api, audio_api, documents_api, files_api, vector_stores_api, document_questions_api):
+    for api in (chat_api, completions_api, audio_api, documents_api, files_api, vector_stores_api, document_questions_api):
         app.include_router(api.router)  # each route takes the gateway from app.state (api/deps.py)
     openapi_api.install(app)
 

@@ -1,6 +1,6 @@
 """The gateway's shared state (settings, accounts, quotas, service clients, the pseudonym secret) and its use cases.
 
-``Gateway`` is the one door to the services: chat, embed, transcribe,
+``Gateway`` is the one door to the services: chat, completions for editors, embed, transcribe,
 search, ingest (a file or a web page), API uploads, vector stores, whole-document
 work and document questions are its methods, and each counts the request
 against the user's quotas and sends it to a service under the user's
@@ -174,6 +174,28 @@ class Gateway:
             async for event in self._services.chat(
                 messages, self.pseudonym(account), reservation.max_tokens, temperature, stop or (), seed, model=model
             ):
+                if event.HasField("finish"):
+                    reservation.settle(event.finish.usage.total_tokens)
+                else:
+                    reservation.streamed = True
+                yield event
+        finally:
+            reservation.release()
+
+    async def complete(
+        self, account: Account, request: inference_pb.CompleteRequest, model: str
+    ) -> AsyncIterator[inference_pb.CompleteResponse]:
+        """A raw prompt continued, or a gap filled, for a user (/v1/completions, /v1/infill): one request against the quota
+        and a token reservation for the prompt (prefix, suffix and extra files) and ``request.max_tokens``, settled with
+        the real usage, as ``chat`` does; sent under the user's pseudonym."""
+        fill = request.fill_in_the_middle
+        texts = [request.prompt, fill.prefix, fill.suffix, *(f.file_name + f.text for f in fill.extra_files)]
+        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text} for text in texts]), request.max_tokens)
+        job = inference_pb.CompleteRequest()
+        job.CopyFrom(request)
+        job.max_tokens, job.user = reservation.max_tokens, self.pseudonym(account)
+        try:
+            async for event in self._services.complete(job, model):
                 if event.HasField("finish"):
                     reservation.settle(event.finish.usage.total_tokens)
                 else:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, cast
 
 from schulki.config import InferenceConfig
 from schulki.inference.batching import BatchDecoder, BatchStats, Request
+from schulki.inference.fill_in import FimTokens, fill_in_the_middle_prompt, fim_tokens_of
 from schulki.inference.types import Generation, GenerationResult, ModelInfo
 from schulki.models.gguf import quant_name
 from schulki.runtime.errors import InvalidInput, NotReady
@@ -171,6 +172,40 @@ class ChatEngine:
     def tokens_of(self, text: str) -> list[int]:
         """Plain text as the model's tokens (no chat template, no special tokens)."""
         return self._ready_model()[0].tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def raw_prompt_tokens(self, text: str) -> list[int]:
+        """A prompt as it is, without a chat template: BOS where the model wants one, special tokens written as text
+        taken as such (llama-server's /completion does the same)."""
+        return self._ready_model()[0].tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    @property
+    def fim_tokens(self) -> FimTokens | None:
+        """The model's fill-in-the-middle tokens; None for a model that has none (a chat model)."""
+        return fim_tokens_of(self._ready_model()[0].vocab)
+
+    def fill_in_tokens(self, prefix: str, suffix: str, extra_files: list[tuple[str, str]], prompt: str, max_tokens: int) -> list[int]:
+        """The prompt of a fill-in-the-middle request in the model's FIM format (fill_in.py); InvalidInput for a model
+        without FIM tokens."""
+        fim = self.fim_tokens
+        if fim is None:
+            name = self.info.model_name if self.info else self.model_path.name
+            raise InvalidInput(
+                f"Das Modell {name} kann keine Lücken füllen (es hat keine Fill-in-the-Middle-Tokens); nimm ein Code-Modell. "
+                "(This model has no fill-in-the-middle tokens: suffix and infill need a code model such as Qwen2.5-Coder.)"
+            )
+        model = self._ready_model()[0]
+        prompt_tokens = model.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) if prompt else []
+        return fill_in_the_middle_prompt(
+            self.tokens_of,
+            fim,
+            prefix,
+            suffix,
+            extra_files,
+            prompt_tokens,
+            n_batch=self.config.batch_size,
+            n_predict=max_tokens,
+            n_ctx=self.info.context_length if self.info else self.config.context_length,
+        )
 
     async def generate(self, job: Generation) -> AsyncIterator[str | GenerationResult]:
         """Yield text pieces as they are generated, then the GenerationResult.

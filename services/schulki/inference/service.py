@@ -154,6 +154,59 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         log.info("chat done: %s after %d tokens", result.finish_reason, result.completion_tokens)
         yield pb.ChatResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[result.finish_reason], usage=usage))
 
+    async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CompleteResponse]:
+        """A raw prompt continued, or with ``fill_in_the_middle`` the gap between a prefix and a suffix filled (fill_in.py);
+        streamed as Chat streams an answer. Editors send one such request per keystroke: the prompt starts with what the
+        last one computed, so the engine's prefix cache reads only what changed."""
+        n_ctx = self._require_loaded().context_length
+        sampling = self._sampling(pb.ChatRequest(sampling=request.sampling))  # Complete has no shortcut temperature field
+        if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
+            raise InvalidInput(f"at most {MAX_STOP_SEQUENCES} stop sequences, not {len(request.stop_sequences)}")
+        if request.HasField("max_tokens") and not 0 < request.max_tokens < n_ctx:
+            raise InvalidInput(f"max_tokens must be positive and less than the context of {n_ctx} tokens, not {request.max_tokens}")
+        if request.HasField("fill_in_the_middle"):
+            fill = request.fill_in_the_middle
+            extra = [(f.file_name, f.text) for f in fill.extra_files]
+            wanted = request.max_tokens if request.HasField("max_tokens") else 0
+            prompt = await asyncio.to_thread(self.engine.fill_in_tokens, fill.prefix, fill.suffix, extra, request.prompt, wanted)
+        else:
+            prompt = await asyncio.to_thread(self.engine.raw_prompt_tokens, request.prompt)
+        if not prompt:
+            raise InvalidInput("Der Prompt ist leer. (The prompt is empty.)")
+        room = n_ctx - len(prompt)
+        if room <= 0:
+            raise InvalidInput(
+                f"Der Text ist zu lang: {len(prompt)} Tokens, es passen höchstens {n_ctx - 1}. Kürze ihn. "
+                f"(The prompt has {len(prompt)} tokens; the context holds {n_ctx}.)"
+            )
+        max_tokens = request.max_tokens if request.HasField("max_tokens") else room
+        if max_tokens > room:
+            raise InvalidInput(
+                f"Prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the context of {n_ctx} tokens; "
+                f"at most {room} tokens can be generated."
+            )
+        log.info("complete: %d prompt tokens, max %d, prompt %s", len(prompt), max_tokens, content(request.prompt))
+        job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences))
+        async for response in self._stream_job(job, request.user or context.peer()):
+            yield response
+
+    async def _stream_job(self, job: Generation, user: str) -> AsyncIterator[pb.CompleteResponse]:
+        """Generate within one of the user's turns: text pieces, then the finish with the usage."""
+        result: GenerationResult | None = None
+        async with self.scheduler.turn(user):
+            async for item in self.engine.generate(job):
+                if isinstance(item, GenerationResult):
+                    result = item
+                else:
+                    yield pb.CompleteResponse(text=item)
+        assert result is not None, "a generation that does not raise ends with its result"
+        prompt_tokens = len(job.prompt_tokens)
+        usage = pb.Usage(
+            prompt_tokens=prompt_tokens, completion_tokens=result.completion_tokens, total_tokens=prompt_tokens + result.completion_tokens
+        )
+        log.info("complete done: %s after %d tokens", result.finish_reason, result.completion_tokens)
+        yield pb.CompleteResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[result.finish_reason], usage=usage))
+
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         info = self._require_loaded()
         tokens = await self._prompt_tokens(request.messages)

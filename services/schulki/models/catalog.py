@@ -69,6 +69,9 @@ class Model:
     document_prefix: str = ""
     """Embedding models: what the model was trained to see in front of a passage (multilingual-e5: "passage: ")."""
     cross_lingual: bool = False
+    fill_in_the_middle: bool = False
+    """Chat models: a code model with fill-in-the-middle tokens, for editors (/v1/infill, a suffix on /v1/completions); never
+    suggested in place of a school's chat model."""
     """Embedding models: a question in one language finds passages in another (English questions about German documents); the model to deploy where classes ask across languages."""
 
     @property

@@ -254,7 +254,7 @@ def smaller_model(catalog: Catalog, model: Model, work: Workload, machine: Machi
     """The strongest smaller chat model of the catalog that fits in full with a standard quant."""
     best = None
     for other in catalog.of_kind(model.kind):
-        if other.test_only or other.parameters >= model.parameters:
+        if other.test_only or other.fill_in_the_middle or other.parameters >= model.parameters:
             continue
         other_work = replace(work, context_length=min(work.context_length, other.training_context))
         for f in other.files:

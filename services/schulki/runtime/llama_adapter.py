@@ -58,6 +58,11 @@ C_NAMES = frozenset(
         "llama_vocab_get_add_eos",
         "llama_vocab_get_add_sep",
         "llama_vocab_is_eog",
+        "llama_vocab_fim_pre",
+        "llama_vocab_fim_suf",
+        "llama_vocab_fim_mid",
+        "llama_vocab_fim_rep",
+        "llama_vocab_fim_sep",
         # decoding and the KV cache
         "llama_decode",
         "llama_get_memory",

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from schulki.gateway.api.editor_schemas import InfillResult, TextCompletion
 from schulki.gateway.api.responses import (
     ChatCompletionChunk,
     DocumentProgress,
@@ -56,6 +57,8 @@ NAMED_OBJECT = {"404": "No such object of this user (or it is not theirs)."}
 WRITES_A_STORE = {"403": "The vector store may only be read by this user."}
 STREAMS: dict[str, tuple[type[BaseModel], ...]] = {
     "/v1/chat/completions": (ChatCompletionChunk,),
+    "/v1/completions": (TextCompletion,),
+    "/v1/infill": (InfillResult,),
     "/v1/documents/summarize": (DocumentProgress, DocumentText, DocumentSummary),
     "/v1/documents/translate": (DocumentProgress, DocumentText, DocumentTranslation),
 }

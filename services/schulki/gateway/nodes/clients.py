@@ -25,7 +25,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -283,8 +283,11 @@ class Services:
         finally:
             node.in_flight -= 1
 
-    async def _chat_stream(self, request: inference_pb.ChatRequest, model: str | None) -> AsyncIterator[inference_pb.ChatResponse]:
-        """Stream one chat from the node of its model with the shortest line; move on to the next node while nothing was sent."""
+    async def _chat_stream(
+        self, request: inference_pb.ChatRequest | inference_pb.CompleteRequest, model: str | None, method: str = "Chat"
+    ) -> AsyncIterator[inference_pb.ChatResponse]:
+        """Stream one chat (or, with ``method`` "Complete", one completion) from the node of its model with the shortest
+        line; move on to the next node while nothing was sent."""
         if "inference" not in self.pools:
             raise ServiceDown("inference", model)
         pool = self.pools["inference"]
@@ -302,7 +305,7 @@ class Services:
             started = False
             node.in_flight += 1
             try:
-                async for response in node.stub.Chat(request, metadata=self.metadata()):
+                async for response in getattr(node.stub, method)(request, metadata=self.metadata()):
                     started = True
                     yield response
                 node.served += 1
@@ -346,6 +349,11 @@ class Services:
         if seed is not None:
             request.sampling.seed = seed
         return self._chat_stream(request, model)
+
+    def complete(self, request: inference_pb.CompleteRequest, model: str | None = None) -> AsyncIterator[inference_pb.CompleteResponse]:
+        """Stream the continuation of a raw prompt (or a filled gap) from ``model``, as ``chat`` streams an answer."""
+        # Complete streams CompleteResponse, which has ChatResponse's fields: the node choice and retries are the same.
+        return cast("AsyncIterator[inference_pb.CompleteResponse]", self._chat_stream(request, model, method="Complete"))
 
     async def count_tokens(self, messages: list[dict], model: str) -> inference_pb.CountTokensResponse:
         """Tokens of a conversation under ``model``'s chat template, and the context it has, from a node that serves it."""
