@@ -17,7 +17,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from schulki.gateway.accounts.users_cli import _with_services
 from schulki.gateway.documents.store_ingests import THIS_PROCESS
-from schulki.gateway.documents.workspaces import WorkspaceRefused, visible_workspaces, workspace_access
+from schulki.gateway.documents.workspaces import WorkspaceRefused
 from schulki.gateway.privacy import retention
 from schulki.gateway.privacy.user_data import delete_user_data, export_user_data
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
@@ -307,15 +307,15 @@ def test_the_dokumente_tab_and_the_api_ask_the_same_rule(stack):
     owner = gateway.accounts.by_name(stack.add_user("vs-rule-owner", "student", ("9c",)).account.name)
     other = gateway.accounts.by_name(stack.add_user("vs-rule-other", "student", ("9c",)).account.name)
     store = gateway.stores.create(owner.id, "Referat")
-    assert [w.name for w in visible_workspaces(gateway, owner)] == [owner.own_workspace, store.workspace, "k-9c"]
-    assert workspace_access(gateway, owner, store.workspace, write=True).label == "Referat"
+    assert [w.name for w in gateway.workspaces(owner)] == [owner.own_workspace, store.workspace, "k-9c"]
+    assert gateway.workspace_access(owner, store.workspace, write=True).label == "Referat"
     with pytest.raises(WorkspaceRefused) as refused:
-        workspace_access(gateway, other, store.workspace)
+        gateway.workspace_access(other, store.workspace)
     assert not refused.value.read_only
     with pytest.raises(WorkspaceRefused) as refused:
-        workspace_access(gateway, other, "k-9c", write=True)
+        gateway.workspace_access(other, "k-9c", write=True)
     assert refused.value.read_only
-    assert workspace_access(gateway, other, "k-9c").name == "k-9c"
+    assert gateway.workspace_access(other, "k-9c").name == "k-9c"
 
 
 def _workspaces(stack) -> list[str]:

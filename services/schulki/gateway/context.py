@@ -1,11 +1,15 @@
 """The gateway's shared state (settings, accounts, quotas, service clients, the pseudonym secret) and its use cases.
 
 ``Gateway`` is the one door to the services: chat, completions for editors, embed, transcribe,
-search, ingest (a file or a web page), API uploads, vector stores, whole-document
-work and document questions are its methods, and each counts the request
-against the user's quotas and sends it to a service under the user's
-pseudonym. The service clients and the quotas are private to it; the UI tabs
-and the /v1 routes call its methods and only translate input and output. The
+search, ingest (a file or a web page), the Dokumente tab's documents, API
+uploads, vector stores, whole-document work, document questions and the
+admins' operations are its methods. Each takes the user's account, checks
+there what the user may do (the workspace rule, the store's owner, the model
+the user may pick, the admin role), counts the request against the user's
+quotas and sends it to a service under the user's pseudonym. The service
+clients, the quotas and the vector stores' running ingests are private to it;
+the UI tabs and the /v1 routes call its methods and only translate input and
+output. The
 request id travels with the context (``logs.request_id``, set per API request
 and per UI event), so every service call carries it.
 """
@@ -18,31 +22,61 @@ import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from schulki.config import Config
 from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
-from schulki.gateway.accounts.database import Account, Accounts, database_url
+from schulki.gateway.accounts.database import Account, Accounts, Workspace, database_url
 from schulki.gateway.accounts.login_limits import LoginLimiter
 from schulki.gateway.accounts.quotas import Quotas, estimate_prompt_tokens
 from schulki.gateway.documents import whole_document
 from schulki.gateway.documents.file_records import FileRecords
 from schulki.gateway.documents.questions import AnswerEvent, DocumentQuestion, answer_question, check_question
-from schulki.gateway.documents.stores import Stores
-from schulki.gateway.documents.workspaces import WorkspaceRefused, workspace_access
+from schulki.gateway.documents.store_ingests import DOCUMENT_PREFIX, StoreContents, StoreIngest, StoreIngests
+from schulki.gateway.documents.stored_files import FileRefused, find_file
+from schulki.gateway.documents.stores import FileRecord, Stores
+from schulki.gateway.documents.workspaces import WorkspaceRefused
 from schulki.gateway.nodes.chat_models import ChatModels
-from schulki.gateway.nodes.clients import Node, Services
+from schulki.gateway.nodes.clients import NodeView, Services
+from schulki.gateway.privacy.folders import private_folder
 from schulki.gateway.web.file_owners import FileOwners
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.transcription.v1 import transcription_service_pb2 as transcription_pb
 
 T = TypeVar("T")
-StoreIngest = Callable[[str, Path | None, str, str], AsyncIterator[retrieval_pb.IngestDocumentResponse]]
-"""Ingest into a vector store's workspace (workspace, an upload's path or None, else a web page's url, the file name),
-for a user whose request was counted already; only ``Gateway``'s vector store use cases hand one out."""
 
 SESSION_COOKIE = "schulki_session"
+
+
+class AdminOnly(Exception):
+    """An operation only admins may do, asked by someone else (the error table: 403, "Nur für Admins." on the page)."""
+
+
+Event = TypeVar("Event")
+
+
+class ModelAnswer(Generic[Event]):
+    """A model's events, and the model that writes them: the one the user asked for, or their default."""
+
+    def __init__(self, model: str, events: AsyncGenerator[Event, None]) -> None:
+        self.model = model
+        self._events = events
+
+    def __aiter__(self) -> ModelAnswer[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+
+ChatAnswer = ModelAnswer[inference_pb.ChatResponse]
+"""A chat's events and its model."""
 
 
 def _secret(config: Config) -> bytes:
@@ -58,13 +92,6 @@ def _secret(config: Config) -> bytes:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
-
-
-def private_folder(path: Path) -> Path:
-    """A folder only the gateway's user can enter (accounts, uploads and transcripts hold students' data)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    return path
 
 
 class Gateway:
@@ -92,6 +119,8 @@ class Gateway:
         """The API's vector stores and their files; the tables live in the accounts database."""
         self.file_records = FileRecords(accounts.engine)
         """The uploads of /v1/files, facts and bytes, in the accounts database (every gateway on it knows them)."""
+        self._ingests = StoreIngests(self, services.list_documents, services.storage)
+        """The vector stores' files and the ingests this app runs for them."""
 
     @classmethod
     def create(cls, config: Config) -> Gateway:
@@ -128,18 +157,36 @@ class Gateway:
     def service_names(self) -> list[str]:
         return list(self._services.pools)
 
-    def nodes(self) -> dict[str, list[Node]]:
-        """Every node of every service, by service name, with its health (for the Admin tab and the roll-out's drain)."""
-        return {name: list(pool.nodes) for name, pool in self._services.pools.items()}
+    def nodes(self) -> dict[str, list[NodeView]]:
+        """Every node of every service, by service name, with its health now (for the Admin tab and the roll-out's drain)."""
+        return {name: [NodeView.of(node) for node in pool.nodes] for name, pool in self._services.pools.items()}
 
-    def inference_nodes(self) -> list[Node]:
-        return self._services.inference_nodes()
+    def inference_nodes(self) -> list[NodeView]:
+        return [NodeView.of(node) for node in self._services.inference_nodes()]
 
     async def check_health(self) -> None:
         await self._services.check_health()
 
     async def embeddings_model_name(self) -> str:
         return await self._services.embeddings_model_name()
+
+    # -- the workspace rule (``gateway/documents/workspaces.py``), asked inside each use case that names a workspace --
+
+    def workspaces(self, account: Account) -> list[Workspace]:
+        """The workspaces the user may see: the private one, the user's own stores, then their classes'."""
+        found = self.accounts.workspaces(account)
+        stores = [Workspace(store.workspace, store.name, True) for store in self.stores.owned(account.id)]
+        return found[:1] + stores + found[1:]
+
+    def workspace_access(self, account: Account, name: str, write: bool = False) -> Workspace:
+        """The workspace, when the user may read it (and change it, with ``write``); WorkspaceRefused otherwise."""
+        name = name if isinstance(name, str) else ""  # a Gradio event called through its API may send anything
+        for workspace in self.workspaces(account):
+            if workspace.name == name:
+                if write and not workspace.writable:
+                    raise WorkspaceRefused(name, read_only=True)
+                return workspace
+        raise WorkspaceRefused(name, read_only=False)
 
     # -- use cases: each counts against the user's quotas, once ----------------------------------------------------
 
@@ -152,10 +199,12 @@ class Gateway:
         stop: list[str] | None = None,
         seed: int | None = None,
         model: str | None = None,
-    ) -> AsyncIterator[inference_pb.ChatResponse]:
-        """``services.chat`` with the user's pseudonym and a token reservation: prompt and longest answer are set aside
+    ) -> ChatAnswer:
+        """``services.chat`` with the model the user asked for (None: their default; ModelChoiceError for one that does not
+        exist or that they may not use), their pseudonym and a token reservation: prompt and longest answer are set aside
         against the daily quota before the request starts, and settled with the real usage when it ends."""
-        return self._chat(account, messages, max_tokens, temperature, stop, seed, model, count_request=True)
+        chosen = self.models.resolve(account, model)
+        return ChatAnswer(chosen, self._chat(account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True))
 
     async def _chat(
         self,
@@ -167,7 +216,7 @@ class Gateway:
         seed: int | None = None,
         model: str | None = None,
         count_request: bool = True,
-    ) -> AsyncIterator[inference_pb.ChatResponse]:
+    ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
         reservation = self._quotas.reserve(account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request)
         try:
@@ -182,12 +231,19 @@ class Gateway:
         finally:
             reservation.release()
 
-    async def complete(
+    def complete(
+        self, account: Account, request: inference_pb.CompleteRequest, model: str | None = None
+    ) -> ModelAnswer[inference_pb.CompleteResponse]:
+        """A raw prompt continued, or a gap filled, for a user (/v1/completions, /v1/infill), by the model they asked for
+        (None: their default; ModelChoiceError for one that does not exist or that they may not use): one request against
+        the quota and a token reservation for the prompt (prefix, suffix and extra files) and ``request.max_tokens``,
+        settled with the real usage, as ``chat`` does; sent under the user's pseudonym."""
+        chosen = self.models.resolve(account, model)
+        return ModelAnswer(chosen, self._complete(account, request, chosen))
+
+    async def _complete(
         self, account: Account, request: inference_pb.CompleteRequest, model: str
-    ) -> AsyncIterator[inference_pb.CompleteResponse]:
-        """A raw prompt continued, or a gap filled, for a user (/v1/completions, /v1/infill): one request against the quota
-        and a token reservation for the prompt (prefix, suffix and extra files) and ``request.max_tokens``, settled with
-        the real usage, as ``chat`` does; sent under the user's pseudonym."""
+    ) -> AsyncGenerator[inference_pb.CompleteResponse, None]:
         fill = request.fill_in_the_middle
         texts = [request.prompt, fill.prefix, fill.suffix, *(f.file_name + f.text for f in fill.extra_files)]
         reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text} for text in texts]), request.max_tokens)
@@ -220,18 +276,21 @@ class Gateway:
             yield event
 
     async def search(self, account: Account, workspace: str, query: str, top_k: int = 4) -> list[retrieval_pb.Hit]:
-        """Search a workspace for a user (one request against the quota); the caller checked that the user may read it."""
+        """Search a workspace the user may read (one request against the quota)."""
+        self.workspace_access(account, workspace)
         self._quotas.admit(account)
         return await self._services.search(workspace, query, top_k=top_k)
 
     def ingest(self, account: Account, workspace: str, path: Path, file_name: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
-        """Store an uploaded file in a workspace for a user (one request against the quota, counted now): progress, then
-        the document. The caller checked that the user may write the workspace; its storage quota is the service's."""
+        """Store an uploaded file in a workspace the user may change (one request against the quota, counted now):
+        progress, then the document. The workspace's storage quota is the service's."""
+        self.workspace_access(account, workspace, write=True)
         self._quotas.admit(account)
         return self._services.ingest(workspace, path, file_name, self.pseudonym(account))
 
     def ingest_url(self, account: Account, workspace: str, url: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
-        """Store the web page at url in a workspace for a user, as ``ingest`` stores a file."""
+        """Store the web page at url in a workspace the user may change, as ``ingest`` stores a file."""
+        self.workspace_access(account, workspace, write=True)
         self._quotas.admit(account)
         return self._services.ingest_url(workspace, url, self.pseudonym(account))
 
@@ -240,18 +299,75 @@ class Gateway:
         self._quotas.admit(account)
         return await store()
 
-    async def create_vector_store(self, account: Account, workspace: str) -> StoreIngest:
-        """Make the retrieval workspace of a vector store the user created (one request against the quota); the ingest
-        it returns runs the files named at creation, counted with it."""
-        self._quotas.admit(account)
-        await self._services.ensure_workspace(workspace)
-        return self._store_ingest(account)
+    # -- vector stores (/v1/vector_stores): the workspaces the user may see, their files, and the ingests ----------
 
-    def add_to_vector_store(self, account: Account) -> StoreIngest:
-        """Adding a file or web page to a vector store: one request against the quota, counted now, before the request is
-        checked; the ingest it returns runs later, in the background, counted with it."""
+    async def vector_stores(self, account: Account) -> list[StoreContents]:
+        return [await self._ingests.contents(space) for space in self.workspaces(account)]
+
+    async def vector_store(self, account: Account, workspace: str) -> StoreContents:
+        """A store the user may read, its files and documents; WorkspaceRefused (404 as for one that does not exist) otherwise."""
+        return await self._ingests.contents(self.workspace_access(account, workspace))
+
+    async def create_vector_store(self, account: Account, name: str, file_ids: list[str]) -> StoreContents:
+        """A new store of the user's (one request against the quota) with the uploads named, their ingests counted with it;
+        every file id is checked before the store exists (all or nothing)."""
+        for file_id in file_ids:
+            if await run_in_threadpool(find_file, self, account, file_id) is None:  # may copy it from the database
+                raise FileRefused(404, f"No file with id {file_id!r} found.", param="file_ids", code="file_not_found")
+        self._ingests.check_room(account, len(file_ids))
+        limit = self.config.gateway.vector_stores_per_user
+        if len(self.stores.owned(account.id)) >= limit:
+            raise FileRefused(
+                400,
+                f"Du hast schon {limit} eigene Arbeitsbereiche; lösche erst einen. (At most {limit} vector stores per user; delete one first.)",
+                code="too_many_vector_stores",
+            )
+        record = self.stores.create(account.id, name.strip() or "Dokumente")
+        try:
+            self._quotas.admit(account)
+            await self._services.ensure_workspace(record.workspace)
+        except Exception:
+            self.stores.remove(record.workspace)
+            raise
+        space = Workspace(record.workspace, record.name, True)
+        for file_id in file_ids:
+            await self._ingests.add(account, self._store_ingest(account), space.name, file_id, None)
+        return await self._ingests.contents(space)
+
+    async def delete_vector_store(self, account: Account, workspace: str) -> None:
+        """Delete a store the user created through the API, its documents and files; others only lose files one by one."""
+        space = self.workspace_access(account, workspace, write=True)
+        if self.stores.store(space.name) is None:
+            raise FileRefused(
+                400,
+                "Nur selbst angelegte Arbeitsbereiche lassen sich löschen; hier lassen sich nur Dateien löschen. "
+                "(Only vector stores created through the API can be deleted; delete the files of this one instead.)",
+                code="vector_store_not_deletable",
+            )
+        self._ingests.cancel(space.name)
+        await self._services.delete_workspace(space.name)
+        self.stores.remove(space.name)
+
+    async def add_to_vector_store(self, account: Account, workspace: str, file_id: str | None, url: str | None) -> FileRecord:
+        """Add an upload or a web page to a store the user may change: one request against the quota, counted before the
+        file is checked; the ingest runs in the background, counted with it. The record as the user sees it now."""
+        space = self.workspace_access(account, workspace, write=True)
+        if (file_id is None) == (url is None):
+            raise FileRefused(400, "Send either file_id (an upload from /v1/files) or url (a web page).", param="file_id")
         self._quotas.admit(account)
-        return self._store_ingest(account)
+        return self._ingests.current(await self._ingests.add(account, self._store_ingest(account), space.name, file_id, url))
+
+    async def delete_vector_store_file(self, account: Account, workspace: str, file_id: str) -> None:
+        """Delete a file (or a document, ``doc-<id>``) of a store the user may change; its running ingest stops."""
+        space = self.workspace_access(account, workspace, write=True)
+        if file_id not in (await self._ingests.contents(space)).file_ids():
+            raise FileRefused(404, f"No file with id {file_id!r} in this vector store.", param="file_id", code="file_not_found")
+        self._ingests.cancel(space.name, file_id)
+        record = self.stores.file(space.name, file_id)
+        document_id = record.document_id if record else file_id.removeprefix(DOCUMENT_PREFIX)
+        if document_id:
+            await self._services.delete_document(space.name, document_id)
+        self.stores.remove_file(space.name, file_id)
 
     def _store_ingest(self, account: Account) -> StoreIngest:
         def ingest(workspace: str, path: Path | None, url: str, file_name: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
@@ -264,13 +380,15 @@ class Gateway:
     def summarize_document(
         self, account: Account, workspace: str, document_id: str, length: str = "paragraph", model: str | None = None
     ) -> AsyncGenerator[whole_document.Event, None]:
-        """Summarize a whole stored document for a user (one request; its tokens count like a chat's)."""
+        """Summarize a whole stored document in a workspace the user may read (one request; its tokens count like a chat's)."""
+        self.workspace_access(account, workspace)
         return whole_document.summarize_document(_DocumentSession(self, account), workspace, document_id, length, model)
 
     def translate_document(
         self, account: Account, workspace: str, document_id: str, language: str, model: str | None = None
     ) -> AsyncGenerator[whole_document.Event, None]:
-        """Translate a whole stored document for a user (one request; its tokens count like a chat's)."""
+        """Translate a whole stored document in a workspace the user may read (one request; its tokens count like a chat's)."""
+        self.workspace_access(account, workspace)
         return whole_document.translate_document(_DocumentSession(self, account), workspace, document_id, language, model)
 
     async def ask_documents(self, account: Account, question: DocumentQuestion) -> AsyncGenerator[AnswerEvent, None]:
@@ -278,7 +396,7 @@ class Gateway:
         read, the question counts as one request before anything is searched, and the answer's tokens are reserved as
         for a chat; then the cited passages, the answer piece by piece, and its end (``gateway/documents/questions.py``)."""
         check_question(question)
-        workspace_access(self, account, question.workspace)
+        self.workspace_access(account, question.workspace)
         model = self.models.resolve(account, question.model)
         self._quotas.admit(account)
 
@@ -290,26 +408,48 @@ class Gateway:
         async for event in answer_question(self._services, self.config.gateway, question, model, ask):
             yield event
 
-    # -- documents and workspaces; the caller checked that the user may read (or write) the workspace --------------
+    # -- the documents of a workspace the user may read (or change) ------------------------------------------------
 
-    async def list_documents(self, workspace: str) -> list[retrieval_pb.Document]:
+    async def list_documents(self, account: Account, workspace: str) -> list[retrieval_pb.Document]:
+        self.workspace_access(account, workspace)
         return await self._services.list_documents(workspace)
 
-    async def export_document(self, workspace: str, document_id: str) -> retrieval_pb.ExportDocumentResponse:
+    async def export_document(self, account: Account, workspace: str, document_id: str) -> retrieval_pb.ExportDocumentResponse:
+        self.workspace_access(account, workspace)
         return await self._services.export_document(workspace, document_id)
 
-    async def delete_document(self, workspace: str, document_id: str) -> int:
-        return await self._services.delete_document(workspace, document_id)
+    async def delete_document(self, account: Account, workspace: str, document_id: str | None) -> int:
+        """Delete a document of a workspace the user may change; no document named deletes nothing (after the check)."""
+        self.workspace_access(account, workspace, write=True)
+        return await self._services.delete_document(workspace, document_id) if document_id else 0
 
-    async def storage(self, workspace: str) -> tuple[int, int]:
-        """Bytes used and the storage quota (0: none) of a workspace."""
+    async def storage(self, account: Account, workspace: str) -> tuple[int, int]:
+        """Bytes used and the storage quota (0: none) of a workspace the user may read."""
+        self.workspace_access(account, workspace)
         return await self._services.storage(workspace)
+
+    # -- the school's data, asked by no user: the retention purge and the deletion of a user's data ----------------
 
     async def list_workspaces(self) -> list[str]:
         return await self._services.list_workspaces()
 
     async def delete_workspace(self, workspace: str) -> None:
         await self._services.delete_workspace(workspace)
+
+    async def stored_documents(self, workspace: str) -> list[retrieval_pb.Document]:
+        return await self._services.list_documents(workspace)
+
+    async def purge_document(self, workspace: str, document_id: str) -> int:
+        return await self._services.delete_document(workspace, document_id)
+
+    # -- admins only ---------------------------------------------------------------------------------------------
+
+    def admin_only(self, account: Account, work: Callable[[], T]) -> T:
+        """``work()`` for an admin (the Admin tab's operations: accounts, models, settings, node health, a user's data);
+        AdminOnly for anyone else, before it starts. An async ``work`` gives its coroutine back to await."""
+        if account.role != "admin":
+            raise AdminOnly()
+        return work()
 
     # -- sign-in and the user's files ------------------------------------------------------------------------------
 
@@ -344,13 +484,6 @@ class _DocumentSession:
         self._gateway, self._account = gateway, account
         self.settings = gateway.config.gateway
 
-    def may_read(self, workspace: str) -> bool:
-        try:
-            workspace_access(self._gateway, self._account, workspace)
-        except WorkspaceRefused:
-            return False
-        return True
-
     def resolve_model(self, model: str | None) -> str:
         return self._gateway.models.resolve(self._account, model)
 
@@ -359,7 +492,7 @@ class _DocumentSession:
         return self._gateway._services.context_length(model)
 
     async def export_document(self, workspace: str, document_id: str) -> retrieval_pb.ExportDocumentResponse:
-        return await self._gateway.export_document(workspace, document_id)
+        return await self._gateway._services.export_document(workspace, document_id)  # the Gateway checked the workspace
 
     def begin(self) -> None:
         """The job starts: one request against the per-minute limit (after the document was found and split)."""

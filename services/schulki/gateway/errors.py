@@ -1,8 +1,9 @@
 """The one table from the gateway's domain errors to what the user is told: the API's OpenAI error and the tab's message.
 
 The use cases raise these (a service that is down, a used-up quota, a model
-the user may not pick, a document, file or workspace they may not use, a service's
-refusal as a gRPC error); ``api/errors.py`` answers each in OpenAI's shape and
+the user may not pick, a document, file or workspace they may not use, an
+admin's operation asked by someone else, a service's refusal as a gRPC
+error); ``api/errors.py`` answers each in OpenAI's shape and
 ``ui/common.py`` shows it as a plain message in the page's language, both from
 the entry here, so neither catches them one by one. Built like
 ``runtime/errors.py``: a class's entry also serves its subclasses.
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 
 from schulki.gateway.accounts.quotas import QuotaExceeded
+from schulki.gateway.context import AdminOnly
 from schulki.gateway.documents.questions import QuestionRefused
 from schulki.gateway.documents.stored_files import FileRefused
 from schulki.gateway.documents.whole_document import DocumentRefused
@@ -111,6 +113,10 @@ def _workspace(error: WorkspaceRefused, s: Strings) -> Told:
     return Told(404, "not_found_error", message, s["no_access"], code="vector_store_not_found")
 
 
+def _admin_only(_error: AdminOnly, s: Strings) -> Told:
+    return Told(403, "permission_error", "Only admins may do this.", s["admin_only"], code="admin_only")
+
+
 TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     AnswerBrokeOff: _broke_off,
     ServiceDown: _service_down,
@@ -121,6 +127,7 @@ TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     QuestionRefused: _question,
     FileRefused: _file,
     WorkspaceRefused: _workspace,
+    AdminOnly: _admin_only,
 }
 """The one table from domain error to what the API and the page tell the user."""
 

@@ -54,10 +54,10 @@ async def models(gateway: GatewayDep, account: AccountDep) -> ModelList:
 @router.post("/chat/completions", response_model=ChatCompletion)
 async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep, account: AccountDep) -> ChatCompletion | StreamingResponse:
     """The answer as one body, or with ``stream`` as server-sent ChatCompletionChunk events and ``[DONE]``."""
-    # ModelChoiceError (404 or 403 by the error table) for a model that does not exist here or that the user may not use
-    served_model = gateway.models.resolve(account, body.model)
     max_tokens = body.max_completion_tokens or body.max_tokens or gateway.config.gateway.max_chat_tokens
-    events = gateway.chat(account, body.prompt(), max_tokens, body.temperature, body.stop_sequences(), body.seed, model=served_model)
+    # ModelChoiceError (404 or 403 by the error table) for a model that does not exist here or that the user may not use
+    events = gateway.chat(account, body.prompt(), max_tokens, body.temperature, body.stop_sequences(), body.seed, model=body.model)
+    served_model = events.model
     try:
         first = await anext(events)  # a bad request fails here, with a proper status, before the stream is committed
     except StopAsyncIteration:

@@ -65,7 +65,6 @@ async def completions(body: CompletionRequest, gateway: GatewayDep, account: Acc
     with ``echo`` the prompt comes first. With ``suffix`` a code model fills the gap between prompt and suffix."""
     if body.echo and body.suffix is not None:
         raise ApiError(400, "echo and suffix cannot be combined: a filled gap has no single prompt to echo.", param="echo")
-    served_model = gateway.models.resolve(account, body.model)
     request = inference_pb.CompleteRequest(
         max_tokens=body.max_tokens or OPENAI_DEFAULT_MAX_TOKENS,
         sampling=_sampling(body.temperature, body.top_p, body.seed),
@@ -75,7 +74,9 @@ async def completions(body: CompletionRequest, gateway: GatewayDep, account: Acc
         request.fill_in_the_middle.CopyFrom(inference_pb.FillInTheMiddle(prefix=body.text, suffix=body.suffix))
     else:
         request.prompt = body.text
-    events = gateway.complete(account, request, served_model)
+    # ModelChoiceError (404 or 403 by the error table) for a model that does not exist here or that the user may not use
+    events = gateway.complete(account, request, body.model)
+    served_model = events.model
     first = await _first(events)
     head = TextCompletion(id=f"cmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=served_model, choices=[])
     echoed = body.text if body.echo else ""
@@ -92,7 +93,6 @@ async def completions(body: CompletionRequest, gateway: GatewayDep, account: Acc
 async def infill(body: InfillRequest, gateway: GatewayDep, account: AccountDep) -> InfillResult | StreamingResponse:
     """llama.cpp server's /infill: the middle between ``input_prefix`` and ``input_suffix`` (after ``input_extra`` files
     and starting with ``prompt``) as ``content``; with ``stream`` as server-sent events, the last with ``stop`` true."""
-    served_model = gateway.models.resolve(account, body.model)
     wanted = body.max_tokens or body.n_predict
     warm_up = wanted == 0  # read the prompt into the cache only: one token is generated and left out
     request = inference_pb.CompleteRequest(
@@ -107,7 +107,8 @@ async def infill(body: InfillRequest, gateway: GatewayDep, account: AccountDep) 
         stop_sequences=body.stop or [],
     )
     started = time.perf_counter()
-    events = gateway.complete(account, request, served_model)
+    events = gateway.complete(account, request, body.model)
+    served_model = events.model
     first = await _first(events)
     first_at = time.perf_counter()
     if body.stream and not warm_up:

@@ -1,9 +1,11 @@
 """The files added to a workspace through /v1/vector_stores, and the ingests this process runs for them in the background.
 
-One ``StoreIngests`` per app holds the ingests that run now (``api/vector_store_files.py``
-makes it on first use and writes the answers). A file's record lives in the
-accounts database (``gateway.stores``); a record still ``in_progress`` that no
-process runs any more was cut off by a restart and is answered as failed.
+The Gateway owns the one ``StoreIngests`` of its app (the ingests that run
+now) and calls it from its vector store use cases, after its own access and
+quota checks; ``api/vector_store_files.py`` writes the answers. A file's
+record lives in the accounts database (``gateway.stores``); a record still
+``in_progress`` that no process runs any more was cut off by a restart and is
+answered as failed.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts.database import Account
-from schulki.gateway.context import Gateway, StoreIngest
-from schulki.gateway.documents.stored_files import FileRefused, find_file, no_such_file
-from schulki.gateway.documents.stores import FileRecord
+from schulki.gateway.accounts.database import Account, Workspace
+from schulki.gateway.documents.stored_files import FileRefused, Uploads, find_file, no_such_file
+from schulki.gateway.documents.stores import FileRecord, StoreRecord, Stores
 from schulki.gateway.nodes.clients import ServiceDown
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
@@ -46,6 +50,33 @@ INTERRUPTED = (
 """last_error of an ingest cut off by a restart: (code, message)."""
 Key = tuple[str, str]
 """(workspace, file id) of an ingest."""
+DOCUMENT_PREFIX = "doc-"
+"""A document that came into a store another way (the Dokumente tab) is its file ``doc-<document id>``."""
+StoreIngest = Callable[[str, Path | None, str, str], AsyncIterator[retrieval_pb.IngestDocumentResponse]]
+"""Ingest into a vector store's workspace (workspace, an upload's path or None, else a web page's url, the file name),
+for a user whose request was counted already; only the Gateway's vector store use cases make one."""
+
+
+class IngestSources(Uploads, Protocol):
+    """What the ingests read: the settings, the uploads and the vector stores' records (the Gateway)."""
+
+    @property
+    def stores(self) -> Stores: ...
+
+
+@dataclass(frozen=True)
+class StoreContents:
+    """A vector store as its user may see it now: the workspace, its record when it was created through the API, the files
+    added through the API (as they are now), the documents that came in another way, and the bytes it uses."""
+
+    workspace: Workspace
+    record: StoreRecord | None
+    files: list[FileRecord]
+    documents: list[retrieval_pb.Document]
+    used_bytes: int
+
+    def file_ids(self) -> set[str]:
+        return {record.file_id for record in self.files} | {DOCUMENT_PREFIX + d.document_id for d in self.documents}
 
 
 def _last_error(error: BaseException) -> tuple[str, str]:
@@ -59,9 +90,15 @@ def _last_error(error: BaseException) -> tuple[str, str]:
 class StoreIngests:
     """The vector stores' files of one app, and the ingests it runs for them."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.stores = gateway.stores
+    def __init__(
+        self,
+        sources: IngestSources,
+        list_documents: Callable[[str], Awaitable[list[retrieval_pb.Document]]],
+        storage: Callable[[str], Awaitable[tuple[int, int]]],
+    ) -> None:
+        self.sources = sources
+        self.stores = sources.stores
+        self._list_documents, self._storage = list_documents, storage
         self.jobs: dict[Key, asyncio.Task[None]] = {}
         """Ingests running in this process; a record still in_progress without one was cut off by a restart."""
         self.starters: dict[Key, int] = {}
@@ -88,7 +125,7 @@ class StoreIngests:
     async def listed(self, workspace: str) -> tuple[list[FileRecord], list[retrieval_pb.Document]]:
         """The store's files: those added here (as they are now), and the documents that came in another way."""
         records = self.stores.files(workspace)  # read before the documents: a record completed now has its document listed
-        documents = await self.gateway.list_documents(workspace)
+        documents = await self._list_documents(workspace)
         present = {d.document_id for d in documents}
         found: list[FileRecord] = []
         for record in records:
@@ -98,6 +135,12 @@ class StoreIngests:
             found.append(self.current(record))
         known = {r.document_id for r in self.stores.files(workspace) if r.document_id}
         return found, [d for d in documents if d.document_id not in known]
+
+    async def contents(self, space: Workspace) -> StoreContents:
+        """The store's files and documents, and the bytes it uses (the caller checked that the user may read it)."""
+        records, documents = await self.listed(space.name)
+        used, _quota = await self._storage(space.name)
+        return StoreContents(space, self.stores.store(space.name), records, documents, used)
 
     async def _run(self, ingest: StoreIngest, workspace: str, file_id: str, path: Path | None, url: str, filename: str) -> None:
         try:
@@ -125,7 +168,7 @@ class StoreIngests:
         """FileRefused (429) when the user would have more than api_ingests_per_user ingests running: the retrieval service
         takes ingests in turn, and one user's pile must not hold up the class's."""
         running = sum(starter == account.id for starter in self.starters.values())
-        limit = self.gateway.config.gateway.api_ingests_per_user
+        limit = self.sources.config.gateway.api_ingests_per_user
         if running + more > limit:
             raise FileRefused(
                 429,
@@ -145,14 +188,14 @@ class StoreIngests:
             new_id, filename = f"file-{secrets.token_hex(12)}", url
         else:
             # off the loop: a file uploaded through another gateway is first copied from the database
-            stored = await run_in_threadpool(find_file, self.gateway, account, file_id) if file_id is not None else None
+            stored = await run_in_threadpool(find_file, self.sources, account, file_id) if file_id is not None else None
             if stored is None:
                 raise no_such_file(file_id)
             existing = self.stores.file(workspace, stored.id)
             if existing is not None and existing.status != "failed" and not self.cut_off(existing):
                 return existing  # added already, as OpenAI answers; a failed or cut-off ingest is tried again
             self.check_room(account, 1)
-            used, quota = await self.gateway.storage(workspace)
+            used, quota = await self._storage(workspace)
             if quota and used + stored.bytes > quota:
                 raise FileRefused(
                     400,

@@ -20,10 +20,12 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+from schulki.config import Config
 from schulki.gateway.accounts.database import Account
-from schulki.gateway.context import Gateway, private_folder
-from schulki.gateway.documents.file_records import FileRecord
+from schulki.gateway.documents.file_records import FileRecord, FileRecords
+from schulki.gateway.privacy.folders import private_folder
 
 FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 MIB = 1024 * 1024
@@ -38,6 +40,17 @@ class FileRefused(Exception):
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.retry_after_s = status, message, param, code, retry_after_s
+
+
+class Uploads(Protocol):
+    """What the uploads are kept with: the settings (data folder, limits) and the file records. The Gateway is one; named as
+    a protocol so that the Gateway, which owns the vector stores' ingests of these files, and this module do not import each other."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def file_records(self) -> FileRecords: ...
 
 
 def no_such_file(file_id: str | None) -> FileRefused:
@@ -56,18 +69,18 @@ class StoredFile:
     path: Path
 
 
-def files_folder(gateway: Gateway, account: Account) -> Path:
+def files_folder(gateway: Uploads, account: Account) -> Path:
     """The user's uploads through the API; it lies in the upload cache, so the retention purge empties it."""
     return private_folder(Path(gateway.config.data_dir) / "gateway" / "uploads" / "api-files" / str(account.id))
 
 
-def stored(gateway: Gateway, account: Account, record: FileRecord) -> StoredFile:
+def stored(gateway: Uploads, account: Account, record: FileRecord) -> StoredFile:
     return StoredFile(
         record.id, record.filename, record.size, record.created_at, record.purpose, files_folder(gateway, account) / record.id
     )
 
 
-def find_file(gateway: Gateway, account: Account, file_id: str) -> StoredFile | None:
+def find_file(gateway: Uploads, account: Account, file_id: str) -> StoredFile | None:
     """The user's upload with this id, its bytes on this gateway's disk; None also for another user's id, and for one the purge deleted.
 
     A file uploaded through another gateway is copied from the database first
@@ -83,7 +96,7 @@ def find_file(gateway: Gateway, account: Account, file_id: str) -> StoredFile | 
     return found
 
 
-def owned_file(gateway: Gateway, account: Account, file_id: str) -> StoredFile:
+def owned_file(gateway: Uploads, account: Account, file_id: str) -> StoredFile:
     """The user's file as recorded (its bytes need not be on this gateway: describing or deleting it copies nothing)."""
     record = gateway.file_records.get(account.id, file_id) if FILE_ID.match(file_id) else None
     if record is None:
@@ -91,7 +104,7 @@ def owned_file(gateway: Gateway, account: Account, file_id: str) -> StoredFile:
     return stored(gateway, account, record)
 
 
-def over_quota(gateway: Gateway, used: int, more: int) -> FileRefused | None:
+def over_quota(gateway: Uploads, used: int, more: int) -> FileRefused | None:
     """The refusal when ``more`` bytes would pass the user's upload limit (api_files_mb_per_user); None while they fit."""
     limit = gateway.config.gateway.api_files_mb_per_user * MIB
     if used + more <= limit:
@@ -105,16 +118,16 @@ def over_quota(gateway: Gateway, used: int, more: int) -> FileRefused | None:
     )
 
 
-def user_files(gateway: Gateway, account: Account) -> list[StoredFile]:
+def user_files(gateway: Uploads, account: Account) -> list[StoredFile]:
     return [stored(gateway, account, record) for record in gateway.file_records.owned(account.id)]
 
 
-def delete_stored(gateway: Gateway, found: StoredFile) -> None:
+def delete_stored(gateway: Uploads, found: StoredFile) -> None:
     gateway.file_records.delete(found.id)
     found.path.unlink(missing_ok=True)  # other gateways' copies go with the retention purge; their record is gone now
 
 
-def delete_user_files(gateway: Gateway, account: Account) -> None:
+def delete_user_files(gateway: Uploads, account: Account) -> None:
     """Every upload of the user through the API (when their data is deleted): the records, the bytes and this gateway's copies."""
     gateway.file_records.delete_user(account.id)
     shutil.rmtree(files_folder(gateway, account), ignore_errors=True)

@@ -78,9 +78,6 @@ class DocumentRefused(Exception):
         self.status, self.message = status, message
 
 
-NOT_FOUND = "Dieses Dokument gibt es nicht oder es gehört nicht dir. (This document does not exist or is not yours.)"
-
-
 @dataclass
 class Progress:
     """Work on part ``part`` of ``parts`` has begun; ``stage``: "summary", "combine" (part summaries merged) or "translation"."""
@@ -124,11 +121,10 @@ Event = Progress | Text | Done
 
 
 class DocumentSession(Protocol):
-    """What whole-document work may use of the gateway, for one user (``context._DocumentSession``)."""
+    """What whole-document work may use of the gateway, for one user (``context._DocumentSession``), in a workspace the
+    Gateway checked the user may read."""
 
     settings: GatewayConfig
-
-    def may_read(self, workspace: str) -> bool: ...
 
     def resolve_model(self, model: str | None) -> str: ...
 
@@ -155,9 +151,7 @@ class _Loaded:
 async def _load(
     session: DocumentSession, workspace: str, document_id: str, model: str | None, answer_tokens: int, answer_per_input: float
 ) -> _Loaded:
-    """The document as parts for ``model``; DocumentRefused for another user's workspace or a document without text."""
-    if not session.may_read(workspace if isinstance(workspace, str) else ""):
-        raise DocumentRefused(404, NOT_FOUND)
+    """The document as parts for ``model``; DocumentRefused for a document without text."""
     if not isinstance(document_id, str) or not document_id:
         raise DocumentRefused(400, "Bitte wähle ein Dokument. (document_id is required.)")
     chosen = session.resolve_model(model)

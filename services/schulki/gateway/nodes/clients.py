@@ -91,6 +91,24 @@ class Node:
         return max(self.in_flight, reported) / slots
 
 
+@dataclass(frozen=True)
+class NodeView:
+    """A node's health and load as they are now, to read (the Admin tab, /healthz, the roll-out's drain): no channel, no stub."""
+
+    address: str
+    healthy: bool
+    status: str
+    model: str
+    info: inference_pb.GetModelInfoResponse | None
+    in_flight: int
+    served: int
+    failed: int
+
+    @classmethod
+    def of(cls, node: Node) -> NodeView:
+        return cls(node.address, node.healthy, node.status, node.model, node.info, node.in_flight, node.served, node.failed)
+
+
 @dataclass
 class Pool:
     """The nodes of one service."""

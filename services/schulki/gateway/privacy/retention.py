@@ -137,9 +137,9 @@ async def purge_documents(gateway: Gateway, cutoff: float, user_ids: set[int]) -
             await gateway.delete_workspace(workspace)
             workspaces += 1
             continue
-        for document in await gateway.list_documents(workspace):
+        for document in await gateway.stored_documents(workspace):
             if document.created_at < cutoff:
-                await gateway.delete_document(workspace, document.document_id)
+                await gateway.purge_document(workspace, document.document_id)
                 documents += 1
     return documents, workspaces
 

@@ -90,9 +90,9 @@ async def export_user_data(gateway: Gateway, account: Account) -> bytes:
     stores = [(account.own_workspace, "Meine Dokumente")] + [(s.workspace, s.name) for s in gateway.stores.owned(account.id)]
     documents, texts, store_names = [], [], []
     for workspace, store_name in stores:  # the private workspace, then those the user made through /v1/vector_stores
-        for document in await gateway.list_documents(workspace):
+        for document in await gateway.list_documents(account, workspace):
             documents.append(document)
-            texts.append(await gateway.export_document(workspace, document.document_id))
+            texts.append(await gateway.export_document(account, workspace, document.document_id))
             store_names.append(store_name)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
@@ -13,12 +13,13 @@ from schulki.gateway.accounts.database import ROLES, Account, AccountError, NewA
 from schulki.gateway.context import Gateway
 from schulki.gateway.privacy import retention as retention_rules
 from schulki.gateway.privacy.user_data import delete_user_data, export_for_download
-from schulki.gateway.ui.common import account_of, discard_upload, handles_errors
+from schulki.gateway.ui.common import account_of, as_admin, discard_upload, handles_errors
 from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.ui.models import build_models_section
 from schulki.gateway.web.i18n import Strings
 
 DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_retention_days")
+T = TypeVar("T")
 
 
 def credentials_table(s: Strings, created: list[NewAccount]) -> str:
@@ -35,19 +36,20 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     retention, save_retention, periods, save_periods = _retention_rows(s)
     result = gr.Markdown(elem_id="admin-result")
     actions = _AdminActions(gateway, s, forms.export_file)
-    model_settings, actions.model_settings_now = build_models_section(gateway, s, actions.require_admin)
+    model_settings, actions.model_settings_now = build_models_section(gateway, s)
+    shown = handles_errors(s)  # AdminOnly for anyone but an admin, and the services' errors, in plain words
 
     outputs = [health, models, usage, users, retention, *model_settings]
-    refresh.click(actions.overview, None, outputs, api_name="admin_overview")
-    forms.add.click(actions.add_user, [forms.new_name, forms.new_role, forms.new_class], result, api_name="admin_add_user")
-    forms.import_button.click(actions.import_class, forms.csv_file, result, api_name="admin_import")
-    forms.reset.click(actions.reset_password, forms.target, result, api_name="admin_reset_password")
-    forms.remove.click(handles_errors(s)(actions.delete_user), forms.target, result, api_name="admin_delete_user")
-    forms.export.click(handles_errors(s)(actions.export_user), forms.target, [result, forms.export_file], api_name="admin_export_user")
-    refresh.click(actions.data_periods, None, periods, api_name="admin_data_periods")
-    save_periods.click(actions.set_data_periods, periods, [result, *periods], api_name="admin_save_data_periods")
-    save_retention.click(actions.set_retention, retention, result, api_name="admin_retention")
-    build_evaluation_section(gateway, s, actions.require_admin)
+    refresh.click(shown(actions.overview), None, outputs, api_name="admin_overview")
+    forms.add.click(shown(actions.add_user), [forms.new_name, forms.new_role, forms.new_class], result, api_name="admin_add_user")
+    forms.import_button.click(shown(actions.import_class), forms.csv_file, result, api_name="admin_import")
+    forms.reset.click(shown(actions.reset_password), forms.target, result, api_name="admin_reset_password")
+    forms.remove.click(shown(actions.delete_user), forms.target, result, api_name="admin_delete_user")
+    forms.export.click(shown(actions.export_user), forms.target, [result, forms.export_file], api_name="admin_export_user")
+    refresh.click(shown(actions.data_periods), None, periods, api_name="admin_data_periods")
+    save_periods.click(shown(actions.set_data_periods), periods, [result, *periods], api_name="admin_save_data_periods")
+    save_retention.click(shown(actions.set_retention), retention, result, api_name="admin_retention")
+    build_evaluation_section(gateway, s)
 
 
 def _overview_tables(s: Strings) -> tuple[gr.Dataframe, gr.Dataframe, gr.Dataframe, gr.Dataframe]:
@@ -120,7 +122,7 @@ def _retention_rows(s: Strings) -> tuple[gr.Number, gr.Button, list[gr.Number], 
 
 
 class _AdminActions:
-    """The Admin tab's events; each one first checks that an admin asks."""
+    """The Admin tab's events; each hands its work to ``Gateway.admin_only``, which refuses anyone but an admin first."""
 
     def __init__(self, gateway: Gateway, s: Strings, export_file: gr.File) -> None:
         self.gateway = gateway
@@ -128,15 +130,14 @@ class _AdminActions:
         self.export_file = export_file
         self.model_settings_now: Callable[[], list[Any]] = list
 
-    def require_admin(self, request: gr.Request) -> Account:
-        account = account_of(self.gateway, request, self.s)
-        if account.role != "admin":
-            raise gr.Error(self.s["admin_only"])
-        return account
+    def _admin(self, request: gr.Request, work: Callable[[], T]) -> T:
+        return as_admin(self.gateway, self.s, request, work)
 
     async def overview(self, request: gr.Request) -> list[Any]:
+        return await self._admin(request, self._overview)
+
+    async def _overview(self) -> list[Any]:
         gateway, s = self.gateway, self.s
-        self.require_admin(request)
         await gateway.check_health()
         health_rows = [[s.service(name), node.address, node.status] for name, nodes in gateway.nodes().items() for node in nodes]
         model_rows: list[list[object]] = []
@@ -164,24 +165,26 @@ class _AdminActions:
         return [health_rows, model_rows, usage_rows, user_rows, gateway.retention_days(), *self.model_settings_now()]
 
     async def add_user(self, name: str, role: str, class_name: str, request: gr.Request) -> str:
-        self.require_admin(request)
+        classes = [c for c in (class_name or "").split() if c]
         try:
-            created = await run_in_threadpool(
-                self.gateway.accounts.add_user, (name or "").strip(), role, [c for c in (class_name or "").split() if c]
+            created = await self._admin(
+                request, lambda: run_in_threadpool(self.gateway.accounts.add_user, (name or "").strip(), role, classes)
             )
         except AccountError as error:
             raise gr.Error(str(error)) from error
         return credentials_table(self.s, [created])
 
     async def import_class(self, path: str | None, request: gr.Request) -> str:
-        self.require_admin(request)  # before the file is touched: only an admin's own upload may be deleted here
-        try:  # the class list (with passwords) does not stay in Gradio's cache
-            if not path:
-                raise gr.Error(self.s["no_file"])
-            with open(path, encoding="utf-8-sig") as handle:
-                text = handle.read()
-        finally:
-            discard_upload(path)
+        def read() -> str:
+            try:  # the class list (with passwords) does not stay in Gradio's cache
+                if not path:
+                    raise gr.Error(self.s["no_file"])
+                with open(path, encoding="utf-8-sig") as handle:
+                    return handle.read()
+            finally:
+                discard_upload(path)
+
+        text = self._admin(request, read)  # before the file is touched: only an admin's own upload may be deleted here
         try:
             created = await run_in_threadpool(self.gateway.accounts.import_csv, text)
         except AccountError as error:
@@ -189,15 +192,16 @@ class _AdminActions:
         return credentials_table(self.s, created)
 
     async def reset_password(self, name: str, request: gr.Request) -> str:
-        self.require_admin(request)
         try:
-            created = await run_in_threadpool(self.gateway.accounts.reset_password, (name or "").strip())
+            created = await self._admin(request, lambda: run_in_threadpool(self.gateway.accounts.reset_password, (name or "").strip()))
         except AccountError as error:
             raise gr.Error(str(error)) from error
         return credentials_table(self.s, [created])
 
     async def delete_user(self, name: str, request: gr.Request) -> str:
-        self.require_admin(request)
+        return await self._admin(request, lambda: self._delete_user(name))
+
+    async def _delete_user(self, name: str) -> str:
         account = self.gateway.accounts.by_name((name or "").strip())
         if account is None:
             raise gr.Error(self.s["unknown_user"].format(name=name))
@@ -205,8 +209,11 @@ class _AdminActions:
         return self.s["user_deleted"].format(name=account.name)
 
     async def export_user(self, name: str, request: gr.Request) -> tuple[str, gr.File]:
+        admin = account_of(self.gateway, request, self.s)
+        return await self.gateway.admin_only(admin, lambda: self._export_user(admin, name))
+
+    async def _export_user(self, admin: Account, name: str) -> tuple[str, gr.File]:
         gateway = self.gateway
-        admin = self.require_admin(request)
         account = gateway.accounts.by_name((name or "").strip())
         if account is None:
             raise gr.Error(self.s["unknown_user"].format(name=name))
@@ -219,21 +226,25 @@ class _AdminActions:
         return self.s["export_ready"].format(name=account.name, hours=hours), gr.File(value=cached, visible=True)
 
     def data_periods(self, request: gr.Request) -> list[int]:
-        self.require_admin(request)
-        return [retention_rules.period_days(self.gateway, name) for name in DATA_PERIODS]
+        return self._admin(request, lambda: [retention_rules.period_days(self.gateway, name) for name in DATA_PERIODS])
 
     async def set_data_periods(
         self, documents: float | None, transcripts: float | None, backups: float | None, request: gr.Request
     ) -> tuple[str | int, ...]:
-        self.require_admin(request)
-        for name, value in zip(DATA_PERIODS, (documents, transcripts, backups), strict=True):
-            if value is not None:
-                retention_rules.set_period_days(self.gateway, name, int(value))
-        await retention_rules.purge_expired(self.gateway)  # a shorter period applies at once, as for chats
-        return self.s["saved"], *self.data_periods(request)
+        async def save() -> tuple[str | int, ...]:
+            for name, value in zip(DATA_PERIODS, (documents, transcripts, backups), strict=True):
+                if value is not None:
+                    retention_rules.set_period_days(self.gateway, name, int(value))
+            await retention_rules.purge_expired(self.gateway)  # a shorter period applies at once, as for chats
+            return self.s["saved"], *self.data_periods(request)
+
+        return await self._admin(request, save)
 
     def set_retention(self, days: float | None, request: gr.Request) -> str:
-        self.require_admin(request)
-        self.gateway.accounts.set_setting("chat_retention_days", str(max(0, int(days or 0))))
-        self.gateway.accounts.purge_chats(self.gateway.retention_days())  # a shorter period applies at once; 0 deletes every stored chat
-        return self.s["saved"]
+        def save() -> str:
+            self.gateway.accounts.set_setting("chat_retention_days", str(max(0, int(days or 0))))
+            # a shorter period applies at once; 0 deletes every stored chat
+            self.gateway.accounts.purge_chats(self.gateway.retention_days())
+            return self.s["saved"]
+
+        return self._admin(request, save)

@@ -174,15 +174,15 @@ def _respond_event(gateway: Gateway, s: Strings) -> Event:
         message = (message or "").strip()
         if not message:
             raise gr.Error(s["empty_message"])
-        chosen = gateway.models.resolve(account, model_name)
         history = [*list(history or []), {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        yield history, history, "", current_id
         prompt = [{"role": "system", "content": PRESETS.get(preset_key, PRESETS["preset_assistant"])}, *history[:-1]]
+        answer = gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, model=model_name)  # the model is checked here
+        yield history, history, "", current_id
         first_piece = None
-        async for event in gateway.chat(account, prompt, gateway.config.gateway.max_chat_tokens, model=chosen):
+        async for event in answer:
             if event.HasField("finish"):
                 if first_piece is not None:
-                    gateway.models.record_speed(chosen, event.finish.usage.completion_tokens - 1, time.monotonic() - first_piece)
+                    gateway.models.record_speed(answer.model, event.finish.usage.completion_tokens - 1, time.monotonic() - first_piece)
             else:
                 first_piece = first_piece or time.monotonic()
                 history[-1]["content"] += event.text

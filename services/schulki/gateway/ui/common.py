@@ -18,6 +18,7 @@ from schulki.gateway.web.i18n import Strings
 from schulki.runtime import logs
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def account_of(gateway: Gateway, request: gr.Request | None, s: Strings) -> Account:
@@ -26,6 +27,12 @@ def account_of(gateway: Gateway, request: gr.Request | None, s: Strings) -> Acco
     if account is None:
         raise gr.Error(s["not_logged_in"])
     return account
+
+
+def as_admin(gateway: Gateway, s: Strings, request: gr.Request | None, work: Callable[[], T]) -> T:
+    """An Admin tab operation for the event's user: ``Gateway.admin_only`` runs it for an admin and refuses anyone else
+    (AdminOnly, shown as "Nur für Admins." by ``handles_errors``); an async ``work`` gives its coroutine back to await."""
+    return gateway.admin_only(account_of(gateway, request, s), work)
 
 
 def discard_upload(path: str | None) -> None:

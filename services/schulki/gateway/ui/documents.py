@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import gradio as gr
 
-from schulki.gateway.accounts.database import Account, Workspace
+from schulki.gateway.accounts.database import Workspace
 from schulki.gateway.context import Gateway
 from schulki.gateway.documents.questions import FOLLOW_UP_QUESTIONS, Cited, DocumentQuestion, Passage, Piece, Turn
-from schulki.gateway.documents.workspaces import visible_workspaces, workspace_access
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors, status_banner
 from schulki.gateway.ui.whole_document import build_whole_document_section
 from schulki.gateway.web.i18n import Strings
@@ -65,12 +64,6 @@ def web_address(url: str) -> str:
     return url if "://" in url or not url else f"https://{url}"
 
 
-class Allowed(Protocol):
-    """The tab's workspace rule (raises gr.Error when the user may not read the workspace, or with write change it)."""
-
-    def __call__(self, account: Account, name: str, write: bool = False) -> Workspace: ...
-
-
 Event = Callable[..., object]
 """A Gradio event handler: Gradio reads its inputs from its signature."""
 ListDocuments = Callable[[str, gr.Request], Awaitable[tuple[object, object]]]
@@ -83,12 +76,12 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     web_url, web_button, web_summarize = _web_row(s)
     table, storage, refresh, doomed, delete = _document_list(s)
     question, ask, new_conversation, answer, conversation = _question_box(s)
-    allowed = _workspace_rule(gateway, s)
-    workspaces, list_documents, storage_usage = _list_events(gateway, s, allowed)
-    ingest = _upload_event(gateway, s, allowed, list_documents)
-    add_web_page, add_web_page_to_summarize = _web_page_events(gateway, s, allowed, list_documents)
-    delete_document = _delete_event(gateway, s, allowed, list_documents)
-    ask_question = _question_event(gateway, s, allowed)
+    # Which workspace the user may read or change is the Gateway's to check, inside each call that names one.
+    workspaces, list_documents, storage_usage = _list_events(gateway, s)
+    ingest = _upload_event(gateway, s, list_documents)
+    add_web_page, add_web_page_to_summarize = _web_page_events(gateway, s, list_documents)
+    delete_document = _delete_event(gateway, s, list_documents)
+    ask_question = _question_event(gateway, s)
 
     demo.load(workspaces, None, workspace, api_name="documents_workspaces")
     table.change(storage_usage, workspace, storage, api_name="documents_storage", show_progress="hidden")
@@ -101,7 +94,7 @@ def build_documents_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.
     ask.click(ask_question, [workspace, question, conversation], [answer, conversation], api_name="documents_ask")
     question.submit(ask_question, [workspace, question, conversation], [answer, conversation], api_name="documents_ask_submit")
     new_conversation.click(lambda: ("", None), None, [answer, conversation], api_name="documents_new_conversation")
-    whole = build_whole_document_section(gateway, s, workspace, table, allowed)
+    whole = build_whole_document_section(gateway, s, workspace, table)
     # "Summarize this page": store it, pick it in the "Ganzes Dokument" section, then summarize it there (Stop works as there).
     web_summarize.click(
         add_web_page_to_summarize,
@@ -154,17 +147,7 @@ def _question_box(s: Strings) -> tuple[gr.Textbox, gr.Button, gr.Button, gr.Mark
     return question, ask, new_conversation, answer, conversation
 
 
-def _workspace_rule(gateway: Gateway, s: Strings) -> Allowed:
-    """The tab's workspace rule: the workspace when the user may read it (write: change it)."""
-
-    def allowed(account: Account, name: str, write: bool = False) -> Workspace:
-        """The workspace, or WorkspaceRefused, which the handler's ``handles_errors`` shows as "nur lesen" or "gibt es nicht"."""
-        return workspace_access(gateway, account, name, write)
-
-    return allowed
-
-
-def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event, ListDocuments, Event]:
+def _list_events(gateway: Gateway, s: Strings) -> tuple[Event, ListDocuments, Event]:
     """The workspace picker, the document list and the storage used."""
 
     def label(space: Workspace) -> str:
@@ -176,7 +159,7 @@ def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event,
 
     def workspaces(request: gr.Request) -> gr.Dropdown:
         account = account_of(gateway, request, s)
-        choices = [(label(space), space.name) for space in visible_workspaces(gateway, account)]
+        choices = [(label(space), space.name) for space in gateway.workspaces(account)]
         return gr.Dropdown(choices=choices, value=choices[0][1])
 
     @handles_errors(s)
@@ -184,8 +167,7 @@ def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event,
         account = account_of(gateway, request, s)
         if not name:
             return gr.skip(), gr.skip()
-        allowed(account, name)
-        documents = await gateway.list_documents(name)
+        documents = await gateway.list_documents(account, name)  # WorkspaceRefused: "gibt es nicht" (handles_errors)
         rows = [[d.source, d.page_count, d.chunk_count, round(d.size_bytes / 1024, 1), d.document_id] for d in documents]
         return rows, gr.Dropdown(choices=[(d.source, d.document_id) for d in documents], value=None)
 
@@ -195,8 +177,7 @@ def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event,
         account = account_of(gateway, request, s)
         if not name:
             return ""
-        allowed(account, name)
-        used, quota = await gateway.storage(name)
+        used, quota = await gateway.storage(account, name)
         shown = {"used": mib(used), "quota": mib(quota)}
         if s.lang == "en":
             shown = {key: value.replace(",", ".") for key, value in shown.items()}
@@ -205,7 +186,7 @@ def _list_events(gateway: Gateway, s: Strings, allowed: Allowed) -> tuple[Event,
     return workspaces, list_documents, storage_usage
 
 
-def _upload_event(gateway: Gateway, s: Strings, allowed: Allowed, list_documents: ListDocuments) -> Event:
+def _upload_event(gateway: Gateway, s: Strings, list_documents: ListDocuments) -> Event:
     """Upload a file into the workspace, with progress."""
 
     @handles_errors(s)
@@ -217,7 +198,6 @@ def _upload_event(gateway: Gateway, s: Strings, allowed: Allowed, list_documents
             account = account_of(gateway, request, s)
             if not path:
                 raise gr.Error(s["no_file"])
-            allowed(account, name, write=True)
             file_name = Path(path).name
             events = gateway.ingest(account, name, Path(path), file_name)
             progress(0, desc=file_name)
@@ -238,7 +218,7 @@ def _upload_event(gateway: Gateway, s: Strings, allowed: Allowed, list_documents
     return ingest
 
 
-def _web_page_events(gateway: Gateway, s: Strings, allowed: Allowed, list_documents: ListDocuments) -> tuple[Event, Event]:
+def _web_page_events(gateway: Gateway, s: Strings, list_documents: ListDocuments) -> tuple[Event, Event]:
     """Add a web page, or add one to summarize it next."""
 
     @handles_errors(s)
@@ -269,7 +249,6 @@ def _web_page_events(gateway: Gateway, s: Strings, allowed: Allowed, list_docume
             raise gr.Error(s["no_url"])
         if len(url) > MAX_URL_CHARS:
             raise gr.Error(s["url_too_long"].format(max=MAX_URL_CHARS))
-        allowed(account, name, write=True)
         document = None
         events = gateway.ingest_url(account, name, url)
         progress(0, desc=s["ingest_stages"].split("|")[4])
@@ -286,20 +265,18 @@ def _web_page_events(gateway: Gateway, s: Strings, allowed: Allowed, list_docume
     return add_web_page, add_web_page_to_summarize
 
 
-def _delete_event(gateway: Gateway, s: Strings, allowed: Allowed, list_documents: ListDocuments) -> Event:
+def _delete_event(gateway: Gateway, s: Strings, list_documents: ListDocuments) -> Event:
     @handles_errors(s)
     async def delete_document(name: str, document_id: str | None, request: gr.Request) -> tuple[object, object, str]:
         account = account_of(gateway, request, s)
-        allowed(account, name, write=True)
-        if document_id:
-            await gateway.delete_document(name, document_id)
+        await gateway.delete_document(account, name, document_id)  # WorkspaceRefused: "nur lesen" or "gibt es nicht"
         rows, choices = await list_documents(name, request)
         return rows, choices, s["deleted"]
 
     return delete_document
 
 
-def _question_event(gateway: Gateway, s: Strings, allowed: Allowed) -> Event:
+def _question_event(gateway: Gateway, s: Strings) -> Event:
     """A question answered from the workspace's passages, with their sources."""
 
     @handles_errors(s)

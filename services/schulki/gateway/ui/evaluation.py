@@ -7,7 +7,6 @@ measured, with the command, never in the gateway.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -16,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from schulki.evaluation import report
 from schulki.evaluation.results import RESULTS_FOLDER, load_results
 from schulki.gateway.context import Gateway
+from schulki.gateway.ui.common import as_admin, handles_errors
 from schulki.gateway.web.i18n import Strings
 
 TEXTS = {
@@ -46,7 +46,7 @@ def results_dir(gateway: Gateway) -> Path:
     return Path(gateway.config.evaluation.results_dir or Path(gateway.config.data_dir) / "models" / RESULTS_FOLDER)
 
 
-def build_evaluation_section(gateway: Gateway, s: Strings, require_admin: Callable) -> None:
+def build_evaluation_section(gateway: Gateway, s: Strings) -> None:
     """An accordion in the Admin tab with the stored results as a table."""
     headers = list(HEADERS_EN if s.lang == "en" else report.HEADERS_DE)
     with gr.Accordion(text(s, "title"), open=False):
@@ -55,8 +55,11 @@ def build_evaluation_section(gateway: Gateway, s: Strings, require_admin: Callab
         table = gr.Dataframe(headers=headers, interactive=False, elem_id="admin-evaluation")
         status = gr.Markdown(elem_id="admin-evaluation-status")
 
+    @handles_errors(s)
     async def load(request: gr.Request) -> tuple[list[list[str]], str]:
-        require_admin(request)
+        return await as_admin(gateway, s, request, shown)
+
+    async def shown() -> tuple[list[list[str]], str]:
         folder = results_dir(gateway)
         records = await run_in_threadpool(load_results, folder)
         message = text(s, "count").format(n=len(records), folder=folder) if records else text(s, "none").format(folder=folder)

@@ -14,14 +14,13 @@ from pathlib import Path
 import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
-from schulki.gateway.accounts.database import Account
 from schulki.gateway.context import Gateway
 from schulki.gateway.nodes.chat_models import RESTRICTED_ROLES
-from schulki.gateway.ui.common import handles_errors
+from schulki.gateway.ui.common import as_admin, handles_errors
 from schulki.gateway.web.i18n import Strings
 
 
-def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[gr.Request], Account]) -> tuple[list, Callable[[], list]]:
+def build_models_section(gateway: Gateway, s: Strings) -> tuple[list, Callable[[], list]]:
     """The section's components; returns the outputs the admin overview fills and the function that fills them."""
     role_labels = s["role_names"].split("|")
     with gr.Accordion(s["models_admin"], open=True):
@@ -48,18 +47,22 @@ def build_models_section(gateway: Gateway, s: Strings, require_admin: Callable[[
     @handles_errors(s)
     def save_models(chosen_default: str | None, student_models: list[str], teacher_models: list[str], request: gr.Request) -> str:
         # one parameter per role of RESTRICTED_ROLES: Gradio hands the request only to named parameters
-        require_admin(request)
-        allowed = (student_models, teacher_models)
-        if chosen_default:
-            gateway.models.set_default(chosen_default)
-        names = set(gateway.models.names())
-        for role, models in zip(RESTRICTED_ROLES, allowed, strict=True):
-            picked = [m for m in (models or []) if m in names]
-            gateway.models.set_role_models(role, None if set(picked) == names else picked)
-        return s["models_saved"]
+        def save() -> str:
+            if chosen_default:
+                gateway.models.set_default(chosen_default)
+            names = set(gateway.models.names())
+            for role, models in zip(RESTRICTED_ROLES, (student_models, teacher_models), strict=True):
+                picked = [m for m in (models or []) if m in names]
+                gateway.models.set_role_models(role, None if set(picked) == names else picked)
+            return s["models_saved"]
 
+        return as_admin(gateway, s, request, save)
+
+    @handles_errors(s)
     async def add_model(source: str, wanted_name: str, request: gr.Request) -> str:
-        require_admin(request)
+        return await as_admin(gateway, s, request, lambda: install_model(source, wanted_name))
+
+    async def install_model(source: str, wanted_name: str) -> str:
         from schulki.models.defaults import models_dir
         from schulki.models.install import ModelCheckError
         from schulki.models.install import add_model as install

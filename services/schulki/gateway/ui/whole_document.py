@@ -32,13 +32,11 @@ class WholeDocumentSection:
     outputs: list
 
 
-def build_whole_document_section(
-    gateway: Gateway, s: Strings, workspace: gr.Dropdown, table: gr.Dataframe, allowed: Callable[[Account, str], object]
-) -> WholeDocumentSection:
-    """The section below the question box; ``allowed`` is the tab's workspace rule (raises gr.Error when the user may not read it)."""
+def build_whole_document_section(gateway: Gateway, s: Strings, workspace: gr.Dropdown, table: gr.Dataframe) -> WholeDocumentSection:
+    """The section below the question box; the Gateway refuses a workspace the user may not read (shown as "gibt es nicht")."""
     document, length, summarize, language, translate, stop, progress, result, txt, md, word = _components(s)
-    documents = _picker_event(gateway, s, allowed)
-    summarize_clicked, translate_clicked = _work_events(gateway, s, allowed, (txt, md, word))
+    documents = _picker_event(gateway, s)
+    summarize_clicked, translate_clicked = _work_events(gateway, s, (txt, md, word))
 
     outputs = [progress, result, txt, md, word]
     table.change(documents, [workspace, document], document, api_name="whole_documents", show_progress="hidden")
@@ -85,15 +83,14 @@ def _components(
     return document, length, summarize, language, translate, stop, progress, result, txt, md, word
 
 
-def _picker_event(gateway: Gateway, s: Strings, allowed: Callable[[Account, str], object]) -> Callable[..., object]:
+def _picker_event(gateway: Gateway, s: Strings) -> Callable[..., object]:
     @handles_errors(s)
     async def documents(name: str, current: str | None, request: gr.Request) -> object:
         """The workspace's documents; the one picked stays picked while it exists, else the newest upload is picked."""
         account = account_of(gateway, request, s)
         if not name:
             return gr.skip()
-        allowed(account, name)
-        found = await gateway.list_documents(name)
+        found = await gateway.list_documents(account, name)
         ids = [d.document_id for d in found]
         newest = max(found, key=lambda d: d.created_at).document_id if found else None
         return gr.Dropdown(choices=[(d.source, d.document_id) for d in found], value=current if current in ids else newest)
@@ -102,30 +99,29 @@ def _picker_event(gateway: Gateway, s: Strings, allowed: Callable[[Account, str]
 
 
 def _work_events(
-    gateway: Gateway, s: Strings, allowed: Callable[[Account, str], object], buttons: tuple[gr.DownloadButton, ...]
+    gateway: Gateway, s: Strings, buttons: tuple[gr.DownloadButton, ...]
 ) -> tuple[Callable[..., AsyncIterator[tuple[object, ...]]], Callable[..., AsyncIterator[tuple[object, ...]]]]:
     """Summarize and translate, each streaming its progress; a translation then offers its downloads."""
 
-    def start(request: gr.Request, name: str, document_id: str | None) -> Account:
-        account = account_of(gateway, request, s)
-        allowed(account, name)
+    def started(events: AsyncIterator[Event], document_id: str | None) -> AsyncIterator[Event]:
+        """The work, once the Gateway took the workspace (it refuses one the user may not read when asked) and a document is picked."""
         if not document_id:
             raise gr.Error(s["whole_no_document"])
-        return account
+        return events
 
     @handles_errors(s)
     async def summarize_clicked(name: str, document_id: str | None, chosen: str, request: gr.Request) -> AsyncIterator[tuple[object, ...]]:
-        account = start(request, name, document_id)
+        account = account_of(gateway, request, s)
         hidden = gr.DownloadButton(visible=False)
-        async for event in gateway.summarize_document(account, name, document_id or "", chosen):
+        async for event in started(gateway.summarize_document(account, name, document_id or "", chosen), document_id):
             yield *_shown(s, event), hidden, hidden, hidden
 
     @handles_errors(s)
     async def translate_clicked(name: str, document_id: str | None, target: str, request: gr.Request) -> AsyncIterator[tuple[object, ...]]:
-        account = start(request, name, document_id)
+        account = account_of(gateway, request, s)
         hidden = gr.DownloadButton(visible=False)
         done = None
-        async for event in gateway.translate_document(account, name, document_id or "", target):
+        async for event in started(gateway.translate_document(account, name, document_id or "", target), document_id):
             done = event if isinstance(event, Done) else done
             yield *_shown(s, event), hidden, hidden, hidden
         if done is None:
