@@ -52,7 +52,7 @@ def test_only_the_gateway_publishes_a_port_to_everyone(compose):
 
 def test_weaviate_is_pinned_private_and_persistent(compose):
     weaviate = compose["services"]["weaviate"]
-    assert re.search(r":\d+\.\d+\.\d+$", weaviate["image"]), weaviate["image"]
+    assert re.search(r":\d+\.\d+\.\d+\$\{SCHULKI_IMAGE_DIGEST_WEAVIATE:-\}$", weaviate["image"]), weaviate["image"]
     env = weaviate["environment"]
     assert env["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] == "false" and env["AUTHENTICATION_APIKEY_ENABLED"] == "true"
     assert env["DISABLE_TELEMETRY"] == "true"
@@ -62,6 +62,39 @@ def test_weaviate_is_pinned_private_and_persistent(compose):
     assert env["BACKUP_FILESYSTEM_PATH"] in volumes and "backup-filesystem" in env["ENABLE_MODULES"]
 
 
+def _interpolated(service: dict, env: dict[str, str] | None = None) -> dict:
+    """A service as compose runs it: ${VAR:-default} filled from env, else the default."""
+    text = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: (env or {}).get(m[1]) or (m[2] or ""), json.dumps(service))
+    return json.loads(text)
+
+
+def _mib(size: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mg])", size).groups()
+    return int(number) * (1024 if unit == "g" else 1)
+
+
+def test_weaviate_runs_without_capabilities_on_a_read_only_image_within_limits(compose):
+    weaviate = compose["services"]["weaviate"]
+    assert weaviate["read_only"] is True and weaviate["cap_drop"] == ["ALL"] and "no-new-privileges:true" in weaviate["security_opt"]
+    assert weaviate["tmpfs"] == ["/tmp"] and weaviate["pids_limit"] > 0
+    for env in ({}, {"SCHULKI_WEAVIATE_MEMORY_MIB": "12000", "SCHULKI_WEAVIATE_GOMEMLIMIT_MIB": "9600", "SCHULKI_WEAVIATE_CPUS": "4"}):
+        run = _interpolated(weaviate, env)
+        assert run["mem_limit"] == run["memswap_limit"], "no swap beyond the limit"
+        # Go's collector works to stay below GOMEMLIMIT, so Weaviate slows down before the kernel kills it.
+        assert int(run["environment"]["GOMEMLIMIT"].removesuffix("MiB")) < _mib(run["mem_limit"])
+        assert float(run["cpus"]) >= 1
+    # Everything it writes is on its two volumes (data and backups) or /tmp.
+    assert {v.rsplit(":", 1)[1] for v in weaviate["volumes"]} == {"/var/lib/weaviate", "/var/lib/weaviate-backups"}
+
+
+def test_a_lab_pcs_inference_has_a_memory_and_cpu_limit_from_the_plan(compose):
+    inference = compose["services"]["inference-cpu"]
+    run = _interpolated(inference, {"SCHULKI_INFERENCE_CPU_MEMORY_MIB": "6015", "SCHULKI_INFERENCE_CPU_CPUS": "7"})
+    assert run["mem_limit"] == run["memswap_limit"] == "6015m" and run["cpus"] == "7" and run["pids_limit"] > 0
+    for name in ("inference-gpu", "transcription-gpu"):  # on a GPU node the model lives in GPU memory
+        assert "mem_limit" not in compose["services"][name], name
+
+
 def test_gpu_services_reserve_the_gpu_and_profiles_split_the_nodes(compose):
     services = compose["services"]
     for name, service in services.items():
@@ -69,7 +102,7 @@ def test_gpu_services_reserve_the_gpu_and_profiles_split_the_nodes(compose):
         is_gpu = any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
         assert is_gpu == ("gpu" in service["profiles"]), name
         if "gpu" in service["profiles"]:
-            assert service["image"].endswith("-cuda") and service["build"]["args"]["VARIANT"] == "cuda"
+            assert re.search(r"-cuda\$\{SCHULKI_IMAGE_DIGEST_\w+:-\}$", service["image"]) and service["build"]["args"]["VARIANT"] == "cuda"
     assert {p for s in services.values() for p in s["profiles"]} == {"gateway", "gpu", "cpu"}
     assert "cuda" not in json.dumps(services["gateway"]), "the gateway image has no CUDA"
 

@@ -33,12 +33,21 @@ from schulki.models.catalog import load_catalog
 from schulki.models.defaults import chat_model_path, embeddings_model_path, speech_model_path
 from schulki.models.fleet import FLEET_DEFAULTS
 
-from tests import fake_nvidia_smi
+from tests import fake_docker, fake_nvidia_smi
 from tests.conftest import REPO_ROOT, free_port
-from tests.deploy_mirror import MirrorServer, write_sha256sums
+from tests.deploy_mirror import MirrorServer
 from tests.tls_support import grpc_handshake_error
 
 VENV_BIN = Path(sys.executable).parent
+LAB_IMAGE_DIGEST = "sha256:" + "0123456789abcdef" * 4
+STALE_MODEL_FILES = {
+    "Phi-3-mini-4k-instruct.Q4_K_M.gguf": "an older plan's model",
+    "Phi-3-mini-4k-instruct.Q4_K_M.gguf.sha256": "recorded hash",
+    "Qwen_Qwen3-4B-Q4_K_M.gguf.part": "half a download",
+    "faster-whisper-base/model.bin": "a speech model this host no longer runs",
+    "faster-whisper-base/config.json": "{}",
+}
+FOREIGN_FILES = {"lehrerin-notizen.txt": "not schulki's", "eigenes-modell.gguf": "not in the catalog", "faster-whisper-base/README": "kept"}
 DEPLOY = REPO_ROOT / "deploy"
 
 
@@ -55,6 +64,8 @@ def ansible(*args: str, cwd: Path = REPO_ROOT, timeout: int = 600, path: Path | 
         "PATH": f"{first}{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
         "ANSIBLE_STDOUT_CALLBACK": "default",
         "ANSIBLE_PIPELINING": "1",
+        # The settings the README's commands use (forks, pipelining, the playbook's modules, filters and roles).
+        "ANSIBLE_CONFIG": str(DEPLOY / "ansible.cfg"),
     }
     return subprocess.run([str(VENV_BIN / args[0]), *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -79,7 +90,7 @@ def mirror(tmp_path_factory):
     speech.mkdir()
     for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.json"):
         os.symlink(speech_model_path(config) / name, speech / name)
-    write_sha256sums(root)
+    # No SHA256SUMS: every file these hosts get has its sha256 pinned in the catalog, and nothing else is trusted.
     with MirrorServer(root) as server:
         yield server
 
@@ -103,15 +114,16 @@ def school(tmp_path_factory, mirror):
         "schulki_stack_secrets_owner": str(os.getuid()),
         "schulki_stack_weaviate_api_key": "test-weaviate-key-0123456789",
         "schulki_stack_tls_ca_passphrase": "test-ca-passphrase-0123456789",
-        "schulki_stack_node_address": "127.0.0.1",
         "schulki_plan_embeddings_model": "all-minilm-l6-v2",
         "schulki_plan_embeddings_quant": "F16",
         "schulki_stack_backup_keep": 5,
         "schulki_stack_backup_timer": False,  # no systemd here: the units are written and read, not started
     }
     hosts = {
-        "gw": {"schulki_plan_node_kind": "gateway", "schulki_plan_ram_mib": 8192},
+        # Students reach HTTPS on 8443; the container listens on 7860.
+        "gw": {"schulki_plan_node_kind": "gateway", "schulki_plan_ram_mib": 8192, "schulki_stack_gateway_port": 8443},
         "gpu12": {
+            "schulki_stack_node_address": "127.0.0.1",
             "schulki_plan_node_kind": "gpu",
             "schulki_plan_gpu_memory_mib": 12288,
             "schulki_plan_chat_model": "gemma-3-270m",
@@ -119,6 +131,9 @@ def school(tmp_path_factory, mirror):
             "schulki_plan_context_length": 8192,
         },
         "lab01": {
+            # A card with a fixed address, never this machine's default (DHCP) address; and its image pinned by digest.
+            "schulki_stack_node_interface": "lo",
+            "schulki_stack_image_digests": {"inference-cpu": LAB_IMAGE_DIGEST},
             "schulki_plan_node_kind": "cpu",
             "schulki_plan_chat_model": "gemma-3-270m",
             "schulki_plan_context_length": 4096,
@@ -152,6 +167,11 @@ def school(tmp_path_factory, mirror):
         }
     }
     (base / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    # lab01 ran an earlier plan: its old model (with the sync's record and a cut-off download) goes once the
+    # new one serves; the teacher's own files beside it stay.
+    for name, content in {**STALE_MODEL_FILES, **FOREIGN_FILES}.items():
+        (base / "lab01" / "models" / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / "lab01" / "models" / name).write_text(content)
     runs = {}
     for run in ("check", "first", "second", "third"):
         extra = {"check": ["--check", "--diff", "--limit", "gpu12"], "third": ["-e", "schulki_plan_batch_size=256"]}.get(run, [])
@@ -515,3 +535,86 @@ def test_the_playbook_refuses_the_example_vaults_token(tmp_path, monkeypatch):
     )
     assert run.returncode != 0 and "enthält (contains) 'example'" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
     assert "example-service-token" not in run.stdout + run.stderr, "the token itself is never printed"
+
+
+def _env_file(base: Path, host: str) -> dict[str, str]:
+    text = (base / host / "stack" / ".env").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def _compose_as_run(base: Path, host: str) -> dict:
+    """The host's compose.yaml with its .env filled in, as docker compose (and the stand-in) reads it."""
+    stack = base / host / "stack"
+    return yaml.safe_load(fake_docker._interpolate((stack / "compose.yaml").read_text(), fake_docker._env(stack)))
+
+
+def test_a_node_publishes_its_ports_on_the_address_the_inventory_names_not_the_dhcp_one(school):
+    base, _ = school
+    # lab01 names its card (lo), gpu12 an address; this machine's default address (its DHCP lease) is neither.
+    assert _env_file(base, "lab01")["SCHULKI_NODE_ADDRESS"] == "127.0.0.1"
+    assert _env_file(base, "gpu12")["SCHULKI_NODE_ADDRESS"] == "127.0.0.1"
+    assert "SCHULKI_NODE_ADDRESS" not in _env_file(base, "gw"), "the gateway machine publishes no gRPC port"
+    assert _compose_as_run(base, "lab01")["services"]["inference-cpu"]["ports"] == ["127.0.0.1:50051:50051"]
+
+
+def test_a_lab_pcs_inference_is_limited_to_what_its_plan_needs(school):
+    base, _ = school
+    env = _env_file(base, "lab01")
+    limit = int(env["SCHULKI_INFERENCE_CPU_MEMORY_MIB"])
+    inference = _compose_as_run(base, "lab01")["services"]["inference-cpu"]
+    assert inference["mem_limit"] == inference["memswap_limit"] == f"{limit}m", "no swap beyond the limit"
+    assert float(inference["cpus"]) == max(1, (os.cpu_count() or 2) - 1), "whoever sits at the lab PC keeps a core"
+    # gemma-3-270m with 4096 tokens of context: its estimate and the process, far below the lab PC's RAM.
+    assert 768 < limit < 2048, limit
+    weaviate = _compose_as_run(base, "gw")["services"]["weaviate"]
+    assert weaviate["mem_limit"] == f"{_env_file(base, 'gw')['SCHULKI_WEAVIATE_MEMORY_MIB']}m"
+    assert int(weaviate["environment"]["GOMEMLIMIT"].removesuffix("MiB")) < int(weaviate["mem_limit"].removesuffix("m"))
+
+
+def test_an_image_pinned_by_digest_is_run_by_that_digest(school):
+    base, _ = school
+    image = _compose_as_run(base, "lab01")["services"]["inference-cpu"]["image"]
+    assert image == f"schulki/inference:0.1.0@{LAB_IMAGE_DIGEST}"
+    assert _compose_as_run(base, "gpu12")["services"]["inference-gpu"]["image"] == "schulki/inference:0.1.0-cuda", "no pin: the tag"
+
+
+def test_the_plain_http_redirect_points_at_the_published_https_port(school, monkeypatch):
+    import asyncio
+
+    from schulki.gateway.web.https import start_redirect_server
+
+    base, _ = school
+    gateway = _settings(base, "gw", monkeypatch).gateway
+    assert gateway.port == 7860 and gateway.redirect_port == 8080, "the container's ports"
+
+    async def ask() -> bytes:
+        server = await start_redirect_server("127.0.0.1", 0, gateway.redirect_https_port)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /login HTTP/1.1\r\nHost: gw\r\n\r\n")
+            await writer.drain()
+            head = await reader.read(4096)
+            writer.close()
+            return head
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    head = asyncio.run(ask())
+    assert b"Location: https://gw:8443/login" in head, head
+
+
+def test_old_model_files_are_removed_once_the_new_ones_serve_and_nothing_else(school):
+    base, _ = school
+    models = base / "lab01" / "models"
+    for name in STALE_MODEL_FILES:
+        assert not (models / name).exists(), f"{name} of an earlier plan is still there"
+    for name, content in FOREIGN_FILES.items():
+        assert (models / name).read_text() == content, f"{name} is not schulki's and must stay"
+    gemma = load_catalog().model("gemma-3-270m").files[0]
+    assert (models / gemma.file).stat().st_size == gemma.size_bytes and (models / f"{gemma.file}.sha256").exists()
+
+
+def test_every_model_file_rolled_out_is_pinned_and_the_mirrors_sums_are_never_asked(school, mirror):
+    assert "SHA256SUMS" not in [name for name, _ in mirror.requests]

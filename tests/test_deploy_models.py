@@ -77,12 +77,19 @@ def test_a_cut_off_download_is_kept_and_resumed_by_the_next_run(mirror, tmp_path
     assert changed and facts["resumed_from"] == len(CONTENT) // 2 and dest.read_bytes() == CONTENT
 
 
-def test_a_file_without_a_published_hash_is_checked_against_the_mirror_sums(mirror, tmp_path):
+def test_a_file_without_a_pinned_hash_is_refused_before_anything_is_fetched(mirror, tmp_path):
     dest = tmp_path / "whisper" / "config.json"
-    changed, facts = model_sync.sync(mirror.url, "whisper/config.json", str(dest))
+    with pytest.raises(model_sync.SyncError, match=r"Keine festgelegte sha256 \(no pinned sha256\) for whisper/config\.json"):
+        model_sync.sync(mirror.url, "whisper/config.json", str(dest))
+    assert not dest.exists() and mirror.requests == [], "neither the file nor the mirror's SHA256SUMS is asked for"
+
+
+def test_where_the_admin_allows_it_a_file_without_a_pinned_hash_is_checked_against_the_mirror_sums(mirror, tmp_path):
+    dest = tmp_path / "whisper" / "config.json"
+    changed, facts = model_sync.sync(mirror.url, "whisper/config.json", str(dest), allow_unpinned=True)
     assert changed and facts["sha256"] == hashlib.sha256(b'{"a": 1}').hexdigest()
     with pytest.raises(model_sync.SyncError, match="not in the mirror's SHA256SUMS"):
-        model_sync.sync(mirror.url, "other.bin", str(tmp_path / "other.bin"))
+        model_sync.sync(mirror.url, "other.bin", str(tmp_path / "other.bin"), allow_unpinned=True)
 
 
 def test_check_mode_downloads_nothing(mirror, tmp_path):

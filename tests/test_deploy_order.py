@@ -18,6 +18,7 @@ and notified handlers run at the end of the play, after it.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import re
 import shlex
@@ -62,11 +63,17 @@ class Node:
     docker_running: bool = False
     loaded_runtimes: set[str] = field(default_factory=set)
     restarts: int = 0
+    live_restore: bool = False  # as the running daemon has it: read from daemon.json on a start or a reload
+    held: set[str] = field(default_factory=set)  # packages apt does not upgrade (dpkg --set-selections hold)
 
     def start_docker(self) -> None:
         self.docker_running = True
         self.restarts += 1
         self.loaded_runtimes = {"runc"} | (set(json.loads(self.daemon_json).get("runtimes", {})) if self.daemon_json else set())
+        self.reload_docker()
+
+    def reload_docker(self) -> None:
+        self.live_restore = bool(self.daemon_json and json.loads(self.daemon_json).get("live-restore"))
 
 
 def jinja() -> jinja2.Environment:
@@ -78,6 +85,10 @@ def jinja() -> jinja2.Environment:
     env.tests["search"] = lambda text, pattern: re.search(pattern, text) is not None
     env.filters["b64decode"] = lambda text: base64.b64decode(text).decode()
     env.filters["quote"] = shlex.quote
+    env.filters["from_json"] = json.loads
+    env.filters["regex_replace"] = lambda text, pattern, replacement: re.sub(pattern, replacement, text)
+    env.filters["to_nice_json"] = lambda value: json.dumps(value, indent=4, sort_keys=True)
+    env.filters["combine"] = lambda a, b: {**a, **b}
     return env
 
 
@@ -115,9 +126,20 @@ class Play:
             self.run_task(task)
 
     def run_task(self, task: dict) -> None:
+        # A task's vars, rendered before its when (ansible-core templates them lazily, to the same values here).
+        self.vars.update({k: self.value(v) for k, v in task.get("vars", {}).items()})
         if "when" in task and not self.condition(task["when"]):
             if task.get("register"):
                 self.vars[task["register"]] = {"skipped": True, "changed": False}
+            return
+        if "loop" in task:  # each item as a task of its own; the registered result lists them
+            results = []
+            for item in self.value(task["loop"]):
+                self.vars["item"] = item
+                self.run_task({k: v for k, v in task.items() if k not in ("loop", "register")} | {"register": "_item_result"})
+                results.append(self.vars.pop("_item_result"))
+            if task.get("register"):
+                self.vars[task["register"]] = {"results": results, "changed": any(r.get("changed") for r in results)}
             return
         module = next(k for k in task if k.startswith("ansible.builtin."))
         args = {k: self.value(v) for k, v in (task[module] or {}).items()} if isinstance(task[module], dict) else task[module]
@@ -135,7 +157,7 @@ class Play:
             raise StepFailed(f"{task['name']}: {result.get('msg', '')}")
         if task.get("register"):
             self.vars[task["register"]] = result
-        if result.get("changed"):
+        if result.get("changed") and task["name"] not in self.changed[-1:]:
             self.changed.append(task["name"])
             notify = task.get("notify", [])
             self.notified += [notify] if isinstance(notify, str) else notify
@@ -210,7 +232,25 @@ class Play:
         if args["state"] == "restarted" or not self.node.docker_running:
             self.node.start_docker()
             return {"changed": True}
+        if args["state"] == "reloaded":
+            self.node.reload_docker()
+            return {"changed": True}
         return {"changed": False}
+
+    def copy(self, args: dict) -> dict:
+        assert args["dest"] == "/etc/docker/daemon.json", args
+        new = args["content"] != self.node.daemon_json
+        if self.acting:
+            self.node.daemon_json = args["content"]
+        return {"changed": new}
+
+    def dpkg_selections(self, args: dict) -> dict:
+        if args["name"] not in self.node.installed:
+            return {"failed": True, "msg": f"Failed to find package '{args['name']}' to perform selection '{args['selection']}'."}
+        new = args["name"] not in self.node.held
+        if self.acting:
+            self.node.held.add(args["name"])
+        return {"changed": new}
 
     def slurp(self, args: dict) -> dict:
         if self.node.daemon_json is None:
@@ -220,14 +260,16 @@ class Play:
     def command(self, args: dict) -> dict:
         argv = shlex.split(args["cmd"])
         if argv[0] == "dpkg-query":
-            known = [p for p in argv[3:] if p in self.node.installed]
+            known = [p for pattern in argv[3:] for p in sorted(self.node.installed) if fnmatch.fnmatch(p, pattern)]
             if "${Package}" in argv[2]:
                 stdout = "".join(f"{p}=installed," for p in known)
             else:
                 stdout = "installed" if known else ""
             return {"rc": 0 if len(known) == len(argv[3:]) else 1, "stdout": stdout, "changed": True}
         if argv[:3] == ["nvidia-ctk", "runtime", "configure"]:
-            self.node.daemon_json = json.dumps({"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}})
+            # nvidia-ctk adds its runtime to the settings that are there, and keeps them.
+            settings = json.loads(self.node.daemon_json) if self.node.daemon_json else {}
+            self.node.daemon_json = json.dumps({**settings, "runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}})
             return {"rc": 0, "changed": True}
         if argv[:2] == ["docker", "info"]:
             if "docker-ce" not in self.node.installed:
@@ -332,3 +374,31 @@ def test_the_signing_keys_are_downloaded_once_not_on_every_run():
         node.now += 7200
         roll_out(node)
     assert node.downloads == first, "a later run fetches no key again"
+
+
+DRIVER = {"nvidia-driver", "nvidia-kernel-dkms", "libcuda1", "libnvidia-ml1"}  # Debian's driver, installed by the admin
+
+
+def test_the_nvidia_driver_and_toolkit_are_held_once_installed_and_nothing_else():
+    node = Node(installed={"python3-apt", "linux-image-amd64", *DRIVER})
+    play = roll_out(node)
+    assert node.held == DRIVER | {"nvidia-container-toolkit"}, "an unattended upgrade must not swap them under running containers"
+    node.now += 7200
+    assert roll_out(node).changed == [], "a held package is not held again"
+    assert "Hold the NVIDIA packages so that apt upgrades them only when the admin says so" in play.changed
+
+
+def test_docker_keeps_containers_running_over_its_own_restart_and_keeps_the_nvidia_runtime():
+    node = Node(
+        repositories={"docker"},
+        repositories_in_lists={"docker"},
+        installed={"python3-apt", "python3-debian", "docker-ce", "docker-ce-cli", "containerd.io", "docker-compose-plugin"},
+        daemon_json=json.dumps({"log-driver": "local"}),
+    )
+    node.start_docker()
+    roll_out(node)
+    settings = json.loads(node.daemon_json)
+    assert settings["live-restore"] is True and settings["log-driver"] == "local" and "nvidia" in settings["runtimes"]
+    assert node.live_restore, "the running engine took it (a reload), not only daemon.json"
+    node.now += 7200
+    assert roll_out(node).changed == []

@@ -14,9 +14,11 @@ description:
 """
 
 try:
+    from schulki.models.catalog import load_catalog
     from schulki.models.fleet import host_plan
 except ImportError:  # running from a checkout without schulki installed on the controller
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "services"))
+    from schulki.models.catalog import load_catalog
     from schulki.models.fleet import host_plan
 
 
@@ -25,8 +27,21 @@ def schulki_host_plan(hostvars, host):
     return host_plan(str(host), dict(hostvars))
 
 
+def schulki_stale_model_files(files):
+    """Every model file of the catalog (a speech model's extra files too) that the plan's files do not name:
+    what schulki_model_prune may remove from the host. Names outside the catalog never appear."""
+    keep = {f["name"] for f in files}
+    known = set()
+    for model in load_catalog().models.values():
+        for f in model.files:
+            known.add(f.file)
+            folder = str(Path(f.file).parent)
+            known.update(f"{folder}/{extra}" for extra in model.extra_files if folder != ".")
+    return sorted(known - keep)
+
+
 class FilterModule:
     """schulki's filters."""
 
     def filters(self):
-        return {"schulki_host_plan": schulki_host_plan}
+        return {"schulki_host_plan": schulki_host_plan, "schulki_stale_model_files": schulki_stale_model_files}

@@ -9,8 +9,10 @@ short_description: Download a model file from the school's mirror and check its 
 description:
   - Downloads C(mirror_url)/C(name) to C(dest). An interrupted download is kept as C(dest).part
     and resumed with an HTTP Range request, in this run (up to C(retries) times) or the next.
-  - The file is checked against C(sha256), or, where the catalog has none, against the line for
-    C(name) in the mirror's SHA256SUMS. A file with the wrong hash is refused and removed.
+  - The file is checked against C(sha256), the catalog's pinned hash. A file without one is refused
+    unless C(allow_unpinned) is set: then it is checked against the line for C(name) in the mirror's
+    SHA256SUMS, which comes over the same plain HTTP as the file and so proves only that the download
+    is whole. A file with the wrong hash is refused and removed.
   - A file that is already there and checked is not read again: its hash, size and time are kept
     in C(dest).sha256, so a second run costs a stat, not a re-read of many gigabytes.
   - Supports check mode and diff mode.
@@ -18,7 +20,8 @@ options:
   mirror_url: {description: Base URL of the school's model mirror., required: true, type: str}
   name: {description: The file name as the mirror serves it (a speech model's files carry their folder)., required: true, type: str}
   dest: {description: Where the file goes on the host., required: true, type: path}
-  sha256: {description: The published sha256; empty means read it from the mirror's SHA256SUMS., type: str, default: ""}
+  sha256: {description: The catalog's pinned sha256; empty means none is pinned (see allow_unpinned)., type: str, default: ""}
+  allow_unpinned: {description: Without a pinned sha256 trust the mirror's SHA256SUMS instead of refusing the file., type: bool, default: false}
   size: {description: The exact size in bytes when known; 0 means not checked., type: int, default: 0}
   retries: {description: Resumed attempts after a cut-off download within one run., type: int, default: 3}
   timeout: {description: Seconds without data before a download counts as cut off., type: int, default: 60}
@@ -57,10 +60,12 @@ def _url(mirror_url, name):
     return mirror_url.rstrip("/") + "/" + urllib.request.quote(name)
 
 
-def expected_sha256(mirror_url, name, sha256, timeout=60):
-    """The hash to check: the catalog's, else the mirror's SHA256SUMS line for this name."""
+def expected_sha256(mirror_url, name, sha256, timeout=60, allow_unpinned=False):
+    """The hash to check: the catalog's, else (only where the admin allows it) the mirror's SHA256SUMS line for this name."""
     if sha256:
         return sha256.lower()
+    if not allow_unpinned:
+        raise SyncError(unpinned_message([name]))
     url = _url(mirror_url, "SHA256SUMS")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -72,6 +77,16 @@ def expected_sha256(mirror_url, name, sha256, timeout=60):
         if len(parts) == 2 and parts[1].lstrip("*") in (name, "./" + name):
             return parts[0].lower()
     raise SyncError(f"{name} has no published sha256 and is not in the mirror's SHA256SUMS: add it when filling the mirror")
+
+
+def unpinned_message(names):
+    """Why files without a pinned sha256 are refused, and the two ways on (German first)."""
+    return (
+        "Keine festgelegte sha256 (no pinned sha256) for " + ", ".join(names) + ": the mirror's SHA256SUMS comes over "
+        "the same plain HTTP as the file, so whoever can change the mirror or the network changes both. Pin the hash "
+        "in services/schulki/models/catalog.toml (sha256 or extra_sha256) after checking the file once, or set "
+        "schulki_models_allow_unpinned: true to trust the mirror's SHA256SUMS."
+    )
 
 
 def _stamp(path):
@@ -128,9 +143,9 @@ def _download_once(url, part, timeout):
         return expected is None or got >= expected
 
 
-def sync(mirror_url, name, dest, sha256="", size=0, retries=3, timeout=60, check_mode=False):
+def sync(mirror_url, name, dest, sha256="", size=0, retries=3, timeout=60, check_mode=False, allow_unpinned=False):
     """Bring dest up to date; returns (changed, facts). Raises SyncError with the reason."""
-    want = expected_sha256(mirror_url, name, sha256, timeout)
+    want = expected_sha256(mirror_url, name, sha256, timeout, allow_unpinned)
     if os.path.exists(dest):
         if is_current(dest, want):
             return False, {"sha256": want}
@@ -179,13 +194,24 @@ def main():
             "size": {"type": "int", "default": 0},
             "retries": {"type": "int", "default": 3},
             "timeout": {"type": "int", "default": 60},
+            "allow_unpinned": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     p = module.params
     existed = os.path.exists(p["dest"])
     try:
-        changed, facts = sync(p["mirror_url"], p["name"], p["dest"], p["sha256"], p["size"], p["retries"], p["timeout"], module.check_mode)
+        changed, facts = sync(
+            p["mirror_url"],
+            p["name"],
+            p["dest"],
+            p["sha256"],
+            p["size"],
+            p["retries"],
+            p["timeout"],
+            module.check_mode,
+            p["allow_unpinned"],
+        )
     except SyncError as error:
         module.fail_json(msg=str(error))
     diff = {

@@ -471,6 +471,13 @@ class GatewayConfig(Section):
     """Further host names or addresses the self-made certificate names (for example the name students type, ki.schule.example); this machine's own names and addresses are always in it."""
     redirect_port: Port | None = None
     """A port that answers plain HTTP only with a redirect to the HTTPS address (80 in the roll-out); empty means none."""
+    public_port: Port | None = None
+    """The HTTPS port browsers reach, where it differs from port (compose publishes the container's 7860 as schulki_stack_gateway_port, for example 443): the plain-HTTP redirect points there. Empty means port."""
+
+    @property
+    def redirect_https_port(self) -> int:
+        """The port the plain-HTTP redirect sends browsers to: the published one, not the container's."""
+        return self.public_port or self.port
 
     max_request_bytes: Count = 4 * 1024 * 1024
     """Largest request body on every route that is not an upload (the JSON API, Gradio's event routes, the login form); refused with 413 while it streams in, before it is parsed."""

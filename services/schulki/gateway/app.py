@@ -177,7 +177,7 @@ def serve(config: Config) -> None:
     async def run() -> None:
         redirect = None
         if files and config.gateway.redirect_port is not None:
-            redirect = await start_redirect_server(config.gateway.host, config.gateway.redirect_port, config.gateway.port)
+            redirect = await start_redirect_server(config.gateway.host, config.gateway.redirect_port, config.gateway.redirect_https_port)
         try:
             await server.serve()
         finally:

@@ -64,6 +64,8 @@ class Model:
     note: str = ""
     test_only: bool = False
     extra_files: tuple[str, ...] = ()
+    extra_sha256: tuple[tuple[str, str], ...] = ()
+    """(name, sha256) of extra_files whose hash is known (a speech model's config and tokenizer)."""
     query_prefix: str = ""
     """Embedding models: what the model was trained to see in front of a search query (multilingual-e5: "query: ")."""
     document_prefix: str = ""
@@ -161,6 +163,15 @@ def _model_file(model_id: str, raw: dict, last_resort: tuple[str, ...]) -> Model
     )
 
 
+def _extra_sha256(model_id: str, extra_files: tuple[str, ...], hashes: dict) -> tuple[tuple[str, str], ...]:
+    for name, sha256 in hashes.items():
+        if name not in extra_files:
+            raise CatalogError(f"catalog entry {model_id}: extra_sha256 names {name!r}, which is not one of extra_files")
+        if not _SHA256.match(str(sha256)):
+            raise CatalogError(f"catalog entry {model_id}: extra_sha256 of {name} must be 64 hex digits")
+    return tuple(sorted(hashes.items()))
+
+
 def parse_catalog(data: dict) -> Catalog:
     """Check and build the catalog from its parsed TOML."""
     quants = data.get("quants", {})
@@ -177,6 +188,7 @@ def parse_catalog(data: dict) -> Catalog:
         rank = {q: i for i, q in enumerate(("F32", "F16", *order, *last_resort))}
         files = tuple(sorted(files, key=lambda f: rank.get(f.quant, len(rank))))
         raw["extra_files"] = tuple(raw.get("extra_files", ()))
+        raw["extra_sha256"] = _extra_sha256(model_id, raw["extra_files"], raw.get("extra_sha256", {}))
         try:
             model = Model(id=model_id, files=files, **raw)
         except TypeError as error:

@@ -20,7 +20,7 @@ from typing import Any
 
 from schulki.models.catalog import Catalog, load_catalog
 from schulki.models.hardware import CUDA_IMAGE_VERSION, IMAGE_CPU_LEVEL, cpu_error, driver_error
-from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, Machine, MiB, Workload, default_parallel, plan
+from schulki.models.planner import DRIVER_RESERVED_BYTES, OS_RESERVE_BYTES, GiB, Machine, MiB, Workload, default_parallel, plan
 from schulki.runtime import registry
 
 FLEET_DEFAULTS: dict[str, object] = {
@@ -55,6 +55,31 @@ GPU_FIGURE_TOLERANCE = 0.97
 """nvidia-smi's memory.total may be a little below the card's label; less than this share of the inventory's figure is a wrong inventory."""
 RAM_FIGURE_TOLERANCE = 0.9
 """The kernel's MemTotal is below the RAM installed (firmware, kernel); less than this share of the inventory's figure is a wrong inventory."""
+
+
+INFERENCE_PROCESS_BYTES = 768 * MiB
+"""What the inference service needs beside the model's estimate (Python, gRPC, llama.cpp's threads): part of its container's memory limit."""
+DESKTOP_KEEPS_BYTES = 1 * GiB
+"""RAM a lab PC's inference container never takes, whatever the plan: the system and the browser of whoever sits there."""
+GATEWAY_SERVICES_BYTES = 2 * GiB
+"""RAM the gateway and retrieval take on the gateway machine, beside the embedding model and Weaviate (an assumption, not a measurement)."""
+WEAVIATE_MIN_BYTES = 1 * GiB
+"""The smallest memory limit Weaviate gets, however small the gateway machine."""
+
+
+def inference_memory_limit(estimate_total: int, ram: int) -> int:
+    """The memory limit of a lab PC's inference container in MiB: the plan's estimate and the process, never all of the RAM.
+
+    The planner has checked that the estimate fits RAM less its reserve, so the limit stops a leak or a runaway
+    request from taking the lab PC from its user, and never the model it planned."""
+    return min(estimate_total + INFERENCE_PROCESS_BYTES, ram - DESKTOP_KEEPS_BYTES) // MiB
+
+
+def weaviate_memory_limit(embeddings_total: int, ram: int) -> int:
+    """Weaviate's memory limit on the gateway machine in MiB: what is left beside the system, the embedding model,
+    the gateway and retrieval (Weaviate keeps its vector index in memory and grows with the school's documents)."""
+    left = ram - OS_RESERVE_BYTES - embeddings_total - GATEWAY_SERVICES_BYTES
+    return max(WEAVIATE_MIN_BYTES, left) // MiB
 
 
 WEAVIATE_HTTP_PORT = 8080
@@ -102,8 +127,9 @@ def _file_entry(catalog: Catalog, model_id: str, quant: str, role: str) -> list[
     f = model.file_for(quant)
     entries = [{"name": f.file, "sha256": f.sha256 or "", "size": f.size_bytes if f.size_exact else 0, "role": role}]
     folder = str(Path(f.file).parent)
+    known = dict(model.extra_sha256)
     for extra in model.extra_files:
-        entries.append({"name": f"{folder}/{extra}", "sha256": "", "size": 0, "role": role})
+        entries.append({"name": f"{folder}/{extra}", "sha256": known.get(extra, ""), "size": 0, "role": role})
     return entries
 
 
@@ -178,6 +204,7 @@ def host_plan(
         "speech": None,
         "files": [],
         "settings": {},
+        "limits": {},
         "error": "",
     }
     if wrong_hardware or wrong_figure:
@@ -206,6 +233,7 @@ def _gateway_plan(host: str, hostvars: dict, catalog: Catalog, ram: int | None, 
     result["embeddings"] = p.as_dict()
     result["files"] = _file_entry(catalog, model_id, p.quant, "embeddings")
     settings["embeddings"] = {"model_path": f"{MODELS_DIR}/{p.file}", "gpu_layers": 0}
+    result["limits"] = {"weaviate_memory_mib": weaviate_memory_limit(p.estimate.total, ram)}
     settings["retrieval"] = {
         "embeddings_address": compose_address("embeddings"),
         "store": "weaviate",
@@ -291,6 +319,8 @@ def _chat_plan(
         "kv_cache_type": p.kv_cache_type,
     }
     settings["inference"]["model_name"] = result["chat"]["served_model"]
+    if kind == "cpu":  # a lab PC: its user keeps the rest (a GPU node's model lives in GPU memory)
+        result["limits"] = {"inference_memory_mib": inference_memory_limit(p.estimate.total, machine.memory_bytes)}
     return result
 
 
