@@ -57,7 +57,16 @@ async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep, acc
     # ModelChoiceError (404 or 403 by the error table) for a model that does not exist here or that the user may not use
     served_model = gateway.models.resolve(account, body.model)
     max_tokens = body.max_completion_tokens or body.max_tokens or gateway.config.gateway.max_chat_tokens
-    events = gateway.chat(account, body.prompt(), max_tokens, body.temperature, body.stop_sequences(), body.seed, model=served_model)
+    events = gateway.chat(
+        account,
+        body.prompt(),
+        max_tokens,
+        body.temperature,
+        body.stop_sequences(),
+        body.seed,
+        model=served_model,
+        options=body.inference_options(),
+    )
     try:
         first = await anext(events)  # a bad request fails here, with a proper status, before the stream is committed
     except StopAsyncIteration:
