@@ -13,7 +13,6 @@ import jsonschema
 import openai
 import pytest
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
-from schulki.gateway.api import chat_options
 
 from tests.gateway_stack import running_stack, stack_config
 
@@ -256,4 +255,6 @@ def test_a_field_schulki_does_not_do_is_a_400_naming_it(client, name):
 
 @pytest.mark.parametrize("name", NOTHING_TO_DO)
 def test_a_field_with_nothing_to_do_is_taken_and_documented(client, name):
+    from schulki.gateway.api import chat_options
+
     assert answer(client, **{name: "pseudonym-42"}) and name in (chat_options.__doc__ or "")

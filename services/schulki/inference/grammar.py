@@ -10,9 +10,12 @@ run side by side in one batch.
 
 The grammar is not asked first: checking all 262,144 tokens of Gemma's
 vocabulary against it each step would cost more than the step. As llama.cpp's
-own common sampler does, the chain picks a token from the free logits, the
-grammar checks just that one, and only when it refuses is the pick made again
-with the grammar applied to the whole vocabulary (GrammarGate).
+own common sampler does, the chain picks a token from the free logits, and the
+grammar checks just that one. Only when it refuses is the pick made again,
+first among the SHORTLIST likeliest tokens: when the grammar allows enough of
+them (one for a greedy pick, top_k when sampling) the chain picks among those,
+which for a greedy pick is exactly the whole vocabulary's answer; else the
+grammar goes over the whole vocabulary (GrammarGate).
 
 The converter is llama.cpp's ``json_schema_to_grammar.py`` as llama-cpp-python
 ships it; its string rule lets control characters (a raw newline) into a JSON
@@ -38,6 +41,9 @@ CACHED_GRAMMARS = 64
 
 MAX_SCHEMA_CHARS = 64 * 1024
 """The longest schema text compiled: a bigger one is refused before the converter spends time on it."""
+
+SHORTLIST = 1024
+"""Likeliest tokens a refused pick is made again from before the grammar goes over the whole vocabulary."""
 
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
 """The schema of OpenAI's ``response_format: json_object``: any JSON object."""
@@ -78,6 +84,12 @@ class CompiledGrammar:
         self.gbnf = gbnf
         self._lc = lc
         self._prototype = prototype
+        self.picks = 0
+        """Tokens sampled under this grammar, by all sequences (for benchmarks and the log)."""
+        self.refused = 0
+        """Of them, the picks the grammar refused, so that the pick was made again."""
+        self.whole = 0
+        """Of those, the picks made again over the whole vocabulary (the shortlist held too few tokens it allows)."""
         # Freed when the last holder lets go: a generation may still hold a grammar the LRU has dropped.
         weakref.finalize(self, lc.llama_sampler_free, prototype)
 
@@ -89,14 +101,16 @@ class CompiledGrammar:
 class GrammarGate:
     """One sequence's grammar in front of its sampler chain; free it with close()."""
 
-    def __init__(self, grammar: CompiledGrammar, n_vocab: int):
+    def __init__(self, grammar: CompiledGrammar, n_vocab: int, enough: int = 1):
+        """``enough``: allowed tokens among the SHORTLIST likeliest that let the pick be made among them (the chain's
+        top_k; 1 for a greedy pick)."""
         from schulki.runtime import llama_adapter as lc
 
         self._lc = lc
+        self._compiled = grammar
         self._grammar: llama_sampler_p | None = grammar.sampler()
         self._candidates = lc.Candidates(n_vocab)
-        self.resampled = 0
-        """Steps where the free pick did not fit the grammar and the pick was made again."""
+        self._enough = max(enough, 1)
 
     def sample(self, chain: llama_sampler_p, ctx: llama_context_p, index: int) -> int:
         """The chain's pick from batch position ``index``, within the grammar; both the chain and the grammar accept it."""
@@ -105,10 +119,16 @@ class GrammarGate:
         candidates.load(ctx, index)
         candidates.apply(chain)
         token = candidates.selected()
+        self._compiled.picks += 1
         if not candidates.allows(self._grammar, token):
-            self.resampled += 1
+            self._compiled.refused += 1
             candidates.load(ctx, index)
+            candidates.shorten(SHORTLIST)
             candidates.apply(self._grammar)
+            if candidates.finite() < self._enough:
+                self._compiled.whole += 1
+                candidates.load(ctx, index)
+                candidates.apply(self._grammar)
             candidates.apply(chain)
             token = candidates.selected()
         lc.llama_sampler_accept(self._grammar, token)

@@ -48,7 +48,8 @@ class SamplerChain:
             )
         )
         # A grammar stands in front of the chain and sees every pick (grammar.py), so the chain never holds it.
-        self._gate = GrammarGate(grammar, n_vocab) if grammar is not None else None
+        enough = 1 if sampling.temperature <= 0.0 else sampling.top_k
+        self._gate = GrammarGate(grammar, n_vocab, enough) if grammar is not None else None
         if sampling.temperature <= 0.0:
             add(lc.llama_sampler_init_greedy())
         else:

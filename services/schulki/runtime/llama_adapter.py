@@ -339,6 +339,19 @@ class Candidates:
     def apply(self, sampler: Any) -> None:
         self._lc.llama_sampler_apply(sampler, self.pointer)
 
+    def shorten(self, n: int) -> None:
+        """Keep only the ``n`` highest logits (in no particular order), as a sampler that cuts candidates would."""
+        if n >= self.raw.size:
+            return
+        logits = self.data["logit"][: self.raw.size]
+        top = np.argpartition(logits, -n)[-n:]
+        self.data[:n] = self.data[top]
+        self.raw.size, self.raw.selected, self.raw.sorted = n, -1, False
+
+    def finite(self) -> int:
+        """How many candidates a sampler left possible (a grammar sets the others to minus infinity)."""
+        return int(np.isfinite(self.data["logit"][: self.raw.size]).sum())
+
     def selected(self) -> int:
         """The token the last sampler of a chain picked."""
         return int(self.data["id"][self.raw.selected])
