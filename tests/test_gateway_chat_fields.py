@@ -258,3 +258,14 @@ def test_a_field_with_nothing_to_do_is_taken_and_documented(client, name):
     from schulki.gateway.api import chat_options
 
     assert answer(client, **{name: "pseudonym-42"}) and name in (chat_options.__doc__ or "")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("top_p", 0.5), ("logit_bias", {"1": 5}), ("response_format", {"type": "json_object"}), ("tools", [])]
+)
+def test_a_document_question_refuses_the_fields_it_does_not_pass_on(stack, client, name, value):
+    # a document question is written with the chat's own sampling: these fields would be dropped there
+    documents = openai.OpenAI(base_url=f"{stack.url}/v1/vector_stores/vs_u-1", api_key=client.api_key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        documents.chat.completions.create(model="schulki-chat", messages=QUESTION, **{name: value})
+    assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter", caught.value.body

@@ -31,6 +31,9 @@ from schulki.inference.v1 import inference_service_pb2 as inference_pb
 if TYPE_CHECKING:
     from schulki.gateway.api.schemas import ChatCompletionRequest
 
+OUTPUT_FIELDS = ("top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "logit_bias", "response_format")
+"""The fields inference_options hands to the inference service (beside temperature, seed and stop)."""
+
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
 """The schema of ``response_format: json_object``: any JSON object."""
 
@@ -55,6 +58,13 @@ def _only(*allowed: Any) -> AfterValidator:
 OnlyFalse = Annotated[Any, _only(False)]
 DefaultTier = Annotated[Any, _only("auto", "default")]
 TextOnly = Annotated[Any, _only(["text"])]
+
+
+def not_here(value: Any, info: ValidationInfo) -> Any:
+    """A field a route that takes a chat completion's body does not pass on: refused by name, never dropped."""
+    if value is not None:
+        raise PydanticCustomError("unsupported_parameter", f"{info.field_name} is not supported here; leave it out.")
+    return value
 
 
 def _logit_bias(value: Any) -> dict[int, float] | None:
@@ -104,7 +114,7 @@ def inference_options(body: ChatCompletionRequest) -> inference_pb.ChatRequest:
     """The sampling and output fields of a chat request as a partial ChatRequest for the inference service."""
     options = inference_pb.ChatRequest()
     sampling = options.sampling
-    for name in ("top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty"):
+    for name in OUTPUT_FIELDS[:6]:
         value = getattr(body, name)
         if value is not None:
             setattr(sampling, name, value)
