@@ -21,18 +21,15 @@ with a 400 naming it (``schemas.ChatCompletionRequest`` lists them all):
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-from schulki.inference.v1 import inference_service_pb2 as inference_pb
-
-if TYPE_CHECKING:
-    from schulki.gateway.api.schemas import ChatCompletionRequest
-
-OUTPUT_FIELDS = ("top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "logit_bias", "response_format")
-"""The fields inference_options hands to the inference service (beside temperature, seed and stop)."""
+SAMPLING_FIELDS = ("top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+"""Fields of the chat request that are SamplingOptions of the same name for the inference service."""
+OUTPUT_FIELDS = (*SAMPLING_FIELDS, "logit_bias", "response_format")
+"""Every field ``ChatCompletionRequest.inference_options`` hands to the inference service (beside temperature, seed and stop)."""
 
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
 """The schema of ``response_format: json_object``: any JSON object."""
@@ -108,18 +105,3 @@ def _response_format(value: Any) -> str | None:
 
 
 ResponseFormat = Annotated[Any, AfterValidator(_response_format)]
-
-
-def inference_options(body: ChatCompletionRequest) -> inference_pb.ChatRequest:
-    """The sampling and output fields of a chat request as a partial ChatRequest for the inference service."""
-    options = inference_pb.ChatRequest()
-    sampling = options.sampling
-    for name in OUTPUT_FIELDS[:6]:
-        value = getattr(body, name)
-        if value is not None:
-            setattr(sampling, name, value)
-    for token, bias in (body.logit_bias or {}).items():
-        sampling.logit_bias[token] = bias
-    if body.response_format is not None:
-        options.json_schema = body.response_format
-    return options

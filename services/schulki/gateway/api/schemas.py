@@ -171,7 +171,15 @@ class ChatCompletionRequest(OpenAIRequest):
 
     def inference_options(self) -> inference_pb.ChatRequest:
         """The sampling and output fields as a partial ChatRequest, merged into the one sent to the inference service."""
-        return chat_options.inference_options(self)
+        options = inference_pb.ChatRequest()
+        for name in chat_options.SAMPLING_FIELDS:
+            if getattr(self, name) is not None:
+                setattr(options.sampling, name, getattr(self, name))
+        for token, bias in (self.logit_bias or {}).items():
+            options.sampling.logit_bias[token] = bias
+        if self.response_format is not None:
+            options.json_schema = self.response_format
+        return options
 
 
 class EmbeddingsRequest(OpenAIRequest):
