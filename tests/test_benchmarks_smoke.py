@@ -103,6 +103,13 @@ def transcription(out: str) -> None:
     positive(*figures(rf"faster-whisper, whole file: peak {NUMBER} MiB", out))
 
 
+def grammar(out: str) -> None:
+    assert re.search(r"^streams\s+free tok/s\s+grammar tok/s\s+grammar/free\s+picks refused$", out, re.M), out
+    for streams in (1, 2):
+        free, constrained, ratio, _ = figures(rf"^\s+{streams}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}%\s+{NUMBER}%$", out)
+        positive(free, constrained, ratio)
+
+
 def gateway_load(out: str) -> None:
     assert re.search(r"^server\s+TTFT p50\s+TTFT p95\s+tokens/s\s+requests\s+errors\s+prompt/req\s+answer/req", out, re.M), out
     p50, p95, tokens_s, requests, errors, *_ = figures(
@@ -160,6 +167,7 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "core_split_bench.py": core_split,
     "embeddings_bench.py": embeddings,
     "gateway_load_bench.py": gateway_load,
+    "grammar_bench.py": grammar,
     "inference_bench.py": inference,
     "keystroke_bench.py": keystroke,
     "language_detection_bench.py": language_detection,

@@ -199,12 +199,16 @@ class Gateway:
         stop: list[str] | None = None,
         seed: int | None = None,
         model: str | None = None,
+        options: inference_pb.ChatRequest | None = None,
     ) -> ChatAnswer:
         """``services.chat`` with the model the user asked for (None: their default; ModelChoiceError for one that does not
         exist or that they may not use), their pseudonym and a token reservation: prompt and longest answer are set aside
-        against the daily quota before the request starts, and settled with the real usage when it ends."""
+        against the daily quota before the request starts, and settled with the real usage when it ends. ``options`` carries
+        the request's further fields (sampling, a JSON schema) into the inference request."""
         chosen = self.models.resolve(account, model)
-        return ChatAnswer(chosen, self._chat(account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True))
+        return ChatAnswer(
+            chosen, self._chat(account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options)
+        )
 
     async def _chat(
         self,
@@ -216,12 +220,13 @@ class Gateway:
         seed: int | None = None,
         model: str | None = None,
         count_request: bool = True,
+        options: inference_pb.ChatRequest | None = None,
     ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
         reservation = self._quotas.reserve(account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request)
         try:
             async for event in self._services.chat(
-                messages, self.pseudonym(account), reservation.max_tokens, temperature, stop or (), seed, model=model
+                messages, self.pseudonym(account), reservation.max_tokens, temperature, stop or (), seed, model=model, options=options
             ):
                 if event.HasField("finish"):
                     reservation.settle(event.finish.usage.total_tokens)

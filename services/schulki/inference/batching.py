@@ -317,7 +317,7 @@ class BatchDecoder:
         slot.prompt = prompt
         slot.pending = None
         slot.request = request
-        slot.sampler = SamplerChain(request.job.sampling, self._n_vocab, prompt)
+        slot.sampler = SamplerChain(request.job.sampling, self._n_vocab, prompt, grammar=request.job.grammar)
         slot.text = StopText(request.job.stop)
         slot.result = GenerationResult(finish_reason="length")
         self._admitted += 1

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 from schulki.config import InferenceConfig
 from schulki.inference.batching import BatchDecoder, BatchStats, Request
 from schulki.inference.fill_in import FimTokens, fill_in_the_middle_prompt, fim_tokens_of
+from schulki.inference.grammar import CompiledGrammar, Grammars
 from schulki.inference.types import Generation, GenerationResult, ModelInfo
 from schulki.models.gguf import quant_name
 from schulki.runtime.errors import InvalidInput, NotReady
@@ -64,12 +65,20 @@ class ChatEngine:
         self._ctx: llama_context_p | None = None
         self._decoder: BatchDecoder | None = None
         self._formatter: Jinja2ChatFormatter | None = None
+        self._grammars: Grammars | None = None
         self.info: ModelInfo | None = None
 
     @property
     def stats(self) -> BatchStats:
         """Counters of the batch worker (requests, prompt tokens, of them reused from cached cells)."""
         return self._ready_decoder().stats
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Token ids of the model run from 0 to this, exclusive."""
+        from schulki.runtime import llama_adapter as lc
+
+        return int(lc.llama_vocab_n_tokens(self._ready_model()[0].vocab))
 
     @property
     def running(self) -> int:
@@ -107,6 +116,7 @@ class ChatEngine:
             eos_token=model.token_get_text(eos) if eos != -1 else "",
             bos_token=model.token_get_text(bos) if bos != -1 else "",
         )
+        self._grammars = Grammars(model.vocab)
         n_ctx_seq = lc.llama_n_ctx_seq(self._ctx)
         n_swa = 0 if c.full_swa_cache else lc.llama_model_n_swa(model.model)
         self._decoder = BatchDecoder(
@@ -145,6 +155,7 @@ class ChatEngine:
         if self._ctx is not None:
             lc.llama_free(self._ctx)
             self._ctx = None
+        self._grammars = None
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -168,6 +179,12 @@ class ChatEngine:
         except Exception as error:  # the template rejected the conversation
             raise InvalidInput(f"Das Modell kann dieses Gespräch nicht verarbeiten: {error}") from None
         return model.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    def grammar(self, schema_text: str) -> CompiledGrammar:
+        """The grammar of a JSON schema (compiled once, then cached); InvalidInput naming the problem if it has none."""
+        if self._grammars is None:
+            raise NotReady("Das Modell ist nicht geladen. (the model is not loaded)")
+        return self._grammars.compile(schema_text)
 
     def tokens_of(self, text: str) -> list[int]:
         """Plain text as the model's tokens (no chat template, no special tokens)."""

@@ -103,6 +103,10 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             top_k=s.top_k if s.HasField("top_k") else c.default_top_k,
             repeat_penalty=s.repeat_penalty if s.HasField("repeat_penalty") else c.default_repeat_penalty,
             seed=s.seed if s.HasField("seed") else None,
+            presence_penalty=s.presence_penalty if s.HasField("presence_penalty") else 0.0,
+            frequency_penalty=s.frequency_penalty if s.HasField("frequency_penalty") else 0.0,
+            min_p=s.min_p if s.HasField("min_p") else 0.0,
+            logit_bias=dict(s.logit_bias),
         )
         if not 0.0 <= sampling.temperature <= 2.0:
             raise InvalidInput(f"temperature must be between 0 and 2, not {sampling.temperature:g}")
@@ -112,6 +116,17 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             raise InvalidInput(f"top_k must not be negative, not {sampling.top_k}")
         if sampling.repeat_penalty <= 0:
             raise InvalidInput(f"repeat_penalty must be positive, not {sampling.repeat_penalty:g}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(sampling, name) <= 2.0:
+                raise InvalidInput(f"{name} must be between -2 and 2, not {getattr(sampling, name):g}")
+        if not 0.0 <= sampling.min_p <= 1.0:
+            raise InvalidInput(f"min_p must be between 0 and 1, not {sampling.min_p:g}")
+        n_vocab = self.engine.vocabulary_size
+        for token, bias in sampling.logit_bias.items():
+            if not 0 <= token < n_vocab:
+                raise InvalidInput(f"logit_bias names token {token}, but the model's tokens are 0 to {n_vocab - 1}")
+            if not -100.0 <= bias <= 100.0:
+                raise InvalidInput(f"logit_bias for token {token} must be between -100 and 100, not {bias:g}")
         return sampling
 
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
@@ -137,7 +152,8 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
                 f"at most {room} tokens can be generated."
             )
         log.info("chat: %d prompt tokens, max %d, last message %s", len(prompt), max_tokens, content(request.messages[-1].content))
-        job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences))
+        grammar = await asyncio.to_thread(self.engine.grammar, request.json_schema) if request.HasField("json_schema") else None
+        job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences), grammar=grammar)
         user = request.user or context.peer()
         result: GenerationResult | None = None
         async with self.scheduler.turn(user):

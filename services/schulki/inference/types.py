@@ -10,8 +10,12 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from schulki.runtime.llama_adapter import BufferSizes
+
+if TYPE_CHECKING:
+    from schulki.inference.grammar import CompiledGrammar
 
 
 @dataclass
@@ -23,6 +27,11 @@ class Sampling:
     top_k: int
     repeat_penalty: float
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    min_p: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    """Added to a token id's logit before sampling."""
 
 
 @dataclass
@@ -33,6 +42,8 @@ class Generation:
     max_tokens: int
     sampling: Sampling
     stop: Sequence[str] = ()
+    grammar: CompiledGrammar | None = None
+    """The grammar every answer token must fit (grammar.py), or None for free text."""
 
 
 @dataclass

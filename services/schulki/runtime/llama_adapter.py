@@ -80,6 +80,12 @@ C_NAMES = frozenset(
         "llama_sampler_init_top_p",
         "llama_sampler_init_temp",
         "llama_sampler_init_dist",
+        "llama_sampler_init_min_p",
+        "llama_sampler_init_logit_bias",
+        "llama_logit_bias",
+        "llama_sampler_init_grammar",
+        "llama_sampler_init_grammar_lazy_patterns",
+        "llama_sampler_clone",
         "llama_sampler_accept",
         "llama_sampler_sample",
         "llama_sampler_free",
@@ -303,6 +309,64 @@ def clear_memory(ctx: Any) -> None:
     memory = llama_cpp.llama_get_memory(ctx)
     if memory:
         llama_cpp.llama_memory_clear(memory, True)
+
+
+class Candidates:
+    """A ``llama_token_data_array`` over the whole vocabulary in one numpy buffer, for running samplers by hand
+    (``llama_sampler_apply``) on one batch position's logits, as llama.cpp's common sampler does."""
+
+    DTYPE = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+    def __init__(self, n_vocab: int):
+        import llama_cpp
+
+        self._lc = llama_cpp
+        self.n_vocab = n_vocab
+        self.data = np.zeros(n_vocab, dtype=self.DTYPE)
+        self.data["id"] = np.arange(n_vocab, dtype=np.int32)
+        self._ids = self.data["id"].copy()
+        pointer = ctypes.cast(self.data.ctypes.data, ctypes.POINTER(llama_cpp.llama_token_data))
+        self.raw = llama_cpp.llama_token_data_array(data=pointer, size=n_vocab, selected=-1, sorted=False)
+        self.pointer = ctypes.pointer(self.raw)
+        self._one = np.zeros(1, dtype=self.DTYPE)
+        one = ctypes.cast(self._one.ctypes.data, ctypes.POINTER(llama_cpp.llama_token_data))
+        self._one_raw = llama_cpp.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
+        self._one_pointer = ctypes.pointer(self._one_raw)
+
+    def load(self, ctx: Any, index: int) -> None:
+        """Fill with the logits of batch position ``index`` of the last decode (every token, unsorted, none selected)."""
+        row = self._lc.llama_get_logits_ith(ctx, index)
+        self.data["logit"] = np.ctypeslib.as_array(ctypes.cast(row, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+        self.data["id"] = self._ids
+        self.data["p"] = 0.0
+        self.raw.size, self.raw.selected, self.raw.sorted = self.n_vocab, -1, False
+
+    def apply(self, sampler: Any) -> None:
+        self._lc.llama_sampler_apply(sampler, self.pointer)
+
+    def shorten(self, n: int) -> None:
+        """Keep only the ``n`` highest logits (in no particular order), as a sampler that cuts candidates would."""
+        if n >= self.raw.size:
+            return
+        logits = self.data["logit"][: self.raw.size]
+        top = np.argpartition(logits, -n)[-n:]
+        self.data[:n] = self.data[top]
+        self.raw.size, self.raw.selected, self.raw.sorted = n, -1, False
+
+    def finite(self) -> int:
+        """How many candidates a sampler left possible (a grammar sets the others to minus infinity)."""
+        return int(np.isfinite(self.data["logit"][: self.raw.size]).sum())
+
+    def selected(self) -> int:
+        """The token the last sampler of a chain picked."""
+        return int(self.data["id"][self.raw.selected])
+
+    def allows(self, sampler: Any, token: int) -> bool:
+        """Whether ``sampler`` (a grammar) leaves ``token`` possible."""
+        self._one[0] = (token, 1.0, 0.0)
+        self._one_raw.size, self._one_raw.selected, self._one_raw.sorted = 1, -1, False
+        self._lc.llama_sampler_apply(sampler, self._one_pointer)
+        return bool(np.isfinite(self._one["logit"][0]))
 
 
 def logits_rows(ctx: Any, rows: int, n_vocab: int) -> np.ndarray:

@@ -56,7 +56,16 @@ async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep, acc
     """The answer as one body, or with ``stream`` as server-sent ChatCompletionChunk events and ``[DONE]``."""
     max_tokens = body.max_completion_tokens or body.max_tokens or gateway.config.gateway.max_chat_tokens
     # ModelChoiceError (404 or 403 by the error table) for a model that does not exist here or that the user may not use
-    events = gateway.chat(account, body.prompt(), max_tokens, body.temperature, body.stop_sequences(), body.seed, model=body.model)
+    events = gateway.chat(
+        account,
+        body.prompt(),
+        max_tokens,
+        body.temperature,
+        body.stop_sequences(),
+        body.seed,
+        model=body.model,
+        options=body.inference_options(),
+    )
     served_model = events.model
     try:
         first = await anext(events)  # a bad request fails here, with a proper status, before the stream is committed

@@ -26,8 +26,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, ValidationInfo, field_validator, model_validator
 
+from schulki.gateway.api import chat_options
 from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError, streamed_error_body
 from schulki.gateway.api.responses import AssistantMessage, ChatCompletion, Choice, Usage
@@ -44,6 +45,12 @@ router = APIRouter(prefix="/v1")
 
 class DocumentChatRequest(ChatCompletionRequest):
     """A chat completion's body whose last message is the user's question about the store's documents."""
+
+    @field_validator(*chat_options.OUTPUT_FIELDS)
+    @classmethod
+    def _not_passed_on(cls, value: Any, info: ValidationInfo) -> Any:
+        # The answer is written from the passages with the chat's own sampling: these would be dropped, so they are refused.
+        return chat_options.not_here(value, info)
 
     @model_validator(mode="after")
     def _ends_with_a_question(self) -> DocumentChatRequest:

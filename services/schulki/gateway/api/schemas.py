@@ -24,7 +24,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from schulki.gateway.api import chat_options
 from schulki.gateway.api.errors import from_validation_errors
+from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,32 @@ class OpenAIRequest(BaseModel):
         return self
 
 
+def _unsupported(name: str) -> PydanticCustomError:
+    return PydanticCustomError("unsupported_parameter", f"schulki does not support {name}; leave it out.")
+
+
+def _not_sent(value: Any, info: ValidationInfo) -> Any:
+    """OpenAI features schulki does not have are refused plainly instead of being ignored without a word."""
+    if value is not None:
+        raise _unsupported(str(info.field_name))
+    return value
+
+
+def _auto_chunking(value: Any, info: ValidationInfo) -> Any:
+    if value is None or (isinstance(value, dict) and value.get("type") == "auto"):
+        return value
+    raise _unsupported(str(info.field_name))
+
+
+NotSupported = Annotated[Any, AfterValidator(_not_sent)]
+AutoChunking = Annotated[Any, AfterValidator(_auto_chunking)]
+
+
+def refused(message: str) -> PydanticCustomError:
+    """A field's error answered with ``message`` as it is (``errors.from_validation_errors``)."""
+    return PydanticCustomError("refused", message)
+
+
 class ChatMessage(BaseModel):
     """One message; content is text or a list of text parts (images and audio are not supported)."""
 
@@ -77,7 +105,8 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(OpenAIRequest):
-    """POST /v1/chat/completions."""
+    """POST /v1/chat/completions: every field of OpenAI's request either works or is refused with a 400 naming it
+    (chat_options.py says which and why; a test walks the official client's request type)."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)
@@ -89,6 +118,39 @@ class ChatCompletionRequest(OpenAIRequest):
     n: Annotated[int | None, Number] = None
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
+    top_p: Annotated[float | None, Number, Field(gt=0, le=1)] = None
+    presence_penalty: Annotated[float | None, Number, Field(ge=-2, le=2)] = None
+    frequency_penalty: Annotated[float | None, Number, Field(ge=-2, le=2)] = None
+    logit_bias: chat_options.LogitBias = None
+    response_format: chat_options.ResponseFormat = None
+    # llama.cpp's own sampling fields, which its clients send in the body beside OpenAI's
+    top_k: Annotated[int | None, Number, Field(ge=0, le=1000)] = None
+    min_p: Annotated[float | None, Number, Field(ge=0, le=1)] = None
+    repeat_penalty: Annotated[float | None, Number, Field(gt=0, le=10)] = None
+    # accepted where the value asks for what schulki does anyway, refused otherwise (chat_options.py)
+    logprobs: chat_options.OnlyFalse = None
+    store: chat_options.OnlyFalse = None
+    service_tier: chat_options.DefaultTier = None
+    modalities: chat_options.TextOnly = None
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    # OpenAI features schulki does not have
+    audio: NotSupported = None
+    function_call: NotSupported = None
+    functions: NotSupported = None
+    metadata: NotSupported = None
+    moderation: NotSupported = None
+    parallel_tool_calls: NotSupported = None
+    prediction: NotSupported = None
+    prompt_cache_options: NotSupported = None
+    prompt_cache_retention: NotSupported = None
+    reasoning_effort: NotSupported = None
+    tool_choice: NotSupported = None
+    tools: NotSupported = None
+    top_logprobs: NotSupported = None
+    verbosity: NotSupported = None
+    web_search_options: NotSupported = None
 
     @field_validator("n")
     @classmethod
@@ -106,6 +168,18 @@ class ChatCompletionRequest(OpenAIRequest):
     @property
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
+
+    def inference_options(self) -> inference_pb.ChatRequest:
+        """The sampling and output fields as a partial ChatRequest, merged into the one sent to the inference service."""
+        options = inference_pb.ChatRequest()
+        for name in chat_options.SAMPLING_FIELDS:
+            if getattr(self, name) is not None:
+                setattr(options.sampling, name, getattr(self, name))
+        for token, bias in (self.logit_bias or {}).items():
+            options.sampling.logit_bias[token] = bias
+        if self.response_format is not None:
+            options.json_schema = self.response_format
+        return options
 
 
 class EmbeddingsRequest(OpenAIRequest):
@@ -169,32 +243,6 @@ def parse_form(model: type[TranscriptionForm], fields: dict[str, Any]) -> Transc
         return model.model_validate(fields)
     except ValidationError as error:
         raise from_validation_errors(error.errors()) from None
-
-
-def _unsupported(name: str) -> PydanticCustomError:
-    return PydanticCustomError("unsupported_parameter", f"schulki does not support {name}; leave it out.")
-
-
-def _not_sent(value: Any, info: ValidationInfo) -> Any:
-    """OpenAI features schulki does not have are refused plainly instead of being ignored without a word."""
-    if value is not None:
-        raise _unsupported(str(info.field_name))
-    return value
-
-
-def _auto_chunking(value: Any, info: ValidationInfo) -> Any:
-    if value is None or (isinstance(value, dict) and value.get("type") == "auto"):
-        return value
-    raise _unsupported(str(info.field_name))
-
-
-NotSupported = Annotated[Any, AfterValidator(_not_sent)]
-AutoChunking = Annotated[Any, AfterValidator(_auto_chunking)]
-
-
-def refused(message: str) -> PydanticCustomError:
-    """A field's error answered with ``message`` as it is (``errors.from_validation_errors``)."""
-    return PydanticCustomError("refused", message)
 
 
 class CreateVectorStoreRequest(OpenAIRequest):

@@ -357,9 +357,13 @@ class Services:
         stop: Iterable[str] = (),
         seed: int | None = None,
         model: str | None = None,
+        options: inference_pb.ChatRequest | None = None,
     ) -> AsyncIterator[inference_pb.ChatResponse]:
-        """Stream an answer from ``model`` (None: the default model); messages are dicts with role (system, user, assistant) and content."""
+        """Stream an answer from ``model`` (None: the default model); messages are dicts with role (system, user, assistant) and content.
+        ``options``: further fields of the ChatRequest (sampling, output format), merged in."""
         request = inference_pb.ChatRequest(messages=_proto_messages(messages), user=user, stop_sequences=list(stop))
+        if options is not None:
+            request.MergeFrom(options)
         if max_tokens is not None:
             request.max_tokens = max_tokens
         if temperature is not None:
