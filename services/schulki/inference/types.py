@@ -11,6 +11,7 @@ import codecs
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from schulki.inference.logprobs import LogprobRequest
 from schulki.runtime.llama_adapter import BufferSizes
 
 
@@ -33,6 +34,9 @@ class Generation:
     max_tokens: int
     sampling: Sampling
     stop: Sequence[str] = ()
+    logprobs: LogprobRequest | None = None
+    """Log-probabilities to send (logprobs.py); None sends none and costs nothing. With ``max_tokens`` 0 nothing is
+    generated: the job scores its prompt (``logprobs.prompt``) or gives the distribution after it (``logprobs.following``)."""
 
 
 @dataclass
