@@ -1,6 +1,6 @@
 """The gateway's shared state (settings, accounts, quotas, service clients, the pseudonym secret) and its use cases.
 
-``Gateway`` is the one door to the services: chat, embed, transcribe,
+``Gateway`` is the one door to the services: chat, scoring a text and the next tokens, embed, transcribe,
 search, ingest (a file or a web page), API uploads, vector stores, whole-document
 work and document questions are its methods, and each counts the request
 against the user's quotas and sends it to a service under the user's
@@ -152,10 +152,12 @@ class Gateway:
         stop: list[str] | None = None,
         seed: int | None = None,
         model: str | None = None,
+        logprobs: int | None = None,
     ) -> AsyncIterator[inference_pb.ChatResponse]:
         """``services.chat`` with the user's pseudonym and a token reservation: prompt and longest answer are set aside
-        against the daily quota before the request starts, and settled with the real usage when it ends."""
-        return self._chat(account, messages, max_tokens, temperature, stop, seed, model, count_request=True)
+        against the daily quota before the request starts, and settled with the real usage when it ends. ``logprobs``:
+        None for none, else each token's log-probability and that many alternatives, as token events before its text."""
+        return self._chat(account, messages, max_tokens, temperature, stop, seed, model, count_request=True, logprobs=logprobs)
 
     async def _chat(
         self,
@@ -167,18 +169,47 @@ class Gateway:
         seed: int | None = None,
         model: str | None = None,
         count_request: bool = True,
+        logprobs: int | None = None,
     ) -> AsyncIterator[inference_pb.ChatResponse]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
         reservation = self._quotas.reserve(account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request)
         try:
             async for event in self._services.chat(
-                messages, self.pseudonym(account), reservation.max_tokens, temperature, stop or (), seed, model=model
+                messages, self.pseudonym(account), reservation.max_tokens, temperature, stop or (), seed, model=model, logprobs=logprobs
             ):
                 if event.HasField("finish"):
                     reservation.settle(event.finish.usage.total_tokens)
                 else:
                     reservation.streamed = True
                 yield event
+        finally:
+            reservation.release()
+
+    async def score_text(
+        self, account: Account, text: str, model: str | None = None, top_logprobs: int = 0
+    ) -> inference_pb.ScoreTextResponse:
+        """How likely the user's model finds each token of a text (perplexity, the most surprising word): one request,
+        and the text's tokens count against the daily quota as a chat's prompt does."""
+        served = self.models.resolve(account, model)
+        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
+        try:
+            response = await self._services.score_text(text, self.pseudonym(account), served, top_logprobs)
+            reservation.settle(len(response.tokens) + 1)
+            return response
+        finally:
+            reservation.release()
+
+    async def next_tokens(
+        self, account: Account, text: str, count: int = 10, temperature: float = 1.0, model: str | None = None
+    ) -> inference_pb.NextTokensResponse:
+        """The most likely next tokens after the beginning of a text, at a temperature, under the user's model: one
+        request, and the beginning's tokens count against the daily quota as a chat's prompt does."""
+        served = self.models.resolve(account, model)
+        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
+        try:
+            response = await self._services.next_tokens(text, self.pseudonym(account), served, count, temperature)
+            reservation.settle(response.prompt_tokens)
+            return response
         finally:
             reservation.release()
 

@@ -89,6 +89,8 @@ class ChatCompletionRequest(OpenAIRequest):
     n: Annotated[int | None, Number] = None
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int | None, Number, Field(ge=0, le=20)] = None
 
     @field_validator("n")
     @classmethod
@@ -97,8 +99,18 @@ class ChatCompletionRequest(OpenAIRequest):
             raise ValueError("Only n=1 is supported.")
         return n
 
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise PydanticCustomError("invalid_value", "top_logprobs needs logprobs set to true.")
+        return self
+
     def prompt(self) -> list[dict[str, str]]:
         return [message.as_prompt() for message in self.messages]
+
+    def logprob_alternatives(self) -> int | None:
+        """None when the answer comes without log-probabilities, else how many alternatives each token gets."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def stop_sequences(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
