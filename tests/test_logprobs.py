@@ -51,9 +51,7 @@ def reference():
     """The default chat model in llama-cpp-python itself, every position's logits kept."""
     from llama_cpp import Llama
 
-    llama = Llama(
-        str(chat_model_path(Config())), n_ctx=512, n_batch=512, n_threads=1, logits_all=True, flash_attn=False, verbose=False
-    )
+    llama = Llama(str(chat_model_path(Config())), n_ctx=512, n_batch=512, n_threads=1, logits_all=True, flash_attn=False, verbose=False)
     yield llama
     llama.close()
 
