@@ -11,7 +11,7 @@ from schulki.config import Config
 from schulki.evaluation.model import EvalModel
 from schulki.evaluation.perplexity import Stats, _log_softmax_parts
 from schulki.inference import build
-from schulki.inference.logprobs import top_and_logprob
+from schulki.inference.logprobs import rows_top_and_logprob, top_and_logprob
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 from schulki.models.defaults import chat_model_path
@@ -162,6 +162,21 @@ def test_shortcut_log_sum_matches_the_full_sum_on_a_flat_row():
     assert [t for t, _ in top] == [int(t) for t in np.argsort(-full)[:5]]
     flat = top_and_logprob(np.zeros(50, dtype=np.float32), 0, 20, temperature=5.0)
     assert len(flat[1]) == 20 and abs(flat[0] - math.log(1 / 50)) < 1e-6
+
+
+def test_rows_read_together_give_what_each_row_gives_alone():
+    rng = np.random.default_rng(3)
+    block = rng.normal(0, 2, (4, 262144)).astype(np.float32)
+    block[2] = 0.0  # every token as likely: the top-k must widen its gap for this row alone
+    block[3, 11] = 30.0  # one token far ahead of the rest
+    chosen, tops = [1, 2, 3, 11], [5, 0, 20, 3]
+    together = rows_top_and_logprob(block, chosen, tops, np.empty(block.size, dtype=np.float32))
+    for row, token, top, (logprob, pairs) in zip(block, chosen, tops, together, strict=True):
+        full = log_softmax(row)
+        assert abs(logprob - full[token]) < 1e-5
+        assert len(pairs) == top
+        assert all(abs(value - full[t]) < 1e-5 for t, value in pairs)
+        assert sorted(full[[t for t, _ in pairs]], reverse=True) == sorted(np.sort(full)[::-1][:top], reverse=True)
 
 
 @pytest.mark.parametrize(

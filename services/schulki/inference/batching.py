@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
-from schulki.inference.logprobs import LogprobReader, TokenLogprobs
+from schulki.inference.logprobs import LogprobReader, LogprobRequest, TokenLogprobs
 from schulki.inference.sampling import SamplerChain
 from schulki.inference.types import Generation, GenerationResult, StopText
 
@@ -372,6 +372,11 @@ class BatchDecoder:
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         self.stats.steps += 1
+        self._sample_all(fed, len(answering))
+
+    def _sample_all(self, fed: list[tuple[_Slot, list[int]]], answering: int) -> None:
+        """After a decode: note what each slot read, then pick and send the next token of each slot that samples."""
+        sampled: list[tuple[_Slot, int]] = []
         for slot, tokens in fed:
             slot.cached.extend(tokens)
             if slot.pending is None:
@@ -387,14 +392,35 @@ class BatchDecoder:
                     self._emit(slot.request, self._logprobs.following(slot.index, asked))
                 self._end(slot)
                 continue
-            token = slot.sampler.sample(self._ctx, slot.index)
-            # The sampler chain works on its own copy of the row: it is still the model's own distribution here.
-            reason = self._take(slot, token, self._logprobs.at(slot.index, token, asked) if asked is not None else None)
+            sampled.append((slot, slot.sampler.sample(self._ctx, slot.index)))
+        # The sampler chains work on their own copies of the rows: the logits are still the model's own distribution.
+        found = self._answer_logprobs(sampled, answering)
+        for slot, token in sampled:
+            reason = self._take(slot, token, found.get(slot.seq_id))
             if reason is None:
                 slot.pending = token
             else:
                 slot.result.finish_reason = reason
                 self._end(slot)
+
+    def _answer_logprobs(self, sampled: list[tuple[_Slot, int]], answering: int) -> dict[int, TokenLogprobs]:
+        """The log-probabilities of the sampled tokens of the sequences that asked for them, by sequence id. The
+        answering sequences hold the batch's first rows, one each: theirs are read together, in a few numpy calls for
+        all rows (each numpy call on a large array lets go of the GIL, which on a busy machine costs a time slice)."""
+        asking: list[tuple[_Slot, int, LogprobRequest]] = []
+        for slot, token in sampled:
+            asked = slot.request.job.logprobs if slot.request is not None else None
+            if asked is not None:
+                asking.append((slot, token, asked))
+        if not asking:
+            return {}
+        together = [(slot, token, asked) for slot, token, asked in asking if slot.index < answering and asked.temperature == 1.0]
+        items = self._logprobs.rows(answering, [(slot.index, token, asked.top) for slot, token, asked in together])
+        found = {slot.seq_id: item for (slot, _, _), item in zip(together, items, strict=True)}
+        for slot, token, asked in asking:
+            if slot.seq_id not in found:
+                found[slot.seq_id] = self._logprobs.at(slot.index, token, asked)
+        return found
 
     def _send_prompt_logprobs(self, slot: _Slot, count: int) -> None:
         """For a request that scores its prompt: the log-probability of each prompt token the chunk just read predicts."""
