@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -110,6 +111,28 @@ def test_chat_logprobs_match_llama_cpp(fresh, reference):
         # The model's own distribution, as llama.cpp computed it, not the one after the repeat penalty (default 1.1),
         # which the sampler chain writes into the same logits buffer.
         assert_matches(item, rows[len(prompt) - 1 + i], generated[i])
+
+
+def test_answers_decoded_together_each_get_their_own_rows(stub):
+    """Two greedy answers in the same steps: their rows are read as one block, and each token's alternatives must be its
+    own row's (greedy with no penalty takes a row's top token, so a row of the other answer would show another)."""
+    questions = ["Nenne drei Farben.", "Wie viele Beine hat eine Spinne?"]
+    greedy = pb.SamplingOptions(temperature=0.0, repeat_penalty=1.0)
+    requests = [
+        pb.ChatRequest(messages=[pb.Message(role=pb.ROLE_USER, content=q)], max_tokens=12, sampling=greedy, top_logprobs=3)
+        for q in questions
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda r: list(stub.Chat(r, timeout=120)), requests))
+    texts = []
+    for events in answers:
+        tokens = [e.token for e in events if e.HasField("token")]
+        assert len(tokens) == events[-1].finish.usage.completion_tokens
+        for token in tokens:
+            assert token.alternatives[0].token_id == token.chosen.token_id
+            assert abs(token.alternatives[0].logprob - token.chosen.logprob) < 1e-6
+        texts.append("".join(e.text for e in events if e.HasField("text")))
+    assert texts[0] != texts[1]
 
 
 def test_chat_without_logprobs_sends_no_token_events(stub):
