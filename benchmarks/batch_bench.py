@@ -11,9 +11,13 @@ sliding-window cache as the engine keeps it):
 
 Rounds alternate between the two, so a busy machine hurts both alike. The
 second part measures prefix reuse: time to first token of a question behind a
-long system prompt that is cached, beside one that is not.
+long system prompt that is cached, beside one that is not. The third, what
+log-probabilities cost: the engine at ``--logprob-streams`` streams with every
+stream asking for ``top_logprobs`` alternatives per token, against the same
+streams asking for none (rounds alternate here too).
 
     .venv/bin/python benchmarks/batch_bench.py [--threads 2] [--streams 1,4,8,16] [--seconds 4]
+    .venv/bin/python benchmarks/batch_bench.py --streams 8 --rounds 3 --seconds 3 --prefix-rounds 1   # short: logprobs at 8
     .venv/bin/python benchmarks/batch_bench.py --smoke    # 1 and 2 streams for a second each: does it still run?
 """
 
@@ -33,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from schulki.config import Config, InferenceConfig  # noqa: E402
 from schulki.inference.engine import ChatEngine  # noqa: E402
+from schulki.inference.logprobs import LogprobRequest  # noqa: E402
 from schulki.inference.types import Generation, Sampling  # noqa: E402
 from schulki.models.defaults import chat_model_path  # noqa: E402
 from schulki.runtime.llama_adapter import flash_attn_type, load_model, new_context  # noqa: E402
@@ -103,11 +108,14 @@ class Raw:
         self.model.close()
 
 
-async def engine_rate(engine: ChatEngine, prompts: list[list[int]], seconds: float) -> tuple[float, int]:
+async def engine_rate(
+    engine: ChatEngine, prompts: list[list[int]], seconds: float, logprobs: LogprobRequest | None = None
+) -> tuple[float, int]:
     """Tokens/s of B engine streams, counted while all B run; and how many tokens that was."""
 
     async def stream(prompt: list[int]) -> None:
-        async for _ in engine.generate(Generation(prompt_tokens=prompt, max_tokens=4000 - len(prompt), sampling=GREEDY)):
+        job = Generation(prompt_tokens=prompt, max_tokens=4000 - len(prompt), sampling=GREEDY, logprobs=logprobs)
+        async for _ in engine.generate(job):
             pass
 
     tasks = [asyncio.create_task(stream(p)) for p in prompts]
@@ -158,6 +166,19 @@ async def prefix_reuse(engine: ChatEngine, rounds: int) -> None:
     )
 
 
+async def logprob_cost(engine: ChatEngine, streams: int, top: int, rounds: int, seconds: float) -> None:
+    """The engine's tokens/s with every stream asking for ``top`` alternatives per token, beside none asking."""
+    prompts = [engine.chat_tokens(question(i)) for i in range(streams)]
+    plain, asked = [], []
+    for _ in range(rounds):
+        plain.append((await engine_rate(engine, prompts, seconds))[0])
+        asked.append((await engine_rate(engine, prompts, seconds, LogprobRequest(top=top)))[0])
+    without, with_ = max(plain), max(asked)
+    print(f"\nlog-probabilities ({streams} streams, best of {rounds} rounds each):")
+    print(f"  {'no logprobs:':<18} {without:.1f} tok/s")
+    print(f"  {f'top_logprobs {top}:':<18} {with_:.1f} tok/s   ({with_ / without - 1:+.0%})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -166,15 +187,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per stream count (the best of each side counts)")
     parser.add_argument("--prefix-rounds", type=int, default=3, help="questions behind a new system prompt, each cold then cached")
     parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument("--logprob-streams", type=int, default=8, help="streams of the log-probability comparison")
+    parser.add_argument("--top-logprobs", type=int, default=5, help="alternatives per token each of those streams asks for")
     parser.add_argument(
         "--flash-attention",
         choices=("auto", "on", "off"),
         default="auto",
         help="both sides: inference.flash_attention (auto, the default, uses it on every CPU)",
     )
-    args = parse_args(parser, streams="1,2", seconds=1.0, rounds=1, prefix_rounds=1, context=512)
+    args = parse_args(parser, streams="1,2", seconds=1.0, rounds=1, prefix_rounds=1, context=512, logprob_streams=2)
     counts = [int(n) for n in args.streams.split(",")]
-    slots = max(counts)
+    slots = max(*counts, args.logprob_streams)
     flash: bool | Literal["auto"] = "auto" if args.flash_attention == "auto" else args.flash_attention == "on"
     config = InferenceConfig(threads=args.threads, parallel_sequences=slots, context_length=args.context, flash_attention=flash)
     path = chat_model_path(Config())
@@ -197,6 +220,7 @@ def main() -> int:
         r, e = max(raw_rates), max(engine_rates)
         print(f"{b:>7} {r:>10.1f} {e:>13.1f} {e / r:>10.0%}")
     loop.run_until_complete(prefix_reuse(engine, args.prefix_rounds))
+    loop.run_until_complete(logprob_cost(engine, args.logprob_streams, args.top_logprobs, args.rounds, args.seconds))
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min average)")
     raw.close()
     engine.close()

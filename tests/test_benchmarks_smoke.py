@@ -59,6 +59,8 @@ def batch(out: str) -> None:
         positive(*figures(rf"^\s+{streams}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}%$", out))
     positive(*figures(rf"time to first token, not cached: median {NUMBER} ms", out))
     positive(*figures(rf"time to first token, cached:\s+median {NUMBER} ms", out))
+    positive(*figures(rf"^  no logprobs:\s+{NUMBER} tok/s$", out))
+    positive(*figures(rf"^  top_logprobs 5:\s+{NUMBER} tok/s\s+\([+-]\d+%\)$", out))
 
 
 def retrieval(out: str) -> None:

@@ -117,7 +117,6 @@ REFUSED = {
     "audio": {"voice": "alloy", "format": "wav"},
     "function_call": "auto",
     "functions": [{"name": "f", "parameters": {"type": "object"}}],
-    "logprobs": True,
     "metadata": {"klasse": "7a"},
     "modalities": ["text", "audio"],
     "moderation": {"type": "auto"},
@@ -131,13 +130,12 @@ REFUSED = {
     "store": True,
     "tool_choice": "auto",
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-    "top_logprobs": 2,
     "verbosity": "low",
     "web_search_options": {},
 }
 """A value of each field that asks for something schulki does not do: a 400 naming the field."""
 
-HARMLESS = {"logprobs": False, "modalities": ["text"], "n": 1, "service_tier": "auto", "store": False}
+HARMLESS = {"modalities": ["text"], "n": 1, "service_tier": "auto", "store": False}
 """The value of a refused field that asks for what schulki does anyway: taken."""
 
 NOTHING_TO_DO = ("user", "safety_identifier", "prompt_cache_key")
@@ -210,7 +208,22 @@ def _stream_options(client, engine) -> None:
     assert all(chunk.usage is None for chunk in chunks())
 
 
+def _logprobs(client, engine) -> None:
+    completion = client.chat.completions.create(model="schulki-chat", messages=QUESTION, max_tokens=3, logprobs=True)
+    assert completion.choices[0].logprobs is not None and completion.choices[0].logprobs.content
+    assert (
+        answer(client) and client.chat.completions.create(model="schulki-chat", messages=QUESTION, max_tokens=3).choices[0].logprobs is None
+    )
+
+
+def _top_logprobs(client, engine) -> None:
+    completion = client.chat.completions.create(model="schulki-chat", messages=QUESTION, max_tokens=3, logprobs=True, top_logprobs=3)
+    assert all(len(token.top_logprobs) == 3 for token in completion.choices[0].logprobs.content)
+
+
 EFFECTS: dict[str, Callable] = {
+    "logprobs": _logprobs,
+    "top_logprobs": _top_logprobs,
     "messages": _messages,
     "model": _model,
     "max_tokens": _max_tokens,

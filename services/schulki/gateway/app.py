@@ -36,7 +36,7 @@ from schulki.gateway.api.errors import ApiError
 from schulki.gateway.api.limits import BodyLimitMiddleware
 from schulki.gateway.context import Gateway, private_folder
 from schulki.gateway.privacy import retention
-from schulki.gateway.ui import build_ui, theme
+from schulki.gateway.ui import PAGE_CSS, build_ui, theme
 from schulki.gateway.web.gradio_guard import GradioGuard
 from schulki.gateway.web.origin_guard import OriginGuard
 from schulki.gateway.web.request_ids import LoginRedirectMiddleware, RequestIdMiddleware
@@ -140,6 +140,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         max_file_size=config.gateway.max_upload_bytes,
         allowed_paths=[str(gateway.files_root)],
         show_error=True,
+        css=PAGE_CSS,
     )
     # The more specific mount first: Starlette matches mounts in order and "/" would catch "/en".
     # app_kwargs: without them each Gradio app lists its internal routes to anyone at /openapi.json (/v1's is at /v1/openapi.json)

@@ -1,6 +1,6 @@
 """The gateway's shared state (settings, accounts, quotas, service clients, the pseudonym secret) and its use cases.
 
-``Gateway`` is the one door to the services: chat, completions for editors, embed, transcribe,
+``Gateway`` is the one door to the services: chat, completions for editors, scoring a text and the next tokens, embed, transcribe,
 search, ingest (a file or a web page), the Dokumente tab's documents, API
 uploads, vector stores, whole-document work, document questions and the
 admins' operations are its methods. Each takes the user's account, checks
@@ -200,14 +200,19 @@ class Gateway:
         seed: int | None = None,
         model: str | None = None,
         options: inference_pb.ChatRequest | None = None,
+        logprobs: int | None = None,
     ) -> ChatAnswer:
         """``services.chat`` with the model the user asked for (None: their default; ModelChoiceError for one that does not
         exist or that they may not use), their pseudonym and a token reservation: prompt and longest answer are set aside
         against the daily quota before the request starts, and settled with the real usage when it ends. ``options`` carries
-        the request's further fields (sampling, a JSON schema) into the inference request."""
+        the request's further fields (sampling, a JSON schema) into the inference request. ``logprobs``: None for none,
+        else each token's log-probability and that many alternatives, as token events before its text."""
         chosen = self.models.resolve(account, model)
         return ChatAnswer(
-            chosen, self._chat(account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options)
+            chosen,
+            self._chat(
+                account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options, logprobs=logprobs
+            ),
         )
 
     async def _chat(
@@ -221,12 +226,21 @@ class Gateway:
         model: str | None = None,
         count_request: bool = True,
         options: inference_pb.ChatRequest | None = None,
+        logprobs: int | None = None,
     ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
         reservation = self._quotas.reserve(account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request)
         try:
             async for event in self._services.chat(
-                messages, self.pseudonym(account), reservation.max_tokens, temperature, stop or (), seed, model=model, options=options
+                messages,
+                self.pseudonym(account),
+                reservation.max_tokens,
+                temperature,
+                stop or (),
+                seed,
+                model=model,
+                options=options,
+                logprobs=logprobs,
             ):
                 if event.HasField("finish"):
                     reservation.settle(event.finish.usage.total_tokens)
@@ -262,6 +276,34 @@ class Gateway:
                 else:
                     reservation.streamed = True
                 yield event
+        finally:
+            reservation.release()
+
+    async def score_text(
+        self, account: Account, text: str, model: str | None = None, top_logprobs: int = 0
+    ) -> inference_pb.ScoreTextResponse:
+        """How likely the user's model finds each token of a text (perplexity, the most surprising word): one request,
+        and the text's tokens count against the daily quota as a chat's prompt does."""
+        served = self.models.resolve(account, model)
+        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
+        try:
+            response = await self._services.score_text(text, self.pseudonym(account), served, top_logprobs)
+            reservation.settle(len(response.tokens) + 1)
+            return response
+        finally:
+            reservation.release()
+
+    async def next_tokens(
+        self, account: Account, text: str, count: int = 10, temperature: float = 1.0, model: str | None = None
+    ) -> inference_pb.NextTokensResponse:
+        """The most likely next tokens after the beginning of a text, at a temperature, under the user's model: one
+        request, and the beginning's tokens count against the daily quota as a chat's prompt does."""
+        served = self.models.resolve(account, model)
+        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
+        try:
+            response = await self._services.next_tokens(text, self.pseudonym(account), served, count, temperature)
+            reservation.settle(response.prompt_tokens)
+            return response
         finally:
             reservation.release()
 

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
+from schulki.inference.logprobs import LogprobReader, LogprobRequest, TokenLogprobs
 from schulki.inference.sampling import SamplerChain
 from schulki.inference.types import Generation, GenerationResult, StopText
 
@@ -47,8 +48,9 @@ if TYPE_CHECKING:
     from llama_cpp._internals import LlamaModel
     from llama_cpp.llama_cpp import llama_context_p
 
-Piece: TypeAlias = str | GenerationResult | BaseException
-"""What a request's caller receives: text pieces, then the result (or an error)."""
+Piece: TypeAlias = str | TokenLogprobs | GenerationResult | BaseException
+"""What a request's caller receives: text pieces (each generated token's log-probabilities before its text, when asked
+for), then the result (or an error)."""
 
 log = logging.getLogger("schulki.inference")
 
@@ -106,6 +108,8 @@ class _Slot:
         self.result: GenerationResult
         self.index = -1
         """Position in the current batch whose logits this slot samples from, or -1."""
+        self.chunk_index = -1
+        """Position in the current batch of the first prompt token this slot reads in this step."""
         self.started = 0
 
 
@@ -151,6 +155,7 @@ class BatchDecoder:
         # to take it back. Both are fixed per vocabulary, so they are asked once per token id.
         self._ends: dict[int, bool] = {}
         self._pieces: dict[int, bytes] = {}
+        self._logprobs = LogprobReader(ctx, self._n_vocab, self._piece)
         self._slots = [_Slot(i) for i in range(slots)]
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._outbox: list[tuple[Request, Piece]] = []
@@ -294,6 +299,8 @@ class BatchDecoder:
         lc, mem = self._lc, self._mem
         prompt = list(request.job.prompt_tokens)
         limit = len(prompt) - 1  # the last prompt token is always decoded: its logits give the first answer token
+        if _scores_prompt(request.job):
+            limit = 0  # each prompt token's logits are needed, so none comes from cached cells
         reuse = min(common_prefix(slot.cached, prompt), limit)
         donor = max((s for s in self._slots if s is not slot), key=lambda s: common_prefix(s.cached, prompt), default=None)
         if donor is not None:
@@ -351,8 +358,10 @@ class BatchDecoder:
                 continue
             chunk = slot.prompt[slot.fed : slot.fed + room]
             last = slot.fed + len(chunk) == len(slot.prompt)
+            every = slot.request is not None and _scores_prompt(slot.request.job)
+            slot.chunk_index = n
             for i, token in enumerate(chunk):
-                self._add(n, token, len(slot.cached) + i, slot.seq_id, last and i == len(chunk) - 1)
+                self._add(n, token, len(slot.cached) + i, slot.seq_id, every or (last and i == len(chunk) - 1))
                 n += 1
             slot.index = n - 1 if last else -1
             fed.append((slot, chunk))
@@ -363,24 +372,76 @@ class BatchDecoder:
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
         self.stats.steps += 1
+        self._sample_all(fed, len(answering))
+
+    def _sample_all(self, fed: list[tuple[_Slot, list[int]]], answering: int) -> None:
+        """After a decode: note what each slot read, then pick and send the next token of each slot that samples."""
+        sampled: list[tuple[_Slot, int]] = []
         for slot, tokens in fed:
             slot.cached.extend(tokens)
             if slot.pending is None:
+                self._send_prompt_logprobs(slot, len(tokens))
                 slot.fed += len(tokens)
             slot.pending = None
             if slot.index < 0:
                 continue
-            assert slot.sampler is not None, "a slot that serves a request has its sampler"
-            token = slot.sampler.sample(self._ctx, slot.index)
-            reason = self._take(slot, token)
+            assert slot.request is not None and slot.sampler is not None, "a slot that serves a request has its sampler"
+            asked = slot.request.job.logprobs
+            if slot.request.job.max_tokens == 0:  # the prompt was all it asked about: its scores, or what would follow it
+                if asked is not None and asked.following:
+                    self._emit(slot.request, self._logprobs.following(slot.index, asked))
+                self._end(slot)
+                continue
+            sampled.append((slot, slot.sampler.sample(self._ctx, slot.index)))
+        # The sampler chains work on their own copies of the rows: the logits are still the model's own distribution.
+        found = self._answer_logprobs(sampled, answering)
+        for slot, token in sampled:
+            reason = self._take(slot, token, found.get(slot.seq_id))
             if reason is None:
                 slot.pending = token
             else:
                 slot.result.finish_reason = reason
                 self._end(slot)
 
-    def _take(self, slot: _Slot, token: int) -> str | None:
-        """Send what a sampled token adds to the answer; return the finish reason when the answer ends here."""
+    def _answer_logprobs(self, sampled: list[tuple[_Slot, int]], answering: int) -> dict[int, TokenLogprobs]:
+        """The log-probabilities of the sampled tokens of the sequences that asked for them, by sequence id. The
+        answering sequences hold the batch's first rows, one each: theirs are read together, in a few numpy calls for
+        all rows (each numpy call on a large array lets go of the GIL, which on a busy machine costs a time slice)."""
+        asking: list[tuple[_Slot, int, LogprobRequest]] = []
+        for slot, token in sampled:
+            asked = slot.request.job.logprobs if slot.request is not None else None
+            if asked is not None:
+                asking.append((slot, token, asked))
+        if not asking:
+            return {}
+        together = [(slot, token, asked) for slot, token, asked in asking if slot.index < answering and asked.temperature == 1.0]
+        items = self._logprobs.rows(answering, [(slot.index, token, asked.top) for slot, token, asked in together])
+        found = {slot.seq_id: item for (slot, _, _), item in zip(together, items, strict=True)}
+        for slot, token, asked in asking:
+            if slot.seq_id not in found:
+                found[slot.seq_id] = self._logprobs.at(slot.index, token, asked)
+        return found
+
+    def _send_prompt_logprobs(self, slot: _Slot, count: int) -> None:
+        """For a request that scores its prompt: the log-probability of each prompt token the chunk just read predicts."""
+        request = slot.request
+        if request is None or not _scores_prompt(request.job):
+            return
+        assert request.job.logprobs is not None, "a request that scores its prompt asked for logprobs"
+        # The logits at prompt position p predict token p + 1; the chunk's last row predicts the first answer token.
+        predicted = slot.prompt[slot.fed + 1 : slot.fed + 1 + count]
+        for item in self._logprobs.prompt(slot.chunk_index, predicted, request.job.logprobs):
+            self._emit(request, item)
+
+    def _piece(self, token: int) -> bytes:
+        data = self._pieces.get(token)
+        if data is None:
+            data = self._pieces[token] = self._model.detokenize([token])
+        return data
+
+    def _take(self, slot: _Slot, token: int, logprobs: TokenLogprobs | None = None) -> str | None:
+        """Send what a sampled token adds to the answer (after its log-probabilities, when asked for); return the finish
+        reason when the answer ends here."""
         ends = self._ends.get(token)
         if ends is None:
             ends = self._ends[token] = bool(self._lc.llama_vocab_is_eog(self._vocab, token))
@@ -388,12 +449,11 @@ class BatchDecoder:
             return "stop"
         result, request = slot.result, slot.request
         assert request is not None, "only a slot that serves a request samples"
+        if logprobs is not None:
+            self._emit(request, logprobs)
         result.completion_tokens += 1
         self.stats.generated_tokens += 1
-        data = self._pieces.get(token)
-        if data is None:
-            data = self._pieces[token] = self._model.detokenize([token])
-        piece = slot.text.push(data)
+        piece = slot.text.push(self._piece(token))
         if piece:
             self._emit(request, piece)
         if slot.text.stopped:
@@ -439,6 +499,10 @@ def _deliver_all(items: list[tuple[Request, Piece]]) -> None:
 
 
 _STOP = _Stop()
+
+
+def _scores_prompt(job: Generation) -> bool:
+    return job.logprobs is not None and job.logprobs.prompt
 
 
 def _cancelled_result(request: Request) -> GenerationResult:

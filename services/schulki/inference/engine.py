@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from schulki.config import InferenceConfig
-from schulki.inference.batching import BatchDecoder, BatchStats, Request
+from schulki.inference.batching import BatchDecoder, BatchStats, Piece, Request
 from schulki.inference.fill_in import FimTokens, fill_in_the_middle_prompt, fim_tokens_of
 from schulki.inference.grammar import CompiledGrammar, Grammars
+from schulki.inference.logprobs import TokenLogprobs
 from schulki.inference.types import Generation, GenerationResult, ModelInfo
 from schulki.models.gguf import quant_name
 from schulki.runtime.errors import InvalidInput, NotReady
@@ -224,19 +225,30 @@ class ChatEngine:
             n_ctx=self.info.context_length if self.info else self.config.context_length,
         )
 
-    async def generate(self, job: Generation) -> AsyncIterator[str | GenerationResult]:
-        """Yield text pieces as they are generated, then the GenerationResult.
+    def text_tokens(self, text: str) -> list[int]:
+        """A plain text as the model reads it on its own: its start token (where the model has one), then the text's
+        tokens; no chat template, and special tokens written in the text stay plain text."""
+        model = self._ready_model()[0]
+        return model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of one token."""
+        return bytes(self._ready_model()[0].detokenize([token]))
+
+    async def generate(self, job: Generation) -> AsyncIterator[str | TokenLogprobs | GenerationResult]:
+        """Yield text pieces as they are generated (each token's log-probabilities before its text, when the job asks),
+        then the GenerationResult.
 
         The job joins the running batch at the next step. Closing the iterator
         early (the caller cancelled) takes it out within one step, and its slot
         is free again when this returns.
         """
-        pieces: Bridge[str | GenerationResult] = Bridge()
+        pieces: Bridge[str | TokenLogprobs | GenerationResult] = Bridge()
         ended = pieces.loop.create_future()
 
-        def deliver(item: str | GenerationResult | BaseException) -> None:  # on the loop: the batch worker hands over per step
+        def deliver(item: Piece) -> None:  # on the loop: the batch worker hands over per step
             pieces.put_here(item)
-            if not isinstance(item, str) and not ended.done():
+            if not isinstance(item, (str, TokenLogprobs)) and not ended.done():
                 ended.set_result(None)
 
         request = Request(job, pieces.loop, deliver)
@@ -248,6 +260,9 @@ class ChatEngine:
                 if isinstance(item, GenerationResult):
                     yield item
                     return
+                if isinstance(item, TokenLogprobs):
+                    yield item
+                    continue
                 # Send what piled up while the consumer was busy as one piece.
                 item += "".join(pieces.ready(lambda piece: isinstance(piece, str)))  # type: ignore[arg-type]
                 yield item

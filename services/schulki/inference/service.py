@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import grpc
 
 from schulki.config import InferenceConfig
 from schulki.inference.engine import ChatEngine
+from schulki.inference.logprobs import MAX_TOP_LOGPROBS, LogprobRequest, TokenChoice, TokenLogprobs
 from schulki.inference.types import Generation, GenerationResult, ModelInfo, Sampling
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
@@ -23,6 +25,10 @@ log = logging.getLogger("schulki.inference")
 ROLES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
 FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
 MAX_STOP_SEQUENCES = 8
+MAX_NEXT_TEMPERATURE = 5.0
+"""NextTokens' temperature slider ends here: at 5 the distribution of a small model is nearly flat already."""
+GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, repeat_penalty=1.0)
+"""Scoring a text and the next-token list sample nothing; their jobs still carry a chain, the cheapest."""
 
 
 def messages_from_proto(messages: Sequence[pb.Message]) -> list[dict[str, str]]:
@@ -132,6 +138,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
     async def Chat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ChatResponse]:
         n_ctx = self._require_loaded().context_length
         sampling = self._sampling(request)
+        logprobs = _chat_logprobs(request)
         if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
             raise InvalidInput(f"at most {MAX_STOP_SEQUENCES} stop sequences, not {len(request.stop_sequences)}")
         if request.HasField("max_tokens") and request.max_tokens <= 0:
@@ -153,13 +160,22 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             )
         log.info("chat: %d prompt tokens, max %d, last message %s", len(prompt), max_tokens, content(request.messages[-1].content))
         grammar = await asyncio.to_thread(self.engine.grammar, request.json_schema) if request.HasField("json_schema") else None
-        job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences), grammar=grammar)
+        job = Generation(
+            prompt_tokens=prompt,
+            max_tokens=max_tokens,
+            sampling=sampling,
+            stop=list(request.stop_sequences),
+            grammar=grammar,
+            logprobs=logprobs,
+        )
         user = request.user or context.peer()
         result: GenerationResult | None = None
         async with self.scheduler.turn(user):
             async for item in self.engine.generate(job):
                 if isinstance(item, GenerationResult):
                     result = item  # the last item: generate ends here
+                elif isinstance(item, TokenLogprobs):
+                    yield pb.ChatResponse(token=_token_proto(item))
                 else:
                     yield pb.ChatResponse(text=item)
         assert result is not None, "a generation that does not raise ends with its result"
@@ -213,7 +229,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             async for item in self.engine.generate(job):
                 if isinstance(item, GenerationResult):
                     result = item
-                else:
+                elif isinstance(item, str):  # a completion asks for no log-probabilities
                     yield pb.CompleteResponse(text=item)
         assert result is not None, "a generation that does not raise ends with its result"
         prompt_tokens = len(job.prompt_tokens)
@@ -222,6 +238,59 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         )
         log.info("complete done: %s after %d tokens", result.finish_reason, result.completion_tokens)
         yield pb.CompleteResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[result.finish_reason], usage=usage))
+
+    async def _plain_text(self, text: str, least: int) -> list[int]:
+        """The tokens of a plain text (start token first) for scoring or the next tokens; at least ``least`` of them."""
+        n_ctx = self._require_loaded().context_length
+        if not text.strip():
+            raise InvalidInput("Der Text ist leer. (The text is empty.)")
+        tokens = await asyncio.to_thread(self.engine.text_tokens, text)
+        if len(tokens) < least:
+            raise InvalidInput(
+                f"Der Text ist zu kurz: mindestens {least} Tokens. (The text has {len(tokens)}; at least {least} are needed.)"
+            )
+        if len(tokens) >= n_ctx:
+            raise InvalidInput(
+                f"Der Text ist zu lang: {len(tokens)} Tokens, es passen höchstens {n_ctx - 1}. "
+                f"(The text has {len(tokens)} tokens; the context holds {n_ctx}.)"
+            )
+        return tokens
+
+    async def _run(self, job: Generation, user: str) -> list[TokenLogprobs]:
+        """Run a job for its log-probabilities under a turn of the fair queue, as a chat runs."""
+        found: list[TokenLogprobs] = []
+        async with self.scheduler.turn(user):
+            async for item in self.engine.generate(job):
+                if isinstance(item, TokenLogprobs):
+                    found.append(item)
+        return found
+
+    async def ScoreText(self, request: pb.ScoreTextRequest, context: grpc.aio.ServicerContext) -> pb.ScoreTextResponse:
+        top = _top_logprobs(request.top_logprobs)
+        tokens = await self._plain_text(request.text, least=2)
+        log.info("score text: %d tokens, text %s", len(tokens), content(request.text))
+        job = Generation(prompt_tokens=tokens, max_tokens=0, sampling=GREEDY, logprobs=LogprobRequest(top=top, prompt=True))
+        scored = await self._run(job, request.user or context.peer())
+        if len(scored) != len(tokens) - 1:
+            raise RuntimeError(f"scored {len(scored)} of {len(tokens) - 1} tokens")
+        perplexity = math.exp(-sum(item.chosen.logprob for item in scored) / len(scored))
+        first = TokenChoice(tokens[0], await asyncio.to_thread(self.engine.piece, tokens[0]), 0.0)
+        return pb.ScoreTextResponse(tokens=[_token_proto(item) for item in scored], perplexity=perplexity, first=_choice_proto(first))
+
+    async def NextTokens(self, request: pb.NextTokensRequest, context: grpc.aio.ServicerContext) -> pb.NextTokensResponse:
+        if not 1 <= request.count <= MAX_TOP_LOGPROBS:
+            raise InvalidInput(f"count must be from 1 to {MAX_TOP_LOGPROBS}, not {request.count}")
+        temperature = request.temperature if request.HasField("temperature") else 1.0
+        if not 0.0 < temperature <= MAX_NEXT_TEMPERATURE:
+            raise InvalidInput(f"temperature must be above 0 and at most {MAX_NEXT_TEMPERATURE:g}, not {temperature:g}")
+        tokens = await self._plain_text(request.text, least=1)
+        log.info("next tokens: %d tokens, text %s", len(tokens), content(request.text))
+        asked = LogprobRequest(top=request.count, temperature=temperature, following=True)
+        job = Generation(prompt_tokens=tokens, max_tokens=0, sampling=GREEDY, logprobs=asked)
+        found = await self._run(job, request.user or context.peer())
+        if not found:
+            raise RuntimeError("the next token's log-probabilities did not arrive")
+        return pb.NextTokensResponse(tokens=[_choice_proto(c) for c in found[0].alternatives], prompt_tokens=len(tokens))
 
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         info = self._require_loaded()
@@ -246,3 +315,24 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             file_name=info.file_name,
             served_model=self.served_model,
         )
+
+
+def _top_logprobs(top: int) -> int:
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InvalidInput(f"top_logprobs must be from 0 to {MAX_TOP_LOGPROBS}, not {top}")
+    return top
+
+
+def _chat_logprobs(request: pb.ChatRequest) -> LogprobRequest | None:
+    """What a chat asks for: nothing, each token's log-probability, or that and ``top_logprobs`` alternatives."""
+    if not request.logprobs and not request.HasField("top_logprobs"):
+        return None
+    return LogprobRequest(top=_top_logprobs(request.top_logprobs))
+
+
+def _choice_proto(choice: TokenChoice) -> pb.TokenChoice:
+    return pb.TokenChoice(token_id=choice.token, piece=choice.piece, logprob=choice.logprob)
+
+
+def _token_proto(item: TokenLogprobs) -> pb.TokenLogprob:
+    return pb.TokenLogprob(chosen=_choice_proto(item.chosen), alternatives=[_choice_proto(c) for c in item.alternatives])

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from schulki.inference.logprobs import LogprobRequest
 from schulki.runtime.llama_adapter import BufferSizes
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class Generation:
     stop: Sequence[str] = ()
     grammar: CompiledGrammar | None = None
     """The grammar every answer token must fit (grammar.py), or None for free text."""
+    logprobs: LogprobRequest | None = None
+    """Log-probabilities to send (logprobs.py); None sends none and costs nothing. With ``max_tokens`` 0 nothing is
+    generated: the job scores its prompt (``logprobs.prompt``) or gives the distribution after it (``logprobs.following``)."""
 
 
 @dataclass

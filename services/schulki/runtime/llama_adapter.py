@@ -377,6 +377,14 @@ def logits_rows(ctx: Any, rows: int, n_vocab: int) -> np.ndarray:
     return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(rows, n_vocab))
 
 
+def logits_row(ctx: Any, index: int, n_vocab: int) -> np.ndarray:
+    """The logits of batch position ``index`` of the last decode as a view of llama.cpp's buffer: valid until the next decode."""
+    import llama_cpp
+
+    pointer = llama_cpp.llama_get_logits_ith(ctx, index)
+    return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,))
+
+
 def sequence_embedding(ctx: Any, seq_id: int, n_embd: int) -> np.ndarray:
     """The pooled embedding of one sequence of the last decode, copied out of llama.cpp's buffer."""
     import llama_cpp

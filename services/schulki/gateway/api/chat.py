@@ -18,6 +18,7 @@ from schulki.gateway.api.responses import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
     Embedding,
@@ -25,6 +26,8 @@ from schulki.gateway.api.responses import (
     EmbeddingUsage,
     ModelCard,
     ModelList,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 from schulki.gateway.api.schemas import ChatCompletionRequest, EmbeddingsRequest
@@ -65,6 +68,7 @@ async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep, acc
         body.seed,
         model=body.model,
         options=body.inference_options(),
+        logprobs=body.logprob_alternatives(),
     )
     served_model = events.model
     try:
@@ -98,14 +102,27 @@ def _usage(usage: inference_pb.Usage) -> Usage:
     return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
 
 
+def _top(choice: inference_pb.TokenChoice) -> TopLogprob:
+    return TopLogprob(token=choice.piece.decode("utf-8", errors="replace"), logprob=choice.logprob, bytes=list(choice.piece))
+
+
+def _token_logprob(token: inference_pb.TokenLogprob) -> TokenLogprob:
+    chosen = _top(token.chosen)
+    return TokenLogprob(**chosen.model_dump(), top_logprobs=[_top(c) for c in token.alternatives])
+
+
 async def _complete(
     first: inference_pb.ChatResponse, events: AsyncIterator[inference_pb.ChatResponse], chunk: ChatCompletionChunk
 ) -> ChatCompletion:
     pieces, finish = [], None
+    tokens: list[TokenLogprob] = []
+    asked = first.HasField("token")  # a request with logprobs gets a token event before every piece of text
     event = first
     while True:
         if event.HasField("finish"):
             finish = event.finish
+        elif event.HasField("token"):
+            tokens.append(_token_logprob(event.token))
         else:
             pieces.append(event.text)
         try:
@@ -118,7 +135,13 @@ async def _complete(
         id=chunk.id,
         created=chunk.created,
         model=chunk.model,
-        choices=[Choice(message=AssistantMessage(content="".join(pieces)), finish_reason=reason)],
+        choices=[
+            Choice(
+                message=AssistantMessage(content="".join(pieces)),
+                logprobs=ChoiceLogprobs(content=tokens) if asked or tokens else None,
+                finish_reason=reason,
+            )
+        ],
         usage=_usage(usage),
     )
 
@@ -126,14 +149,22 @@ async def _complete(
 async def _stream(
     first: inference_pb.ChatResponse, events: AsyncIterator[inference_pb.ChatResponse], chunk: ChatCompletionChunk, include_usage: bool
 ) -> AsyncIterator[bytes]:
+    tokens: list[TokenLogprob] = []  # the log-probabilities of the tokens whose text the next piece carries
+
     def piece(delta: Delta, finish_reason: str | None = None) -> bytes:
-        return sse_event(chunk.model_copy(update={"choices": [ChunkChoice(delta=delta, finish_reason=finish_reason)]}))
+        logprobs = ChoiceLogprobs(content=list(tokens)) if tokens else None
+        tokens.clear()
+        return sse_event(chunk.model_copy(update={"choices": [ChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish_reason)]}))
 
     yield piece(Delta(role="assistant", content=""))
     event = first
     try:
         while True:
-            if event.HasField("finish"):
+            if event.HasField("token"):
+                tokens.append(_token_logprob(event.token))
+            elif event.HasField("finish"):
+                if tokens:  # tokens whose text a stop string held back, or an end-of-turn token
+                    yield piece(Delta())
                 yield piece(Delta(), FINISH_REASONS.get(event.finish.reason, "stop"))
                 if include_usage:  # the quota was settled by gateway.chat
                     yield sse_event(chunk.model_copy(update={"usage": _usage(event.finish.usage)}))

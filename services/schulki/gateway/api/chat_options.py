@@ -10,7 +10,8 @@ with a 400 naming it (``schemas.ChatCompletionRequest`` lists them all):
 - ``response_format`` ``json_object`` and ``json_schema`` become a JSON schema
   the service turns into a grammar, so the answer always parses and, for
   ``json_schema``, validates (``strict`` or not: the grammar is always strict);
-- ``logprobs: false``, ``store: false``, ``service_tier`` ``auto``/``default``
+- ``logprobs`` and ``top_logprobs`` give each answer token's log-probability and its alternatives;
+- ``store: false``, ``service_tier`` ``auto``/``default``
   and ``modalities: ["text"]`` ask for what schulki does anyway and are taken;
   any other value is refused;
 - ``user``, ``safety_identifier`` and ``prompt_cache_key`` are taken and have

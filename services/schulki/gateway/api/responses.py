@@ -72,9 +72,30 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    """One of the most likely tokens at a place of the answer; ``bytes`` holds its exact UTF-8 bytes (a token may hold
+    part of a character, whose ``token`` text then shows U+FFFD)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    """A token of the answer with its log-probability and the ``top_logprobs`` most likely tokens at its place."""
+
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
 
 
@@ -95,6 +116,7 @@ class Delta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 

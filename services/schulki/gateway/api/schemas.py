@@ -128,7 +128,6 @@ class ChatCompletionRequest(OpenAIRequest):
     min_p: Annotated[float | None, Number, Field(ge=0, le=1)] = None
     repeat_penalty: Annotated[float | None, Number, Field(gt=0, le=10)] = None
     # accepted where the value asks for what schulki does anyway, refused otherwise (chat_options.py)
-    logprobs: chat_options.OnlyFalse = None
     store: chat_options.OnlyFalse = None
     service_tier: chat_options.DefaultTier = None
     modalities: chat_options.TextOnly = None
@@ -148,9 +147,10 @@ class ChatCompletionRequest(OpenAIRequest):
     reasoning_effort: NotSupported = None
     tool_choice: NotSupported = None
     tools: NotSupported = None
-    top_logprobs: NotSupported = None
     verbosity: NotSupported = None
     web_search_options: NotSupported = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int | None, Number, Field(ge=0, le=20)] = None
 
     @field_validator("n")
     @classmethod
@@ -159,8 +159,18 @@ class ChatCompletionRequest(OpenAIRequest):
             raise ValueError("Only n=1 is supported.")
         return n
 
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise PydanticCustomError("invalid_value", "top_logprobs needs logprobs set to true.")
+        return self
+
     def prompt(self) -> list[dict[str, str]]:
         return [message.as_prompt() for message in self.messages]
+
+    def logprob_alternatives(self) -> int | None:
+        """None when the answer comes without log-probabilities, else how many alternatives each token gets."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def stop_sequences(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

@@ -358,12 +358,17 @@ class Services:
         seed: int | None = None,
         model: str | None = None,
         options: inference_pb.ChatRequest | None = None,
+        logprobs: int | None = None,
     ) -> AsyncIterator[inference_pb.ChatResponse]:
         """Stream an answer from ``model`` (None: the default model); messages are dicts with role (system, user, assistant) and content.
-        ``options``: further fields of the ChatRequest (sampling, output format), merged in."""
+        ``options``: further fields of the ChatRequest (sampling, output format), merged in. ``logprobs``: None for none, else
+        each token's log-probability with that many alternatives (token events)."""
         request = inference_pb.ChatRequest(messages=_proto_messages(messages), user=user, stop_sequences=list(stop))
         if options is not None:
             request.MergeFrom(options)
+        if logprobs is not None:
+            request.logprobs = True
+            request.top_logprobs = logprobs
         if max_tokens is not None:
             request.max_tokens = max_tokens
         if temperature is not None:
@@ -388,6 +393,32 @@ class Services:
         except grpc.RpcError as error:
             self._failed("inference", node, error)
             raise
+
+    async def _inference_unary(self, model: str, method: str, request: object) -> Any:
+        """One unary inference call on the node of ``model`` with the shortest line."""
+        if "inference" not in self.pools:
+            raise ServiceDown("inference", model)
+        node = self.pools["inference"].pick(model)
+        node.in_flight += 1
+        try:
+            return await getattr(node.stub, method)(request, timeout=120.0, metadata=self.metadata())
+        except grpc.RpcError as error:
+            self._failed("inference", node, error)
+            raise
+        finally:
+            node.in_flight -= 1
+
+    async def score_text(self, text: str, user: str, model: str, top_logprobs: int = 0) -> inference_pb.ScoreTextResponse:
+        """The log-probability of each token of a plain text under ``model`` (no chat template)."""
+        request = inference_pb.ScoreTextRequest(text=text, user=user, top_logprobs=top_logprobs)
+        response: inference_pb.ScoreTextResponse = await self._inference_unary(model, "ScoreText", request)
+        return response
+
+    async def next_tokens(self, text: str, user: str, model: str, count: int, temperature: float) -> inference_pb.NextTokensResponse:
+        """The ``count`` most likely next tokens after a plain text under ``model``, at ``temperature``."""
+        request = inference_pb.NextTokensRequest(text=text, user=user, count=count, temperature=temperature)
+        response: inference_pb.NextTokensResponse = await self._inference_unary(model, "NextTokens", request)
+        return response
 
     async def model_infos(self) -> list[tuple[str, object | None]]:
         """(address, GetModelInfoResponse or None) for every inference node, as of the last health check."""

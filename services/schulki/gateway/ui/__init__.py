@@ -11,10 +11,14 @@ from schulki.gateway.ui.admin import build_admin_tab
 from schulki.gateway.ui.chat import build_chat_tab
 from schulki.gateway.ui.common import account_of
 from schulki.gateway.ui.documents import build_documents_tab
+from schulki.gateway.ui.thinking import CSS as THINKING_CSS
+from schulki.gateway.ui.thinking import build_thinking_tab, texts
 from schulki.gateway.ui.transcription import build_transcription_tab
 from schulki.gateway.ui.translate import build_translate_tab
 from schulki.gateway.web.i18n import strings
 
+PAGE_CSS = THINKING_CSS
+"""The page's own styles, given to Gradio when the UI is mounted."""
 STATUS_REFRESH_S = 10.0
 """How often a tab re-checks whether the services it needs are back."""
 
@@ -67,6 +71,8 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
                 build_transcription_tab(gateway, s, timer, demo)
             with gr.Tab(s["tab_translate"], id="translate"):
                 build_translate_tab(gateway, s, timer, demo)
+            with gr.Tab(texts(s)["tab"], id="thinking"):
+                build_thinking_tab(gateway, s, timer, demo)
             with gr.Tab(s["tab_admin"], id="admin", visible=False) as admin_tab:
                 build_admin_tab(gateway, s, demo)
 
