@@ -13,6 +13,7 @@ from schulki.gateway.accounts.database import ROLES, Account, AccountError, NewA
 from schulki.gateway.context import Gateway
 from schulki.gateway.privacy import retention as retention_rules
 from schulki.gateway.privacy.user_data import delete_user_data, export_for_download
+from schulki.gateway.ui.certificates import build_certificate_warning
 from schulki.gateway.ui.common import account_of, discard_upload, handles_errors
 from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.ui.models import build_models_section
@@ -35,6 +36,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     retention, save_retention, periods, save_periods = _retention_rows(s)
     result = gr.Markdown(elem_id="admin-result")
     actions = _AdminActions(gateway, s, forms.export_file)
+    build_certificate_warning(gateway, s, refresh, actions.require_admin)
     model_settings, actions.model_settings_now = build_models_section(gateway, s, actions.require_admin)
 
     outputs = [health, models, usage, users, retention, *model_settings]
