@@ -36,7 +36,10 @@ from schulki.models.fleet import FLEET_DEFAULTS
 from tests import fake_docker, fake_nvidia_smi
 from tests.conftest import REPO_ROOT, free_port
 from tests.deploy_mirror import MirrorServer
+from tests.firewall_lab import namespaced_nft, remove_namespaces
+from tests.fleet_lab import why_no_namespaces
 from tests.tls_support import grpc_handshake_error
+from tests.trust_root import trust_vars
 
 VENV_BIN = Path(sys.executable).parent
 LAB_IMAGE_DIGEST = "sha256:" + "0123456789abcdef" * 4
@@ -96,7 +99,7 @@ def mirror(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def school(tmp_path_factory, mirror):
+def school(tmp_path_factory, mirror, request):
     """An inventory of test hosts on this machine, run against in check mode, then three times for real."""
     base = tmp_path_factory.mktemp("school")
     fake_bin = base / "bin"
@@ -156,6 +159,16 @@ def school(tmp_path_factory, mirror):
         host.update(schulki_stack_dir=str(base / name / "stack"), schulki_models_dir=str(base / name / "models"))
         host["schulki_stack_systemd_dir"] = str(base / name / "systemd")
         (base / name / "systemd").mkdir(parents=True)
+    # The lab PC's trust store and browser policies lie in a folder of its own, never this machine's.
+    hosts["lab01"].update(trust_vars(base / "lab01" / "root"))
+    # The firewall's rules are checked and loaded by the real nft, each host's in a namespace of its own
+    # (tests/test_deploy_firewall.py sends packets at them); without root the role is left out.
+    common.update(schulki_firewall_install=False, schulki_firewall_at_boot=False, schulki_firewall_enabled=why_no_namespaces() is None)
+    if common["schulki_firewall_enabled"]:
+        nft, namespaces = namespaced_nft(fake_bin, list(hosts))
+        request.addfinalizer(lambda: remove_namespaces(namespaces))
+        for name, host in hosts.items():
+            host.update(schulki_firewall_nft=str(nft[name]), schulki_firewall_rules_file=str(base / name / "firewall.nft"))
     inventory = {
         "schulki": {
             "vars": common,

@@ -160,6 +160,12 @@ STRINGS: dict[str, tuple[str, str]] = {
     "not_detected": ("Sprache nicht sicher erkannt", "Language not detected with certainty"),
     # admin
     "admin_only": ("Nur für Admins.", "Admins only."),
+    "certificates_expiring": (
+        "⚠️ Zertifikate laufen bald ab. Die Erneuerung (deploy/renew-certificates auf dem Admin-Rechner) hat nicht stattgefunden:",
+        "⚠️ Certificates expire soon. The renewal (deploy/renew-certificates on the admin's machine) did not happen:",
+    ),
+    "certificate_ends": ("endet am {date} (noch {days} Tage)", "ends on {date} ({days} days left)"),
+    "certificate_ended": ("ist seit {date} abgelaufen", "expired on {date}"),
     "health": ("Dienste und Knoten", "Services and nodes"),
     "col_service": ("Dienst", "Service"),
     "col_node": ("Knoten", "Node"),
