@@ -46,7 +46,8 @@ def test_bars_grow_with_the_probability_and_labels_show_percent_and_token():
     assert bar(0.0) == "▏"  # a bar is always there to click
     assert len(bar(0.01)) == 1 and bar(0.01) != "█"
     label = bar_label(pb.TokenChoice(piece=b" blau", logprob=math.log(0.05)), 0.1, "de")
-    assert label == "█" * (BAR_CELLS // 2) + "  5,0 %  „␣blau“"  # half as likely as the top token: half its bar
+    # half as likely as the top token: half its bar, padded so that the percentages stand in one column
+    assert label == "█" * (BAR_CELLS // 2) + " " * (BAR_CELLS // 2) + "    5,0 %  „␣blau“"
 
 
 def test_the_table_writes_sentences_as_plain_text():

@@ -130,7 +130,8 @@ def bar_label(choice: inference_pb.TokenChoice, top: float, lang: str) -> str:
     often a few per cent, too short a bar to read), then its probability in per cent and the token."""
     probability = math.exp(choice.logprob)
     percent = f"{100 * probability:.1f}".replace(".", "," if lang == "de" else ".")
-    return f"{bar(probability / top if top > 0 else 0.0)}  {percent} %  „{token_text(choice.piece)}“"
+    # Padded to the full width, so that the percentages stand in one column (the page sets these labels monospaced).
+    return f"{bar(probability / top if top > 0 else 0.0):<{BAR_CELLS}}  {percent:>5} %  „{token_text(choice.piece)}“"
 
 
 def _checked(text: str | None, t: dict[str, str]) -> str:
