@@ -250,10 +250,12 @@ class TranscriptionConfig(Section):
     """Decode speech in batches (faster-whisper's BatchedInferencePipeline): each window's speech is cut at pauses into
     chunks of up to 30 s, and the chunks of every recording running at once are decoded together, up to batch_size.
     Recordings sent without voice activity detection are decoded one 30 s stretch after another, as with false. Batched
-    decoding carries no text from one chunk to the next and never falls back to sampling (see transcription/batching.py)."""
+    decoding carries no text from one chunk to the next; a chunk whose text fails the unbatched decoder's checks (it
+    repeats itself, or is improbable) is decoded again alone (see transcription/batching.py)."""
     batch_size: int = Field(default=8, ge=1, le=64)
-    """Most chunks of 30 s decoded in one batch. Each chunk in a batch costs memory while it is decoded (measured
-    with Whisper base, int8 on the CPU: see BATCH_CHUNK_FACTOR in models/fleet.py, which the plan counts); more
+    """Most chunks of 30 s decoded in one batch. Each chunk in a batch costs memory while it is decoded: with Whisper
+    base (int8, beam 5) on the CPU the peak grew by 91 MiB per chunk (653 MiB more for 8 than for one alone), more for
+    larger models; ``schulki plan`` reserves it on a GPU node (BATCH_CHUNK_BYTES in models/fleet.py). More
     recordings running at once (max_concurrent) fill batches from several recordings."""
 
 
