@@ -44,6 +44,10 @@ COMPRESSION_RATIO_LIMIT = 2.4
 LOG_PROB_LIMIT = -1.0
 """A chunk's text that compresses better than COMPRESSION_RATIO_LIMIT (it repeats itself) or whose average log
 probability is below LOG_PROB_LIMIT failed, as faster-whisper's unbatched decoder judges it (its defaults)."""
+WITHOUT_TIMESTAMPS = False
+"""Decode with Whisper's timestamp tokens, unlike the batched pipeline's default: without them Whisper ended a 30 s
+chunk of espeak-ng German after its first sentence (1 segment where unbatched decoding found 6), and the rest of
+the chunk was lost without any check noticing; with them it wrote the whole chunk (4 segments)."""
 RESULT_POLL_S = 0.1
 """How often a worker waiting for its chunks checks whether its caller went away."""
 
@@ -253,6 +257,6 @@ class BatchDecoder:
             clip_timestamps=[],
             prompt_reset_on_temperature=0.5,
             multilingual=False,
-            without_timestamps=True,
+            without_timestamps=WITHOUT_TIMESTAMPS,
             max_initial_timestamp=0.0,
         )
