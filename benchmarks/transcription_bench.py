@@ -15,6 +15,13 @@
    the recording's length (decoding, VAD, features; not the Whisper decoder,
    whose memory does not): in schulki's windows, and for the whole file at
    once as faster-whisper does it.
+4. Several recordings at once, batched and not: 1, 2 and 4 different
+   recordings sent together to a service with batching = false and to one with
+   batching = true (both up side by side, taking turns, several rounds):
+   throughput in seconds of audio per second of wall time, and the ratio.
+5. The memory of a batch: chunks of 30 s of speech decoded in batches of
+   1, 4 and 8 (each in a fresh process), peak memory above the loaded model;
+   the figure per chunk is what the plan counts (BATCH_CHUNK_FACTOR).
 
     .venv/bin/python benchmarks/transcription_bench.py
     .venv/bin/python benchmarks/transcription_bench.py --minutes 1 --repeats 2 --long-minutes 3
@@ -26,6 +33,7 @@ The machine may be shared: the load average is printed before and after.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import random
 import shutil
@@ -167,13 +175,13 @@ def peak_rss_mb(pid: int) -> tuple[float, float]:
 class Service:
     """``schulki serve transcription`` in a child process."""
 
-    def __init__(self, threads: int, beam_size: int) -> None:
+    def __init__(self, threads: int, beam_size: int, **settings: object) -> None:
         env = {
             "SCHULKI_TRANSCRIPTION__THREADS": str(threads),
             "SCHULKI_TRANSCRIPTION__BEAM_SIZE": str(beam_size),
             "SCHULKI_TRANSCRIPTION__DEVICE": "cpu",
             "SCHULKI_RUNTIME__LOG_LEVEL": "WARNING",
-        }
+        } | {f"SCHULKI_TRANSCRIPTION__{name.upper()}": str(value).lower() for name, value in settings.items()}
         self.process = ServiceProcess("transcription", env=env).start(timeout=300)
         self.channel = grpc.insecure_channel(self.process.address)
         self.stub = pb_grpc.TranscriptionServiceStub(self.channel)
@@ -185,9 +193,9 @@ class Service:
             raise RuntimeError("the transcription service was not started")
         return self.process.process.pid
 
-    def transcribe(self, path: Path) -> tuple[float, int]:
+    def transcribe(self, path: Path, user: str = "") -> tuple[float, int]:
         def requests() -> Iterator[pb.TranscribeRequest]:
-            yield pb.TranscribeRequest(options=pb.TranscribeOptions(file_name=path.name))
+            yield pb.TranscribeRequest(options=pb.TranscribeOptions(file_name=path.name, user=user))
             with path.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     yield pb.TranscribeRequest(audio_chunk=chunk)
@@ -243,7 +251,7 @@ def overhead(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
     short, short_s = make_recording(folder, args.minutes, "short", seed=1)
     print(f"\n1. overhead: {short_s:.0f} s of German speech (mp3), {args.repeats} runs each, alternating")
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads, local_files_only=True)
-    service = Service(args.threads, args.beam_size)
+    service = Service(args.threads, args.beam_size, batching=False)  # the same work as WhisperModel.transcribe
     direct_times, service_times = [], []
     try:
         for i in range(args.repeats):
@@ -270,6 +278,98 @@ def overhead(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
     )
 
 
+def at_once(service: Service, recordings: list[Path]) -> tuple[float, list[int]]:
+    """Wall seconds until all recordings, sent together by different students, are transcribed, and their segments."""
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(recordings)) as pool:
+        segments = [n for _, n in pool.map(lambda n: service.transcribe(recordings[n], user=f"student-{n}"), range(len(recordings)))]
+    return time.perf_counter() - started, segments
+
+
+def concurrent_recordings(folder: Path, args: argparse.Namespace) -> None:
+    """Part 4: 1, 2 and 4 recordings at once, through an unbatched and a batched service up side by side."""
+    levels = [1, 2, 4]
+    recordings = [make_recording(folder, args.batch_minutes, f"student-{n}", seed=10 + n) for n in range(max(levels))]
+    print(
+        f"\n4. several recordings at once: {len(recordings)} different recordings of {args.batch_minutes:g} min, "
+        f"batch size {args.batch_size}, {max(levels)} transcriptions allowed at once, {args.rounds} rounds (load {os.getloadavg()[0]:.2f})"
+    )
+    services = {
+        "unbatched": Service(args.threads, args.beam_size, batching=False, max_concurrent=max(levels), max_running_per_user=1),
+        "batched": Service(
+            args.threads, args.beam_size, batching=True, batch_size=args.batch_size, max_concurrent=max(levels), max_running_per_user=1
+        ),
+    }
+    walls: dict[tuple[str, int], list[float]] = {}
+    try:
+        for service in services.values():  # the first call of each warms it up
+            service.transcribe(recordings[0][0])
+        for _ in range(args.rounds):
+            for level in levels:
+                for name, service in services.items():
+                    wall, segments = at_once(service, [path for path, _ in recordings[:level]])
+                    walls.setdefault((name, level), []).append(wall)
+                    print(f"   {name}, {level} at once: {wall:.1f} s, segments per recording {segments}")
+    finally:
+        for service in services.values():
+            service.close()
+    print(f"{'recordings at once':<20}{'unbatched audio s/s':>22}{'batched audio s/s':>20}{'batched/unbatched':>20}")
+    for level in levels:
+        audio_s = sum(seconds for _, seconds in recordings[:level])
+        plain, batched = (audio_s / statistics.median(walls[(name, level)]) for name in services)
+        print(f"{level:<20}{plain:>22.2f}{batched:>20.2f}{batched / plain:>20.2f}")
+    print(f"   load average after part 4: {os.getloadavg()[0]:.2f}")
+
+
+BATCH_MEMORY_SCRIPT = """
+import sys, threading, numpy as np
+from pathlib import Path
+from faster_whisper import WhisperModel
+from faster_whisper.audio import decode_audio
+from schulki.transcription import batching
+from schulki.transcription.engine import limit_malloc_arenas
+limit_malloc_arenas()  # as the service does
+path, model_dir, threads, beam, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+status = lambda key: [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)][0] / 1024
+model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True)
+speech = batching.window_speech(decode_audio(path))
+speech.chunks, speech.metadata = speech.chunks[:8], speech.metadata[:8]
+decoder = batching.BatchDecoder(model, batch, beam)
+first = decoder.submit(batching.Decoding("de", "transcribe", None, False, None), batching.WindowSpeech(speech.chunks[:1], speech.metadata[:1], []))
+list(decoder.results(first, threading.Event()))  # one chunk alone: the model's own buffers are allocated
+loaded = status("VmHWM")
+chunks = decoder.submit(batching.Decoding("de", "transcribe", None, False, None), speech)
+list(decoder.results(chunks, threading.Event()))
+print(loaded, status("VmHWM"), len(chunks), decoder.largest_batch)
+"""
+
+
+def batch_memory(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
+    """Part 5: the peak memory of decoding 8 chunks in batches of 1, 4 and 8, each in a fresh process."""
+    speech, seconds = make_recording(folder, 4.2, "batch-memory", seed=5)  # at least 8 chunks of up to 30 s
+    print(f"\n5. memory of a batch: {seconds:.0f} s of speech in chunks of up to 30 s, each batch size in a fresh process")
+    peaks = {}
+    for batch in (1, 4, 8):
+        out = subprocess.run(
+            [sys.executable, "-c", BATCH_MEMORY_SCRIPT, str(speech), str(model_dir), str(args.threads), str(args.beam_size), str(batch)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        ).stdout.split()
+        loaded, peak, chunks, largest = float(out[0]), float(out[1]), int(out[2]), int(out[3])
+        peaks[batch] = peak - loaded
+        print(
+            f"   batch {batch}: {chunks} chunks, largest batch {largest}, peak {peak:.0f} MiB, {peak - loaded:.0f} MiB above one chunk alone"
+        )
+    model_mib = (model_dir / "model.bin").stat().st_size / 2**20
+    per_chunk = (peaks[8] - peaks[1]) / 7
+    print(
+        f"   per chunk in a batch: {per_chunk:.1f} MiB ((batch 8 - batch 1) / 7); "
+        f"model.bin {model_mib:.0f} MiB, so {per_chunk / model_mib:.3f} of the model's size per chunk"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -288,9 +388,15 @@ def main() -> int:
         help="length of the recording for which the stages that grow with length (decode, VAD, features) "
         "are measured in windows and as a whole (0 skips it)",
     )
+    parser.add_argument("--batch-minutes", type=float, default=1.0, help="length of each recording sent at once in part 4 (0 skips it)")
+    parser.add_argument(
+        "--batch-size", type=int, default=Config().transcription.batch_size, help="batch size of the batched service in part 4"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of part 4 (the median is printed)")
+    parser.add_argument("--batch-memory", action="store_true", help="also measure the memory of a batch (part 5)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--beam-size", type=int, default=Config().transcription.beam_size)
-    args = parse_args(parser, minutes=0.1, repeats=1, long_minutes=0.1, growing_minutes=0.5, beam_size=1)
+    args = parse_args(parser, minutes=0.1, repeats=1, long_minutes=0.1, growing_minutes=0.5, beam_size=1, batch_minutes=0.1, rounds=1)
     for tool in ("espeak-ng", "ffmpeg"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing (Debian packages espeak-ng and ffmpeg)")
@@ -339,6 +445,10 @@ def main() -> int:
                     cwd=REPO,
                 ).stdout.split()
                 print(f"   {label}: peak {float(out[0]):.0f} MiB")
+        if args.batch_minutes > 0:
+            concurrent_recordings(folder, args)
+        if args.batch_memory:
+            batch_memory(folder, args, model_dir)
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from schulki.config import TranscriptionConfig
 from schulki.models.catalog import load_catalog
-from schulki.models.fleet import SPEECH_GPU_FACTOR, host_plan
+from schulki.models.fleet import SPEECH_GPU_FACTOR, batch_chunk_bytes, host_plan, speech_gpu_bytes
 from schulki.models.planner import DRIVER_RESERVED_BYTES, GiB, Machine, MiB, Workload, cpu_order, estimate, lighter_workloads, plan
 
 CATALOG = load_catalog()
-WHISPER_TURBO = int(CATALOG.model("faster-whisper-large-v3-turbo").files[0].size_bytes * SPEECH_GPU_FACTOR)
+WHISPER_TURBO = speech_gpu_bytes(CATALOG.model("faster-whisper-large-v3-turbo").files[0].size_bytes, 1)  # before its batches
 CHAT_MODELS = [m.id for m in CATALOG.of_kind("chat") if not m.test_only]
 GPU_NODE = {
     "schulki_plan_node_kind": "gpu",
@@ -206,3 +207,31 @@ def test_the_rendered_settings_carry_the_lighter_workload_the_plan_chose():
         chat["context_length"],
     )
     assert chat["workload_steps"] >= 1
+
+
+def test_a_batch_of_large_v2_takes_what_faster_whisper_measured():
+    """faster-whisper's README: large-v2 at fp16 on a GPU, 4525 MB unbatched and 6090 MB with batch_size 8."""
+    assert 7 * batch_chunk_bytes(3_090_000_000) == pytest.approx((6090 - 4525) * 1e6, rel=0.15)
+
+
+def test_the_plan_keeps_room_for_the_transcription_batch():
+    """A GPU node's plan reserves the speech model and, beside it, each further chunk of a transcription batch, and
+    sets the node to decode exactly that batch; the batch gets only what the chat plan leaves, so a small card gets a
+    smaller batch and keeps every layer of the chat model."""
+    batch = TranscriptionConfig().batch_size
+    assert batch > 1
+    model_bytes = CATALOG.model("faster-whisper-large-v3-turbo").files[0].size_bytes
+    chunk = batch_chunk_bytes(model_bytes)
+    assert 7 * chunk > 0.5 * GiB  # large-v3-turbo in batches of 8 (faster-whisper's README: large-v2 needs 1.5 GB more)
+    roomy = host_plan("gpu1", {**GPU_NODE, "schulki_plan_gpu_memory_mib": 24576, "schulki_plan_ram_mib": 65536}, CATALOG)
+    assert not roomy["error"], roomy["error"]
+    assert roomy["speech"]["batch_size"] == batch and roomy["speech"]["batch_bytes"] == (batch - 1) * chunk
+    assert roomy["speech"]["reserved_bytes"] == int(model_bytes * SPEECH_GPU_FACTOR) + (batch - 1) * chunk
+    assert roomy["settings"]["transcription"]["batch_size"] == batch
+    assert f"for batches of {batch}" in roomy["chat"]["reason"]
+    small = host_plan("gpu8", {**GPU_NODE, "schulki_plan_gpu_memory_mib": 8192, "schulki_plan_ram_mib": 32768}, CATALOG)
+    chat, speech = small["chat"], small["speech"]
+    assert chat["fits"] and chat["gpu_layers"] >= chat["layers"], chat["reason"]
+    assert 1 <= speech["batch_size"] < batch and small["settings"]["transcription"]["batch_size"] == speech["batch_size"]
+    assert chat["estimate"]["total"] + speech["batch_bytes"] <= chat["budget"], "the batch fits beside the chat model"
+    assert chat["estimate"]["total"] + speech["batch_bytes"] + chunk > chat["budget"], "and one more chunk would not"

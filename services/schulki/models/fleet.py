@@ -49,6 +49,52 @@ SERVICES = {
 """What runs on each kind of host: one embedding model for the whole school (the vectors must match), next to the store."""
 SPEECH_GPU_FACTOR = 1.5
 """GPU memory of faster-whisper per byte of model.bin: 4525 MB for large-v2's 3.09 GB at fp16 (its README)."""
+BATCH_CHUNK_BYTES = 91 * MiB
+"""Memory of each further 30 s chunk in a transcription batch with Whisper base, measured as peak RSS on the CPU
+(int8, beam 5, two malloc arenas as the service runs; benchmarks/transcription_bench.py --batch-memory): above one
+chunk decoded alone, 18 MiB for batches of 1, 320 MiB for batches of 4 and 653 MiB for batches of 8, so
+(653 - 18) / 7 per chunk. Its activations (encoder output, the beams' attention caches) are float32 there."""
+BATCH_BASE_MODEL_BYTES = 145_217_607
+"""model.bin of Whisper base, the model BATCH_CHUNK_BYTES was measured with."""
+GPU_ACTIVATION_SHARE = 0.5
+"""On a GPU the activations are float16, half the bytes of the CPU's float32."""
+
+
+def batch_chunk_bytes(model_bytes: int) -> int:
+    """GPU memory of each further chunk in a batch: the measured figure, scaled with the model's width (the square
+    root of its size, since the weights grow with the square of the width and the activations with the width).
+    For large-v2 (3.09 GB) it gives 1.6 GB for a batch of 8, as faster-whisper's README measured (6090 MB against
+    4525 MB unbatched, fp16 on a GPU)."""
+    return int(BATCH_CHUNK_BYTES * (model_bytes / BATCH_BASE_MODEL_BYTES) ** 0.5 * GPU_ACTIVATION_SHARE)
+
+
+def speech_gpu_bytes(model_bytes: int, batch_size: int) -> int:
+    """GPU memory a speech model takes while it decodes batches of batch_size chunks."""
+    return int(model_bytes * SPEECH_GPU_FACTOR) + (batch_size - 1) * batch_chunk_bytes(model_bytes)
+
+
+def _speech_batch(result: dict) -> dict:
+    """Give transcription's batches the GPU memory the chat plan leaves: the largest batch up to the service's
+    default whose further chunks fit in the chat model's spare budget, so batching never costs the chat a layer or a
+    lighter workload. The speech entry and the node's transcription settings get that batch; returns the entry."""
+    speech, chat = result["speech"], result["chat"]
+    spare = max(0, chat["budget"] - chat["estimate"]["total"]) if chat["fits"] else 0
+    batch = max(1, min(_speech_batch_size(), 1 + spare // speech["chunk_bytes"]))
+    speech["batch_size"] = batch
+    speech["batch_bytes"] = (batch - 1) * speech["chunk_bytes"]
+    speech["reserved_bytes"] += speech["batch_bytes"]
+    result["settings"]["transcription"]["batch_size"] = batch
+    return speech
+
+
+def _speech_batch_size() -> int:
+    """The batch size the transcription service runs with by default (1 when batching is off), which the plan counts."""
+    from schulki.config import TranscriptionConfig
+
+    config = TranscriptionConfig()
+    return config.batch_size if config.batching else 1
+
+
 MODELS_DIR = "/models"
 """Where the model files appear inside the containers."""
 GPU_FIGURE_TOLERANCE = 0.97
@@ -175,9 +221,10 @@ def _hardware(host: str, hostvars: dict, kind: str) -> str:
 
 def _speech_that_fits(catalog: Catalog, usable: int) -> list[str]:
     """Speech models of the catalog whose GPU memory fits in `usable` bytes, largest first."""
-    fitting = [m for m in catalog.of_kind("speech") if not m.test_only and m.files[0].size_bytes * SPEECH_GPU_FACTOR <= usable]
+    fitting = [m for m in catalog.of_kind("speech") if not m.test_only and speech_gpu_bytes(m.files[0].size_bytes, 1) <= usable]
     return [
-        f"{m.id} ({m.files[0].size_bytes * SPEECH_GPU_FACTOR / GiB:.1f} GiB)" for m in sorted(fitting, key=lambda m: -m.files[0].size_bytes)
+        f"{m.id} ({speech_gpu_bytes(m.files[0].size_bytes, 1) / GiB:.1f} GiB)"
+        for m in sorted(fitting, key=lambda m: -m.files[0].size_bytes)
     ]
 
 
@@ -255,10 +302,21 @@ def _chat_machine(
             return None
         return Machine("cpu", ram, name=host)
     speech = catalog.model(str(_var(hostvars, "schulki_plan_speech_model")))
-    reserved = int(speech.files[0].size_bytes * SPEECH_GPU_FACTOR)
-    result["speech"] = {"model": speech.id, "reserved_bytes": reserved}
+    # Unbatched first: the chat plan comes first, and batches get what it leaves (see _speech_batch).
+    reserved = speech_gpu_bytes(speech.files[0].size_bytes, 1)
+    result["speech"] = {
+        "model": speech.id,
+        "reserved_bytes": reserved,
+        "batch_size": 1,
+        "batch_bytes": 0,
+        "chunk_bytes": batch_chunk_bytes(speech.files[0].size_bytes),
+    }
     result["files"] += _file_entry(catalog, speech.id, speech.files[0].quant, "speech")
-    settings["transcription"] = {"model_path": f"{MODELS_DIR}/{Path(speech.files[0].file).parent}", "device": "cuda"}
+    settings["transcription"] = {
+        "model_path": f"{MODELS_DIR}/{Path(speech.files[0].file).parent}",
+        "device": "cuda",
+        "batch_size": 1,
+    }
     if gpu is None:
         result["error"] = f"{host}: GPU memory unknown: set schulki_plan_gpu_memory_mib or run the playbook, which reads it with nvidia-smi"
         return None
@@ -300,7 +358,10 @@ def _chat_plan(
 
     result["chat"]["served_model"] = served_name(Path(p.file).name, catalog=catalog)
     if reserved:
-        result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU.)"
+        speech = _speech_batch(result)
+        reserved = speech["reserved_bytes"]
+        batches = f", {speech['batch_bytes'] / GiB:.2f} GiB of it for batches of {speech['batch_size']}" if speech["batch_size"] > 1 else ""
+        result["chat"]["reason"] += f" (Transcription keeps {reserved / GiB:.1f} GiB of the GPU{batches}.)"
     if result["error"]:  # Whisper does not fit: say too what the chat model would need
         if not p.fits:
             result["error"] += " " + p.reason

@@ -6,7 +6,9 @@ to the event loop through a queue, the way the inference engine does. The
 recording is decoded and transcribed window by window (see ``audio.windows``),
 so memory stays bounded however long it is. Voice activity detection runs
 here, per window, before Whisper: a window without speech is skipped instead
-of being handed to Whisper, which invents text for silence.
+of being handed to Whisper, which invents text for silence. With batching on
+(the default), each window's speech goes to the batch decoder, which decodes it
+together with the speech of the other recordings running (see batching.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ import numpy as np
 from schulki.config import TranscriptionConfig
 from schulki.runtime.errors import ModelLoadError, NotReady
 from schulki.runtime.threads import stream_from_thread
-from schulki.transcription import audio
+from schulki.transcription import audio, batching
 
 # No model hub and no telemetry: the model is a local folder.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,6 +142,8 @@ class SpeechEngine:
         self._workers = concurrent.futures.ThreadPoolExecutor(max_workers=config.max_concurrent, thread_name_prefix="whisper")
         self.device = ""
         self.compute_type = ""
+        self.batcher: batching.BatchDecoder | None = None
+        """Decodes the speech of all running recordings in batches, when batching is on (see batching.py)."""
 
     def load(self) -> None:
         """Load the model; raise ModelLoadError with a one-line reason if it cannot be."""
@@ -170,6 +174,8 @@ class SpeechEngine:
         except (RuntimeError, ValueError, OSError) as error:
             raise ModelLoadError(f"cannot load Whisper model {self.model_path}: {str(error).splitlines()[0]}") from None
         self._match_mel_bands()
+        if self.config.batching:
+            self.batcher = batching.BatchDecoder(self._model, self.config.batch_size, self.config.beam_size)
         log.info("loaded %s on %s (%s) in %.1f s", self.model_path.name, self.device, self.compute_type, time.perf_counter() - started)
 
     def _match_mel_bands(self) -> None:
@@ -197,6 +203,9 @@ class SpeechEngine:
     def close(self) -> None:
         """Free the model once running work is done."""
         self._workers.shutdown(wait=True)
+        if self.batcher is not None:
+            self.batcher.close()
+            self.batcher = None
         self._model = None
 
     @property
@@ -250,6 +259,11 @@ class SpeechEngine:
                     raise audio.Cancelled()
                 if window.size == 0 or float(np.max(np.abs(window))) < SILENCE_PEAK:
                     continue
+                if self.batcher is not None and job.vad:
+                    language, language_sent = self._transcribe_window_batched(
+                        job, window, offset, (language, language_sent), done, emit, cancelled
+                    )
+                    continue
                 speech = _speech(window, job.vad)
                 if speech is None:
                     continue
@@ -296,6 +310,94 @@ class SpeechEngine:
             " (cancelled)" if done.cancelled else "",
         )
         return done
+
+    def _transcribe_window_batched(
+        self,
+        job: TranscriptionJob,
+        window: np.ndarray,
+        offset: float,
+        known: tuple[str | None, bool],
+        done: TranscriptionDone,
+        emit: Callable[[Language | Segment], None],
+        cancelled: threading.Event,
+    ) -> tuple[str | None, bool]:
+        """One window through the batch decoder. known and the result: the recording's language (detected on its first
+        speech, then kept) and whether it was sent."""
+        from faster_whisper.transcribe import restore_speech_timestamps
+
+        assert self.batcher is not None
+        language, sent = known
+        speech = batching.window_speech(window)
+        if speech is None:
+            return known
+        done.speech_duration += speech.samples / audio.SAMPLE_RATE
+        if language is None:
+            first = np.concatenate(speech.chunks)[: batching.CHUNK_S * audio.SAMPLE_RATE]
+            language, probability = self._detect_language(first)
+            emit(Language(language, probability))
+        elif not sent:
+            emit(Language(language, 1.0))
+        decoding = batching.Decoding(language, job.task, job.initial_prompt, job.word_timestamps, id(job) if job.word_timestamps else None)
+        chunks = self.batcher.submit(decoding, speech)
+        try:
+            decoded = restore_speech_timestamps(
+                self._chunk_segments(job, language, speech, self.batcher.results(chunks, cancelled)),
+                speech.speech_timestamps,
+                audio.SAMPLE_RATE,
+            )
+            _emit_segments(decoded, offset, done, emit, cancelled)
+        finally:
+            for chunk in chunks:  # a failed or cancelled window leaves nothing for the batch thread
+                chunk.result.cancel()
+        return language, True
+
+    def _chunk_segments(
+        self, job: TranscriptionJob, language: str, speech: batching.WindowSpeech, outputs: Iterable[list[dict]]
+    ) -> Iterator[Any]:
+        """faster-whisper's Segment objects of each chunk (times in the window's speech-only timeline): the batched
+        result, or where that failed, the chunk decoded again alone with the unbatched decoder's fallback."""
+        for samples, metadata, output in zip(speech.chunks, speech.metadata, outputs, strict=True):
+            if not batching.failed(output):
+                yield from _whisper_segments(output)
+                continue
+            log.info("a chunk of %.1f s failed batched decoding; decoding it again alone", samples.size / audio.SAMPLE_RATE)
+            segments, _ = self._loaded.transcribe(
+                samples,
+                language=language,
+                task=job.task,
+                beam_size=self.config.beam_size,
+                initial_prompt=job.initial_prompt,
+                word_timestamps=job.word_timestamps,
+                vad_filter=False,
+            )
+            shift = metadata["offset"]
+            for segment in segments:
+                segment.start, segment.end = segment.start + shift, segment.end + shift
+                for word in segment.words or ():
+                    word.start, word.end = word.start + shift, word.end + shift
+                yield segment
+
+
+def _whisper_segments(output: list[dict]) -> Iterator[Any]:
+    """faster-whisper's Segment objects from one chunk's batched result, as its batched pipeline makes them."""
+    from faster_whisper.transcribe import Segment as WhisperSegment
+    from faster_whisper.transcribe import Word as WhisperWord
+
+    for s in output:
+        words = [WhisperWord(**w) for w in s["words"]] if "words" in s else None
+        yield WhisperSegment(
+            id=0,
+            seek=s["seek"],
+            start=round(s["start"], 3),
+            end=round(s["end"], 3),
+            text=s["text"],
+            tokens=s["tokens"],
+            avg_logprob=s["avg_logprob"],
+            compression_ratio=s["compression_ratio"],
+            no_speech_prob=s["no_speech_prob"],
+            words=words,
+            temperature=0.0,
+        )
 
 
 def _speech(window: np.ndarray, vad: bool) -> tuple[np.ndarray, list[dict] | None] | None:
