@@ -87,6 +87,25 @@ def test_answers_with_and_without_a_grammar_run_side_by_side_in_one_batch(server
     assert server.service.engine._grammars.compiled == compiled_before + 1
 
 
+def test_a_schema_sent_by_many_at_once_is_compiled_once(server):
+    from schulki.inference.grammar import Grammars
+
+    grammars = Grammars(server.service.engine._grammars._vocab)  # a cache of its own, empty
+    schema = json.dumps({"type": "object", "properties": {"klasse": {"type": "string", "maxLength": 3}}})
+    together = threading.Barrier(8)
+
+    def student() -> None:
+        together.wait()
+        grammars.compile(schema)
+
+    threads = [threading.Thread(target=student) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert grammars.compiled == 1
+
+
 def test_json_object_gives_an_object_that_parses(stub):
     text = "".join(r.text for r in stub.Chat(ask("Nenne drei Farben.", '{"type": "object"}', max_tokens=64)))
     assert isinstance(json.loads(text), dict), text

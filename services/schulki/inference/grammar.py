@@ -154,19 +154,21 @@ class Grammars:
 
     def compile(self, schema_text: str) -> CompiledGrammar:
         """The grammar of a JSON schema's text, from the cache or compiled now; InvalidInput when it cannot be."""
+        # Compiled under the lock: a class that sends one task's schema at once would otherwise compile it once per
+        # student (each missing the cache before the first is in). A compile takes milliseconds, and the schema's
+        # size is bounded, so the others wait little.
         with self._lock:
             grammar = self._cache.get(schema_text)
             if grammar is not None:
                 self._cache.move_to_end(schema_text)
                 return grammar
-        gbnf = schema_to_gbnf(schema_text)
-        grammar = CompiledGrammar(schema_text, gbnf, self._parse(gbnf))
-        with self._lock:
+            gbnf = schema_to_gbnf(schema_text)
+            grammar = CompiledGrammar(schema_text, gbnf, self._parse(gbnf))
             self.compiled += 1
             self._cache[schema_text] = grammar
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
-        return grammar
+            return grammar
 
     def _parse(self, gbnf: str) -> llama_sampler_p:
         from schulki.runtime import llama_adapter as lc
