@@ -26,6 +26,7 @@ ADMIN_ARGUMENTS = {
     "admin_evaluation": [],
     "admin_models_save": [None, [], []],
     "admin_model_add": ["/etc/passwd", "eingeschleust"],
+    "admin_certificates": [],
 }
 
 
