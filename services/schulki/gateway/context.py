@@ -21,6 +21,7 @@ import hmac
 import os
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -30,7 +31,7 @@ from schulki.config import Config
 from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from schulki.gateway.accounts.database import Account, Accounts, Workspace, database_url
 from schulki.gateway.accounts.login_limits import LoginLimiter
-from schulki.gateway.accounts.quotas import Quotas, estimate_prompt_tokens
+from schulki.gateway.accounts.quotas import Quotas, Reservation, estimate_prompt_tokens
 from schulki.gateway.documents import whole_document
 from schulki.gateway.documents.file_records import FileRecords
 from schulki.gateway.documents.questions import AnswerEvent, DocumentQuestion, answer_question, check_question
@@ -77,6 +78,24 @@ class ModelAnswer(Generic[Event]):
 
 ChatAnswer = ModelAnswer[inference_pb.ChatResponse]
 """A chat's events and its model."""
+
+
+Streamed = TypeVar("Streamed", inference_pb.ChatResponse, inference_pb.CompleteResponse)
+
+
+async def _settled(reservation: Reservation, events: Callable[[], AsyncIterator[Streamed]]) -> AsyncGenerator[Streamed, None]:
+    """A model's events (``events()`` starts them) passed on with the token reservation kept: settled with the finish's
+    real usage, marked streamed once text went out, and released at the end, also when the request cannot be made or
+    the caller goes away mid-stream."""
+    try:
+        async for event in events():
+            if event.HasField("finish"):
+                reservation.settle(event.finish.usage.total_tokens)
+            else:
+                reservation.streamed = True
+            yield event
+    finally:
+        reservation.release()
 
 
 def _secret(config: Config) -> bytes:
@@ -230,8 +249,9 @@ class Gateway:
     ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
         reservation = self._quotas.reserve(account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request)
-        try:
-            async for event in self._services.chat(
+
+        def events() -> AsyncIterator[inference_pb.ChatResponse]:
+            return self._services.chat(
                 messages,
                 self.pseudonym(account),
                 reservation.max_tokens,
@@ -241,14 +261,11 @@ class Gateway:
                 model=model,
                 options=options,
                 logprobs=logprobs,
-            ):
-                if event.HasField("finish"):
-                    reservation.settle(event.finish.usage.total_tokens)
-                else:
-                    reservation.streamed = True
+            )
+
+        async with aclosing(_settled(reservation, events)) as settled:
+            async for event in settled:
                 yield event
-        finally:
-            reservation.release()
 
     def complete(
         self, account: Account, request: inference_pb.CompleteRequest, model: str | None = None
@@ -269,15 +286,9 @@ class Gateway:
         job = inference_pb.CompleteRequest()
         job.CopyFrom(request)
         job.max_tokens, job.user = reservation.max_tokens, self.pseudonym(account)
-        try:
-            async for event in self._services.complete(job, model):
-                if event.HasField("finish"):
-                    reservation.settle(event.finish.usage.total_tokens)
-                else:
-                    reservation.streamed = True
+        async with aclosing(_settled(reservation, lambda: self._services.complete(job, model))) as settled:
+            async for event in settled:
                 yield event
-        finally:
-            reservation.release()
 
     async def score_text(
         self, account: Account, text: str, model: str | None = None, top_logprobs: int = 0

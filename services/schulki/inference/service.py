@@ -146,18 +146,9 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         if request.HasField("max_tokens") and request.max_tokens >= n_ctx:
             raise InvalidInput(f"max_tokens {request.max_tokens} does not fit into the context of {n_ctx} tokens")
         prompt = await self._prompt_tokens(request.messages)
-        room = n_ctx - len(prompt)
-        if room <= 0:
-            raise InvalidInput(
-                f"Der Text ist zu lang: {len(prompt)} Tokens, es passen höchstens {n_ctx - 1}. Kürze ihn oder beginne einen neuen Chat. "
-                f"(The prompt has {len(prompt)} tokens; the context holds {n_ctx}.)"
-            )
-        max_tokens = request.max_tokens if request.HasField("max_tokens") else room
-        if max_tokens > room:
-            raise InvalidInput(
-                f"Prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the context of {n_ctx} tokens; "
-                f"at most {room} tokens can be generated."
-            )
+        max_tokens = _answer_room(
+            prompt, request.max_tokens if request.HasField("max_tokens") else None, n_ctx, "Kürze ihn oder beginne einen neuen Chat."
+        )
         log.info("chat: %d prompt tokens, max %d, last message %s", len(prompt), max_tokens, content(request.messages[-1].content))
         grammar = await asyncio.to_thread(self.engine.grammar, request.json_schema) if request.HasField("json_schema") else None
         job = Generation(
@@ -205,18 +196,7 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             prompt = await asyncio.to_thread(self.engine.raw_prompt_tokens, request.prompt)
         if not prompt:
             raise InvalidInput("Der Prompt ist leer. (The prompt is empty.)")
-        room = n_ctx - len(prompt)
-        if room <= 0:
-            raise InvalidInput(
-                f"Der Text ist zu lang: {len(prompt)} Tokens, es passen höchstens {n_ctx - 1}. Kürze ihn. "
-                f"(The prompt has {len(prompt)} tokens; the context holds {n_ctx}.)"
-            )
-        max_tokens = request.max_tokens if request.HasField("max_tokens") else room
-        if max_tokens > room:
-            raise InvalidInput(
-                f"Prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceed the context of {n_ctx} tokens; "
-                f"at most {room} tokens can be generated."
-            )
+        max_tokens = _answer_room(prompt, request.max_tokens if request.HasField("max_tokens") else None, n_ctx, "Kürze ihn.")
         log.info("complete: %d prompt tokens, max %d, prompt %s", len(prompt), max_tokens, content(request.prompt))
         job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences))
         async for response in self._stream_job(job, request.user or context.peer()):
@@ -336,3 +316,21 @@ def _choice_proto(choice: TokenChoice) -> pb.TokenChoice:
 
 def _token_proto(item: TokenLogprobs) -> pb.TokenLogprob:
     return pb.TokenLogprob(chosen=_choice_proto(item.chosen), alternatives=[_choice_proto(c) for c in item.alternatives])
+
+
+def _answer_room(prompt: list[int], max_tokens: int | None, n_ctx: int, advice: str) -> int:
+    """The tokens an answer may take after ``prompt``: ``max_tokens`` (None: all the context leaves); InvalidInput,
+    in German first with ``advice``, for a prompt that fills the context or an answer that would not fit beside it."""
+    room = n_ctx - len(prompt)
+    if room <= 0:
+        raise InvalidInput(
+            f"Der Text ist zu lang: {len(prompt)} Tokens, es passen höchstens {n_ctx - 1}. {advice} "
+            f"(The prompt has {len(prompt)} tokens; the context holds {n_ctx}.)"
+        )
+    wanted = room if max_tokens is None else max_tokens
+    if wanted > room:
+        raise InvalidInput(
+            f"Prompt ({len(prompt)} tokens) plus max_tokens ({wanted}) exceed the context of {n_ctx} tokens; "
+            f"at most {room} tokens can be generated."
+        )
+    return wanted
