@@ -15,17 +15,8 @@ import pytest
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
 from tests.gateway_stack import running_stack, stack_config
+from tests.json_schemas import PUPIL
 
-PUPIL = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 12},
-        "grade": {"enum": [1, 2, 3, 4, 5, 6]},
-        "passed": {"type": "boolean"},
-    },
-    "required": ["name", "grade", "passed"],
-    "additionalProperties": False,
-}
 PUPIL_FORMAT = {"type": "json_schema", "json_schema": {"name": "pupil", "schema": PUPIL, "strict": True}}
 QUESTION = [{"role": "user", "content": "Was ist die Hauptstadt von Frankreich?"}]
 

@@ -14,18 +14,8 @@ from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
 
+from tests.json_schemas import PUPIL
 from tests.service_support import service_fixtures
-
-PUPIL = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "maxLength": 12},
-        "grade": {"enum": [1, 2, 3, 4, 5, 6]},
-        "passed": {"type": "boolean"},
-    },
-    "required": ["name", "grade", "passed"],
-    "additionalProperties": False,
-}
 
 
 def make_service():
