@@ -532,6 +532,36 @@ class EvaluationConfig(Section):
     """Layers offloaded to the GPU during an evaluation; -1 means all of them (CPU where there is no GPU)."""
 
 
+class CategoryRule(Section):
+    """What moderation does when a category of the rules file matches a question or an answer."""
+
+    outcome: Literal["pass", "warn", "block"] = "block"
+    """pass: nothing changes; warn: the answer comes with a German note; block: a fixed, kind German answer instead of the model's (for self-harm with the Nummer gegen Kummer and the TelefonSeelsorge), and the model is not asked (a question) or is stopped (an answer)."""
+    notify: bool = False
+    """Write a flag (who, when, category, outcome) that the teachers of the user's classes and the admins see in the Hinweise tab."""
+
+
+class ModerationConfig(Section):
+    """Local moderation of the chat (the Chat tab and /v1/chat/completions): the school's own rules, on its own machines (gateway/moderation/)."""
+
+    enabled: bool = True
+    """Check every chat question before the model is asked and every answer as it streams. Off: no rules are read and nothing is checked."""
+    rules_file: Path | None = None
+    """The school's rules (TOML: German word lists and regular expressions per category); empty means the shipped German defaults, services/schulki/gateway/moderation/rules_de.toml, which is also the template to copy."""
+    self_harm: CategoryRule = Field(default_factory=lambda: CategoryRule(outcome="block", notify=True))
+    """Self-harm and suicidal thoughts: by default the help answer, and the user's teachers see a flag."""
+    violence: CategoryRule = Field(default_factory=lambda: CategoryRule(outcome="block", notify=True))
+    """Threats, plans of violence, weapons and explosives."""
+    sexual: CategoryRule = Field(default_factory=lambda: CategoryRule(outcome="block", notify=False))
+    """Explicit sexual content and requests for it (not sex education)."""
+    personal_data: CategoryRule = Field(default_factory=lambda: CategoryRule(outcome="warn", notify=False))
+    """Telephone numbers, e-mail addresses, IBANs and street addresses: by default a note asks not to share them."""
+    store_text: bool = False
+    """Keep the flagged text (at most 500 characters) in the flag, for the teachers and admins to read. Off: a flag holds who, when, the category and the outcome only."""
+    flag_retention_days: int = Field(default=90, ge=1)
+    """Days a flag is kept before the hourly retention purge deletes it."""
+
+
 class Config(BaseSettings):
     """All of schulki's settings."""
 
@@ -559,6 +589,8 @@ class Config(BaseSettings):
     """How ``schulki up`` divides this machine's cores between the engines."""
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     """``schulki eval`` and the planner's quality floor."""
+    moderation: ModerationConfig = Field(default_factory=ModerationConfig)
+    """Local moderation of chat questions and answers."""
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,7 @@ from schulki.gateway.api import document_questions as document_questions_api
 from schulki.gateway.api import documents as documents_api
 from schulki.gateway.api import errors as api_errors
 from schulki.gateway.api import files as files_api
+from schulki.gateway.api import moderation as moderation_api
 from schulki.gateway.api import openapi as openapi_api
 from schulki.gateway.api import vector_stores as vector_stores_api
 from schulki.gateway.api.errors import ApiError
@@ -111,7 +112,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> FastAPI:
         return body
 
     app.include_router(auth.router(gateway))
-    for api in (chat_api, completions_api, audio_api, documents_api, files_api, vector_stores_api, document_questions_api):
+    for api in (chat_api, completions_api, audio_api, documents_api, files_api, vector_stores_api, document_questions_api, moderation_api):
         app.include_router(api.router)  # each route takes the gateway from app.state (api/deps.py)
     openapi_api.install(app)
 

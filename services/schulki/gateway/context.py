@@ -39,6 +39,8 @@ from schulki.gateway.documents.store_ingests import DOCUMENT_PREFIX, StoreConten
 from schulki.gateway.documents.stored_files import FileRefused, find_file
 from schulki.gateway.documents.stores import FileRecord, Stores
 from schulki.gateway.documents.workspaces import WorkspaceRefused
+from schulki.gateway.moderation.flags import Flag, Flags
+from schulki.gateway.moderation.guard import GuardedAnswer, Moderation
 from schulki.gateway.nodes.chat_models import ChatModels
 from schulki.gateway.nodes.clients import NodeView, Services
 from schulki.gateway.privacy.folders import private_folder
@@ -62,9 +64,15 @@ Event = TypeVar("Event")
 class ModelAnswer(Generic[Event]):
     """A model's events, and the model that writes them: the one the user asked for, or their default."""
 
-    def __init__(self, model: str, events: AsyncGenerator[Event, None]) -> None:
+    def __init__(self, model: str, events: AsyncGenerator[Event, None], guard: GuardedAnswer | None = None) -> None:
         self.model = model
         self._events = events
+        self._guard = guard
+
+    @property
+    def filtered(self) -> bool:
+        """Whether moderation replaced the model's answer by a fixed one (the API says ``content_filter``)."""
+        return self._guard is not None and self._guard.filtered
 
     def __aiter__(self) -> ModelAnswer[Event]:
         return self
@@ -140,6 +148,8 @@ class Gateway:
         """The uploads of /v1/files, facts and bytes, in the accounts database (every gateway on it knows them)."""
         self._ingests = StoreIngests(self, services.list_documents, services.storage)
         """The vector stores' files and the ingests this app runs for them."""
+        self.moderation = Moderation(config.moderation, Flags(accounts.engine))
+        """The school's moderation rules, applied to every chat (``gateway/moderation/``), and their flags."""
 
     @classmethod
     def create(cls, config: Config) -> Gateway:
@@ -223,16 +233,17 @@ class Gateway:
     ) -> ChatAnswer:
         """``services.chat`` with the model the user asked for (None: their default; ModelChoiceError for one that does not
         exist or that they may not use), their pseudonym and a token reservation: prompt and longest answer are set aside
-        against the daily quota before the request starts, and settled with the real usage when it ends. ``options`` carries
+        against the daily quota before the request starts, and settled with the real usage when it ends; the school's
+        moderation rules apply to the question and the answer (``gateway/moderation/guard.py``). ``options`` carries
         the request's further fields (sampling, a JSON schema) into the inference request. ``logprobs``: None for none,
         else each token's log-probability and that many alternatives, as token events before its text."""
         chosen = self.models.resolve(account, model)
-        return ChatAnswer(
-            chosen,
-            self._chat(
-                account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options, logprobs=logprobs
-            ),
+        events = self._chat(
+            account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options, logprobs=logprobs
         )
+        # moderation reads the question before the model is asked, and the answer as it streams
+        guarded = self.moderation.guard(account, messages, events, whole_words=logprobs is None)
+        return ChatAnswer(chosen, guarded.events(), guarded)
 
     async def _chat(
         self,
@@ -499,6 +510,11 @@ class Gateway:
 
     async def purge_document(self, workspace: str, document_id: str) -> int:
         return await self._services.delete_document(workspace, document_id)
+
+    def moderation_flags(self, account: Account) -> list[Flag]:
+        """The moderation flags the user may see: an admin all, a teacher those of the students of her classes;
+        TeachersOnly for a student."""
+        return self.moderation.flags.visible_to(account, self.accounts)
 
     # -- admins only ---------------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from schulki.gateway.documents.questions import QuestionRefused
 from schulki.gateway.documents.stored_files import FileRefused
 from schulki.gateway.documents.whole_document import DocumentRefused
 from schulki.gateway.documents.workspaces import WorkspaceRefused
+from schulki.gateway.moderation.flags import TeachersOnly
 from schulki.gateway.nodes.chat_models import ModelChoiceError
 from schulki.gateway.nodes.clients import AnswerBrokeOff, ServiceDown
 from schulki.gateway.web.i18n import Strings
@@ -117,6 +118,11 @@ def _admin_only(_error: AdminOnly, s: Strings) -> Told:
     return Told(403, "permission_error", "Only admins may do this.", s["admin_only"], code="admin_only")
 
 
+def _teachers_only(_error: TeachersOnly, s: Strings) -> Told:
+    page = "Nur für Lehrkräfte und Admins." if s.lang == "de" else "Only for teachers and admins."
+    return Told(403, "permission_error", "Only teachers and admins may see moderation flags.", page, code="teachers_only")
+
+
 TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     AnswerBrokeOff: _broke_off,
     ServiceDown: _service_down,
@@ -128,6 +134,7 @@ TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     FileRefused: _file,
     WorkspaceRefused: _workspace,
     AdminOnly: _admin_only,
+    TeachersOnly: _teachers_only,
 }
 """The one table from domain error to what the API and the page tell the user."""
 

@@ -32,6 +32,7 @@ from schulki.gateway.api.responses import (
 )
 from schulki.gateway.api.schemas import ChatCompletionRequest, EmbeddingsRequest
 from schulki.gateway.api.sse import DONE, event_stream, sse_event
+from schulki.gateway.context import ModelAnswer
 from schulki.gateway.nodes.chat_models import ALIAS
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
@@ -82,6 +83,13 @@ async def chat_completions(body: ChatCompletionRequest, gateway: GatewayDep, acc
     return event_stream(_stream(first, events, chunk, body.include_usage))
 
 
+def _finish_reason(events: AsyncIterator[inference_pb.ChatResponse], finish: inference_pb.ChatFinish) -> str:
+    """OpenAI's finish reason; ``content_filter`` where moderation replaced the answer by a fixed one."""
+    if isinstance(events, ModelAnswer) and events.filtered:
+        return "content_filter"
+    return FINISH_REASONS.get(finish.reason, "stop")
+
+
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingsRequest, gateway: GatewayDep, account: AccountDep) -> EmbeddingList:
     if body.model not in (EMBEDDINGS_ALIAS, None) and body.model != await gateway.embeddings_model_name():
@@ -130,7 +138,11 @@ async def _complete(
         except StopAsyncIteration:
             break
     usage = finish.usage if finish else inference_pb.Usage()  # the quota was settled by gateway.chat
-    reason = FINISH_REASONS.get(finish.reason, "stop") if finish else "stop"
+    reason = _finish_reason(events, finish) if finish else "stop"
+    if isinstance(events, ModelAnswer) and events.filtered:
+        pieces = (
+            [pieces[-1].strip()] if pieces else pieces
+        )  # the fixed answer alone, without the part of the model's that went before the cut
     return ChatCompletion(
         id=chunk.id,
         created=chunk.created,
@@ -165,7 +177,7 @@ async def _stream(
             elif event.HasField("finish"):
                 if tokens:  # tokens whose text a stop string held back, or an end-of-turn token
                     yield piece(Delta())
-                yield piece(Delta(), FINISH_REASONS.get(event.finish.reason, "stop"))
+                yield piece(Delta(), _finish_reason(events, event.finish))
                 if include_usage:  # the quota was settled by gateway.chat
                     yield sse_event(chunk.model_copy(update={"usage": _usage(event.finish.usage)}))
             else:

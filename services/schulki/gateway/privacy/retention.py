@@ -8,6 +8,7 @@
 | Weaviate backups | ``backup_retention_days`` | ``gateway.backup_dir`` |
 | uploads in the gateway's cache, admin exports | ``gateway.upload_retention_hours`` | ``<data>/gateway/uploads``, ``files/<id>/exports`` |
 | uploads through ``/v1/files`` | ``gateway.upload_retention_hours`` | accounts database (each gateway's copy in its upload cache) |
+| moderation flags | ``moderation.flag_retention_days`` | accounts database |
 
 The purge also removes what belongs to no account any more: a private
 workspace ``u-<id>`` (or ``u-<id>-<random>``, made through the API) or a files folder whose account is gone (left when the
@@ -171,6 +172,8 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
         ),
     )
     await part("uploads", lambda: run_in_threadpool(purge_uploads, uploads_folder(gateway), upload_cutoff))
+    flag_days = gateway.config.moderation.flag_retention_days
+    await part("flags", lambda: run_in_threadpool(gateway.moderation.flags.purge, flag_days, now))
     await part("api_files", lambda: run_in_threadpool(gateway.file_records.purge, upload_cutoff))  # what /v1/files keeps in the database
     backups = gateway.config.gateway.backup_dir
     if backups is not None:

@@ -63,6 +63,7 @@ async def delete_user_data(gateway: Gateway, account: Account) -> None:
     await run_in_threadpool(shutil.rmtree, gateway.files_root / str(account.id), True)
     await run_in_threadpool(delete_user_files, gateway, account)
     gateway.file_owners.forget_account(account.id)
+    await run_in_threadpool(gateway.moderation.flags.forget_user, account.id)
     await run_in_threadpool(gateway.accounts.delete_user, account.id)
 
 

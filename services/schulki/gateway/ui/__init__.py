@@ -11,6 +11,7 @@ from schulki.gateway.ui.admin import build_admin_tab
 from schulki.gateway.ui.chat import build_chat_tab
 from schulki.gateway.ui.common import account_of
 from schulki.gateway.ui.documents import build_documents_tab
+from schulki.gateway.ui.moderation import build_moderation_tab
 from schulki.gateway.ui.thinking import CSS as THINKING_CSS
 from schulki.gateway.ui.thinking import build_thinking_tab, texts
 from schulki.gateway.ui.transcription import build_transcription_tab
@@ -73,6 +74,7 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
                 build_translate_tab(gateway, s, timer, demo)
             with gr.Tab(texts(s)["tab"], id="thinking"):
                 build_thinking_tab(gateway, s, timer, demo)
+            build_moderation_tab(gateway, s, demo)
             with gr.Tab(s["tab_admin"], id="admin", visible=False) as admin_tab:
                 build_admin_tab(gateway, s, demo)
 

@@ -185,7 +185,8 @@ def _respond_event(gateway: Gateway, s: Strings) -> Event:
                     gateway.models.record_speed(answer.model, event.finish.usage.completion_tokens - 1, time.monotonic() - first_piece)
             else:
                 first_piece = first_piece or time.monotonic()
-                history[-1]["content"] += event.text
+                # a blocked answer is replaced, not continued: moderation's fixed answer takes the place of what was shown
+                history[-1]["content"] = event.text.strip() if answer.filtered else history[-1]["content"] + event.text
                 yield history, history, "", current_id
         if gateway.retention_days() > 0:
             current_id = gateway.accounts.save_chat(account.id, current_id, history)

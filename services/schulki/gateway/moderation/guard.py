@@ -1,0 +1,170 @@
+"""Moderation applied to one chat: the user's question before the model is asked, the answer as it streams.
+
+The question: a category whose outcome is ``block`` answers with the fixed text of ``answers.BLOCKED`` and the
+model is not asked at all; ``warn`` lets the model answer after a German note; ``notify`` (with any outcome)
+writes a flag for the user's teachers and the admins.
+
+The answer: each piece is read as it arrives, together with the last ``Rules.longest_phrase`` characters before
+it (a phrase may straddle pieces), so the cost per piece stays the same however long the answer grows. Text is
+passed on only up to the last complete word, so a blocked word never reaches the user: on a block the model is
+stopped, and the fixed answer follows (the chat tab replaces what it showed; the API's stream ends with
+``finish_reason`` ``content_filter``). A request with log-probabilities gets every piece as it comes, since its
+token events belong to their pieces: there the cut comes after the piece that completed the match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Protocol
+
+from starlette.concurrency import run_in_threadpool
+
+from schulki.config import ModerationConfig
+from schulki.gateway.accounts.database import Account
+from schulki.gateway.moderation.answers import BLOCKED, WARNED
+from schulki.gateway.moderation.flags import Flags
+from schulki.gateway.moderation.rules import CATEGORIES, Hit, Rules
+from schulki.inference.v1 import inference_service_pb2 as inference_pb
+
+
+class Classifier(Protocol):
+    """A local model that names the categories of a text, beside the rules (none is built: see docs/decisions.md)."""
+
+    def categories(self, text: str) -> list[str]: ...
+
+
+class Moderation:
+    """The school's rules and settings, and the flags; ``guard`` applies them to one chat."""
+
+    def __init__(self, settings: ModerationConfig, flags: Flags, classifier: Classifier | None = None) -> None:
+        self.settings = settings
+        self.rules = Rules.load(settings.rules_file) if settings.enabled else None
+        self.flags = flags
+        self.classifier = classifier
+
+    def find(self, text: str) -> list[Hit]:
+        """The categories of a text whose outcome is not a silent pass (the rules, then the classifier if any)."""
+        if self.rules is None:
+            return []
+        hits = self.rules.find(text)
+        if self.classifier is not None:
+            named = {hit.category for hit in hits}
+            hits += [Hit(c, "") for c in self.classifier.categories(text) if c in CATEGORIES and c not in named]
+        return [hit for hit in hits if self._acts(hit.category)]
+
+    def _acts(self, category: str) -> bool:
+        rule = getattr(self.settings, category)
+        return rule.outcome != "pass" or rule.notify
+
+    def outcome(self, category: str) -> str:
+        return str(getattr(self.settings, category).outcome)
+
+    async def _notify(self, account: Account, hits: list[Hit], direction: str, text: str) -> None:
+        for hit in hits:
+            rule = getattr(self.settings, hit.category)
+            if rule.notify:
+                kept = text if self.settings.store_text else None
+                await run_in_threadpool(self.flags.add, account.id, hit.category, rule.outcome, direction, kept)
+
+    def guard(
+        self, account: Account, messages: list[dict[str, str]], events: AsyncGenerator[inference_pb.ChatResponse, None], whole_words: bool
+    ) -> GuardedAnswer:
+        """The chat's events with the rules applied; ``events`` is not started when the question is blocked.
+        ``whole_words``: hold back the last, unfinished word of the answer (False for requests with log-probabilities)."""
+        return GuardedAnswer(self, account, messages, events, whole_words)
+
+
+def _text(text: str) -> inference_pb.ChatResponse:
+    return inference_pb.ChatResponse(text=text)
+
+
+def _finish() -> inference_pb.ChatResponse:
+    return inference_pb.ChatResponse(finish=inference_pb.ChatFinish(reason=inference_pb.FINISH_REASON_STOP, usage=inference_pb.Usage()))
+
+
+def _word_end(text: str) -> int:
+    """Where the last complete word of a growing text ends (after its last space or punctuation)."""
+    for index in range(len(text) - 1, -1, -1):
+        if not text[index].isalnum():
+            return index + 1
+    return 0
+
+
+class GuardedAnswer:
+    """One chat's events under moderation; ``filtered`` turns True when a fixed answer replaced the model's."""
+
+    def __init__(
+        self,
+        moderation: Moderation,
+        account: Account,
+        messages: list[dict[str, str]],
+        events: AsyncGenerator[inference_pb.ChatResponse, None],
+        whole_words: bool,
+    ) -> None:
+        self._moderation, self._account, self._messages, self._events = moderation, account, messages, events
+        self._whole_words = whole_words
+        self.filtered = False
+
+    async def events(self) -> AsyncGenerator[inference_pb.ChatResponse, None]:
+        moderation = self._moderation
+        if moderation.rules is None:
+            async for event in self._events:
+                yield event
+            return
+        last = self._messages[-1] if self._messages else {}
+        question = str(last.get("content") or "") if last.get("role") == "user" else ""
+        hits = moderation.find(question) if question else []
+        await moderation._notify(self._account, hits, "input", question)
+        blocking = [hit.category for hit in hits if moderation.outcome(hit.category) == "block"]
+        if blocking:
+            await self._events.aclose()  # never started: the model is not asked, no tokens are reserved
+            self.filtered = True
+            yield _text(BLOCKED[blocking[0]])
+            yield _finish()
+            return
+        warned = [hit.category for hit in hits if moderation.outcome(hit.category) == "warn"]
+        if warned:
+            yield _text("\n\n".join(WARNED[category] for category in warned) + "\n\n")
+        async for event in self._answer(set(warned)):
+            yield event
+
+    async def _answer(self, noted: set[str]) -> AsyncIterator[inference_pb.ChatResponse]:
+        moderation, rules = self._moderation, self._moderation.rules
+        assert rules is not None
+        text, sent, scanned, flagged, later = "", 0, 0, set[str](), set[str]()
+        try:
+            async for event in self._events:
+                if event.HasField("token"):
+                    yield event
+                    continue
+                finished = event.HasField("finish")
+                if not finished:
+                    text += event.text
+                end = len(text) if finished or not self._whole_words else _word_end(text)
+                if end > scanned:
+                    start = text.rfind(" ", 0, max(0, scanned - rules.longest_phrase)) + 1
+                    hits = [hit for hit in moderation.find(text[start:end]) if hit.category not in flagged]
+                    scanned = end
+                    flagged.update(hit.category for hit in hits)
+                    await moderation._notify(self._account, hits, "output", text)
+                    blocking = [hit.category for hit in hits if moderation.outcome(hit.category) == "block"]
+                    if blocking:
+                        self.filtered = True
+                        yield _text(("\n\n" if sent else "") + BLOCKED[blocking[0]])
+                        yield _finish()
+                        return  # the finally below stops the model
+                    later.update(hit.category for hit in hits if moderation.outcome(hit.category) == "warn" and hit.category not in noted)
+                if finished:
+                    if sent < len(text):
+                        yield _text(text[sent:])
+                    if later:  # the notes for what the answer itself touched, after it
+                        yield _text("\n\n" + "\n\n".join(WARNED[c] for c in CATEGORIES if c in later))
+                    yield event
+                elif not self._whole_words:
+                    sent = len(text)
+                    yield event
+                elif end > sent:
+                    yield _text(text[sent:end])
+                    sent = end
+        finally:
+            await self._events.aclose()
