@@ -167,6 +167,17 @@ def core_split(out: str) -> None:
     assert (during50 > 0 and during95 > 0) or math.isnan(during50), out
 
 
+def moderation(out: str) -> None:
+    wrong, ordinary, _ = figures(rf"^false positives: {NUMBER} of {NUMBER} ordinary questions \({NUMBER}%\)$", out)
+    caught, cases, _ = figures(rf"^true positives: {NUMBER} of {NUMBER} harmful cases \({NUMBER}%\)$", out)
+    positive(ordinary, cases, caught)
+    assert 0 <= wrong <= ordinary and caught <= cases, out
+    pieces, _, guarded, _ = figures(
+        rf"^streaming: {NUMBER} pieces, CPU time unread {NUMBER} ms, guarded {NUMBER} ms, {NUMBER} us per piece$", out
+    )
+    positive(pieces, guarded)
+
+
 CHECKS: dict[str, Callable[[str], None]] = {
     "batch_bench.py": batch,
     "core_split_bench.py": core_split,
@@ -176,6 +187,7 @@ CHECKS: dict[str, Callable[[str], None]] = {
     "inference_bench.py": inference,
     "keystroke_bench.py": keystroke,
     "language_detection_bench.py": language_detection,
+    "moderation_bench.py": moderation,
     "multi_node_load_bench.py": multi_node_load,
     "retrieval_bench.py": retrieval,
     "table_ingest_bench.py": table_ingest,

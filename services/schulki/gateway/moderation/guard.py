@@ -4,9 +4,10 @@ The question: a category whose outcome is ``block`` answers with the fixed text 
 model is not asked at all; ``warn`` lets the model answer after a German note; ``notify`` (with any outcome)
 writes a flag for the user's teachers and the admins.
 
-The answer: each piece is read as it arrives, together with the last ``Rules.longest_phrase`` characters before
-it (a phrase may straddle pieces), so the cost per piece stays the same however long the answer grows. Text is
-passed on only up to the last complete word, so a blocked word never reaches the user: on a block the model is
+The answer: each word is read once, as it completes, together with as many words before it as a term spans and
+the last ``PATTERN_CHARS`` characters for the patterns (a phrase may straddle pieces), so the cost per piece stays
+the same however long the answer grows. Text is passed on only up to the last complete word, so a blocked word
+never reaches the user: on a block the model is
 stopped, and the fixed answer follows (the chat tab replaces what it showed; the API's stream ends with
 ``finish_reason`` ``content_filter``). A request with log-probabilities gets every piece as it comes, since its
 token events belong to their pieces: there the cut comes after the piece that completed the match.
@@ -23,7 +24,7 @@ from schulki.config import ModerationConfig
 from schulki.gateway.accounts.database import Account
 from schulki.gateway.moderation.answers import BLOCKED, WARNED
 from schulki.gateway.moderation.flags import Flags
-from schulki.gateway.moderation.rules import CATEGORIES, Hit, Rules
+from schulki.gateway.moderation.rules import CATEGORIES, PATTERN_CHARS, Hit, Rules, words
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
 
@@ -42,11 +43,12 @@ class Moderation:
         self.flags = flags
         self.classifier = classifier
 
-    def find(self, text: str) -> list[Hit]:
-        """The categories of a text whose outcome is not a silent pass (the rules, then the classifier if any)."""
+    def find(self, text: str, folded: list[str] | None = None) -> list[Hit]:
+        """The categories of a text whose outcome is not a silent pass (the rules, then the classifier if any);
+        ``folded``: the normalised words to read the terms in, where they are known already."""
         if self.rules is None:
             return []
-        hits = self.rules.find(text)
+        hits = self.rules.find(text) if folded is None else self.rules.find_in(folded, text)
         if self.classifier is not None:
             named = {hit.category for hit in hits}
             hits += [Hit(c, "") for c in self.classifier.categories(text) if c in CATEGORIES and c not in named]
@@ -132,6 +134,7 @@ class GuardedAnswer:
         moderation, rules = self._moderation, self._moderation.rules
         assert rules is not None
         text, sent, scanned, flagged, later = "", 0, 0, set[str](), set[str]()
+        folded: list[str] = []  # the normalised words of the answer up to ``scanned``, each normalised once
         try:
             async for event in self._events:
                 if event.HasField("token"):
@@ -140,10 +143,15 @@ class GuardedAnswer:
                 finished = event.HasField("finish")
                 if not finished:
                     text += event.text
-                end = len(text) if finished or not self._whole_words else _word_end(text)
+                end = len(text) if finished else _word_end(text)  # read at word ends, whatever is passed on when
                 if end > scanned:
-                    start = text.rfind(" ", 0, max(0, scanned - rules.longest_phrase)) + 1
-                    hits = [hit for hit in moderation.find(text[start:end]) if hit.category not in flagged]
+                    # only the new words, with as many before them as a term spans, and the last characters for the
+                    # patterns: the same small cost per piece however long the answer grows
+                    new = words(text[scanned:end])
+                    folded += new
+                    recent = folded[-(rules.longest_words + len(new)) :]
+                    window = text[text.rfind(" ", 0, max(0, end - PATTERN_CHARS)) + 1 : end]
+                    hits = [hit for hit in moderation.find(window, recent) if hit.category not in flagged]
                     scanned = end
                     flagged.update(hit.category for hit in hits)
                     await moderation._notify(self._account, hits, "output", text)
