@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     plan.set_defaults(func=cmd_plan)
 
+    from schulki.compliance.cli import add_parser as add_compliance_parser
+
+    add_compliance_parser(commands)
     from schulki.evaluation.cli import add_parser as add_eval_parser
 
     add_eval_parser(commands)

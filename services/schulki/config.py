@@ -562,6 +562,19 @@ class ModerationConfig(Section):
     """Days a flag is kept before the hourly retention purge deletes it."""
 
 
+class ComplianceConfig(Section):
+    """What only the school knows for the documents ``schulki compliance`` writes (every other fact comes from the settings); empty fields show as "[bitte eintragen]"."""
+
+    school_name: str = ""
+    """The school, as the controller (Verantwortlicher) of the processing."""
+    school_address: str = ""
+    """The school's postal address."""
+    controller_contact: str = ""
+    """Who at the school answers for schulki (name, role, mail or phone), for the record of processing and the letter to parents."""
+    data_protection_officer: str = ""
+    """The school's (or the Schulträger's) data protection officer and how to reach them."""
+
+
 class Config(BaseSettings):
     """All of schulki's settings."""
 
@@ -591,6 +604,8 @@ class Config(BaseSettings):
     """``schulki eval`` and the planner's quality floor."""
     moderation: ModerationConfig = Field(default_factory=ModerationConfig)
     """Local moderation of chat questions and answers."""
+    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
+    """The school's own facts for ``schulki compliance``."""
 
     @classmethod
     def settings_customise_sources(
