@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "schulki.gateway.documents",  # documents, vector stores and files
             "schulki.gateway.nodes",  # the service nodes and the chat models they serve
             "schulki.gateway.privacy",  # data protection: retention, export, deletion
+            "schulki.gateway.moderation",  # moderation rules, their outcomes and flags
             "schulki.gateway.web",  # web plumbing under the API and the UI
             "schulki.gateway.context",
             "schulki.gateway.errors",
