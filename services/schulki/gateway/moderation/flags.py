@@ -95,6 +95,21 @@ class Flags:
             for row in rows
         ]
 
+    def of_user(self, user_id: int) -> list[dict[str, object]]:
+        """The user's own flags, oldest first, for the export of their data (their right of access)."""
+        with self._session() as db:
+            rows = list(db.scalars(select(_FlagRow).where(_FlagRow.user_id == user_id).order_by(_FlagRow.at, _FlagRow.id)))
+        return [
+            {
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.at)),
+                "category": row.category,
+                "outcome": row.outcome,
+                "direction": row.direction,
+                "text": row.text,
+            }
+            for row in rows
+        ]
+
     def purge(self, days: int, now: float | None = None) -> int:
         """Delete the flags older than ``days``; how many."""
         cutoff = int((time.time() if now is None else now) - days * 86400)

@@ -44,6 +44,7 @@ chats.json        gespeicherte Chats mit allen Nachrichten (stored chats with ev
 dokumente.json    Dokumente in "Meine Dokumente" und deinen eigenen Arbeitsbereichen (documents in your own workspaces)
 dokumente/        der gespeicherte Text jedes Dokuments, Abschnitt für Abschnitt (the stored text of each document)
 transkripte/      deine Transkripte (your transcripts)
+hinweise.json     Hinweise der Moderation zu dir: wann, Bereich, Folge (moderation flags about you)
 
 Passwort und API-Key sind nur als Hash gespeichert und deshalb nicht enthalten.
 (Password and API key are stored only as hashes and are therefore not included.)
@@ -100,6 +101,8 @@ async def export_user_data(gateway: Gateway, account: Account) -> bytes:
         archive.writestr("LIESMICH.txt", README)
         archive.writestr("konto.json", json.dumps({**facts["account"], "usage": facts["usage"]}, ensure_ascii=False, indent=2))
         archive.writestr("chats.json", json.dumps(facts["chats"], ensure_ascii=False, indent=2))
+        flags = await run_in_threadpool(gateway.moderation.flags.of_user, account.id)
+        archive.writestr("hinweise.json", json.dumps(flags, ensure_ascii=False, indent=2))
         listing = []
         for index, (document, text, store_name) in enumerate(zip(documents, texts, store_names, strict=True), start=1):
             name = _file_name(index, document.source)
