@@ -159,3 +159,18 @@ def test_the_flag_reaches_the_teacher_of_the_class_only(stack):
     with httpx.Client(base_url=stack.url, timeout=60) as stranger:  # and nobody without a session
         assert stranger.post("/gradio_api/call/moderation_flags", json={"data": []}).status_code == 401
         assert stranger.get("/v1/moderation/flags").status_code == 401
+
+
+def test_blocked_questions_count_against_the_per_minute_limit(stack):
+    """A loop of blocked questions meets the request limit like any other, and writes no flag past it."""
+    student = make_user(stack, "student", ("8c",))
+    teacher = make_user(stack, "teacher", ("8c",))
+    limits = stack.config.gateway.requests_per_minute
+    before = dict(limits)
+    limits["student"] = 3
+    try:
+        answers = [_chat(stack, student, "Ich will mich umbringen.") for _ in range(4)]
+    finally:
+        limits.update(before)
+    assert [a.status_code for a in answers] == [200, 200, 200, 429], [a.text for a in answers]
+    assert sum(f["user"] == student.name for f in _flags_v1(stack, teacher).json()["data"]) == 3

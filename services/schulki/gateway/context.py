@@ -242,7 +242,7 @@ class Gateway:
             account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options, logprobs=logprobs
         )
         # moderation reads the question before the model is asked, and the answer as it streams
-        guarded = self.moderation.guard(account, messages, events, whole_words=logprobs is None)
+        guarded = self.moderation.guard(account, messages, events, whole_words=logprobs is None, admit=lambda: self._quotas.admit(account))
         return ChatAnswer(chosen, guarded.events(), guarded)
 
     async def _chat(

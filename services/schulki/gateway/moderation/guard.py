@@ -15,7 +15,7 @@ token events belong to their pieces: there the cut comes after the piece that co
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
@@ -69,11 +69,18 @@ class Moderation:
                 await run_in_threadpool(self.flags.add, account.id, hit.category, rule.outcome, direction, kept)
 
     def guard(
-        self, account: Account, messages: list[dict[str, str]], events: AsyncGenerator[inference_pb.ChatResponse, None], whole_words: bool
+        self,
+        account: Account,
+        messages: list[dict[str, str]],
+        events: AsyncGenerator[inference_pb.ChatResponse, None],
+        whole_words: bool,
+        admit: Callable[[], None],
     ) -> GuardedAnswer:
-        """The chat's events with the rules applied; ``events`` is not started when the question is blocked.
-        ``whole_words``: hold back the last, unfinished word of the answer (False for requests with log-probabilities)."""
-        return GuardedAnswer(self, account, messages, events, whole_words)
+        """The chat's events with the rules applied; ``events`` is not started when the question is blocked, and
+        ``admit`` counts the blocked question as a request instead (a loop of blocked questions meets the per-minute
+        limit, not an ever longer flag table). ``whole_words``: hold back the last, unfinished word of the answer
+        (False for requests with log-probabilities)."""
+        return GuardedAnswer(self, account, messages, events, whole_words, admit)
 
 
 def _text(text: str) -> inference_pb.ChatResponse:
@@ -102,9 +109,10 @@ class GuardedAnswer:
         messages: list[dict[str, str]],
         events: AsyncGenerator[inference_pb.ChatResponse, None],
         whole_words: bool,
+        admit: Callable[[], None],
     ) -> None:
         self._moderation, self._account, self._messages, self._events = moderation, account, messages, events
-        self._whole_words = whole_words
+        self._whole_words, self._admit = whole_words, admit
         self.filtered = False
 
     async def events(self) -> AsyncGenerator[inference_pb.ChatResponse, None]:
@@ -116,14 +124,16 @@ class GuardedAnswer:
         last = self._messages[-1] if self._messages else {}
         question = str(last.get("content") or "") if last.get("role") == "user" else ""
         hits = moderation.find(question) if question else []
-        await moderation._notify(self._account, hits, "input", question)
         blocking = [hit.category for hit in hits if moderation.outcome(hit.category) == "block"]
         if blocking:
             await self._events.aclose()  # never started: the model is not asked, no tokens are reserved
+            self._admit()  # QuotaExceeded (429) for one request too many, before a flag is written
+            await moderation._notify(self._account, hits, "input", question)
             self.filtered = True
             yield _text(BLOCKED[blocking[0]])
             yield _finish()
             return
+        await moderation._notify(self._account, hits, "input", question)
         warned = [hit.category for hit in hits if moderation.outcome(hit.category) == "warn"]
         if warned:
             yield _text("\n\n".join(WARNED[category] for category in warned) + "\n\n")
