@@ -156,7 +156,8 @@ def summary(students: list[Student], wall: float, cpu: dict[str, float]) -> dict
     tokens = max(sum(s.tokens for s in students), 1)
     return {
         "cpu_server_ms": 1000 * cpu.get("cpu_server", 0.0) / tokens,
-        "cpu_here_ms": 1000 * cpu.get("cpu_here", 0.0) / tokens,
+        "cpu_client_ms": 1000 * cpu.get("cpu_client", 0.0) / tokens,
+        "cpu_gateway_ms": 1000 * (cpu.get("cpu_here", 0.0) - cpu.get("cpu_client", 0.0)) / tokens,
         "requests": requests,
         "prompt_mean": sum(s.prompt_tokens for s in students) / max(requests, 1),
         "completion_mean": sum(s.tokens for s in students) / max(requests, 1),
@@ -385,27 +386,30 @@ def cpu_seconds(pid: int | None) -> float:
 
 @contextlib.contextmanager
 def cpu_use(server: int | None, into: dict[str, float]) -> Iterator[None]:
-    """Measure the CPU seconds of the server process (when it has its own) and of this one (the students, and schulki's
-    gateway) over the block, into ``into``."""
-    before = cpu_seconds(server) if server else 0.0, cpu_seconds(None)
+    """Measure the CPU seconds of the server process (when it has its own), of this one (the students, and schulki's
+    gateway) and of the calling thread (the students: ``asyncio.run`` runs them on it) over the block, into ``into``.
+    The gateway's share is this process's less the students' thread: uvicorn, gRPC and the worker threads."""
+    before = cpu_seconds(server) if server else 0.0, cpu_seconds(None), time.thread_time()
     yield
     into["cpu_server"] = (cpu_seconds(server) - before[0]) if server else 0.0
     into["cpu_here"] = cpu_seconds(None) - before[1]
+    into["cpu_client"] = time.thread_time() - before[2]
 
 
 def side_by_side(rows: dict[str, dict[str, float]]) -> None:
     print(
         f"\n{'server':<34} {'TTFT p50':>9} {'TTFT p95':>9} {'tokens/s':>9} {'requests':>9} {'errors':>7} {'prompt/req':>11} {'answer/req':>11}"
-        f" {'CPU ms/token: server':>21} {'bench process':>14}"
+        f" {'CPU ms/token: server':>21} {'gateway':>8} {'client':>7}"
     )
     for name, r in rows.items():
         print(
             f"{name:<34} {r['ttft_p50']:>8.2f}s {r['ttft_p95']:>8.2f}s {r['tokens_s']:>9.1f} {r['requests']:>9.0f} {r['errors']:>7.0f}"
-            f" {r['prompt_mean']:>11.1f} {r['completion_mean']:>11.1f} {r['cpu_server_ms']:>21.1f} {r['cpu_here_ms']:>14.1f}"
+            f" {r['prompt_mean']:>11.1f} {r['completion_mean']:>11.1f} {r['cpu_server_ms']:>21.2f} {r['cpu_gateway_ms']:>8.2f} {r['cpu_client_ms']:>7.2f}"
         )
     print(
-        "CPU ms/token: CPU time per generated token of the server's own process (schulki's inference service; 0 when it runs"
-        " in the benchmark's process) and of the benchmark's process (the students, and schulki's gateway)"
+        "CPU ms/token: CPU time per generated token of the server's own process (schulki's inference service or llama-server;"
+        " 0 when it runs in the benchmark's process), of schulki's gateway (the benchmark's process less the students' thread;"
+        " 0 for llama-server, which has none) and of the students' HTTP client (the thread that runs them)"
     )
 
 

@@ -121,6 +121,8 @@ def running_stack(data_dir: Path, services: tuple[str, ...] = ALL_SERVICES, conf
         if "retrieval" in services:
             config.retrieval.embeddings_address = servers["embeddings"].address
             config.retrieval.store_path = data_dir / "retrieval"
+            # ingest yields to this stack's own chat, not to whatever else listens on the default inference port
+            config.retrieval.inference_address = servers["inference"].address if "inference" in servers else f"127.0.0.1:{free_port()}"
             servers["retrieval"] = stack.enter_context(InProcessServer([build_service("retrieval", config)]))
             config.gateway.retrieval_addresses = [servers["retrieval"].address]
         for name in ALL_SERVICES:

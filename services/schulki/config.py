@@ -318,6 +318,14 @@ class RetrievalConfig(Section):
     """Chunks sent to the embeddings service in one call while ingesting; each call reports progress, and the embeddings service packs them into its own batches."""
     embeddings_timeout_s: Seconds = 120.0
     """How long one call to the embeddings service may take, in seconds."""
+    yield_to_class: bool = True
+    """Ingest yields to the class: before parsing and before each embedding batch it waits while chat requests wait in the inference service's line (retrieval/class_yield.py). Off: full speed, for a machine where embeddings have their own node or GPU and an upload takes nothing from the chat."""
+    inference_address: str | None = None
+    """The inference service ingest yields to (host:port); empty means this machine at inference.port. When it cannot be asked, ingest does not wait."""
+    yield_max_wait_s: Seconds = 10.0
+    """Longest wait of one ingest step for the class's line to empty, in seconds, so that an upload still moves on during a class whose line never empties."""
+    embed_batch_texts_in_class: Count = 4
+    """Chunks per embedding call while answers are being generated (instead of embed_batch_texts): short steps, so the embeddings' cores are back for the chat soon and the next look at the line comes soon."""
     text_language: str = "German"
     """Language of the full-text index's stemmer in the embedded store (for example German, English); applies to new workspaces. Weaviate has no stemmer: with German its BM25 leaves German function words out of questions instead of English ones (weaviate_store.GERMAN_STOP_WORDS; applies to new collections)."""
     vector_index_min_rows: Count = 20_000

@@ -97,13 +97,13 @@ async def _settled(reservation: Reservation, events: Callable[[], AsyncIterator[
     the caller goes away mid-stream."""
     try:
         async for event in events():
-            if event.HasField("finish"):
-                reservation.settle(event.finish.usage.total_tokens)
+            if event.HasField("finish"):  # settled before the finish goes out: a client that saw it sees its usage counted
+                await reservation.settle_off_loop(event.finish.usage.total_tokens)
             else:
                 reservation.streamed = True
             yield event
     finally:
-        reservation.release()
+        await reservation.release_off_loop()
 
 
 def _secret(config: Config) -> bytes:
@@ -178,6 +178,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self._services.close()
+        self._quotas.close()
 
     def available(self, service: str) -> bool:
         """Whether a node of the service (inference, embeddings, transcription, retrieval) answers its health checks."""
@@ -259,7 +260,9 @@ class Gateway:
         logprobs: int | None = None,
     ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
-        reservation = self._quotas.reserve(account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request)
+        reservation = await self._quotas.reserve_off_loop(
+            account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request
+        )
 
         def events() -> AsyncIterator[inference_pb.ChatResponse]:
             return self._services.chat(
@@ -293,7 +296,9 @@ class Gateway:
     ) -> AsyncGenerator[inference_pb.CompleteResponse, None]:
         fill = request.fill_in_the_middle
         texts = [request.prompt, fill.prefix, fill.suffix, *(f.file_name + f.text for f in fill.extra_files)]
-        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text} for text in texts]), request.max_tokens)
+        reservation = await self._quotas.reserve_off_loop(
+            account, estimate_prompt_tokens([{"content": text} for text in texts]), request.max_tokens
+        )
         job = inference_pb.CompleteRequest()
         job.CopyFrom(request)
         job.max_tokens, job.user = reservation.max_tokens, self.pseudonym(account)

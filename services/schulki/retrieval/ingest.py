@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schulki.config import RetrievalConfig
+from schulki.retrieval.class_yield import ClassYield
 from schulki.retrieval.embedder import EmbeddingsClient
 from schulki.retrieval.parse_process import ParsedChunks, ParseLimits, parse_in_process
 from schulki.retrieval.parsing import fetch_url, format_of
@@ -82,9 +83,10 @@ def ingest_slots(config: RetrievalConfig, cpus: int | None = None) -> FairSchedu
 class Ingestor:
     """Turns uploads and URLs into stored documents."""
 
-    def __init__(self, store: Store, embedder: EmbeddingsClient, config: RetrievalConfig, incoming: Path):
+    def __init__(self, store: Store, embedder: EmbeddingsClient, config: RetrievalConfig, incoming: Path, class_yield: ClassYield):
         self.store = store
         self.embedder = embedder
+        self.class_yield = class_yield
         self.config = config
         self.incoming = incoming
         # Parsing and embedding are the heavy part: only a few documents at a time, the rest wait their turn,
@@ -140,6 +142,7 @@ class Ingestor:
     ) -> AsyncIterator[Progress | DocumentRecord]:
         """Parse, chunk, embed and store a received file."""
         document: ParsedChunks | None = None
+        await self.class_yield.wait_turn()
         async for item in self._parse(path, file_name):
             if isinstance(item, ParsedChunks):
                 document = item
@@ -156,10 +159,11 @@ class Ingestor:
             if used + max(size_bytes, text_bytes) > quota:
                 raise over_quota(used, quota)
         vectors: list[list[float]] = []
-        batch = self.config.embed_batch_texts
         yield Progress("embedding", 0, len(chunks), "chunks")
-        for start in range(0, len(chunks), batch):
-            vectors += await self.embedder.embed([c.text for c in chunks[start : start + batch]])
+        while len(vectors) < len(chunks):
+            load = await self.class_yield.wait_turn()  # the class's waiting chats go first
+            batch = self.config.embed_batch_texts_in_class if load and load.running else self.config.embed_batch_texts
+            vectors += await self.embedder.embed([c.text for c in chunks[len(vectors) : len(vectors) + batch]])
             yield Progress("embedding", len(vectors), len(chunks), "chunks")
         document_id = uuid.uuid4().hex[:16]
         record = DocumentRecord(

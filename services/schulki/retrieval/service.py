@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from schulki.config import Config
+from schulki.retrieval.class_yield import ClassYield
 from schulki.retrieval.embedder import EmbeddingsClient
 from schulki.retrieval.ingest import Ingestor, Progress, Upload, workspace_quota_bytes
 from schulki.retrieval.store import DocumentRecord, Store
@@ -69,6 +70,7 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         self.store: Store | None = None
         address = self.settings.embeddings_address or f"127.0.0.1:{config.embeddings.port}"
         self.embedder = EmbeddingsClient(address, config.runtime, self.settings.embeddings_timeout_s)
+        self.class_yield = ClassYield(config)
         self.ingestor: Ingestor | None = None
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -79,12 +81,13 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         removed = await asyncio.to_thread(self.store.recover)
         if removed:
             log.warning("removed %d documents whose ingest had not finished", removed)
-        self.ingestor = Ingestor(self.store, self.embedder, self.settings, store_folder(self.config) / "incoming")
+        self.ingestor = Ingestor(self.store, self.embedder, self.settings, store_folder(self.config) / "incoming", self.class_yield)
         await asyncio.to_thread(self.ingestor.clear_incoming)
         self.embedder.open()
 
     async def close(self) -> None:
         await self.embedder.close()
+        await self.class_yield.close()
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
 

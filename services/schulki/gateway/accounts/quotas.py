@@ -3,13 +3,27 @@
 Both are counted in the accounts database, so they survive a restart and add
 up across gateways that share it: requests per minute in a sliding window
 (rate_windows.py), tokens per day in the usage table.
+
+A streamed answer's admission, reservation and settlement run on one writer
+thread of their own (``reserve_off_loop``, ``Reservation.settle_off_loop``),
+not on the event loop that streams every answer: a commit of SQLite or a round
+trip to PostgreSQL no longer holds up the pieces of the other answers. The one
+thread also keeps the writes in the order they were asked for, and SQLite's
+single writer is never contended by the gateway's own requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
 from schulki.config import GatewayConfig
 from schulki.gateway.accounts.database import Account, Accounts
 from schulki.gateway.accounts.rate_windows import SharedWindow
+
+T = TypeVar("T")
 
 
 class QuotaExceeded(Exception):
@@ -49,6 +63,19 @@ class Reservation:
             self.settle(0)
         self.open = False
 
+    async def settle_off_loop(self, used_tokens: int) -> None:
+        """``settle`` on the quotas' writer thread; the event loop goes on streaming meanwhile."""
+        if self.open:
+            self.open = False
+            await self.quotas.off_loop(self.quotas.accounts.count_usage, self.account.id, tokens=used_tokens - self.reserved)
+
+    async def release_off_loop(self) -> None:
+        """``release`` on the writer thread. Marked closed before the write is queued: a cancelled caller (the client went
+        away) stops waiting, and the queued write still runs."""
+        if self.open and not self.streamed:
+            await self.settle_off_loop(0)
+        self.open = False
+
 
 class Quotas:
     """Checks and counts what each user may still do."""
@@ -57,6 +84,27 @@ class Quotas:
         self.config = config
         self.accounts = accounts
         self.requests = SharedWindow(accounts.engine, "requests", 60.0)
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schulki-quotas")
+
+    async def off_loop(self, work: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """``work`` on the writer thread, awaited; a caller cancelled meanwhile leaves it to run to its end there."""
+        return await asyncio.wrap_future(self._writer.submit(work, *args, **kwargs))
+
+    async def reserve_off_loop(self, account: Account, prompt_tokens: int, max_tokens: int, count_request: bool = True) -> Reservation:
+        """``reserve`` on the writer thread. A caller cancelled while it runs does not leak the reservation: the writer
+        releases it right after, as the next job in its queue."""
+        future = self._writer.submit(self.reserve, account, prompt_tokens, max_tokens, count_request)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self._writer.submit(_release_reserved, future)
+            raise
+
+    def close(self) -> None:
+        """Wait for the writes queued so far (the app's shutdown): no settlement is lost. A fresh writer takes over, for
+        an app that starts the same Gateway again."""
+        done, self._writer = self._writer, ThreadPoolExecutor(max_workers=1, thread_name_prefix="schulki-quotas")
+        done.shutdown(wait=True)
 
     def _spent(self, account: Account) -> QuotaExceeded:
         token_limit = self.config.tokens_per_day.get(account.role, 0)
@@ -91,3 +139,9 @@ class Quotas:
     def add_tokens(self, account: Account, tokens: int) -> None:
         if tokens > 0:
             self.accounts.count_usage(account.id, tokens=tokens)
+
+
+def _release_reserved(reserved: Future[Reservation]) -> None:
+    """Release a reservation whose requester went away before it got it (run on the writer, after the reservation)."""
+    if not reserved.cancelled() and reserved.exception() is None:
+        reserved.result().release()

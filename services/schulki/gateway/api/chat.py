@@ -31,7 +31,7 @@ from schulki.gateway.api.responses import (
     Usage,
 )
 from schulki.gateway.api.schemas import ChatCompletionRequest, EmbeddingsRequest
-from schulki.gateway.api.sse import DONE, event_stream, sse_event
+from schulki.gateway.api.sse import DONE, TextEvents, event_stream, sse_event
 from schulki.gateway.context import ModelAnswer
 from schulki.gateway.nodes.chat_models import ALIAS
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
@@ -168,6 +168,8 @@ async def _stream(
         tokens.clear()
         return sse_event(chunk.model_copy(update={"choices": [ChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish_reason)]}))
 
+    # a piece of text without log-probabilities, the most frequent event by far: its frame is dumped once per answer
+    text_event = TextEvents(lambda text: chunk.model_copy(update={"choices": [ChunkChoice(delta=Delta(content=text))]}))
     yield piece(Delta(role="assistant", content=""))
     event = first
     try:
@@ -180,8 +182,10 @@ async def _stream(
                 yield piece(Delta(), _finish_reason(events, event.finish))
                 if include_usage:  # the quota was settled by gateway.chat
                     yield sse_event(chunk.model_copy(update={"usage": _usage(event.finish.usage)}))
-            else:
+            elif tokens:
                 yield piece(Delta(content=event.text))
+            else:
+                yield text_event(event.text)
             event = await anext(events)
     except StopAsyncIteration:
         pass

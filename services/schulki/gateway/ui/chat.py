@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import gradio as gr
+from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.context import Gateway
 from schulki.gateway.ui.common import account_of, handles_errors, status_banner
@@ -189,7 +190,8 @@ def _respond_event(gateway: Gateway, s: Strings) -> Event:
                 history[-1]["content"] = event.text.strip() if answer.filtered else history[-1]["content"] + event.text
                 yield history, history, "", current_id
         if gateway.retention_days() > 0:
-            current_id = gateway.accounts.save_chat(account.id, current_id, history)
+            # the commit on a worker thread: the event loop streams the other students' answers meanwhile
+            current_id = await run_in_threadpool(gateway.accounts.save_chat, account.id, current_id, history)
         yield history, history, "", current_id
 
     return respond

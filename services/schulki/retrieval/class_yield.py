@@ -1,0 +1,89 @@
+"""Ingest that yields to the class: parsing and embedding wait while the chat's inference service has requests in line.
+
+On one machine an upload's parsing and embedding share the cores with the
+class's chat. The OS priority (``cores.background_nice``) lets the chat's
+threads go first where they compete, but a busy embedding step still takes
+cores the chat could use. So before each step (the parse, each embedding
+batch) the ingest asks the inference service how many requests wait for their
+turn (GetModelInfo's ``queue_length``) and waits while any do, up to
+``retrieval.yield_max_wait_s`` per step, so that an upload still moves on
+during a class that never empties its line. While answers only run (nothing
+waits), steps go on, in batches of ``retrieval.embed_batch_texts_in_class``
+chunks, so each step is short and the next check comes soon.
+
+Where embeddings have their own node or GPU, ``retrieval.yield_to_class =
+false`` lets ingest run at full speed. When the inference service cannot be
+asked (not started, another machine without a route), ingest does not wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from schulki.config import Config
+from schulki.inference.v1 import inference_service_pb2 as inference_pb
+from schulki.inference.v1 import inference_service_pb2_grpc as inference_grpc
+from schulki.runtime import logs
+from schulki.runtime.client import call_metadata, open_channel
+
+log = logging.getLogger("schulki.retrieval")
+
+POLL_S = 0.25
+"""How often a waiting step asks again: a line of chats empties in a few hundred milliseconds once it moves."""
+
+
+@dataclass(frozen=True)
+class ClassLoad:
+    """What the inference service said: requests waiting for their turn, answers being generated."""
+
+    queued: int
+    running: int
+
+
+class ClassYield:
+    """Asks the inference service how busy the class is; ``wait_turn`` is what an ingest step calls first."""
+
+    def __init__(self, config: Config) -> None:
+        settings = config.retrieval
+        self.enabled = settings.yield_to_class
+        self.max_wait_s = settings.yield_max_wait_s
+        self.address = settings.inference_address or f"127.0.0.1:{config.inference.port}"
+        self.runtime = config.runtime
+        self._stub: inference_grpc.InferenceServiceStub | None = None
+        self._channel: grpc.aio.Channel | None = None
+
+    async def load(self) -> ClassLoad | None:
+        """The inference service's line now; None when it cannot be asked (then nothing waits for it)."""
+        if self._stub is None:
+            self._channel = open_channel(self.address, self.runtime, aio=True)
+            self._stub = inference_grpc.InferenceServiceStub(self._channel)
+        try:
+            info = await self._stub.GetModelInfo(
+                inference_pb.GetModelInfoRequest(), timeout=2.0, metadata=call_metadata(self.runtime, logs.request_id.get())
+            )
+        except grpc.aio.AioRpcError as error:
+            log.debug("inference service at %s not asked about its line: %s", self.address, error.code().name)
+            return None
+        return ClassLoad(queued=info.queue_length, running=info.running_sequences)
+
+    async def wait_turn(self) -> ClassLoad | None:
+        """Wait while requests of the class wait in the inference service's line, at most ``max_wait_s``; returns the
+        load the step goes on with (None: off, or the inference service could not be asked)."""
+        if not self.enabled:
+            return None
+        deadline = time.monotonic() + self.max_wait_s
+        load = await self.load()
+        while load is not None and load.queued > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+            load = await self.load()
+        return load
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel, self._stub = None, None

@@ -1,0 +1,118 @@
+"""Ingest yields to the class: a step waits while chats wait in the real inference service's line, and goes on after.
+
+The inference service decodes one answer at a time here, so a few students'
+chats make a line; ``ClassYield.wait_turn`` (what every ingest step calls
+first) must not return while the line holds anyone, must give up after its
+longest wait, and must not wait at all when turned off or when the inference
+service cannot be asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import grpc
+from schulki.config import Config
+from schulki.inference import build
+from schulki.inference.v1 import inference_service_pb2 as pb
+from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
+from schulki.retrieval.class_yield import ClassYield
+
+from tests.service_support import service_fixtures, wait_until
+
+STUDENTS = 3
+
+
+def make_service():
+    config = Config()
+    config.inference.threads = 1
+    config.inference.parallel_sequences = 1  # one answer at a time: the others wait in the line
+    config.inference.max_queued = 16
+    return build(config)
+
+
+server, channel, stub = service_fixtures(make_service, pb_grpc.InferenceServiceStub)
+
+
+class Student(threading.Thread):
+    """One streamed chat; records when its first piece came (when it left the line)."""
+
+    def __init__(self, stub, user: str):
+        super().__init__(daemon=True)
+        self.stub, self.user = stub, user
+        self.first_piece: float | None = None
+        self.error: grpc.RpcError | None = None
+
+    def run(self):
+        request = pb.ChatRequest(
+            messages=[pb.Message(role=pb.ROLE_USER, content="Erzähl eine lange Geschichte über einen Drachen.")],
+            max_tokens=48,
+            sampling=pb.SamplingOptions(temperature=0.0),
+            user=self.user,
+        )
+        try:
+            for response in self.stub.Chat(request, timeout=600):
+                if self.first_piece is None and not response.HasField("finish"):
+                    self.first_piece = time.monotonic()
+        except grpc.RpcError as error:
+            self.error = error
+
+
+def class_yield(server, **settings) -> ClassYield:
+    config = Config()
+    config.retrieval.inference_address = server.address
+    for name, value in settings.items():
+        setattr(config.retrieval, name, value)
+    return ClassYield(config)
+
+
+def wait_turn(watch: ClassYield):
+    async def once():
+        try:
+            return await watch.wait_turn()
+        finally:
+            await watch.close()
+
+    return asyncio.run(once())
+
+
+def queued(stub) -> int:
+    return stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30).queue_length
+
+
+def test_an_ingest_step_waits_while_the_class_waits_and_goes_on_after(server, stub):
+    students = [Student(stub, f"student-{i}") for i in range(STUDENTS)]
+    for student in students:
+        student.start()
+    try:
+        wait_until(lambda: queued(stub) > 0, timeout=120, what="a line of chats")
+
+        # turned off (embeddings on their own node or GPU): no wait, no question asked
+        assert wait_turn(class_yield(server, yield_to_class=False)) is None
+        # a line that does not empty within the longest wait: the step goes on anyway, and says what it saw
+        started = time.monotonic()
+        load = wait_turn(class_yield(server, yield_max_wait_s=0.5))
+        assert load is not None and load.queued > 0, load
+        assert time.monotonic() - started < 60
+
+        load = wait_turn(class_yield(server, yield_max_wait_s=600))
+        returned = time.monotonic()
+        assert load is not None and load.queued == 0, load
+        # the line had emptied before the step went on: every student but the one being answered (one answer at a time;
+        # its first piece may still be on its way) had had a first piece; when the wait began, two still waited
+        waiting = [s for s in students if s.first_piece is None or s.first_piece > returned]
+        assert len(waiting) <= 1, [s.first_piece for s in students]
+    finally:
+        for student in students:
+            student.join(600)
+    assert all(s.error is None for s in students), [s.error for s in students]
+
+
+def test_an_ingest_step_does_not_wait_for_an_inference_service_it_cannot_ask():
+    config = Config()
+    config.retrieval.inference_address = "127.0.0.1:1"  # nothing listens on port 1
+    started = time.monotonic()
+    assert wait_turn(ClassYield(config)) is None
+    assert time.monotonic() - started < 30
