@@ -15,6 +15,7 @@ from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError, streamed_error_body
 from schulki.gateway.api.responses import (
     AssistantMessage,
+    CalledFunction,
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -24,9 +25,12 @@ from schulki.gateway.api.responses import (
     Embedding,
     EmbeddingList,
     EmbeddingUsage,
+    FunctionDelta,
     ModelCard,
     ModelList,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
@@ -35,7 +39,11 @@ from schulki.gateway.api.sse import DONE, event_stream, sse_event
 from schulki.gateway.nodes.chat_models import ALIAS
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
-FINISH_REASONS = {inference_pb.FINISH_REASON_STOP: "stop", inference_pb.FINISH_REASON_LENGTH: "length"}
+FINISH_REASONS = {
+    inference_pb.FINISH_REASON_STOP: "stop",
+    inference_pb.FINISH_REASON_LENGTH: "length",
+    inference_pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
 CHAT_ALIAS = ALIAS
 EMBEDDINGS_ALIAS = "schulki-embeddings"
 WHISPER_ALIAS = "whisper-1"
@@ -116,6 +124,7 @@ async def _complete(
 ) -> ChatCompletion:
     pieces, finish = [], None
     tokens: list[TokenLogprob] = []
+    calls: list[ToolCall] = []
     asked = first.HasField("token")  # a request with logprobs gets a token event before every piece of text
     event = first
     while True:
@@ -123,6 +132,9 @@ async def _complete(
             finish = event.finish
         elif event.HasField("token"):
             tokens.append(_token_logprob(event.token))
+        elif event.HasField("tool_call"):
+            call = event.tool_call
+            calls.append(ToolCall(id=call.id, function=CalledFunction(name=call.name, arguments=call.arguments)))
         else:
             pieces.append(event.text)
         try:
@@ -137,7 +149,9 @@ async def _complete(
         model=chunk.model,
         choices=[
             Choice(
-                message=AssistantMessage(content="".join(pieces)),
+                message=AssistantMessage(content="".join(pieces) or None, tool_calls=calls)
+                if calls
+                else AssistantMessage(content="".join(pieces)),
                 logprobs=ChoiceLogprobs(content=tokens) if asked or tokens else None,
                 finish_reason=reason,
             )
@@ -157,11 +171,19 @@ async def _stream(
         return sse_event(chunk.model_copy(update={"choices": [ChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish_reason)]}))
 
     yield piece(Delta(role="assistant", content=""))
+    calls = 0  # tool calls sent so far: the next one's index
     event = first
     try:
         while True:
             if event.HasField("token"):
                 tokens.append(_token_logprob(event.token))
+            elif event.HasField("tool_call"):
+                # A call arrives whole (the service reads it once its arguments are complete): its head, then its arguments.
+                call, index = event.tool_call, calls
+                head = ToolCallDelta(index=index, id=call.id, type="function", function=FunctionDelta(name=call.name, arguments=""))
+                yield piece(Delta(tool_calls=[head]))
+                yield piece(Delta(tool_calls=[ToolCallDelta(index=index, function=FunctionDelta(arguments=call.arguments))]))
+                calls += 1
             elif event.HasField("finish"):
                 if tokens:  # tokens whose text a stop string held back, or an end-of-turn token
                     yield piece(Delta())
