@@ -11,3 +11,14 @@ PUPIL = {
     "additionalProperties": False,
 }
 """A pupil's record: a short name, a German grade, passed or not; small, so greedy and sampled answers end quickly."""
+
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+"""The parameters of a weather tool: a short city name and a unit; small, so a forced call ends quickly."""

@@ -15,7 +15,7 @@ import pytest
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
 from tests.gateway_stack import running_stack, stack_config
-from tests.json_schemas import PUPIL
+from tests.json_schemas import PUPIL, WEATHER
 
 PUPIL_FORMAT = {"type": "json_schema", "json_schema": {"name": "pupil", "schema": PUPIL, "strict": True}}
 QUESTION = [{"role": "user", "content": "Was ist die Hauptstadt von Frankreich?"}]
@@ -112,15 +112,12 @@ REFUSED = {
     "modalities": ["text", "audio"],
     "moderation": {"type": "auto"},
     "n": 2,
-    "parallel_tool_calls": True,
     "prediction": {"type": "content", "content": "Paris"},
     "prompt_cache_options": {"mode": "explicit"},
     "prompt_cache_retention": "24h",
     "reasoning_effort": "low",
     "service_tier": "flex",
     "store": True,
-    "tool_choice": "auto",
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
     "verbosity": "low",
     "web_search_options": {},
 }
@@ -212,7 +209,38 @@ def _top_logprobs(client, engine) -> None:
     assert all(len(token.top_logprobs) == 3 for token in completion.choices[0].logprobs.content)
 
 
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time"}},
+]
+
+
+def _calls(client, **fields) -> list:
+    return (
+        client.chat.completions.create(model="schulki-chat", messages=QUESTION, max_tokens=64, temperature=0, **fields)
+        .choices[0]
+        .message.tool_calls
+        or []
+    )
+
+
+def _tools(client, engine) -> None:  # test_gateway_tools.py checks the calls' shape and validity
+    assert _calls(client, tools=TOOLS, tool_choice="required") and not _calls(client)
+
+
+def _tool_choice(client, engine) -> None:
+    assert _calls(client, tools=TOOLS, tool_choice="required") and not _calls(client, tools=TOOLS, tool_choice="none")
+
+
+def _parallel_tool_calls(client, engine) -> None:
+    assert len(_calls(client, tools=TOOLS, tool_choice="required")) > 1
+    assert len(_calls(client, tools=TOOLS, tool_choice="required", parallel_tool_calls=False)) == 1
+
+
 EFFECTS: dict[str, Callable] = {
+    "tools": _tools,
+    "tool_choice": _tool_choice,
+    "parallel_tool_calls": _parallel_tool_calls,
     "logprobs": _logprobs,
     "top_logprobs": _top_logprobs,
     "messages": _messages,

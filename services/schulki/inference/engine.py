@@ -15,13 +15,14 @@ import multiprocessing
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from schulki.config import InferenceConfig
 from schulki.inference.batching import BatchDecoder, BatchStats, Piece, Request
 from schulki.inference.fill_in import FimTokens, fill_in_the_middle_prompt, fim_tokens_of
 from schulki.inference.grammar import CompiledGrammar, Grammars
 from schulki.inference.logprobs import TokenLogprobs
+from schulki.inference.tool_calls import ToolFormat, tool_format_of
 from schulki.inference.types import Generation, GenerationResult, ModelInfo
 from schulki.models.gguf import quant_name
 from schulki.runtime.errors import InvalidInput, NotReady
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from llama_cpp._internals import LlamaModel
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     from llama_cpp.llama_cpp import llama_context_p
-    from llama_cpp.llama_types import ChatCompletionRequestMessage
+    from llama_cpp.llama_types import ChatCompletionRequestMessage, ChatCompletionTool
 
 log = logging.getLogger("schulki.inference")
 
@@ -67,6 +68,8 @@ class ChatEngine:
         self._decoder: BatchDecoder | None = None
         self._formatter: Jinja2ChatFormatter | None = None
         self._grammars: Grammars | None = None
+        self.tool_format = ToolFormat(native=False)
+        """How this model's prompt shows tools and how it writes calls (tool_calls.py); set when it loads."""
         self.info: ModelInfo | None = None
 
     @property
@@ -118,6 +121,7 @@ class ChatEngine:
             bos_token=model.token_get_text(bos) if bos != -1 else "",
         )
         self._grammars = Grammars(model.vocab)
+        self.tool_format = tool_format_of(self._formatter, template)
         n_ctx_seq = lc.llama_n_ctx_seq(self._ctx)
         n_swa = 0 if c.full_swa_cache else lc.llama_model_n_swa(model.model)
         self._decoder = BatchDecoder(
@@ -171,12 +175,15 @@ class ChatEngine:
             raise NotReady("Das Modell ist nicht geladen. (the model is not loaded)")
         return self._decoder
 
-    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        """Apply the model's chat template and tokenize; safe to call beside a generation."""
+    def chat_tokens(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Apply the model's chat template (with ``tools`` in OpenAI's shape, for a template that renders them) and
+        tokenize; safe to call beside a generation."""
         model, formatter = self._ready_model()
         try:
             # llama-cpp-python types messages as OpenAI's TypedDicts; the template reads role and content, which these have.
-            result = formatter(messages=cast("list[ChatCompletionRequestMessage]", messages))
+            result = formatter(
+                messages=cast("list[ChatCompletionRequestMessage]", messages), tools=cast("list[ChatCompletionTool] | None", tools)
+            )
         except Exception as error:  # the template rejected the conversation
             raise InvalidInput(f"Das Modell kann dieses Gespräch nicht verarbeiten: {error}") from None
         return model.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
@@ -186,6 +193,12 @@ class ChatEngine:
         if self._grammars is None:
             raise NotReady("Das Modell ist nicht geladen. (the model is not loaded)")
         return self._grammars.compile(schema_text)
+
+    def grammar_of_gbnf(self, gbnf: str) -> CompiledGrammar:
+        """A grammar written in GBNF (a tool call's), compiled once, then cached."""
+        if self._grammars is None:
+            raise NotReady("Das Modell ist nicht geladen. (the model is not loaded)")
+        return self._grammars.compile_gbnf(gbnf)
 
     def tokens_of(self, text: str) -> list[int]:
         """Plain text as the model's tokens (no chat template, no special tokens)."""

@@ -162,13 +162,25 @@ class Grammars:
             if grammar is not None:
                 self._cache.move_to_end(schema_text)
                 return grammar
-            gbnf = schema_to_gbnf(schema_text)
-            grammar = CompiledGrammar(schema_text, gbnf, self._parse(gbnf))
-            self.compiled += 1
-            self._cache[schema_text] = grammar
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-            return grammar
+            return self._add(schema_text, schema_to_gbnf(schema_text))
+
+    def compile_gbnf(self, gbnf: str) -> CompiledGrammar:
+        """A grammar written in GBNF (a tool call's, tool_calls.py), from the cache or parsed now."""
+        key = "gbnf:" + gbnf  # a schema's text is JSON and never starts so
+        with self._lock:
+            grammar = self._cache.get(key)
+            if grammar is not None:
+                self._cache.move_to_end(key)
+                return grammar
+            return self._add(key, gbnf)
+
+    def _add(self, key: str, gbnf: str) -> CompiledGrammar:
+        grammar = CompiledGrammar(key, gbnf, self._parse(gbnf))
+        self.compiled += 1
+        self._cache[key] = grammar
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return grammar
 
     def _parse(self, gbnf: str) -> llama_sampler_p:
         from schulki.runtime import llama_adapter as lc

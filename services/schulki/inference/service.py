@@ -13,6 +13,7 @@ import grpc
 from schulki.config import InferenceConfig
 from schulki.inference.engine import ChatEngine
 from schulki.inference.logprobs import MAX_TOP_LOGPROBS, LogprobRequest, TokenChoice, TokenLogprobs
+from schulki.inference.tool_calls import CallWatcher, call_gbnf, checked_tools, conversation, template_tools
 from schulki.inference.types import Generation, GenerationResult, ModelInfo, Sampling
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
@@ -22,30 +23,12 @@ from schulki.runtime.logs import content
 
 log = logging.getLogger("schulki.inference")
 
-ROLES = {pb.ROLE_SYSTEM: "system", pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant"}
-FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH}
+FINISH_REASONS = {"stop": pb.FINISH_REASON_STOP, "length": pb.FINISH_REASON_LENGTH, "tool_calls": pb.FINISH_REASON_TOOL_CALLS}
 MAX_STOP_SEQUENCES = 8
 MAX_NEXT_TEMPERATURE = 5.0
 """NextTokens' temperature slider ends here: at 5 the distribution of a small model is nearly flat already."""
 GREEDY = Sampling(temperature=0.0, top_p=1.0, top_k=0, repeat_penalty=1.0)
 """Scoring a text and the next-token list sample nothing; their jobs still carry a chain, the cheapest."""
-
-
-def messages_from_proto(messages: Sequence[pb.Message]) -> list[dict[str, str]]:
-    """Check a conversation and turn it into the chat template's input."""
-    if not messages:
-        raise InvalidInput("Die Nachricht ist leer. (The conversation has no messages.)")
-    result = []
-    for i, m in enumerate(messages):
-        role = ROLES.get(m.role)
-        if role is None:
-            raise InvalidInput(
-                f"Nachricht {i + 1} hat eine unbekannte Rolle ({m.role}); erlaubt sind system, user und assistant. (unknown role)"
-            )
-        result.append({"role": role, "content": m.content})
-    if not any(m["content"].strip() for m in result):
-        raise InvalidInput("Die Nachricht ist leer. (All messages are empty.)")
-    return result
 
 
 class InferenceService(pb_grpc.InferenceServiceServicer):
@@ -94,7 +77,8 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         return info
 
     async def _prompt_tokens(self, messages: Sequence[pb.Message]) -> list[int]:
-        return await asyncio.to_thread(self.engine.chat_tokens, messages_from_proto(messages))
+        """A conversation's tokens (tool calls and results in it written in the model's tool format, tool_calls.py)."""
+        return await asyncio.to_thread(self.engine.chat_tokens, conversation(messages, None, self.engine.tool_format))
 
     def _sampling(self, request: pb.ChatRequest) -> Sampling:
         s, c = request.sampling, self.config
@@ -145,12 +129,17 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             raise InvalidInput(f"max_tokens must be positive, not {request.max_tokens}")
         if request.HasField("max_tokens") and request.max_tokens >= n_ctx:
             raise InvalidInput(f"max_tokens {request.max_tokens} does not fit into the context of {n_ctx} tokens")
-        prompt = await self._prompt_tokens(request.messages)
+        tools, tool_format = checked_tools(request), self.engine.tool_format
+        shown = template_tools(tools) if tool_format.native else None
+        prompt = await asyncio.to_thread(self.engine.chat_tokens, conversation(request.messages, tools, tool_format), shown)
         max_tokens = _answer_room(
             prompt, request.max_tokens if request.HasField("max_tokens") else None, n_ctx, "Kürze ihn oder beginne einen neuen Chat."
         )
         log.info("chat: %d prompt tokens, max %d, last message %s", len(prompt), max_tokens, content(request.messages[-1].content))
         grammar = await asyncio.to_thread(self.engine.grammar, request.json_schema) if request.HasField("json_schema") else None
+        if (gbnf := call_gbnf(tools, tool_format)) is not None:
+            grammar = await asyncio.to_thread(self.engine.grammar_of_gbnf, gbnf)
+        watcher = CallWatcher(tools, tool_format) if tools.active else None
         job = Generation(
             prompt_tokens=prompt,
             max_tokens=max_tokens,
@@ -167,15 +156,23 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
                     result = item  # the last item: generate ends here
                 elif isinstance(item, TokenLogprobs):
                     yield pb.ChatResponse(token=_token_proto(item))
-                else:
-                    yield pb.ChatResponse(text=item)
+                elif (text := watcher.push(item) if watcher else item) != "":
+                    yield pb.ChatResponse(text=text)
         assert result is not None, "a generation that does not raise ends with its result"
+        finish_reason = result.finish_reason
+        if watcher is not None:
+            calls, rest = watcher.end(finish_reason)
+            if rest:
+                yield pb.ChatResponse(text=rest)
+            for call in calls:
+                yield pb.ChatResponse(tool_call=call)
+            finish_reason = "tool_calls" if calls else finish_reason
         # The turn is handed on before the finish is sent, so the next request can join the engine's next step.
         usage = pb.Usage(
             prompt_tokens=len(prompt), completion_tokens=result.completion_tokens, total_tokens=len(prompt) + result.completion_tokens
         )
-        log.info("chat done: %s after %d tokens", result.finish_reason, result.completion_tokens)
-        yield pb.ChatResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[result.finish_reason], usage=usage))
+        log.info("chat done: %s after %d tokens", finish_reason, result.completion_tokens)
+        yield pb.ChatResponse(finish=pb.ChatFinish(reason=FINISH_REASONS[finish_reason], usage=usage))
 
     async def Complete(self, request: pb.CompleteRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CompleteResponse]:
         """A raw prompt continued, or with ``fill_in_the_middle`` the gap between a prefix and a suffix filled (fill_in.py);

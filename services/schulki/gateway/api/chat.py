@@ -15,6 +15,7 @@ from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.errors import ApiError, streamed_error_body
 from schulki.gateway.api.responses import (
     AssistantMessage,
+    CalledFunction,
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -24,9 +25,12 @@ from schulki.gateway.api.responses import (
     Embedding,
     EmbeddingList,
     EmbeddingUsage,
+    FunctionDelta,
     ModelCard,
     ModelList,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
@@ -36,7 +40,11 @@ from schulki.gateway.context import ModelAnswer
 from schulki.gateway.nodes.chat_models import ALIAS
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
-FINISH_REASONS = {inference_pb.FINISH_REASON_STOP: "stop", inference_pb.FINISH_REASON_LENGTH: "length"}
+FINISH_REASONS = {
+    inference_pb.FINISH_REASON_STOP: "stop",
+    inference_pb.FINISH_REASON_LENGTH: "length",
+    inference_pb.FINISH_REASON_TOOL_CALLS: "tool_calls",
+}
 CHAT_ALIAS = ALIAS
 EMBEDDINGS_ALIAS = "schulki-embeddings"
 WHISPER_ALIAS = "whisper-1"
@@ -124,6 +132,7 @@ async def _complete(
 ) -> ChatCompletion:
     pieces, finish = [], None
     tokens: list[TokenLogprob] = []
+    calls: list[ToolCall] = []
     asked = first.HasField("token")  # a request with logprobs gets a token event before every piece of text
     event = first
     while True:
@@ -131,6 +140,9 @@ async def _complete(
             finish = event.finish
         elif event.HasField("token"):
             tokens.append(_token_logprob(event.token))
+        elif event.HasField("tool_call"):
+            call = event.tool_call
+            calls.append(ToolCall(id=call.id, function=CalledFunction(name=call.name, arguments=call.arguments)))
         else:
             pieces.append(event.text)
         try:
@@ -149,7 +161,9 @@ async def _complete(
         model=chunk.model,
         choices=[
             Choice(
-                message=AssistantMessage(content="".join(pieces)),
+                message=AssistantMessage(content="".join(pieces) or None, tool_calls=calls)
+                if calls
+                else AssistantMessage(content="".join(pieces)),
                 logprobs=ChoiceLogprobs(content=tokens) if asked or tokens else None,
                 finish_reason=reason,
             )
@@ -171,11 +185,19 @@ async def _stream(
     # a piece of text without log-probabilities, the most frequent event by far: its frame is dumped once per answer
     text_event = TextEvents(lambda text: chunk.model_copy(update={"choices": [ChunkChoice(delta=Delta(content=text))]}))
     yield piece(Delta(role="assistant", content=""))
+    calls = 0  # tool calls sent so far: the next one's index
     event = first
     try:
         while True:
             if event.HasField("token"):
                 tokens.append(_token_logprob(event.token))
+            elif event.HasField("tool_call"):
+                # A call arrives whole (the service reads it once its arguments are complete): its head, then its arguments.
+                call, index = event.tool_call, calls
+                head = ToolCallDelta(index=index, id=call.id, type="function", function=FunctionDelta(name=call.name, arguments=""))
+                yield piece(Delta(tool_calls=[head]))
+                yield piece(Delta(tool_calls=[ToolCallDelta(index=index, function=FunctionDelta(arguments=call.arguments))]))
+                calls += 1
             elif event.HasField("finish"):
                 if tokens:  # tokens whose text a stop string held back, or an end-of-turn token
                     yield piece(Delta())

@@ -10,6 +10,9 @@ with a 400 naming it (``schemas.ChatCompletionRequest`` lists them all):
 - ``response_format`` ``json_object`` and ``json_schema`` become a JSON schema
   the service turns into a grammar, so the answer always parses and, for
   ``json_schema``, validates (``strict`` or not: the grammar is always strict);
+- ``tools``, ``tool_choice`` and ``parallel_tool_calls`` let the answer call
+  functions (chat_tools.py; with a call, ``response_format`` and ``logprobs``
+  are refused);
 - ``logprobs`` and ``top_logprobs`` give each answer token's log-probability and its alternatives;
 - ``store: false``, ``service_tier`` ``auto``/``default``
   and ``modalities: ["text"]`` ask for what schulki does anyway and are taken;
@@ -29,7 +32,7 @@ from pydantic_core import PydanticCustomError
 
 SAMPLING_FIELDS = ("top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
 """Fields of the chat request that are SamplingOptions of the same name for the inference service."""
-OUTPUT_FIELDS = (*SAMPLING_FIELDS, "logit_bias", "response_format")
+OUTPUT_FIELDS = (*SAMPLING_FIELDS, "logit_bias", "response_format", "tools", "tool_choice", "parallel_tool_calls")
 """Every field ``ChatCompletionRequest.inference_options`` hands to the inference service (beside temperature, seed and stop)."""
 
 JSON_OBJECT_SCHEMA = '{"type": "object"}'

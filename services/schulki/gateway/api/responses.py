@@ -67,9 +67,37 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class CalledFunction(BaseModel):
+    name: str
+    arguments: str
+    """The arguments as a JSON object's text."""
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    """The answer's text; null when the answer is tool calls."""
+    tool_calls: list[ToolCall] | None = omitted()
+
+
+class FunctionDelta(BaseModel):
+    name: str | None = omitted()
+    arguments: str | None = omitted()
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed tool call: the first of a call carries its id, type and name, the next its arguments."""
+
+    index: int
+    id: str | None = omitted()
+    type: Literal["function"] | None = omitted()
+    function: FunctionDelta
 
 
 class TopLogprob(BaseModel):
@@ -111,6 +139,7 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = omitted()
     content: str | None = omitted()
+    tool_calls: list[ToolCallDelta] | None = omitted()
 
 
 class ChunkChoice(BaseModel):

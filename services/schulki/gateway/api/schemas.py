@@ -8,6 +8,7 @@ their values) are logged, so a client that relies on one is noticed.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schulki.gateway.api import chat_options
+from schulki.gateway.api import chat_options, chat_tools
 from schulki.gateway.api.errors import from_validation_errors
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
 
@@ -83,13 +84,41 @@ def refused(message: str) -> PydanticCustomError:
     return PydanticCustomError("refused", message)
 
 
+class CalledFunction(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=1 << 20)
+    """The arguments as a JSON object's text, as the answer gave them."""
+
+    @field_validator("arguments")
+    @classmethod
+    def _json_object(cls, arguments: str) -> str:
+        try:
+            if isinstance(json.loads(arguments or "{}"), dict):
+                return arguments
+        except ValueError:
+            pass
+        raise ValueError("arguments must be the text of a JSON object")
+
+
+class CalledTool(BaseModel):
+    """One tool call of an earlier assistant message, as the answer gave it."""
+
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
-    """One message; content is text or a list of text parts (images and audio are not supported)."""
+    """One message; content is text or a list of text parts (images and audio are not supported). An assistant
+    message may carry the tool calls it made, a tool message the result of one (tool_call_id names the call)."""
 
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = ""
+    tool_calls: list[CalledTool] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=64)
 
     @field_validator("content")
     @classmethod
@@ -99,9 +128,17 @@ class ChatMessage(BaseModel):
         return content
 
     def as_prompt(self) -> dict[str, str]:
-        """{role, content} as the inference service takes it: developer is system, text parts joined."""
+        """{role, content} as the inference service takes it: developer is system, text parts joined; a call's or a
+        tool result's fields beside them (``tool_calls`` as JSON text, read by the inference client)."""
         content = self.content if isinstance(self.content, str) else "".join(str(part.get("text", "")) for part in self.content or [])
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+        prompt = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if self.tool_calls:
+            calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments} for c in self.tool_calls]
+            prompt["tool_calls"] = json.dumps(calls, ensure_ascii=False)
+        if self.role == "tool":
+            prompt["tool_call_id"] = self.tool_call_id or ""
+            prompt["name"] = self.name or ""
+        return prompt
 
 
 class ChatCompletionRequest(OpenAIRequest):
@@ -109,6 +146,10 @@ class ChatCompletionRequest(OpenAIRequest):
     (chat_options.py says which and why; a test walks the official client's request type)."""
 
     messages: list[ChatMessage] = Field(min_length=1)
+    # tools before tool_choice: the choice's check reads the tools
+    tools: chat_tools.Tools = None
+    tool_choice: chat_tools.ToolChoice = None
+    parallel_tool_calls: bool | None = None
     model: str = Field(min_length=1)
     max_completion_tokens: Annotated[int | None, Number, Field(ge=1, le=1 << 20)] = None
     max_tokens: Annotated[int | None, Number, Field(ge=1, le=1 << 20)] = None
@@ -140,17 +181,26 @@ class ChatCompletionRequest(OpenAIRequest):
     functions: NotSupported = None
     metadata: NotSupported = None
     moderation: NotSupported = None
-    parallel_tool_calls: NotSupported = None
     prediction: NotSupported = None
     prompt_cache_options: NotSupported = None
     prompt_cache_retention: NotSupported = None
     reasoning_effort: NotSupported = None
-    tool_choice: NotSupported = None
-    tools: NotSupported = None
     verbosity: NotSupported = None
     web_search_options: NotSupported = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int | None, Number, Field(ge=0, le=20)] = None
+
+    @field_validator("messages")
+    @classmethod
+    def _tool_results_answer_calls(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        chat_tools.check_tool_messages(messages)
+        return messages
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_of_the_tools(cls, choice: tuple[int, str] | None, info: ValidationInfo) -> tuple[int, str] | None:
+        chat_tools.check_choice(info.data.get("tools"), choice)
+        return choice
 
     @field_validator("n")
     @classmethod
@@ -189,6 +239,11 @@ class ChatCompletionRequest(OpenAIRequest):
             options.sampling.logit_bias[token] = bias
         if self.response_format is not None:
             options.json_schema = self.response_format
+        options.tools.extend(self.tools or [])
+        if self.tool_choice is not None:
+            options.tool_choice, options.tool_choice_function = self.tool_choice
+        if self.parallel_tool_calls is not None:
+            options.parallel_tool_calls = self.parallel_tool_calls
         return options
 
 

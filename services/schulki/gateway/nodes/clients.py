@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -550,9 +551,24 @@ class Services:
 
 
 def _proto_messages(messages: list[dict]) -> list[inference_pb.Message]:
-    """Messages as dicts (role system, user or assistant; content) in the inference service's form."""
-    roles = {"system": inference_pb.ROLE_SYSTEM, "user": inference_pb.ROLE_USER, "assistant": inference_pb.ROLE_ASSISTANT}
-    return [inference_pb.Message(role=roles.get(m["role"], inference_pb.ROLE_UNSPECIFIED), content=m["content"]) for m in messages]
+    """Messages as dicts (role system, user, assistant or tool; content; an assistant's ``tool_calls`` as JSON text of
+    [{id, name, arguments}], a tool message's ``tool_call_id`` and ``name``) in the inference service's form."""
+    roles = {
+        "system": inference_pb.ROLE_SYSTEM,
+        "user": inference_pb.ROLE_USER,
+        "assistant": inference_pb.ROLE_ASSISTANT,
+        "tool": inference_pb.ROLE_TOOL,
+    }
+    return [
+        inference_pb.Message(
+            role=roles.get(m["role"], inference_pb.ROLE_UNSPECIFIED),
+            content=m["content"],
+            tool_calls=[inference_pb.ToolCall(**call) for call in json.loads(m.get("tool_calls") or "[]")],
+            tool_call_id=m.get("tool_call_id", ""),
+            name=m.get("name", ""),
+        )
+        for m in messages
+    ]
 
 
 def file_chunks(path: Path, size: int = CHUNK_BYTES) -> Iterable[bytes]:
