@@ -471,14 +471,14 @@ class Gateway:
     # -- the chat tab's agent mode (gateway/agents/): the roles the admin switched on, and one run ---------------
 
     def agent_allowed(self, account: Account) -> bool:
-        return agent_switch.agent_allowed(self, account)
+        return agent_switch.agent_allowed(self.accounts, self.config.gateway.agents, account)
 
     def agent_roles(self, account: Account) -> list[str]:
         """The roles besides admin that may use the agent mode (for the Admin tab: admins only)."""
-        return self.admin_only(account, lambda: agent_switch.agent_roles(self))
+        return self.admin_only(account, lambda: agent_switch.agent_roles(self.accounts, self.config.gateway.agents))
 
     def set_agent_roles(self, account: Account, roles: object) -> list[str]:
-        return self.admin_only(account, lambda: agent_switch.set_agent_roles(self, roles))
+        return self.admin_only(account, lambda: agent_switch.set_agent_roles(self.accounts, roles))
 
     def run_agent(
         self, account: Account, task: object, tools: object, planner: agent_loop.Planner | None = None
@@ -486,7 +486,7 @@ class Gateway:
         """An agent run for a user whose role may (AgentRefused otherwise): one request, the model's steps counted as a
         chat's tokens, each tool a use case of this Gateway for the same account. ``planner`` replaces the model's
         choice of actions (tests only); the loop checks its actions as it checks the model's."""
-        return agent_loop.run_agent(AgentSession(self, account), task, tools, planner)
+        return agent_loop.run_agent(_AgentSession(self, account), task, tools, planner)
 
     async def read_web_page(self, account: Account, url: str, max_chars: int) -> retrieval_pb.FetchPageResponse:
         """A web page's text for a user (one request against the quota), fetched by the retrieval service with the
@@ -590,7 +590,7 @@ class _DocumentSession:
         return self._gateway._chat(self._account, messages, max_tokens, temperature, model=model, count_request=False)
 
 
-class AgentSession:
+class _AgentSession:
     """What an agent run may use of the gateway for one user: the run is one request (``begin``), and its model calls
     (``ask``, the user's model) count their tokens but no further request; its tools are the Gateway's use cases."""
 

@@ -20,16 +20,15 @@ tool call one more.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from schulki.config import AgentsConfig
+from schulki.gateway.accounts.database import Account
 from schulki.gateway.accounts.quotas import QuotaExceeded
-from schulki.gateway.agents.tools import REFUSALS, TOOLS, ToolCall, refusal
+from schulki.gateway.agents.tools import REFUSALS, TOOLS, Door, ToolCall, refusal
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
-
-if TYPE_CHECKING:
-    from schulki.gateway.context import AgentSession
 
 ANSWER = "antworten"
 """The action that ends the run with the answer to the user."""
@@ -51,6 +50,28 @@ class AgentRefused(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+class AgentSession(Protocol):
+    """What a run may use of the gateway for one user (``context._AgentSession``)."""
+
+    account: Account
+    settings: AgentsConfig
+
+    @property
+    def gateway(self) -> Door:
+        """The Gateway, whose use cases the tools call."""
+
+    def allowed(self) -> bool:
+        """Whether the user's role may use the agent mode now."""
+
+    def begin(self) -> None:
+        """The run starts: one request against the user's per-minute limit."""
+
+    def ask(
+        self, messages: list[dict[str, str]], max_tokens: int, options: inference_pb.ChatRequest
+    ) -> AsyncIterator[inference_pb.ChatResponse]:
+        """The user's model answers, its tokens counted against the daily quota as a chat's."""
 
 
 @dataclass

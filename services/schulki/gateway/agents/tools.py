@@ -14,24 +14,45 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
 from schulki.config import AgentsConfig
-from schulki.gateway.accounts.database import Account
+from schulki.gateway.accounts.database import Account, Accounts, Workspace
+from schulki.gateway.documents import whole_document
 from schulki.gateway.documents.whole_document import DocumentRefused, Done
 from schulki.gateway.documents.workspaces import WorkspaceRefused
 from schulki.gateway.nodes.clients import ServiceDown
-
-if TYPE_CHECKING:
-    from schulki.gateway.context import Gateway
+from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 WORKSPACE = "arbeitsbereich"
 """The optional argument that names a workspace; empty or absent means the user's own."""
+
+
+class Door(Protocol):
+    """The Gateway's use cases the tools call (``context.Gateway``); each checks the account it is given."""
+
+    accounts: Accounts
+
+    def workspaces(self, account: Account) -> list[Workspace]: ...
+
+    async def search(self, account: Account, workspace: str, query: str, top_k: int = 4) -> list[retrieval_pb.Hit]: ...
+
+    def ingest(
+        self, account: Account, workspace: str, path: Path, file_name: str
+    ) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]: ...
+
+    async def read_web_page(self, account: Account, url: str, max_chars: int) -> retrieval_pb.FetchPageResponse: ...
+
+    async def list_documents(self, account: Account, workspace: str) -> list[retrieval_pb.Document]: ...
+
+    def summarize_document(
+        self, account: Account, workspace: str, document_id: str, length: str = "paragraph", model: str | None = None
+    ) -> AsyncGenerator[whole_document.Event, None]: ...
 
 
 @dataclass
@@ -47,7 +68,7 @@ class ToolResult:
 class ToolCall:
     """One run's view of the gateway: the acting account and the limits."""
 
-    gateway: Gateway
+    gateway: Door
     account: Account
     settings: AgentsConfig
 
