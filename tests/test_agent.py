@@ -127,7 +127,8 @@ def test_a_web_page_is_read_and_a_document_summarized_and_both_count(stack, tmp_
     assert re.fullmatch(r"Schritt 1: Webseite lesen „http://127\.0\.0\.1:\d+/seite\.html“ → \d+ Zeichen gelesen", lines[0]), lines
     assert "2718 Meter" in planner.seen[1][-1]["content"]
     # a loopback address the school did not allow is refused by the retrieval service's own check
-    assert lines[1].startswith("Schritt 2: Webseite lesen „http://127.0.0.1:") and "→ abgelehnt:" in lines[1], lines
+    assert lines[1].startswith("Schritt 2: Webseite lesen „http://127.0.0.1:"), lines
+    assert "→ abgelehnt: Adressen im Schulnetz oder auf diesem Rechner dürfen nicht abgerufen werden" in lines[1], lines
     assert re.fullmatch(r"Schritt 3: Dokument zusammenfassen „wale\.txt“ → Zusammenfassung von „wale\.txt“ \(\d+ Zeichen\)", lines[2]), (
         lines
     )
