@@ -364,8 +364,28 @@ class InferenceNodeConfig(Section):
     """The name the node serves its model under (GetModelInfo's served_model). The node's own answer wins once it answers; this name keeps the model listed while the node is down."""
 
 
+class AgentsConfig(Section):
+    """The chat tab's agent mode: a bounded loop in which the chat model picks one of a few vetted server tools per step
+    (search the user's documents, read a web page, save a note, summarize a document) until it answers
+    (gateway/agents/, README "Agent-Modus")."""
+
+    roles: list[Literal["student", "teacher"]] = Field(default_factory=list)
+    """Roles that may use the agent mode before the admin sets it in the Admin tab (which then wins); empty by default: off for students and teachers. Admins may always use it."""
+    max_steps: int = Field(default=5, ge=1, le=20)
+    """Most tool calls and answers of one agent run; a run that has not answered by then ends with a German notice."""
+    max_tokens: int = Field(default=4000, ge=64)
+    """Most tokens (prompts and answers of every step, summaries included) one agent run may use; each counts against the user's daily quota as a chat's do."""
+    step_tokens: int = Field(default=200, ge=16)
+    """Most tokens of the model's answer in one step (the JSON of one action)."""
+    result_chars: int = Field(default=1500, ge=100)
+    """Most characters of a tool's result (hits, a web page's text, a summary) handed to the model as data in the next step."""
+
+
 class GatewayConfig(Section):
     """Settings of the gateway (web UI and OpenAI-compatible API)."""
+
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    """The chat tab's agent mode (off by default for students and teachers)."""
 
     host: str = "0.0.0.0"
     """Address the gateway listens on; students reach it here."""

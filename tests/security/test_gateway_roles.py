@@ -27,6 +27,8 @@ ADMIN_ARGUMENTS = {
     "admin_models_save": [None, [], []],
     "admin_model_add": ["/etc/passwd", "eingeschleust"],
     "admin_certificates": [],
+    "admin_agent_roles": [],
+    "admin_agent_save": [["student", "teacher"]],
 }
 
 
@@ -43,6 +45,7 @@ def test_a_student_cannot_call_an_admin_handler(security_stack, student, admin, 
     """Attacks: a student calls each admin handler directly through the Gradio API (the Admin tab is only hidden)."""
     data = [admin.name if a == "{admin}" else a for a in ADMIN_ARGUMENTS[api_name]]
     retention_before = security_stack.gateway.retention_days()
+    agent_roles_before = security_stack.gateway.accounts.get_setting("agent_roles", "unset")
     client = student.browser() if how == "session" else httpx.Client(base_url=security_stack.url, headers=student.bearer, timeout=60)
     with client:
         for prefix in ("", "/en"):
@@ -53,6 +56,7 @@ def test_a_student_cannot_call_an_admin_handler(security_stack, student, admin, 
     assert security_stack.gateway.accounts.by_name(admin.name) is not None
     assert security_stack.gateway.accounts.check_password(admin.name, admin.password) is not None
     assert security_stack.gateway.retention_days() == retention_before
+    assert security_stack.gateway.accounts.get_setting("agent_roles", "unset") == agent_roles_before
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,8 @@ from schulki.embeddings.v1 import embeddings_service_pb2 as embeddings_pb
 from schulki.gateway.accounts.database import Account, Accounts, Workspace, database_url
 from schulki.gateway.accounts.login_limits import LoginLimiter
 from schulki.gateway.accounts.quotas import Quotas, Reservation, estimate_prompt_tokens
+from schulki.gateway.agents import loop as agent_loop
+from schulki.gateway.agents import switch as agent_switch
 from schulki.gateway.documents import whole_document
 from schulki.gateway.documents.file_records import FileRecords
 from schulki.gateway.documents.questions import AnswerEvent, DocumentQuestion, answer_question, check_question
@@ -482,6 +484,32 @@ class Gateway:
         async for event in answer_question(self._services, self.config.gateway, question, model, ask):
             yield event
 
+    # -- the chat tab's agent mode (gateway/agents/): the roles the admin switched on, and one run ---------------
+
+    def agent_allowed(self, account: Account) -> bool:
+        return agent_switch.agent_allowed(self.accounts, self.config.gateway.agents, account)
+
+    def agent_roles(self, account: Account) -> list[str]:
+        """The roles besides admin that may use the agent mode (for the Admin tab: admins only)."""
+        return self.admin_only(account, lambda: agent_switch.agent_roles(self.accounts, self.config.gateway.agents))
+
+    def set_agent_roles(self, account: Account, roles: object) -> list[str]:
+        return self.admin_only(account, lambda: agent_switch.set_agent_roles(self.accounts, roles))
+
+    def run_agent(
+        self, account: Account, task: object, tools: object, planner: agent_loop.Planner | None = None
+    ) -> AsyncGenerator[agent_loop.Event, None]:
+        """An agent run for a user whose role may (AgentRefused otherwise): one request, the model's steps counted as a
+        chat's tokens, each tool a use case of this Gateway for the same account. ``planner`` replaces the model's
+        choice of actions (tests only); the loop checks its actions as it checks the model's."""
+        return agent_loop.run_agent(_AgentSession(self, account), task, tools, planner)
+
+    async def read_web_page(self, account: Account, url: str, max_chars: int) -> retrieval_pb.FetchPageResponse:
+        """A web page's text for a user (one request against the quota), fetched by the retrieval service with the
+        address checks of a URL ingest and stored nowhere."""
+        self._quotas.admit(account)
+        return await self._services.fetch_page(url, self.pseudonym(account), max_chars)
+
     # -- the documents of a workspace the user may read (or change) ------------------------------------------------
 
     async def list_documents(self, account: Account, workspace: str) -> list[retrieval_pb.Document]:
@@ -581,3 +609,24 @@ class _DocumentSession:
         self, messages: list[dict[str, str]], max_tokens: int, temperature: float, model: str
     ) -> AsyncIterator[inference_pb.ChatResponse]:
         return self._gateway._chat(self._account, messages, max_tokens, temperature, model=model, count_request=False)
+
+
+class _AgentSession:
+    """What an agent run may use of the gateway for one user: the run is one request (``begin``), and its model calls
+    (``ask``, the user's model) count their tokens but no further request; its tools are the Gateway's use cases."""
+
+    def __init__(self, gateway: Gateway, account: Account) -> None:
+        self.gateway, self.account = gateway, account
+        self.settings = gateway.config.gateway.agents
+
+    def allowed(self) -> bool:
+        return self.gateway.agent_allowed(self.account)
+
+    def begin(self) -> None:
+        self.gateway._quotas.admit(self.account)
+
+    def ask(
+        self, messages: list[dict[str, str]], max_tokens: int, options: inference_pb.ChatRequest
+    ) -> AsyncIterator[inference_pb.ChatResponse]:
+        model = self.gateway.models.resolve(self.account, None)
+        return self.gateway._chat(self.account, messages, max_tokens, 0.0, model=model, count_request=False, options=options)

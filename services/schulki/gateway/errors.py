@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from schulki.gateway.accounts.quotas import QuotaExceeded
+from schulki.gateway.agents.loop import AgentRefused
 from schulki.gateway.context import AdminOnly
 from schulki.gateway.documents.questions import QuestionRefused
 from schulki.gateway.documents.stored_files import FileRefused
@@ -114,6 +115,10 @@ def _workspace(error: WorkspaceRefused, s: Strings) -> Told:
     return Told(404, "not_found_error", message, s["no_access"], code="vector_store_not_found")
 
 
+def _agent(error: AgentRefused, _s: Strings) -> Told:
+    return Told(error.status, "permission_error" if error.status == 403 else "invalid_request_error", error.message, error.message)
+
+
 def _admin_only(_error: AdminOnly, s: Strings) -> Told:
     return Told(403, "permission_error", "Only admins may do this.", s["admin_only"], code="admin_only")
 
@@ -135,6 +140,7 @@ TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     WorkspaceRefused: _workspace,
     AdminOnly: _admin_only,
     TeachersOnly: _teachers_only,
+    AgentRefused: _agent,
 }
 """The one table from domain error to what the API and the page tell the user."""
 

@@ -197,19 +197,41 @@ class Ingestor:
                 yield Progress("receiving", size, 0, "bytes")
         yield Progress("receiving", spool.size, spool.size, "bytes")
 
-    async def _parse(self, path: Path, file_name: str) -> AsyncIterator[Progress | ParsedChunks]:
-        """Parse and chunk in a separate process (parse_process.py); yield page progress as it comes, then the chunks.
+    async def fetch_page(self, url: str, user: str, max_chars: int = 0) -> tuple[str, str, bool]:
+        """A web page's text, fetched and parsed as a URL ingest does (the same address checks, the same limited parse
+        process, a turn in the same fair queue) but stored nowhere: (text, format, whether it was cut at max_chars)."""
+        body, file_name = await asyncio.to_thread(
+            fetch_url, url.strip(), self.config.allowed_url_hosts, self.config.max_upload_bytes, self.config.url_timeout_s
+        )
+        spool = Spool(self.incoming, self.config.max_upload_bytes, suffix=Path(file_name).suffix.lower())
+        try:
+            with spool:
+                spool.write(body)
+            async with self.slots.turn(user):
+                # chunks without overlap joined again are the page's text once
+                parsed = await parse_in_process(spool.path, file_name, self._limits(overlap_chars=0), lambda _done, _total: None)
+        finally:
+            spool.discard()
+        text = "\n\n".join(chunk.text for chunk in parsed.chunks)
+        limit = max_chars or self.config.max_document_chars
+        return text[:limit], parsed.format, len(text) > limit
 
-        Closing this early cancels the parse, and parse_in_process kills its child on the way out."""
-        limits = ParseLimits(
+    def _limits(self, overlap_chars: int) -> ParseLimits:
+        return ParseLimits(
             memory_bytes=self.config.parse_memory_mb * 1024 * 1024,
             timeout_s=self.config.parse_timeout_s,
             max_pages=self.config.max_pages,
             max_chars=self.config.max_document_chars,
             max_chunks=self.config.max_chunks_per_document,
             chunk_chars=self.config.chunk_chars,
-            overlap_chars=self.config.chunk_overlap_chars,
+            overlap_chars=overlap_chars,
         )
+
+    async def _parse(self, path: Path, file_name: str) -> AsyncIterator[Progress | ParsedChunks]:
+        """Parse and chunk in a separate process (parse_process.py); yield page progress as it comes, then the chunks.
+
+        Closing this early cancels the parse, and parse_in_process kills its child on the way out."""
+        limits = self._limits(self.config.chunk_overlap_chars)
         yield Progress("parsing", 0, 0, "pages")
 
         def parse(emit: Callable[[Progress], None]) -> Awaitable[ParsedChunks]:

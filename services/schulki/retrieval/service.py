@@ -186,6 +186,15 @@ class RetrievalService(pb_grpc.RetrievalServiceServicer):
         log.info("deleted document %s from %s (%d chunks)", request.document_id, request.workspace, deleted)
         return pb.DeleteDocumentResponse(deleted_chunks=deleted)
 
+    async def FetchPage(self, request: pb.FetchPageRequest, context: grpc.aio.ServicerContext) -> pb.FetchPageResponse:
+        if request.max_chars < 0:
+            raise InvalidInput(f"max_chars darf nicht negativ sein, nicht {request.max_chars}. (max_chars is negative)")
+        text, format_name, truncated = await self._ready_ingestor().fetch_page(
+            request.url, request.user or context.peer(), request.max_chars
+        )
+        log.info("fetched a page for reading: %s, %d characters", format_name, len(text))
+        return pb.FetchPageResponse(text=text, format=format_name, truncated=truncated)
+
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> pb.SearchResponse:
         store = self._ready()
         query = request.query.strip()

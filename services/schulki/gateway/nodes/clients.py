@@ -541,6 +541,10 @@ class Services:
         response = await self._unary("retrieval", "Search", retrieval_pb.SearchRequest(workspace=workspace, query=query, top_k=top_k))
         return list(response.hits)
 
+    async def fetch_page(self, url: str, user: str, max_chars: int) -> retrieval_pb.FetchPageResponse:
+        """A web page's text, fetched with the retrieval service's address checks (as ``ingest_url``) and stored nowhere."""
+        return await self._unary("retrieval", "FetchPage", retrieval_pb.FetchPageRequest(url=url, user=user, max_chars=max_chars))
+
     async def delete_workspace(self, workspace: str) -> None:
         try:
             await self._unary("retrieval", "DeleteWorkspace", retrieval_pb.DeleteWorkspaceRequest(workspace=workspace))

@@ -13,6 +13,7 @@ from schulki.gateway.accounts.database import ROLES, Account, AccountError, NewA
 from schulki.gateway.context import Gateway
 from schulki.gateway.privacy import retention as retention_rules
 from schulki.gateway.privacy.user_data import delete_user_data, export_for_download
+from schulki.gateway.ui.agent_admin import build_agent_settings
 from schulki.gateway.ui.certificates import build_certificate_warning
 from schulki.gateway.ui.common import account_of, as_admin, discard_upload, handles_errors
 from schulki.gateway.ui.evaluation import build_evaluation_section
@@ -40,6 +41,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     model_settings, actions.model_settings_now = build_models_section(gateway, s)
     shown = handles_errors(s)  # AdminOnly for anyone but an admin, and the services' errors, in plain words
     build_certificate_warning(gateway, s, refresh)
+    build_agent_settings(gateway, s, refresh)
 
     outputs = [health, models, usage, users, retention, *model_settings]
     refresh.click(shown(actions.overview), None, outputs, api_name="admin_overview")

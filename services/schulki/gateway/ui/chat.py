@@ -9,6 +9,7 @@ import gradio as gr
 from starlette.concurrency import run_in_threadpool
 
 from schulki.gateway.context import Gateway
+from schulki.gateway.ui.agent import build_agent_box
 from schulki.gateway.ui.common import account_of, handles_errors, status_banner
 from schulki.gateway.web.i18n import Strings
 from schulki.gateway.web.safe_markup import safe_chatbot
@@ -29,6 +30,7 @@ def build_chat_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.Block
     status_banner(gateway, s, ("inference",), timer, demo, "chat_status")
     demo_note, model, preset, model_info = _model_row(s)
     chatbot, messages, chat_id, textbox, send, stop, new = _conversation(s)
+    build_agent_box(gateway, s, demo, textbox, chatbot, messages)
     retention, saved, load = _saved_chats(s)
     lesson, lesson_class, lesson_model, lesson_set, lesson_result = _lesson_box(s)
     saved_choices, new_chat, open_chat = _saved_chat_events(gateway, s)
