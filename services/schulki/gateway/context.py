@@ -282,10 +282,13 @@ class Gateway:
     ) -> AsyncGenerator[inference_pb.CompleteResponse, None]:
         fill = request.fill_in_the_middle
         texts = [request.prompt, fill.prefix, fill.suffix, *(f.file_name + f.text for f in fill.extra_files)]
-        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text} for text in texts]), request.max_tokens)
+        scoring = request.HasField("max_tokens") and request.max_tokens == 0  # echo's scoring of the prompt alone
+        reservation = self._quotas.reserve(
+            account, estimate_prompt_tokens([{"content": text} for text in texts]), max(request.max_tokens, 1)
+        )
         job = inference_pb.CompleteRequest()
         job.CopyFrom(request)
-        job.max_tokens, job.user = reservation.max_tokens, self.pseudonym(account)
+        job.max_tokens, job.user = 0 if scoring else reservation.max_tokens, self.pseudonym(account)
         async with aclosing(_settled(reservation, lambda: self._services.complete(job, model))) as settled:
             async for event in settled:
                 yield event

@@ -231,6 +231,12 @@ class ChatEngine:
         model = self._ready_model()[0]
         return model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
 
+    def has_start_token(self, tokens: list[int]) -> bool:
+        """Whether ``tokens`` (a prompt tokenized with the start token where the model wants one) begin with a start
+        token that is not part of the text."""
+        model = self._ready_model()[0]
+        return bool(tokens) and model.add_bos_token() and tokens[0] == model.token_bos()
+
     def piece(self, token: int) -> bytes:
         """The bytes of one token."""
         return bytes(self._ready_model()[0].detokenize([token]))
