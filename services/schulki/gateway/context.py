@@ -321,6 +321,18 @@ class Gateway:
         finally:
             reservation.release()
 
+    async def attention(self, account: Account, text: str, model: str | None = None) -> inference_pb.AttentionResponse:
+        """How the tokens of a short sentence attend to each other in the user's model: one request, and the sentence's
+        tokens count against the daily quota as a chat's prompt does."""
+        served = self.models.resolve(account, model)
+        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
+        try:
+            response = await self._services.attention(text, self.pseudonym(account), served)
+            reservation.settle(len(response.tokens))
+            return response
+        finally:
+            reservation.release()
+
     async def embed(self, account: Account, texts: list[str]) -> embeddings_pb.EmbedResponse:
         """Embed texts for a user: one request against the quota, and their tokens counted once the vectors are back."""
         self._quotas.admit(account)

@@ -16,7 +16,7 @@ from schulki.inference.logprobs import MAX_TOP_LOGPROBS, LogprobRequest, TokenCh
 from schulki.inference.types import Generation, GenerationResult, ModelInfo, Sampling
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from schulki.runtime.errors import InvalidInput, NotReady
+from schulki.runtime.errors import Busy, InvalidInput, NotReady
 from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.logs import content
 
@@ -291,6 +291,32 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         if not found:
             raise RuntimeError("the next token's log-probabilities did not arrive")
         return pb.NextTokensResponse(tokens=[_choice_proto(c) for c in found[0].alternatives], prompt_tokens=len(tokens))
+
+    async def Attention(self, request: pb.AttentionRequest, context: grpc.aio.ServicerContext) -> pb.AttentionResponse:
+        """The attention weights of a short sentence, per layer and head (attention.py); refused while the class works."""
+        self._require_loaded()
+        if not request.text.strip():
+            raise InvalidInput("Der Satz ist leer. (The text is empty.)")
+        if self.scheduler.queue_length or self.engine.running:
+            # One evaluation without flash attention beside the class's answers would slow every one of them.
+            raise Busy(
+                "Die Klasse arbeitet gerade mit dem Modell; die Aufmerksamkeits-Ansicht wartet, bis es frei ist. "
+                f"(The model is busy: {self.engine.running} running, {self.scheduler.queue_length} waiting.)"
+            )
+        log.info("attention: text %s", content(request.text))
+        maps = await asyncio.to_thread(self.engine.attention, request.text)
+        pieces = [await asyncio.to_thread(self.engine.piece, token) for token in maps.tokens]
+        return pb.AttentionResponse(
+            tokens=[pb.TokenChoice(token_id=token, piece=piece) for token, piece in zip(maps.tokens, pieces, strict=True)],
+            layer_count=maps.layer_count,
+            layers=[
+                pb.AttentionLayer(layer=layer, heads=[pb.AttentionHead(weights=head.ravel().tolist()) for head in heads])
+                for layer, heads in maps.layers.items()
+            ],
+            unavailable=maps.unavailable,
+            seconds=maps.seconds,
+            architecture=maps.architecture,
+        )
 
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         info = self._require_loaded()
