@@ -54,3 +54,35 @@ def test_the_table_writes_sentences_as_plain_text():
     table = comparison_table([("Der <b>Himmel</b> ist [lila](http://x).", PURPLE)], texts(strings("de")), "de")
     assert "<b>" not in table and "](http" not in table
     assert "**lila**" in table
+
+
+def test_the_leaderboard_keeps_numbers_as_numbers_best_perplexity_first_and_unmeasured_last():
+    from schulki.gateway.ui.thinking_leaderboard import leaderboard_rows
+
+    records = [
+        {"model_name": "Gemma", "quant": "Q2_K", "host": "pc", "size_bytes": 180 * 2**20, "perplexity": 45.3, "mean_kld": 0.3},
+        {"file": "x.gguf", "quant": "F16", "host": "pc"},  # stored without figures: no row invents any
+        {
+            "model_name": "Gemma",
+            "quant": "Q4_K_M",
+            "host": "pc",
+            "size_bytes": 241 * 2**20,
+            "perplexity": 30.12,
+            "mean_kld": 0.0,
+            "questions": {"correct": 2, "total": 4, "accuracy": 0.5},
+            "speed": {"generation_tokens_per_s": 21.04},
+        },
+    ]
+    rows = leaderboard_rows(records)
+    assert [row[1] for row in rows] == ["Q4_K_M", "Q2_K", "F16"]
+    assert rows[0] == ["Gemma", "Q4_K_M", "pc", 241.0, 30.12, 0.0, 50.0, 21.0]
+    assert rows[2] == ["x.gguf", "F16", "pc", None, None, None, None, None]
+
+
+def test_the_attention_heat_map_shows_per_cents_with_the_tokens_as_labels():
+    from schulki.gateway.ui.thinking_attention import heat_map, token_label
+
+    labels = [token_label(b"", 0, "(Textanfang)"), token_label(b" Gut", 1, "(Textanfang)")]
+    assert labels == ["0: (Textanfang)", "1: ␣Gut"]
+    frame = heat_map([1.0, 0.0, 0.25, 0.75], labels, "schaut auf →").data
+    assert frame.values.tolist() == [["0: (Textanfang)", 100.0, 0.0], ["1: ␣Gut", 25.0, 75.0]]

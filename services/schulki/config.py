@@ -180,6 +180,13 @@ class InferenceConfig(Section):
     """top_k when a request sets none."""
     default_repeat_penalty: float = Field(default=1.1, gt=0)
     """Repeat penalty when a request sets none."""
+    attention_max_tokens: int = Field(default=16, ge=2, le=64)
+    """Most tokens (start token included) of a sentence in the "Wie denkt die KI?" tab's attention view: its heat maps
+    are tokens × tokens per head, and a projector shows 16 words legibly."""
+    attention_max_layers: int = Field(default=48, ge=1)
+    """Most layers the attention view reads and sends, spread evenly over a deeper model."""
+    attention_time_limit_s: float = Field(default=10.0, gt=0)
+    """The attention view's evaluation stops after this long (on its own small context, one sentence); refused then."""
 
 
 class EmbeddingsConfig(Section):

@@ -298,12 +298,13 @@ class Gateway:
     ) -> AsyncGenerator[inference_pb.CompleteResponse, None]:
         fill = request.fill_in_the_middle
         texts = [request.prompt, fill.prefix, fill.suffix, *(f.file_name + f.text for f in fill.extra_files)]
+        scoring = request.HasField("max_tokens") and request.max_tokens == 0  # echo's scoring of the prompt alone
         reservation = await self._quotas.reserve_off_loop(
-            account, estimate_prompt_tokens([{"content": text} for text in texts]), request.max_tokens
+            account, estimate_prompt_tokens([{"content": text} for text in texts]), max(request.max_tokens, 1)
         )
         job = inference_pb.CompleteRequest()
         job.CopyFrom(request)
-        job.max_tokens, job.user = reservation.max_tokens, self.pseudonym(account)
+        job.max_tokens, job.user = 0 if scoring else reservation.max_tokens, self.pseudonym(account)
         async with aclosing(_settled(reservation, lambda: self._services.complete(job, model))) as settled:
             async for event in settled:
                 yield event
@@ -332,6 +333,18 @@ class Gateway:
         try:
             response = await self._services.next_tokens(text, self.pseudonym(account), served, count, temperature)
             reservation.settle(response.prompt_tokens)
+            return response
+        finally:
+            reservation.release()
+
+    async def attention(self, account: Account, text: str, model: str | None = None) -> inference_pb.AttentionResponse:
+        """How the tokens of a short sentence attend to each other in the user's model: one request, and the sentence's
+        tokens count against the daily quota as a chat's prompt does."""
+        served = self.models.resolve(account, model)
+        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
+        try:
+            response = await self._services.attention(text, self.pseudonym(account), served)
+            reservation.settle(len(response.tokens))
             return response
         finally:
             reservation.release()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from schulki.config import InferenceConfig
+from schulki.inference.attention import AttentionMaps, AttentionReader
 from schulki.inference.batching import BatchDecoder, BatchStats, Piece, Request
 from schulki.inference.fill_in import FimTokens, fill_in_the_middle_prompt, fim_tokens_of
 from schulki.inference.grammar import CompiledGrammar, Grammars
@@ -71,6 +72,7 @@ class ChatEngine:
         self.tool_format = ToolFormat(native=False)
         """How this model's prompt shows tools and how it writes calls (tool_calls.py); set when it loads."""
         self.info: ModelInfo | None = None
+        self._attention: AttentionReader | None = None
 
     @property
     def stats(self) -> BatchStats:
@@ -161,6 +163,9 @@ class ChatEngine:
             lc.llama_free(self._ctx)
             self._ctx = None
         self._grammars = None
+        if self._attention is not None:
+            self._attention.close()
+            self._attention = None
         if self._model is not None:
             self._model.close()
             self._model = None
@@ -243,6 +248,21 @@ class ChatEngine:
         tokens; no chat template, and special tokens written in the text stay plain text."""
         model = self._ready_model()[0]
         return model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def attention(self, text: str) -> AttentionMaps:
+        """The attention weights of a short plain text, from a small context of their own (attention.py)."""
+        model = self._ready_model()[0]
+        if self._attention is None:
+            c = self.config
+            threads = c.threads or max(multiprocessing.cpu_count() // 2, 1)
+            self._attention = AttentionReader(model, c.attention_max_tokens, c.attention_max_layers, c.attention_time_limit_s, threads)
+        return self._attention.read(self.text_tokens(text))
+
+    def has_start_token(self, tokens: list[int]) -> bool:
+        """Whether ``tokens`` (a prompt tokenized with the start token where the model wants one) begin with a start
+        token that is not part of the text."""
+        model = self._ready_model()[0]
+        return bool(tokens) and model.add_bos_token() and tokens[0] == model.token_bos()
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token."""

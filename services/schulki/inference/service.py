@@ -17,7 +17,7 @@ from schulki.inference.tool_calls import CallWatcher, call_gbnf, checked_tools, 
 from schulki.inference.types import Generation, GenerationResult, ModelInfo, Sampling
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from schulki.runtime.errors import InvalidInput, NotReady
+from schulki.runtime.errors import Busy, InvalidInput, NotReady
 from schulki.runtime.fair_queue import FairScheduler
 from schulki.runtime.logs import content
 
@@ -182,8 +182,15 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
         sampling = self._sampling(pb.ChatRequest(sampling=request.sampling))  # Complete has no shortcut temperature field
         if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
             raise InvalidInput(f"at most {MAX_STOP_SEQUENCES} stop sequences, not {len(request.stop_sequences)}")
-        if request.HasField("max_tokens") and not 0 < request.max_tokens < n_ctx:
-            raise InvalidInput(f"max_tokens must be positive and less than the context of {n_ctx} tokens, not {request.max_tokens}")
+        logprobs = _complete_logprobs(request)
+        scoring = logprobs is not None and logprobs.prompt
+        # 0 reads a plain prompt only (echo, or its scores); a gap to fill needs at least one token
+        fill = request.HasField("fill_in_the_middle")
+        if request.HasField("max_tokens") and not (1 if fill else 0) <= request.max_tokens < n_ctx:
+            least = "positive" if fill else "0 or more"
+            raise InvalidInput(f"max_tokens must be {least} and less than the context of {n_ctx} tokens, not {request.max_tokens}")
+        if scoring and request.HasField("fill_in_the_middle"):
+            raise InvalidInput("prompt_logprobs cannot score a fill-in-the-middle prompt: it has no single text to score")
         if request.HasField("fill_in_the_middle"):
             fill = request.fill_in_the_middle
             extra = [(f.file_name, f.text) for f in fill.extra_files]
@@ -195,18 +202,31 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             raise InvalidInput("Der Prompt ist leer. (The prompt is empty.)")
         max_tokens = _answer_room(prompt, request.max_tokens if request.HasField("max_tokens") else None, n_ctx, "Kürze ihn.")
         log.info("complete: %d prompt tokens, max %d, prompt %s", len(prompt), max_tokens, content(request.prompt))
-        job = Generation(prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences))
+        job = Generation(
+            prompt_tokens=prompt, max_tokens=max_tokens, sampling=sampling, stop=list(request.stop_sequences), logprobs=logprobs
+        )
+        if scoring and not await asyncio.to_thread(self.engine.has_start_token, prompt):
+            # Nothing predicts a text's first token: OpenAI's echo gives it without a log-probability.
+            first = TokenChoice(prompt[0], await asyncio.to_thread(self.engine.piece, prompt[0]), 0.0)
+            yield pb.CompleteResponse(unscored=_choice_proto(first))
         async for response in self._stream_job(job, request.user or context.peer()):
             yield response
 
     async def _stream_job(self, job: Generation, user: str) -> AsyncIterator[pb.CompleteResponse]:
         """Generate within one of the user's turns: text pieces, then the finish with the usage."""
         result: GenerationResult | None = None
+        # A job that scores its prompt gets the log-probabilities of its prompt tokens (all but the first) first.
+        prompt_scores = len(job.prompt_tokens) - 1 if job.logprobs is not None and job.logprobs.prompt else 0
         async with self.scheduler.turn(user):
             async for item in self.engine.generate(job):
                 if isinstance(item, GenerationResult):
                     result = item
-                elif isinstance(item, str):  # a completion asks for no log-probabilities
+                elif isinstance(item, TokenLogprobs) and prompt_scores > 0:
+                    prompt_scores -= 1
+                    yield pb.CompleteResponse(prompt_token=_token_proto(item))
+                elif isinstance(item, TokenLogprobs):
+                    yield pb.CompleteResponse(token=_token_proto(item))
+                else:
                     yield pb.CompleteResponse(text=item)
         assert result is not None, "a generation that does not raise ends with its result"
         prompt_tokens = len(job.prompt_tokens)
@@ -269,6 +289,32 @@ class InferenceService(pb_grpc.InferenceServiceServicer):
             raise RuntimeError("the next token's log-probabilities did not arrive")
         return pb.NextTokensResponse(tokens=[_choice_proto(c) for c in found[0].alternatives], prompt_tokens=len(tokens))
 
+    async def Attention(self, request: pb.AttentionRequest, context: grpc.aio.ServicerContext) -> pb.AttentionResponse:
+        """The attention weights of a short sentence, per layer and head (attention.py); refused while the class works."""
+        self._require_loaded()
+        if not request.text.strip():
+            raise InvalidInput("Der Satz ist leer. (The text is empty.)")
+        if self.scheduler.queue_length or self.engine.running:
+            # One evaluation without flash attention beside the class's answers would slow every one of them.
+            raise Busy(
+                "Die Klasse arbeitet gerade mit dem Modell; die Aufmerksamkeits-Ansicht wartet, bis es frei ist. "
+                f"(The model is busy: {self.engine.running} running, {self.scheduler.queue_length} waiting.)"
+            )
+        log.info("attention: text %s", content(request.text))
+        maps = await asyncio.to_thread(self.engine.attention, request.text)
+        pieces = [await asyncio.to_thread(self.engine.piece, token) for token in maps.tokens]
+        return pb.AttentionResponse(
+            tokens=[pb.TokenChoice(token_id=token, piece=piece) for token, piece in zip(maps.tokens, pieces, strict=True)],
+            layer_count=maps.layer_count,
+            layers=[
+                pb.AttentionLayer(layer=layer, heads=[pb.AttentionHead(weights=head.ravel().tolist()) for head in heads])
+                for layer, heads in maps.layers.items()
+            ],
+            unavailable=maps.unavailable,
+            seconds=maps.seconds,
+            architecture=maps.architecture,
+        )
+
     async def CountTokens(self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext) -> pb.CountTokensResponse:
         info = self._require_loaded()
         tokens = await self._prompt_tokens(request.messages)
@@ -305,6 +351,15 @@ def _chat_logprobs(request: pb.ChatRequest) -> LogprobRequest | None:
     if not request.logprobs and not request.HasField("top_logprobs"):
         return None
     return LogprobRequest(top=_top_logprobs(request.top_logprobs))
+
+
+def _complete_logprobs(request: pb.CompleteRequest) -> LogprobRequest | None:
+    """What a completion asks for: nothing, or each token's log-probability with alternatives, the prompt's too."""
+    if not request.HasField("logprobs"):
+        if request.prompt_logprobs:
+            raise InvalidInput("prompt_logprobs needs logprobs set (0 to 20 alternatives)")
+        return None
+    return LogprobRequest(top=_top_logprobs(request.logprobs), prompt=request.prompt_logprobs)
 
 
 def _choice_proto(choice: TokenChoice) -> pb.TokenChoice:

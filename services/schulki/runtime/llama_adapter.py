@@ -47,6 +47,7 @@ C_NAMES = frozenset(
         "llama_init_from_model",
         "llama_free",
         "llama_n_ctx_seq",
+        "llama_model_n_layer",
         "llama_model_n_swa",
         "llama_pooling_type",
         "llama_supports_gpu_offload",

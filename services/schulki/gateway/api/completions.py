@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from schulki.gateway.api.chat import FINISH_REASONS
+from schulki.gateway.api.completion_logprobs import LegacyLogprobs
 from schulki.gateway.api.deps import AccountDep, GatewayDep
 from schulki.gateway.api.editor_schemas import (
     CompletionChoice,
@@ -62,14 +63,21 @@ def _sampling(temperature: float | None, top_p: float | None, seed: int | None, 
 @router.post("/completions", response_model=TextCompletion)
 async def completions(body: CompletionRequest, gateway: GatewayDep, account: AccountDep) -> TextCompletion | StreamingResponse:
     """The continuation of ``prompt`` as one body, or with ``stream`` as server-sent TextCompletion events and ``[DONE]``;
-    with ``echo`` the prompt comes first. With ``suffix`` a code model fills the gap between prompt and suffix."""
+    with ``echo`` the prompt comes first. With ``suffix`` a code model fills the gap between prompt and suffix.
+    ``logprobs`` gives each token's log-probability in OpenAI's legacy shape; with ``echo`` the prompt's tokens too
+    (``max_tokens`` 0 then scores a text alone: its perplexity, as ScoreText and ``schulki eval`` compute it)."""
     if body.echo and body.suffix is not None:
         raise ApiError(400, "echo and suffix cannot be combined: a filled gap has no single prompt to echo.", param="echo")
+    if body.logprobs is not None and body.suffix is not None:
+        raise ApiError(400, "logprobs and suffix cannot be combined on schulki: a filled gap gives its text only.", param="logprobs")
     request = inference_pb.CompleteRequest(
-        max_tokens=body.max_tokens or OPENAI_DEFAULT_MAX_TOKENS,
+        max_tokens=OPENAI_DEFAULT_MAX_TOKENS if body.max_tokens is None else body.max_tokens,
         sampling=_sampling(body.temperature, body.top_p, body.seed),
         stop_sequences=body.stop_sequences(),
     )
+    if body.logprobs is not None:
+        request.logprobs = body.logprobs
+        request.prompt_logprobs = bool(body.echo)  # echo scores the prompt: a text's perplexity with max_tokens 0
     if body.suffix is not None:
         request.fill_in_the_middle.CopyFrom(inference_pb.FillInTheMiddle(prefix=body.text, suffix=body.suffix))
     else:
@@ -80,13 +88,14 @@ async def completions(body: CompletionRequest, gateway: GatewayDep, account: Acc
     first = await _first(events)
     head = TextCompletion(id=f"cmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=served_model, choices=[])
     echoed = body.text if body.echo else ""
+    # Without echo OpenAI counts the offsets of the answer's tokens from the prompt's start.
+    logprobs = LegacyLogprobs(start_offset=0 if body.echo else len(body.text)) if body.logprobs is not None else None
     if body.stream:
-        return event_stream(_completion_stream(first, events, head, echoed, body.include_usage))
-    pieces, finish = await _collect(first, events)
+        return event_stream(_completion_stream(first, events, head, echoed, body.include_usage, logprobs))
+    pieces, finish = await _collect(first, events, logprobs)
     reason = FINISH_REASONS.get(finish.reason, "stop")
-    return head.model_copy(
-        update={"choices": [CompletionChoice(text=echoed + "".join(pieces), finish_reason=reason)], "usage": _usage(finish.usage)}
-    )
+    choice = CompletionChoice(text=echoed + "".join(pieces), finish_reason=reason, logprobs=logprobs.take() if logprobs else None)
+    return head.model_copy(update={"choices": [choice], "usage": _usage(finish.usage)})
 
 
 @router.post("/infill", response_model=InfillResult)
@@ -121,14 +130,18 @@ def _usage(usage: inference_pb.Usage) -> Usage:
     return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)
 
 
-async def _collect(first: inference_pb.CompleteResponse, events: Events) -> tuple[list[str], inference_pb.ChatFinish]:
+async def _collect(
+    first: inference_pb.CompleteResponse, events: Events, logprobs: LegacyLogprobs | None = None
+) -> tuple[list[str], inference_pb.ChatFinish]:
     pieces, finish = [], inference_pb.ChatFinish()
     event = first
     while True:
         if event.HasField("finish"):
             finish = event.finish  # the quota was settled by gateway.complete
-        else:
+        elif event.HasField("text"):
             pieces.append(event.text)
+        elif logprobs is not None:
+            logprobs.add(event)
         try:
             event = await anext(events)
         except StopAsyncIteration:
@@ -136,22 +149,35 @@ async def _collect(first: inference_pb.CompleteResponse, events: Events) -> tupl
 
 
 async def _completion_stream(
-    first: inference_pb.CompleteResponse, events: Events, head: TextCompletion, echoed: str, include_usage: bool
+    first: inference_pb.CompleteResponse,
+    events: Events,
+    head: TextCompletion,
+    echoed: str,
+    include_usage: bool,
+    logprobs: LegacyLogprobs | None = None,
 ) -> AsyncIterator[bytes]:
     def piece(text: str, finish_reason: str | None = None) -> bytes:
-        return sse_event(head.model_copy(update={"choices": [CompletionChoice(text=text, finish_reason=finish_reason)]}))
+        # Each piece carries the tokens gathered since the last: a token's event comes before the text it adds.
+        taken = logprobs.take() if logprobs is not None and not logprobs.empty else None
+        choice = CompletionChoice(text=text, finish_reason=finish_reason, logprobs=taken)
+        return sse_event(head.model_copy(update={"choices": [choice]}))
 
-    if echoed:
-        yield piece(echoed)
+    echo_due = bool(echoed)
     event = first
     try:
         while True:
-            if event.HasField("finish"):
+            kind = event.WhichOneof("event")
+            if echo_due and kind not in ("unscored", "prompt_token"):
+                echo_due = False
+                yield piece(echoed)  # with the prompt's scored tokens, which all come before anything else
+            if kind == "finish":
                 yield piece("", FINISH_REASONS.get(event.finish.reason, "stop"))
                 if include_usage:
                     yield sse_event(head.model_copy(update={"usage": _usage(event.finish.usage)}))
-            else:
+            elif kind == "text":
                 yield piece(event.text)
+            elif logprobs is not None:
+                logprobs.add(event)
             event = await anext(events)
     except StopAsyncIteration:
         pass

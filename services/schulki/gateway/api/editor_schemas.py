@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from schulki.gateway.api.responses import Usage, omitted
 from schulki.gateway.api.schemas import Number, OpenAIRequest, refused
@@ -32,7 +33,8 @@ class CompletionRequest(OpenAIRequest):
     model: str = Field(min_length=1)
     prompt: str | list[str]
     suffix: str | None = None
-    max_tokens: Annotated[int | None, Number, Field(ge=1, le=1 << 20)] = None
+    max_tokens: Annotated[int | None, Number, Field(ge=0, le=1 << 20)] = None
+    """0 only with ``echo``: the prompt alone comes back (with ``logprobs`` scored: the perplexity of a text)."""
     temperature: Annotated[float | None, Number, Field(ge=0, le=2)] = None
     top_p: Annotated[float | None, Number, Field(gt=0, le=1)] = None
     seed: Annotated[int | None, Number, Field(ge=0, le=2**32 - 1)] = None
@@ -42,7 +44,8 @@ class CompletionRequest(OpenAIRequest):
     stream_options: dict[str, Any] | None = None
     n: Annotated[int | None, Number] = None
     best_of: Annotated[int | None, Number] = None
-    logprobs: Any = None
+    logprobs: Annotated[int | None, Number, Field(ge=0, le=20)] = None
+    """Each token's log-probability and this many alternatives (OpenAI allows 5, schulki 20, as chat's top_logprobs)."""
     presence_penalty: Annotated[float | None, Number] = None
     frequency_penalty: Annotated[float | None, Number] = None
     logit_bias: dict[str, Any] | None = None
@@ -61,12 +64,11 @@ class CompletionRequest(OpenAIRequest):
     def _single(cls, value: int | None, info: Any) -> int | None:
         return _one_answer(info.field_name, value)
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: Any) -> Any:
-        if value is not None:
-            raise refused("schulki does not give log-probabilities on /v1/completions yet; leave logprobs out.")
-        return value
+    @model_validator(mode="after")
+    def _nothing_to_answer_needs_echo(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise PydanticCustomError("invalid_value", "max_tokens 0 needs echo: without it the answer would be empty.")
+        return self
 
     @field_validator("presence_penalty", "frequency_penalty")
     @classmethod
@@ -124,10 +126,21 @@ class InfillRequest(OpenAIRequest):
 # -- answers -----------------------------------------------------------------------------------------------------------
 
 
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy log-probabilities: per token its text, log-probability (None for a text's first token where
+    nothing predicts it), the most likely tokens at its place, and where it starts in the choice's text (characters;
+    without ``echo`` counted from the prompt's start, as OpenAI does)."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     text: str
     index: int = 0
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None
 
 

@@ -421,6 +421,12 @@ class Services:
         response: inference_pb.NextTokensResponse = await self._inference_unary(model, "NextTokens", request)
         return response
 
+    async def attention(self, text: str, user: str, model: str) -> inference_pb.AttentionResponse:
+        """The attention weights of a short plain text under ``model``, per layer and head."""
+        request = inference_pb.AttentionRequest(text=text, user=user)
+        response: inference_pb.AttentionResponse = await self._inference_unary(model, "Attention", request)
+        return response
+
     async def model_infos(self) -> list[tuple[str, object | None]]:
         """(address, GetModelInfoResponse or None) for every inference node, as of the last health check."""
         return [(node.address, node.info if node.healthy else None) for node in self.pools["inference"].nodes]

@@ -32,6 +32,8 @@ import gradio as gr
 
 from schulki.gateway.context import Gateway
 from schulki.gateway.ui.common import account_of, handles_errors, status_banner
+from schulki.gateway.ui.thinking_attention import build_attention_section
+from schulki.gateway.ui.thinking_leaderboard import build_leaderboard_section
 from schulki.gateway.web.i18n import Strings
 from schulki.gateway.web.safe_markup import plain
 from schulki.inference.v1 import inference_service_pb2 as inference_pb
@@ -259,3 +261,6 @@ def build_thinking_tab(gateway: Gateway, s: Strings, timer: gr.Timer, demo: gr.B
         return comparison_table(rows, t, s.lang)
 
     compare.click(compare_sentences, [sentence_a, sentence_b], table, api_name="thinking_compare")
+
+    build_attention_section(gateway, s)
+    build_leaderboard_section(gateway, s)
