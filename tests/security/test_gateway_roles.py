@@ -27,6 +27,8 @@ ADMIN_ARGUMENTS = {
     "admin_models_save": [None, [], []],
     "admin_model_add": ["/etc/passwd", "eingeschleust"],
     "admin_certificates": [],
+    "admin_task_reads": [],
+    "admin_task_codes": [True],
 }
 
 
@@ -53,6 +55,7 @@ def test_a_student_cannot_call_an_admin_handler(security_stack, student, admin, 
     assert security_stack.gateway.accounts.by_name(admin.name) is not None
     assert security_stack.gateway.accounts.check_password(admin.name, admin.password) is not None
     assert security_stack.gateway.retention_days() == retention_before
+    assert not security_stack.gateway.lessons.codes_allowed()
 
 
 @pytest.mark.parametrize(

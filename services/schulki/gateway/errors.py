@@ -23,6 +23,7 @@ from schulki.gateway.documents.questions import QuestionRefused
 from schulki.gateway.documents.stored_files import FileRefused
 from schulki.gateway.documents.whole_document import DocumentRefused
 from schulki.gateway.documents.workspaces import WorkspaceRefused
+from schulki.gateway.lessons.tasks import TaskRefused
 from schulki.gateway.nodes.chat_models import ModelChoiceError
 from schulki.gateway.nodes.clients import AnswerBrokeOff, ServiceDown
 from schulki.gateway.web.i18n import Strings
@@ -113,6 +114,12 @@ def _workspace(error: WorkspaceRefused, s: Strings) -> Told:
     return Told(404, "not_found_error", message, s["no_access"], code="vector_store_not_found")
 
 
+def _task(error: TaskRefused, _s: Strings) -> Told:
+    type_ = {403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}.get(error.status, "invalid_request_error")
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    return Told(error.status, type_, error.message, error.message, error.code, headers=headers)
+
+
 def _admin_only(_error: AdminOnly, s: Strings) -> Told:
     return Told(403, "permission_error", "Only admins may do this.", s["admin_only"], code="admin_only")
 
@@ -128,6 +135,7 @@ TOLD: dict[type[Exception], Callable[[Any, Strings], Told]] = {
     FileRefused: _file,
     WorkspaceRefused: _workspace,
     AdminOnly: _admin_only,
+    TaskRefused: _task,
 }
 """The one table from domain error to what the API and the page tell the user."""
 
