@@ -191,3 +191,27 @@ def test_a_students_task_chats_and_their_reads_are_in_her_export_and_go_with_her
     assert gateway.oversight.export(student.account.id) == {"task_chats": [], "read_by_teachers": []}
     assert gateway.oversight.students(teacher.account, task) == []
     assert [e for e in gateway.oversight.log() if e.task_id == task] == []
+
+
+def test_a_paused_class_gets_no_answer_anywhere_until_its_teacher_resumes_it(security_stack, teacher):
+    task, _ = create_task(teacher, "Klassenstopp", ["7a"])
+    pupil = make_user(security_stack, "student", ("7a",))
+    request = {"model": "schulki-chat", "max_tokens": 4, "messages": [{"role": "user", "content": "Hallo"}]}
+    outsider = make_user(security_stack, "teacher", ("7b",))
+    with outsider.browser() as client:  # not her class
+        refused = gradio_call(client, "tasks_pause_class", ["7a"])
+    assert refused[1] == "error" and "eigenen Klassen" in str(refused[2]), refused
+    with teacher.browser() as client:
+        assert gradio_call(client, "tasks_pause_class", ["7a"])[1] == "complete"
+    try:
+        assert "pausiert" in str(send(pupil, task, "Hallo")[1])
+        with pupil.browser() as client:
+            chat = gradio_call(client, "chat", ["Hallo", [], "preset_assistant", None, None])
+        assert chat[1] == "error" and "pausiert" in str(chat[2]), chat
+        api = httpx.post(security_stack.url + "/v1/chat/completions", headers=pupil.bearer, json=request, timeout=120)
+        assert api.status_code == 423 and "pausiert" in api.json()["error"]["message"], api.text
+    finally:
+        with teacher.browser() as client:
+            assert gradio_call(client, "tasks_resume_class", ["7a"])[1] == "complete"
+    assert httpx.post(security_stack.url + "/v1/chat/completions", headers=pupil.bearer, json=request, timeout=120).status_code == 200
+    assert send(pupil, task, "Hallo")[0] == "complete"
