@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "schulki.gateway.accounts",  # accounts and sign-in
             "schulki.gateway.documents",  # documents, vector stores and files
+            "schulki.gateway.lessons",  # teachers' tasks for classes, their oversight and the emergency stop
             "schulki.gateway.nodes",  # the service nodes and the chat models they serve
             "schulki.gateway.privacy",  # data protection: retention, export, deletion
             "schulki.gateway.web",  # web plumbing under the API and the UI
