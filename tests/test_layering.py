@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "schulki.gateway.accounts",  # accounts and sign-in
             "schulki.gateway.agents",  # the chat tab's agent mode: its tools and its loop
             "schulki.gateway.documents",  # documents, vector stores and files
+            "schulki.gateway.lessons",  # teachers' tasks for classes, their oversight and the emergency stop
             "schulki.gateway.nodes",  # the service nodes and the chat models they serve
             "schulki.gateway.privacy",  # data protection: retention, export, deletion
             "schulki.gateway.moderation",  # moderation rules, their outcomes and flags

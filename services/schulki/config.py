@@ -552,6 +552,29 @@ class CoresConfig(Section):
     """How much lower the priority (nice) of embeddings, transcription and retrieval is, so that where they share CPUs with the chat or the gateway, the class's chat goes first."""
 
 
+class LessonsConfig(Section):
+    """Tasks (Aufgaben) a teacher prepares for classes, the teacher's reads of the students' chats in them, and the emergency stop."""
+
+    codes_allowed: bool = False
+    """Whether a teacher may share a task by a code as well as with classes (for students without that class); the admin can change it in the Admin tab."""
+    code_length: int = Field(default=10, ge=8, le=32)
+    """Characters of a task's code (31 letters and digits that cannot be mistaken for one another): 10 give 8·10¹⁴ codes, none to guess."""
+    code_attempts_per_hour: Count = 10
+    """Codes one user may try per hour (right or wrong); beyond that HTTP 429 with the minutes to wait."""
+    default_budget: int = Field(default=20_000, ge=1)
+    """Tokens a new task gets unless the teacher sets another budget; drawn from the teacher's daily quota (gateway.tokens_per_day) when the task is made."""
+    max_days: int = Field(default=14, ge=1)
+    """Longest time window of a task, in days."""
+    timezone: str = "Europe/Berlin"
+    """The school's time zone: a teacher's start and end times are read in it, and shown in it."""
+    task_retention_days: int = Field(default=30, ge=1)
+    """Days a task and its students' chats are kept after the task's end; then both are deleted."""
+    read_log_retention_days: int = Field(default=365, ge=1)
+    """Days the log of teachers' reads of task chats is kept (the Admin tab shows it)."""
+    context_passages: int = Field(default=3, ge=0, le=10)
+    """Passages of the task's documents put before a student's question (the best hits of a search with the question)."""
+
+
 class EvaluationConfig(Section):
     """Settings of ``schulki eval`` (what a quant costs) and of the quality floor the planner respects."""
 
@@ -641,6 +664,8 @@ class Config(BaseSettings):
     """Local moderation of chat questions and answers."""
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     """The school's own facts for ``schulki compliance``."""
+    lessons: LessonsConfig = Field(default_factory=LessonsConfig)
+    """Tasks for classes, the teacher's oversight and the emergency stop."""
 
     @classmethod
     def settings_customise_sources(

@@ -29,6 +29,8 @@ ADMIN_ARGUMENTS = {
     "admin_certificates": [],
     "admin_agent_roles": [],
     "admin_agent_save": [["student", "teacher"]],
+    "admin_task_reads": [],
+    "admin_task_codes": [True],
 }
 
 
@@ -57,6 +59,7 @@ def test_a_student_cannot_call_an_admin_handler(security_stack, student, admin, 
     assert security_stack.gateway.accounts.check_password(admin.name, admin.password) is not None
     assert security_stack.gateway.retention_days() == retention_before
     assert security_stack.gateway.accounts.get_setting("agent_roles", "unset") == agent_roles_before
+    assert not security_stack.gateway.lessons.codes_allowed()
 
 
 @pytest.mark.parametrize(

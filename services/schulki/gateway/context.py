@@ -43,6 +43,10 @@ from schulki.gateway.documents.stores import FileRecord, Stores
 from schulki.gateway.documents.workspaces import WorkspaceRefused
 from schulki.gateway.moderation.flags import Flag, Flags
 from schulki.gateway.moderation.guard import GuardedAnswer, Moderation
+from schulki.gateway.lessons.oversight import Oversight
+from schulki.gateway.lessons.running import AnswerStopped
+from schulki.gateway.lessons.task_chat import TaskTurn, task_answer
+from schulki.gateway.lessons.tasks import Lessons, TaskForm, TaskRefused
 from schulki.gateway.nodes.chat_models import ChatModels
 from schulki.gateway.nodes.clients import NodeView, Services
 from schulki.gateway.privacy.folders import private_folder
@@ -152,6 +156,10 @@ class Gateway:
         """The vector stores' files and the ingests this app runs for them."""
         self.moderation = Moderation(config.moderation, Flags(accounts.engine))
         """The school's moderation rules, applied to every chat (``gateway/moderation/``), and their flags."""
+        self.lessons = Lessons(accounts.engine, config.lessons)
+        """Tasks for classes (``gateway/lessons/``): each method takes the account and checks it."""
+        self.oversight = Oversight(self.lessons)
+        """The task owner's reads of the students' task chats, and their log."""
 
     @classmethod
     def create(cls, config: Config) -> Gateway:
@@ -262,26 +270,99 @@ class Gateway:
         logprobs: int | None = None,
     ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
+        classes = frozenset(account.classes) if account.role == "student" else frozenset()
+        if classes and self.lessons.class_paused(classes):  # a teacher's emergency stop for a class of the student's
+            raise TaskRefused(423, "Deine Klasse ist gerade pausiert. Deine Lehrkraft kann sie wieder freigeben. (Paused.)", "class_paused")
         reservation = await self._quotas.reserve_off_loop(
             account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request
         )
 
-        def events() -> AsyncIterator[inference_pb.ChatResponse]:
-            return self._services.chat(
-                messages,
-                self.pseudonym(account),
-                reservation.max_tokens,
-                temperature,
-                stop or (),
-                seed,
-                model=model,
-                options=options,
-                logprobs=logprobs,
-            )
+        def class_open() -> str | None:
+            return "paused" if self.lessons.class_paused(classes) else None
 
-        async with aclosing(_settled(reservation, events)) as settled:
-            async for event in settled:
-                yield event
+        def events() -> AsyncIterator[inference_pb.ChatResponse]:
+            answer = self._unwatched_chat(messages, account, reservation, temperature, stop, seed, model, options, logprobs)
+            # a class's stop ends the answer within a second: it just stops, as the stop button does
+            return self.lessons.running.watched(answer, None, classes, class_open) if classes else answer
+
+        try:
+            async with aclosing(_settled(reservation, events)) as settled:
+                async for event in settled:
+                    yield event
+        except AnswerStopped:
+            return
+
+    def _unwatched_chat(
+        self,
+        messages: list[dict[str, str]],
+        account: Account,
+        reservation: Reservation,
+        temperature: float | None,
+        stop: list[str] | None,
+        seed: int | None,
+        model: str | None,
+        options: inference_pb.ChatRequest | None,
+        logprobs: int | None,
+    ) -> AsyncIterator[inference_pb.ChatResponse]:
+        return self._services.chat(
+            messages,
+            self.pseudonym(account),
+            reservation.max_tokens,
+            temperature,
+            stop or (),
+            seed,
+            model=model,
+            options=options,
+            logprobs=logprobs,
+        )
+
+    # -- tasks (``gateway/lessons/``): the checks with the services' facts, and a student's answer in a task ---------
+
+    def create_task(self, account: Account, form: TaskForm) -> tuple[int, str | None]:
+        """A teacher's new task: the form checked (``Lessons.check_form``), the model one the teacher may use, the
+        documents a class workspace the teacher may change, and the budget drawn from the teacher's daily quota now.
+        Returns the task's id and its code (None without one), shown once."""
+        self.lessons.check_form(account, form)
+        model = self.models.resolve(account, form.model or None)
+        if form.workspace:
+            if not form.workspace.startswith("k-"):
+                raise TaskRefused(
+                    400, "Als Wissen einer Aufgabe dienen die Dokumente einer Klasse. (Class documents only.)", "not_class_documents"
+                )
+            self.workspace_access(account, form.workspace, write=True)
+        limit = self.config.gateway.tokens_per_day.get(account.role, 0)
+        left = limit - self.accounts.tokens_today(account.id)
+        granted = self.accounts.reserve_tokens(account.id, 0, form.token_budget, limit) if form.token_budget <= left else None
+        if granted != form.token_budget:
+            if granted:
+                self.accounts.count_usage(account.id, tokens=-granted)
+            raise TaskRefused(
+                429,
+                f"Dein Tageskontingent reicht dafür nicht: heute sind noch {max(0, left)} Tokens übrig. (Budget over your quota.)",
+                "budget_over_quota",
+            )
+        return self.lessons.create(account, TaskForm(**{**form.__dict__, "model": model}))
+
+    def task_chat(self, account: Account, task_id: object, message: object) -> AsyncGenerator[TaskTurn, None]:
+        """A student's message in a task they take part in, while it is open: one request against their rate, the
+        task's instructions and documents, the task's model and budget (``gateway/lessons/task_chat.py``)."""
+
+        def chat(prompt: list[dict[str, str]], max_tokens: int, model: str) -> AsyncIterator[inference_pb.ChatResponse]:
+            return self._services.chat(prompt, self.pseudonym(account), max_tokens, model=model)
+
+        def search(workspace: str, query: str, top_k: int) -> Awaitable[list[retrieval_pb.Hit]]:
+            return self._services.search(workspace, query, top_k=top_k)
+
+        return task_answer(
+            self.lessons,
+            account,
+            task_id,
+            message,
+            self.config.gateway.max_chat_tokens,
+            lambda: self._quotas.admit_request(account),
+            search,
+            chat,
+        )
 
     def complete(
         self, account: Account, request: inference_pb.CompleteRequest, model: str | None = None

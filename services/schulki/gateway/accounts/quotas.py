@@ -115,6 +115,10 @@ class Quotas:
         token_limit = self.config.tokens_per_day.get(account.role, 0)
         if self.accounts.tokens_today(account.id) >= token_limit:
             raise self._spent(account)
+        self.admit_request(account)
+
+    def admit_request(self, account: Account) -> None:
+        """Count one request against the per-minute rate only (a task's answers draw tokens from the task's budget)."""
         rate_limit = self.config.requests_per_minute.get(account.role, 0)
         wait = self.requests.try_add(str(account.id), rate_limit)
         if wait:

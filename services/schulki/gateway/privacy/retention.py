@@ -9,6 +9,8 @@
 | uploads in the gateway's cache, admin exports | ``gateway.upload_retention_hours`` | ``<data>/gateway/uploads``, ``files/<id>/exports`` |
 | uploads through ``/v1/files`` | ``gateway.upload_retention_hours`` | accounts database (each gateway's copy in its upload cache) |
 | moderation flags | ``moderation.flag_retention_days`` | accounts database |
+| tasks and their students' chats | ``lessons.task_retention_days`` after the task's end | accounts database |
+| teachers' reads of task chats (the log) | ``lessons.read_log_retention_days`` | accounts database |
 
 The purge also removes what belongs to no account any more: a private
 workspace ``u-<id>`` (or ``u-<id>-<random>``, made through the API) or a files folder whose account is gone (left when the
@@ -175,6 +177,7 @@ async def purge_expired(gateway: Gateway, now: float | None = None) -> dict[str,
     flag_days = gateway.config.moderation.flag_retention_days
     await part("flags", lambda: run_in_threadpool(gateway.moderation.flags.purge, flag_days, now))
     await part("api_files", lambda: run_in_threadpool(gateway.file_records.purge, upload_cutoff))  # what /v1/files keeps in the database
+    await part("task_chats+task_reads", lambda: run_in_threadpool(gateway.oversight.purge, now))
     backups = gateway.config.gateway.backup_dir
     if backups is not None:
         await part("backups", lambda: run_in_threadpool(remove_older, Path(backups), now - days["backup_retention_days"] * 86400))

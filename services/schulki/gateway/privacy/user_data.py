@@ -7,7 +7,9 @@ What belongs to a user:
 - the private workspace ``u-<id>`` and those they created through the API
   (``u-<id>-<random>``) with their documents, their text and vectors
   (retrieval service, embedded store or Weaviate), and their uploads through ``/v1/files``;
-- their transcripts under ``<data>/gateway/files/<id>/``.
+- their transcripts under ``<data>/gateway/files/<id>/``;
+- their chats in teachers' tasks, and the log of teachers' reads of them
+  (accounts database; a teacher's tasks go with the teacher's account).
 
 Documents in a class workspace belong to the class: teachers put teaching
 material there, and it stays when a teacher leaves (schulki does not record
@@ -41,6 +43,7 @@ README = """Deine Daten bei schulki (your data at schulki)
 
 konto.json        Konto, Rolle, Klassen, Anlagedatum, Nutzung pro Tag (account, role, classes, created, usage per day)
 chats.json        gespeicherte Chats mit allen Nachrichten (stored chats with every message)
+aufgaben.json     deine Chats in Aufgaben und wann welche Lehrkraft sie gelesen hat (task chats and teachers' reads of them)
 dokumente.json    Dokumente in "Meine Dokumente" und deinen eigenen Arbeitsbereichen (documents in your own workspaces)
 dokumente/        der gespeicherte Text jedes Dokuments, Abschnitt für Abschnitt (the stored text of each document)
 transkripte/      deine Transkripte (your transcripts)
@@ -103,6 +106,8 @@ async def export_user_data(gateway: Gateway, account: Account) -> bytes:
         archive.writestr("chats.json", json.dumps(facts["chats"], ensure_ascii=False, indent=2))
         flags = await run_in_threadpool(gateway.moderation.flags.of_user, account.id)
         archive.writestr("hinweise.json", json.dumps(flags, ensure_ascii=False, indent=2))
+        tasks = await run_in_threadpool(gateway.oversight.export, account.id)
+        archive.writestr("aufgaben.json", json.dumps(tasks, ensure_ascii=False, indent=2))
         listing = []
         for index, (document, text, store_name) in enumerate(zip(documents, texts, store_names, strict=True), start=1):
             name = _file_name(index, document.source)

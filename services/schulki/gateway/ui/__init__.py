@@ -12,6 +12,8 @@ from schulki.gateway.ui.chat import build_chat_tab
 from schulki.gateway.ui.common import account_of
 from schulki.gateway.ui.documents import build_documents_tab
 from schulki.gateway.ui.moderation import build_moderation_tab
+from schulki.gateway.ui.tasks import build_tasks_tab
+from schulki.gateway.ui.tasks import texts as task_texts
 from schulki.gateway.ui.thinking import CSS as THINKING_CSS
 from schulki.gateway.ui.thinking import build_thinking_tab, texts
 from schulki.gateway.ui.transcription import build_transcription_tab
@@ -66,6 +68,8 @@ def build_ui(gateway: Gateway, lang: str = "de") -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab(s["tab_chat"], id="chat"):
                 build_chat_tab(gateway, s, timer, demo)
+            with gr.Tab(task_texts(s)["tab"], id="tasks"):
+                build_tasks_tab(gateway, s, demo)
             with gr.Tab(s["tab_documents"], id="documents"):
                 build_documents_tab(gateway, s, timer, demo)
             with gr.Tab(s["tab_transcription"], id="transcription"):

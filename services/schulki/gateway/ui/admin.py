@@ -18,6 +18,7 @@ from schulki.gateway.ui.certificates import build_certificate_warning
 from schulki.gateway.ui.common import account_of, as_admin, discard_upload, handles_errors
 from schulki.gateway.ui.evaluation import build_evaluation_section
 from schulki.gateway.ui.models import build_models_section
+from schulki.gateway.ui.task_reads import build_task_reads_section
 from schulki.gateway.web.i18n import Strings
 
 DATA_PERIODS = ("document_retention_days", "transcript_retention_days", "backup_retention_days")
@@ -54,6 +55,7 @@ def build_admin_tab(gateway: Gateway, s: Strings, demo: gr.Blocks) -> None:
     save_periods.click(shown(actions.set_data_periods), periods, [result, *periods], api_name="admin_save_data_periods")
     save_retention.click(shown(actions.set_retention), retention, result, api_name="admin_retention")
     build_evaluation_section(gateway, s)
+    build_task_reads_section(gateway, s)
 
 
 def _overview_tables(s: Strings) -> tuple[gr.Dataframe, gr.Dataframe, gr.Dataframe, gr.Dataframe]:
