@@ -17,6 +17,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from schulki.gateway.accounts import oidc_routes
 from schulki.gateway.accounts.database import Account
 from schulki.gateway.accounts.directory_accounts import SignInRefused
 from schulki.gateway.accounts.login_limits import LoginRefused
@@ -109,7 +110,9 @@ def router(gateway: Gateway) -> APIRouter:
     def page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
         return login_page(lang, error, status, school_account=gateway.config.gateway.oidc.enabled)
 
-    @routes.get("/login", include_in_schema=False)
+    routes.include_router(oidc_routes.router(gateway, start_session))
+
+    @routes.get("/login", include_in_schema=False, name="show_login")
     def show_login(lang: str = "de") -> HTMLResponse:
         return page("en" if lang == "en" else "de")
 
@@ -155,9 +158,12 @@ def router(gateway: Gateway) -> APIRouter:
     @routes.get("/logout", include_in_schema=False)
     def logout(request: Request, lang: str = "de") -> RedirectResponse:
         token = request.cookies.get(SESSION_COOKIE)
+        lang = "en" if lang == "en" else "de"
+        provider_logout = None
         if token:
+            provider_logout = oidc_routes.logout_url(gateway, request, gateway.accounts.session_user(token), lang)
             gateway.accounts.close_session(token)
-        response = RedirectResponse(f"/login?lang={'en' if lang == 'en' else 'de'}", status_code=303)
+        response = RedirectResponse(provider_logout or f"/login?lang={lang}", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 

@@ -140,6 +140,10 @@ class DirectoryAccounts:
             classes = tuple(sorted(person.classes))
             return Account(user.id, user.name, user.role, classes)
 
-    def is_directory_account(self, user_id: int) -> bool:
+    def issuer_of(self, user_id: int) -> str | None:
+        """Which directory signs this account in (``ldap`` or an OIDC issuer URL); None for a local account."""
         with self._session() as db:
-            return db.scalar(select(DirectoryIdentity.user_id).where(DirectoryIdentity.user_id == user_id)) is not None
+            return db.scalar(select(DirectoryIdentity.issuer).where(DirectoryIdentity.user_id == user_id))
+
+    def is_directory_account(self, user_id: int) -> bool:
+        return self.issuer_of(user_id) is not None
