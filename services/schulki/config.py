@@ -388,6 +388,95 @@ class AgentsConfig(Section):
     """Most characters of a tool's result (hits, a web page's text, a summary) handed to the model as data in the next step."""
 
 
+Role = Literal["student", "teacher", "admin"]
+"""One of schulki's roles."""
+
+
+class DirectoryMappingSection(Section):
+    """How a school directory's groups (LDAP) or claim values (OIDC) become schulki's roles and classes.
+
+    A name here is compared without regard to case with a group's name (its cn) or its whole DN (LDAP), or with a
+    value of the claim (OIDC). Role and classes are read again at every sign-in: whoever left a class group has left
+    the class (and its workspace) at the next sign-in."""
+
+    role_groups: dict[str, Role] = Field(default_factory=dict)
+    """Group (or claim value) → role, for example ``{"lehrer" = "teacher", "schueler" = "student"}``; a person in several gets the highest (admin, teacher, student)."""
+    default_role: Role | None = None
+    """The role of a person in none of role_groups; empty means such a person cannot sign in."""
+    class_groups: dict[str, str] = Field(default_factory=dict)
+    """Group (or claim value) → class name, for classes whose groups follow no pattern."""
+    class_group_pattern: str = ""
+    """A regular expression on group names (or claim values) whose first group is the class, for example ``^schule-(.+)$`` for UCS@school's ``<school>-<class>`` groups; empty means only class_groups."""
+
+
+class LdapConfig(DirectoryMappingSection):
+    """Sign-in through the school's LDAP directory (paedML, linuxmuster, UCS): the login form checks name and password there."""
+
+    enabled: bool = False
+    """Check the login form's name and password against the directory (before local accounts)."""
+    url: str = ""
+    """The directory server, ``ldaps://dc.schule.lan:636`` or ``ldap://dc.schule.lan:389`` (then with StartTLS). A password never crosses the network unencrypted: there is no plain mode."""
+    start_tls: bool = True
+    """For an ``ldap://`` url: switch to TLS (StartTLS) before any bind. Must stay on; ``ldaps://`` needs none."""
+    ca_file: Path | None = None
+    """The CA (PEM) of the directory server's certificate; empty means the system's CAs. The certificate and its name are always checked."""
+    bind_dn: str = ""
+    """A read-only account that searches for the person before their own bind; empty means an anonymous search."""
+    bind_password_file: Path | None = None
+    """A file holding bind_dn's password (a container secret)."""
+    search_base: str = ""
+    """Where people are searched, for example ``ou=schule,dc=schule,dc=lan``."""
+    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={name}))"
+    """The search for the person; ``{name}`` is the name typed (escaped). Leave disabled accounts out here, for example UCS ``(!(shadowExpire=1))``, Active Directory / linuxmuster ``(!(userAccountControl:1.2.840.113556.1.4.803:=2))``."""
+    id_attribute: str = "entryUUID"
+    """The attribute that names a person for good (``entryUUID``; Active Directory: ``objectGUID``); empty uses the DN."""
+    name_attribute: str = "uid"
+    """The attribute whose value becomes the schulki user name (``uid``; Active Directory: ``sAMAccountName``)."""
+    group_base: str = ""
+    """Where groups are searched; empty means search_base."""
+    group_filter: str = "(|(member={dn})(uniqueMember={dn}))"
+    """The groups a person (or, for nested groups, a group) is in; ``{dn}`` is its DN, ``{name}`` its name (for posixGroup: ``(memberUid={name})``)."""
+    nested_groups: bool = True
+    """Follow groups in groups (a teacher in a subject group that is in the teachers' group), up to 8 levels."""
+    timeout_s: Seconds = 10.0
+    """How long one connection to the directory may take."""
+
+    @model_validator(mode="after")
+    def _encrypted(self) -> LdapConfig:
+        if self.url.lower().startswith("ldap://") and not self.start_tls:
+            raise ValueError(
+                "gateway.ldap: an ldap:// url needs start_tls (or use ldaps://): passwords never cross the network unencrypted"
+            )
+        return self
+
+
+class OidcConfig(DirectoryMappingSection):
+    """Sign-in through the school's OpenID Connect provider (IServ, UCS@school's Keycloak, VIDIS): "Mit Schulkonto anmelden"."""
+
+    enabled: bool = False
+    """Show "Mit Schulkonto anmelden" on the login page."""
+    issuer: str = ""
+    """The provider's issuer URL (its discovery document is at ``<issuer>/.well-known/openid-configuration``)."""
+    client_id: str = ""
+    """schulki's client id at the provider."""
+    client_secret_file: Path | None = None
+    """A file holding the client secret (a container secret)."""
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    """Scopes asked for; ``openid`` is always sent."""
+    role_claim: str = "groups"
+    """The ID token claim (a dotted path into it, for example ``realm_access.roles``) whose values role_groups maps."""
+    class_claim: str = "groups"
+    """The ID token claim whose values class_groups and class_group_pattern map."""
+    name_claim: str = "preferred_username"
+    """The claim that becomes the schulki user name when it is a valid, free name; otherwise a pseudonym. Pseudonymous providers (VIDIS) send none: that is fine."""
+    ca_file: Path | None = None
+    """The CA (PEM) of the provider's HTTPS certificate; empty means the system's CAs."""
+    redirect_url: str = ""
+    """The callback address registered at the provider, ``https://<gateway>/login/oidc/callback``; empty means the address the browser used."""
+    timeout_s: Seconds = 10.0
+    """How long one request to the provider may take."""
+
+
 class GatewayConfig(Section):
     """Settings of the gateway (web UI and OpenAI-compatible API)."""
 
@@ -529,6 +618,12 @@ class GatewayConfig(Section):
     """Largest request body on every route that is not an upload (the JSON API, Gradio's event routes, the login form); refused with 413 while it streams in, before it is parsed."""
     body_idle_timeout_s: Seconds = 30.0
     """A request body that sends nothing for this many seconds is refused with 408 (slow senders cannot hold connections)."""
+    local_passwords: Literal["everyone", "admins"] = "everyone"
+    """Who may sign in with a password kept by schulki itself: everyone, or only admins (the first admin, once the school's directory signs everyone else in)."""
+    ldap: LdapConfig = Field(default_factory=LdapConfig)
+    """Sign-in through the school's LDAP directory."""
+    oidc: OidcConfig = Field(default_factory=OidcConfig)
+    """Sign-in through the school's OpenID Connect provider."""
     trusted_origins: list[str] = Field(default_factory=list)
     """Other web origins (``https://host:port``) whose pages may send requests with a user's login; empty means only the gateway's own pages."""
 

@@ -17,7 +17,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from schulki.gateway.accounts import oidc_routes
+from schulki.gateway.accounts.database import Account
+from schulki.gateway.accounts.directory_accounts import SignInRefused
 from schulki.gateway.accounts.login_limits import LoginRefused
+from schulki.gateway.accounts.sign_in import DirectoryDown, PasswordSignIn
 from schulki.gateway.context import SESSION_COOKIE, Gateway
 from schulki.gateway.web.addresses import client_address
 from schulki.gateway.web.i18n import strings
@@ -30,19 +34,20 @@ body {{ font-family: system-ui, sans-serif; background: #f4f6f8; display: flex; 
 form {{ background: white; padding: 2em; border-radius: 8px; box-shadow: 0 1px 4px #0002; width: 20em; }}
 label {{ display: block; margin-top: 1em; }} input {{ width: 100%; padding: .5em; box-sizing: border-box; }}
 button {{ margin-top: 1.5em; width: 100%; padding: .6em; background: #2563eb; color: white; border: 0; border-radius: 4px; font-size: 1em; }}
-.error {{ color: #b91c1c; }} .lang {{ margin-top: 1em; font-size: .9em; text-align: right; }}
+.error {{ color: #b91c1c; }} .school {{ display: block; margin-top: 1em; text-align: center; padding: .6em; border: 1px solid #2563eb; border-radius: 4px; color: #2563eb; text-decoration: none; }} .lang {{ margin-top: 1em; font-size: .9em; text-align: right; }}
 </style></head>
 <body><form method="post" action="login">
 <h1>schulki</h1><p>{intro}</p>{error}
 <input type="hidden" name="lang" value="{lang}">
 <label for="name">{name_label}</label><input id="name" name="name" autocomplete="username" required autofocus>
 <label for="password">{password_label}</label><input id="password" name="password" type="password" autocomplete="current-password" required>
-<button type="submit">{submit}</button>
+<button type="submit">{submit}</button>{school_account}
 <div class="lang"><a href="login?lang={other_lang}">{other_label}</a></div>
 </form></body></html>"""
 
 
-def login_page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
+def login_page(lang: str, error: str = "", status: int = 200, school_account: bool = False) -> HTMLResponse:
+    """The login form; with ``school_account`` also the link "Mit Schulkonto anmelden" to the OIDC provider."""
     s = strings(lang)
     other = "en" if lang == "de" else "de"
     return HTMLResponse(
@@ -56,6 +61,7 @@ def login_page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
             other_lang=other,
             other_label=s["other_language"],
             error=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else "",
+            school_account=f'<a class="school" href="login/oidc?lang={lang}">{s["login_school_account"]}</a>' if school_account else "",
         ),
         status_code=status,
     )
@@ -81,12 +87,34 @@ def home_path(lang: str) -> str:
     return "/en/" if lang == "en" else "/"
 
 
+def start_session(gateway: Gateway, request: Request, account: Account, redirect: Response) -> Response:
+    """Open a session for the account and set its cookie on ``redirect`` (the password form and the OIDC callback)."""
+    settings = gateway.config.gateway
+    token = gateway.accounts.open_session(account.id, settings.session_hours, keep=settings.sessions_per_user)
+    redirect.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return redirect
+
+
 def router(gateway: Gateway) -> APIRouter:
     routes = APIRouter()
+    password_sign_in = PasswordSignIn(gateway.config.gateway, gateway.accounts)
 
-    @routes.get("/login", include_in_schema=False)
+    def page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
+        return login_page(lang, error, status, school_account=gateway.config.gateway.oidc.enabled)
+
+    routes.include_router(oidc_routes.router(gateway, start_session))
+
+    @routes.get("/login", include_in_schema=False, name="show_login")
     def show_login(lang: str = "de") -> HTMLResponse:
-        return login_page("en" if lang == "en" else "de")
+        return page("en" if lang == "en" else "de")
 
     @routes.post("/login", include_in_schema=False)
     async def do_login(request: Request, name: str = Form(""), password: str = Form(""), lang: str = Form("de")) -> Response:
@@ -99,28 +127,22 @@ def router(gateway: Gateway) -> APIRouter:
             await gateway.login_limiter.start(name, address, device)
         except LoginRefused as refused:
             message = {"busy": "login_busy", "logins": "login_too_many"}.get(refused.reason, "login_blocked")
-            response = login_page(lang, s[message], status=429)
+            response = page(lang, s[message], status=429)
             response.headers["Retry-After"] = str(refused.retry_after_s)
             return response
         account = None
         try:
-            account = await run_in_threadpool(gateway.accounts.check_password, name, password)
+            account = await password_sign_in.check(name, password)
+        except SignInRefused as refused:
+            return page(lang, s[str(refused)], status=403)
+        except DirectoryDown:
+            return page(lang, s["login_directory_down"], status=503)
         finally:
             await run_in_threadpool(gateway.login_limiter.finish, name, address, account is not None, device)
         if account is None:
-            return login_page(lang, s["login_failed"], status=401)
+            return page(lang, s["login_failed"], status=401)
         settings = gateway.config.gateway
-        token = gateway.accounts.open_session(account.id, settings.session_hours, keep=settings.sessions_per_user)
-        redirect = RedirectResponse(home_path(lang), status_code=303)
-        redirect.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=int(gateway.config.gateway.session_hours * 3600),
-            httponly=True,
-            samesite="lax",
-            secure=request.url.scheme == "https",
-            path="/",
-        )
+        redirect = start_session(gateway, request, account, RedirectResponse(home_path(lang), status_code=303))
         device = device or secrets.token_urlsafe(12)
         redirect.set_cookie(
             DEVICE_COOKIE,
@@ -136,9 +158,12 @@ def router(gateway: Gateway) -> APIRouter:
     @routes.get("/logout", include_in_schema=False)
     def logout(request: Request, lang: str = "de") -> RedirectResponse:
         token = request.cookies.get(SESSION_COOKIE)
+        lang = "en" if lang == "en" else "de"
+        provider_logout = None
         if token:
+            provider_logout = oidc_routes.logout_url(gateway, request, gateway.accounts.session_user(token), lang)
             gateway.accounts.close_session(token)
-        response = RedirectResponse(f"/login?lang={'en' if lang == 'en' else 'de'}", status_code=303)
+        response = RedirectResponse(provider_logout or f"/login?lang={lang}", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 

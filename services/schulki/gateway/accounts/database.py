@@ -318,13 +318,17 @@ class Accounts:
             return self._account(db, user) if user else None
 
     def reset_password(self, name: str) -> NewAccount:
-        """A new password and a new API key (the old key may have leaked with the password)."""
+        """A new password and a new API key (the old key may have leaked with the password); for an account the school's
+        directory signs in (directory_accounts.py) only a new key, and the password is empty."""
         password, api_key = new_password(), new_api_key()
         with self._session.begin() as db:
             user = db.scalar(select(User).where(User.name == name))
             if user is None:
                 raise AccountError(f"Den Benutzer {name!r} gibt es nicht.")
-            user.password_hash = _hasher.hash(password)
+            if user.password_hash.startswith("directory:"):  # the school's directory keeps this person's password
+                password = ""
+            else:
+                user.password_hash = _hasher.hash(password)
             user.api_key_hash = _sha256(api_key)
             db.execute(delete(LoginSession).where(LoginSession.user_id == user.id))
             account = self._account(db, user)

@@ -19,6 +19,26 @@ STRINGS: dict[str, tuple[str, str]] = {
     "login_name": ("Benutzername", "User name"),
     "login_password": ("Passwort", "Password"),
     "login_submit": ("Anmelden", "Log in"),
+    "login_no_role": (
+        "Dein Schulkonto gehört zu keiner Gruppe, die schulki eine Rolle gibt. Bitte wende dich an die Schul-IT.",
+        "Your school account is in no group that gives it a role in schulki. Please ask the school's IT.",
+    ),
+    "login_bad_identity": ("Das Schulkonto hat keine gültige Kennung.", "The school account has no valid id."),
+    "login_directory_down": (
+        "Das Schulverzeichnis antwortet gerade nicht. Bitte versuche es gleich noch einmal.",
+        "The school directory does not answer just now. Please try again in a moment.",
+    ),
+    "login_school_account": ("Mit Schulkonto anmelden", "Sign in with school account"),
+    "login_oidc_off": ("Die Anmeldung mit Schulkonto ist nicht eingerichtet.", "Signing in with a school account is not set up."),
+    "login_oidc_state": (
+        "Diese Anmeldung wurde nicht in diesem Browser begonnen oder ist abgelaufen. Bitte melde dich neu an.",
+        "This sign-in was not started in this browser or has expired. Please sign in again.",
+    ),
+    "login_oidc_cancelled": ("Die Anmeldung mit Schulkonto wurde abgebrochen.", "Signing in with the school account was cancelled."),
+    "login_oidc_refused": (
+        "Die Anmeldung mit Schulkonto wurde abgelehnt (ungültige Antwort des Anmeldedienstes).",
+        "Signing in with the school account was refused (the sign-in service's answer is not valid).",
+    ),
     "login_failed": ("Benutzername oder Passwort ist falsch.", "Wrong user name or password."),
     "login_blocked": ("Zu viele Fehlversuche. Bitte warte einige Minuten.", "Too many failed attempts. Please wait a few minutes."),
     "login_too_many": (
