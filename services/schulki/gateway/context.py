@@ -41,12 +41,12 @@ from schulki.gateway.documents.store_ingests import DOCUMENT_PREFIX, StoreConten
 from schulki.gateway.documents.stored_files import FileRefused, find_file
 from schulki.gateway.documents.stores import FileRecord, Stores
 from schulki.gateway.documents.workspaces import WorkspaceRefused
-from schulki.gateway.moderation.flags import Flag, Flags
-from schulki.gateway.moderation.guard import GuardedAnswer, Moderation
 from schulki.gateway.lessons.oversight import Oversight
 from schulki.gateway.lessons.running import AnswerStopped
 from schulki.gateway.lessons.task_chat import TaskTurn, task_answer
 from schulki.gateway.lessons.tasks import Lessons, TaskForm, TaskRefused
+from schulki.gateway.moderation.flags import Flag, Flags
+from schulki.gateway.moderation.guard import GuardedAnswer, Moderation
 from schulki.gateway.nodes.chat_models import ChatModels
 from schulki.gateway.nodes.clients import NodeView, Services
 from schulki.gateway.privacy.folders import private_folder

@@ -24,8 +24,8 @@ from schulki.gateway.documents.questions import QuestionRefused
 from schulki.gateway.documents.stored_files import FileRefused
 from schulki.gateway.documents.whole_document import DocumentRefused
 from schulki.gateway.documents.workspaces import WorkspaceRefused
-from schulki.gateway.moderation.flags import TeachersOnly
 from schulki.gateway.lessons.tasks import TaskRefused
+from schulki.gateway.moderation.flags import TeachersOnly
 from schulki.gateway.nodes.chat_models import ModelChoiceError
 from schulki.gateway.nodes.clients import AnswerBrokeOff, ServiceDown
 from schulki.gateway.web.i18n import Strings
@@ -118,6 +118,8 @@ def _workspace(error: WorkspaceRefused, s: Strings) -> Told:
 
 def _agent(error: AgentRefused, _s: Strings) -> Told:
     return Told(error.status, "permission_error" if error.status == 403 else "invalid_request_error", error.message, error.message)
+
+
 def _task(error: TaskRefused, _s: Strings) -> Told:
     type_ = {403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}.get(error.status, "invalid_request_error")
     headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
