@@ -214,7 +214,8 @@ def test_the_emergency_stop_ends_a_running_answer_at_once(stack, people, browser
     # each character streamed is at least a part of a token: the model could not have written the rest this fast
     left_tokens = MAX_TOKENS - streamed
     print(f"stop: paused→ended {ended - paused:.3f} s, click→ended {ended - clicked:.3f} s, click→shown {shown - clicked:.3f} s")
-    assert paused - clicked < ended - clicked < left_tokens / CEILING_TOKENS_PER_S, (ended - clicked, streamed)
+    # from the stop on the server (the click's event waits in Gradio's line first, seconds on a busy machine)
+    assert ended - paused < left_tokens / CEILING_TOKENS_PER_S, (ended - paused, streamed)
     teacher.wait_for_selector("#task-result >> text=Angehalten")
     shoot(ben, "task-paused")
     send(ben, "Und jetzt?")
