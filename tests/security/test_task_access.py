@@ -215,3 +215,12 @@ def test_a_paused_class_gets_no_answer_anywhere_until_its_teacher_resumes_it(sec
             assert gradio_call(client, "tasks_resume_class", ["7a"])[1] == "complete"
     assert httpx.post(security_stack.url + "/v1/chat/completions", headers=pupil.bearer, json=request, timeout=120).status_code == 200
     assert send(pupil, task, "Hallo")[0] == "complete"
+
+
+def test_a_task_chat_is_moderated_and_the_tasks_teacher_sees_the_flag(security_stack, teacher, student):
+    task, _ = create_task(teacher, "Gedichte der Romantik", ["7a"])
+    event, payload = send(student, task, "Ich will mich umbringen, es hat alles keinen Sinn.")
+    assert event == "complete", payload
+    assert "116 111" in str(payload), payload  # the help answer, not the model's
+    flags = security_stack.gateway.moderation_flags(teacher.account)
+    assert any(flag.user == student.name and flag.category == "self_harm" for flag in flags), flags

@@ -347,8 +347,14 @@ class Gateway:
         """A student's message in a task they take part in, while it is open: one request against their rate, the
         task's instructions and documents, the task's model and budget (``gateway/lessons/task_chat.py``)."""
 
+        async def asked(prompt: list[dict[str, str]], max_tokens: int, model: str) -> AsyncGenerator[inference_pb.ChatResponse, None]:
+            async for event in self._services.chat(prompt, self.pseudonym(account), max_tokens, model=model):
+                yield event
+
         def chat(prompt: list[dict[str, str]], max_tokens: int, model: str) -> AsyncIterator[inference_pb.ChatResponse]:
-            return self._services.chat(prompt, self.pseudonym(account), max_tokens, model=model)
+            # a task's chat is moderated as every chat is (the request was counted already: nothing more to admit)
+            guarded = self.moderation.guard(account, prompt, asked(prompt, max_tokens, model), whole_words=True, admit=lambda: None)
+            return guarded.events()
 
         def search(workspace: str, query: str, top_k: int) -> Awaitable[list[retrieval_pb.Hit]]:
             return self._services.search(workspace, query, top_k=top_k)

@@ -75,12 +75,14 @@ class Moderation:
         events: AsyncGenerator[inference_pb.ChatResponse, None],
         whole_words: bool,
         admit: Callable[[], None],
+        notes: bool = True,
     ) -> GuardedAnswer:
         """The chat's events with the rules applied; ``events`` is not started when the question is blocked, and
         ``admit`` counts the blocked question as a request instead (a loop of blocked questions meets the per-minute
         limit, not an ever longer flag table). ``whole_words``: hold back the last, unfinished word of the answer
-        (False for requests with log-probabilities)."""
-        return GuardedAnswer(self, account, messages, events, whole_words, admit)
+        (False for requests with log-probabilities). ``notes``: False for an answer whose shape the client parses (a
+        JSON schema, tool calls), which a German note would break: there a warning is only flagged."""
+        return GuardedAnswer(self, account, messages, events, whole_words, admit, notes)
 
 
 def _text(text: str) -> inference_pb.ChatResponse:
@@ -110,9 +112,10 @@ class GuardedAnswer:
         events: AsyncGenerator[inference_pb.ChatResponse, None],
         whole_words: bool,
         admit: Callable[[], None],
+        notes: bool = True,
     ) -> None:
         self._moderation, self._account, self._messages, self._events = moderation, account, messages, events
-        self._whole_words, self._admit = whole_words, admit
+        self._whole_words, self._admit, self._notes = whole_words, admit, notes
         self.filtered = False
 
     async def events(self) -> AsyncGenerator[inference_pb.ChatResponse, None]:
@@ -135,7 +138,7 @@ class GuardedAnswer:
             return
         await moderation._notify(self._account, hits, "input", question)
         warned = [hit.category for hit in hits if moderation.outcome(hit.category) == "warn"]
-        if warned:
+        if warned and self._notes:
             yield _text("\n\n".join(WARNED[category] for category in warned) + "\n\n")
         async for event in self._answer(set(warned)):
             yield event
@@ -147,7 +150,7 @@ class GuardedAnswer:
         folded: list[str] = []  # the normalised words of the answer up to ``scanned``, each normalised once
         try:
             async for event in self._events:
-                if event.HasField("token"):
+                if event.WhichOneof("event") not in ("text", "finish"):  # a token's log-probability, a whole tool call
                     yield event
                     continue
                 finished = event.HasField("finish")
@@ -175,7 +178,7 @@ class GuardedAnswer:
                 if finished:
                     if sent < len(text):
                         yield _text(text[sent:])
-                    if later:  # the notes for what the answer itself touched, after it
+                    if later and self._notes:  # the notes for what the answer itself touched, after it
                         yield _text("\n\n" + "\n\n".join(WARNED[c] for c in CATEGORIES if c in later))
                     yield event
                 elif not self._whole_words:
