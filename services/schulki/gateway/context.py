@@ -253,7 +253,10 @@ class Gateway:
             account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options, logprobs=logprobs
         )
         # moderation reads the question before the model is asked, and the answer as it streams
-        guarded = self.moderation.guard(account, messages, events, whole_words=logprobs is None, admit=lambda: self._quotas.admit(account))
+        parsed = options is not None and options.HasField("json_schema")  # a German note would break the client's parsing
+        guarded = self.moderation.guard(
+            account, messages, events, whole_words=logprobs is None, admit=lambda: self._quotas.admit(account), notes=not parsed
+        )
         return ChatAnswer(chosen, guarded.events(), guarded)
 
     async def _chat(
