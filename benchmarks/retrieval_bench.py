@@ -19,15 +19,28 @@ neither, its rows say why they are missing.
 
     .venv/bin/python benchmarks/retrieval_bench.py [--pages 100] [--sizes 10000 100000] [--queries 100] [--store embedded weaviate]
     .venv/bin/python benchmarks/retrieval_bench.py --smoke    # a 2-page PDF, a 100-chunk store per engine: does it still run?
+
+With --chunks N (for example 1000000) it measures one large workspace of the
+embedded store instead: the time to insert N synthetic chunks (documents of
+1,000, one commit each, as the service writes them), the time to build the
+vector index over them, the process's memory (RSS) after each, and hybrid
+top-5 search p50/p95 while another thread goes on ingesting (documents of
+1,000 chunks, with the service's default upkeep: an optimize every
+optimize_every_documents ingests). The vectors are the same SYNTHETIC random
+unit vectors (numpy, seeded), not embeddings of the texts.
+
+    .venv/bin/python benchmarks/retrieval_bench.py --pages 0 --sizes --chunks 100000 --queries 100
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +49,7 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 from schulki import retrieval  # noqa: E402
 from schulki.config import RetrievalConfig  # noqa: E402
 from schulki.retrieval.documents import Chunk  # noqa: E402
@@ -215,17 +229,89 @@ def bench_search(sizes: list[int], queries: int, engines: list[str]) -> None:
         search_weaviate(sizes, queries, rng)
 
 
+def memory_mib() -> tuple[float, float]:
+    """This process's resident memory now and at its peak (VmRSS, VmHWM), in MiB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def synthetic_document(number: int, rng: random.Random, vectors: np.random.Generator) -> tuple[DocumentRecord, list[StoredChunk]]:
+    """One synthetic document of BATCH_CHUNKS chunks: random German words, random unit vectors (numpy, for speed)."""
+    document_id = f"synthetic{number:07d}"
+    matrix = vectors.standard_normal((BATCH_CHUNKS, DIMENSION), dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    chunks = [
+        StoredChunk(document_id, f"{document_id}.txt", Chunk(text=sentence(rng, 25), index=i), matrix[i]) for i in range(BATCH_CHUNKS)
+    ]
+    return DocumentRecord(document_id, f"{document_id}.txt", "txt", BATCH_CHUNKS), chunks
+
+
+def search_at_scale(chunks: int, queries: int) -> None:
+    """One workspace of `chunks` chunks in the embedded store: insert, index build, memory, search while ingesting."""
+    rng, vectors = random.Random(3), np.random.default_rng(3)
+    load = lambda: "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())  # noqa: E731
+    print(f"embedded store, one workspace of {chunks} SYNTHETIC chunks (random German words, random unit vectors, {DIMENSION} dims)")
+    print(f"  start: RSS {memory_mib()[0]:.0f} MiB, {load()}")
+    with tempfile.TemporaryDirectory() as folder:
+        # The index is built by hand below (timed); the upkeep of new rows is the service's default.
+        store = EmbeddedStore(Path(folder), RetrievalConfig(vector_index_min_rows=10**9))
+        store.create_workspace("bench")
+        started = time.perf_counter()
+        for number in range(0, chunks, BATCH_CHUNKS):
+            store.add_document("bench", *synthetic_document(number, rng, vectors))
+        store.optimize("bench")
+        filled = time.perf_counter() - started
+        print(
+            f"  inserted {chunks} chunks in {filled:.1f} s ({chunks / filled:.0f} chunks/s, with optimize); RSS {memory_mib()[0]:.0f} MiB, {load()}"
+        )
+        started = time.perf_counter()
+        store.build_vector_index("bench")
+        built = time.perf_counter() - started
+        print(f"  vector index (IVF-HNSW-SQ, cosine) built in {built:.1f} s; RSS {memory_mib()[0]:.0f} MiB, {load()}")
+        stop, going, added = threading.Event(), threading.Event(), [0]
+
+        def ingest() -> None:
+            number = chunks
+            while not stop.is_set():
+                store.add_document("bench", *synthetic_document(number, rng_ingest, vectors_ingest))
+                number += BATCH_CHUNKS
+                added[0] += BATCH_CHUNKS
+                going.set()
+
+        rng_ingest, vectors_ingest = random.Random(4), np.random.default_rng(4)
+        quiet = measure(store, "bench", queries, random.Random(5))
+        print(f"  hybrid top 5, {queries} queries, no ingest: p50 {quiet[0]:.1f} ms, p95 {quiet[1]:.1f} ms; {load()}")
+        writer = threading.Thread(target=ingest, name="ingest")
+        started = time.perf_counter()
+        writer.start()
+        going.wait()  # the searches start once the first document is in, so the ingest runs beside all of them
+        busy = measure(store, "bench", queries, random.Random(6))
+        stop.set()
+        writer.join()
+        seconds = time.perf_counter() - started
+        print(
+            f"  hybrid top 5, {queries} queries while ingesting ({added[0]} chunks added in {seconds:.1f} s): "
+            f"p50 {busy[0]:.1f} ms, p95 {busy[1]:.1f} ms; {load()}"
+        )
+        rss, peak = memory_mib()
+        print(f"  memory: RSS {rss:.0f} MiB now, peak {peak:.0f} MiB")
+        store.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=100, help="pages of the PDF to ingest (0 skips ingest)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000], help="chunk counts to search")
     parser.add_argument("--queries", type=int, default=100, help="searches per size")
     parser.add_argument("--store", nargs="+", choices=ENGINES, default=list(ENGINES), help="the stores to search (default: both)")
-    args = parse_args(parser, pages=2, sizes=[100], queries=5)
+    parser.add_argument("--chunks", type=int, default=0, help="one embedded workspace of this many chunks, searched while ingesting")
+    args = parse_args(parser, pages=2, sizes=[100], queries=5, chunks=2000)
     if args.pages:
         bench_ingest(args.pages)
     if args.sizes:
         bench_search(args.sizes, args.queries, args.store)
+    if args.chunks:
+        search_at_scale(args.chunks, args.queries)
     return 0
 
 

@@ -75,6 +75,15 @@ def retrieval(out: str) -> None:
         positive(*figures(rf"^\s+weaviate\s+100\s+HNSW, cosine\s+{NUMBER}\s+{NUMBER}", out))
     else:
         assert re.search(r"^\s+weaviate\s+skipped: no Weaviate server", out, re.M), out
+    # --chunks: one large workspace, searched while another thread ingests.
+    positive(*figures(rf"^\s+inserted 2000 chunks in {NUMBER} s", out))
+    positive(*figures(rf"^\s+vector index \(IVF-HNSW-SQ, cosine\) built in {NUMBER} s; RSS {NUMBER} MiB", out))
+    positive(
+        *figures(
+            rf"^\s+hybrid top 5, 5 queries while ingesting \({NUMBER} chunks added in {NUMBER} s\): p50 {NUMBER} ms, p95 {NUMBER} ms", out
+        )
+    )
+    positive(*figures(rf"^\s+memory: RSS {NUMBER} MiB now, peak {NUMBER} MiB$", out))
 
 
 def table_ingest(out: str) -> None:
