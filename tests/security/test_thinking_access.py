@@ -48,8 +48,10 @@ def test_a_sentence_too_long_for_the_attention_view_gets_a_plain_refusal(securit
 
 
 def test_the_tabs_events_are_all_attacked(security_stack, student):
-    """Every event of the tab that Gradio's API names is in EVENTS: a new one cannot slip in unattacked."""
+    """Every event of the tab that Gradio's API names is in EVENTS: a new one cannot slip in unattacked. The service
+    banner's two events, which every tab has (ui/common.status_banner), only say whether the model is up."""
     with student.browser() as client:
         info = client.get("/gradio_api/info").json()
-    named = {name.lstrip("/") for name in info["named_endpoints"] if name.lstrip("/").startswith(("thinking_", "leaderboard"))}
+    banner = {"thinking_status", "thinking_status_load"}
+    named = {name.lstrip("/") for name in info["named_endpoints"] if name.lstrip("/").startswith("thinking_")} - banner
     assert named == set(EVENTS)

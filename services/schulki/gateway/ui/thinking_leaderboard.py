@@ -10,6 +10,7 @@ gateway. With no results yet it says how to measure.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import gradio as gr
@@ -97,11 +98,11 @@ def build_leaderboard_section(gateway: Gateway, s: Strings) -> None:
     status = gr.Markdown(elem_id="leaderboard-status")
     table = gr.Dataframe(headers=columns, interactive=False, elem_id="leaderboard-table")
     # A picture, not gr.ScatterPlot: Gradio's plots draw with Vega, which the page's policy (no 'unsafe-eval') stops.
-    plot = gr.Image(label=t["plot"], type="pil", interactive=False, elem_id="leaderboard-plot")
+    plot = gr.Image(label=t["plot"], type="filepath", interactive=False, elem_id="leaderboard-plot")
 
     @handles_errors(s)
     async def show(request: gr.Request) -> tuple[str, Any, Any]:
-        account_of(gateway, request, s)  # every logged-in user sees the school's measurements; strangers nothing
+        account = account_of(gateway, request, s)  # every logged-in user sees the school's measurements; strangers nothing
         folder = results_dir(gateway)
         records = await run_in_threadpool(load_results, folder)
         if not records:
@@ -110,7 +111,17 @@ def build_leaderboard_section(gateway: Gateway, s: Strings) -> None:
         frame = pd.DataFrame(rows, columns=columns)
         hosts = len({record.get("host") for record in records})
         points = [Point(row[3], row[4], f"{row[1]} ({row[2]})", row[0]) for row in rows if row[3] is not None and row[4] is not None]
-        picture = scatter(points, columns[3], columns[4], "," if s.lang == "de" else ".") if points else None
+        picture = None
+        if points:
+            folder = gateway.user_files(account) / uuid.uuid4().hex
+            folder.mkdir()
+            target = folder / "rangliste.png"
+            drawn = scatter(points, columns[3], columns[4], "," if s.lang == "de" else ".")
+            await run_in_threadpool(drawn.save, target)
+            # Gradio serves its cached copy to anyone who knows the path; the gateway serves it only to this user
+            picture = await plot.async_move_resource_to_block_cache(str(target))
+            assert picture is not None, "Gradio returns the cached path of the file it was given"
+            gateway.file_owners.add(picture, account.id)
         return t["count"].format(n=len(records), hosts=hosts), frame, picture
 
     load.click(show, None, [status, table, plot], api_name="thinking_leaderboard")
