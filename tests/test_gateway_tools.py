@@ -116,8 +116,9 @@ def test_parallel_tool_calls_false_gives_at_most_one_call(client):
 def test_tool_choice_none_gives_text(client):
     choice = create(client, tool_choice="none", max_tokens=16).choices[0]
     assert choice.message.content and not choice.message.tool_calls and choice.finish_reason in ("stop", "length")
+    assert not choice.message.content.startswith("{")  # not a call cut off by max_tokens either
     calls, finish, text = streamed_calls(client, tool_choice="none", max_tokens=16)
-    assert text and not calls and finish in ("stop", "length")
+    assert text and not calls and finish in ("stop", "length") and not text.startswith("{")
 
 
 def test_auto_gives_text_or_a_valid_call(client):

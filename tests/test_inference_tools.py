@@ -93,6 +93,7 @@ def test_required_calls_an_offered_tool_with_valid_arguments(stub):
 def test_none_gives_text_and_no_call(stub):
     text, calls, finish = run(stub, ask("Wie ist das Wetter in Berlin?", pb.TOOL_CHOICE_NONE, max_tokens=16))
     assert calls == [] and text and finish.reason in (pb.FINISH_REASON_STOP, pb.FINISH_REASON_LENGTH)
+    assert not text.startswith("{")  # not a call cut off by max_tokens either
 
 
 def test_auto_streams_text_that_does_not_start_a_call(stub):
