@@ -253,7 +253,8 @@ class Gateway:
             account, messages, max_tokens, temperature, stop, seed, chosen, count_request=True, options=options, logprobs=logprobs
         )
         # moderation reads the question before the model is asked, and the answer as it streams
-        parsed = options is not None and options.HasField("json_schema")  # a German note would break the client's parsing
+        # a German note would break what the client parses: a JSON schema's answer, tool calls
+        parsed = options is not None and (options.HasField("json_schema") or len(options.tools) > 0)
         guarded = self.moderation.guard(
             account, messages, events, whole_words=logprobs is None, admit=lambda: self._quotas.admit(account), notes=not parsed
         )
