@@ -536,6 +536,8 @@ def main() -> int:
             print(
                 f"llama-server: skipped in this smoke run, not built at {peer_server_path(args.peer_server)} (../shared/tools/build-llama-peer)"
             )
+        if not args.page and not args.peer:
+            side_by_side(rows)  # the CPU per token of each process, also without a comparison
         if args.page:
             rows = compare_page(rows, url, keys, args, server, config.inference.model_path if not args.url else args.model)
         if args.peer:
