@@ -89,6 +89,13 @@ def test_each_switch_changes_what_the_documents_say(tmp_path):
     assert "geheim" not in " ".join(changed.values())
     assert "mit dem auslösenden Text" in changed["toms"] and "mit dem Text" in changed["elternbrief"]
 
+    config.gateway.ldap.enabled, config.gateway.ldap.url, config.gateway.local_passwords = True, "ldaps://dc.schule.lan", "admins"
+    directory = _documents(config)["toms"]
+    assert (
+        "LDAP (ldaps://dc.schule.lan" in directory and "lokale schulki-Konten mit Passwort" in directory and "nur für Admins" in directory
+    )
+    assert "OpenID Connect" not in directory  # a directory kind that is off is not named
+
     config.moderation.enabled = False
     off = _documents(config)
     assert "Die Moderation ist ausgeschaltet" in off["dsfa"] and "nicht eingeschaltet" in off["elternbrief"]

@@ -118,13 +118,23 @@ def _machines(config: Config) -> list[str]:
 
 
 def _sign_in(config: Config) -> str:
-    """How users sign in: a directory (a setting naming OIDC or LDAP that is set) or schulki's own accounts."""
-    for section_name in type(config).model_fields:
-        section = getattr(config, section_name)
-        for name in getattr(type(section), "model_fields", {}):
-            if re.search(r"oidc|ldap|sso", name) and getattr(section, name):
-                return f"Anmeldung über den Verzeichnisdienst der Schule ({section_name}.{name})"
-    return "lokale schulki-Konten mit Passwort (gespeichert nur als Argon2-Hash) und persönlichem API-Schlüssel"
+    """How users sign in: through the school's directory (OpenID Connect, LDAP) where it is switched on, and with
+    schulki's own passwords for everyone or for the admins only (``gateway.local_passwords``)."""
+    g = config.gateway
+    local = "lokale schulki-Konten mit Passwort (gespeichert nur als Argon2-Hash) und persönlichem API-Schlüssel"
+    directory = []
+    if g.oidc.enabled:
+        directory.append(
+            f"Schulkonto über OpenID Connect beim Anbieter {g.oidc.issuer or MISSING} (schulki erhält eine Kennung, Rolle und Klassen;"
+            " ein Pseudonym genügt, Name und E-Mail sind nicht nötig)"
+        )
+    if g.ldap.enabled:
+        directory.append(
+            f"Verzeichnisdienst der Schule über LDAP ({g.ldap.url or MISSING}; das Passwort wird dort geprüft, nicht bei schulki gespeichert)"
+        )
+    if not directory:
+        return local
+    return "; ".join(directory) + "; " + (f"{local} nur für Admins" if g.local_passwords == "admins" else f"daneben {local}")
 
 
 def gather(config: Config) -> Facts:
