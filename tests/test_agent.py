@@ -172,3 +172,12 @@ def test_the_schema_offers_each_ticked_tool_with_its_arguments_and_nothing_else(
     page, answer = schema["anyOf"]
     assert page["properties"] == {"werkzeug": {"const": "webseite_lesen"}, "adresse": {"type": "string"}}
     assert page["additionalProperties"] is False and answer["required"] == ["werkzeug", "antwort"]
+
+
+def test_a_cry_for_help_as_the_task_gets_the_help_answer_and_no_step_runs(stack):
+    lena = student(stack, "agent-lena")
+    planner = ScriptedPlanner({"werkzeug": "antworten", "antwort": "Das sollte nie gezeigt werden."})
+    steps, end = run(stack.config, lena, "Ich will mich umbringen, es hat alles keinen Sinn.", ["dokumente_suchen"], planner)
+    assert steps == [] and planner.seen == []  # the model was not asked
+    assert end.reason == "moderation" and "116 111" in end.answer, end
+    assert [flag["category"] for flag in stack.gateway.moderation.flags.of_user(lena.id)] == ["self_harm"]

@@ -729,6 +729,9 @@ class _AgentSession:
     def begin(self) -> None:
         self.gateway._quotas.admit(self.account)
 
+    async def screen(self, task: str) -> str | None:
+        return await self.gateway.moderation.screen(self.account, task)
+
     def ask(
         self, messages: list[dict[str, str]], max_tokens: int, options: inference_pb.ChatRequest
     ) -> AsyncIterator[inference_pb.ChatResponse]:

@@ -68,6 +68,9 @@ class AgentSession(Protocol):
     def begin(self) -> None:
         """The run starts: one request against the user's per-minute limit."""
 
+    async def screen(self, task: str) -> str | None:
+        """The school's moderation of the task: the fixed answer where it blocks it, else None."""
+
     def ask(
         self, messages: list[dict[str, str]], max_tokens: int, options: inference_pb.ChatRequest
     ) -> AsyncIterator[inference_pb.ChatResponse]:
@@ -120,7 +123,7 @@ class Finished:
     """The run's end: the answer (or why there is none), why it ended, and the tokens and steps it used."""
 
     answer: str
-    reason: str  # "answer", "max_steps", "max_tokens", "quota"
+    reason: str  # "answer", "max_steps", "max_tokens", "quota", "moderation"
     tokens: int
     steps: list[str] = field(default_factory=list)
 
@@ -205,6 +208,10 @@ async def run_agent(session: AgentSession, task: object, tools: object, planner:
     settings = session.settings
     planner = planner or ModelPlanner(session)
     session.begin()
+    blocked = await session.screen(task)
+    if blocked is not None:  # no step runs: the fixed answer (for a cry for help, where to find help) is the end
+        yield Finished(blocked, "moderation", 0)
+        return
     call = ToolCall(session.gateway, session.account, settings)
     listed = "\n".join(f"- {name}: {TOOLS[name].describe}" for name in allowed) or "- (keine; antworte direkt)"
     messages = [{"role": "system", "content": SYSTEM.format(tools=listed)}, {"role": "user", "content": task}]

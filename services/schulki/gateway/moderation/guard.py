@@ -68,6 +68,14 @@ class Moderation:
                 kept = text if self.settings.store_text else None
                 await run_in_threadpool(self.flags.add, account.id, hit.category, rule.outcome, direction, kept)
 
+    async def screen(self, account: Account, text: str) -> str | None:
+        """A question that gets no streamed chat answer (an agent's task): the fixed answer where a category blocks
+        it, else None; flags are written as for a chat's question, and a warning is only flagged."""
+        hits = self.find(text)
+        await self._notify(account, hits, "input", text)
+        blocking = [hit.category for hit in hits if self.outcome(hit.category) == "block"]
+        return BLOCKED[blocking[0]] if blocking else None
+
     def guard(
         self,
         account: Account,
