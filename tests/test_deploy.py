@@ -116,12 +116,16 @@ def test_secrets_and_settings_come_from_files_never_from_the_image(compose):
         "./secrets/node_tokens",
         "./secrets/https.crt",
         "./secrets/https.key",
+        "./secrets/ldap_bind_password",
+        "./secrets/oidc_client_secret",
+        "./secrets/sso_ca.crt",
     }
     for name, service in compose["services"].items():
         if name == "weaviate":
             continue
-        # Only the gateway holds every node's token and the HTTPS certificate; a node has its own token and TLS files.
-        gateway_only = {"node_tokens", "https_cert", "https_key"}
+        # Only the gateway holds every node's token, the HTTPS certificate and the school directory's secrets; a node
+        # has its own token and TLS files.
+        gateway_only = {"node_tokens", "https_cert", "https_key", "ldap_bind_password", "oidc_client_secret", "sso_ca"}
         assert set(service["secrets"]) == set(compose["secrets"]) - (set() if name == "gateway" else gateway_only), name
         assert service["environment"]["SCHULKI_RUNTIME__SERVICE_TOKEN_FILE"] == "/run/secrets/service_token"
         assert "./schulki.toml:/etc/schulki/schulki.toml:ro" in service["volumes"]
