@@ -125,22 +125,26 @@ def grammar(out: str) -> None:
 
 
 def gateway_load(out: str) -> None:
-    assert re.search(r"^server\s+TTFT p50\s+TTFT p95\s+tokens/s\s+requests\s+errors\s+prompt/req\s+answer/req", out, re.M), out
+    assert re.search(
+        r"^server\s+TTFT p50\s+TTFT p95\s+tokens/s\s+requests\s+errors\s+prompt/req\s+answer/req\s+CPU ms/token: server\s+gateway\s+client$",
+        out,
+        re.M,
+    ), out
     p50, p95, tokens_s, requests, errors, *_ = figures(
-        rf"^(?:schulki|/v1/chat/completions).*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out
+        rf"^(?:schulki|/v1/chat/completions).*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 8 + "$", out
     )
     positive(p50, p95, tokens_s, requests)
     assert errors == 0, out
     # The same students in the Chat tab, through Gradio's API (--page).
     p50, p95, tokens_s, requests, errors, *_ = figures(
-        rf"^Chat tab \(Gradio API\)\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out
+        rf"^Chat tab \(Gradio API\)\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 8 + "$", out
     )
     positive(p50, p95, tokens_s, requests)
     assert errors == 0, out
     assert re.search(r"^the page against /v1: tokens/s \d+%", out, re.M), out
     # The peer runs only where llama-server is already built; otherwise the table says that it was left out.
     if not re.search(r"^llama-server: skipped in this smoke run, not built at ", out, re.M):
-        _, _, tokens_s, requests, errors, *_ = figures(rf"^llama-server -np.*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 7 + "$", out)
+        _, _, tokens_s, requests, errors, *_ = figures(rf"^llama-server -np.*?\s+{NUMBER}s\s+{NUMBER}s" + rf"\s+{NUMBER}" * 8 + "$", out)
         positive(tokens_s, requests)
         assert errors == 0, out
 
@@ -164,10 +168,10 @@ def multi_node_load(out: str) -> None:
 
 def core_split(out: str) -> None:
     assert re.search(
-        r"^mode\s+ingest quiet\s+under chat\s+ratio\s+TTFT p50/p95 alone\s+during ingest\s+answers\s+errors\s+load$", out, re.M
+        r"^mode\s+ingest quiet\s+under chat\s+ratio\s+TTFT p50/p95 alone\s+during ingest p95 ratio\s+answers\s+errors\s+load$", out, re.M
     ), out
-    quiet, loaded, _, alone50, alone95, during50, during95, answers, errors, _ = figures(
-        rf"^after\s+{NUMBER}s\s+{NUMBER}s\s+{NUMBER}\s+{NUMBER}s /\s*{NUMBER}s\s+{NUMBER}s /\s*{NUMBER}s\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$",
+    quiet, loaded, _, alone50, alone95, during50, during95, _, answers, errors, _ = figures(
+        rf"^after\s+{NUMBER}s\s+{NUMBER}s\s+{NUMBER}\s+{NUMBER}s /\s*{NUMBER}s\s+{NUMBER}s /\s*{NUMBER}s\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$",
         out,
     )
     positive(quiet, loaded, alone50, alone95, answers)
