@@ -110,7 +110,7 @@ def router(gateway: Gateway) -> APIRouter:
     def page(lang: str, error: str = "", status: int = 200) -> HTMLResponse:
         return login_page(lang, error, status, school_account=gateway.config.gateway.oidc.enabled)
 
-    routes.include_router(oidc_routes.router(gateway, start_session))
+    routes.include_router(oidc_routes.router(gateway, start_session, login_page))
 
     @routes.get("/login", include_in_schema=False, name="show_login")
     def show_login(lang: str = "de") -> HTMLResponse:

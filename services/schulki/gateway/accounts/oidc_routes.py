@@ -83,12 +83,19 @@ def _unsign(secret: bytes, value: str) -> dict | None:
     return payload if isinstance(payload, dict) and payload.get("e", 0) > time.time() else None
 
 
+StartSession = Callable[[Gateway, Request, Account, Response], Response]
+"""auth.start_session: a signed-in account's session cookie on the response."""
+LoginPage = Callable[..., HTMLResponse]
+"""auth.login_page(lang, error, status, school_account=...): the login form with a message."""
+
+
 class OidcFlow:
     """One gateway's sign-ins through its provider: the cached provider, the states taken, the directory accounts."""
 
-    def __init__(self, gateway: Gateway, start_session: Callable[[Gateway, Request, Account, Response], Response]) -> None:
+    def __init__(self, gateway: Gateway, start_session: StartSession, login_page: LoginPage) -> None:
         self.gateway = gateway
         self.start_session = start_session
+        self.login_page = login_page
         self._providers: dict[tuple, OidcProvider] = {}
         self._states = _States()
         self._directory_accounts = DirectoryAccounts(gateway.accounts)
@@ -107,9 +114,7 @@ class OidcFlow:
         return self.gateway.config.gateway.oidc.redirect_url or str(request.url_for("oidc_callback"))
 
     def refused(self, lang: str, key: str, status: int) -> HTMLResponse:
-        from schulki.gateway.accounts.auth import login_page  # auth.py includes these routes
-
-        response = login_page(lang, strings(lang)[key], status, school_account=self.gateway.config.gateway.oidc.enabled)
+        response = self.login_page(lang, strings(lang)[key], status, school_account=self.gateway.config.gateway.oidc.enabled)
         response.delete_cookie(STATE_COOKIE, path=STATE_PATH)
         return response
 
@@ -174,9 +179,10 @@ class OidcFlow:
         return response
 
 
-def router(gateway: Gateway, start_session: Callable[[Gateway, Request, Account, Response], Response]) -> APIRouter:
+def router(gateway: Gateway, start_session: StartSession, login_page: LoginPage) -> APIRouter:
+    """The sign-in routes; auth.py, which includes them, hands in how it opens a session and draws the login page."""
     routes = APIRouter()
-    flow = OidcFlow(gateway, start_session)
+    flow = OidcFlow(gateway, start_session, login_page)
 
     @routes.get("/login/oidc", include_in_schema=False)
     async def start(request: Request, lang: str = "de", back: str = "") -> Response:
