@@ -23,6 +23,7 @@ otherwise. A new process per document costs about half a second here
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import resource
@@ -119,6 +120,9 @@ async def parse_in_process(path: Path, file_name: str, limits: ParseLimits, repo
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
+        # openpyxl imports numpy, whose OpenBLAS starts a thread with its own buffers per core: address space the
+        # memory limit counts (up to 200 MiB before the first byte is read) and a parse never uses
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
     )
 
     async def follow() -> None:
@@ -234,7 +238,10 @@ def child_main() -> int:
                     "message": "Die Datei ist zu tief verschachtelt, um sie zu lesen. (the document is nested too deeply)",
                 }
             }
-        except Exception:
+        except Exception as error:
+            if isinstance(error, OSError) and error.errno == errno.ENOMEM:
+                # the memory limit met outside Python's allocator (an import listing a folder, a mapped file)
+                raise MemoryError from error
             result = {
                 "error": {
                     "kind": "InvalidInput",
