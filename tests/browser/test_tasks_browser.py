@@ -163,16 +163,21 @@ def test_the_task_closes_at_its_end_time_and_ends_a_running_answer(stack, people
     anna = signed_in(browser, stack, people, "tb-anna")
     for attempt in range(3):  # a model may end its answer in the last instant before the end; then once more
         title = f"Kurze Aufgabe {attempt}"
-        end = time.time() + 25
-        create_task(teacher, title, school_time(25), documents=False)
+        # the end as the teacher types it, in whole seconds: the gateway ends the task then, not at the test's own clock
+        ends = datetime.now(ZoneInfo("Europe/Berlin")).replace(microsecond=0) + timedelta(seconds=25)
+        last_send = ends.timestamp() - 3  # a message sent later might not start before the end
+        create_task(teacher, title, ends.strftime("%d.%m.%Y %H:%M:%S"), documents=False)
         open_task(anna, title)
-        running_at_end = False
-        while time.time() < end:  # keep an answer running until the end comes
+        while time.time() < last_send:  # keep an answer running into the end
             if stack.gateway.lessons.running.count() == 0:
                 send(anna, STORY)
-                wait_until(lambda end=end: stack.gateway.lessons.running.count() > 0 or time.time() >= end, 120, "an answer to start")
-            running_at_end = stack.gateway.lessons.running.count() > 0
+                wait_until(
+                    lambda last_send=last_send: stack.gateway.lessons.running.count() > 0 or time.time() >= last_send,
+                    120,
+                    "an answer to start",
+                )
             time.sleep(0.05)
+        running_at_end = stack.gateway.lessons.running.count() > 0  # an answer of ~400 tokens runs on past the end
         answer_done(stack)
         if running_at_end and "Die Aufgabe ist zu Ende" in last_answer(anna):
             break
