@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+import pytest
 from schulki.config import ModerationConfig
 from schulki.gateway.accounts.database import Account
 from schulki.gateway.moderation.guard import Moderation
@@ -45,3 +46,25 @@ def test_a_tool_call_passes_the_guard_whole():
     passed = _through([call, _finish(inference_pb.FINISH_REASON_TOOL_CALLS)], notes=False)
     assert [event.WhichOneof("event") for event in passed] == ["tool_call", "finish"]
     assert passed[0].tool_call.arguments == '{"ort": "Ulm"}'
+
+
+class NodeLost(Exception):
+    """The node writing the answer went away."""
+
+
+def test_an_answer_that_breaks_off_still_passes_on_the_word_it_held_back():
+    async def broken() -> AsyncGenerator[inference_pb.ChatResponse, None]:
+        yield inference_pb.ChatResponse(text="Der Vul")
+        raise NodeLost
+
+    moderation = Moderation(ModerationConfig(), flags=None)  # type: ignore[arg-type]
+    guarded = moderation.guard(STUDENT, [{"role": "user", "content": "Erzähl vom Vulkan."}], broken(), True, lambda: None)
+    received: list[str] = []
+
+    async def collect() -> None:
+        async for event in guarded.events():
+            received.append(event.text)
+
+    with pytest.raises(NodeLost):  # the break reaches the caller
+        asyncio.run(collect())
+    assert "".join(received) == "Der Vul"  # "Vul" was held back as an unfinished word, and is not lost

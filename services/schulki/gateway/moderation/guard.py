@@ -125,6 +125,7 @@ class GuardedAnswer:
         self._moderation, self._account, self._messages, self._events = moderation, account, messages, events
         self._whole_words, self._admit, self._notes = whole_words, admit, notes
         self.filtered = False
+        self._said = "", 0  # the answer's text so far and how much of it went out
 
     async def events(self) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         moderation = self._moderation
@@ -148,8 +149,23 @@ class GuardedAnswer:
         warned = [hit.category for hit in hits if moderation.outcome(hit.category) == "warn"]
         if warned and self._notes:
             yield _text("\n\n".join(WARNED[category] for category in warned) + "\n\n")
-        async for event in self._answer(set(warned)):
-            yield event
+        try:
+            async for event in self._answer(set(warned)):
+                yield event
+        except Exception:
+            # the answer broke off (a node lost mid-answer): the word held back goes out too, once it passes the
+            # rules, so the user sees all the model wrote before the break; then the error
+            rest = self._rest_at_break()
+            if rest:
+                yield _text(rest)
+            raise
+
+    def _rest_at_break(self) -> str:
+        """The text of the answer not yet passed on (the word being written), if no blocking rule matches it."""
+        text, sent = self._said
+        rest = text[sent:]
+        hits = self._moderation.find(text[-PATTERN_CHARS - len(rest) :]) if rest else []
+        return "" if any(self._moderation.outcome(hit.category) == "block" for hit in hits) else rest
 
     async def _answer(self, noted: set[str]) -> AsyncIterator[inference_pb.ChatResponse]:
         moderation, rules = self._moderation, self._moderation.rules
@@ -195,5 +211,6 @@ class GuardedAnswer:
                 elif end > sent:
                     yield _text(text[sent:end])
                     sent = end
+                self._said = text, sent
         finally:
             await self._events.aclose()
