@@ -275,14 +275,15 @@ class Gateway:
     ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
         classes = frozenset(account.classes) if account.role == "student" else frozenset()
-        if classes and self.lessons.class_paused(classes):  # a teacher's emergency stop for a class of the student's
+        paused: bool = bool(classes) and await run_in_threadpool(self._class_paused, classes)  # a teacher's stop for a class
+        if paused:
             raise TaskRefused(423, "Deine Klasse ist gerade pausiert. Deine Lehrkraft kann sie wieder freigeben. (Paused.)", "class_paused")
         reservation = await self._quotas.reserve_off_loop(
             account, estimate_prompt_tokens(messages), max_tokens, count_request=count_request
         )
 
         def class_open() -> str | None:
-            return "paused" if self.lessons.class_paused(classes) else None
+            return "paused" if self._class_paused(classes) else None
 
         def events() -> AsyncIterator[inference_pb.ChatResponse]:
             answer = self._unwatched_chat(messages, account, reservation, temperature, stop, seed, model, options, logprobs)
@@ -295,6 +296,9 @@ class Gateway:
                     yield event
         except AnswerStopped:
             return
+
+    def _class_paused(self, classes: frozenset[str]) -> bool:
+        return self.lessons.class_paused(classes)
 
     def _unwatched_chat(
         self,
@@ -406,13 +410,12 @@ class Gateway:
         """How likely the user's model finds each token of a text (perplexity, the most surprising word): one request,
         and the text's tokens count against the daily quota as a chat's prompt does."""
         served = self.models.resolve(account, model)
-        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
-        try:
-            response = await self._services.score_text(text, self.pseudonym(account), served, top_logprobs)
-            reservation.settle(len(response.tokens) + 1)
-            return response
-        finally:
-            reservation.release()
+        return await self._text_read(
+            account,
+            text,
+            lambda: self._services.score_text(text, self.pseudonym(account), served, top_logprobs),
+            lambda r: len(r.tokens) + 1,
+        )
 
     async def next_tokens(
         self, account: Account, text: str, count: int = 10, temperature: float = 1.0, model: str | None = None
@@ -420,25 +423,32 @@ class Gateway:
         """The most likely next tokens after the beginning of a text, at a temperature, under the user's model: one
         request, and the beginning's tokens count against the daily quota as a chat's prompt does."""
         served = self.models.resolve(account, model)
-        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
-        try:
-            response = await self._services.next_tokens(text, self.pseudonym(account), served, count, temperature)
-            reservation.settle(response.prompt_tokens)
-            return response
-        finally:
-            reservation.release()
+        return await self._text_read(
+            account,
+            text,
+            lambda: self._services.next_tokens(text, self.pseudonym(account), served, count, temperature),
+            lambda r: r.prompt_tokens,
+        )
 
     async def attention(self, account: Account, text: str, model: str | None = None) -> inference_pb.AttentionResponse:
         """How the tokens of a short sentence attend to each other in the user's model: one request, and the sentence's
         tokens count against the daily quota as a chat's prompt does."""
         served = self.models.resolve(account, model)
-        reservation = self._quotas.reserve(account, estimate_prompt_tokens([{"content": text}]), 1)
+        return await self._text_read(
+            account, text, lambda: self._services.attention(text, self.pseudonym(account), served), lambda r: len(r.tokens)
+        )
+
+    async def _text_read(self, account: Account, text: str, ask: Callable[[], Awaitable[T]], used: Callable[[T], int]) -> T:
+        """One request in which the model reads a text and writes nothing (scoring, next tokens, attention): the text's
+        tokens reserved against the daily quota as a chat's prompt, on the quotas' writer thread, and settled with what
+        ``used`` says the model read."""
+        reservation = await self._quotas.reserve_off_loop(account, estimate_prompt_tokens([{"content": text}]), 1)
         try:
-            response = await self._services.attention(text, self.pseudonym(account), served)
-            reservation.settle(len(response.tokens))
+            response = await ask()
+            await reservation.settle_off_loop(used(response))
             return response
         finally:
-            reservation.release()
+            await reservation.release_off_loop()
 
     async def embed(self, account: Account, texts: list[str]) -> embeddings_pb.EmbedResponse:
         """Embed texts for a user: one request against the quota, and their tokens counted once the vectors are back."""
