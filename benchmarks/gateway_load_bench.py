@@ -521,7 +521,8 @@ def main() -> int:
                 config.gateway.inference_addresses = [address]
                 running = stack.enter_context(running_stack(folder, services=(), config=config))
             url = running.url
-            keys = [running.add_user(f"bench-{i:02d}", "student").api_key for i in range(args.students)]
+            # in a class, as every student of a school: each chat then runs under the class's stop watch
+            keys = [running.add_user(f"bench-{i:02d}", "student", ("7a",)).api_key for i in range(args.students)]
         cpu: dict[str, float] = {}
         start = time.monotonic()
         system = chat_tab_system_prompt() if args.page else ""
