@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import json
+import re
 from collections.abc import Iterator
 
 import grpc
@@ -14,6 +16,7 @@ import pytest
 from gradio_client.exceptions import AppError
 from schulki.gateway.accounts.database import NewAccount
 from schulki.gateway.documents.questions import Turn, choose_passages, keep_recent, passage_budget, retrieval_query, search_depth
+from schulki.gateway.moderation.answers import BLOCKED
 from schulki.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as retrieval_grpc
 
@@ -296,3 +299,32 @@ def test_a_students_question_to_a_class_store_is_answered(stack, retrieval):
     client = store_client(stack, student, "k-8c")
     answer = client.chat.completions.create(model="schulki-chat", messages=[{"role": "user", "content": "Welche Stadt begrub der Vesuv?"}])
     assert (answer.model_extra or {})["citations"][0]["filename"] == "vesuv.txt"
+
+
+def test_a_cry_for_help_about_documents_gets_the_help_answer_and_the_model_is_not_asked(stack, anna):
+    """Moderation reads a question about documents as it reads a chat's: on /v1 (whole and streamed) and in the tab."""
+    admin = stack.add_user("dq-admin", "admin")
+    flags_before = len(stack.gateway.moderation_flags(admin.account))
+    tokens_before = stack.gateway.accounts.tokens_today(anna.account.id)
+    question = {"role": "user", "content": "Ich will mich umbringen, es hat alles keinen Sinn."}
+    answer = store_client(stack, anna, anna.account.own_workspace).chat.completions.create(model="schulki-chat", messages=[question])
+    assert answer.choices[0].message.content == BLOCKED["self_harm"]
+    assert answer.choices[0].finish_reason == "content_filter"
+    body = {"model": "schulki-chat", "messages": [question], "stream": True}
+    with http_client(stack, anna) as http, http.stream("POST", route(anna.account.own_workspace), json=body) as response:
+        assert response.status_code == 200
+        chunks = [c for c in sse(response) if c["choices"]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == BLOCKED["self_harm"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    shown = ui_client(stack.url, {"Authorization": f"Bearer {anna.api_key}"}).predict(
+        anna.account.own_workspace, "ich w1ll m1ch UMBRINGEN", api_name="/documents_ask"
+    )
+    # the tab shows the fixed answer alone: no sources under it (Gradio sends it as sanitised HTML)
+    assert words(html.unescape(re.sub(r"<[^>]+>", " ", shown))) == words(BLOCKED["self_harm"]), shown
+    assert stack.gateway.accounts.tokens_today(anna.account.id) == tokens_before  # no model was asked, nothing reserved
+    flags = stack.gateway.moderation_flags(admin.account)[: len(stack.gateway.moderation_flags(admin.account)) - flags_before]
+    assert [(f.user, f.category, f.direction) for f in flags] == [("dq-anna", "self_harm", "input")] * 3, flags
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text)

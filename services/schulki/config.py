@@ -695,7 +695,7 @@ class CategoryRule(Section):
 
 
 class ModerationConfig(Section):
-    """Local moderation of the chat (the Chat tab and /v1/chat/completions): the school's own rules, on its own machines (gateway/moderation/)."""
+    """Local moderation of the chat (the Chat tab, /v1/chat/completions, task chats and questions about documents): the school's own rules, on its own machines (gateway/moderation/)."""
 
     enabled: bool = True
     """Check every chat question before the model is asked and every answer as it streams. Off: no rules are read and nothing is checked."""

@@ -16,6 +16,7 @@ and per UI event), so every service call carries it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -36,7 +37,7 @@ from schulki.gateway.agents import loop as agent_loop
 from schulki.gateway.agents import switch as agent_switch
 from schulki.gateway.documents import whole_document
 from schulki.gateway.documents.file_records import FileRecords
-from schulki.gateway.documents.questions import AnswerEvent, DocumentQuestion, answer_question, check_question
+from schulki.gateway.documents.questions import AnswerEvent, DocumentQuestion, Finished, Piece, answer_question, check_question
 from schulki.gateway.documents.store_ingests import DOCUMENT_PREFIX, StoreContents, StoreIngest, StoreIngests
 from schulki.gateway.documents.stored_files import FileRefused, find_file
 from schulki.gateway.documents.stores import FileRecord, Stores
@@ -590,13 +591,25 @@ class Gateway:
         model = self.models.resolve(account, question.model)
         self._quotas.admit(account)
 
+        guards: list[GuardedAnswer] = []
+
         def ask(
             messages: list[dict[str, str]], max_tokens: int, temperature: float | None, stop: list[str], seed: int | None
         ) -> AsyncIterator[inference_pb.ChatResponse]:
-            return self._chat(account, messages, max_tokens, temperature, stop, seed, model, count_request=False)
+            # moderated as a chat: the rules read the student's question (not the passages the prompt wraps it in)
+            # before the model is asked, and the answer as it streams; the request was counted above
+            asked = [{"role": "user", "content": question.question}]
+            answer = self._chat(account, messages, max_tokens, temperature, stop, seed, model, count_request=False)
+            guards.append(self.moderation.guard(account, asked, answer, whole_words=True, admit=lambda: None))
+            return guards[-1].events()
 
         async for event in answer_question(self._services, self.config.gateway, question, model, ask):
-            yield event
+            if not (guards and guards[-1].filtered):
+                yield event
+            elif isinstance(event, Piece):
+                yield Piece(event.text.strip(), replaces=True)
+            else:
+                yield dataclasses.replace(event, reason="content_filter") if isinstance(event, Finished) else event
 
     # -- the chat tab's agent mode (gateway/agents/): the roles the admin switched on, and one run ---------------
 

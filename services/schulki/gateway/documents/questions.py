@@ -129,9 +129,10 @@ class Cited:
 
 @dataclass(frozen=True)
 class Piece:
-    """The next piece of the answer's text."""
+    """The next piece of the answer's text; ``replaces``: moderation's fixed answer, shown in place of what came before."""
 
     text: str
+    replaces: bool = False
 
 
 @dataclass(frozen=True)

@@ -298,7 +298,10 @@ def _question_event(gateway: Gateway, s: Strings) -> Event:
                         return
                     footer = sources_footer(s, event.passages, history)
                 elif isinstance(event, Piece):
-                    answer_text += event.text
+                    # moderation's fixed answer takes the place of what was shown, as in the Chat tab, and is not
+                    # from the documents: no sources under it
+                    answer_text = event.text if event.replaces else answer_text + event.text
+                    footer = "" if event.replaces else footer
                     yield answer_text + footer, gr.skip()
         finally:
             await events.aclose()  # Stop, or a closed page: the model's answer is cancelled
