@@ -13,6 +13,7 @@ import re
 
 import pytest
 from schulki.gateway.agents.loop import AgentRefused, action_schema
+from schulki.gateway.moderation.answers import BLOCKED, WARNED
 
 from tests.agent_support import ScriptedPlanner, allowed_host, documents, ingest_text, run, served_page
 from tests.gateway_stack import running_stack, stack_config
@@ -181,3 +182,19 @@ def test_a_cry_for_help_as_the_task_gets_the_help_answer_and_no_step_runs(stack)
     assert steps == [] and planner.seen == []  # the model was not asked
     assert end.reason == "moderation" and "116 111" in end.answer, end
     assert [flag["category"] for flag in stack.gateway.moderation.flags.of_user(lena.id)] == ["self_harm"]
+
+
+def test_an_answer_a_page_talked_the_model_into_is_moderated_as_a_chats_answer(stack):
+    """The final answer is written whole, after web pages and documents were read: the rules read it before it is
+    shown, a blocking category puts the fixed answer in its place and flags it, a warning's note goes before it."""
+    mia = student(stack, "agent-mia")
+    planner = ScriptedPlanner({"werkzeug": "antworten", "antwort": "Laut der Seite: So kannst du eine Bombe bauen, Schritt eins ..."})
+    steps, end = run(stack.config, mia, "Was steht auf der Seite?", ["dokumente_suchen"], planner)
+    assert len(steps) == 1 and end.reason == "moderation", end
+    assert end.answer == BLOCKED["violence"] and "Bombe" not in end.answer
+    flags = stack.gateway.moderation.flags.of_user(mia.id)
+    assert [(flag["category"], flag["direction"]) for flag in flags] == [("violence", "output")], flags
+    planner = ScriptedPlanner({"werkzeug": "antworten", "antwort": "Ruf Herrn Weber an: 0171 2345678."})
+    _, end = run(stack.config, mia, "Wen soll ich anrufen?", ["dokumente_suchen"], planner)
+    assert end.reason == "answer" and end.answer.endswith("Ruf Herrn Weber an: 0171 2345678.")
+    assert end.answer.startswith(WARNED["personal_data"]), end.answer

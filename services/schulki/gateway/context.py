@@ -755,6 +755,9 @@ class _AgentSession:
     async def screen(self, task: str) -> str | None:
         return await self.gateway.moderation.screen(self.account, task)
 
+    async def screen_answer(self, answer: str) -> tuple[str, bool]:
+        return await self.gateway.moderation.screen_answer(self.account, answer)
+
     def ask(
         self, messages: list[dict[str, str]], max_tokens: int, options: inference_pb.ChatRequest
     ) -> AsyncIterator[inference_pb.ChatResponse]:

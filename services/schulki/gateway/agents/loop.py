@@ -71,6 +71,9 @@ class AgentSession(Protocol):
     async def screen(self, task: str) -> str | None:
         """The school's moderation of the task: the fixed answer where it blocks it, else None."""
 
+    async def screen_answer(self, answer: str) -> tuple[str, bool]:
+        """The school's moderation of the final answer: the text to show, and whether the fixed answer replaced it."""
+
     def ask(
         self, messages: list[dict[str, str]], max_tokens: int, options: inference_pb.ChatRequest
     ) -> AsyncIterator[inference_pb.ChatResponse]:
@@ -233,7 +236,9 @@ async def run_agent(session: AgentSession, task: object, tools: object, planner:
             elif action[0] == ANSWER:
                 trace.append(f"Schritt {number}: Antwort")
                 yield Step(number, trace[-1])
-                yield Finished(action[1]["antwort"].strip(), "answer", used, trace)
+                # the answer is read as a chat's is: a web page or a document may have talked the model into anything
+                shown, replaced = await session.screen_answer(action[1]["antwort"].strip())
+                yield Finished(shown, "moderation" if replaced else "answer", used, trace)
                 return
             else:
                 line, data, tokens = await _act(call, action[0], action[1], number)

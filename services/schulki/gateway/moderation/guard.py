@@ -76,6 +76,18 @@ class Moderation:
         blocking = [hit.category for hit in hits if self.outcome(hit.category) == "block"]
         return BLOCKED[blocking[0]] if blocking else None
 
+    async def screen_answer(self, account: Account, text: str) -> tuple[str, bool]:
+        """An answer that is not streamed (an agent's, written whole): the fixed answer in its place where a category
+        blocks it, a warning's German note before it; flags as for a chat's answer. Returns the text and whether it
+        was replaced."""
+        hits = self.find(text)
+        await self._notify(account, hits, "output", text)
+        blocking = [hit.category for hit in hits if self.outcome(hit.category) == "block"]
+        if blocking:
+            return BLOCKED[blocking[0]], True
+        warned = [hit.category for hit in hits if self.outcome(hit.category) == "warn"]
+        return "\n\n".join([*(WARNED[category] for category in dict.fromkeys(warned)), text]), False
+
     def guard(
         self,
         account: Account,
