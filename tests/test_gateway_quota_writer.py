@@ -85,6 +85,27 @@ def test_the_quota_is_written_on_its_own_thread_not_on_the_event_loop(stack, mon
     assert all(name.startswith("schulki-quotas") for name in threads), threads
 
 
+def test_an_upload_is_admitted_on_the_quotas_thread_not_on_the_event_loop(stack, monkeypatch):
+    """Requests that are not chats (uploads, embeddings, searches, transcriptions, document questions) count against
+    the quota through the same writer thread."""
+    user = stack.add_user("admit-thread", "student")
+    threads: list[str] = []
+    accounts = stack.gateway.accounts
+    for name in ("count_usage", "tokens_today"):
+        method = getattr(accounts, name)
+        monkeypatch.setattr(accounts, name, lambda *a, _m=method, **k: (threads.append(threading.current_thread().name), _m(*a, **k))[1])
+    response = httpx.post(
+        stack.url + "/v1/files",
+        headers={"Authorization": f"Bearer {user.api_key}"},
+        files={"file": ("notiz.txt", b"Die Katze schlaeft.", "text/plain")},
+        data={"purpose": "assistants"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert len(threads) >= 2, threads  # today's tokens, the request
+    assert all(name.startswith("schulki-quotas") for name in threads), threads
+
+
 def test_every_text_event_is_the_one_the_response_models_write(stack):
     user = stack.add_user("settle-shape", "student")
     events = stream_chat(stack, user.api_key, "Zähle von eins bis fünf.", max_tokens=16)

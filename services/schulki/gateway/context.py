@@ -298,6 +298,11 @@ class Gateway:
         except AnswerStopped:
             return
 
+    async def _admit(self, account: Account) -> None:
+        """``Quotas.admit`` on the quotas' writer thread: its queries and commit do not hold up the loop that streams
+        every student's answer (QuotaExceeded comes back here as from ``admit``)."""
+        await self._quotas.off_loop(self._quotas.admit, account)
+
     def _class_paused(self, classes: frozenset[str]) -> bool:
         return self.lessons.class_paused(classes)
 
@@ -453,23 +458,23 @@ class Gateway:
 
     async def embed(self, account: Account, texts: list[str]) -> embeddings_pb.EmbedResponse:
         """Embed texts for a user: one request against the quota, and their tokens counted once the vectors are back."""
-        self._quotas.admit(account)
+        await self._admit(account)
         response = await self._services.embed(texts, self.pseudonym(account))
-        self._quotas.add_tokens(account, sum(embedding.token_count for embedding in response.embeddings))
+        await self._quotas.off_loop(self._quotas.add_tokens, account, sum(embedding.token_count for embedding in response.embeddings))
         return response
 
     async def transcribe(
         self, account: Account, chunks: AsyncIterator[bytes] | Iterable[bytes], file_name: str, language: str = ""
     ) -> AsyncIterator[transcription_pb.TranscribeResponse]:
         """Transcribe a recording for a user (one request against the quota), streaming language, segments and summary."""
-        self._quotas.admit(account)
+        await self._admit(account)
         async for event in self._services.transcribe(chunks, file_name, self.pseudonym(account), language):
             yield event
 
     async def search(self, account: Account, workspace: str, query: str, top_k: int = 4) -> list[retrieval_pb.Hit]:
         """Search a workspace the user may read (one request against the quota)."""
         self.workspace_access(account, workspace)
-        self._quotas.admit(account)
+        await self._admit(account)
         return await self._services.search(workspace, query, top_k=top_k)
 
     def ingest(self, account: Account, workspace: str, path: Path, file_name: str) -> AsyncIterator[retrieval_pb.IngestDocumentResponse]:
@@ -487,7 +492,7 @@ class Gateway:
 
     async def upload_file(self, account: Account, store: Callable[[], Awaitable[T]]) -> T:
         """An upload through /v1/files: one request against the quota (no filling the disk in a loop), then ``store``."""
-        self._quotas.admit(account)
+        await self._admit(account)
         return await store()
 
     # -- vector stores (/v1/vector_stores): the workspaces the user may see, their files, and the ingests ----------
@@ -545,7 +550,7 @@ class Gateway:
         space = self.workspace_access(account, workspace, write=True)
         if (file_id is None) == (url is None):
             raise FileRefused(400, "Send either file_id (an upload from /v1/files) or url (a web page).", param="file_id")
-        self._quotas.admit(account)
+        await self._admit(account)
         return self._ingests.current(await self._ingests.add(account, self._store_ingest(account), space.name, file_id, url))
 
     async def delete_vector_store_file(self, account: Account, workspace: str, file_id: str) -> None:
@@ -589,7 +594,7 @@ class Gateway:
         check_question(question)
         self.workspace_access(account, question.workspace)
         model = self.models.resolve(account, question.model)
-        self._quotas.admit(account)
+        await self._admit(account)
 
         guards: list[GuardedAnswer] = []
 
@@ -634,7 +639,7 @@ class Gateway:
     async def read_web_page(self, account: Account, url: str, max_chars: int) -> retrieval_pb.FetchPageResponse:
         """A web page's text for a user (one request against the quota), fetched by the retrieval service with the
         address checks of a URL ingest and stored nowhere."""
-        self._quotas.admit(account)
+        await self._admit(account)
         return await self._services.fetch_page(url, self.pseudonym(account), max_chars)
 
     # -- the documents of a workspace the user may read (or change) ------------------------------------------------
