@@ -132,6 +132,36 @@ def test_a_search_is_answered_while_the_upkeep_of_its_workspace_runs_and_ingests
     store.close()
 
 
+def test_the_index_upkeep_runs_outside_the_process_that_searches(tmp_path, monkeypatch):
+    """Lance shares one CPU pool per process (one thread on 2 cores): an optimize or a vector index build in the store's
+    process makes every search wait for it. Both must happen, in another process."""
+    from lancedb.table import LanceTable
+
+    ran_here: list[str] = []
+    optimize, create_index = LanceTable.optimize, LanceTable.create_index
+
+    def optimize_here(self, *args, **kwargs):
+        ran_here.append("optimize")
+        return optimize(self, *args, **kwargs)
+
+    def create_index_here(self, column, *args, **kwargs):
+        if column == "vector":
+            ran_here.append("vector index")
+        return create_index(self, column, *args, **kwargs)
+
+    monkeypatch.setattr(LanceTable, "optimize", optimize_here)
+    monkeypatch.setattr(LanceTable, "create_index", create_index_here)
+    store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500, optimize_every_documents=1))
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))  # past vector_index_min_rows: the index is built
+    store.add_document("gross", *BIOLOGY)  # optimize_every_documents=1: folded into the index
+    assert ran_here == []
+    assert store._table("gross").index_stats("vector_idx").num_unindexed_rows == 0
+    query = "Mitochondrien Kraftwerke der Zelle"
+    assert store.search("gross", query, vector_of(query), 3, 1.0)[0].document_id == "bio1"
+    store.close()
+
+
 def test_an_upkeep_process_that_fails_says_why(tmp_path):
     (tmp_path / "lance").mkdir()
     with pytest.raises(RuntimeError, match="optimize of workspace fehlt failed") as failed:
