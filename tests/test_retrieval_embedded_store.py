@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+from pathlib import Path
+
+import pytest
 from schulki.config import RetrievalConfig
+from schulki.retrieval import table_upkeep
 from schulki.retrieval.documents import Chunk
 from schulki.retrieval.embedded_store import EmbeddedStore
 from schulki.retrieval.store import DocumentRecord, StoredChunk
@@ -78,3 +84,86 @@ def test_deleted_text_leaves_the_disk(tmp_path):
     wait_until(lambda: not lance_files_contain(folder, "Geheimnis4711"), timeout=60, what="the secret gone from the files", interval=0.2)
     assert store.search("w", "Krieg", vector_of("Krieg"), 5, 0.5)[0].document_id == "ges1"
     store.close()
+
+
+def test_a_search_is_answered_while_the_upkeep_of_its_workspace_runs_and_ingests_wait_for_it(tmp_path, monkeypatch):
+    """The optimize every few documents runs in a process of its own: in the store's process it held Lance's CPU pool
+    (one thread on 2 cores) and every search waited for it. Here the upkeep process is held at its start until the
+    test lets it go, so a search must be answered while it is held, and the ingest that started it must still wait."""
+    store = EmbeddedStore(tmp_path / "store", RetrievalConfig(vector_index_min_rows=500, optimize_every_documents=2))
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))  # builds the vector index (its own process, not held)
+    store.add_document("gross", *BIOLOGY)  # the first ingest since the index; the second starts the optimize
+    started, release = tmp_path / "upkeep-started", tmp_path / "upkeep-release"
+    upkeep_command = table_upkeep.command
+
+    def held(folder: Path, workspace: str, action: str, keep_versions_s: int) -> list[str]:
+        argv = upkeep_command(folder, workspace, action, keep_versions_s)
+        gate = (
+            f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
+            f"while not pathlib.Path({str(release)!r}).exists(): time.sleep(0.02)\nos.execv({argv[0]!r}, {argv!r})"
+        )
+        return [sys.executable, "-c", gate]
+
+    monkeypatch.setattr(table_upkeep, "command", held)
+    failed: list[BaseException] = []
+
+    def ingest() -> None:
+        try:
+            store.add_document("gross", *HISTORY)
+        except BaseException as error:
+            failed.append(error)
+
+    query = "Mitochondrien Kraftwerke der Zelle"
+    writer = threading.Thread(target=ingest, name="ingest")
+    writer.start()
+    try:
+        wait_until(started.exists, timeout=120, what="the optimize process started")
+        assert store.search("gross", query, vector_of(query), 3, 0.5)[0].document_id == "bio1"
+        assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"  # recorded before its upkeep
+        assert writer.is_alive() and store._write_lock.locked()  # the ingest that started the optimize waits for it
+    finally:
+        release.touch()
+        writer.join(timeout=300)
+    assert not writer.is_alive() and not failed
+    table = store._table("gross")
+    assert table.index_stats("vector_idx").num_unindexed_rows == 0  # the optimize folded the new rows into the index
+    assert store.search("gross", query, vector_of(query), 3, 1.0)[0].document_id == "bio1"
+    store.close()
+
+
+def test_the_index_upkeep_runs_outside_the_process_that_searches(tmp_path, monkeypatch):
+    """Lance shares one CPU pool per process (one thread on 2 cores): an optimize or a vector index build in the store's
+    process makes every search wait for it. Both must happen, in another process."""
+    from lancedb.table import LanceTable
+
+    ran_here: list[str] = []
+    optimize, create_index = LanceTable.optimize, LanceTable.create_index
+
+    def optimize_here(self, *args, **kwargs):
+        ran_here.append("optimize")
+        return optimize(self, *args, **kwargs)
+
+    def create_index_here(self, column, *args, **kwargs):
+        if column == "vector":
+            ran_here.append("vector index")
+        return create_index(self, column, *args, **kwargs)
+
+    monkeypatch.setattr(LanceTable, "optimize", optimize_here)
+    monkeypatch.setattr(LanceTable, "create_index", create_index_here)
+    store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500, optimize_every_documents=1))
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))  # past vector_index_min_rows: the index is built
+    store.add_document("gross", *BIOLOGY)  # optimize_every_documents=1: folded into the index
+    assert ran_here == []
+    assert store._table("gross").index_stats("vector_idx").num_unindexed_rows == 0
+    query = "Mitochondrien Kraftwerke der Zelle"
+    assert store.search("gross", query, vector_of(query), 3, 1.0)[0].document_id == "bio1"
+    store.close()
+
+
+def test_an_upkeep_process_that_fails_says_why(tmp_path):
+    (tmp_path / "lance").mkdir()
+    with pytest.raises(RuntimeError, match="optimize of workspace fehlt failed") as failed:
+        table_upkeep.run(tmp_path / "lance", "fehlt", "optimize", 60)
+    assert "fehlt" in str(failed.value).split("):", 1)[1]  # the process's own error names the missing table

@@ -17,6 +17,12 @@ when BM25 has too little evidence, store.hybrid_weight). Rows added since an
 index was built are searched without the index until ``optimize`` folds them
 in; large tables get a vector index (IVF with HNSW, scalar-quantised).
 
+``optimize`` and the vector index build run in a process of their own
+(table_upkeep): in this process they would hold Lance's CPU pool, one thread
+on a 2-core server, and every search would wait for them. After an ingest or
+a delete they run under the store's write lock, so the next ingest or delete
+waits for them; searches take no lock a writer holds and go on.
+
 Deleting rows in LanceDB writes a new version; the old versions still hold
 the deleted text until they are cleaned up. A delete therefore schedules an
 ``optimize`` after ``keep_versions_s`` (a search running on an old version
@@ -32,13 +38,13 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import pyarrow as pa
 
 from schulki.config import RetrievalConfig
+from schulki.retrieval import table_upkeep
 from schulki.retrieval.documents import Chunk
 from schulki.retrieval.store import CANDIDATES_MIN, Candidate, DocumentRecord, Hit, Store, StoredChunk, fuse, hybrid_weight
 from schulki.runtime.errors import InvalidInput
@@ -226,24 +232,32 @@ class EmbeddedStore(Store):
             self.optimize(workspace)
 
     def build_vector_index(self, workspace: str) -> None:
-        """Build (or rebuild) the workspace's vector index."""
-        from lancedb.index import HnswSq
-
+        """Build (or rebuild) the workspace's vector index, in a process of its own (table_upkeep: searches go on meanwhile)."""
         table = self._table(workspace)
         if table is None:
             return
         log.info("workspace %s: building the vector index over %d chunks", workspace, table.count_rows())
-        table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True, name="vector_idx")
+        self._upkeep(workspace, "vector-index")
 
     def optimize(self, workspace: str) -> None:
-        """Compact the table, fold new rows into its indexes and drop old versions (so deleted text leaves the disk)."""
+        """Compact the table, fold new rows into its indexes and drop old versions (so deleted text leaves the disk),
+        in a process of its own (table_upkeep: searches go on meanwhile)."""
         with self._tables_lock:
             self._purges.pop(workspace, None)
-        table = self._table(workspace)
-        if table is None:
+        if self._table(workspace) is None:
             return
-        table.optimize(cleanup_older_than=timedelta(seconds=self.config.keep_versions_s))
+        self._upkeep(workspace, "optimize")
         self._adds_since_optimize[workspace] = 0
+
+    def _upkeep(self, workspace: str, action: str) -> None:
+        """Run an upkeep action in its own process, then let the next read or write open the version it committed.
+
+        A handle stays on the version it last wrote or read; searches that hold the old one finish on it (its files
+        are kept for keep_versions_s), the next ones open the new version.
+        """
+        table_upkeep.run(self.path / "lance", workspace, action, self.config.keep_versions_s)
+        with self._tables_lock:
+            self._tables.pop(workspace, None)
 
     def _delete_chunks(self, workspace: str, document_ids: Sequence[str]) -> int:
         table = self._table(workspace)
