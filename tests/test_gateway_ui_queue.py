@@ -61,5 +61,6 @@ def test_an_idle_queue_pauses_between_looks(pages, monkeypatch):
     assert pauses, "the queue's loops did not run"
     assert min(pauses) >= QUEUE_IDLE_POLL_S, sorted(set(pauses))
     assert QUEUE_PROGRESS_POLL_S in pauses
-    # each page's two loops together look at most about 0.3 s / 10 ms + 0.3 s / 50 ms times
-    assert len(pauses) <= 2 * (0.3 / QUEUE_IDLE_POLL_S + 0.3 / QUEUE_PROGRESS_POLL_S + 2), len(pauses)
+    # each page's two loops together look at most about 0.3 s / 10 ms + 0.3 s / 50 ms times (a few more where the
+    # loop wakes late; polling every millisecond looked hundreds of times)
+    assert len(pauses) <= 2 * (0.3 / QUEUE_IDLE_POLL_S + 0.3 / QUEUE_PROGRESS_POLL_S + 6), len(pauses)
