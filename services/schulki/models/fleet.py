@@ -88,11 +88,12 @@ def _speech_batch(result: dict) -> dict:
 
 
 def _speech_batch_size() -> int:
-    """The batch size the transcription service runs with by default (1 when batching is off), which the plan counts."""
+    """The batch size the transcription service runs with by default on a GPU node (1 when batching is switched off),
+    which the plan counts."""
     from schulki.config import TranscriptionConfig
 
     config = TranscriptionConfig()
-    return config.batch_size if config.batching else 1
+    return config.batch_size if config.batching is not False else 1
 
 
 MODELS_DIR = "/models"
