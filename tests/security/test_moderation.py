@@ -42,6 +42,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     # greedy answers, also in the Chat tab (which sets no temperature): sampled at 0.7 the small model sometimes ends a
     # story within 80 characters, and then there is nothing to cut
     config.inference.default_temperature = 0.0
+    # room for 80 characters in the Chat tab's answer too (the test stack's 24 tokens can end a story before them)
+    config.gateway.max_chat_tokens = 96
     config.gateway.requests_per_minute = {"student": 10_000, "teacher": 10_000, "admin": 10_000}
     with running_stack(folder, services=("inference",), config=config) as running:
         running.wait_available("inference")
