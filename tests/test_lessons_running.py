@@ -153,29 +153,19 @@ def test_a_database_error_does_not_end_the_answer(monkeypatch):
     asyncio.run(scenario())
 
 
-def test_the_clients_cancel_stays_a_cancel_and_the_answer_is_forgotten():
+@pytest.mark.parametrize("stopped_too", [False, True], ids=["cancel-alone", "cancel-after-a-stop"])
+def test_the_clients_cancel_stays_a_cancel_and_the_answer_is_forgotten(stopped_too):
     async def scenario():
         answers, source = RunningAnswers(), Source(2)
         consumer = asyncio.ensure_future(_consume(answers, source))
         await asyncio.wait_for(source.waiting.wait(), LONG)
+        if stopped_too:
+            answers.stop_class("7a")
+            await asyncio.sleep(0)  # the stop's wake-up cancels the wait, and the page closes before the task runs again
         consumer.cancel()  # the student closed the page
         with pytest.raises(asyncio.CancelledError):
             await consumer
         assert source.closed.is_set() and answers.count() == 0
-
-    asyncio.run(scenario())
-
-
-def test_a_stop_and_the_clients_cancel_together_stay_a_cancel():
-    async def scenario():
-        answers, source = RunningAnswers(), Source(1)
-        consumer = asyncio.ensure_future(_consume(answers, source))
-        await asyncio.wait_for(source.waiting.wait(), LONG)
-        answers.stop_class("7a")
-        await asyncio.sleep(0)  # the stop's wake-up cancels the wait
-        consumer.cancel()  # and the student closes the page before the answer's task runs again
-        with pytest.raises(asyncio.CancelledError):
-            await consumer
 
     asyncio.run(scenario())
 

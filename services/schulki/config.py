@@ -268,6 +268,10 @@ class TranscriptionConfig(Section):
     larger models; ``schulki plan`` reserves it on a GPU node (BATCH_CHUNK_BYTES in models/fleet.py). More
     recordings running at once (max_concurrent) fill batches from several recordings."""
 
+    def batches_on(self, device: str) -> bool:
+        """Whether speech is decoded in batches on ``device`` ("cuda" or "cpu"), as ``batching`` says."""
+        return self.batching if self.batching is not None else device == "cuda"
+
 
 class RetrievalConfig(Section):
     """Settings of the retrieval service."""

@@ -276,7 +276,7 @@ class Gateway:
     ) -> AsyncGenerator[inference_pb.ChatResponse, None]:
         """The chat of ``chat``; ``count_request`` False for a call that is part of a job counted as one request already."""
         classes = frozenset(account.classes) if account.role == "student" else frozenset()
-        paused: bool = bool(classes) and await run_in_threadpool(self._class_paused, classes)  # a teacher's stop for a class
+        paused = await run_in_threadpool(self.lessons.class_paused, classes) if classes else False  # a teacher's stop
         if paused:
             raise TaskRefused(423, "Deine Klasse ist gerade pausiert. Deine Lehrkraft kann sie wieder freigeben. (Paused.)", "class_paused")
         reservation = await self._quotas.reserve_off_loop(
@@ -284,7 +284,7 @@ class Gateway:
         )
 
         def class_open() -> str | None:
-            return "paused" if self._class_paused(classes) else None
+            return "paused" if self.lessons.class_paused(classes) else None
 
         def events() -> AsyncIterator[inference_pb.ChatResponse]:
             answer = self._unwatched_chat(messages, account, reservation, temperature, stop, seed, model, options, logprobs)
@@ -302,9 +302,6 @@ class Gateway:
         """``Quotas.admit`` on the quotas' writer thread: its queries and commit do not hold up the loop that streams
         every student's answer (QuotaExceeded comes back here as from ``admit``)."""
         await self._quotas.off_loop(self._quotas.admit, account)
-
-    def _class_paused(self, classes: frozenset[str]) -> bool:
-        return self.lessons.class_paused(classes)
 
     def _unwatched_chat(
         self,
@@ -596,25 +593,27 @@ class Gateway:
         model = self.models.resolve(account, question.model)
         await self._admit(account)
 
-        guards: list[GuardedAnswer] = []
+        guarded: GuardedAnswer | None = None
 
         def ask(
             messages: list[dict[str, str]], max_tokens: int, temperature: float | None, stop: list[str], seed: int | None
         ) -> AsyncIterator[inference_pb.ChatResponse]:
             # moderated as a chat: the rules read the student's question (not the passages the prompt wraps it in)
             # before the model is asked, and the answer as it streams; the request was counted above
+            nonlocal guarded
             asked = [{"role": "user", "content": question.question}]
             answer = self._chat(account, messages, max_tokens, temperature, stop, seed, model, count_request=False)
-            guards.append(self.moderation.guard(account, asked, answer, whole_words=True, admit=lambda: None))
-            return guards[-1].events()
+            guarded = self.moderation.guard(account, asked, answer, whole_words=True, admit=lambda: None)
+            return guarded.events()
 
         async for event in answer_question(self._services, self.config.gateway, question, model, ask):
-            if not (guards and guards[-1].filtered):
-                yield event
-            elif isinstance(event, Piece):
+            filtered = guarded is not None and guarded.filtered  # from here on the fixed answer, in place of the model's
+            if filtered and isinstance(event, Piece):
                 yield Piece(event.text.strip(), replaces=True)
+            elif filtered and isinstance(event, Finished):
+                yield dataclasses.replace(event, reason="content_filter")
             else:
-                yield dataclasses.replace(event, reason="content_filter") if isinstance(event, Finished) else event
+                yield event
 
     # -- the chat tab's agent mode (gateway/agents/): the roles the admin switched on, and one run ---------------
 

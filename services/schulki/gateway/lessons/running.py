@@ -49,6 +49,8 @@ class _Running:
     cancelled: bool = False
     """A stop cancelled ``waiting_in``: the cancel is this module's, not the client's."""
     finished: bool = False
+    timer: asyncio.TimerHandle | None = None
+    """The next database check, cancelled when the answer ends."""
 
     def wake(self, reason: str) -> None:
         """On the answer's loop: stop it, at once if it waits for a piece, else before it asks for the next one."""
@@ -110,7 +112,7 @@ class RunningAnswers:
         with self._lock:
             self._running[number] = running
         source = aiter(events)
-        timer = loop.call_later(CHECK_EVERY_S, _check, running, still_open)
+        running.timer = loop.call_later(CHECK_EVERY_S, _check, running, still_open)
         try:
             while True:
                 if running.reason:  # a stop came while the consumer was busy elsewhere
@@ -131,7 +133,8 @@ class RunningAnswers:
                 yield item
         finally:
             running.finished = True
-            timer.cancel()
+            if running.timer is not None:
+                running.timer.cancel()
             with self._lock:
                 self._running.pop(number, None)
             closing = getattr(source, "aclose", None)
@@ -162,6 +165,6 @@ def _check(running: _Running, still_open: Callable[[], str | None]) -> None:
         elif reason := future.result():
             running.wake(reason)
             return
-        running.loop.call_later(CHECK_EVERY_S, _check, running, still_open)
+        running.timer = running.loop.call_later(CHECK_EVERY_S, _check, running, still_open)
 
     asked.add_done_callback(answered)

@@ -61,6 +61,10 @@ class Moderation:
     def outcome(self, category: str) -> str:
         return str(getattr(self.settings, category).outcome)
 
+    def with_outcome(self, hits: list[Hit], outcome: str) -> list[str]:
+        """The categories of ``hits`` whose outcome is ``outcome`` ("block" or "warn"), in the order found."""
+        return [hit.category for hit in hits if self.outcome(hit.category) == outcome]
+
     async def _notify(self, account: Account, hits: list[Hit], direction: str, text: str) -> None:
         for hit in hits:
             rule = getattr(self.settings, hit.category)
@@ -71,22 +75,23 @@ class Moderation:
     async def screen(self, account: Account, text: str) -> str | None:
         """A question that gets no streamed chat answer (an agent's task): the fixed answer where a category blocks
         it, else None; flags are written as for a chat's question, and a warning is only flagged."""
-        hits = self.find(text)
-        await self._notify(account, hits, "input", text)
-        blocking = [hit.category for hit in hits if self.outcome(hit.category) == "block"]
+        blocking, _ = await self._judged(account, text, "input")
         return BLOCKED[blocking[0]] if blocking else None
 
     async def screen_answer(self, account: Account, text: str) -> tuple[str, bool]:
         """An answer that is not streamed (an agent's, written whole): the fixed answer in its place where a category
         blocks it, a warning's German note before it; flags as for a chat's answer. Returns the text and whether it
         was replaced."""
-        hits = self.find(text)
-        await self._notify(account, hits, "output", text)
-        blocking = [hit.category for hit in hits if self.outcome(hit.category) == "block"]
+        blocking, warned = await self._judged(account, text, "output")
         if blocking:
             return BLOCKED[blocking[0]], True
-        warned = [hit.category for hit in hits if self.outcome(hit.category) == "warn"]
         return "\n\n".join([*(WARNED[category] for category in dict.fromkeys(warned)), text]), False
+
+    async def _judged(self, account: Account, text: str, direction: str) -> tuple[list[str], list[str]]:
+        """A whole text read by the rules, its flags written: the categories that block it and those that warn."""
+        hits = self.find(text)
+        await self._notify(account, hits, direction, text)
+        return self.with_outcome(hits, "block"), self.with_outcome(hits, "warn")
 
     def guard(
         self,
@@ -148,7 +153,7 @@ class GuardedAnswer:
         last = self._messages[-1] if self._messages else {}
         question = str(last.get("content") or "") if last.get("role") == "user" else ""
         hits = moderation.find(question) if question else []
-        blocking = [hit.category for hit in hits if moderation.outcome(hit.category) == "block"]
+        blocking = moderation.with_outcome(hits, "block")
         if blocking:
             await self._events.aclose()  # never started: the model is not asked, no tokens are reserved
             self._admit()  # QuotaExceeded (429) for one request too many, before a flag is written
@@ -158,7 +163,7 @@ class GuardedAnswer:
             yield _finish()
             return
         await moderation._notify(self._account, hits, "input", question)
-        warned = [hit.category for hit in hits if moderation.outcome(hit.category) == "warn"]
+        warned = moderation.with_outcome(hits, "warn")
         if warned and self._notes:
             yield _text("\n\n".join(WARNED[category] for category in warned) + "\n\n")
         try:
@@ -177,7 +182,7 @@ class GuardedAnswer:
         text, sent = self._said
         rest = text[sent:]
         hits = self._moderation.find(text[-PATTERN_CHARS - len(rest) :]) if rest else []
-        return "" if any(self._moderation.outcome(hit.category) == "block" for hit in hits) else rest
+        return "" if self._moderation.with_outcome(hits, "block") else rest
 
     async def _answer(self, noted: set[str]) -> AsyncIterator[inference_pb.ChatResponse]:
         moderation, rules = self._moderation, self._moderation.rules
@@ -204,13 +209,13 @@ class GuardedAnswer:
                     scanned = end
                     flagged.update(hit.category for hit in hits)
                     await moderation._notify(self._account, hits, "output", text)
-                    blocking = [hit.category for hit in hits if moderation.outcome(hit.category) == "block"]
+                    blocking = moderation.with_outcome(hits, "block")
                     if blocking:
                         self.filtered = True
                         yield _text(("\n\n" if sent else "") + BLOCKED[blocking[0]])
                         yield _finish()
                         return  # the finally below stops the model
-                    later.update(hit.category for hit in hits if moderation.outcome(hit.category) == "warn" and hit.category not in noted)
+                    later.update(category for category in moderation.with_outcome(hits, "warn") if category not in noted)
                 if finished:
                     if sent < len(text):
                         yield _text(text[sent:])
