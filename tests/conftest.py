@@ -172,6 +172,66 @@ def shared_tls() -> SharedTls:
     return SharedTls(folder, leaf.cert_file, leaf.key_file, ca.cert_file)
 
 
+# Two test processes (./dev test runs pytest-xdist). Tests go to a process a module at a time, so that a module's
+# stack is started once and its tests keep their order. Modules that share what one machine has once go together:
+# the network-namespace labs (they add routes, bridges and firewall rules beside each other) and the PostgreSQL
+# modules (they empty the one test server's schema). The slowest are handed out first, so that the last minutes
+# are not one long module running alone.
+SHARED_MACHINE_GROUPS = {
+    "namespaces": (
+        "tests/test_deploy_ansible.py",
+        "tests/security/test_gateway_zero_egress.py",
+        "tests/test_deploy_firewall.py",
+        "tests/test_deploy_trust.py",
+        "tests/test_deploy_weaviate.py",
+        "tests/test_fleet_namespaces.py",
+    ),
+    "postgresql": (
+        "tests/test_backup.py",
+        "tests/test_gateway_accounts.py",
+        "tests/test_gateway_schema_race.py",
+        "tests/test_two_gateways.py",
+    ),
+}
+SLOWEST_FIRST = (
+    "namespaces",
+    "tests/test_benchmarks_smoke.py",
+    "postgresql",
+    "tests/test_transcription_at_once.py",
+    "tests/browser/test_tasks_browser.py",
+    "tests/test_eval_quants.py",
+    "tests/test_gateway_api.py",
+)
+"""Groups and modules known to take minutes (``--durations`` of a full run), in the order they start."""
+
+
+def test_group(nodeid: str) -> str:
+    """The group a test runs in: its module's shared-machine group, else its module alone."""
+    path = nodeid.split("::", 1)[0]
+    for group, modules in SHARED_MACHINE_GROUPS.items():
+        if path in modules:
+            return group
+    return path
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {group: index for index, group in enumerate(SLOWEST_FIRST)}
+    # A stable sort: within a group (and among the modules not named) the collection's order stays.
+    items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduling by scope, with ``test_group`` as the scope (its own ``loadgroup`` marks do not reach
+    the test ids under pytest 9, which keeps them elsewhere)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return ByGroup(config, log)
+
+
 @pytest.fixture(scope="session")
 def config() -> Config:
     return Config()

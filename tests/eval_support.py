@@ -31,7 +31,7 @@ def requantize(source: Path, quant: str, target: Path) -> Path:
     if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    partial = target.with_suffix(f".{os.getpid()}.partial")  # the two test processes may both make it: each its own file
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = VARIANT_FTYPES[quant]
     params.allow_requantize = True
