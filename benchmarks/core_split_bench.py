@@ -15,12 +15,14 @@ derived split (threads per engine, each service pinned to its share of the
 CPUs, the bursty engines at a lower priority); ``unpinned`` the split without
 CPU affinity (``cores.pin = false``);
 ``nonice`` the split without the lower priority; ``noyield`` the split with an
-ingest that does not wait for the class's line (``retrieval.yield_to_class =
-false``: full speed, as where embeddings have their own node). Everything is printed side by side at the end, with the load average.
+ingest that never waits for the class's line (``retrieval.yield_to_class =
+false``: full speed, as where embeddings have their own node); ``yield`` the
+split with an ingest that waits for it even so (``true``; left empty, an ingest
+pinned apart from the chat by the split does not wait). Everything is printed side by side at the end, with the load average.
 
     .venv/bin/python benchmarks/core_split_bench.py                           # 100 pages, 30 students, before and after
     .venv/bin/python benchmarks/core_split_bench.py --pages 30 --duration 30 --modes before,after,unpinned,nonice
-    .venv/bin/python benchmarks/core_split_bench.py --pages 20 --students 10 --duration 30 --modes noyield,after   # ingest yielding to the class
+    .venv/bin/python benchmarks/core_split_bench.py --pages 20 --students 10 --duration 30 --modes yield,after     # ingest waiting for the class's line or not
     .venv/bin/python benchmarks/core_split_bench.py --smoke    # 2 pages, 2 students for 10 s, the split only: does it still run?
 """
 
@@ -60,6 +62,7 @@ MODES = {
     "unpinned": {"SCHULKI_CORES__PIN": "false"},
     "nonice": {"SCHULKI_CORES__BACKGROUND_NICE": "0"},
     "noyield": {"SCHULKI_RETRIEVAL__YIELD_TO_CLASS": "false"},
+    "yield": {"SCHULKI_RETRIEVAL__YIELD_TO_CLASS": "true"},
 }
 """The settings of each mode, on top of the defaults (no thread setting is given, so the split derives them all)."""
 

@@ -220,6 +220,7 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (-p no:xdist) has no such hook
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist's scheduling by scope, with ``test_group`` as the scope (its own ``loadgroup`` marks do not reach
     the test ids under pytest 9, which keeps them elsewhere)."""

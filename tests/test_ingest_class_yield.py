@@ -10,6 +10,7 @@ service cannot be asked.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -18,7 +19,7 @@ from schulki.config import Config
 from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from schulki.retrieval.class_yield import ClassYield
+from schulki.retrieval.class_yield import ClassYield, yields
 
 from tests.service_support import service_fixtures, wait_until
 
@@ -116,3 +117,19 @@ def test_an_ingest_step_does_not_wait_for_an_inference_service_it_cannot_ask():
     started = time.monotonic()
     assert wait_turn(ClassYield(config)) is None
     assert time.monotonic() - started < 30
+
+
+def test_ingest_waits_for_the_class_unless_the_core_split_pinned_it_apart_from_the_chat(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    config = Config()
+    assert yields(config)  # not pinned (a container, an unpinned machine): the chat may need these cores
+    config.runtime.cpu_cores = [0, 1, 2, 3]
+    assert yields(config)  # pinned to every CPU: the same
+    config.runtime.cpu_cores = [3]  # as schulki up pins embeddings and retrieval: the chat has the others
+    assert not yields(config)
+    assert not ClassYield(config).enabled  # the retrieval service's ingest steps go on without asking
+    config.retrieval.yield_to_class = True  # the admin's word wins either way
+    assert yields(config)
+    config.runtime.cpu_cores = []
+    config.retrieval.yield_to_class = False
+    assert not yields(config)

@@ -332,8 +332,8 @@ class RetrievalConfig(Section):
     """Chunks sent to the embeddings service in one call while ingesting; each call reports progress, and the embeddings service packs them into its own batches."""
     embeddings_timeout_s: Seconds = 120.0
     """How long one call to the embeddings service may take, in seconds."""
-    yield_to_class: bool = True
-    """Ingest yields to the class: before parsing and before each embedding batch it waits while chat requests wait in the inference service's line (retrieval/class_yield.py). Off: full speed, for a machine where embeddings have their own node or GPU and an upload takes nothing from the chat."""
+    yield_to_class: bool | None = None
+    """Ingest yields to the class: before parsing and before each embedding batch it waits while chat requests wait in the inference service's line (retrieval/class_yield.py). Empty means yes, unless this process runs on CPUs of its own (runtime.cpu_cores, as ``schulki up``'s core split pins embeddings and retrieval apart from the chat): there an upload takes no CPU from the chat, and waiting only slows it (100 pages during a class of 30 on 2 cores: 282 s waiting against 29 s not, the class's time to first token the same). true: always; false: never, for a machine where embeddings have their own node or GPU."""
     inference_address: str | None = None
     """The inference service ingest yields to (host:port); empty means this machine at inference.port. When it cannot be asked, ingest does not wait."""
     yield_max_wait_s: Seconds = 10.0

@@ -12,14 +12,20 @@ waits), steps go on, in batches of ``retrieval.embed_batch_texts_in_class``
 chunks, so each step is short and the next check comes soon.
 
 Where embeddings have their own node or GPU, ``retrieval.yield_to_class =
-false`` lets ingest run at full speed. When the inference service cannot be
-asked (not started, another machine without a route), ingest does not wait.
+false`` lets ingest run at full speed. Left empty, ingest yields unless this
+process runs on CPUs of its own (``runtime.cpu_cores``, as ``schulki up``'s core
+split pins embeddings and retrieval apart from the chat): there the chat's
+cores are its own already, and waiting only made a 100-page upload during a
+class of 30 ten times slower (``benchmarks/core_split_bench.py``, modes
+``after`` and ``yield``). When the inference service cannot be asked (not
+started, another machine without a route), ingest does not wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -45,12 +51,21 @@ class ClassLoad:
     running: int
 
 
+def yields(config: Config) -> bool:
+    """Whether ingest waits for the class: ``retrieval.yield_to_class`` where set; left empty, unless this process is
+    pinned to some of the machine's CPUs only (``runtime.cpu_cores``), which leaves the others to the chat."""
+    if config.retrieval.yield_to_class is not None:
+        return config.retrieval.yield_to_class
+    pinned = set(config.runtime.cpu_cores)
+    return not pinned or pinned >= set(range(os.cpu_count() or 1))
+
+
 class ClassYield:
     """Asks the inference service how busy the class is; ``wait_turn`` is what an ingest step calls first."""
 
     def __init__(self, config: Config) -> None:
         settings = config.retrieval
-        self.enabled = settings.yield_to_class
+        self.enabled = yields(config)
         self.max_wait_s = settings.yield_max_wait_s
         self.address = settings.inference_address or f"127.0.0.1:{config.inference.port}"
         self.runtime = config.runtime
