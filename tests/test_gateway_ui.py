@@ -120,6 +120,8 @@ def test_the_admin_tab_refuses_students_and_serves_admins(stack, anna):
         student.predict(api_name="/admin_overview")
     with pytest.raises(AppError, match="Nur für Admins"):
         student.predict("ui-eve", "admin", "", api_name="/admin_add_user")
+    # a class's use to count (the module's chat tests make some too, but this test also runs alone, as with -k)
+    stack.gateway.accounts.count_usage(anna[0].id, requests=1, tokens=5)
     _, admin = client_for(stack, "ui-admin", "admin")
     health, models, usage, users, _retention, *_model_settings = admin.predict(api_name="/admin_overview")
     status = {row[0]: row[2] for row in health["data"]}
@@ -135,7 +137,9 @@ def test_the_admin_tab_refuses_students_and_serves_admins(stack, anna):
     assert "ui-frank" in created and "sk-schulki-" in created
     assert stack.gateway.accounts.by_name("ui-frank").classes == ("7a",)
     anna_account = stack.gateway.accounts.by_name("ui-anna")
-    assert stack.gateway.accounts.list_chats(anna_account.id)  # stored by the chat test
+    # a stored chat of hers (the chat test stores one too)
+    stack.gateway.accounts.save_chat(anna_account.id, None, [{"role": "user", "content": "Wie weit ist der Mond weg?"}])
+    assert stack.gateway.accounts.list_chats(anna_account.id)
     assert admin.predict(0, api_name="/admin_retention") == "Gespeichert."
     assert stack.gateway.accounts.list_chats(anna_account.id) == []  # no retention: stored chats are gone at once
     admin.predict(30, api_name="/admin_retention")
