@@ -205,30 +205,30 @@ SLOWEST_FIRST = (
 """Groups and modules known to take minutes (``--durations`` of a full run), in the order they start."""
 
 
-def test_group(nodeid: str) -> str:
-    """The group a test runs in: its module's shared-machine group, else its module alone."""
-    path = nodeid.split("::", 1)[0]
-    for group, modules in SHARED_MACHINE_GROUPS.items():
-        if path in modules:
-            return group
-    return path
+_GROUP_OF_MODULE = {module: group for group, modules in SHARED_MACHINE_GROUPS.items() for module in modules}
+
+
+def process_group(nodeid: str) -> str:
+    """What a test goes to a process with: its module's shared-machine group, else its module alone."""
+    module = nodeid.split("::", 1)[0]
+    return _GROUP_OF_MODULE.get(module, module)
 
 
 def pytest_collection_modifyitems(items) -> None:
     rank = {group: index for index, group in enumerate(SLOWEST_FIRST)}
     # A stable sort: within a group (and among the modules not named) the collection's order stays.
-    items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))
+    items.sort(key=lambda item: rank.get(process_group(item.nodeid), len(rank)))
 
 
 @pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (-p no:xdist) has no such hook
 def pytest_xdist_make_scheduler(config, log):
-    """pytest-xdist's scheduling by scope, with ``test_group`` as the scope (its own ``loadgroup`` marks do not reach
+    """pytest-xdist's scheduling by scope, with ``process_group`` as the scope (its own ``loadgroup`` marks do not reach
     the test ids under pytest 9, which keeps them elsewhere)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByGroup(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return test_group(nodeid)
+            return process_group(nodeid)
 
     return ByGroup(config, log)
 
