@@ -7,10 +7,14 @@ import re
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from schulki.config import GatewayConfig
+from schulki.gateway.accounts import database
 from schulki.gateway.accounts.database import AccountError, Accounts, class_workspace
+from schulki.gateway.accounts.quotas import QuotaExceeded, Quotas
 
 from tests.gateway_stack import running_stack
 
@@ -125,6 +129,49 @@ def test_beyond_the_cap_a_new_login_closes_the_oldest_sessions(accounts):
     assert accounts.session_user(accounts.open_session(anna.id, 0.5, keep=1)) is not None  # the new one stays, whatever its expiry
     assert all(accounts.session_user(token) is None for token in [*tokens, newest])
     assert accounts.session_user(other) is not None  # another user's sessions are not counted
+
+
+def test_an_answer_is_admitted_and_reserved_in_one_transaction_that_parallel_answers_cannot_overrun(accounts):
+    config = GatewayConfig(requests_per_minute={"student": 100}, tokens_per_day={"student": 1000})
+    gateways = [Quotas(config, accounts)]
+    if accounts.engine.dialect.name == "postgresql":  # a second gateway on the same database: its own engine and locks
+        gateways.append(Quotas(config, Accounts(POSTGRES_URL)))
+    gateways[0].requests.clear_all()  # user numbers start again in a fresh database; their windows must too
+    anna, ben, carl = (
+        accounts.add_user(name, "student", [group]).account for name, group in (("anna", "7a"), ("ben", "7b"), ("carl", "7c"))
+    )
+
+    def answer(number: int, account, prompt: int, longest: int) -> int | str:
+        try:
+            return gateways[number % len(gateways)].reserve(account, prompt, longest).reserved
+        except QuotaExceeded as refused:
+            return refused.message.split(":")[0].split(" von ")[0]
+
+    with ThreadPoolExecutor(8) as pool:  # eight answers at once, each 100 prompt tokens and up to 200 answer tokens
+        outcomes = list(pool.map(lambda number: answer(number, anna, 100, 200), range(8)))
+    assert sorted(outcomes, key=str) == [300, 300, 300] + ["Dein Tageskontingent"] * 5, outcomes  # 900 of 1000: no prompt fits
+    config.requests_per_minute["student"] = 3
+    outcomes = [answer(number, ben, 10, 10) for number in range(4)]
+    assert outcomes == [20, 20, 20, "Zu viele Anfragen"], outcomes
+    accounts.count_usage(carl.id, tokens=1000)
+    assert answer(0, carl, 10, 10) == "Dein Tageskontingent"
+    # every request admitted is counted once, a refused one not at all; the refused ones left no event in the rate window
+    assert accounts.usage_by_class() == [("7a", 1, 8, 900), ("7b", 1, 3, 60), ("7c", 1, 0, 1000)]
+    assert [gateways[0].requests.count(str(user.id)) for user in (anna, ben, carl)] == [8, 3, 0]
+
+
+def test_a_setting_changed_here_is_read_at_once_and_one_changed_by_another_gateway_within_two_seconds(accounts, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(database.time, "monotonic", lambda: clock[0])
+    other = Accounts(accounts.engine.url.render_as_string(hide_password=False))  # another gateway on the same database
+    assert accounts.recent_setting("class_model_7a", "none") == "none"
+    other.set_setting("class_model_7a", "demo-b")
+    clock[0] += database.SETTINGS_MAX_AGE_S - 0.1
+    assert accounts.recent_setting("class_model_7a", "none") == "none"  # read for each chat: from the copy, no query
+    clock[0] += 0.2
+    assert accounts.recent_setting("class_model_7a", "none") == "demo-b"
+    accounts.set_setting("class_model_7a", "demo-a")
+    assert accounts.recent_setting("class_model_7a", "none") == "demo-a"  # this gateway's own change: at once
 
 
 def test_the_cli_adds_a_user_and_imports_a_class(tmp_path):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from schulki.gateway.api.responses import ChatCompletionChunk, ChunkChoice, Delta
 from schulki.gateway.api.sse import sse_event
+from sqlalchemy import event as sqlalchemy_event
 
 from tests.gateway_stack import Stack, running_stack, stack_config
 
@@ -65,24 +66,22 @@ def test_parallel_streamed_chats_are_settled_to_the_token(stack):
     assert [events[-1] for events in answers] == [b"data: [DONE]\n\n"] * 6
 
 
-def test_the_quota_is_written_on_its_own_thread_not_on_the_event_loop(stack, monkeypatch):
+def test_a_chat_commits_twice_and_only_on_the_quotas_thread(stack):
+    """Admission and reservation are one transaction, the settlement the other, both off the event loop."""
     user = stack.add_user("settle-thread", "student")
-    threads: list[str] = []
-    accounts = stack.gateway.accounts
+    stream_chat(stack, user.api_key, "Sag Hallo.")  # the key's first use: its lookup is cached from here on
+    commits: list[str] = []
 
-    def recorded(method: Callable[..., Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            threads.append(threading.current_thread().name)
-            return method(*args, **kwargs)
+    def committed(_connection: Any) -> None:
+        commits.append(threading.current_thread().name)
 
-        return call
-
-    for name in ("count_usage", "reserve_tokens", "tokens_today"):
-        monkeypatch.setattr(accounts, name, recorded(getattr(accounts, name)))
-    stream_chat(stack, user.api_key, "Sag Hallo.")
-    # admission (today's tokens, the request), the reservation and the settlement
-    assert len(threads) >= 4, threads
-    assert all(name.startswith("schulki-quotas") for name in threads), threads
+    sqlalchemy_event.listen(stack.gateway.accounts.engine, "commit", committed)
+    try:
+        events = stream_chat(stack, user.api_key, "Sag Hallo.")
+    finally:
+        sqlalchemy_event.remove(stack.gateway.accounts.engine, "commit", committed)
+    assert len(commits) == 2 and all(name.startswith("schulki-quotas") for name in commits), commits
+    assert stack.gateway.accounts.tokens_today(user.account.id) > usage_of(events)["total_tokens"] > 0  # both chats, settled
 
 
 def test_an_upload_is_admitted_on_the_quotas_thread_not_on_the_event_loop(stack, monkeypatch):

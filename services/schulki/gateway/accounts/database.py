@@ -25,6 +25,8 @@ from typing import Any, cast
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, create_engine, delete, event, func, select, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -170,6 +172,8 @@ def database_url(configured: str | None, data_dir: Path) -> str:
     return f"sqlite:///{folder / 'accounts.sqlite3'}"
 
 
+SETTINGS_MAX_AGE_S = 2.0
+"""How long ``recent_setting`` answers from the settings it last read: another gateway's change shows after this at most."""
 SCHEMA_LOCK = 0x5C4A1E5
 """The PostgreSQL advisory lock every schulki gateway takes while it creates its tables."""
 
@@ -211,12 +215,37 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def locked_usage(db: Session, user_id: int) -> DailyUsage:
+    """Today's usage row of a user in ``db``'s transaction, made if missing and locked until the transaction ends
+    (``FOR UPDATE`` on PostgreSQL; SQLite has one writer). Made with ``ON CONFLICT DO NOTHING``: two gateways counting a
+    user's first request of the day at once both find the one row, neither fails on the other's insert."""
+    insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    day = today()
+    db.execute(insert(DailyUsage).values(user_id=user_id, day=day, requests=0, tokens=0).on_conflict_do_nothing())
+    row = db.get(DailyUsage, (user_id, day), with_for_update=True, populate_existing=True)
+    assert row is not None  # made above, and usage rows are deleted only with their user
+    return row
+
+
+def reserve_on(row: DailyUsage, prompt_tokens: int, max_tokens: int, limit: int) -> int | None:
+    """Add prompt and answer tokens to the locked ``row`` if the prompt and one token fit under ``limit``: the answer
+    tokens granted (``max_tokens`` or what is left), or None."""
+    granted = min(max_tokens, limit - row.tokens - prompt_tokens)
+    if granted < 1:
+        return None
+    row.tokens += prompt_tokens + granted
+    return granted
+
+
 class Accounts:
     """Every read and write of account data goes through here."""
 
     def __init__(self, url: str):
         self.engine = make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._settings_read: tuple[float, dict[str, str]] | None = None
+        """When the settings were last read in full (``time.monotonic()``) and what they were, for ``recent_setting``."""
+        self._settings_changes = 0
 
     # -- users -------------------------------------------------------------
 
@@ -451,10 +480,7 @@ class Accounts:
 
     def count_usage(self, user_id: int, requests: int = 0, tokens: int = 0) -> None:
         with self._session.begin() as db:
-            row = db.get(DailyUsage, (user_id, today()))
-            if row is None:
-                row = DailyUsage(user_id=user_id, day=today(), requests=0, tokens=0)
-                db.add(row)
+            row = locked_usage(db, user_id)
             row.requests += requests
             row.tokens += tokens
 
@@ -466,15 +492,7 @@ class Accounts:
         writer), so gateways sharing the database cannot both take the rest.
         """
         with self._session.begin() as db:
-            row = db.get(DailyUsage, (user_id, today()), with_for_update=True)
-            if row is None:
-                row = DailyUsage(user_id=user_id, day=today(), requests=0, tokens=0)
-                db.add(row)
-            granted = min(max_tokens, limit - row.tokens - prompt_tokens)
-            if granted < 1:
-                return None
-            row.tokens += prompt_tokens + granted
-            return granted
+            return reserve_on(locked_usage(db, user_id), prompt_tokens, max_tokens, limit)
 
     def tokens_today(self, user_id: int) -> int:
         with self._session() as db:
@@ -501,6 +519,19 @@ class Accounts:
             row = db.get(Setting, key)
             return row.value if row else default
 
+    def recent_setting(self, key: str, default: str) -> str:
+        """``get_setting`` from a copy of every setting at most ``SETTINGS_MAX_AGE_S`` old: for what each request reads
+        (the chat model choices), one query every two seconds instead of several per chat. This gateway's own changes
+        show at once; another gateway's within the age."""
+        read = self._settings_read
+        if read is None or time.monotonic() - read[0] > SETTINGS_MAX_AGE_S:
+            changes = self._settings_changes
+            with self._session() as db:
+                read = (time.monotonic(), {row.key: row.value for row in db.execute(select(Setting.key, Setting.value))})
+            if changes == self._settings_changes:  # else a change of this gateway's committed meanwhile: read again next time
+                self._settings_read = read
+        return read[1].get(key, default)
+
     def set_setting(self, key: str, value: str) -> None:
         with self._session.begin() as db:
             row = db.get(Setting, key)
@@ -508,3 +539,5 @@ class Accounts:
                 db.add(Setting(key=key, value=value))
             else:
                 row.value = value
+        self._settings_changes += 1
+        self._settings_read = None

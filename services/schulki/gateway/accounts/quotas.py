@@ -19,8 +19,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from sqlalchemy.orm import Session
+
 from schulki.config import GatewayConfig
-from schulki.gateway.accounts.database import Account, Accounts
+from schulki.gateway.accounts.database import Account, Accounts, locked_usage, reserve_on
 from schulki.gateway.accounts.rate_windows import SharedWindow
 
 T = TypeVar("T")
@@ -110,6 +112,9 @@ class Quotas:
         token_limit = self.config.tokens_per_day.get(account.role, 0)
         return QuotaExceeded(f"Dein Tageskontingent von {token_limit} Tokens ist aufgebraucht. Morgen geht es weiter.", 3600)
 
+    def _too_many(self, rate_limit: int, wait: float) -> QuotaExceeded:
+        return QuotaExceeded(f"Zu viele Anfragen: höchstens {rate_limit} pro Minute. Bitte warte {wait:.0f} Sekunden.", int(wait) + 1)
+
     def admit(self, account: Account) -> None:
         """Count one request, or raise QuotaExceeded when the user is over a quota."""
         token_limit = self.config.tokens_per_day.get(account.role, 0)
@@ -122,7 +127,7 @@ class Quotas:
         rate_limit = self.config.requests_per_minute.get(account.role, 0)
         wait = self.requests.try_add(str(account.id), rate_limit)
         if wait:
-            raise QuotaExceeded(f"Zu viele Anfragen: höchstens {rate_limit} pro Minute. Bitte warte {wait:.0f} Sekunden.", int(wait) + 1)
+            raise self._too_many(rate_limit, wait)
         self.accounts.count_usage(account.id, requests=1)
 
     def reserve(self, account: Account, prompt_tokens: int, max_tokens: int, count_request: bool = True) -> Reservation:
@@ -131,11 +136,26 @@ class Quotas:
         Parallel requests each reserve their own share, so together they cannot
         overrun the quota. When less than the longest answer is left, the answer
         is shortened to what is left; when not even the prompt fits, QuotaExceeded.
+        The admission (the daily quota, the rate window, the request count) and
+        the reservation are one transaction: one commit per answer before it
+        starts, where there were three.
         """
-        if count_request:
-            self.admit(account)
         token_limit = self.config.tokens_per_day.get(account.role, 0)
-        granted = self.accounts.reserve_tokens(account.id, prompt_tokens, max_tokens, token_limit)
+        if not count_request:
+            granted = self.accounts.reserve_tokens(account.id, prompt_tokens, max_tokens, token_limit)
+        else:
+            rate_limit = self.config.requests_per_minute.get(account.role, 0)
+
+            def admit_and_reserve(db: Session, wait: float) -> int | None:
+                usage = locked_usage(db, account.id)
+                if usage.tokens >= token_limit:
+                    raise self._spent(account)
+                if wait:
+                    raise self._too_many(rate_limit, wait)
+                usage.requests += 1
+                return reserve_on(usage, prompt_tokens, max_tokens, token_limit)
+
+            granted = self.requests.try_add_with(str(account.id), rate_limit, admit_and_reserve)
         if granted is None:
             raise self._spent(account)
         return Reservation(self, account, prompt_tokens + granted, granted)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import BigInteger, Float, Index, Integer, String, delete, func, select, text
 from sqlalchemy.engine import Engine
@@ -27,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.sql.elements import ColumnElement
 
 from schulki.gateway.accounts.database import create_tables
+
+T = TypeVar("T")
 
 PURGE_EVERY_S = 60.0
 """How often one window deletes the events that have left it (queries ignore them meanwhile)."""
@@ -128,6 +132,20 @@ class SharedWindow:
             if not wait:
                 self._note(db, hashed, now)
             return wait
+
+    def try_add_with(self, key: str, limit: int, work: Callable[[Session, float], T]) -> T:
+        """``try_add`` and ``work`` in one transaction, so one commit for both: ``work`` gets the session and the wait
+        (0: the event will be added) before the event is added; what it returns is returned, and what it raises rolls
+        both back (no event is added)."""
+        hashed = _hashed(key)
+        with self._lock, self._session.begin() as db:
+            self._locked(db, hashed)
+            now = time.time()
+            wait = self._wait(self._span(db, hashed, now), limit, now)
+            result = work(db, wait)
+            if not wait:
+                self._note(db, hashed, now)
+            return result
 
     def clear(self, key: str) -> None:
         hashed = _hashed(key)

@@ -2,7 +2,8 @@
 
 The models come from the inference nodes (``Services.chat_models``); the
 choices live in the accounts database's settings, so every gateway of a school
-sees the same ones and they survive a restart:
+sees the same ones and they survive a restart (each gateway reads them at most
+two seconds old, ``Accounts.recent_setting``: they are read for every chat):
 
 - ``chat_default_model``: the model the alias ``schulki-chat`` points at (the
   Admin tab sets it; until then ``gateway.default_model``, else the first model
@@ -72,7 +73,7 @@ class ChatModels:
     def default(self) -> str | None:
         """The model schulki-chat points at."""
         names = self.names()
-        for wanted in (self.accounts.get_setting("chat_default_model", ""), self.config.gateway.default_model):
+        for wanted in (self.accounts.recent_setting("chat_default_model", ""), self.config.gateway.default_model):
             if wanted and canonical_name(wanted) in names:
                 return canonical_name(wanted)
         real = [name for name in names if not self.is_demo(name)]
@@ -88,7 +89,7 @@ class ChatModels:
 
     def role_models(self, role: str) -> list[str] | None:
         """The models a role may use, or None for every model."""
-        raw = self.accounts.get_setting(f"chat_models_{role}", "")
+        raw = self.accounts.recent_setting(f"chat_models_{role}", "")
         return [canonical_name(name) for name in json.loads(raw)] if raw else None
 
     def set_role_models(self, role: str, names: list[str] | None) -> None:
@@ -99,7 +100,7 @@ class ChatModels:
         self.accounts.set_setting(f"chat_models_{role}", "" if names is None else json.dumps(sorted({canonical_name(n) for n in names})))
 
     def class_model(self, class_name: str) -> str | None:
-        name = canonical_name(self.accounts.get_setting(f"class_model_{class_name}", ""))
+        name = canonical_name(self.accounts.recent_setting(f"class_model_{class_name}", ""))
         return name if name in self.names() else None
 
     def set_class_model(self, teacher: Account, class_name: str, name: str | None) -> None:
