@@ -18,11 +18,15 @@ CPU affinity (``cores.pin = false``);
 ingest that never waits for the class's line (``retrieval.yield_to_class =
 false``: full speed, as where embeddings have their own node); ``yield`` the
 split with an ingest that waits for it even so (``true``; left empty, an ingest
-pinned apart from the chat by the split does not wait). Everything is printed side by side at the end, with the load average.
+pinned apart from the chat by the split does not wait); ``unsplit-waiting``
+no split and every ingest step waiting up to its full ``yield_max_wait_s`` (an
+upload's waits together unbounded, as before ``retrieval.yield_share``);
+``unsplit-noyield`` no split and no waiting. Everything is printed side by side at the end, with the load average.
 
     .venv/bin/python benchmarks/core_split_bench.py                           # 100 pages, 30 students, before and after
     .venv/bin/python benchmarks/core_split_bench.py --pages 30 --duration 30 --modes before,after,unpinned,nonice
     .venv/bin/python benchmarks/core_split_bench.py --pages 20 --students 10 --duration 30 --modes yield,after     # ingest waiting for the class's line or not
+    .venv/bin/python benchmarks/core_split_bench.py --modes unsplit-waiting,before,unsplit-noyield  # no split: each step's full wait, the share, none
     .venv/bin/python benchmarks/core_split_bench.py --smoke    # 2 pages, 2 students for 10 s, the split only: does it still run?
 """
 
@@ -63,6 +67,8 @@ MODES = {
     "nonice": {"SCHULKI_CORES__BACKGROUND_NICE": "0"},
     "noyield": {"SCHULKI_RETRIEVAL__YIELD_TO_CLASS": "false"},
     "yield": {"SCHULKI_RETRIEVAL__YIELD_TO_CLASS": "true"},
+    "unsplit-waiting": {"SCHULKI_CORES__SPLIT": "false", "SCHULKI_RETRIEVAL__YIELD_SHARE": "1000"},
+    "unsplit-noyield": {"SCHULKI_CORES__SPLIT": "false", "SCHULKI_RETRIEVAL__YIELD_TO_CLASS": "false"},
 }
 """The settings of each mode, on top of the defaults (no thread setting is given, so the split derives them all)."""
 

@@ -19,7 +19,7 @@ from schulki.config import Config
 from schulki.inference import build
 from schulki.inference.v1 import inference_service_pb2 as pb
 from schulki.inference.v1 import inference_service_pb2_grpc as pb_grpc
-from schulki.retrieval.class_yield import ClassYield, yields
+from schulki.retrieval.class_yield import ClassYield, allowed_wait, yields
 
 from tests.service_support import service_fixtures, wait_until
 
@@ -79,6 +79,19 @@ def wait_turn(watch: ClassYield):
     return asyncio.run(once())
 
 
+def first_upload_turn(watch: ClassYield):
+    """What an upload's first step (the parse) goes on with, and how long it waited."""
+    turns = watch.upload()
+
+    async def once():
+        try:
+            return await turns.wait_turn(), turns.waited_s
+        finally:
+            await watch.close()
+
+    return asyncio.run(once())
+
+
 def queued(stub) -> int:
     return stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30).queue_length
 
@@ -97,6 +110,9 @@ def test_an_ingest_step_waits_while_the_class_waits_and_goes_on_after(server, st
         load = wait_turn(class_yield(server, yield_max_wait_s=0.5))
         assert load is not None and load.queued > 0, load
         assert time.monotonic() - started < 60
+        # an upload that has not worked yet: its first step waits half a second at most, not the step's longest wait
+        load, waited = first_upload_turn(class_yield(server, yield_max_wait_s=600))
+        assert load is not None and load.queued > 0 and waited < 60, (load, waited)
 
         load = wait_turn(class_yield(server, yield_max_wait_s=600))
         returned = time.monotonic()
@@ -133,3 +149,17 @@ def test_ingest_waits_for_the_class_unless_the_core_split_pinned_it_apart_from_t
     config.runtime.cpu_cores = []
     config.retrieval.yield_to_class = False
     assert not yields(config)
+
+
+def test_an_uploads_waits_together_stay_within_a_share_of_the_time_it_worked():
+    assert allowed_wait(0.0, 0.0, share=0.5, max_wait_s=10) == 0.5  # before any work: a moment for a line that moves
+    assert allowed_wait(9.0, 0.0, share=0.5, max_wait_s=10) == 5.0
+    assert allowed_wait(99.0, 0.0, share=0.5, max_wait_s=10) == 10  # never more than one step's longest wait
+    assert allowed_wait(9.0, 5.0, share=0.5, max_wait_s=10) == 0.0  # the budget is spent
+    assert allowed_wait(99.0, 0.0, share=0.0, max_wait_s=10) == 0.0
+    # a class whose line never empties, 100 embedding steps of one second: each waits what it may
+    worked = waited = 0.0
+    for _ in range(100):
+        waited += allowed_wait(worked, waited, share=0.5, max_wait_s=10)
+        worked += 1.0
+    assert (worked + waited) / worked <= 1.51  # where every step waiting its 10 s took 11 times as long

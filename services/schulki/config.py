@@ -338,6 +338,8 @@ class RetrievalConfig(Section):
     """The inference service ingest yields to (host:port); empty means this machine at inference.port. When it cannot be asked, ingest does not wait."""
     yield_max_wait_s: Seconds = 10.0
     """Longest wait of one ingest step for the class's line to empty, in seconds, so that an upload still moves on during a class whose line never empties."""
+    yield_share: Annotated[float, Field(ge=0)] = 0.5
+    """All the waiting of one upload, as a share of the time it has worked so far: an upload during a class whose line never empties takes at most 1 + this share of its working time (0.5: 1.5×), where each step waiting its full yield_max_wait_s made a 100-page upload ten times slower."""
     embed_batch_texts_in_class: Count = 4
     """Chunks per embedding call while answers are being generated (instead of embed_batch_texts): short steps, so the embeddings' cores are back for the chat soon and the next look at the line comes soon."""
     text_language: str = "German"

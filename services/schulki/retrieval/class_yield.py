@@ -7,7 +7,10 @@ cores the chat could use. So before each step (the parse, each embedding
 batch) the ingest asks the inference service how many requests wait for their
 turn (GetModelInfo's ``queue_length``) and waits while any do, up to
 ``retrieval.yield_max_wait_s`` per step, so that an upload still moves on
-during a class that never empties its line. While answers only run (nothing
+during a class that never empties its line, and all the waits of one upload
+together at most ``retrieval.yield_share`` of the time it has worked
+(``UploadTurns``): a class of 30 keeps the line full, and waiting the full
+time at every step made a 100-page upload ten times slower. While answers only run (nothing
 waits), steps go on, in batches of ``retrieval.embed_batch_texts_in_class``
 chunks, so each step is short and the next check comes soon.
 
@@ -42,6 +45,10 @@ log = logging.getLogger("schulki.retrieval")
 POLL_S = 0.25
 """How often a waiting step asks again: a line of chats empties in a few hundred milliseconds once it moves."""
 
+START_CREDIT_S = 1.0
+"""Working time an upload is credited with at its start, so that its first step (the parse) may wait for a line that
+moves (``yield_share`` of it: half a second by default)."""
+
 
 @dataclass(frozen=True)
 class ClassLoad:
@@ -67,6 +74,7 @@ class ClassYield:
         settings = config.retrieval
         self.enabled = yields(config)
         self.max_wait_s = settings.yield_max_wait_s
+        self.share = settings.yield_share
         self.address = settings.inference_address or f"127.0.0.1:{config.inference.port}"
         self.runtime = config.runtime
         self._stub: inference_grpc.InferenceServiceStub | None = None
@@ -86,12 +94,17 @@ class ClassYield:
             return None
         return ClassLoad(queued=info.queue_length, running=info.running_sequences)
 
-    async def wait_turn(self) -> ClassLoad | None:
-        """Wait while requests of the class wait in the inference service's line, at most ``max_wait_s``; returns the
-        load the step goes on with (None: off, or the inference service could not be asked)."""
+    def upload(self) -> UploadTurns:
+        """The waiting of one upload's steps, with its own budget (``retrieval.yield_share`` of its working time)."""
+        return UploadTurns(self)
+
+    async def wait_turn(self, max_wait_s: float | None = None) -> ClassLoad | None:
+        """Wait while requests of the class wait in the inference service's line, at most ``max_wait_s`` (else
+        ``retrieval.yield_max_wait_s``); returns the load the step goes on with (None: off, or the inference service
+        could not be asked)."""
         if not self.enabled:
             return None
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = time.monotonic() + (self.max_wait_s if max_wait_s is None else max_wait_s)
         load = await self.load()
         while load is not None and load.queued > 0 and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
@@ -102,3 +115,28 @@ class ClassYield:
         if self._channel is not None:
             await self._channel.close()
             self._channel, self._stub = None, None
+
+
+def allowed_wait(worked_s: float, waited_s: float, share: float, max_wait_s: float) -> float:
+    """How long the next step of an upload may wait: at most ``max_wait_s``, and all its waits together at most ``share``
+    of the time it has worked and ``START_CREDIT_S`` (so it takes at most 1 + ``share`` times its working time, and a
+    moment, however full the line stays)."""
+    return max(0.0, min(max_wait_s, share * (worked_s + START_CREDIT_S) - waited_s))
+
+
+class UploadTurns:
+    """One upload's turns: each step waits for the class's line as ``ClassYield.wait_turn`` does, within the budget
+    ``allowed_wait`` gives. A class of 30 on an unsplit machine keeps its line full; a step waiting its full
+    ``yield_max_wait_s`` each time made a 100-page upload ten times slower than quiet."""
+
+    def __init__(self, watch: ClassYield) -> None:
+        self._watch = watch
+        self._started = time.monotonic()
+        self.waited_s = 0.0
+
+    async def wait_turn(self) -> ClassLoad | None:
+        began = time.monotonic()
+        worked = began - self._started - self.waited_s
+        load = await self._watch.wait_turn(allowed_wait(worked, self.waited_s, self._watch.share, self._watch.max_wait_s))
+        self.waited_s += time.monotonic() - began
+        return load

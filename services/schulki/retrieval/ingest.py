@@ -142,7 +142,8 @@ class Ingestor:
     ) -> AsyncIterator[Progress | DocumentRecord]:
         """Parse, chunk, embed and store a received file."""
         document: ParsedChunks | None = None
-        await self.class_yield.wait_turn()
+        turns = self.class_yield.upload()
+        await turns.wait_turn()
         async for item in self._parse(path, file_name):
             if isinstance(item, ParsedChunks):
                 document = item
@@ -161,7 +162,7 @@ class Ingestor:
         vectors: list[list[float]] = []
         yield Progress("embedding", 0, len(chunks), "chunks")
         while len(vectors) < len(chunks):
-            load = await self.class_yield.wait_turn()  # the class's waiting chats go first
+            load = await turns.wait_turn()  # the class's waiting chats go first
             batch = self.config.embed_batch_texts_in_class if load and load.running else self.config.embed_batch_texts
             vectors += await self.embedder.embed([c.text for c in chunks[len(vectors) : len(vectors) + batch]])
             yield Progress("embedding", len(vectors), len(chunks), "chunks")
