@@ -49,7 +49,8 @@ def user_error(s: Strings, error: BaseException) -> gr.Error:
     answer = told(error, s)
     if answer is None:
         raise error
-    return gr.Error(answer.page)
+    # an answer the table foresees (a refusal, a quota, a service that is down), not a bug: Gradio logs no traceback
+    return gr.Error(answer.page, print_exception=False)
 
 
 def _request_id(args: tuple, kwargs: dict) -> str:
