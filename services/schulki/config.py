@@ -339,7 +339,7 @@ class RetrievalConfig(Section):
     yield_max_wait_s: Seconds = 10.0
     """Longest wait of one ingest step for the class's line to empty, in seconds, so that an upload still moves on during a class whose line never empties."""
     yield_share: Annotated[float, Field(ge=0)] = 0.5
-    """All the waiting of one upload, as a share of the time it has worked so far: an upload during a class whose line never empties takes at most 1 + this share of its working time (0.5: 1.5×), where each step waiting its full yield_max_wait_s made a 100-page upload ten times slower."""
+    """All the waiting of one upload, as a share of the time it has worked so far: an upload during a class whose line never empties takes at most 1 + this share of its working time (0.5: 1.5×), where each step waiting its full yield_max_wait_s made a 100-page upload during a class of 30 take 18.5 times its quiet time on 2 cores without the core split (3.1 times with 0.5; benchmarks/core_split_bench.py)."""
     embed_batch_texts_in_class: Count = 4
     """Chunks per embedding call while answers are being generated (instead of embed_batch_texts): short steps, so the embeddings' cores are back for the chat soon and the next look at the line comes soon."""
     text_language: str = "German"
