@@ -124,14 +124,7 @@ class SharedWindow:
 
     def try_add(self, key: str, limit: int) -> float:
         """Add an event unless the key reached its limit; returns 0, or the seconds until the oldest event expires."""
-        hashed = _hashed(key)
-        with self._lock, self._session.begin() as db:
-            self._locked(db, hashed)
-            now = time.time()
-            wait = self._wait(self._span(db, hashed, now), limit, now)
-            if not wait:
-                self._note(db, hashed, now)
-            return wait
+        return self.try_add_with(key, limit, lambda _db, wait: wait)
 
     def try_add_with(self, key: str, limit: int, work: Callable[[Session, float], T]) -> T:
         """``try_add`` and ``work`` in one transaction, so one commit for both: ``work`` gets the session and the wait
