@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import threading
 from pathlib import Path
@@ -167,3 +168,50 @@ def test_an_upkeep_process_that_fails_says_why(tmp_path):
     with pytest.raises(RuntimeError, match="optimize of workspace fehlt failed") as failed:
         table_upkeep.run(tmp_path / "lance", "fehlt", "optimize", 60)
     assert "fehlt" in str(failed.value).split("):", 1)[1]  # the process's own error names the missing table
+
+
+def test_a_hybrid_search_runs_its_bm25_half_beside_its_vector_half_and_finds_the_same(tmp_path, monkeypatch):
+    """At a million chunks the two halves took 18 and 11 ms, one after the other 31. Here the BM25 half is held
+    until the vector half has started: run one after the other, the vector half would never start."""
+    store = EmbeddedStore(tmp_path, RetrievalConfig())
+    store.create_workspace("klasse")
+    store.add_document("klasse", *BIOLOGY)
+    store.add_document("klasse", *HISTORY)
+    query = "Krieg Zelle"
+
+    def found() -> list[tuple[str, int, float]]:
+        return [(hit.document_id, hit.chunk_index, hit.score) for hit in store.search("klasse", query, vector_of(query), 4, 0.5)]
+
+    with monkeypatch.context() as one_after_other:  # the BM25 half in the caller's thread, first, as before
+        one_after_other.setattr(store._keyword_threads, "submit", lambda work: done(work()))
+        expected = found()
+    table = store._table("klasse")
+    vector_started, threads = threading.Event(), {}
+
+    class Watched:
+        """The workspace's table, recording where each half runs; the BM25 half waits for the vector half's start."""
+
+        def __getattr__(self, name: str):
+            return getattr(table, name)
+
+        def search(self, *args, **kwargs):
+            kind = kwargs.get("query_type")
+            threads[kind] = threading.current_thread().name
+            if kind == "vector":
+                vector_started.set()
+            else:
+                threads["vector started first"] = vector_started.wait(timeout=10)
+            return table.search(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_table", lambda workspace: Watched())
+    assert found() == expected and {hit[0] for hit in expected} == {"bio1", "ges1"}
+    assert threads["vector started first"], threads
+    assert threads["fts"].startswith("schulki-bm25") and threads["vector"] == threading.current_thread().name
+    store.close()
+
+
+def done(result: object) -> concurrent.futures.Future:
+    """A future that already holds its result."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(result)
+    return future

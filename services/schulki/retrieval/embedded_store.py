@@ -12,8 +12,9 @@ atomically (write a temporary file, fsync, rename, fsync the folder). The
 workspace exists exactly when its manifest does.
 
 Search runs BM25 over LanceDB's full-text index (German stemming by default)
-and a cosine vector search, then fuses them (store.fuse; by the vectors alone
-when BM25 has too little evidence, store.hybrid_weight). Rows added since an
+and a cosine vector search, the two at the same time (the BM25 half on a thread
+of the store's own), then fuses them (store.fuse; by the vectors alone when BM25
+has too little evidence, store.hybrid_weight). Rows added since an
 index was built are searched without the index until ``optimize`` folds them
 in; large tables get a vector index (IVF with HNSW, scalar-quantised).
 
@@ -37,6 +38,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -56,6 +58,10 @@ log = logging.getLogger("schulki.retrieval")
 
 HNSW_EF = 100
 """Candidates the HNSW graph search keeps while it walks (ignored while a table has no vector index)."""
+
+KEYWORD_THREADS = 8
+"""Threads that run the BM25 half of searches beside their vector half (as many searches as the service runs at once
+get one; more wait for a thread). Lance does the work in its own pool and lets Python's lock go meanwhile."""
 
 
 def _quote(value: str) -> str:
@@ -99,6 +105,7 @@ class EmbeddedStore(Store):
         self._adds_since_optimize: dict[str, int] = {}
         self._purges: dict[str, threading.Timer] = {}
         self._vector_indexed: set[str] = set()
+        self._keyword_threads = ThreadPoolExecutor(KEYWORD_THREADS, thread_name_prefix="schulki-bm25")
         for stale in self.manifests.glob(".*.tmp"):
             stale.unlink()
 
@@ -337,12 +344,17 @@ class EmbeddedStore(Store):
         where = f"document_id NOT IN ({', '.join(map(_quote, exclude))})" if exclude else None
         wanted = max(CANDIDATES_MIN, 4 * top_k)
         columns = ["document_id", "chunk_index", "text", "page", "section", "source"]
-        keyword: list[Candidate] = []
-        if vector_weight < 1.0 and query.strip():
+
+        def keyword_candidates() -> list[Candidate]:
             search = table.search(query, query_type="fts", fts_columns="text").select([*columns, "_score"]).limit(wanted)
             if where:
                 search = search.where(where, prefilter=True)
-            keyword = [self._candidate(row, row["_score"]) for row in search.to_list()]
+            return [self._candidate(row, row["_score"]) for row in search.to_list()]
+
+        # The BM25 half runs beside the vector half: at 1,000,000 chunks they took 18 and 11 ms, one after the other 31.
+        keyword_wanted = vector_weight < 1.0 and bool(query.strip())
+        keyword_half = self._keyword_threads.submit(keyword_candidates) if keyword_wanted and vector_weight > 0.0 else None
+        keyword: list[Candidate] = keyword_candidates() if keyword_wanted and keyword_half is None else []
         similar: list[Candidate] = []
         if vector_weight > 0.0:
             search = (
@@ -355,6 +367,8 @@ class EmbeddedStore(Store):
             if where:
                 search = search.where(where, prefilter=True)
             similar = [self._candidate(row, 1.0 - row["_distance"]) for row in search.to_list()]
+        if keyword_half is not None:
+            keyword = keyword_half.result()
         weight = hybrid_weight(query, (c.hit.text for c in keyword), vector_weight, self.config.keyword_evidence_min)
         return fuse(keyword, similar, weight, top_k, self.config.fusion)
 
@@ -395,3 +409,4 @@ class EmbeddedStore(Store):
                 timer.cancel()
             self._purges.clear()
             self._tables.clear()
+        self._keyword_threads.shutdown(wait=True)  # a search still running finishes; none starts a half after this
