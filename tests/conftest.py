@@ -193,7 +193,11 @@ SHARED_MACHINE_GROUPS = {
         "tests/test_two_gateways.py",
     ),
 }
+EACH_TEST_ALONE = ("tests/test_benchmarks_smoke.py",)
+"""Modules whose tests share nothing (each starts what it needs): their tests go to the processes one by one, so that
+minutes of them do not run in one process while the other waits."""
 SLOWEST_FIRST = (
+    "tests/test_benchmarks_smoke.py::test_smoke_run_prints_its_table[transcription_bench.py]",
     "namespaces",
     "tests/test_benchmarks_smoke.py",
     "postgresql",
@@ -209,15 +213,23 @@ _GROUP_OF_MODULE = {module: group for group, modules in SHARED_MACHINE_GROUPS.it
 
 
 def process_group(nodeid: str) -> str:
-    """What a test goes to a process with: its module's shared-machine group, else its module alone."""
+    """What a test goes to a process with: itself where its module's tests share nothing, else its module's
+    shared-machine group, else its module."""
     module = nodeid.split("::", 1)[0]
+    if module in EACH_TEST_ALONE:
+        return nodeid
     return _GROUP_OF_MODULE.get(module, module)
 
 
 def pytest_collection_modifyitems(items) -> None:
     rank = {group: index for index, group in enumerate(SLOWEST_FIRST)}
+
+    def order(item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return rank.get(process_group(item.nodeid), rank.get(module, len(rank)))
+
     # A stable sort: within a group (and among the modules not named) the collection's order stays.
-    items.sort(key=lambda item: rank.get(process_group(item.nodeid), len(rank)))
+    items.sort(key=order)
 
 
 @pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (-p no:xdist) has no such hook
