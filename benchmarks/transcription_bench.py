@@ -288,7 +288,7 @@ def at_once(service: Service, recordings: list[Path]) -> tuple[float, list[int]]
 
 def concurrent_recordings(folder: Path, args: argparse.Namespace) -> None:
     """Part 4: 1, 2 and 4 recordings at once, through an unbatched and a batched service up side by side."""
-    levels = [1, 2, 4]
+    levels = args.at_once
     recordings = [make_recording(folder, args.batch_minutes, f"student-{n}", seed=10 + n) for n in range(max(levels))]
     print(
         f"\n4. several recordings at once: {len(recordings)} different recordings of {args.batch_minutes:g} min, "
@@ -393,10 +393,11 @@ def main() -> int:
         "--batch-size", type=int, default=Config().transcription.batch_size, help="batch size of the batched service in part 4"
     )
     parser.add_argument("--rounds", type=int, default=2, help="rounds of part 4 (the median is printed)")
+    parser.add_argument("--at-once", type=int, nargs="+", default=[1, 2, 4], help="how many recordings are sent at once in part 4")
     parser.add_argument("--batch-memory", action="store_true", help="also measure the memory of a batch (part 5)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--beam-size", type=int, default=Config().transcription.beam_size)
-    args = parse_args(parser, minutes=0.1, repeats=1, long_minutes=0.1, growing_minutes=0.5, beam_size=1, batch_minutes=0.1, rounds=1)
+    args = parse_args(parser, minutes=0.1, repeats=1, long_minutes=0.1, growing_minutes=0.5, beam_size=1, batch_minutes=0.1, rounds=1, at_once=[1, 2])
     for tool in ("espeak-ng", "ffmpeg"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing (Debian packages espeak-ng and ffmpeg)")
