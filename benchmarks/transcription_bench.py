@@ -397,7 +397,9 @@ def main() -> int:
     parser.add_argument("--batch-memory", action="store_true", help="also measure the memory of a batch (part 5)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--beam-size", type=int, default=Config().transcription.beam_size)
-    args = parse_args(parser, minutes=0.1, repeats=1, long_minutes=0.1, growing_minutes=0.5, beam_size=1, batch_minutes=0.1, rounds=1, at_once=[1, 2])
+    args = parse_args(
+        parser, minutes=0.1, repeats=1, long_minutes=0.1, growing_minutes=0.5, beam_size=1, batch_minutes=0.1, rounds=1, at_once=[1, 2]
+    )
     for tool in ("espeak-ng", "ffmpeg"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing (Debian packages espeak-ng and ffmpeg)")
