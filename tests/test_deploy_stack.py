@@ -32,6 +32,7 @@ def _load(path: Path, name: str):
 stack_filters = _load(DEPLOY / "filter_plugins" / "schulki_stack.py", "schulki_stack_filters")
 plan_filters = _load(DEPLOY / "filter_plugins" / "schulki.py", "schulki_plan_filters")
 model_prune = _load(DEPLOY / "library" / "schulki_model_prune.py", "schulki_model_prune")
+secret_files = _load(DEPLOY / "library" / "schulki_secret_files.py", "schulki_secret_files")
 
 FACTS = {
     "default_ipv4": {"address": "10.20.14.57"},
@@ -255,6 +256,30 @@ def test_pruning_removes_only_the_catalogs_files_the_plan_no_longer_names(tmp_pa
     for wrong in ("../elsewhere.gguf", "/etc/passwd"):
         with pytest.raises(model_prune.PruneError, match="stays inside"):
             model_prune.prune(str(models), [wrong])
+
+
+def test_secret_files_are_written_whole_private_and_only_when_they_differ(tmp_path):
+    import os
+    import stat
+
+    uid = str(os.getuid())
+    files = [{"name": "service_token", "content": "token-of-lab01"}, {"name": "https.key", "content": ""}]
+    assert secret_files.write_secrets(str(tmp_path), files, uid, check_mode=True) == ["service_token", "https.key"]
+    assert list(tmp_path.iterdir()) == [], "check mode writes nothing"
+    assert secret_files.write_secrets(str(tmp_path), files, uid) == ["service_token", "https.key"]
+    assert (tmp_path / "service_token").read_text() == "token-of-lab01" and (tmp_path / "https.key").read_bytes() == b""
+    assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("service_token", "https.key")} == {0o400}
+    assert secret_files.write_secrets(str(tmp_path), files, uid) == [], "a second run writes nothing"
+    (tmp_path / "https.key").chmod(0o644)
+    files[0]["content"] = "a new token"
+    assert secret_files.write_secrets(str(tmp_path), files, uid) == ["service_token", "https.key"], "new content, a wrong mode"
+    assert (tmp_path / "service_token").read_text() == "a new token" and stat.S_IMODE((tmp_path / "https.key").stat().st_mode) == 0o400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["https.key", "service_token"], "no temporary file is left"
+    for wrong in ("../service_token", "sub/token", "..", ""):
+        with pytest.raises(secret_files.SecretFileError, match="a file name inside"):
+            secret_files.write_secrets(str(tmp_path), [{"name": wrong, "content": "x"}], uid)
+    with pytest.raises(secret_files.SecretFileError, match="no user"):
+        secret_files.write_secrets(str(tmp_path), files, "no-such-user-on-this-host")
 
 
 # ------------------------------------------------------------------ ansible.cfg
