@@ -28,9 +28,15 @@ peak of its largest child process: the store builds and optimizes the index in o
 top-5 search p50/p95 while another thread goes on ingesting (documents of
 1,000 chunks, with the service's default upkeep: an optimize every
 optimize_every_documents ingests). The vectors are the same SYNTHETIC random
-unit vectors (numpy, seeded), not embeddings of the texts.
+unit vectors (numpy, seeded), not embeddings of the texts. --text picks the
+chunks' words: "narrow" (the default) draws each of 25 words evenly from the 64
+words above, so every query word is in a third of all chunks, the worst case
+for BM25; "zipf" draws them as a language spreads its words (Zipf's law, s = 1,
+over German's most common function words and then 30,000 made-up content
+words), and each query is two function words and two content words, as a
+student's question is.
 
-    .venv/bin/python benchmarks/retrieval_bench.py --pages 0 --sizes --chunks 100000 --queries 100
+    .venv/bin/python benchmarks/retrieval_bench.py --pages 0 --sizes --chunks 100000 --queries 100 [--text zipf]
 """
 
 from __future__ import annotations
@@ -72,6 +78,15 @@ WORDS = (
     "Netz Daten Algorithmus Musik Kunst Farbe Sport Spiel Gesetz Staat Wahl Geschichte Kaiser Burg Handel Markt Geld Arbeit "
     "Schule Klasse Lehrer Prüfung Aufgabe Lösung Frage"
 ).split()
+FUNCTION_WORDS = (
+    "der die und in den von zu das mit sich des auf für ist im dem nicht ein eine als auch es an werden aus er hat dass sie "
+    "nach wird bei einer um am sind noch wie einem über einen so zum war haben nur oder aber vor zur bis mehr durch man "
+    "sein wurde sei"
+).split()
+"""German's most common words, most common first: the head of the "zipf" texts."""
+SYLLABLES = "ba be bi bo bu da de di do ka ke ki ko la le li lo lu ma me mi mo na ne ni no ra re ri ro sa se si so ta te ti to".split()
+ENDINGS = ("", "n", "r", "s", "t", "ng", "ch", "l", "m", "ung", "heit", "keit", "lich", "isch")
+CONTENT_WORDS = 30_000
 DIMENSION = 384
 BATCH_CHUNKS = 1000
 ENGINES = ("embedded", "weaviate")
@@ -79,6 +94,35 @@ ENGINES = ("embedded", "weaviate")
 
 def sentence(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words)) + "."
+
+
+class Zipf:
+    """Texts and questions whose words follow Zipf's law: the function words first, then made-up content words."""
+
+    def __init__(self, seed: int):
+        rng = random.Random(seed)
+        content: set[str] = set()
+        while len(content) < CONTENT_WORDS:
+            word = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) + rng.choice(ENDINGS)
+            if word not in FUNCTION_WORDS:
+                content.add(word)
+        ranked = sorted(content)
+        rng.shuffle(ranked)  # a content word's rank does not follow its spelling
+        self.words = np.array(FUNCTION_WORDS + ranked)
+        weights = 1.0 / np.arange(1, len(self.words) + 1)
+        self.p = weights / weights.sum()
+        self.draws = np.random.default_rng(seed)
+
+    def texts(self, count: int, words: int) -> list[str]:
+        picked = self.words[self.draws.choice(len(self.words), size=(count, words), p=self.p)]
+        return [" ".join(row) + "." for row in picked]
+
+    def question(self) -> str:
+        """Two function words and two content words, each drawn by its frequency among its kind."""
+        head = len(FUNCTION_WORDS)
+        function = self.draws.choice(head, size=2, p=self.p[:head] / self.p[:head].sum())
+        content = head + self.draws.choice(len(self.words) - head, size=2, p=self.p[head:] / self.p[head:].sum())
+        return " ".join(self.words[[function[0], content[0], function[1], content[1]]])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -153,10 +197,10 @@ def fill(store: Store, workspace: str, count: int, rng: random.Random, start: in
         have += n
 
 
-def measure(store: Store, workspace: str, queries: int, rng: random.Random) -> tuple[float, float]:
+def measure(store: Store, workspace: str, queries: int, rng: random.Random, zipf: Zipf | None = None) -> tuple[float, float]:
     times = []
     for _ in range(queries):
-        query = " ".join(rng.choice(WORDS) for _ in range(3))
+        query = zipf.question() if zipf is not None else " ".join(rng.choice(WORDS) for _ in range(3))
         vector = unit_vector(rng)
         started = time.perf_counter()
         hits = store.search(workspace, query, vector, 5, 0.5)
@@ -237,30 +281,41 @@ def memory_mib() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def synthetic_document(number: int, rng: random.Random, vectors: np.random.Generator) -> tuple[DocumentRecord, list[StoredChunk]]:
-    """One synthetic document of BATCH_CHUNKS chunks: random German words, random unit vectors (numpy, for speed)."""
+def synthetic_document(
+    number: int, rng: random.Random, vectors: np.random.Generator, zipf: Zipf | None = None
+) -> tuple[DocumentRecord, list[StoredChunk]]:
+    """One synthetic document of BATCH_CHUNKS chunks: random German words (or Zipf's), random unit vectors (numpy, for speed)."""
     document_id = f"synthetic{number:07d}"
     matrix = vectors.standard_normal((BATCH_CHUNKS, DIMENSION), dtype=np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    chunks = [
-        StoredChunk(document_id, f"{document_id}.txt", Chunk(text=sentence(rng, 25), index=i), matrix[i]) for i in range(BATCH_CHUNKS)
-    ]
+    texts = zipf.texts(BATCH_CHUNKS, 25) if zipf is not None else [sentence(rng, 25) for _ in range(BATCH_CHUNKS)]
+    chunks = [StoredChunk(document_id, f"{document_id}.txt", Chunk(text=texts[i], index=i), matrix[i]) for i in range(BATCH_CHUNKS)]
     return DocumentRecord(document_id, f"{document_id}.txt", "txt", BATCH_CHUNKS), chunks
 
 
-def search_at_scale(chunks: int, queries: int) -> None:
+def search_at_scale(chunks: int, queries: int, text: str = "narrow") -> None:
     """One workspace of `chunks` chunks in the embedded store: insert, index build, memory, search while ingesting."""
     rng, vectors = random.Random(3), np.random.default_rng(3)
+
+    def zipf(seed: int) -> Zipf | None:
+        return Zipf(seed) if text == "zipf" else None
+
     load = lambda: "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())  # noqa: E731
-    print(f"embedded store, one workspace of {chunks} SYNTHETIC chunks (random German words, random unit vectors, {DIMENSION} dims)")
+    words = (
+        f"Zipf's law over {len(FUNCTION_WORDS)} function words and {CONTENT_WORDS} content words"
+        if text == "zipf"
+        else f"{len(WORDS)} German words, evenly"
+    )
+    print(f"embedded store, one workspace of {chunks} SYNTHETIC chunks ({words}; random unit vectors, {DIMENSION} dims)")
     print(f"  start: RSS {memory_mib()[0]:.0f} MiB, {load()}")
     with tempfile.TemporaryDirectory() as folder:
         # The index is built by hand below (timed); the upkeep of new rows is the service's default.
         store = EmbeddedStore(Path(folder), RetrievalConfig(vector_index_min_rows=10**9))
         store.create_workspace("bench")
         started = time.perf_counter()
+        texts = zipf(3)
         for number in range(0, chunks, BATCH_CHUNKS):
-            store.add_document("bench", *synthetic_document(number, rng, vectors))
+            store.add_document("bench", *synthetic_document(number, rng, vectors, texts))
         store.optimize("bench")
         filled = time.perf_counter() - started
         print(
@@ -275,19 +330,19 @@ def search_at_scale(chunks: int, queries: int) -> None:
         def ingest() -> None:
             number = chunks
             while not stop.is_set():
-                store.add_document("bench", *synthetic_document(number, rng_ingest, vectors_ingest))
+                store.add_document("bench", *synthetic_document(number, rng_ingest, vectors_ingest, texts_ingest))
                 number += BATCH_CHUNKS
                 added[0] += BATCH_CHUNKS
                 going.set()
 
-        rng_ingest, vectors_ingest = random.Random(4), np.random.default_rng(4)
-        quiet = measure(store, "bench", queries, random.Random(5))
+        rng_ingest, vectors_ingest, texts_ingest = random.Random(4), np.random.default_rng(4), zipf(4)
+        quiet = measure(store, "bench", queries, random.Random(5), zipf(5))
         print(f"  hybrid top 5, {queries} queries, no ingest: p50 {quiet[0]:.1f} ms, p95 {quiet[1]:.1f} ms; {load()}")
         writer = threading.Thread(target=ingest, name="ingest")
         started = time.perf_counter()
         writer.start()
         going.wait()  # the searches start once the first document is in, so the ingest runs beside all of them
-        busy = measure(store, "bench", queries, random.Random(6))
+        busy = measure(store, "bench", queries, random.Random(6), zipf(6))
         stop.set()
         writer.join()
         seconds = time.perf_counter() - started
@@ -308,13 +363,19 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=100, help="searches per size")
     parser.add_argument("--store", nargs="+", choices=ENGINES, default=list(ENGINES), help="the stores to search (default: both)")
     parser.add_argument("--chunks", type=int, default=0, help="one embedded workspace of this many chunks, searched while ingesting")
+    parser.add_argument(
+        "--text",
+        choices=("narrow", "zipf"),
+        default="narrow",
+        help="with --chunks: the chunks' words (narrow: 64 words evenly; zipf: as a language)",
+    )
     args = parse_args(parser, pages=2, sizes=[100], queries=5, chunks=2000)
     if args.pages:
         bench_ingest(args.pages)
     if args.sizes:
         bench_search(args.sizes, args.queries, args.store)
     if args.chunks:
-        search_at_scale(args.chunks, args.queries)
+        search_at_scale(args.chunks, args.queries, args.text)
     return 0
 
 
