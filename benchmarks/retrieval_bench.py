@@ -96,6 +96,19 @@ def sentence(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words)) + "."
 
 
+class Narrow:
+    """Texts and questions of the 64 words above, drawn evenly: every query word is in a third of all chunks."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def texts(self, count: int, words: int) -> list[str]:
+        return [sentence(self.rng, words) for _ in range(count)]
+
+    def question(self) -> str:
+        return " ".join(self.rng.choice(WORDS) for _ in range(3))
+
+
 class Zipf:
     """Texts and questions whose words follow Zipf's law: the function words first, then made-up content words."""
 
@@ -197,10 +210,12 @@ def fill(store: Store, workspace: str, count: int, rng: random.Random, start: in
         have += n
 
 
-def measure(store: Store, workspace: str, queries: int, rng: random.Random, zipf: Zipf | None = None) -> tuple[float, float]:
+def measure(store: Store, workspace: str, queries: int, rng: random.Random, words: Narrow | Zipf | None = None) -> tuple[float, float]:
+    """Hybrid top-5 latency p50 and p95 in ms; the questions from ``words`` (default: the 64 words, from ``rng``)."""
+    words = words or Narrow(rng)
     times = []
     for _ in range(queries):
-        query = zipf.question() if zipf is not None else " ".join(rng.choice(WORDS) for _ in range(3))
+        query = words.question()
         vector = unit_vector(rng)
         started = time.perf_counter()
         hits = store.search(workspace, query, vector, 5, 0.5)
@@ -281,24 +296,22 @@ def memory_mib() -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def synthetic_document(
-    number: int, rng: random.Random, vectors: np.random.Generator, zipf: Zipf | None = None
-) -> tuple[DocumentRecord, list[StoredChunk]]:
-    """One synthetic document of BATCH_CHUNKS chunks: random German words (or Zipf's), random unit vectors (numpy, for speed)."""
+def synthetic_document(number: int, words: Narrow | Zipf, vectors: np.random.Generator) -> tuple[DocumentRecord, list[StoredChunk]]:
+    """One synthetic document of BATCH_CHUNKS chunks: texts from ``words``, random unit vectors (numpy, for speed)."""
     document_id = f"synthetic{number:07d}"
     matrix = vectors.standard_normal((BATCH_CHUNKS, DIMENSION), dtype=np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    texts = zipf.texts(BATCH_CHUNKS, 25) if zipf is not None else [sentence(rng, 25) for _ in range(BATCH_CHUNKS)]
+    texts = words.texts(BATCH_CHUNKS, 25)
     chunks = [StoredChunk(document_id, f"{document_id}.txt", Chunk(text=texts[i], index=i), matrix[i]) for i in range(BATCH_CHUNKS)]
     return DocumentRecord(document_id, f"{document_id}.txt", "txt", BATCH_CHUNKS), chunks
 
 
 def search_at_scale(chunks: int, queries: int, text: str = "narrow") -> None:
     """One workspace of `chunks` chunks in the embedded store: insert, index build, memory, search while ingesting."""
-    rng, vectors = random.Random(3), np.random.default_rng(3)
+    vectors = np.random.default_rng(3)
 
-    def zipf(seed: int) -> Zipf | None:
-        return Zipf(seed) if text == "zipf" else None
+    def word_source(seed: int) -> Narrow | Zipf:
+        return Zipf(seed) if text == "zipf" else Narrow(random.Random(seed))
 
     load = lambda: "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())  # noqa: E731
     words = (
@@ -313,9 +326,9 @@ def search_at_scale(chunks: int, queries: int, text: str = "narrow") -> None:
         store = EmbeddedStore(Path(folder), RetrievalConfig(vector_index_min_rows=10**9))
         store.create_workspace("bench")
         started = time.perf_counter()
-        texts = zipf(3)
+        texts = word_source(3)
         for number in range(0, chunks, BATCH_CHUNKS):
-            store.add_document("bench", *synthetic_document(number, rng, vectors, texts))
+            store.add_document("bench", *synthetic_document(number, texts, vectors))
         store.optimize("bench")
         filled = time.perf_counter() - started
         print(
@@ -330,19 +343,19 @@ def search_at_scale(chunks: int, queries: int, text: str = "narrow") -> None:
         def ingest() -> None:
             number = chunks
             while not stop.is_set():
-                store.add_document("bench", *synthetic_document(number, rng_ingest, vectors_ingest, texts_ingest))
+                store.add_document("bench", *synthetic_document(number, texts_ingest, vectors_ingest))
                 number += BATCH_CHUNKS
                 added[0] += BATCH_CHUNKS
                 going.set()
 
-        rng_ingest, vectors_ingest, texts_ingest = random.Random(4), np.random.default_rng(4), zipf(4)
-        quiet = measure(store, "bench", queries, random.Random(5), zipf(5))
+        texts_ingest, vectors_ingest = word_source(4), np.random.default_rng(4)
+        quiet = measure(store, "bench", queries, random.Random(5), word_source(5) if text == "zipf" else None)
         print(f"  hybrid top 5, {queries} queries, no ingest: p50 {quiet[0]:.1f} ms, p95 {quiet[1]:.1f} ms; {load()}")
         writer = threading.Thread(target=ingest, name="ingest")
         started = time.perf_counter()
         writer.start()
         going.wait()  # the searches start once the first document is in, so the ingest runs beside all of them
-        busy = measure(store, "bench", queries, random.Random(6), zipf(6))
+        busy = measure(store, "bench", queries, random.Random(6), word_source(6) if text == "zipf" else None)
         stop.set()
         writer.join()
         seconds = time.perf_counter() - started

@@ -30,6 +30,7 @@ written: {description: The names of the files written (or, in check mode, that w
 
 import os
 import pwd
+import stat
 import tempfile
 
 
@@ -51,10 +52,10 @@ def uid_of(owner):
 def differs(path, content, mode, uid):
     """Whether the file at path is missing or has other content, mode or owner."""
     try:
-        stat = os.lstat(path)
+        found = os.lstat(path)
     except FileNotFoundError:
         return True
-    if not os.path.isfile(path) or os.path.islink(path) or stat.st_mode & 0o7777 != mode or stat.st_uid != uid:
+    if not stat.S_ISREG(found.st_mode) or stat.S_IMODE(found.st_mode) != mode or found.st_uid != uid:  # a link is replaced
         return True
     with open(path, "rb") as f:
         return f.read() != content
