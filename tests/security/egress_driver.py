@@ -207,6 +207,8 @@ def main(out: Path) -> int:
         [
             "strace",
             "-f",
+            # stop the traced processes only at the calls traced, not at every call (the inference threads' futex waits)
+            "--seccomp-bpf",
             "-qq",
             "-yy",
             "-Y",
