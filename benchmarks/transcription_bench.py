@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import os
 import random
 import shutil
@@ -42,8 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 
@@ -57,6 +60,7 @@ from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc  
 
 from benchmarks.smoke import parse_args  # noqa: E402
 from tests.conftest import ServiceProcess  # noqa: E402
+from tests.test_transcription_batching import word_error_rate  # noqa: E402
 
 NAMES = [
     "Anna",
@@ -118,22 +122,61 @@ def run(*command: str) -> None:
     subprocess.run(command, check=True, capture_output=True)
 
 
-def lesson_text(seconds: float, seed: int) -> str:
-    """Varied German sentences, about enough for ``seconds`` of speech.
+def lesson_sentences(seed: int) -> Iterator[str]:
+    """Varied German sentences without end, the same ones for the same seed.
 
     Whisper falls back to sampling (slow, and random in its timing) when a
     stretch of text repeats, so the benchmark's speech must not repeat.
     """
     rng = random.Random(seed)
     pick = lambda items: items[rng.randrange(len(items))]  # noqa: E731
-    count = int(seconds / 4) + 1  # espeak-ng speaks one of these sentences in about 5 s
-    return " ".join(f"{pick(NAMES)} {pick(ACTIONS)} {pick(TOPICS)} {pick(TIMES)}, {pick(ENDINGS)}" for _ in range(count))
+    while True:
+        yield f"{pick(NAMES)} {pick(ACTIONS)} {pick(TOPICS)} {pick(TIMES)}, {pick(ENDINGS)}"
 
 
-def make_recording(folder: Path, minutes: float, name: str, seed: int) -> tuple[Path, float]:
-    """German speech of ``minutes`` length as mp3 (64 kbit/s), and its exact length in seconds."""
+def lesson_text(seconds: float, seed: int) -> str:
+    """Enough of the seed's sentences for at least ``seconds`` of speech (espeak-ng speaks one in about 5 s)."""
+    return " ".join(itertools.islice(lesson_sentences(seed), int(seconds / 4) + 1))
+
+
+class Recording(NamedTuple):
+    path: Path
+    seconds: float
+    """Its exact length."""
+    text: str
+    """The words spoken."""
+
+
+def make_recording(folder: Path, minutes: float, name: str, seed: int, *, hard_for_whisper: bool = False) -> Recording:
+    """German speech of about ``minutes`` as mp3 (64 kbit/s).
+
+    The recording ends where a sentence ends, at ``minutes`` or up to one sentence after, as a student's does, and
+    keeps espeak-ng's own sample rate: Whisper base decodes espeak-ng German close to the limit of its fallback
+    checks, and resampled to 16 kHz before the mp3, clips of 10 s went through the whole fallback ladder
+    (temperature 1.0: 8.5 s of work instead of 1.1 s on 2 cores) in 3 of 8 cases, at 22.05 kHz in none.
+
+    ``hard_for_whisper`` makes them as earlier measurements did: cut at exactly ``minutes``, in the middle of a word,
+    and resampled to 16 kHz; speech on which Whisper base often falls back to sampling.
+    """
     wav, mp3 = folder / f"{name}.wav", folder / f"{name}.mp3"
-    run("espeak-ng", "-v", "de", "-w", str(wav), lesson_text(minutes * 60, seed))
+    if hard_for_whisper:
+        text = lesson_text(minutes * 60, seed)
+        run("espeak-ng", "-v", "de", "-w", str(wav), text)
+    else:
+        spoken, sentence, said = 0.0, folder / f"{name}.sentence.wav", []
+        with wave.open(str(wav), "wb") as out:
+            for one in lesson_sentences(seed):
+                run("espeak-ng", "-v", "de", "-w", str(sentence), one)
+                said.append(one)
+                with wave.open(str(sentence), "rb") as part:
+                    if spoken == 0.0:
+                        out.setparams(part.getparams())
+                    out.writeframes(part.readframes(part.getnframes()))
+                    spoken += part.getnframes() / part.getframerate()
+                if spoken >= minutes * 60:
+                    break
+        sentence.unlink()
+        text = " ".join(said)
     run(
         "ffmpeg",
         "-nostdin",
@@ -142,10 +185,7 @@ def make_recording(folder: Path, minutes: float, name: str, seed: int) -> tuple[
         "-y",
         "-i",
         str(wav),
-        "-t",
-        str(minutes * 60),
-        "-ar",
-        "16000",
+        *(["-t", str(minutes * 60), "-ar", "16000"] if hard_for_whisper else []),
         "-ac",
         "1",
         "-b:a",
@@ -159,7 +199,7 @@ def make_recording(folder: Path, minutes: float, name: str, seed: int) -> tuple[
         if container.duration is None:
             raise RuntimeError(f"ffmpeg wrote {mp3.name} without a duration")
         duration = container.duration / 1_000_000
-    return mp3, duration
+    return Recording(mp3, duration, text)
 
 
 def peak_rss_mb(pid: int) -> tuple[float, float]:
@@ -193,15 +233,17 @@ class Service:
             raise RuntimeError("the transcription service was not started")
         return self.process.process.pid
 
-    def transcribe(self, path: Path, user: str = "") -> tuple[float, int]:
+    def transcribe(self, path: Path, user: str = "", language: str = "") -> tuple[float, list[str]]:
+        """Seconds until the whole result came, and the text of each segment."""
+
         def requests() -> Iterator[pb.TranscribeRequest]:
-            yield pb.TranscribeRequest(options=pb.TranscribeOptions(file_name=path.name, user=user))
+            yield pb.TranscribeRequest(options=pb.TranscribeOptions(file_name=path.name, user=user, language=language))
             with path.open("rb") as f:
                 while chunk := f.read(CHUNK):
                     yield pb.TranscribeRequest(audio_chunk=chunk)
 
         started = time.perf_counter()
-        segments = sum(1 for r in self.stub.Transcribe(requests(), timeout=7200) if r.WhichOneof("event") == "segment")
+        segments = [r.segment.text for r in self.stub.Transcribe(requests(), timeout=7200) if r.WhichOneof("event") == "segment"]
         return time.perf_counter() - started, segments
 
     def close(self) -> None:
@@ -230,6 +272,11 @@ print([int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmH
 """
 
 
+LANGUAGE = "de"
+"""Given in parts 1 and 4, as a German class's teacher sets it: they compare decoding, and Whisper base heard clips of
+10 s of espeak-ng German as Finnish or Latin (and the service, which weighs the school's language, and faster-whisper
+alone can hear one clip differently) and then decoded them through its whole fallback ladder."""
+
 DIRECT_SCRIPT = """
 import sys, time
 from faster_whisper import WhisperModel
@@ -248,24 +295,24 @@ def overhead(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
     """Part 1: the same recording through the service and through faster-whisper directly, alternating."""
     from faster_whisper import WhisperModel
 
-    short, short_s = make_recording(folder, args.minutes, "short", seed=1)
-    print(f"\n1. overhead: {short_s:.0f} s of German speech (mp3), {args.repeats} runs each, alternating")
+    short, short_s, _ = make_recording(folder, args.minutes, "short", seed=1)
+    print(f"\n1. overhead: {short_s:.0f} s of German speech (mp3), language given ({LANGUAGE}), {args.repeats} runs each, alternating")
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=args.threads, local_files_only=True)
     service = Service(args.threads, args.beam_size, batching=False)  # the same work as WhisperModel.transcribe
     direct_times, service_times = [], []
     try:
         for i in range(args.repeats):
             started = time.perf_counter()
-            segments, _ = model.transcribe(str(short), beam_size=args.beam_size, vad_filter=True)
+            segments, _ = model.transcribe(str(short), language=LANGUAGE, beam_size=args.beam_size, vad_filter=True)
             segments = list(segments)
             direct_n = len(segments)
             fallbacks = sum(1 for segment in segments if segment.temperature > 0)
             direct_times.append(time.perf_counter() - started)
-            elapsed, service_n = service.transcribe(short)
+            elapsed, service_segments = service.transcribe(short, language=LANGUAGE)
             service_times.append(elapsed)
             print(
                 f"   run {i + 1}: direct RTF {direct_times[-1] / short_s:.3f} ({direct_n} segments), "
-                f"service RTF {elapsed / short_s:.3f} ({service_n} segments)"
+                f"service RTF {elapsed / short_s:.3f} ({len(service_segments)} segments)"
                 + (f"; {fallbacks} direct segments needed sampling fallback" if fallbacks else "")
             )
     finally:
@@ -278,11 +325,13 @@ def overhead(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
     )
 
 
-def at_once(service: Service, recordings: list[Path]) -> tuple[float, list[int]]:
+def at_once(service: Service, recordings: list[Path]) -> tuple[float, list[list[str]]]:
     """Wall seconds until all recordings, sent together by different students, are transcribed, and their segments."""
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(recordings)) as pool:
-        segments = [n for _, n in pool.map(lambda n: service.transcribe(recordings[n], user=f"student-{n}"), range(len(recordings)))]
+        segments = [
+            texts for _, texts in pool.map(lambda n: service.transcribe(recordings[n], f"student-{n}", LANGUAGE), range(len(recordings)))
+        ]
     return time.perf_counter() - started, segments
 
 
@@ -292,7 +341,8 @@ def concurrent_recordings(folder: Path, args: argparse.Namespace) -> None:
     recordings = [make_recording(folder, args.batch_minutes, f"student-{n}", seed=10 + n) for n in range(max(levels))]
     print(
         f"\n4. several recordings at once: {len(recordings)} different recordings of {args.batch_minutes:g} min, "
-        f"batch size {args.batch_size}, {max(levels)} transcriptions allowed at once, {args.rounds} rounds (load {os.getloadavg()[0]:.2f})"
+        f"language given ({LANGUAGE}), batch size {args.batch_size}, {max(levels)} transcriptions allowed at once, "
+        f"{args.rounds} rounds (load {os.getloadavg()[0]:.2f})"
     )
     services = {
         "unbatched": Service(args.threads, args.beam_size, batching=False, max_concurrent=max(levels), max_running_per_user=1),
@@ -301,23 +351,31 @@ def concurrent_recordings(folder: Path, args: argparse.Namespace) -> None:
         ),
     }
     walls: dict[tuple[str, int], list[float]] = {}
+    errors: dict[str, list[float]] = {name: [] for name in services}
+    """The word error rate of each recording transcribed, against the words spoken."""
     try:
         for service in services.values():  # the first call of each warms it up
-            service.transcribe(recordings[0][0])
+            service.transcribe(recordings[0].path, language=LANGUAGE)
         for _ in range(args.rounds):
             for level in levels:
                 for name, service in services.items():
-                    wall, segments = at_once(service, [path for path, _ in recordings[:level]])
+                    wall, segments = at_once(service, [recording.path for recording in recordings[:level]])
                     walls.setdefault((name, level), []).append(wall)
-                    print(f"   {name}, {level} at once: {wall:.1f} s, segments per recording {segments}")
+                    for recording, texts in zip(recordings[:level], segments, strict=True):
+                        errors[name].append(word_error_rate(recording.text, " ".join(texts)))
+                    print(f"   {name}, {level} at once: {wall:.1f} s, segments per recording {[len(texts) for texts in segments]}")
     finally:
         for service in services.values():
             service.close()
     print(f"{'recordings at once':<20}{'unbatched audio s/s':>22}{'batched audio s/s':>20}{'batched/unbatched':>20}")
     for level in levels:
-        audio_s = sum(seconds for _, seconds in recordings[:level])
+        audio_s = sum(recording.seconds for recording in recordings[:level])
         plain, batched = (audio_s / statistics.median(walls[(name, level)]) for name in services)
         print(f"{level:<20}{plain:>22.2f}{batched:>20.2f}{batched / plain:>20.2f}")
+    print(
+        "word error rate, mean of every recording transcribed: "
+        + ", ".join(f"{name} {statistics.mean(rates):.3f}" for name, rates in errors.items())
+    )
     print(f"   load average after part 4: {os.getloadavg()[0]:.2f}")
 
 
@@ -346,7 +404,7 @@ print(loaded, status("VmHWM"), len(chunks), decoder.largest_batch)
 
 def batch_memory(folder: Path, args: argparse.Namespace, model_dir: Path) -> None:
     """Part 5: the peak memory of decoding 8 chunks in batches of 1, 4 and 8, each in a fresh process."""
-    speech, seconds = make_recording(folder, 4.2, "batch-memory", seed=5)  # at least 8 chunks of up to 30 s
+    speech, seconds, _ = make_recording(folder, 4.2, "batch-memory", seed=5)  # at least 8 chunks of up to 30 s
     print(f"\n5. memory of a batch: {seconds:.0f} s of speech in chunks of up to 30 s, each batch size in a fresh process")
     peaks = {}
     for batch in (1, 4, 8):
@@ -412,19 +470,19 @@ def main() -> int:
         if args.minutes > 0:
             overhead(folder, args, model_dir)
         if args.long_minutes > 0:
-            long, long_s = make_recording(folder, args.long_minutes, "long", seed=2)
+            long, long_s, _ = make_recording(folder, args.long_minutes, "long", seed=2)
             print(
                 f"\n2. long recording: {long_s / 60:.1f} min of German speech (mp3, {long.stat().st_size / 1e6:.1f} MB) through a fresh service"
             )
             service = Service(args.threads, args.beam_size)
             try:
                 loaded_rss, _ = peak_rss_mb(service.pid)
-                elapsed, n = service.transcribe(long)
+                elapsed, texts = service.transcribe(long)
                 _, peak = peak_rss_mb(service.pid)
             finally:
                 service.close()
             print(
-                f"   service: RTF {elapsed / long_s:.3f} ({elapsed:.0f} s, {n} segments); "
+                f"   service: RTF {elapsed / long_s:.3f} ({elapsed:.0f} s, {len(texts)} segments); "
                 f"memory {loaded_rss:.0f} MiB after loading, peak {peak:.0f} MiB"
             )
             if args.direct_long:
@@ -436,7 +494,7 @@ def main() -> int:
                 ).stdout.split()
                 print(f"   direct faster-whisper: RTF {float(out[0]) / long_s:.3f} ({out[1]} segments), peak {float(out[2]):.0f} MiB")
         if args.growing_minutes > 0:
-            hour, hour_s = make_recording(folder, args.growing_minutes, "hour", seed=3)
+            hour, hour_s, _ = make_recording(folder, args.growing_minutes, "hour", seed=3)
             window_s = Config().transcription.window_s
             print(f"\n3. the stages that grow with length (decode, VAD, features; no Whisper decoding), {hour_s / 60:.0f} min recording:")
             for mode, label in (("windows", f"schulki, {window_s:.0f} s windows"), ("whole", "faster-whisper, whole file")):

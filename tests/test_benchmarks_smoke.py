@@ -115,6 +115,8 @@ def transcription(out: str) -> None:
     assert re.search(r"^recordings at once\s+unbatched audio s/s\s+batched audio s/s\s+batched/unbatched$", out, re.M), out
     for level in (1, 2):  # the smoke run sends 1 and 2 at once (the benchmark also 4)
         positive(*figures(rf"^{level}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out))
+    for rate in figures(rf"^word error rate, mean of every recording transcribed: unbatched {NUMBER}, batched {NUMBER}$", out):
+        assert 0 <= rate < 1, out  # both understood the clips at all (10 s of espeak-ng German)
 
 
 def grammar(out: str) -> None:
