@@ -7,7 +7,7 @@ no-speech probability over 0.6 was dropped as silence, and one of four such reco
 and no error. Which stretch is lost is up to the fallback's random draws: on the old code the engine alone lost one
 or both halves of seed 12's minute in two of three runs, and this test passed there in the one run it got (so it
 guards the case, without failing every time the check comes back). Real Whisper base, real gRPC, the default
-service (unbatched on this CPU; the loss came with and without batches).
+service (batched, as on every machine now; the loss came with and without batches).
 """
 
 from __future__ import annotations

@@ -253,24 +253,24 @@ class TranscriptionConfig(Section):
     """The school's usual language (an ISO 639-1 code). When a recording names no language, Whisper's detection has to pick this one unless another language is clearly more likely (see default_language_weight); empty trusts the detection alone."""
     default_language_weight: float = Field(default=10.0, ge=1.0)
     """How much likelier default_language is taken to be than any other language before listening. Whisper base gets short clips wrong often (espeak-ng German of 1 to 3 s: 5 of 12 detected as German alone, 10 of 12 with weight 10) while recordings of 5 s and more are detected surely; with 10, English clips of 1 to 6 s and French clips of 4 to 5 s still kept their language (benchmarks/language_detection_bench.py)."""
-    batching: bool | None = None
+    batching: bool = True
     """Decode speech in batches (faster-whisper's BatchedInferencePipeline): each window's speech is cut at pauses into
     chunks of up to 30 s, and the chunks of every recording running at once are decoded together, up to batch_size.
     Recordings sent without voice activity detection are decoded one 30 s stretch after another, as with false. Batched
     decoding carries no text from one chunk to the next; a chunk whose text fails the unbatched decoder's checks (it
-    repeats itself, or is improbable) is decoded again alone (see transcription/batching.py). Empty (the default): on
-    where the speech model runs on a GPU (faster-whisper measured 3.7 times the throughput there), off on a CPU, where
-    Whisper base in batches did 0.53 to 0.72 times the audio per second of one recording after another on 2 cores,
-    with 1, 2 and 4 recordings at once (benchmarks/transcription_bench.py, part 4)."""
+    repeats itself, or is improbable) is decoded again alone (see transcription/batching.py). On by default, on a GPU
+    (faster-whisper measured 3.7 times the throughput there) and on a CPU: with Whisper base on 2 cores, four different
+    one-minute recordings that end at a sentence end, batches did 2.0 to 3.6 times the audio per second of one
+    recording after another at 1, 2 and 4 at once, with a word error rate of 0.396 against 0.409
+    (benchmarks/transcription_bench.py, part 4). Speech Whisper can hardly read (the same recordings cut in the middle
+    of a word and resampled to 16 kHz) went the other way, 0.53 to 0.72 times: its chunks often fail the checks and
+    are then decoded twice. false decodes one window after another."""
     batch_size: int = Field(default=8, ge=1, le=64)
     """Most chunks of 30 s decoded in one batch. Each chunk in a batch costs memory while it is decoded: with Whisper
     base (int8, beam 5) on the CPU the peak grew by 91 MiB per chunk (653 MiB more for 8 than for one alone), more for
-    larger models; ``schulki plan`` reserves it on a GPU node (BATCH_CHUNK_BYTES in models/fleet.py). More
-    recordings running at once (max_concurrent) fill batches from several recordings."""
-
-    def batches_on(self, device: str) -> bool:
-        """Whether speech is decoded in batches on ``device`` ("cuda" or "cpu"), as ``batching`` says."""
-        return self.batching if self.batching is not None else device == "cuda"
+    larger models; ``schulki plan`` reserves it on a GPU node (BATCH_CHUNK_BYTES in models/fleet.py); on a CPU
+    (``schulki up`` without a GPU) nothing counts it. More recordings running at once (max_concurrent) fill batches
+    from several recordings."""
 
 
 class RetrievalConfig(Section):

@@ -93,7 +93,7 @@ def _speech_batch_size() -> int:
     from schulki.config import TranscriptionConfig
 
     config = TranscriptionConfig()
-    return config.batch_size if config.batches_on("cuda") else 1
+    return config.batch_size if config.batching else 1
 
 
 MODELS_DIR = "/models"

@@ -183,7 +183,7 @@ class SpeechEngine:
         except (RuntimeError, ValueError, OSError) as error:
             raise ModelLoadError(f"cannot load Whisper model {self.model_path}: {str(error).splitlines()[0]}") from None
         self._match_mel_bands()
-        if self.config.batches_on(self.device):
+        if self.config.batching:
             self.batcher = batching.BatchDecoder(self._model, self.config.batch_size, self.config.beam_size)
         log.info("loaded %s on %s (%s) in %.1f s", self.model_path.name, self.device, self.compute_type, time.perf_counter() - started)
 
