@@ -133,12 +133,11 @@ def test_a_student_sees_the_attention_heat_map_and_the_schools_leaderboard(page,
     assert stack.gateway.accounts.tokens_today(student.account.id) > tokens_before  # it counts like a chat
     shoot(page, "attention")
 
+    # read before picking: read after, the new table may already be there, and then no change ever comes
+    shown = page.inner_text("#attention-map .virtual-body")
     page.click("#attention-layer input")  # another layer: the same tokens, another table
     page.get_by_role("option", name="18", exact=True).click()
-    page.wait_for_function(
-        "old => document.querySelector('#attention-map .virtual-body').innerText !== old",
-        arg=page.inner_text("#attention-map .virtual-body"),
-    )
+    page.wait_for_function("old => document.querySelector('#attention-map .virtual-body').innerText !== old", arg=shown)
     assert cells(page, "#attention-map") != first
 
     page.click("#leaderboard-load")
