@@ -55,7 +55,7 @@ from schulki.gateway.accounts.database import Accounts, database_url  # noqa: E4
 from schulki.retrieval.v1 import retrieval_service_pb2 as pb  # noqa: E402
 from schulki.retrieval.v1 import retrieval_service_pb2_grpc as pb_grpc  # noqa: E402
 
-from benchmarks.gateway_load_bench import Student, one_request, percentile  # noqa: E402
+from benchmarks.gateway_load_bench import STUDENT_REQUESTS_PER_MINUTE, Student, one_request, percentile  # noqa: E402
 from benchmarks.smoke import parse_args  # noqa: E402
 from tests.retrieval_documents import pdf_bytes  # noqa: E402
 from tests.retrieval_support import requests  # noqa: E402
@@ -110,12 +110,6 @@ def ingest(address: str, workspace: str, data: bytes, data_dir: Path) -> float:
         for _ in stub.IngestDocument(requests(workspace, "buch.pdf", data), timeout=3600, metadata=token):
             pass
         return time.perf_counter() - started
-
-
-STUDENT_REQUESTS_PER_MINUTE = 100_000
-"""The students here ask again as soon as an answer ends (after up to --think seconds), more often than a school lets a
-student ask in a minute (gateway.requests_per_minute, 20): the benchmark measures the machine, not that limit. With the
-limit, the smoke run's two students got HTTP 429 whenever the machine answered quickly enough."""
 
 
 def chat_phase(

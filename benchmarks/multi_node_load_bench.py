@@ -31,6 +31,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.gateway_load_bench import STUDENT_REQUESTS_PER_MINUTE
 from benchmarks.smoke import parse_args
 
 QUESTIONS = [
@@ -93,6 +94,7 @@ async def main_async(args: argparse.Namespace) -> None:
         nodes = [NodeProcess(args.model_name, Path(tmp)).start(), NodeProcess(args.model_name, Path(tmp)).start()]
         try:
             config = gateway_config(Path(tmp) / "gateway", [node.address for node in nodes])
+            config.gateway.requests_per_minute["student"] = STUDENT_REQUESTS_PER_MINUTE
             (Path(tmp) / "gateway").mkdir()
             with running_gateway(config) as stack:
                 stack.wait_until(lambda: sum(node.healthy for node in stack.gateway.inference_nodes()) == 2, 60, "both nodes serving")
