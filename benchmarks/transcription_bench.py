@@ -37,6 +37,7 @@ import concurrent.futures
 import itertools
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -60,7 +61,6 @@ from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc  
 
 from benchmarks.smoke import parse_args  # noqa: E402
 from tests.conftest import ServiceProcess  # noqa: E402
-from tests.test_transcription_batching import word_error_rate  # noqa: E402
 
 NAMES = [
     "Anna",
@@ -139,6 +139,17 @@ def lesson_text(seconds: float, seed: int) -> str:
     return " ".join(itertools.islice(lesson_sentences(seed), int(seconds / 4) + 1))
 
 
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference's length, on lower-case words without punctuation."""
+    ref, hyp = re.findall(r"\w+", reference.lower()), re.findall(r"\w+", hypothesis.lower())
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
+    return row[-1] / len(ref)
+
+
 class Recording(NamedTuple):
     path: Path
     seconds: float
@@ -169,7 +180,7 @@ def make_recording(folder: Path, minutes: float, name: str, seed: int, *, hard_f
                 run("espeak-ng", "-v", "de", "-w", str(sentence), one)
                 said.append(one)
                 with wave.open(str(sentence), "rb") as part:
-                    if spoken == 0.0:
+                    if len(said) == 1:
                         out.setparams(part.getparams())
                     out.writeframes(part.readframes(part.getnframes()))
                     spoken += part.getnframes() / part.getframerate()

@@ -3,7 +3,6 @@ failure or cancel its own. Real Whisper base, real gRPC, German speech from espe
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from schulki.transcription import build
 from schulki.transcription.v1 import transcription_service_pb2 as pb
 from schulki.transcription.v1 import transcription_service_pb2_grpc as pb_grpc
 
+from benchmarks.transcription_bench import word_error_rate
 from tests.conftest import InProcessServer
 from tests.service_support import wait_until
 from tests.test_transcription import GREETING_WORDS, LESSON, LESSON_START, recordings, requests, run, transcribe, words
@@ -35,17 +35,6 @@ WER_TOLERANCE = 0.05
 """Batched decoding may make at most this much more word error rate than unbatched on SPEECH_SET (three of its 68
 words). Measured with Whisper base, int8, beam 5: 0.265 unbatched, 0.294 batched (two words more). faster-whisper's
 batched pipeline alone (no second try for a chunk that fails) made 0.882: it repeated one sentence to the end of a chunk."""
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level Levenshtein distance over the reference's length, on lower-case words without punctuation."""
-    ref, hyp = re.findall(r"\w+", reference.lower()), re.findall(r"\w+", hypothesis.lower())
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        previous, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
-    return row[-1] / len(ref)
 
 
 def batched_service(batching: bool, max_concurrent: int = 3, window_s: float = 120.0):
