@@ -26,8 +26,9 @@ embedded store instead: the time to insert N synthetic chunks (documents of
 vector index over them, the process's memory (RSS) after each (and at the end the
 peak of its largest child process: the store builds and optimizes the index in one), and hybrid
 top-5 search p50/p95 while another thread goes on ingesting (documents of
-1,000 chunks, with the service's default upkeep: an optimize every
-optimize_every_documents ingests). The vectors are the same SYNTHETIC random
+1,000 chunks, with the service's default upkeep: a workspace with a vector
+index is searched through its indexes alone and each document is folded into
+them before its ingest returns). The vectors are the same SYNTHETIC random
 unit vectors (numpy, seeded), not embeddings of the texts. --text picks the
 chunks' words: "narrow" (the default) draws each of 25 words evenly from the 64
 words above, so every query word is in a third of all chunks, the worst case
@@ -36,7 +37,13 @@ over German's most common function words and then 30,000 made-up content
 words), and each query is two function words and two content words, as a
 student's question is.
 
-    .venv/bin/python benchmarks/retrieval_bench.py --pages 0 --sizes --chunks 100000 --queries 100 [--text zipf]
+    .venv/bin/python benchmarks/retrieval_bench.py --pages 0 --sizes --chunks 100000 --queries 100 [--text zipf] [--keep FOLDER]
+
+--keep FOLDER keeps the workspace in FOLDER, and a later run with the same
+--chunks and --text reuses it (opened as the service opens its store at the
+start, with ``recover``) instead of inserting and indexing again, which takes
+about half an hour at 1,000,000 chunks; the documents its ingest added are
+deleted again at the end.
 """
 
 from __future__ import annotations
@@ -306,8 +313,9 @@ def synthetic_document(number: int, words: Narrow | Zipf, vectors: np.random.Gen
     return DocumentRecord(document_id, f"{document_id}.txt", "txt", BATCH_CHUNKS), chunks
 
 
-def search_at_scale(chunks: int, queries: int, text: str = "narrow") -> None:
-    """One workspace of `chunks` chunks in the embedded store: insert, index build, memory, search while ingesting."""
+def search_at_scale(chunks: int, queries: int, text: str = "narrow", keep: Path | None = None) -> None:
+    """One workspace of `chunks` chunks in the embedded store: insert, index build, memory, search while ingesting;
+    in ``keep`` (kept, and reused when it holds such a workspace) or in a temporary folder."""
     vectors = np.random.default_rng(3)
 
     def word_source(seed: int) -> Narrow | Zipf:
@@ -321,23 +329,35 @@ def search_at_scale(chunks: int, queries: int, text: str = "narrow") -> None:
     )
     print(f"embedded store, one workspace of {chunks} SYNTHETIC chunks ({words}; random unit vectors, {DIMENSION} dims)")
     print(f"  start: RSS {memory_mib()[0]:.0f} MiB, {load()}")
-    with tempfile.TemporaryDirectory() as folder:
+    with contextlib.ExitStack() as cleanup:
+        folder = keep or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
         # The index is built by hand below (timed); the upkeep of new rows is the service's default.
-        store = EmbeddedStore(Path(folder), RetrievalConfig(vector_index_min_rows=10**9))
-        store.create_workspace("bench")
-        started = time.perf_counter()
-        texts = word_source(3)
-        for number in range(0, chunks, BATCH_CHUNKS):
-            store.add_document("bench", *synthetic_document(number, texts, vectors))
-        store.optimize("bench")
-        filled = time.perf_counter() - started
-        print(
-            f"  inserted {chunks} chunks in {filled:.1f} s ({chunks / filled:.0f} chunks/s, with optimize); RSS {memory_mib()[0]:.0f} MiB, {load()}"
-        )
-        started = time.perf_counter()
-        store.build_vector_index("bench")
-        built = time.perf_counter() - started
-        print(f"  vector index (IVF-HNSW-SQ, cosine) built in {built:.1f} s; RSS {memory_mib()[0]:.0f} MiB, {load()}")
+        store = EmbeddedStore(folder, RetrievalConfig(vector_index_min_rows=10**9))
+        kept = folder / "kept.txt"  # what the kept workspace holds
+        if keep and kept.exists() and kept.read_text() == f"{chunks} {text}" and store.chunk_count("bench") == chunks:
+            started = time.perf_counter()
+            store.recover()
+            print(f"  reused the workspace of {chunks} chunks in {folder}, opened in {time.perf_counter() - started:.1f} s; {load()}")
+        else:
+            kept.unlink(missing_ok=True)
+            if "bench" in store.list_workspaces():
+                store.delete_workspace("bench")
+            store.create_workspace("bench")
+            started = time.perf_counter()
+            texts = word_source(3)
+            for number in range(0, chunks, BATCH_CHUNKS):
+                store.add_document("bench", *synthetic_document(number, texts, vectors))
+            store.optimize("bench")
+            filled = time.perf_counter() - started
+            print(
+                f"  inserted {chunks} chunks in {filled:.1f} s ({chunks / filled:.0f} chunks/s, with optimize); RSS {memory_mib()[0]:.0f} MiB, {load()}"
+            )
+            started = time.perf_counter()
+            store.build_vector_index("bench")
+            built = time.perf_counter() - started
+            print(f"  vector index (IVF-HNSW-SQ, cosine) built in {built:.1f} s; RSS {memory_mib()[0]:.0f} MiB, {load()}")
+            if keep:
+                kept.write_text(f"{chunks} {text}")
         stop, going, added = threading.Event(), threading.Event(), [0]
 
         def ingest() -> None:
@@ -366,6 +386,9 @@ def search_at_scale(chunks: int, queries: int, text: str = "narrow") -> None:
         rss, peak = memory_mib()
         upkeep = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the store's optimize and index build run there
         print(f"  memory: RSS {rss:.0f} MiB now, peak {peak:.0f} MiB; the largest child process peaked at {upkeep:.0f} MiB")
+        if keep:  # the kept workspace goes back to its chunks
+            for number in range(chunks, chunks + added[0], BATCH_CHUNKS):
+                store.delete_document("bench", f"synthetic{number:07d}")
         store.close()
 
 
@@ -382,13 +405,14 @@ def main() -> int:
         default="narrow",
         help="with --chunks: the chunks' words (narrow: 64 words evenly; zipf: as a language)",
     )
+    parser.add_argument("--keep", type=Path, help="with --chunks: keep the workspace in this folder, and reuse it when it is there")
     args = parse_args(parser, pages=2, sizes=[100], queries=5, chunks=2000)
     if args.pages:
         bench_ingest(args.pages)
     if args.sizes:
         bench_search(args.sizes, args.queries, args.store)
     if args.chunks:
-        search_at_scale(args.chunks, args.queries, args.text)
+        search_at_scale(args.chunks, args.queries, args.text, args.keep)
     return 0
 
 

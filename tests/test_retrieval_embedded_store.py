@@ -31,7 +31,7 @@ def test_a_large_workspace_gets_a_vector_index_and_still_finds_the_right_chunk(t
     store.create_workspace("gross")
     store.add_document("gross", *many_chunks("viele", 600))
     assert "vector_idx" in {index.name for index in store._table("gross").list_indices()}
-    store.add_document("gross", *BIOLOGY)  # after the index: searched unindexed until the next optimize
+    store.add_document("gross", *BIOLOGY)  # after the index: folded into it before add_document returns
     query = "Mitochondrien Kraftwerke der Zelle"
     assert store.search("gross", query, vector_of(query), 3, 1.0)[0].document_id == "bio1"
     assert store.search("gross", "Nummer417", [], 3, 0.0)[0].text.endswith("Nummer417")
@@ -88,13 +88,14 @@ def test_deleted_text_leaves_the_disk(tmp_path):
 
 
 def test_a_search_is_answered_while_the_upkeep_of_its_workspace_runs_and_ingests_wait_for_it(tmp_path, monkeypatch):
-    """The optimize every few documents runs in a process of its own: in the store's process it held Lance's CPU pool
-    (one thread on 2 cores) and every search waited for it. Here the upkeep process is held at its start until the
-    test lets it go, so a search must be answered while it is held, and the ingest that started it must still wait."""
-    store = EmbeddedStore(tmp_path / "store", RetrievalConfig(vector_index_min_rows=500, optimize_every_documents=2))
+    """The optimize after each document of an indexed workspace runs in a process of its own: in the store's process it
+    held Lance's CPU pool (one thread on 2 cores) and every search waited for it. Here the upkeep process is held at
+    its start until the test lets it go, so a search must be answered while it is held, and the ingest that started it
+    must still wait. The document of that ingest is found once it is in the indexes, when its ingest returns."""
+    store = EmbeddedStore(tmp_path / "store", RetrievalConfig(vector_index_min_rows=500))
     store.create_workspace("gross")
     store.add_document("gross", *many_chunks("viele", 600))  # builds the vector index (its own process, not held)
-    store.add_document("gross", *BIOLOGY)  # the first ingest since the index; the second starts the optimize
+    store.add_document("gross", *BIOLOGY)  # folded into the indexes after it (not held)
     started, release = tmp_path / "upkeep-started", tmp_path / "upkeep-release"
     upkeep_command = table_upkeep.command
 
@@ -121,7 +122,8 @@ def test_a_search_is_answered_while_the_upkeep_of_its_workspace_runs_and_ingests
     try:
         wait_until(started.exists, timeout=120, what="the optimize process started")
         assert store.search("gross", query, vector_of(query), 3, 0.5)[0].document_id == "bio1"
-        assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"  # recorded before its upkeep
+        # Recorded, but not yet in the indexes: the workspace is searched through them alone, so not found yet.
+        assert "ges1" not in {hit.document_id for hit in store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)}
         assert writer.is_alive() and store._write_lock.locked()  # the ingest that started the optimize waits for it
     finally:
         release.touch()
@@ -130,6 +132,7 @@ def test_a_search_is_answered_while_the_upkeep_of_its_workspace_runs_and_ingests
     table = store._table("gross")
     assert table.index_stats("vector_idx").num_unindexed_rows == 0  # the optimize folded the new rows into the index
     assert store.search("gross", query, vector_of(query), 3, 1.0)[0].document_id == "bio1"
+    assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"
     store.close()
 
 
@@ -215,3 +218,59 @@ def done(result: object) -> concurrent.futures.Future:
     future: concurrent.futures.Future = concurrent.futures.Future()
     future.set_result(result)
     return future
+
+
+def test_an_indexed_workspace_folds_each_document_into_its_indexes_before_the_ingest_returns(tmp_path):
+    """Rows outside the indexes cost every search: at 1,000,000 chunks +20 ms for 1,000 of them, +170 ms for 20,000.
+    A workspace with a vector index is therefore searched through its indexes alone, and each document is folded
+    in before its ingest returns (not every optimize_every_documents ingests)."""
+    store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500, optimize_every_documents=20))
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))
+    for document in (BIOLOGY, HISTORY):
+        store.add_document("gross", *document)
+        table = store._table("gross")
+        assert [table.index_stats(name).num_unindexed_rows for name in ("text_idx", "vector_idx")] == [0, 0]
+    assert store.search("gross", "Mitochondrien Zelle", vector_of("Mitochondrien Zelle"), 3, 0.5)[0].document_id == "bio1"
+    assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"
+    store.close()
+
+
+def test_a_workspace_whose_upkeep_failed_is_searched_whole_until_an_upkeep_succeeds(tmp_path, monkeypatch):
+    store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500))
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))
+    run = table_upkeep.run
+
+    def disk_full(folder: Path, workspace: str, action: str, keep_versions_s: int) -> None:
+        raise RuntimeError(f"{action} of workspace {workspace} failed (exit status 1): No space left on device")
+
+    monkeypatch.setattr(table_upkeep, "run", disk_full)
+    store.add_document("gross", *BIOLOGY)  # stored and recorded; its upkeep fails and is logged
+    assert store._table("gross").index_stats("text_idx").num_unindexed_rows > 0
+    query = "Mitochondrien Kraftwerke der Zelle"
+    assert store.search("gross", query, vector_of(query), 3, 0.5)[0].document_id == "bio1"  # searched whole: found
+    monkeypatch.setattr(table_upkeep, "run", run)
+    store.add_document("gross", *HISTORY)  # this upkeep succeeds and folds in both documents
+    assert store._table("gross").index_stats("text_idx").num_unindexed_rows == 0
+    assert store.search("gross", query, vector_of(query), 3, 0.5)[0].document_id == "bio1"
+    assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"
+    store.close()
+
+
+def test_rows_a_crash_left_outside_the_indexes_are_folded_in_at_the_next_start(tmp_path):
+    store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500))
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))
+    record, chunks = BIOLOGY
+    store._write_chunks("gross", chunks)  # the crash came after the chunks and their record, before the upkeep
+    store._record("gross", record)
+    query = "Mitochondrien Kraftwerke der Zelle"
+    assert "bio1" not in {hit.document_id for hit in store.search("gross", query, vector_of(query), 3, 0.5)}
+    store.close()
+    again = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500))
+    again.recover()
+    table = again._table("gross")
+    assert [table.index_stats(name).num_unindexed_rows for name in ("text_idx", "vector_idx")] == [0, 0]
+    assert again.search("gross", query, vector_of(query), 3, 0.5)[0].document_id == "bio1"
+    again.close()
