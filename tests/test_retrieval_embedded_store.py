@@ -233,6 +233,11 @@ def test_an_indexed_workspace_folds_each_document_into_its_indexes_before_the_in
         assert [table.index_stats(name).num_unindexed_rows for name in ("text_idx", "vector_idx")] == [0, 0]
     assert store.search("gross", "Mitochondrien Zelle", vector_of("Mitochondrien Zelle"), 3, 0.5)[0].document_id == "bio1"
     assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"
+    store.delete_document("gross", "bio1")  # still in the indexes until the purge: the search must leave it out all the same
+    for weight in (0.0, 0.5, 1.0):
+        hits = store.search("gross", "Mitochondrien Zelle", vector_of("Mitochondrien Zelle"), 5, weight)
+        assert "bio1" not in {hit.document_id for hit in hits}
+        assert hits or weight == 0.0  # BM25 alone: no other document has these words
     store.close()
 
 
