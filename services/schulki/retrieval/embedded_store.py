@@ -248,7 +248,7 @@ class EmbeddedStore(Store):
             return
         if workspace not in self._vector_indexed and table.count_rows() >= self.config.vector_index_min_rows:
             # Listing indexes reads their statistics, which is slow on large tables: only past the threshold, once.
-            if "vector_idx" in {index.name for index in table.list_indices()}:
+            if self._has_vector_index(table):
                 self._vector_indexed.add(workspace)
             else:
                 self.build_vector_index(workspace)
@@ -256,6 +256,11 @@ class EmbeddedStore(Store):
         self._adds_since_optimize[workspace] = done
         if workspace in self._vector_indexed or done >= self.config.optimize_every_documents:
             self.optimize(workspace)
+
+    @staticmethod
+    def _has_vector_index(table: Table) -> bool:
+        """Whether the table has its vector index (listing indexes reads their statistics: slow on large tables)."""
+        return table_upkeep.VECTOR_INDEX in {index.name for index in table.list_indices()}
 
     def build_vector_index(self, workspace: str) -> None:
         """Build (or rebuild) the workspace's vector index, in a process of its own (table_upkeep: searches go on meanwhile)."""
@@ -287,10 +292,11 @@ class EmbeddedStore(Store):
         except BaseException:
             self._upkeep_failed.add(workspace)
             raise
+        else:
+            self._upkeep_failed.discard(workspace)
         finally:
             with self._tables_lock:
                 self._tables.pop(workspace, None)
-        self._upkeep_failed.discard(workspace)
 
     def _delete_chunks(self, workspace: str, document_ids: Sequence[str]) -> int:
         table = self._table(workspace)
@@ -340,9 +346,9 @@ class EmbeddedStore(Store):
         with self._write_lock:
             for workspace in self._workspace_names():
                 table = self._table(workspace)
-                if table is None or "vector_idx" not in {index.name for index in table.list_indices()}:
+                if table is None or not self._has_vector_index(table):
                     continue
-                if any(table.index_stats(name).num_unindexed_rows for name in ("text_idx", "vector_idx")):
+                if any(table.index_stats(name).num_unindexed_rows for name in ("text_idx", table_upkeep.VECTOR_INDEX)):
                     log.warning("workspace %s: folding rows left outside the indexes into them", workspace)
                     try:
                         self.optimize(workspace)

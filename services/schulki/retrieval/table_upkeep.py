@@ -31,6 +31,9 @@ SERVICES = Path(__file__).resolve().parents[2]
 NICENESS = 10
 """How much the upkeep process lowers its priority: on a busy machine the service's searches get the cores first."""
 
+VECTOR_INDEX = "vector_idx"
+"""The name of a table's vector index (the store asks for it by this name)."""
+
 ERROR_TAIL = 2000
 """Characters of the upkeep process's error output that go into the store's error."""
 
@@ -49,7 +52,7 @@ def build_vector_index(folder: Path, workspace: str) -> None:
     from lancedb.index import HnswSq
 
     table = lancedb.connect(folder).open_table(workspace)
-    table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True, name="vector_idx")
+    table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True, name=VECTOR_INDEX)
 
 
 def command(folder: Path, workspace: str, action: str, keep_versions_s: int) -> list[str]:
