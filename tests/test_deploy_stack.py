@@ -301,6 +301,8 @@ def test_the_readmes_commands_use_the_playbooks_settings_sized_for_a_school():
     assert settings["DEFAULT_FORKS"] >= 32, "30 lab PCs and two GPU servers are planned in one round"
     assert ssh["pipelining"] is True, "one SSH round trip per task"
     assert settings["DEFAULT_MODULE_PATH"] == [str(DEPLOY / "library")], "the playbook's modules wherever the command starts"
+    assert settings["DEFAULT_STRATEGY"] == "mitogen_linear", "one Python interpreter per host for the whole run"
+    assert settings["DEFAULT_STRATEGY_PLUGIN_PATH"] == [str(DEPLOY / "strategy_plugins")]
     commands = re.findall(
         r"^(?:sudo )?(?:ANSIBLE_CONFIG=\S+ )?\.venv/bin/ansible-playbook .*$", (REPO_ROOT / "README.md").read_text(), re.M
     )
