@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from schulki.models.defaults import chat_model_path
-from schulki.models.install import check_gguf, installed
+from schulki.models.install import ModelCheckError, check_gguf, installed
 
 from tests.up_stack import UpProcess
 
@@ -56,6 +57,31 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path, usb):
     fake.write_text("Das ist ein Aufsatz über Vulkane, kein Modell.\n" * 100)
     line = refused(models_add(tmp_path, fake), tmp_path)
     assert "keine lesbare GGUF-Datei" in line and "not a GGUF file" in line
+
+
+def gguf_start(tensors: int, pairs: int) -> bytes:
+    """The first bytes of a GGUF file (version 3): the counts of tensors and key/value pairs."""
+    return b"GGUF" + struct.pack("<IQQ", 3, tensors, pairs)
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        # one key whose string claims 600 MiB (the file is that long, sparse): no real header comes near it
+        (gguf_start(0, 1) + struct.pack("<Q", 1) + b"a" + struct.pack("<IQ", 8, 600 << 20), "larger than 512 MiB"),
+        # a tensor of 2**31 dimensions: ggml has at most 4
+        (gguf_start(1, 0) + struct.pack("<Q", 1) + b"t" + struct.pack("<I", 1 << 31), "2147483648 dimensions"),
+    ],
+    ids=["a-600-MiB-string", "a-tensor-of-2**31-dimensions"],
+)
+def test_a_damaged_length_is_refused_without_reading_the_file_into_memory(usb, header, why):
+    damaged = usb / "modell.gguf"
+    with damaged.open("wb") as f:
+        f.write(header)
+        f.truncate(1 << 30)  # 1 GiB, sparse: a reader that trusted the length would take it all into memory
+    with pytest.raises(ModelCheckError, match="keine lesbare GGUF-Datei") as refusal:
+        check_gguf(damaged)
+    assert why in str(refusal.value)
 
 
 def test_a_file_whose_sha256_differs_from_the_catalog_is_refused(tmp_path, usb):

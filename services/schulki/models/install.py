@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from schulki.models.catalog import Catalog, load_catalog
-from schulki.models.gguf import ENCODER_ARCHS, GGUF_MAGIC, GGUFError, _read, _string, _value
+from schulki.models.gguf import ENCODER_ARCHS, GGUFError, HeaderReader
 from schulki.models.served import served_name
 
 REGISTRY_FILE = "installed-chat-models.json"
@@ -106,30 +106,30 @@ class InstalledModel:
     added_at: float
 
 
+GGML_MAX_DIMS = 4
+"""ggml.h: no tensor has more dimensions."""
+
+
 def _data_end(path: Path) -> tuple[dict, int]:
     """The header's metadata and the byte where the last tensor ends, from the tensor table."""
     with path.open("rb") as f:
-        if f.read(4) != GGUF_MAGIC:
-            raise GGUFError("not a GGUF file (it does not start with the bytes GGUF)")
-        if _read(f, "<I") < 2:
-            raise GGUFError("the GGUF version is too old")
-        tensors, count = _read(f, "<Q"), _read(f, "<Q")
-        metadata = {}
-        for _ in range(count):
-            key = _string(f)
-            metadata[key] = _value(f, _read(f, "<I"))
+        header = HeaderReader(f)
+        tensors, metadata = header.metadata()
         end = 0
         for _ in range(tensors):
-            _string(f)
-            dims = [_read(f, "<Q") for _ in range(_read(f, "<I"))]
-            kind, offset = _read(f, "<I"), _read(f, "<Q")
+            header.string()
+            dimensions = header.read("<I")
+            if dimensions > GGML_MAX_DIMS:
+                raise GGUFError(f"the GGUF header is damaged (a tensor of {dimensions} dimensions)")
+            dims = [header.read("<Q") for _ in range(dimensions)]
+            kind, offset = header.read("<I"), header.read("<Q")
             values = 1
             for d in dims:
                 values *= d
             block, size = GGML_BLOCKS.get(kind, (1, 0))
             end = max(end, offset + values // block * size)
         alignment = int(metadata.get("general.alignment", 32) or 32)
-        start = -(-f.tell() // alignment) * alignment
+        start = -(-header.pos // alignment) * alignment
     return metadata, start + end
 
 
