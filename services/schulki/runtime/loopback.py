@@ -12,8 +12,10 @@ import ssl
 
 def loopback_context() -> ssl.SSLContext:
     """For this machine's own readiness and health probes on 127.0.0.1 only: they ask "does it answer?",
-    and the certificate (the school's, for its public name) need not name 127.0.0.1."""
-    context = ssl.create_default_context()
+    and the certificate (the school's, for its public name) need not name 127.0.0.1. No CA certificates are loaded:
+    nothing is verified, and loading the system's (ssl.create_default_context) cost 25 ms of CPU per probe, every 0.2 s
+    while the gateway starts."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
