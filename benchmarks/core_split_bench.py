@@ -27,7 +27,7 @@ upload's waits together unbounded, as before ``retrieval.yield_share``);
     .venv/bin/python benchmarks/core_split_bench.py --pages 30 --duration 30 --modes before,after,unpinned,nonice
     .venv/bin/python benchmarks/core_split_bench.py --pages 20 --students 10 --duration 30 --modes yield,after     # ingest waiting for the class's line or not
     .venv/bin/python benchmarks/core_split_bench.py --modes unsplit-waiting,before,unsplit-noyield  # no split: each step's full wait, the share, none
-    .venv/bin/python benchmarks/core_split_bench.py --smoke    # 2 pages, 2 students for 10 s, the split only: does it still run?
+    .venv/bin/python benchmarks/core_split_bench.py --smoke    # 2 pages, 2 students for 4 s, the split only: does it still run?
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--think", type=float, default=3.0, help="most seconds a student waits between answers")
     parser.add_argument("--modes", default="before,after", help=f"comma-separated, of {', '.join(MODES)}")
-    args = parse_args(parser, pages=2, students=2, duration=10.0, warmup=1.0, max_tokens=8, think=1.0, modes="after")
+    args = parse_args(parser, pages=2, students=2, duration=4.0, warmup=1.0, max_tokens=8, think=1.0, modes="after")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := [m for m in modes if m not in MODES]:
         raise SystemExit(f"unknown modes: {', '.join(unknown)}")
