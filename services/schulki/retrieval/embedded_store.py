@@ -70,6 +70,9 @@ log = logging.getLogger("schulki.retrieval")
 HNSW_EF = 100
 """Candidates the HNSW graph search keeps while it walks (ignored while a table has no vector index)."""
 
+TEXT_INDEX = "text_idx"
+"""The name of a table's full-text index (LanceDB's default for the column "text", given so that it is not left to chance)."""
+
 KEYWORD_THREADS = 8
 """Threads that run the BM25 half of searches beside their vector half (as many searches as the service runs at once
 get one; more wait for a thread). Lance does the work in its own pool and lets Python's lock go meanwhile."""
@@ -237,7 +240,10 @@ class EmbeddedStore(Store):
         # Stemming for the schools' language finds "Kriege" for "Krieg"; stop words stay,
         # because questions like "Wer war ..." would otherwise lose words that matter in English.
         table.create_index(
-            "text", config=FTS(language=self.config.text_language, stem=True, remove_stop_words=False, ascii_folding=True), replace=True
+            "text",
+            config=FTS(language=self.config.text_language, stem=True, remove_stop_words=False, ascii_folding=True),
+            replace=True,
+            name=TEXT_INDEX,
         )
 
     def _maintain(self, workspace: str) -> None:
@@ -348,7 +354,7 @@ class EmbeddedStore(Store):
                 table = self._table(workspace)
                 if table is None or not self._has_vector_index(table):
                     continue
-                if any(table.index_stats(name).num_unindexed_rows for name in ("text_idx", table_upkeep.VECTOR_INDEX)):
+                if any(table.index_stats(name).num_unindexed_rows for name in (TEXT_INDEX, table_upkeep.VECTOR_INDEX)):
                     log.warning("workspace %s: folding rows left outside the indexes into them", workspace)
                     try:
                         self.optimize(workspace)
