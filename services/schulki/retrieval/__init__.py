@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from schulki.config import Config
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # not at run time: the parse and upkeep processes import this package, and need neither
+    from schulki.config import Config
     from schulki.runtime.server import Service
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schulki.retrieval.documents import ParsedDocument
 from schulki.retrieval.formats import BY_EXTENSION, BY_NAME
@@ -33,8 +34,10 @@ from schulki.retrieval.parsing.common import (
     text_budget,
     too_much_text,
 )
-from schulki.retrieval.parsing.web import fetch_url
 from schulki.runtime.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from schulki.retrieval.parsing.web import fetch_url
 
 Parser = Callable[[Path, ParseJob], ParsedDocument]
 
@@ -100,3 +103,12 @@ def _require_text(document: ParsedDocument) -> ParsedDocument:
             raise InvalidInput(NO_TEXT_MESSAGE)
         raise InvalidInput("Die Datei enthält keinen Text. (no text found)")
     return document
+
+
+def __getattr__(name: str) -> object:
+    """fetch_url on first use: it brings BeautifulSoup (0.2 s to import), which the parse process of a file never needs."""
+    if name == "fetch_url":
+        from schulki.retrieval.parsing.web import fetch_url
+
+        return fetch_url
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
