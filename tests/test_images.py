@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from schulki.models.defaults import extract
 
 from tests.conftest import REPO_ROOT
 
@@ -90,7 +91,7 @@ def _llama_cpp_source(tmp_path_factory) -> Path | None:
         return None
     with tarfile.open(sdists[0]) as archive:
         members = [m for m in archive.getmembers() if "/vendor/llama.cpp/" in m.name]
-        archive.extractall(target, members=members, filter="data")
+        extract(archive, members, target)
     return next(target.glob("*/vendor/llama.cpp"))
 
 

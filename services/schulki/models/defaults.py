@@ -118,8 +118,25 @@ def _llama_cpp_source(cache: Path) -> Path:
     wanted = ("vendor/llama.cpp/convert_hf_to_gguf.py", "vendor/llama.cpp/conversion/", "vendor/llama.cpp/gguf-py/")
     with tarfile.open(sdist) as tar:
         members = [m for m in tar.getmembers() if any(w in m.name for w in wanted)]
-        tar.extractall(cache, members=members, filter="data")
+        extract(tar, members, cache)
     return source
+
+
+def extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], target: Path) -> None:
+    """Unpack these members under target and nowhere else: with tarfile's "data" filter where this Python has it
+    (3.11.4 and later); Debian 12's python3.11 (3.11.2) has not, so there each member must be a plain file or folder
+    whose path stays inside target."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(target, members=members, filter="data")
+        return
+    root = target.resolve()
+    for member in members:
+        if not (member.isfile() or member.isdir()) or not (root / member.name).resolve().is_relative_to(root):
+            raise tarfile.TarError(f"{member.name}: not a plain file or folder inside {target}")
+        # As the filter does: no set-uid bits, and the files belong to whoever unpacks them.
+        member.mode &= 0o755
+        member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+    tar.extractall(target, members=members)  # every member checked above
 
 
 def prepare_embeddings(target: Path, cache: Path) -> Path:
