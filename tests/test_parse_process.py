@@ -70,9 +70,10 @@ def test_the_child_s_own_errors_come_back_with_their_kind(tmp_path):
 
 def test_a_parse_past_its_time_limit_is_killed(tmp_path):
     path = tmp_path / "upload.txt"
-    path.write_bytes(single_line_text(5))
+    # 12 MB on one line take the chunker seconds (4 MB: 0.7 s), the child's start 0.15 s: the limit ends it mid-way.
+    path.write_bytes(single_line_text(12))
     with pytest.raises(TooLarge, match=r"dauerte länger als 0\.2 s"):
-        parse(path, "lang.txt", timeout_s=0.2)
+        parse(path, "lang.txt", timeout_s=0.2, max_chars=20_000_000, max_chunks=100_000)
     assert no_children()
 
 
