@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -24,6 +26,14 @@ def many_chunks(document_id: str, count: int) -> tuple[DocumentRecord, list[Stor
     texts = [f"{WORDS[i % 16]} {WORDS[(i * 7) % 16]} {WORDS[(i * 5 + 3) % 16]} Nummer{i}" for i in range(count)]
     chunks = [StoredChunk(document_id, "viele.txt", Chunk(text=t, index=i), vector_of(t)) for i, t in enumerate(texts)]
     return DocumentRecord(document_id, "viele.txt", "txt", count), chunks
+
+
+def ended(pid: int) -> bool:
+    """Whether the process has ended (a zombie not yet waited for, or gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_a_large_workspace_gets_a_vector_index_and_still_finds_the_right_chunk(tmp_path):
@@ -99,8 +109,8 @@ def test_a_search_is_answered_while_the_upkeep_of_its_workspace_runs_and_ingests
     started, release = tmp_path / "upkeep-started", tmp_path / "upkeep-release"
     upkeep_command = table_upkeep.command
 
-    def held(folder: Path, workspace: str, action: str, keep_versions_s: int) -> list[str]:
-        argv = upkeep_command(folder, workspace, action, keep_versions_s)
+    def held() -> list[str]:
+        argv = upkeep_command()
         gate = (
             f"import os, pathlib, time\npathlib.Path({str(started)!r}).touch()\n"
             f"while not pathlib.Path({str(release)!r}).exists(): time.sleep(0.02)\nos.execv({argv[0]!r}, {argv!r})"
@@ -108,6 +118,7 @@ def test_a_search_is_answered_while_the_upkeep_of_its_workspace_runs_and_ingests
         return [sys.executable, "-c", gate]
 
     monkeypatch.setattr(table_upkeep, "command", held)
+    store._upkeep_worker.close()  # the next action starts a new upkeep process: this one, held at its start
     failed: list[BaseException] = []
 
     def ingest() -> None:
@@ -168,9 +179,62 @@ def test_the_index_upkeep_runs_outside_the_process_that_searches(tmp_path, monke
 
 def test_an_upkeep_process_that_fails_says_why(tmp_path):
     (tmp_path / "lance").mkdir()
+    worker = table_upkeep.UpkeepWorker()
     with pytest.raises(RuntimeError, match="optimize of workspace fehlt failed") as failed:
-        table_upkeep.run(tmp_path / "lance", "fehlt", "optimize", 60)
+        worker.run(tmp_path / "lance", "fehlt", "optimize", 60)
     assert "fehlt" in str(failed.value).split("):", 1)[1]  # the process's own error names the missing table
+    pid = worker.pid
+    assert pid is not None  # an action that failed leaves the process serving
+    with pytest.raises(ValueError, match="unknown upkeep action"):
+        worker.run(tmp_path / "lance", "fehlt", "vacuum", 60)
+    worker.close()
+    assert worker.pid is None and not Path(f"/proc/{pid}").exists()
+
+
+def test_the_upkeep_process_serves_document_after_document_and_leaves_when_idle(tmp_path):
+    """Each document of an indexed workspace is folded into its indexes by an optimize: one process (lancedb imported
+    once, 3.4 s of CPU on a school server) serves them one after another, leaves after its idle time, and the next
+    document starts a new one."""
+    store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500))
+    worker = store._upkeep_worker
+    worker.idle_s = 3.0
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))  # the vector index is built
+    first = worker.pid
+    assert first is not None
+    store.add_document("gross", *BIOLOGY)  # folded in by the same process
+    assert worker.pid == first
+    wait_until(lambda: worker.pid is None, timeout=30, what="the idle upkeep process gone", interval=0.2)
+    assert not Path(f"/proc/{first}").exists()  # it left, and was waited for (no zombie)
+    store.add_document("gross", *HISTORY)
+    assert worker.pid not in (None, first)
+    assert store._table("gross").index_stats("text_idx").num_unindexed_rows == 0
+    assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"
+    store.close()
+    assert worker.pid is None
+
+
+def test_an_upkeep_process_that_dies_fails_its_action_and_the_next_action_gets_a_new_one(tmp_path, monkeypatch):
+    store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500))
+    store.create_workspace("gross")
+    store.add_document("gross", *many_chunks("viele", 600))
+    upkeep_command = table_upkeep.command
+    monkeypatch.setattr(
+        table_upkeep, "command", lambda: [sys.executable, "-c", "import sys; sys.stdin.readline(); sys.exit('kein Speicher mehr')"]
+    )
+    store._upkeep_worker.close()
+    with pytest.raises(RuntimeError, match=r"optimize of workspace gross failed \(exit status 1\): kein Speicher mehr"):
+        store.optimize("gross")
+    monkeypatch.setattr(table_upkeep, "command", upkeep_command)
+    store.add_document("gross", *BIOLOGY)  # a new process folds in what the failed one left
+    assert store._table("gross").index_stats("text_idx").num_unindexed_rows == 0
+    killed = store._upkeep_worker.pid
+    os.kill(killed, signal.SIGKILL)  # killed between two actions (out of memory, an admin)
+    wait_until(lambda: ended(killed), timeout=30, what="the killed upkeep process ended")
+    store.add_document("gross", *HISTORY)
+    assert store._table("gross").index_stats("text_idx").num_unindexed_rows == 0
+    assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"
+    store.close()
 
 
 def test_a_hybrid_search_runs_its_bm25_half_beside_its_vector_half_and_finds_the_same(tmp_path, monkeypatch):
@@ -245,17 +309,16 @@ def test_a_workspace_whose_upkeep_failed_is_searched_whole_until_an_upkeep_succe
     store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500))
     store.create_workspace("gross")
     store.add_document("gross", *many_chunks("viele", 600))
-    run = table_upkeep.run
 
     def disk_full(folder: Path, workspace: str, action: str, keep_versions_s: int) -> None:
         raise RuntimeError(f"{action} of workspace {workspace} failed (exit status 1): No space left on device")
 
-    monkeypatch.setattr(table_upkeep, "run", disk_full)
+    monkeypatch.setattr(store._upkeep_worker, "run", disk_full)
     store.add_document("gross", *BIOLOGY)  # stored and recorded; its upkeep fails and is logged
     assert store._table("gross").index_stats("text_idx").num_unindexed_rows > 0
     query = "Mitochondrien Kraftwerke der Zelle"
     assert store.search("gross", query, vector_of(query), 3, 0.5)[0].document_id == "bio1"  # searched whole: found
-    monkeypatch.setattr(table_upkeep, "run", run)
+    monkeypatch.undo()
     store.add_document("gross", *HISTORY)  # this upkeep succeeds and folds in both documents
     assert store._table("gross").index_stats("text_idx").num_unindexed_rows == 0
     assert store.search("gross", query, vector_of(query), 3, 0.5)[0].document_id == "bio1"

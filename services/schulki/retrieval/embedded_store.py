@@ -123,6 +123,7 @@ class EmbeddedStore(Store):
         self._upkeep_failed: set[str] = set()
         """Workspaces whose last upkeep failed: their rows may lie outside the indexes, so they are searched whole."""
         self._keyword_threads = ThreadPoolExecutor(KEYWORD_THREADS, thread_name_prefix="schulki-bm25")
+        self._upkeep_worker = table_upkeep.UpkeepWorker()
         for stale in self.manifests.glob(".*.tmp"):
             stale.unlink()
 
@@ -294,7 +295,7 @@ class EmbeddedStore(Store):
         are kept for keep_versions_s), the next ones open the new version.
         """
         try:
-            table_upkeep.run(self.path / "lance", workspace, action, self.config.keep_versions_s)
+            self._upkeep_worker.run(self.path / "lance", workspace, action, self.config.keep_versions_s)
         except BaseException:
             self._upkeep_failed.add(workspace)
             raise
@@ -466,3 +467,4 @@ class EmbeddedStore(Store):
             self._purges.clear()
             self._tables.clear()
         self._keyword_threads.shutdown(wait=True)  # a search still running finishes; none starts a half after this
+        self._upkeep_worker.close()
