@@ -28,14 +28,6 @@ def many_chunks(document_id: str, count: int) -> tuple[DocumentRecord, list[Stor
     return DocumentRecord(document_id, "viele.txt", "txt", count), chunks
 
 
-def ended(pid: int) -> bool:
-    """Whether the process has ended (a zombie not yet waited for, or gone)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def test_a_large_workspace_gets_a_vector_index_and_still_finds_the_right_chunk(tmp_path):
     store = EmbeddedStore(tmp_path, RetrievalConfig(vector_index_min_rows=500))
     store.create_workspace("gross")
@@ -220,7 +212,9 @@ def test_an_upkeep_process_that_dies_fails_its_action_and_the_next_action_gets_a
     store.add_document("gross", *many_chunks("viele", 600))
     upkeep_command = table_upkeep.command
     monkeypatch.setattr(
-        table_upkeep, "command", lambda: [sys.executable, "-c", "import sys; sys.stdin.readline(); sys.exit('kein Speicher mehr')"]
+        table_upkeep,
+        "command",
+        lambda: [sys.executable, "-c", "import sys; sys.stdin.readline(); print('{}', flush=True); sys.exit('kein Speicher mehr')"],
     )
     store._upkeep_worker.close()
     with pytest.raises(RuntimeError, match=r"optimize of workspace gross failed \(exit status 1\): kein Speicher mehr"):
@@ -228,9 +222,9 @@ def test_an_upkeep_process_that_dies_fails_its_action_and_the_next_action_gets_a
     monkeypatch.setattr(table_upkeep, "command", upkeep_command)
     store.add_document("gross", *BIOLOGY)  # a new process folds in what the failed one left
     assert store._table("gross").index_stats("text_idx").num_unindexed_rows == 0
-    killed = store._upkeep_worker.pid
-    os.kill(killed, signal.SIGKILL)  # killed between two actions (out of memory, an admin)
-    wait_until(lambda: ended(killed), timeout=30, what="the killed upkeep process ended")
+    # Killed between two actions (out of memory, an admin), and the next document right after: the request may reach
+    # the process while it is still dying (its threads ending), or find it gone; either way a new one takes it.
+    os.kill(store._upkeep_worker.pid, signal.SIGKILL)
     store.add_document("gross", *HISTORY)
     assert store._table("gross").index_stats("text_idx").num_unindexed_rows == 0
     assert store.search("gross", "Krieg", vector_of("Krieg"), 3, 0.5)[0].document_id == "ges1"

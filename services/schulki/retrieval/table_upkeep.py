@@ -113,20 +113,26 @@ class UpkeepWorker:
             if self._idle is not None:
                 self._idle.cancel()
                 self._idle = None
-            line = b""
+            line, status, errors = b"", None, ""
             for _attempt in range(2):
                 process = self._process if self._process is not None and self._process.poll() is None else self._start()
                 assert process.stdin is not None and process.stdout is not None, "both are pipes (_start)"
                 try:
                     process.stdin.write(json.dumps(request).encode() + b"\n")
                     process.stdin.flush()
-                except BrokenPipeError:  # it ended after its last action (killed, out of memory): a new one takes this
-                    self._stop()
+                    taken = process.stdout.readline()
+                except BrokenPipeError:
+                    taken = b""
+                if not taken:
+                    # It ended before it took the request (killed or out of memory after its last action, or still
+                    # dying when the request came): a new process takes it, once.
+                    status, errors = self._stop()
                     continue
                 line = process.stdout.readline()
+                if not line:  # it died during the action
+                    status, errors = self._stop()
                 break
             if not line:
-                status, errors = self._stop()
                 raise RuntimeError(f"{action} of workspace {workspace} failed (exit status {status}): {errors}")
             self._idle = threading.Timer(self.idle_s, self._leave_if_idle)
             self._idle.daemon = True
@@ -181,7 +187,9 @@ class UpkeepWorker:
 
 
 def serve() -> int:
-    """The upkeep process: one JSON request per line on stdin, one JSON answer per line, until stdin closes."""
+    """The upkeep process: one JSON request per line on stdin, answered by two lines, until stdin closes: that it took
+    the request (so a process that dies before it is replaced, and one that dies during an action fails only it),
+    then the outcome."""
     import lancedb  # noqa: F401 - once, for every action that follows (the reason this process is kept)
 
     # The answers get a descriptor of their own: whatever a library prints goes to the error output, not into them.
@@ -189,6 +197,8 @@ def serve() -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     for line in sys.stdin:
         request = json.loads(line)
+        answers.write('{"taken": true}\n')  # first: the store knows this process took the request
+        answers.flush()
         try:
             ACTION_FUNCTIONS[request["action"]](Path(request["folder"]), request["workspace"], int(request["keep_versions_s"]))
             answer: dict[str, str] = {}
