@@ -36,8 +36,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
-ACTIONS = ("optimize", "vector-index")
-
 SERVICES = Path(__file__).resolve().parents[2]
 """The folder that holds the schulki package: the upkeep process runs the same code as the store that starts it."""
 
@@ -76,6 +74,7 @@ ACTION_FUNCTIONS: dict[str, Callable[[Path, str, int], None]] = {
     "optimize": optimize,
     "vector-index": lambda folder, workspace, _keep_versions_s: build_vector_index(folder, workspace),
 }
+ACTIONS = tuple(ACTION_FUNCTIONS)
 
 
 def command() -> list[str]:
@@ -110,9 +109,7 @@ class UpkeepWorker:
             raise ValueError(f"unknown upkeep action {action!r}; expected one of {ACTIONS}")
         request = {"folder": str(folder), "workspace": workspace, "action": action, "keep_versions_s": keep_versions_s}
         with self._lock:
-            if self._idle is not None:
-                self._idle.cancel()
-                self._idle = None
+            self._cancel_idle()
             line, status, errors = b"", None, ""
             for _attempt in range(2):
                 process = self._process if self._process is not None and self._process.poll() is None else self._start()
@@ -144,10 +141,13 @@ class UpkeepWorker:
     def close(self) -> None:
         """End the upkeep process (after the action it runs, if any)."""
         with self._lock:
-            if self._idle is not None:
-                self._idle.cancel()
-                self._idle = None
+            self._cancel_idle()
             self._stop()
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
 
     def _leave_if_idle(self) -> None:
         with self._lock:
